@@ -1,0 +1,49 @@
+// The C API: argument checks and errno, then the heap does the work.
+#include <cerrno>
+
+#include "heap.h"
+#include "secmem/secmem.h"
+
+using namespace secmem;
+
+extern "C" {
+
+void *secmem_malloc(size_t size) { return heap::allocate(size); }
+
+void *secmem_calloc(size_t nmemb, size_t size) {
+  size_t total = 0;
+  if (__builtin_mul_overflow(nmemb, size, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return heap::allocate(total); // free secret memory is always zero
+}
+
+void *secmem_realloc(void *p, size_t size) { return heap::reallocate(p, size); }
+
+void *secmem_aligned_alloc(size_t alignment, size_t size) {
+  if (alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > heap::kMaxAlignment) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  return heap::allocate_aligned(alignment, size);
+}
+
+void secmem_free(void *p) { heap::release(p); }
+
+size_t secmem_usable_size(const void *p) { return heap::usable_size(p); }
+
+int secmem_owns(const void *p) { return heap::owns(p) ? 1 : 0; }
+
+int secmem_get_stats(struct secmem_stats *out) {
+  if (out == nullptr) {
+    errno = EINVAL;
+    return -1;
+  }
+  heap::get_stats(out);
+  return 0;
+}
+
+const char *secmem_backend_name(void) { return heap::backend_name(); }
+
+} // extern "C"

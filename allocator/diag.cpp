@@ -1,0 +1,86 @@
+#include "diag.h"
+
+#include <cerrno>
+#include <cstdlib>
+
+#include "os.h"
+
+namespace secmem::diag {
+
+Line &Line::add(const char *text) {
+  while (*text != '\0' && len_ + 1 < sizeof buf_) buf_[len_++] = *text++;
+  buf_[len_] = '\0';
+  return *this;
+}
+
+Line &Line::dec(uint64_t value) {
+  char digits[24];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  char text[24];
+  for (int i = 0; i < n; ++i) text[i] = digits[n - 1 - i];
+  text[n] = '\0';
+  return add(text);
+}
+
+Line &Line::hex(uintptr_t value) {
+  char text[2 + 2 * sizeof value + 1] = {'0', 'x'};
+  int n = 2;
+  bool started = false;
+  for (int shift = 8 * sizeof value - 4; shift >= 0; shift -= 4) {
+    unsigned nibble = (value >> shift) & 0xf;
+    if (nibble == 0 && !started && shift != 0) continue;
+    started = true;
+    text[n++] = "0123456789abcdef"[nibble];
+  }
+  text[n] = '\0';
+  return add(text);
+}
+
+Line &Line::err(int errnum) { return add(errno_name(errnum)); }
+
+void Line::emit() {
+  char out[sizeof buf_ + 1];
+  for (size_t i = 0; i < len_; ++i) out[i] = buf_[i];
+  out[len_] = '\n';
+  os::write_stderr(out, len_ + 1);
+}
+
+const char *errno_name(int errnum) {
+  switch (errnum) {
+  case ENOSYS: return "ENOSYS";
+  case EPERM: return "EPERM";
+  case EACCES: return "EACCES";
+  case EAGAIN: return "EAGAIN";
+  case ENOMEM: return "ENOMEM";
+  case EMFILE: return "EMFILE";
+  case ENFILE: return "ENFILE";
+  case EFAULT: return "EFAULT";
+  case EINVAL: return "EINVAL";
+  case EIO: return "EIO";
+  default: return "errno";
+  }
+}
+
+void fatal(const char *what) {
+  Line().add(what).emit();
+  abort();
+}
+
+void fatal_errno(const char *what, int errnum) {
+  Line().add(what).add(" (").err(errnum).add(")").emit();
+  abort();
+}
+
+void fatal_pointer(const char *what, const void *ptr, const char *detail) {
+  Line line;
+  line.add(what).add(" ").hex(reinterpret_cast<uintptr_t>(ptr));
+  if (detail != nullptr) line.add(": ").add(detail);
+  line.emit();
+  abort();
+}
+
+} // namespace secmem::diag

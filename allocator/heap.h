@@ -1,0 +1,41 @@
+// The heap: the public operations over the chunk pool.
+//
+// Small requests (<= 8 KiB) are rounded to a size class and packed into
+// spans of 1..8 pages; each span's "live" bitmap (atomic, one bit per block)
+// is the source of truth for double-free detection and secmem_owns, and its
+// "free" bitmap (under the heap lock) is the central free list. Both live
+// outside the secret pages. Per-thread caches hold freed blocks for reuse
+// without the lock. Large requests take page runs inside a chunk; huge ones
+// (> 1 MiB) a chunk of their own.
+//
+// Invariant: every byte of secret memory that is not in a live allocation
+// is zero (fresh pages are zero, and every free zeroes the whole usable
+// size), so calloc needs no memset.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "chunk_pool.h"
+
+struct secmem_stats;
+
+namespace secmem::heap {
+
+inline constexpr size_t kMaxRequest = size_t{1} << 40;  // larger requests fail with ENOMEM
+inline constexpr uint32_t kHugePages = 256;               // > 1 MiB: a chunk of its own
+inline constexpr size_t kMaxAlignment = kChunkSize;       // aligned_alloc refuses more (EINVAL)
+
+void *allocate(size_t size);
+void *allocate_aligned(size_t alignment, size_t size); // alignment: a power of two <= kMaxAlignment
+void *reallocate(void *p, size_t size);
+void release(void *p);
+size_t usable_size(const void *p); // 0 unless p is a live allocation's start
+bool owns(const void *p);          // p inside a live allocation
+void get_stats(secmem_stats *out);
+const char *backend_name();
+
+// The pool, for tests that look at chunk placement.
+const ChunkPool &pool();
+
+} // namespace secmem::heap

@@ -1,0 +1,177 @@
+// Linux system calls, and what each of their errors means to the heap.
+//
+// | call                  | errno                    | meaning for the heap                         |
+// |-----------------------|--------------------------|----------------------------------------------|
+// | memfd_secret          | ENOSYS, EPERM, EACCES    | tier refused for good: fall back (policy)     |
+// | memfd_secret          | EMFILE, ENFILE, ENOMEM   | this chunk fails: fall back for this chunk    |
+// | ftruncate (secret fd) | any                      | this chunk fails                              |
+// | mmap (secret, FIXED)  | EAGAIN                   | RLIMIT_MEMLOCK budget spent (pre-7.3 kernels) |
+// | mmap (secret, FIXED)  | ENOMEM, others           | this chunk fails                              |
+// | mmap (anon, FIXED)    | any                      | allocation fails: NULL/ENOMEM                 |
+// | mlock                 | any                      | locked budget spent: unlocked tier (policy)   |
+// | read(/dev/zero) touch | EFAULT                   | page refused at first touch (7.3+ kernels)    |
+// | mmap PROT_NONE FIXED  | any                      | fatal: our address range is broken            |
+// | munmap, mremap        | unexpected               | fatal in fork paths (see heap.cpp)            |
+#include "os.h"
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "diag.h"
+
+extern char **environ;
+
+#ifndef SYS_memfd_secret
+#define SYS_memfd_secret 447
+#endif
+
+namespace secmem::os {
+
+void *reserve(size_t len) {
+  void *p = mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+void release_to_reserve(void *addr, size_t len) {
+  void *p = mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+  if (p == MAP_FAILED) diag::fatal_errno("cannot return memory to the reserved range", errno);
+}
+
+static int secret_fd(size_t len, int *out_fd) {
+  long fd = syscall(SYS_memfd_secret, O_CLOEXEC);
+  if (fd < 0) return errno;
+  if (ftruncate(static_cast<int>(fd), static_cast<off_t>(len)) != 0) {
+    int err = errno;
+    close(static_cast<int>(fd));
+    return err;
+  }
+  *out_fd = static_cast<int>(fd);
+  return 0;
+}
+
+static int map_secret(void *hint, size_t len, int flags, void **out) {
+  int fd = -1;
+  if (int err = secret_fd(len, &fd)) return err;
+  void *p = mmap(hint, len, PROT_READ | PROT_WRITE, MAP_SHARED | flags, fd, 0);
+  int err = p == MAP_FAILED ? errno : 0;
+  close(fd);
+  if (err == 0) *out = p;
+  return err;
+}
+
+int map_secret_fixed(void *addr, size_t len) {
+  void *p = nullptr;
+  return map_secret(addr, len, MAP_FIXED, &p);
+}
+
+int map_secret_anywhere(size_t len, void **out) { return map_secret(nullptr, len, 0, out); }
+
+int map_anon_fixed(void *addr, size_t len) {
+  void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  if (p == MAP_FAILED) return ENOMEM;
+  madvise(p, len, MADV_DONTDUMP);
+  return 0;
+}
+
+int lock_range(void *addr, size_t len) { return mlock(addr, len) == 0 ? 0 : errno; }
+
+int touch_through_kernel(void *addr, size_t len) {
+  int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    // No /dev (a bare chroot): touch from user space. Only kernels that charge
+    // at first touch can then raise SIGBUS, and only past the memlock budget.
+    std::memset(addr, 0, len);
+    return 0;
+  }
+  char *p = static_cast<char *>(addr);
+  int err = 0;
+  while (len > 0) {
+    ssize_t n = read(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : EIO;
+      break;
+    }
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  close(fd);
+  return err;
+}
+
+int move_mapping(void *from, size_t len, void *to) {
+  void *p = mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+  return p == MAP_FAILED ? errno : 0;
+}
+
+void unmap(void *addr, size_t len) { munmap(addr, len); }
+
+void *map_metadata(size_t len) {
+  void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+void *map_anon_anywhere(size_t len) {
+  void *p = map_metadata(len);
+  if (p != nullptr) madvise(p, len, MADV_DONTDUMP);
+  return p;
+}
+
+bool has_cap_ipc_lock() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (syscall(SYS_capget, &header, data) != 0) return false;
+  return (data[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32))) != 0;
+}
+
+// VmLck from /proc/self/status, in bytes; 0 when it cannot be read.
+static size_t locked_bytes_now() {
+  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[4096];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char *line = strstr(buf, "VmLck:");
+  if (line == nullptr) return 0;
+  line += 6;
+  while (*line == ' ' || *line == '\t') ++line;
+  size_t kib = 0;
+  while (*line >= '0' && *line <= '9') kib = kib * 10 + static_cast<size_t>(*line++ - '0');
+  return kib * 1024;
+}
+
+size_t memlock_budget() {
+  if (has_cap_ipc_lock()) return SIZE_MAX;
+  rlimit lim{};
+  if (getrlimit(RLIMIT_MEMLOCK, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return SIZE_MAX;
+  size_t used = locked_bytes_now();
+  return lim.rlim_cur > used ? static_cast<size_t>(lim.rlim_cur - used) : 0;
+}
+
+bool is_secure_exec() { return getauxval(AT_SECURE) != 0; }
+
+const char *const *environment() { return environ; }
+
+void write_stderr(const char *text, size_t len) {
+  int saved = errno;
+  while (len > 0) {
+    ssize_t n = write(STDERR_FILENO, text, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text += n;
+    len -= static_cast<size_t>(n);
+  }
+  errno = saved;
+}
+
+} // namespace secmem::os

@@ -1,0 +1,68 @@
+// The OS seam: every system call the allocator makes goes through here.
+//
+// Failure policy, decided once per call (see os.cpp for the errno table):
+// functions that can fail for reasons the heap must act on return 0 or a
+// positive errno; anything that means our own bookkeeping is wrong is fatal.
+// Nothing here allocates from the libc heap.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace secmem::os {
+
+inline constexpr size_t kPageSize = 4096;
+
+// Anonymous PROT_NONE address space with MAP_NORESERVE: costs no memory and
+// no locked-memory budget. Returns nullptr on failure.
+void *reserve(size_t len);
+
+// Puts [addr, addr+len) back to reserved PROT_NONE (drops its pages).
+void release_to_reserve(void *addr, size_t len);
+
+// memfd_secret(2) + ftruncate + mmap(MAP_SHARED|MAP_FIXED) at addr; the fd is
+// closed before returning (the mapping keeps the file alive).
+// Returns 0 or: ENOSYS/EPERM (syscall refused: permanent), EAGAIN (memlock
+// budget), ENOMEM/EMFILE/ENFILE (transient).
+int map_secret_fixed(void *addr, size_t len);
+
+// Same as map_secret_fixed, but the kernel picks the address (fork staging).
+int map_secret_anywhere(size_t len, void **out);
+
+// Anonymous private mapping at addr with MADV_DONTDUMP. Returns 0 or ENOMEM.
+int map_anon_fixed(void *addr, size_t len);
+
+// mlock an existing range: 0 or errno.
+int lock_range(void *addr, size_t len);
+
+// First touch of fresh pages through the kernel (read from /dev/zero), so a
+// refusal to charge them comes back as an errno (EFAULT) instead of SIGBUS.
+int touch_through_kernel(void *addr, size_t len);
+
+// mremap(from -> to), replacing whatever is mapped at to. Returns 0 or errno.
+int move_mapping(void *from, size_t len, void *to);
+
+// Private read-write anonymous memory for allocator metadata (never secret). nullptr on failure.
+void *map_metadata(size_t len);
+
+// Anonymous private read-write mapping anywhere, MADV_DONTDUMP (fork staging).
+void *map_anon_anywhere(size_t len);
+
+// Unmap a mapping that the heap no longer tracks (fork staging).
+void unmap(void *addr, size_t len);
+
+// Locked-memory budget left to this process: RLIMIT_MEMLOCK minus VmLck,
+// or SIZE_MAX when the process has CAP_IPC_LOCK or no limit.
+size_t memlock_budget();
+bool has_cap_ipc_lock();
+
+// AT_SECURE: setuid/setgid/capability-elevated exec; the environment is not ours to trust.
+bool is_secure_exec();
+
+// The process environment, read without allocating.
+const char *const *environment();
+
+// One line to stderr with write(2); never allocates, keeps errno.
+void write_stderr(const char *text, size_t len);
+
+} // namespace secmem::os

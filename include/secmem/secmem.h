@@ -1,0 +1,82 @@
+/* secmem: an allocator for secrets, backed by memfd_secret(2).
+ *
+ * Every block comes from pages that only this process maps, that are removed
+ * from the kernel's direct map, never swapped and never in a core dump (or,
+ * where the kernel or a sandbox refuses memfd_secret, from mlock'ed
+ * MADV_DONTDUMP memory, as configured: see README.md). Every byte is zeroed
+ * when it is freed. Misuse (double free, freeing an interior or foreign
+ * pointer) aborts with a one-line message starting with "secmem:".
+ *
+ * All functions are thread-safe. None allocates from the libc heap.
+ */
+#ifndef SECMEM_SECMEM_H
+#define SECMEM_SECMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SECMEM_API __attribute__((visibility("default")))
+#define SECMEM_MALLOC_LIKE __attribute__((malloc, warn_unused_result))
+#else
+#define SECMEM_API
+#define SECMEM_MALLOC_LIKE
+#endif
+
+/* size bytes (at least 1), 16-byte aligned, zero-filled. NULL with errno
+ * ENOMEM when no secret memory is left under the configured policy. */
+SECMEM_API SECMEM_MALLOC_LIKE void *secmem_malloc(size_t size);
+/* nmemb * size bytes, zero-filled; NULL with ENOMEM on overflow. */
+SECMEM_API SECMEM_MALLOC_LIKE void *secmem_calloc(size_t nmemb, size_t size);
+/* Resizes p (NULL: like secmem_malloc; size 0: frees p and returns NULL).
+ * The old block is zeroed when it moves. On failure p is left untouched. */
+SECMEM_API void *secmem_realloc(void *p, size_t size);
+/* alignment: a power of two up to 2 MiB, else NULL with errno EINVAL. */
+SECMEM_API SECMEM_MALLOC_LIKE void *secmem_aligned_alloc(size_t alignment, size_t size);
+/* Zeroes the whole usable size, then frees. NULL is ignored. */
+SECMEM_API void secmem_free(void *p);
+/* Usable bytes of a live allocation; 0 for NULL or a pointer secmem does not own. */
+SECMEM_API size_t secmem_usable_size(const void *p);
+/* 1 if p points into a live allocation of this heap, else 0. O(1), safe for
+ * any pointer value. */
+SECMEM_API int secmem_owns(const void *p);
+
+struct secmem_stats {
+  const char *backend; /* weakest tier holding memory: "memfd_secret", "mlock", "unlocked", or "none" */
+  /* bytes in live allocations (usable sizes), per protection tier */
+  size_t in_use_secret;   /* memfd_secret pages */
+  size_t in_use_locked;   /* mlock'ed anonymous pages (fallback) */
+  size_t in_use_unlocked; /* anonymous MADV_DONTDUMP pages (last fallback) */
+  /* bytes mapped for the heap, per tier */
+  size_t mapped_secret;
+  size_t mapped_locked;
+  size_t mapped_unlocked;
+  size_t memlock_charged; /* mapped_secret + mapped_locked: what RLIMIT_MEMLOCK sees */
+  size_t pages_touched;   /* pages faulted into the heap's mappings */
+  size_t chunks;
+  size_t peak_held; /* most bytes held at once: in use, or cached by threads for reuse */
+  uint64_t allocations;
+  uint64_t frees;
+  /* chunks placed in a weaker tier than configured, by the first tier's refusal */
+  uint64_t fallbacks_enosys;  /* no kernel support */
+  uint64_t fallbacks_eperm;   /* refused (seccomp) */
+  uint64_t fallbacks_memlock; /* RLIMIT_MEMLOCK budget spent */
+  uint64_t fallbacks_other;
+  uint64_t failed_chunks;       /* a chunk was needed and no allowed tier gave one */
+  uint64_t fork_privatisations; /* chunks copied privately into a fork child */
+};
+
+/* Fills *out. Returns 0, or -1 with errno EINVAL when out is NULL. */
+SECMEM_API int secmem_get_stats(struct secmem_stats *out);
+/* Same as secmem_get_stats(...).backend. */
+SECMEM_API const char *secmem_backend_name(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SECMEM_SECMEM_H */

@@ -1,0 +1,80 @@
+// Configuration: parsed from an environ-style array, declared once, documented.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "config.h"
+
+using namespace secmem;
+
+namespace {
+Config parse(std::initializer_list<const char *> vars, bool secure = false) {
+  std::vector<const char *> env(vars);
+  env.push_back(nullptr);
+  return parse_config(env.data(), secure);
+}
+} // namespace
+
+TEST(Config, DefaultsAreTheFirstChoice) {
+  Config config = parse({"PATH=/bin"});
+  EXPECT_EQ(config.backend_kind(), Backend::kAuto);
+  EXPECT_EQ(config.exhaustion_kind(), OnExhaustion::kFallback);
+  EXPECT_EQ(config.release_kind(), Release::kNever);
+  EXPECT_EQ(config.verbose, 0);
+}
+
+TEST(Config, ParsesEveryChoice) {
+  Config config = parse({"SECMEM_BACKEND=mlock", "SECMEM_ON_EXHAUSTION=fail", "SECMEM_RELEASE=empty",
+                         "SECMEM_VERBOSE=1"});
+  EXPECT_EQ(config.backend_kind(), Backend::kMlock);
+  EXPECT_EQ(config.exhaustion_kind(), OnExhaustion::kFail);
+  EXPECT_EQ(config.release_kind(), Release::kEmpty);
+  EXPECT_EQ(config.verbose, 1);
+  EXPECT_EQ(parse({"SECMEM_BACKEND=memfd_secret"}).backend_kind(), Backend::kMemfdSecret);
+}
+
+TEST(Config, NamePrefixesDoNotMatch) {
+  EXPECT_EQ(parse({"SECMEM_BACKENDX=mlock", "XSECMEM_BACKEND=mlock"}).backend_kind(), Backend::kAuto);
+}
+
+TEST(Config, BadValueKeepsTheDefaultAndSaysSo) {
+  testing::internal::CaptureStderr();
+  Config config = parse({"SECMEM_ON_EXHAUSTION=fial"});
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(config.exhaustion_kind(), OnExhaustion::kFallback);
+  EXPECT_EQ(err, "secmem: SECMEM_ON_EXHAUSTION=fial is not one of fallback|fail; using the default\n");
+}
+
+TEST(Config, SetuidProgramsIgnoreTheEnvironment) {
+  Config config = parse({"SECMEM_BACKEND=mlock", "SECMEM_ON_EXHAUSTION=fail"}, /*secure=*/true);
+  EXPECT_EQ(config.backend_kind(), Backend::kAuto);
+  EXPECT_EQ(config.exhaustion_kind(), OnExhaustion::kFallback);
+  EXPECT_TRUE(config.environment_ignored);
+  EXPECT_FALSE(parse({"PATH=/bin"}, true).environment_ignored);
+}
+
+TEST(Config, PrintShowsEveryOption) {
+  testing::internal::CaptureStderr();
+  print_config(parse({"SECMEM_BACKEND=mlock"}));
+  EXPECT_EQ(testing::internal::GetCapturedStderr(),
+            "secmem: config SECMEM_BACKEND=mlock SECMEM_ON_EXHAUSTION=fallback SECMEM_RELEASE=never SECMEM_VERBOSE=0\n");
+}
+
+// The README's configuration table is the user's only view of the options:
+// every declared option must be there with its choices.
+TEST(Config, ReadmeDocumentsEveryOption) {
+  std::ifstream file(SECMEM_SOURCE_DIR "/README.md");
+  ASSERT_TRUE(file.good());
+  std::stringstream text;
+  text << file.rdbuf();
+  std::string readme = text.str();
+  for (int i = 0; i < kOptionCount; ++i) {
+    std::string values = kOptions[i].values;
+    std::string defaults = values.substr(0, values.find('|'));
+    std::string row = std::string("| `") + kOptions[i].name + "` | `" + defaults + "` |";
+    EXPECT_NE(readme.find(row), std::string::npos) << "README lacks the row starting: " << row;
+    EXPECT_NE(readme.find(values), std::string::npos) << "README lacks the choices " << values;
+  }
+}

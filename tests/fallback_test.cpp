@@ -1,0 +1,146 @@
+// memfd_secret refused by a seccomp filter (libseccomp), as container
+// runtimes do: the heap follows SECMEM_BACKEND / SECMEM_ON_EXHAUSTION and
+// says so in one line. Each case runs in a fresh child whose heap has not
+// started yet; this process itself never allocates from secmem.
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <seccomp.h>
+#include <string>
+#include <vector>
+
+#include "secmem/secmem.h"
+#include "test_support.h"
+
+using namespace secmem::test;
+
+namespace {
+
+constexpr int kMemfdSecret = 447;
+
+bool refuse_memfd_secret(int err) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == nullptr) return false;
+  bool ok = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), kMemfdSecret, 0) == 0 && seccomp_load(ctx) == 0;
+  seccomp_release(ctx);
+  return ok;
+}
+
+// Fills n blocks of size bytes and checks them; false on any failure.
+bool fill_and_check(size_t n, size_t size) {
+  std::vector<unsigned char *> blocks;
+  for (size_t i = 0; i < n; ++i) {
+    auto *p = static_cast<unsigned char *>(secmem_malloc(size));
+    if (p == nullptr) return false;
+    for (size_t j = 0; j < size; ++j) p[j] = pattern_byte(i, j);
+    blocks.push_back(p);
+  }
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < size; ++j)
+      if (blocks[i][j] != pattern_byte(i, j)) return false;
+  for (unsigned char *p : blocks) secmem_free(p);
+  return true;
+}
+
+bool has_flag(const Mapping &m, const char *flag) {
+  return std::find(m.vm_flags.begin(), m.vm_flags.end(), flag) != m.vm_flags.end();
+}
+
+std::string fallback_line(const char *err) {
+  return std::string("secmem: memfd_secret unavailable (") + err +
+         "); falling back to mlock'ed anonymous memory (MADV_DONTDUMP) (set SECMEM_ON_EXHAUSTION=fail to "
+         "refuse instead)\n";
+}
+
+} // namespace
+
+class Refused : public testing::TestWithParam<int> {};
+
+TEST_P(Refused, FallsBackToLockedMemoryAndSaysSoOnce) {
+  int err = GetParam();
+  std::string stderr_text;
+  int status = run_in_child(
+      [err] {
+        if (!refuse_memfd_secret(err)) return false;
+        if (!fill_and_check(20000, 200)) return false; // several chunks
+        void *p = secmem_malloc(64);
+        secmem_stats s{};
+        secmem_get_stats(&s);
+        Mapping m;
+        bool ok = find_mapping(p, &m, true) && m.path.empty() && has_flag(m, "lo") && has_flag(m, "dd") &&
+                  std::string(s.backend) == "mlock" && s.mapped_secret == 0 && s.chunks >= 2 &&
+                  (err == EPERM ? s.fallbacks_eperm : s.fallbacks_enosys) == s.chunks;
+        secmem_free(p);
+        return ok;
+      },
+      &stderr_text);
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(stderr_text, fallback_line(err == EPERM ? "EPERM: refused, as by a seccomp filter"
+                                                    : "ENOSYS: no kernel support, or secretmem.enable=0"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Errors, Refused, testing::Values(EPERM, ENOSYS),
+                         [](const testing::TestParamInfo<int> &info) {
+                           return std::string(info.param == EPERM ? "EPERM" : "ENOSYS");
+                         });
+
+TEST(Refused, FailPolicyReturnsNullWithEnomem) {
+  std::string stderr_text;
+  int status = run_in_child(
+      [] {
+        setenv("SECMEM_ON_EXHAUSTION", "fail", 1);
+        if (!refuse_memfd_secret(EPERM)) return false;
+        errno = 0;
+        bool ok = secmem_malloc(32) == nullptr && errno == ENOMEM;
+        ok = ok && secmem_malloc(100000) == nullptr && secmem_calloc(2, 8) == nullptr;
+        secmem_stats s{};
+        secmem_get_stats(&s);
+        return ok && s.chunks == 0 && s.failed_chunks >= 3 && std::string(s.backend) == "none";
+      },
+      &stderr_text);
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(stderr_text, "secmem: out of secret memory (EPERM: refused, as by a seccomp filter); allocations "
+                         "return NULL with ENOMEM (SECMEM_ON_EXHAUSTION=fail)\n");
+}
+
+TEST(Refused, ExplicitMemfdSecretBackendNeverFallsBack) {
+  std::string stderr_text;
+  int status = run_in_child(
+      [] {
+        setenv("SECMEM_BACKEND", "memfd_secret", 1);
+        if (!refuse_memfd_secret(ENOSYS)) return false;
+        errno = 0;
+        return secmem_malloc(32) == nullptr && errno == ENOMEM;
+      },
+      &stderr_text);
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(stderr_text, "secmem: out of secret memory (ENOSYS: no kernel support, or secretmem.enable=0); "
+                         "allocations return NULL with ENOMEM (SECMEM_BACKEND=memfd_secret never falls back)\n");
+}
+
+// Refused half-way through (a filter installed while the heap is in use):
+// what is already in secret memory stays there and intact; new chunks fall back.
+TEST(Refused, HalfWayKeepsExistingSecrets) {
+  SECMEM_REQUIRE_SECRETMEM();
+  std::string stderr_text;
+  int status = run_in_child(
+      [] {
+        auto *early = static_cast<char *>(secmem_malloc(64));
+        strcpy(early, "early secret");
+        Mapping before;
+        if (!find_mapping(early, &before) || before.path != "/secretmem (deleted)") return false;
+        if (!refuse_memfd_secret(EPERM)) return false;
+        if (!fill_and_check(30000, 300)) return false; // needs new chunks
+        secmem_stats s{};
+        secmem_get_stats(&s);
+        Mapping after;
+        return find_mapping(early, &after) && after.path == "/secretmem (deleted)" &&
+               strcmp(early, "early secret") == 0 && s.mapped_secret > 0 && s.mapped_locked > 0 &&
+               s.fallbacks_eperm >= 1 && std::string(s.backend) == "mlock";
+      },
+      &stderr_text);
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(stderr_text, fallback_line("EPERM: refused, as by a seccomp filter"));
+}

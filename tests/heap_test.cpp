@@ -1,0 +1,326 @@
+// The C API's promises, on whichever backend SECMEM_BACKEND selects (meson
+// runs this binary once per backend).
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "secmem/secmem.h"
+#include "test_support.h"
+
+using namespace secmem::test;
+
+namespace {
+
+constexpr size_t kChunk = size_t{2} << 20;
+constexpr size_t kPage = 4096;
+
+bool all_zero(const void *p, size_t n) {
+  const auto *bytes = static_cast<const unsigned char *>(p);
+  for (size_t i = 0; i < n; ++i)
+    if (bytes[i] != 0) return false;
+  return true;
+}
+
+void fill(void *p, size_t n, uint64_t seed) {
+  auto *bytes = static_cast<unsigned char *>(p);
+  for (size_t i = 0; i < n; ++i) bytes[i] = pattern_byte(seed, i);
+}
+
+bool holds(const void *p, size_t n, uint64_t seed) {
+  const auto *bytes = static_cast<const unsigned char *>(p);
+  for (size_t i = 0; i < n; ++i)
+    if (bytes[i] != pattern_byte(seed, i)) return false;
+  return true;
+}
+
+secmem_stats stats() {
+  secmem_stats s{};
+  EXPECT_EQ(secmem_get_stats(&s), 0);
+  return s;
+}
+
+const std::vector<size_t> kSizes = {0,    1,    15,   16,    17,    31,    32,    100,    255,     256,
+                                    1000, 1024, 4095, 4096,  4097,  8191,  8192,  8193,   12288,   65536,
+                                    100000, 1 << 20, (1 << 20) + 1, 3 << 20};
+
+} // namespace
+
+TEST(Heap, AllocationsAreAlignedZeroedOwnedAndUsable) {
+  for (size_t size : kSizes) {
+    void *p = secmem_malloc(size);
+    ASSERT_NE(p, nullptr) << size;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 16, 0u) << size;
+    EXPECT_TRUE(secmem_owns(p)) << size;
+    size_t usable = secmem_usable_size(p);
+    EXPECT_GE(usable, size == 0 ? 1 : size);
+    EXPECT_TRUE(all_zero(p, usable)) << size;
+    fill(p, usable, size);
+    EXPECT_TRUE(holds(p, usable, size));
+    EXPECT_TRUE(secmem_owns(static_cast<char *>(p) + usable - 1)) << "last usable byte";
+    secmem_free(p);
+    EXPECT_FALSE(secmem_owns(p)) << size;
+  }
+}
+
+TEST(Heap, MemoryComesFromTheConfiguredBackend) {
+  if (!running_on_mlock_backend()) SECMEM_REQUIRE_SECRETMEM();
+  void *p = secmem_malloc(64);
+  ASSERT_NE(p, nullptr);
+  secmem_stats s = stats();
+  EXPECT_EQ(std::string(s.backend), expected_backend());
+  EXPECT_EQ(std::string(secmem_backend_name()), expected_backend());
+  Mapping mapping;
+  ASSERT_TRUE(find_mapping(p, &mapping, true));
+  if (running_on_mlock_backend()) {
+    EXPECT_GE(s.in_use_locked, 64u);
+    EXPECT_EQ(s.mapped_secret, 0u);
+    EXPECT_EQ(mapping.path, "");
+    EXPECT_EQ(mapping.perms, "rw-p");
+  } else {
+    EXPECT_GE(s.in_use_secret, 64u);
+    EXPECT_EQ(s.mapped_locked + s.mapped_unlocked, 0u);
+    EXPECT_EQ(mapping.path, "/secretmem (deleted)");
+    EXPECT_EQ(mapping.perms, "rw-s");
+  }
+  // Locked and excluded from core dumps either way.
+  EXPECT_NE(std::find(mapping.vm_flags.begin(), mapping.vm_flags.end(), "lo"), mapping.vm_flags.end());
+  EXPECT_NE(std::find(mapping.vm_flags.begin(), mapping.vm_flags.end(), "dd"), mapping.vm_flags.end());
+  secmem_free(p);
+}
+
+TEST(Heap, FreeZeroesEveryUsableByte) {
+  for (size_t size : {16, 48, 1000, 8192, 20000, 300000}) {
+    void *p = secmem_malloc(size);
+    ASSERT_NE(p, nullptr);
+    size_t usable = secmem_usable_size(p);
+    fill(p, usable, 7);
+    secmem_free(p);
+    // Chunks stay mapped (SECMEM_RELEASE=never), so the freed bytes can be inspected.
+    EXPECT_TRUE(all_zero(p, usable)) << size;
+  }
+}
+
+TEST(Heap, CallocIsZeroedAfterReuseAndChecksOverflow) {
+  std::vector<void *> blocks;
+  for (int i = 0; i < 200; ++i) {
+    void *p = secmem_malloc(96);
+    fill(p, 96, i);
+    blocks.push_back(p);
+  }
+  for (void *p : blocks) secmem_free(p);
+  for (int i = 0; i < 200; ++i) {
+    auto *p = static_cast<unsigned char *>(secmem_calloc(3, 32));
+    ASSERT_NE(p, nullptr);
+    EXPECT_TRUE(all_zero(p, secmem_usable_size(p)));
+    blocks[i] = p;
+  }
+  for (void *p : blocks) secmem_free(p);
+  errno = 0;
+  EXPECT_EQ(secmem_calloc(SIZE_MAX / 2, 3), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+}
+
+TEST(Heap, ReallocKeepsContentsAndZeroesWhatItLeaves) {
+  auto *p = static_cast<unsigned char *>(secmem_realloc(nullptr, 40));
+  ASSERT_NE(p, nullptr);
+  fill(p, 40, 1);
+  // Growing within the size class stays in place.
+  EXPECT_EQ(secmem_realloc(p, 48), p);
+  // Shrinking in place zeroes the tail past the new size.
+  fill(p, 48, 2);
+  EXPECT_EQ(secmem_realloc(p, 40), p);
+  EXPECT_TRUE(all_zero(p + 40, 8));
+  EXPECT_TRUE(holds(p, 40, 2));
+  // Moving copies, and leaves the old block zeroed.
+  auto *q = static_cast<unsigned char *>(secmem_realloc(p, 5000));
+  ASSERT_NE(q, nullptr);
+  ASSERT_NE(q, p);
+  EXPECT_TRUE(holds(q, 40, 2));
+  EXPECT_TRUE(all_zero(p, 48));
+  auto *r = static_cast<unsigned char *>(secmem_realloc(q, 24));
+  EXPECT_TRUE(holds(r, 24, 2));
+  // A failed realloc leaves the block alone.
+  errno = 0;
+  EXPECT_EQ(secmem_realloc(r, SIZE_MAX), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_TRUE(holds(r, 24, 2));
+  EXPECT_TRUE(secmem_owns(r));
+  // Size 0 frees.
+  EXPECT_EQ(secmem_realloc(r, 0), nullptr);
+  EXPECT_FALSE(secmem_owns(r));
+}
+
+TEST(Heap, ReallocOfLargeBlocks) {
+  auto *p = static_cast<unsigned char *>(secmem_malloc(10000));
+  fill(p, 10000, 3);
+  auto *q = static_cast<unsigned char *>(secmem_realloc(p, 2 << 20));
+  ASSERT_NE(q, nullptr);
+  EXPECT_TRUE(holds(q, 10000, 3));
+  auto *r = static_cast<unsigned char *>(secmem_realloc(q, 9000));
+  EXPECT_TRUE(holds(r, 9000, 3));
+  secmem_free(r);
+}
+
+TEST(Heap, AlignedAllocHonoursEveryPowerOfTwo) {
+  for (size_t alignment = 1; alignment <= kChunk; alignment *= 2) {
+    for (size_t size : {size_t{1}, size_t{24}, size_t{100}, size_t{5000}, alignment, alignment + 1}) {
+      void *p = secmem_aligned_alloc(alignment, size);
+      ASSERT_NE(p, nullptr) << alignment << " " << size;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % alignment, 0u) << alignment << " " << size;
+      EXPECT_GE(secmem_usable_size(p), size);
+      fill(p, size, alignment);
+      EXPECT_TRUE(holds(p, size, alignment));
+      secmem_free(p);
+    }
+  }
+}
+
+TEST(Heap, AlignedAllocRejectsBadAlignments) {
+  for (size_t alignment : {size_t{0}, size_t{3}, size_t{24}, size_t{4 << 20}, SIZE_MAX}) {
+    errno = 0;
+    EXPECT_EQ(secmem_aligned_alloc(alignment, 16), nullptr) << alignment;
+    EXPECT_EQ(errno, EINVAL) << alignment;
+  }
+}
+
+TEST(Heap, AbsurdSizesFailWithEnomem) {
+  for (size_t size : {SIZE_MAX, SIZE_MAX / 2, (size_t{1} << 40) + 1}) {
+    errno = 0;
+    EXPECT_EQ(secmem_malloc(size), nullptr);
+    EXPECT_EQ(errno, ENOMEM);
+    errno = 0;
+    EXPECT_EQ(secmem_aligned_alloc(4096, size), nullptr);
+    EXPECT_EQ(errno, ENOMEM);
+  }
+}
+
+TEST(Heap, OwnsIsExact) {
+  int on_stack = 0;
+  void *from_libc = malloc(32);
+  EXPECT_FALSE(secmem_owns(nullptr));
+  EXPECT_FALSE(secmem_owns(&on_stack));
+  EXPECT_FALSE(secmem_owns(from_libc));
+  EXPECT_FALSE(secmem_owns(reinterpret_cast<void *>(1)));
+  EXPECT_FALSE(secmem_owns(reinterpret_cast<void *>(UINTPTR_MAX)));
+  free(from_libc);
+  auto *p = static_cast<char *>(secmem_malloc(100));
+  EXPECT_TRUE(secmem_owns(p));
+  EXPECT_TRUE(secmem_owns(p + 50));
+  // The chunk's guard page and its start (slot bookkeeping) are not allocations.
+  uintptr_t chunk = reinterpret_cast<uintptr_t>(p) & ~(kChunk - 1);
+  EXPECT_FALSE(secmem_owns(reinterpret_cast<void *>(chunk + kChunk - kPage)));
+  EXPECT_FALSE(secmem_owns(reinterpret_cast<void *>(chunk - 1)));
+  secmem_free(p);
+  EXPECT_FALSE(secmem_owns(p));
+  EXPECT_EQ(secmem_usable_size(p), 0u);
+  EXPECT_EQ(secmem_usable_size(nullptr), 0u);
+  EXPECT_EQ(secmem_usable_size(&on_stack), 0u);
+}
+
+TEST(Heap, StatsCountWhatHappens) {
+  secmem_stats before = stats();
+  void *p = secmem_malloc(200);
+  void *q = secmem_malloc(50000);
+  secmem_stats during = stats();
+  EXPECT_EQ(during.allocations, before.allocations + 2);
+  size_t in_use = during.in_use_secret + during.in_use_locked + during.in_use_unlocked;
+  size_t in_use_before = before.in_use_secret + before.in_use_locked + before.in_use_unlocked;
+  EXPECT_EQ(in_use, in_use_before + secmem_usable_size(p) + secmem_usable_size(q));
+  EXPECT_GE(during.peak_held, in_use);
+  EXPECT_GE(during.chunks, 1u);
+  EXPECT_EQ(during.memlock_charged, during.mapped_secret + during.mapped_locked);
+  EXPECT_GE(during.pages_touched * kPage, in_use);
+  secmem_free(p);
+  secmem_free(q);
+  secmem_stats after = stats();
+  EXPECT_EQ(after.frees, before.frees + 2);
+  EXPECT_EQ(after.in_use_secret + after.in_use_locked + after.in_use_unlocked, in_use_before);
+  EXPECT_EQ(after.fallbacks_enosys + after.fallbacks_eperm + after.fallbacks_memlock + after.fallbacks_other, 0u);
+  errno = 0;
+  EXPECT_EQ(secmem_get_stats(nullptr), -1);
+  EXPECT_EQ(errno, EINVAL);
+}
+
+// Every chunk sits at a 2 MiB boundary with unmapped (PROT_NONE) address
+// space right after it: a linear overflow off a chunk's end faults.
+TEST(Heap, ChunksAreAlignedAndGuarded) {
+  std::vector<void *> blocks;
+  for (size_t size : {32, 4000, 200000, 1500000, 5000000}) blocks.push_back(secmem_malloc(size));
+  for (void *p : blocks) {
+    Mapping mapping, after, before;
+    ASSERT_TRUE(find_mapping(p, &mapping));
+    EXPECT_EQ(mapping.start % kChunk, 0u);
+    // A partly mlock'ed chunk shows as several mappings: skip to its end.
+    do {
+      ASSERT_TRUE(find_mapping(reinterpret_cast<void *>(mapping.end), &after));
+      if (after.perms == mapping.perms) mapping.end = after.end;
+    } while (after.perms == mapping.perms);
+    EXPECT_EQ(after.perms, "---p");
+    ASSERT_TRUE(find_mapping(reinterpret_cast<void *>(mapping.start - 1), &before));
+    EXPECT_EQ(before.perms, "---p");
+  }
+  for (void *p : blocks) secmem_free(p);
+}
+
+TEST(Heap, HugeBlocksReturnTheirMemoryWhenFreed) {
+  secmem_stats before = stats();
+  void *p = secmem_malloc(6 << 20);
+  ASSERT_NE(p, nullptr);
+  fill(p, 6 << 20, 9);
+  EXPECT_TRUE(holds(p, 6 << 20, 9));
+  EXPECT_EQ(stats().chunks, before.chunks + 1);
+  secmem_free(p);
+  secmem_stats after = stats();
+  EXPECT_EQ(after.chunks, before.chunks);
+  EXPECT_EQ(after.memlock_charged, before.memlock_charged);
+}
+
+// Misuse aborts with one fixed line on stderr.
+using HeapDeathTest = testing::Test;
+
+TEST(HeapDeathTest, DoubleFree) {
+  void *volatile p = secmem_malloc(32);
+  secmem_free(p);
+  EXPECT_DEATH(secmem_free(p), "^secmem: double free of 0x[0-9a-f]+\n$");
+}
+
+TEST(HeapDeathTest, DoubleFreeOfALargeBlock) {
+  void *volatile p = secmem_malloc(100000);
+  secmem_free(p);
+  EXPECT_DEATH(secmem_free(p), "^secmem: double free of 0x[0-9a-f]+\n$");
+}
+
+TEST(HeapDeathTest, FreeOfAPointerInsideABlock) {
+  char *volatile p = static_cast<char *>(secmem_malloc(64));
+  EXPECT_DEATH(secmem_free(p + 16), "^secmem: invalid free of 0x[0-9a-f]+: pointer inside a block\n$");
+  secmem_free(p);
+}
+
+TEST(HeapDeathTest, FreeOfAForeignPointer) {
+  int on_stack = 0;
+  int *volatile p = &on_stack;
+  EXPECT_DEATH(secmem_free(p), "^secmem: invalid free of 0x[0-9a-f]+: not allocated by secmem\n$");
+  void *volatile from_libc = malloc(16);
+  EXPECT_DEATH(secmem_free(from_libc), "^secmem: invalid free of 0x[0-9a-f]+: not allocated by secmem\n$");
+  free(from_libc);
+}
+
+TEST(HeapDeathTest, FreeOfAGuardPage) {
+  void *p = secmem_malloc(32);
+  void *volatile guard = reinterpret_cast<void *>((reinterpret_cast<uintptr_t>(p) & ~(kChunk - 1)) + kChunk - kPage);
+  EXPECT_DEATH(secmem_free(guard), "^secmem: invalid free of 0x[0-9a-f]+: no block starts here\n$");
+  secmem_free(p);
+}
+
+TEST(HeapDeathTest, ReallocOfAFreedOrForeignPointer) {
+  void *volatile p = secmem_malloc(32);
+  secmem_free(p);
+  EXPECT_DEATH(secmem_realloc(p, 64), "^secmem: invalid realloc of 0x[0-9a-f]+: block already freed\n$");
+  int on_stack = 0;
+  int *volatile q = &on_stack;
+  EXPECT_DEATH(secmem_realloc(q, 64), "^secmem: invalid realloc of 0x[0-9a-f]+: not allocated by secmem\n$");
+}

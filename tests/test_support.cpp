@@ -1,0 +1,113 @@
+#include "test_support.h"
+
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <sstream>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace secmem::test {
+
+bool secretmem_available() {
+  static const bool available = [] {
+    long fd = syscall(447 /* memfd_secret */, O_CLOEXEC);
+    if (fd < 0) return false;
+    close(static_cast<int>(fd));
+    return true;
+  }();
+  return available;
+}
+
+bool secretmem_required() {
+  const char *value = getenv("SECMEM_REQUIRE_SECRETMEM");
+  return value != nullptr && strcmp(value, "1") == 0;
+}
+
+bool running_on_mlock_backend() {
+  const char *value = getenv("SECMEM_BACKEND");
+  return value != nullptr && strcmp(value, "mlock") == 0;
+}
+
+std::string expected_backend() { return running_on_mlock_backend() ? "mlock" : "memfd_secret"; }
+
+std::vector<Mapping> read_mappings(int pid, bool with_smaps) {
+  std::string path = (pid == 0 ? std::string("/proc/self/") : "/proc/" + std::to_string(pid) + "/") +
+                     (with_smaps ? "smaps" : "maps");
+  std::vector<Mapping> out;
+  FILE *file = fopen(path.c_str(), "r");
+  if (file == nullptr) return out;
+  char line[1024];
+  while (fgets(line, sizeof line, file) != nullptr) {
+    unsigned long start = 0, end = 0;
+    char perms[8] = {};
+    int consumed = 0;
+    if (sscanf(line, "%lx-%lx %7s %*s %*s %*s%n", &start, &end, perms, &consumed) >= 3 &&
+        strchr(line, '-') < strchr(line, ' ')) {
+      Mapping mapping;
+      mapping.start = start;
+      mapping.end = end;
+      mapping.perms = perms;
+      std::string rest = line + consumed;
+      size_t first = rest.find_first_not_of(" \t");
+      mapping.path = first == std::string::npos ? "" : rest.substr(first);
+      while (!mapping.path.empty() && mapping.path.back() == '\n') mapping.path.pop_back();
+      out.push_back(mapping);
+    } else if (strncmp(line, "VmFlags:", 8) == 0 && !out.empty()) {
+      std::istringstream flags(line + 8);
+      std::string flag;
+      while (flags >> flag) out.back().vm_flags.push_back(flag);
+    }
+  }
+  fclose(file);
+  return out;
+}
+
+bool find_mapping(const void *addr, Mapping *out, bool with_smaps, int pid) {
+  auto value = reinterpret_cast<uintptr_t>(addr);
+  for (const Mapping &mapping : read_mappings(pid, with_smaps)) {
+    if (value >= mapping.start && value < mapping.end) {
+      *out = mapping;
+      return true;
+    }
+  }
+  return false;
+}
+
+int run_in_child(const std::function<bool()> &fn, std::string *stderr_text) {
+  int pipe_fds[2] = {-1, -1};
+  if (stderr_text != nullptr && pipe(pipe_fds) != 0) return -1;
+  fflush(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    if (stderr_text != nullptr) {
+      dup2(pipe_fds[1], STDERR_FILENO);
+      close(pipe_fds[0]);
+      close(pipe_fds[1]);
+    }
+    bool ok = fn();
+    fflush(nullptr);
+    _exit(ok ? 0 : 1);
+  }
+  if (stderr_text != nullptr) {
+    close(pipe_fds[1]);
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(pipe_fds[0], buf, sizeof buf)) > 0) stderr_text->append(buf, static_cast<size_t>(n));
+    close(pipe_fds[0]);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+uint8_t pattern_byte(uint64_t seed, size_t index) {
+  uint64_t x = seed * 0x9e3779b97f4a7c15ull + index * 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 31;
+  return static_cast<uint8_t>(x | 1); // never zero, so zeroing is always visible
+}
+
+} // namespace secmem::test

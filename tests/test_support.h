@@ -1,0 +1,52 @@
+// Helpers shared by the test suites.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace secmem::test {
+
+// Whether memfd_secret(2) works in this process (probed with a throwaway fd).
+bool secretmem_available();
+
+// Tests that need memfd_secret call this first: it skips when the kernel
+// lacks it, and fails instead when SECMEM_REQUIRE_SECRETMEM=1 (as in CI).
+#define SECMEM_REQUIRE_SECRETMEM()                                                                 \
+  do {                                                                                             \
+    if (!::secmem::test::secretmem_available()) {                                                  \
+      if (::secmem::test::secretmem_required()) FAIL() << "memfd_secret is required but refused";  \
+      GTEST_SKIP() << "memfd_secret is not available here";                                        \
+    }                                                                                              \
+  } while (0)
+bool secretmem_required();
+
+// The tier the heap is expected to use, from SECMEM_BACKEND ("mlock" or "memfd_secret").
+std::string expected_backend();
+// Tests that are only meaningful on the memfd_secret backend (skip on the mlock run).
+bool running_on_mlock_backend();
+
+// One line of /proc/self/maps (or /proc/PID/maps).
+struct Mapping {
+  uintptr_t start = 0;
+  uintptr_t end = 0;
+  std::string perms;
+  std::string path;
+  std::vector<std::string> vm_flags; // from smaps
+};
+std::vector<Mapping> read_mappings(int pid = 0, bool with_smaps = false);
+// The mapping containing addr, if any.
+bool find_mapping(const void *addr, Mapping *out, bool with_smaps = false, int pid = 0);
+
+// Runs fn in a forked child; returns the child's exit status (0 = fn returned
+// true). stderr_text, when given, receives everything the child wrote to stderr.
+int run_in_child(const std::function<bool()> &fn, std::string *stderr_text = nullptr);
+
+// A byte pattern for block contents: deterministic from (seed, index).
+uint8_t pattern_byte(uint64_t seed, size_t index);
+
+} // namespace secmem::test
