@@ -29,8 +29,10 @@ struct Span {
   Span *next = nullptr;
   Span *prev = nullptr;
   bool listed = false;
-  std::atomic<uint64_t> live[kLiveWords] = {}; // one bit per block handed out
-  uint64_t free_bits[kLiveWords] = {};          // one bit per block in the central free list
+  uint64_t free_bits[kLiveWords] = {}; // one bit per block in the central free list
+  // One byte per block handed out: set by plain store (the allocating thread
+  // owns the block), cleared by exchange (a racing double free is caught).
+  std::atomic<uint8_t> live[kMaxBlocksPerSpan] = {};
 };
 
 } // namespace secmem
@@ -41,7 +43,7 @@ namespace {
 
 constexpr uint32_t kCacheSlots = 128;
 
-struct ThreadCache {
+struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   uint32_t count[kNumClasses] = {};
   void *blocks[kNumClasses][kCacheSlots] = {};
   // Written by the owning thread only; read by secmem_get_stats.
@@ -131,21 +133,17 @@ Found find_block(const void *p, BlockRef *ref) {
   return offset == uint64_t{index} * span->block_size ? Found::kBlock : Found::kInterior;
 }
 
-bool is_live(const BlockRef &ref) {
-  return (ref.span->live[ref.index / 64].load(std::memory_order_acquire) >> (ref.index % 64)) & 1;
-}
+bool is_live(const BlockRef &ref) { return ref.span->live[ref.index].load(std::memory_order_acquire) != 0; }
 
 void set_live(const BlockRef &ref, const void *p) {
-  uint64_t bit = uint64_t{1} << (ref.index % 64);
-  if (ref.span->live[ref.index / 64].fetch_or(bit, std::memory_order_acq_rel) & bit)
-    diag::fatal_pointer("heap corruption: block handed out twice at", p, nullptr);
+  std::atomic<uint8_t> &live = ref.span->live[ref.index];
+  if (live.load(std::memory_order_relaxed) != 0) diag::fatal_pointer("heap corruption: block handed out twice at", p, nullptr);
+  live.store(1, std::memory_order_release);
 }
 
-// Clears the live bit; aborts on a double free.
+// Clears the live mark; aborts on a double free.
 void clear_live(const BlockRef &ref, const void *p) {
-  uint64_t bit = uint64_t{1} << (ref.index % 64);
-  if (!(ref.span->live[ref.index / 64].fetch_and(~bit, std::memory_order_acq_rel) & bit))
-    diag::fatal_pointer("double free of", p, nullptr);
+  if (ref.span->live[ref.index].exchange(0, std::memory_order_acq_rel) == 0) diag::fatal_pointer("double free of", p, nullptr);
 }
 
 // Validates p for free/realloc; aborts with a message naming the misuse.
@@ -574,10 +572,18 @@ void count_in_use(size_t in_use[kNumTiers]) {
       if (span == nullptr || span == kFreedRun || span == previous) continue;
       previous = span;
       size_t live = 0;
-      for (int w = 0; w < kLiveWords; ++w) live += __builtin_popcountll(span->live[w].load(std::memory_order_relaxed));
+      for (uint32_t i = 0; i < span->blocks; ++i) live += span->live[i].load(std::memory_order_relaxed);
       in_use[static_cast<int>(chunk->tier)] += live * span->block_size;
     }
   }
+}
+
+// The locked tier mlocks pages as they are first touched.
+size_t locked_bytes_locked() {
+  size_t bytes = 0;
+  for (Chunk *chunk = g_heap.pool.first_chunk(); chunk != nullptr; chunk = chunk->next)
+    if (chunk->tier == Tier::kLocked) bytes += size_t{chunk->touched_pages} * os::kPageSize;
+  return bytes;
 }
 
 const char *weakest_tier_locked() {
@@ -604,7 +610,7 @@ void get_stats(secmem_stats *out) {
   out->mapped_secret = counters.mapped_bytes[0];
   out->mapped_locked = counters.mapped_bytes[1];
   out->mapped_unlocked = counters.mapped_bytes[2];
-  out->memlock_charged = counters.mapped_bytes[0] + counters.mapped_bytes[1];
+  out->memlock_charged = counters.mapped_bytes[0] + locked_bytes_locked();
   out->pages_touched = counters.pages_touched;
   out->chunks = counters.chunks;
   out->peak_held = g_heap.peak_held;

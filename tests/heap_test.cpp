@@ -232,7 +232,11 @@ TEST(Heap, StatsCountWhatHappens) {
   EXPECT_EQ(in_use, in_use_before + secmem_usable_size(p) + secmem_usable_size(q));
   EXPECT_GE(during.peak_held, in_use);
   EXPECT_GE(during.chunks, 1u);
-  EXPECT_EQ(during.memlock_charged, during.mapped_secret + during.mapped_locked);
+  EXPECT_GE(during.memlock_charged, during.mapped_secret);
+  EXPECT_LE(during.memlock_charged, during.mapped_secret + during.mapped_locked);
+  if (running_on_mlock_backend()) {
+    EXPECT_GT(during.memlock_charged, 0u);
+  }
   EXPECT_GE(during.pages_touched * kPage, in_use);
   secmem_free(p);
   secmem_free(q);
