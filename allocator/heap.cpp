@@ -117,7 +117,8 @@ Found find_block(const void *p, BlockRef *ref) {
   if (chunk == nullptr) return g_heap.pool.in_range(p) ? Found::kNoBlock : Found::kForeign;
   uintptr_t addr = reinterpret_cast<uintptr_t>(p);
   size_t page = (addr - chunk->base) / os::kPageSize;
-  if (page >= chunk->mapped_pages) return Found::kNoBlock;
+  // A huge chunk's size never changes; in other chunks unmapped pages have no owner.
+  if (chunk->huge && page >= chunk->mapped_pages) return Found::kNoBlock;
   Span *span = chunk->owner[chunk->huge ? 0 : page].load(std::memory_order_acquire);
   if (span == nullptr) return Found::kNoBlock;
   if (span == kFreedRun) return addr % os::kPageSize == 0 ? Found::kFreed : Found::kNoBlock;
