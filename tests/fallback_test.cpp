@@ -144,3 +144,22 @@ TEST(Refused, HalfWayKeepsExistingSecrets) {
   EXPECT_EQ(status, 0);
   EXPECT_EQ(stderr_text, fallback_line("EPERM: refused, as by a seccomp filter"));
 }
+
+// SECMEM_VERBOSE=1 says what was chosen: the configuration, then each chunk.
+TEST(FreshHeap, VerbosePrintsTheConfigurationAndEachChunk) {
+  SECMEM_REQUIRE_SECRETMEM();
+  std::string stderr_text;
+  int status = run_in_child(
+      [] {
+        setenv("SECMEM_VERBOSE", "1", 1);
+        setenv("SECMEM_BACKEND", "auto", 1);
+        return secmem_malloc(16) != nullptr;
+      },
+      &stderr_text);
+  EXPECT_EQ(status, 0);
+  EXPECT_TRUE(testing::internal::RE::FullMatch(
+      stderr_text, testing::internal::RE("secmem: config SECMEM_BACKEND=auto SECMEM_ON_EXHAUSTION=fallback "
+                                         "SECMEM_RELEASE=never SECMEM_VERBOSE=1\n"
+                                         "secmem: mapped chunk 0x[0-9a-f]+ \\(2044 KiB, memfd_secret\\)\n")))
+      << stderr_text;
+}

@@ -57,6 +57,25 @@ TEST(Memlock, RunsWithoutCapIpcLockUnderASmallLimit) {
   ASSERT_FALSE(has_cap_ipc_lock()) << "run me under setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock";
 }
 
+// With no budget left for a second memfd_secret copy, fork still gives the
+// child a private copy (locked anonymous memory), and nothing crosses.
+TEST(Memlock, ForkWithoutBudgetForASecretCopy) {
+  if (!running_on_mlock_backend()) SECMEM_REQUIRE_SECRETMEM();
+  auto *secret = static_cast<char *>(secmem_malloc(64));
+  ASSERT_NE(secret, nullptr);
+  strcpy(secret, "parent");
+  int status = run_in_child([&] {
+    secmem_stats s{};
+    secmem_get_stats(&s);
+    bool ok = strcmp(secret, "parent") == 0 && std::string(s.backend) == "mlock" && s.in_use_locked >= 64;
+    strcpy(secret, "child");
+    return ok;
+  });
+  EXPECT_EQ(status, 0);
+  EXPECT_STREQ(secret, "parent");
+  secmem_free(secret);
+}
+
 TEST(Memlock, ExhaustionFollowsThePolicyAndLosesNothing) {
   if (!running_on_mlock_backend()) SECMEM_REQUIRE_SECRETMEM();
   const std::string top = expected_backend();
