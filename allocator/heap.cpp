@@ -13,7 +13,7 @@
 
 namespace secmem {
 
-constexpr int kLiveWords = kMaxBlocksPerSpan / 64;
+constexpr int kFreeWords = kMaxBlocksPerSpan / 64;
 
 // A run of pages holding blocks of one size class, or one large block.
 struct Span {
@@ -29,7 +29,7 @@ struct Span {
   Span *next = nullptr;
   Span *prev = nullptr;
   bool listed = false;
-  uint64_t free_bits[kLiveWords] = {}; // one bit per block in the central free list
+  uint64_t free_bits[kFreeWords] = {}; // one bit per block in the central free list
   // One byte per block handed out: set by plain store (the allocating thread
   // owns the block), cleared by exchange (a racing double free is caught).
   std::atomic<uint8_t> live[kMaxBlocksPerSpan] = {};
@@ -112,7 +112,7 @@ struct BlockRef {
 };
 
 // Locates the block holding p. kInterior: p is inside a block, not at its start.
-Found find_block(const void *p, BlockRef *ref) {
+[[gnu::always_inline]] inline Found find_block(const void *p, BlockRef *ref) {
   Chunk *chunk = g_heap.pool.chunk_of(p);
   if (chunk == nullptr) return g_heap.pool.in_range(p) ? Found::kNoBlock : Found::kForeign;
   uintptr_t addr = reinterpret_cast<uintptr_t>(p);
@@ -148,7 +148,7 @@ void clear_live(const BlockRef &ref, const void *p) {
 }
 
 // Validates p for free/realloc; aborts with a message naming the misuse.
-BlockRef checked_block(const void *p, const char *what) {
+[[gnu::always_inline]] inline BlockRef checked_block(const void *p, const char *what) {
   BlockRef ref;
   switch (find_block(p, &ref)) {
   case Found::kBlock: return ref;
@@ -236,7 +236,7 @@ uint32_t central_take(int cls, void **out, uint32_t want) {
       if (span == nullptr) break;
       list_span(span);
     }
-    for (int w = 0; w < kLiveWords && got < want; ++w) {
+    for (int w = 0; w < kFreeWords && got < want; ++w) {
       while (span->free_bits[w] != 0 && got < want) {
         int bit = __builtin_ctzll(span->free_bits[w]);
         span->free_bits[w] &= span->free_bits[w] - 1;

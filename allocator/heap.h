@@ -1,10 +1,10 @@
 // The heap: the public operations over the chunk pool.
 //
 // Small requests (<= 8 KiB) are rounded to a size class and packed into
-// spans of 1..8 pages; each span's "live" bitmap (atomic, one bit per block)
-// is the source of truth for double-free detection and secmem_owns, and its
-// "free" bitmap (under the heap lock) is the central free list. Both live
-// outside the secret pages. Per-thread caches hold freed blocks for reuse
+// spans of 1..8 pages; each span's live bytes (atomic, one per block) are the
+// source of truth for double-free detection and secmem_owns, and its free
+// bitmap (under the heap lock) is the central free list. Both live outside
+// the secret pages. Per-thread caches hold freed blocks for reuse
 // without the lock. Large requests take page runs inside a chunk; huge ones
 // (> 1 MiB) a chunk of their own.
 //
