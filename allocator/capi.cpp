@@ -46,4 +46,17 @@ int secmem_get_stats(struct secmem_stats *out) {
 
 const char *secmem_backend_name(void) { return heap::backend_name(); }
 
+// Exported so that the preload shim reads it with one TLS load per malloc.
+__attribute__((visibility("default"), tls_model("initial-exec"))) __thread unsigned secmem_tag_depth_tls = 0;
+
+void secmem_tag_begin(void) { ++secmem_tag_depth_tls; }
+
+void secmem_tag_end(void) {
+  if (secmem_tag_depth_tls > 0) --secmem_tag_depth_tls;
+}
+
+unsigned secmem_tag_depth(void) { return secmem_tag_depth_tls; }
+
+void secmem_reserved_range(uintptr_t *base, size_t *size) { heap::reserved_range(base, size); }
+
 } // extern "C"

@@ -101,6 +101,7 @@ public:
   const PoolCounters &counters() const { return counters_; }
   Chunk *first_chunk() const { return chunks_; }
   size_t reserved_bytes() const { return size_; }
+  uintptr_t reserved_base() const { return base_; }
 
 private:
   Chunk *new_chunk(uint32_t min_pages, bool huge);

@@ -637,4 +637,10 @@ const char *backend_name() {
 
 const ChunkPool &pool() { return g_heap.pool; }
 
+void reserved_range(uintptr_t *base, size_t *size) {
+  bool ready = g_state.load(std::memory_order_acquire) == State::kReady;
+  *base = ready ? g_heap.pool.reserved_base() : 0;
+  *size = ready ? g_heap.pool.reserved_bytes() : 0;
+}
+
 } // namespace secmem::heap

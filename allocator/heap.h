@@ -34,6 +34,7 @@ size_t usable_size(const void *p); // 0 unless p is a live allocation's start
 bool owns(const void *p);          // p inside a live allocation
 void get_stats(secmem_stats *out);
 const char *backend_name();
+void reserved_range(uintptr_t *base, size_t *size);
 
 // The pool, for tests that look at chunk placement.
 const ChunkPool &pool();

@@ -75,6 +75,20 @@ SECMEM_API int secmem_get_stats(struct secmem_stats *out);
 /* Same as secmem_get_stats(...).backend. */
 SECMEM_API const char *secmem_backend_name(void);
 
+/* Tags: between secmem_tag_begin() and the matching secmem_tag_end(), plain
+ * malloc/calloc/realloc/aligned allocations made by this thread go to the
+ * secret heap -- when the preload shim (libsecmem_preload.so) is loaded.
+ * Without it the calls only count. Scopes nest. */
+SECMEM_API void secmem_tag_begin(void);
+SECMEM_API void secmem_tag_end(void);
+/* This thread's tag depth (0: not inside a tagged scope). */
+SECMEM_API unsigned secmem_tag_depth(void);
+
+/* For interposers such as the preload shim: the address range the heap has
+ * reserved (every secret pointer lies in it); *size is 0 until the first
+ * allocation. The range never changes once set. */
+SECMEM_API void secmem_reserved_range(uintptr_t *base, size_t *size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,423 @@
+// libsecmem_preload.so: routes the allocations a program already marks as
+// secret into the secret heap, and everything else to the next allocator.
+//
+// - OpenSSL's secure heap (CRYPTO_secure_*): always secret memory.
+// - Plain malloc & co. inside secmem_tag_begin()/secmem_tag_end().
+// - free/realloc/malloc_usable_size of a secret pointer (a range check) go to
+//   the secret heap; every other call goes to the next malloc in the process
+//   (glibc's, or a preloaded jemalloc's), found with dlsym(RTLD_NEXT).
+//
+// Rules for this file: no allocation from any heap on these paths, no
+// exceptions, initial-exec TLS only, and no call into the secret heap while
+// it is already running on this thread (its own start-up calls malloc).
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/auxv.h>
+#include <unistd.h>
+
+#include "secmem/secmem.h"
+
+#define SHIM_API extern "C" __attribute__((visibility("default")))
+
+// The tag depth lives in libsecmem (secmem_tag_begin/end); read directly.
+extern "C" __attribute__((tls_model("initial-exec"))) __thread unsigned secmem_tag_depth_tls;
+
+extern "C" char *program_invocation_short_name;
+
+namespace {
+
+#define SHIM_TLS __attribute__((tls_model("initial-exec"))) thread_local
+
+// Inside the secret heap or the symbol resolver on this thread: every
+// allocation goes to the next allocator (or the bootstrap arena).
+SHIM_TLS bool t_busy = false;
+
+// ---- the next allocator ---------------------------------------------------------
+
+template <typename F> struct Next {
+  std::atomic<F> fn{nullptr};
+  F get() const { return fn.load(std::memory_order_acquire); }
+};
+
+Next<void *(*)(size_t)> next_malloc;
+Next<void (*)(void *)> next_free;
+Next<void *(*)(size_t, size_t)> next_calloc;
+Next<void *(*)(void *, size_t)> next_realloc;
+Next<void *(*)(size_t, size_t)> next_memalign;
+Next<int (*)(void **, size_t, size_t)> next_posix_memalign;
+Next<void *(*)(size_t, size_t)> next_aligned_alloc;
+Next<void *(*)(size_t)> next_valloc;
+Next<void *(*)(size_t)> next_pvalloc;
+Next<size_t (*)(void *)> next_usable_size;
+Next<void (*)(void *, size_t)> next_free_sized;                    // glibc 2.41+, else nullptr
+Next<void (*)(void *, size_t, size_t)> next_free_aligned_sized;    // glibc 2.41+, else nullptr
+
+std::atomic<int> g_resolve_state{0}; // 0: not yet, 1: resolving, 2: done
+
+void write_line(const char *a, const char *b = "", const char *c = "") {
+  char line[512];
+  size_t n = 0;
+  for (const char *part : {a, b, c})
+    for (; *part != '\0' && n + 2 < sizeof line; ++part) line[n++] = *part;
+  line[n++] = '\n';
+  (void)!write(STDERR_FILENO, line, n);
+}
+
+template <typename F> void look_up(Next<F> &next, const char *name) {
+  next.fn.store(reinterpret_cast<F>(dlsym(RTLD_NEXT, name)), std::memory_order_release);
+}
+
+// Finds the next allocator's functions. dlsym may allocate: those calls are
+// served from the bootstrap arena (t_busy). False when called recursively.
+bool resolve() {
+  if (g_resolve_state.load(std::memory_order_acquire) == 2) return true;
+  if (t_busy) return false;
+  int expected = 0;
+  if (g_resolve_state.compare_exchange_strong(expected, 1)) {
+    t_busy = true;
+    look_up(next_free, "free");
+    look_up(next_calloc, "calloc");
+    look_up(next_realloc, "realloc");
+    look_up(next_memalign, "memalign");
+    look_up(next_posix_memalign, "posix_memalign");
+    look_up(next_aligned_alloc, "aligned_alloc");
+    look_up(next_valloc, "valloc");
+    look_up(next_pvalloc, "pvalloc");
+    look_up(next_usable_size, "malloc_usable_size");
+    look_up(next_free_sized, "free_sized");
+    look_up(next_free_aligned_sized, "free_aligned_sized");
+    look_up(next_malloc, "malloc");
+    t_busy = false;
+    if (next_malloc.get() == nullptr || next_free.get() == nullptr) {
+      write_line("secmem: preload: no next malloc/free in this process; aborting");
+      abort();
+    }
+    g_resolve_state.store(2, std::memory_order_release);
+    return true;
+  }
+  while (g_resolve_state.load(std::memory_order_acquire) != 2) sched_yield();
+  return true;
+}
+
+// ---- bootstrap arena: allocations made while dlsym runs -------------------------
+
+constexpr size_t kBootstrapBytes = 256 * 1024;
+alignas(64) unsigned char g_bootstrap[kBootstrapBytes];
+std::atomic<size_t> g_bootstrap_used{0};
+
+// Blocks carry their size in the 16 bytes before them (for realloc).
+void *bootstrap_alloc(size_t n, size_t alignment) {
+  if (alignment < 16) alignment = 16;
+  size_t used = g_bootstrap_used.load(std::memory_order_relaxed);
+  size_t start, end;
+  do {
+    start = (used + 16 + alignment - 1) & ~(alignment - 1);
+    end = start + n;
+    if (end > kBootstrapBytes || end < start) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+  } while (!g_bootstrap_used.compare_exchange_weak(used, end, std::memory_order_relaxed));
+  memcpy(g_bootstrap + start - sizeof(size_t), &n, sizeof n);
+  return g_bootstrap + start;
+}
+
+bool bootstrap_owns(const void *p) {
+  return reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(g_bootstrap) < kBootstrapBytes;
+}
+
+size_t bootstrap_size(const void *p) {
+  size_t n;
+  memcpy(&n, static_cast<const unsigned char *>(p) - sizeof n, sizeof n);
+  return n;
+}
+
+// ---- the secret heap ------------------------------------------------------------
+
+std::atomic<uintptr_t> g_secret_base{0};
+std::atomic<size_t> g_secret_size{0};
+
+inline bool is_secret(const void *p) {
+  size_t size = g_secret_size.load(std::memory_order_acquire);
+  return reinterpret_cast<uintptr_t>(p) - g_secret_base.load(std::memory_order_relaxed) < size;
+}
+
+enum Source { kOpenSSL, kTag, kSodium, kNumSources };
+const char *const kSourceNames[kNumSources] = {"openssl", "tag", "sodium"};
+struct Routed {
+  std::atomic<uint64_t> allocations{0};
+  std::atomic<uint64_t> bytes{0};
+};
+Routed g_routed[kNumSources];
+
+void note_secret(void *p, size_t n, Source source) {
+  if (p == nullptr) return;
+  g_routed[source].allocations.fetch_add(1, std::memory_order_relaxed);
+  g_routed[source].bytes.fetch_add(n, std::memory_order_relaxed);
+  if (g_secret_size.load(std::memory_order_relaxed) == 0) {
+    uintptr_t base = 0;
+    size_t size = 0;
+    secmem_reserved_range(&base, &size);
+    g_secret_base.store(base, std::memory_order_relaxed);
+    g_secret_size.store(size, std::memory_order_release);
+  }
+}
+
+// Runs f with t_busy set: the heap's own start-up may call malloc.
+template <typename F> auto in_heap(F f) {
+  t_busy = true;
+  auto result = f();
+  t_busy = false;
+  return result;
+}
+
+void *secret_alloc(size_t alignment, size_t n, Source source) {
+  void *p = in_heap([&] { return alignment <= 16 ? secmem_malloc(n) : secmem_aligned_alloc(alignment, n); });
+  note_secret(p, n, source);
+  return p;
+}
+
+void secret_free(void *p) {
+  t_busy = true;
+  secmem_free(p);
+  t_busy = false;
+}
+
+inline bool tagged() { return __builtin_expect(secmem_tag_depth_tls != 0, 0) && !t_busy; }
+
+bool valid_alignment(size_t alignment) { return alignment != 0 && (alignment & (alignment - 1)) == 0; }
+
+// ---- report at exit ---------------------------------------------------------------
+
+// SECMEM_REPORT=stderr|PATH, read from environ without allocating.
+const char *report_target() {
+  for (char **env = environ; env != nullptr && *env != nullptr; ++env)
+    if (strncmp(*env, "SECMEM_REPORT=", 14) == 0) return *env + 14;
+  return nullptr;
+}
+
+void append(char *line, size_t *n, size_t cap, const char *text) {
+  for (; *text != '\0' && *n + 1 < cap; ++text) line[(*n)++] = *text;
+}
+
+void append_number(char *line, size_t *n, size_t cap, uint64_t value) {
+  char digits[24];
+  int count = 0;
+  do {
+    digits[count++] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  while (count > 0 && *n + 1 < cap) line[(*n)++] = digits[--count];
+}
+
+// One line per process, at exit: what went to secret memory and from where.
+__attribute__((destructor)) void write_report() {
+  const char *target = report_target();
+  if (target == nullptr || getauxval(AT_SECURE) != 0) return;
+  secmem_stats stats{};
+  secmem_get_stats(&stats);
+  char line[1024];
+  size_t n = 0;
+  const size_t cap = sizeof line;
+  append(line, &n, cap, "secmem report: pid ");
+  append_number(line, &n, cap, static_cast<uint64_t>(getpid()));
+  append(line, &n, cap, " (");
+  append(line, &n, cap, program_invocation_short_name);
+  append(line, &n, cap, "): backend ");
+  append(line, &n, cap, stats.backend);
+  append(line, &n, cap, "; secret allocations");
+  for (int source = 0; source < kNumSources; ++source) {
+    append(line, &n, cap, source == 0 ? " " : ", ");
+    append(line, &n, cap, kSourceNames[source]);
+    append(line, &n, cap, " ");
+    append_number(line, &n, cap, g_routed[source].allocations.load(std::memory_order_relaxed));
+    append(line, &n, cap, " (");
+    append_number(line, &n, cap, g_routed[source].bytes.load(std::memory_order_relaxed));
+    append(line, &n, cap, " bytes)");
+  }
+  append(line, &n, cap, "; peak held ");
+  append_number(line, &n, cap, stats.peak_held);
+  append(line, &n, cap, " bytes; fallbacks ");
+  append_number(line, &n, cap,
+                stats.fallbacks_enosys + stats.fallbacks_eperm + stats.fallbacks_memlock + stats.fallbacks_other);
+  append(line, &n, cap, "; failed ");
+  append_number(line, &n, cap, stats.failed_chunks);
+  line[n++] = '\n';
+  bool to_stderr = strcmp(target, "stderr") == 0;
+  int fd = to_stderr ? STDERR_FILENO : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    write_line("secmem: cannot write the report to SECMEM_REPORT=", target, ": open failed");
+    return;
+  }
+  (void)!write(fd, line, n); // O_APPEND: one write per process keeps lines whole
+  if (!to_stderr) close(fd);
+}
+
+} // namespace
+
+// ---- the malloc family --------------------------------------------------------------
+
+SHIM_API void *malloc(size_t n) {
+  if (tagged()) return secret_alloc(16, n, kTag);
+  auto fn = next_malloc.get();
+  if (__builtin_expect(fn == nullptr, 0)) {
+    if (!resolve()) return bootstrap_alloc(n, 16);
+    fn = next_malloc.get();
+  }
+  return fn(n);
+}
+
+SHIM_API void free(void *p) {
+  if (is_secret(p)) return secret_free(p);
+  if (__builtin_expect(bootstrap_owns(p), 0)) return; // never reused
+  auto fn = next_free.get();
+  if (__builtin_expect(fn == nullptr, 0)) {
+    if (!resolve()) return;
+    fn = next_free.get();
+  }
+  fn(p);
+}
+
+SHIM_API void *calloc(size_t count, size_t size) {
+  if (tagged()) {
+    size_t total = 0;
+    if (__builtin_mul_overflow(count, size, &total)) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+    return secret_alloc(16, total, kTag); // secret memory is always zero
+  }
+  auto fn = next_calloc.get();
+  if (__builtin_expect(fn == nullptr, 0)) {
+    size_t total = 0;
+    if (!resolve()) return __builtin_mul_overflow(count, size, &total) ? nullptr : bootstrap_alloc(total, 16);
+    fn = next_calloc.get();
+  }
+  return fn(count, size);
+}
+
+SHIM_API void *realloc(void *p, size_t n) {
+  if (is_secret(p)) return in_heap([&] { return secmem_realloc(p, n); });
+  if (p == nullptr) return malloc(n);
+  if (__builtin_expect(bootstrap_owns(p), 0)) {
+    void *moved = malloc(n);
+    if (moved != nullptr) memcpy(moved, p, bootstrap_size(p) < n ? bootstrap_size(p) : n);
+    return moved;
+  }
+  if (!resolve()) return nullptr;
+  return next_realloc.get()(p, n);
+}
+
+SHIM_API void *reallocarray(void *p, size_t count, size_t size) {
+  size_t total = 0;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return realloc(p, total);
+}
+
+SHIM_API void *memalign(size_t alignment, size_t n) {
+  if (tagged()) return valid_alignment(alignment) ? secret_alloc(alignment, n, kTag) : (errno = EINVAL, nullptr);
+  if (!resolve()) return bootstrap_alloc(n, alignment);
+  return next_memalign.get()(alignment, n);
+}
+
+SHIM_API void *aligned_alloc(size_t alignment, size_t n) {
+  if (tagged()) return valid_alignment(alignment) ? secret_alloc(alignment, n, kTag) : (errno = EINVAL, nullptr);
+  if (!resolve()) return bootstrap_alloc(n, alignment);
+  return next_aligned_alloc.get()(alignment, n);
+}
+
+SHIM_API int posix_memalign(void **out, size_t alignment, size_t n) {
+  if (tagged()) {
+    if (!valid_alignment(alignment) || alignment % sizeof(void *) != 0) return EINVAL;
+    void *p = secret_alloc(alignment, n, kTag);
+    if (p == nullptr) return ENOMEM;
+    *out = p;
+    return 0;
+  }
+  if (!resolve()) {
+    *out = bootstrap_alloc(n, alignment);
+    return *out != nullptr ? 0 : ENOMEM;
+  }
+  return next_posix_memalign.get()(out, alignment, n);
+}
+
+SHIM_API void *valloc(size_t n) {
+  if (tagged()) return secret_alloc(4096, n, kTag);
+  if (!resolve()) return bootstrap_alloc(n, 4096);
+  return next_valloc.get()(n);
+}
+
+SHIM_API void *pvalloc(size_t n) {
+  size_t rounded = (n + 4095) & ~size_t{4095};
+  if (rounded < n) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  if (tagged()) return secret_alloc(4096, rounded == 0 ? 4096 : rounded, kTag);
+  if (!resolve()) return bootstrap_alloc(rounded, 4096);
+  return next_pvalloc.get()(n);
+}
+
+SHIM_API size_t malloc_usable_size(void *p) {
+  if (is_secret(p)) return secmem_usable_size(p);
+  if (p == nullptr) return 0;
+  if (bootstrap_owns(p)) return bootstrap_size(p);
+  if (!resolve()) return 0;
+  return next_usable_size.get()(p);
+}
+
+SHIM_API void free_sized(void *p, size_t n) {
+  if (is_secret(p) || bootstrap_owns(p) || !resolve() || next_free_sized.get() == nullptr) return free(p);
+  next_free_sized.get()(p, n);
+}
+
+SHIM_API void free_aligned_sized(void *p, size_t alignment, size_t n) {
+  if (is_secret(p) || bootstrap_owns(p) || !resolve() || next_free_aligned_sized.get() == nullptr) return free(p);
+  next_free_aligned_sized.get()(p, alignment, n);
+}
+
+// ---- OpenSSL 3's secure heap ------------------------------------------------------------
+// Defined without a symbol version: an unversioned definition satisfies
+// libcrypto's references to CRYPTO_secure_*@OPENSSL_3.0.0, a named version
+// node of ours would not (and the calls would silently stay in OpenSSL).
+
+SHIM_API void *CRYPTO_secure_malloc(size_t num, const char *, int) { return secret_alloc(16, num, kOpenSSL); }
+
+SHIM_API void *CRYPTO_secure_zalloc(size_t num, const char *, int) { return secret_alloc(16, num, kOpenSSL); }
+
+// A pointer that is not ours can only come from OpenSSL's fallback, CRYPTO_malloc.
+SHIM_API void CRYPTO_secure_free(void *ptr, const char *, int) {
+  if (ptr != nullptr) free(ptr);
+}
+
+SHIM_API void CRYPTO_secure_clear_free(void *ptr, size_t num, const char *, int) {
+  if (ptr == nullptr) return;
+  if (!is_secret(ptr)) explicit_bzero(ptr, num); // the heap zeroes its own blocks
+  free(ptr);
+}
+
+SHIM_API int CRYPTO_secure_allocated(const void *ptr) { return secmem_owns(ptr); }
+
+SHIM_API size_t CRYPTO_secure_actual_size(void *ptr) { return secmem_usable_size(ptr); }
+
+SHIM_API size_t CRYPTO_secure_used(void) {
+  secmem_stats stats{};
+  secmem_get_stats(&stats);
+  return stats.in_use_secret + stats.in_use_locked + stats.in_use_unlocked;
+}
+
+// OpenSSL asks these before it uses the secure heap for some secrets: the
+// answer is always yes, with no set-up by the application.
+SHIM_API int CRYPTO_secure_malloc_initialized(void) { return 1; }
+
+SHIM_API int CRYPTO_secure_malloc_init(size_t, size_t) { return 1; }
+
+SHIM_API int CRYPTO_secure_malloc_done(void) { return CRYPTO_secure_used() == 0 ? 1 : 0; }

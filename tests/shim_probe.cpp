@@ -1,0 +1,190 @@
+// A program for the preload tests, run with and without libsecmem_preload.so.
+//   shim_probe owned KEY.pem...   loads each key through OpenSSL's PEM API and
+//                                  prints, per key, whether its private
+//                                  components are in secret memory
+//   shim_probe hold KEY.pem...    loads the keys, prints "ready", waits for stdin
+//   shim_probe forkgen KEY.pem N  loads a key, forks N children that each make
+//                                  and verify EC signatures; checks the key after
+//   shim_probe threads            4 threads of malloc/free churn with checks
+//   shim_probe tag                malloc inside secmem_tag_begin/end is secret
+// Exit status 0 when every check passed.
+#define OPENSSL_SUPPRESS_DEPRECATED // RSA_get0_d/EC_KEY_get0_private_key: the only way to reach the BIGNUMs
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include "secmem/secmem.h"
+
+namespace {
+
+EVP_PKEY *load(const char *path) {
+  FILE *file = fopen(path, "r");
+  if (file == nullptr) return nullptr;
+  EVP_PKEY *key = PEM_read_PrivateKey(file, nullptr, nullptr, nullptr);
+  fclose(file);
+  return key;
+}
+
+// A BIGNUM's words: its first member (struct bignum_st { BN_ULONG *d; ... },
+// unchanged since OpenSSL 1.1). Read only to ask secmem_owns about it.
+const void *bn_words(const BIGNUM *bn) {
+  const void *words = nullptr;
+  memcpy(&words, bn, sizeof words);
+  return words;
+}
+
+// "secret" when the key's private components live in the secret heap.
+const char *private_part_placement(EVP_PKEY *key) {
+  const BIGNUM *priv = nullptr;
+  switch (EVP_PKEY_get_base_id(key)) {
+  case EVP_PKEY_RSA: priv = RSA_get0_d(EVP_PKEY_get0_RSA(key)); break;
+  case EVP_PKEY_EC: priv = EC_KEY_get0_private_key(EVP_PKEY_get0_EC_KEY(key)); break;
+  default: return "unknown";
+  }
+  if (priv == nullptr) return "none";
+  return secmem_owns(bn_words(priv)) && BN_get_flags(priv, BN_FLG_SECURE) ? "secret" : "ordinary";
+}
+
+int owned(int argc, char **argv) {
+  int status = 0;
+  for (int i = 2; i < argc; ++i) {
+    EVP_PKEY *key = load(argv[i]);
+    if (key == nullptr) {
+      printf("%s: cannot load\n", argv[i]);
+      return 2;
+    }
+    const char *where = private_part_placement(key);
+    printf("%s: %s\n", argv[i], where);
+    if (strcmp(where, "secret") != 0) status = 1;
+    EVP_PKEY_free(key);
+  }
+  return status;
+}
+
+int hold(int argc, char **argv) {
+  std::vector<EVP_PKEY *> keys;
+  for (int i = 2; i < argc; ++i) {
+    keys.push_back(load(argv[i]));
+    if (keys.back() == nullptr) return 2;
+  }
+  printf("ready\n");
+  fflush(stdout);
+  char c;
+  (void)!read(STDIN_FILENO, &c, 1);
+  for (EVP_PKEY *key : keys) EVP_PKEY_free(key);
+  return 0;
+}
+
+bool sign_and_verify(EVP_PKEY *key) {
+  const unsigned char message[] = "fork-heavy";
+  unsigned char signature[512];
+  size_t length = sizeof signature;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  bool ok = EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
+            EVP_DigestSign(ctx, signature, &length, message, sizeof message) == 1;
+  EVP_MD_CTX_free(ctx);
+  ctx = EVP_MD_CTX_new();
+  ok = ok && EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
+       EVP_DigestVerify(ctx, signature, length, message, sizeof message) == 1;
+  EVP_MD_CTX_free(ctx);
+  return ok;
+}
+
+int forkgen(int argc, char **argv) {
+  if (argc < 4) return 2;
+  EVP_PKEY *key = load(argv[2]);
+  int children = atoi(argv[3]);
+  if (key == nullptr || !sign_and_verify(key)) return 2;
+  std::vector<pid_t> pids;
+  for (int i = 0; i < children; ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      bool ok = sign_and_verify(key); // the inherited key still works in the child
+      for (int j = 0; j < 5 && ok; ++j) {
+        EVP_PKEY *fresh = EVP_EC_gen("P-256");
+        ok = fresh != nullptr && sign_and_verify(fresh);
+        EVP_PKEY_free(fresh);
+      }
+      _exit(ok ? 0 : 1);
+    }
+    pids.push_back(pid);
+  }
+  int failed = 0;
+  for (pid_t pid : pids) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
+  }
+  bool parent_ok = sign_and_verify(key);
+  printf("children failed: %d, parent key %s\n", failed, parent_ok ? "intact" : "BROKEN");
+  EVP_PKEY_free(key);
+  return failed == 0 && parent_ok ? 0 : 1;
+}
+
+int threads() {
+  std::vector<std::thread> workers;
+  std::vector<int> failures(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    workers.emplace_back([t, &failures] {
+      std::vector<std::pair<unsigned char *, size_t>> live;
+      for (int i = 0; i < 200000; ++i) {
+        if (live.size() < 100 || i % 3 != 0) {
+          size_t n = 1 + (i * 131 + t) % 2000;
+          auto *p = static_cast<unsigned char *>(malloc(n));
+          memset(p, (i + t) & 0xff, n);
+          live.push_back({p, n});
+        } else {
+          auto [p, n] = live.back();
+          live.pop_back();
+          for (size_t j = 0; j < n; ++j)
+            if (p[j] != p[0]) ++failures[t];
+          free(p);
+        }
+      }
+      for (auto &[p, n] : live) free(p);
+    });
+  }
+  for (auto &worker : workers) worker.join();
+  int total = failures[0] + failures[1] + failures[2] + failures[3];
+  printf("threads: %d corrupted blocks\n", total);
+  return total == 0 ? 0 : 1;
+}
+
+int tag() {
+  secmem_tag_begin();
+  void *tagged = malloc(64);
+  void *tagged_calloc = calloc(4, 16);
+  secmem_tag_end();
+  void *plain = malloc(64);
+  printf("tagged malloc: %s, tagged calloc: %s, plain malloc: %s\n", secmem_owns(tagged) ? "secret" : "ordinary",
+         secmem_owns(tagged_calloc) ? "secret" : "ordinary", secmem_owns(plain) ? "secret" : "ordinary");
+  bool ok = secmem_owns(tagged) && secmem_owns(tagged_calloc) && !secmem_owns(plain);
+  free(tagged); // free() finds the secret heap by range
+  free(tagged_calloc);
+  free(plain);
+  return ok ? 0 : 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "owned") return owned(argc, argv);
+  if (mode == "hold") return hold(argc, argv);
+  if (mode == "forkgen") return forkgen(argc, argv);
+  if (mode == "threads") return threads();
+  if (mode == "tag") return tag();
+  fprintf(stderr, "usage: shim_probe owned|hold|forkgen|threads|tag ...\n");
+  return 2;
+}
