@@ -421,3 +421,29 @@ SHIM_API int CRYPTO_secure_malloc_initialized(void) { return 1; }
 SHIM_API int CRYPTO_secure_malloc_init(size_t, size_t) { return 1; }
 
 SHIM_API int CRYPTO_secure_malloc_done(void) { return CRYPTO_secure_used() == 0 ? 1 : 0; }
+
+// OpenSSL frees decoded key material (DER buffers, PKCS#8 intermediates)
+// with plain OPENSSL_free, uncleansed: the heap copies a memory scan finds.
+// Under the shim every OPENSSL_free of ordinary memory is cleansed first.
+// An application's own CRYPTO_set_mem_functions allocator is still used.
+namespace {
+std::atomic<void (*)(void *, const char *, int)> g_openssl_custom_free{nullptr};
+} // namespace
+
+SHIM_API int CRYPTO_set_mem_functions(void *(*m)(size_t, const char *, int),
+                                      void *(*r)(void *, size_t, const char *, int),
+                                      void (*f)(void *, const char *, int)) {
+  using Set = int (*)(decltype(m), decltype(r), decltype(f));
+  auto real = reinterpret_cast<Set>(dlsym(RTLD_NEXT, "CRYPTO_set_mem_functions"));
+  if (real == nullptr || real(m, r, f) != 1) return 0;
+  g_openssl_custom_free.store(f, std::memory_order_release);
+  return 1;
+}
+
+SHIM_API void CRYPTO_free(void *ptr, const char *file, int line) {
+  if (ptr == nullptr) return;
+  auto custom = g_openssl_custom_free.load(std::memory_order_acquire);
+  if (custom != nullptr && custom != &CRYPTO_free) return custom(ptr, file, line);
+  if (!is_secret(ptr) && !bootstrap_owns(ptr)) explicit_bzero(ptr, malloc_usable_size(ptr));
+  free(ptr);
+}
