@@ -68,6 +68,8 @@ void write_line(const char *a, const char *b = "", const char *c = "") {
   (void)!write(STDERR_FILENO, line, n);
 }
 
+void check_preload_order();
+
 template <typename F> void look_up(Next<F> &next, const char *name) {
   next.fn.store(reinterpret_cast<F>(dlsym(RTLD_NEXT, name)), std::memory_order_release);
 }
@@ -98,6 +100,7 @@ bool resolve() {
       abort();
     }
     g_resolve_state.store(2, std::memory_order_release);
+    check_preload_order();
     return true;
   }
   while (g_resolve_state.load(std::memory_order_acquire) != 2) sched_yield();
@@ -188,9 +191,35 @@ void secret_free(void *p) {
   t_busy = false;
 }
 
-inline bool tagged() { return __builtin_expect(secmem_tag_depth_tls != 0, 0) && !t_busy; }
+// Tags need every free to come here first; off when another allocator
+// precedes the shim in LD_PRELOAD (see check_preload_order).
+std::atomic<bool> g_tags_enabled{true};
+
+inline bool tagged() {
+  return __builtin_expect(secmem_tag_depth_tls != 0, 0) && !t_busy && g_tags_enabled.load(std::memory_order_relaxed);
+}
+
+// If the process's free() is not ours, another allocator comes first in
+// LD_PRELOAD: tagged blocks would be freed by it. Tags go off, with one line;
+// OpenSSL's secure heap still goes to secret memory (its frees come here).
+void check_preload_order() {
+  t_busy = true;
+  Dl_info global_free{}, ours{};
+  bool first = dladdr(dlsym(RTLD_DEFAULT, "free"), &global_free) != 0 &&
+               dladdr(reinterpret_cast<void *>(&check_preload_order), &ours) != 0 &&
+               global_free.dli_fbase == ours.dli_fbase;
+  t_busy = false;
+  if (first) return;
+  g_tags_enabled.store(false, std::memory_order_relaxed);
+  write_line("secmem: preload: another allocator comes before libsecmem_preload.so in LD_PRELOAD; "
+             "secmem_tag_begin() is off (put libsecmem_preload.so first to use it)");
+}
 
 bool valid_alignment(size_t alignment) { return alignment != 0 && (alignment & (alignment - 1)) == 0; }
+
+// Resolving at start-up also checks the LD_PRELOAD order when another
+// allocator serves every malloc call (so ours never runs).
+__attribute__((constructor)) void start_shim() { resolve(); }
 
 // ---- report at exit ---------------------------------------------------------------
 
@@ -394,13 +423,17 @@ SHIM_API void *CRYPTO_secure_malloc(size_t num, const char *, int) { return secr
 SHIM_API void *CRYPTO_secure_zalloc(size_t num, const char *, int) { return secret_alloc(16, num, kOpenSSL); }
 
 // A pointer that is not ours can only come from OpenSSL's fallback, CRYPTO_malloc.
+// Secret pointers never go through the global free: another allocator may be
+// first in LD_PRELOAD.
 SHIM_API void CRYPTO_secure_free(void *ptr, const char *, int) {
+  if (is_secret(ptr)) return secret_free(ptr);
   if (ptr != nullptr) free(ptr);
 }
 
 SHIM_API void CRYPTO_secure_clear_free(void *ptr, size_t num, const char *, int) {
+  if (is_secret(ptr)) return secret_free(ptr); // the heap zeroes its own blocks
   if (ptr == nullptr) return;
-  if (!is_secret(ptr)) explicit_bzero(ptr, num); // the heap zeroes its own blocks
+  explicit_bzero(ptr, num);
   free(ptr);
 }
 
@@ -444,6 +477,51 @@ SHIM_API void CRYPTO_free(void *ptr, const char *file, int line) {
   if (ptr == nullptr) return;
   auto custom = g_openssl_custom_free.load(std::memory_order_acquire);
   if (custom != nullptr && custom != &CRYPTO_free) return custom(ptr, file, line);
-  if (!is_secret(ptr) && !bootstrap_owns(ptr)) explicit_bzero(ptr, malloc_usable_size(ptr));
+  if (is_secret(ptr)) return secret_free(ptr);
+  if (!bootstrap_owns(ptr)) explicit_bzero(ptr, malloc_usable_size(ptr));
   free(ptr);
+}
+
+// ---- libsodium's guarded allocations ---------------------------------------------------
+// sodium_malloc'd secrets go to the secret heap. sodium_mprotect_* cannot
+// protect one block of a shared chunk: for our blocks they do nothing and
+// return 0 (page-granular sealed secrets are a separate feature).
+
+namespace {
+template <typename F> F real_sodium(const char *name) { return reinterpret_cast<F>(dlsym(RTLD_NEXT, name)); }
+} // namespace
+
+SHIM_API void *sodium_malloc(size_t size) { return secret_alloc(16, size, kSodium); }
+
+SHIM_API void *sodium_allocarray(size_t count, size_t size) {
+  size_t total = 0;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return secret_alloc(16, total, kSodium);
+}
+
+SHIM_API void sodium_free(void *ptr) {
+  if (is_secret(ptr)) return secret_free(ptr);
+  if (ptr == nullptr) return;
+  if (auto real = real_sodium<void (*)(void *)>("sodium_free")) real(ptr);
+}
+
+SHIM_API int sodium_mprotect_noaccess(void *ptr) {
+  if (is_secret(ptr)) return 0;
+  auto real = real_sodium<int (*)(void *)>("sodium_mprotect_noaccess");
+  return real != nullptr ? real(ptr) : -1;
+}
+
+SHIM_API int sodium_mprotect_readonly(void *ptr) {
+  if (is_secret(ptr)) return 0;
+  auto real = real_sodium<int (*)(void *)>("sodium_mprotect_readonly");
+  return real != nullptr ? real(ptr) : -1;
+}
+
+SHIM_API int sodium_mprotect_readwrite(void *ptr) {
+  if (is_secret(ptr)) return 0;
+  auto real = real_sodium<int (*)(void *)>("sodium_mprotect_readwrite");
+  return real != nullptr ? real(ptr) : -1;
 }

@@ -31,6 +31,7 @@ namespace {
 const std::string kShim = SECMEM_PRELOAD_PATH;
 const std::string kProbe = SECMEM_PROBE_PATH;
 const std::string kPython = "/usr/bin/python3";
+const std::string kJemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"; // Debian's libjemalloc2
 const std::string kTlsScript = SECMEM_SOURCE_DIR "/tests/tls_handshake.py";
 
 struct Result {
@@ -279,4 +280,50 @@ TEST_F(Preload, ProgramsThatNeverTouchOpensslAreUnaffected) {
   EXPECT_EQ(result.status, 0);
   EXPECT_EQ(result.out, "HELLO\n");
   for (const std::string &line : reports()) EXPECT_NE(line.find("backend none"), std::string::npos) << line;
+}
+
+TEST_F(Preload, SodiumMallocGoesToSecretMemory) {
+  Result with = run({kProbe, "sodium"}, shim_env());
+  EXPECT_EQ(with.status, 0) << with.out << with.err;
+  EXPECT_EQ(with.out, "sodium_malloc: secret, sodium_allocarray: secret, secretbox: ok, mprotect: ok\n");
+  ASSERT_EQ(reports().size(), 1u);
+  EXPECT_NE(reports()[0].find("sodium 2 (160 bytes)"), std::string::npos) << reports()[0];
+  Result without = run({kProbe, "sodium"});
+  EXPECT_EQ(without.out, "sodium_malloc: ordinary, sodium_allocarray: ordinary, secretbox: ok, mprotect: ok\n");
+}
+
+// With jemalloc preloaded after the shim, untagged allocations go to
+// jemalloc (its statistics prove it) and everything secret to secmem.
+TEST_F(Preload, JemallocAfterTheShim) {
+  std::vector<std::string> env = {"LD_PRELOAD=" + kShim + ":" + kJemalloc, "SECMEM_REPORT=" + report_,
+                                  "MALLOC_CONF=stats_print:true"};
+  Result tag = run({kProbe, "tag"}, env);
+  EXPECT_EQ(tag.status, 0) << tag.out;
+  EXPECT_EQ(tag.out, "tagged malloc: secret, tagged calloc: secret, plain malloc: ordinary\n");
+  EXPECT_NE(tag.err.find("Begin jemalloc statistics"), std::string::npos);
+  Result genpkey = run({"openssl", "genpkey", "-algorithm", "ED25519"}, env);
+  EXPECT_EQ(genpkey.status, 0);
+  Result threads = run({kProbe, "threads"}, env);
+  EXPECT_EQ(threads.out, "threads: 0 corrupted blocks\n");
+  std::vector<std::string> lines = reports();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_NE(lines[0].find("tag 2 (128 bytes)"), std::string::npos) << lines[0];
+  EXPECT_GT(openssl_allocations(lines[1]), 0) << lines[1];
+  EXPECT_NE(lines[2].find("backend none"), std::string::npos) << "threads allocate nothing secret: " << lines[2];
+}
+
+// With jemalloc first, the shim never sees plain malloc: OpenSSL's secure
+// heap still goes to secret memory, tags are off, and the shim says so.
+TEST_F(Preload, JemallocBeforeTheShim) {
+  std::vector<std::string> env = {"LD_PRELOAD=" + kJemalloc + ":" + kShim, "SECMEM_REPORT=" + report_};
+  Result genpkey = run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"}, env);
+  EXPECT_EQ(genpkey.status, 0) << genpkey.err;
+  EXPECT_NE(genpkey.err.find("secmem: preload: another allocator comes before libsecmem_preload.so in LD_PRELOAD; "
+                             "secmem_tag_begin() is off (put libsecmem_preload.so first to use it)\n"),
+            std::string::npos)
+      << genpkey.err;
+  ASSERT_EQ(reports().size(), 1u);
+  EXPECT_GT(openssl_allocations(reports()[0]), 0) << reports()[0];
+  Result tag = run({kProbe, "tag"}, env);
+  EXPECT_EQ(tag.out, "tagged malloc: ordinary, tagged calloc: ordinary, plain malloc: ordinary\n");
 }

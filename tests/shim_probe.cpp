@@ -7,6 +7,7 @@
 //                                  and verify EC signatures; checks the key after
 //   shim_probe threads            4 threads of malloc/free churn with checks
 //   shim_probe tag                malloc inside secmem_tag_begin/end is secret
+//   shim_probe sodium             sodium_malloc'd keys are secret and usable
 // Exit status 0 when every check passed.
 #define OPENSSL_SUPPRESS_DEPRECATED // RSA_get0_d/EC_KEY_get0_private_key: the only way to reach the BIGNUMs
 #include <openssl/bn.h>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "secmem/secmem.h"
+#include <sodium.h>
 
 namespace {
 
@@ -176,6 +178,28 @@ int tag() {
   return ok ? 0 : 1;
 }
 
+int sodium() {
+  if (sodium_init() < 0) return 2;
+  auto *key = static_cast<unsigned char *>(sodium_malloc(crypto_secretbox_KEYBYTES));
+  auto *keys = static_cast<unsigned char *>(sodium_allocarray(4, 32));
+  if (key == nullptr || keys == nullptr) return 2;
+  crypto_secretbox_keygen(key);
+  unsigned char nonce[crypto_secretbox_NONCEBYTES] = {};
+  const unsigned char message[] = "sealed";
+  unsigned char boxed[sizeof message + crypto_secretbox_MACBYTES];
+  unsigned char opened[sizeof message];
+  bool works = crypto_secretbox_easy(boxed, message, sizeof message, nonce, key) == 0 &&
+               crypto_secretbox_open_easy(opened, boxed, sizeof boxed, nonce, key) == 0 &&
+               memcmp(opened, message, sizeof message) == 0;
+  bool protect_ok = sodium_mprotect_readonly(key) == 0 && sodium_mprotect_readwrite(key) == 0;
+  printf("sodium_malloc: %s, sodium_allocarray: %s, secretbox: %s, mprotect: %s\n",
+         secmem_owns(key) ? "secret" : "ordinary", secmem_owns(keys) ? "secret" : "ordinary", works ? "ok" : "FAILED",
+         protect_ok ? "ok" : "FAILED");
+  sodium_free(key);
+  sodium_free(keys);
+  return works && protect_ok && secmem_owns(key) == 0 ? 0 : 1;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -185,6 +209,7 @@ int main(int argc, char **argv) {
   if (mode == "forkgen") return forkgen(argc, argv);
   if (mode == "threads") return threads();
   if (mode == "tag") return tag();
+  if (mode == "sodium") return sodium();
   fprintf(stderr, "usage: shim_probe owned|hold|forkgen|threads|tag ...\n");
   return 2;
 }
