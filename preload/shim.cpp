@@ -16,6 +16,7 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <link.h>
 #include <sched.h>
 #include <sys/auxv.h>
 #include <unistd.h>
@@ -150,8 +151,8 @@ inline bool is_secret(const void *p) {
   return reinterpret_cast<uintptr_t>(p) - g_secret_base.load(std::memory_order_relaxed) < size;
 }
 
-enum Source { kOpenSSL, kTag, kSodium, kNumSources };
-const char *const kSourceNames[kNumSources] = {"openssl", "tag", "sodium"};
+enum Source { kOpenSSL, kTag, kCallers, kSodium, kNumSources };
+const char *const kSourceNames[kNumSources] = {"openssl", "tag", "callers", "sodium"};
 struct Routed {
   std::atomic<uint64_t> allocations{0};
   std::atomic<uint64_t> bytes{0};
@@ -217,9 +218,87 @@ void check_preload_order() {
 
 bool valid_alignment(size_t alignment) { return alignment != 0 && (alignment & (alignment - 1)) == 0; }
 
+
+// ---- SECMEM_TAG_CALLERS=libfoo.so,libbar.so ---------------------------------------------
+// Allocations whose return address lies in one of these libraries (loaded at
+// start-up or dlopen'ed later) go to the secret heap. The calling object is
+// found with _dl_find_object (lock-free, so safe inside malloc) and cached.
+
+constexpr int kMaxCallerNames = 8;
+constexpr int kMaxCachedObjects = 64;
+char g_caller_names[kMaxCallerNames][64];
+int g_caller_name_count = 0;
+std::atomic<bool> g_callers_enabled{false};
+
+struct CachedObject {
+  uintptr_t start;
+  uintptr_t end;
+  bool tagged;
+};
+CachedObject g_objects[kMaxCachedObjects];
+std::atomic<int> g_object_count{0};
+std::atomic<bool> g_objects_lock{false};
+
+void parse_tag_callers() {
+  const char *value = nullptr;
+  for (char **env = environ; env != nullptr && *env != nullptr && value == nullptr; ++env)
+    if (strncmp(*env, "SECMEM_TAG_CALLERS=", 19) == 0) value = *env + 19;
+  if (value == nullptr || getauxval(AT_SECURE) != 0) return;
+  while (*value != '\0' && g_caller_name_count < kMaxCallerNames) {
+    size_t n = strcspn(value, ",");
+    if (n > 0 && n < sizeof g_caller_names[0]) {
+      memcpy(g_caller_names[g_caller_name_count], value, n);
+      g_caller_names[g_caller_name_count++][n] = '\0';
+    } else if (n > 0) {
+      write_line("secmem: preload: SECMEM_TAG_CALLERS: a name is too long; ignored");
+    }
+    value += n + (value[n] == ',' ? 1 : 0);
+  }
+  g_callers_enabled.store(g_caller_name_count > 0, std::memory_order_release);
+}
+
+// "libfoo.so" names /path/libfoo.so and /path/libfoo.so.1.2.
+bool listed(const char *path) {
+  const char *base = strrchr(path, '/');
+  base = base != nullptr ? base + 1 : path;
+  for (int i = 0; i < g_caller_name_count; ++i) {
+    size_t n = strlen(g_caller_names[i]);
+    if (strncmp(base, g_caller_names[i], n) == 0 && (base[n] == '\0' || base[n] == '.')) return true;
+  }
+  return false;
+}
+
+bool from_tagged_caller(const void *return_address) {
+  auto pc = reinterpret_cast<uintptr_t>(return_address);
+  int count = g_object_count.load(std::memory_order_acquire);
+  for (int i = 0; i < count; ++i)
+    if (pc - g_objects[i].start < g_objects[i].end - g_objects[i].start) return g_objects[i].tagged;
+  dl_find_object found{};
+  if (_dl_find_object(const_cast<void *>(return_address), &found) != 0 || found.dlfo_link_map == nullptr) return false;
+  bool tagged = listed(found.dlfo_link_map->l_name);
+  if (!g_objects_lock.exchange(true, std::memory_order_acquire)) {
+    int n = g_object_count.load(std::memory_order_relaxed);
+    if (n < kMaxCachedObjects) {
+      g_objects[n] = {reinterpret_cast<uintptr_t>(found.dlfo_map_start), reinterpret_cast<uintptr_t>(found.dlfo_map_end),
+                      tagged};
+      g_object_count.store(n + 1, std::memory_order_release);
+    }
+    g_objects_lock.store(false, std::memory_order_release);
+  }
+  return tagged;
+}
+
+inline bool caller_tagged(const void *return_address) {
+  return __builtin_expect(g_callers_enabled.load(std::memory_order_relaxed), 0) && !t_busy &&
+         g_tags_enabled.load(std::memory_order_relaxed) && from_tagged_caller(return_address);
+}
+
 // Resolving at start-up also checks the LD_PRELOAD order when another
 // allocator serves every malloc call (so ours never runs).
-__attribute__((constructor)) void start_shim() { resolve(); }
+__attribute__((constructor)) void start_shim() {
+  parse_tag_callers();
+  resolve();
+}
 
 // ---- report at exit ---------------------------------------------------------------
 
@@ -291,8 +370,21 @@ __attribute__((destructor)) void write_report() {
 
 // ---- the malloc family --------------------------------------------------------------
 
+namespace {
+// Where an allocation made from return_address belongs: kTag, kCallers, or
+// kNumSources for the next allocator.
+inline Source secret_source(const void *return_address) {
+  if (tagged()) return kTag;
+  if (caller_tagged(return_address)) return kCallers;
+  return kNumSources;
+}
+} // namespace
+
+#define SECRET_SOURCE() secret_source(__builtin_return_address(0))
+
 SHIM_API void *malloc(size_t n) {
-  if (tagged()) return secret_alloc(16, n, kTag);
+  Source source = SECRET_SOURCE();
+  if (__builtin_expect(source != kNumSources, 0)) return secret_alloc(16, n, source);
   auto fn = next_malloc.get();
   if (__builtin_expect(fn == nullptr, 0)) {
     if (!resolve()) return bootstrap_alloc(n, 16);
@@ -313,13 +405,14 @@ SHIM_API void free(void *p) {
 }
 
 SHIM_API void *calloc(size_t count, size_t size) {
-  if (tagged()) {
+  Source source = SECRET_SOURCE();
+  if (__builtin_expect(source != kNumSources, 0)) {
     size_t total = 0;
     if (__builtin_mul_overflow(count, size, &total)) {
       errno = ENOMEM;
       return nullptr;
     }
-    return secret_alloc(16, total, kTag); // secret memory is always zero
+    return secret_alloc(16, total, source); // secret memory is always zero
   }
   auto fn = next_calloc.get();
   if (__builtin_expect(fn == nullptr, 0)) {
@@ -330,15 +423,19 @@ SHIM_API void *calloc(size_t count, size_t size) {
   return fn(count, size);
 }
 
+// A block keeps the heap it came from; only realloc(NULL, n) is a new allocation.
 SHIM_API void *realloc(void *p, size_t n) {
   if (is_secret(p)) return in_heap([&] { return secmem_realloc(p, n); });
-  if (p == nullptr) return malloc(n);
+  if (p == nullptr) {
+    Source source = SECRET_SOURCE();
+    if (source != kNumSources) return secret_alloc(16, n, source);
+  }
   if (__builtin_expect(bootstrap_owns(p), 0)) {
     void *moved = malloc(n);
     if (moved != nullptr) memcpy(moved, p, bootstrap_size(p) < n ? bootstrap_size(p) : n);
     return moved;
   }
-  if (!resolve()) return nullptr;
+  if (!resolve()) return bootstrap_alloc(n, 16);
   return next_realloc.get()(p, n);
 }
 
@@ -351,22 +448,35 @@ SHIM_API void *reallocarray(void *p, size_t count, size_t size) {
   return realloc(p, total);
 }
 
+namespace {
+void *secret_aligned(size_t alignment, size_t n, Source source) {
+  if (!valid_alignment(alignment)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  return secret_alloc(alignment, n, source);
+}
+} // namespace
+
 SHIM_API void *memalign(size_t alignment, size_t n) {
-  if (tagged()) return valid_alignment(alignment) ? secret_alloc(alignment, n, kTag) : (errno = EINVAL, nullptr);
+  Source source = SECRET_SOURCE();
+  if (source != kNumSources) return secret_aligned(alignment, n, source);
   if (!resolve()) return bootstrap_alloc(n, alignment);
   return next_memalign.get()(alignment, n);
 }
 
 SHIM_API void *aligned_alloc(size_t alignment, size_t n) {
-  if (tagged()) return valid_alignment(alignment) ? secret_alloc(alignment, n, kTag) : (errno = EINVAL, nullptr);
+  Source source = SECRET_SOURCE();
+  if (source != kNumSources) return secret_aligned(alignment, n, source);
   if (!resolve()) return bootstrap_alloc(n, alignment);
   return next_aligned_alloc.get()(alignment, n);
 }
 
 SHIM_API int posix_memalign(void **out, size_t alignment, size_t n) {
-  if (tagged()) {
+  Source source = SECRET_SOURCE();
+  if (source != kNumSources) {
     if (!valid_alignment(alignment) || alignment % sizeof(void *) != 0) return EINVAL;
-    void *p = secret_alloc(alignment, n, kTag);
+    void *p = secret_alloc(alignment, n, source);
     if (p == nullptr) return ENOMEM;
     *out = p;
     return 0;
@@ -379,7 +489,8 @@ SHIM_API int posix_memalign(void **out, size_t alignment, size_t n) {
 }
 
 SHIM_API void *valloc(size_t n) {
-  if (tagged()) return secret_alloc(4096, n, kTag);
+  Source source = SECRET_SOURCE();
+  if (source != kNumSources) return secret_alloc(4096, n, source);
   if (!resolve()) return bootstrap_alloc(n, 4096);
   return next_valloc.get()(n);
 }
@@ -390,7 +501,8 @@ SHIM_API void *pvalloc(size_t n) {
     errno = ENOMEM;
     return nullptr;
   }
-  if (tagged()) return secret_alloc(4096, rounded == 0 ? 4096 : rounded, kTag);
+  Source source = SECRET_SOURCE();
+  if (source != kNumSources) return secret_alloc(4096, rounded == 0 ? 4096 : rounded, source);
   if (!resolve()) return bootstrap_alloc(rounded, 4096);
   return next_pvalloc.get()(n);
 }

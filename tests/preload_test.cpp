@@ -327,3 +327,16 @@ TEST_F(Preload, JemallocBeforeTheShim) {
   Result tag = run({kProbe, "tag"}, env);
   EXPECT_EQ(tag.out, "tagged malloc: ordinary, tagged calloc: ordinary, plain malloc: ordinary\n");
 }
+
+TEST_F(Preload, TagCallersRoutesAllocationsMadeInsideAListedLibrary) {
+  const std::string library = SECMEM_TAGME_PATH;
+  std::vector<std::string> env = shim_env();
+  env.push_back("SECMEM_TAG_CALLERS=libfoo.so,libtagme.so");
+  Result with = run({kProbe, "callers", library}, env);
+  EXPECT_EQ(with.status, 0) << with.err;
+  EXPECT_EQ(with.out, "from the library: secret, secret; from here: ordinary\n");
+  ASSERT_EQ(reports().size(), 1u);
+  EXPECT_NE(reports()[0].find("callers 2 (128 bytes)"), std::string::npos) << reports()[0];
+  Result without = run({kProbe, "callers", library}, shim_env());
+  EXPECT_EQ(without.out, "from the library: ordinary, ordinary; from here: ordinary\n");
+}

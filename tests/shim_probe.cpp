@@ -8,6 +8,7 @@
 //   shim_probe threads            4 threads of malloc/free churn with checks
 //   shim_probe tag                malloc inside secmem_tag_begin/end is secret
 //   shim_probe sodium             sodium_malloc'd keys are secret and usable
+//   shim_probe callers LIB.so     allocations made inside LIB (dlopen'ed) vs. here
 // Exit status 0 when every check passed.
 #define OPENSSL_SUPPRESS_DEPRECATED // RSA_get0_d/EC_KEY_get0_private_key: the only way to reach the BIGNUMs
 #include <openssl/bn.h>
@@ -17,6 +18,7 @@
 #include <openssl/rsa.h>
 
 #include <cstdio>
+#include <dlfcn.h>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -200,6 +202,23 @@ int sodium() {
   return works && protect_ok && secmem_owns(key) == 0 ? 0 : 1;
 }
 
+int callers(const char *library) {
+  void *handle = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) return 2;
+  auto lib_malloc = reinterpret_cast<void *(*)(size_t)>(dlsym(handle, "tagme_malloc"));
+  auto lib_calloc = reinterpret_cast<void *(*)(size_t)>(dlsym(handle, "tagme_calloc"));
+  void *from_lib = lib_malloc(64);
+  void *zeroed = lib_calloc(64);
+  void *from_here = malloc(64);
+  printf("from the library: %s, %s; from here: %s\n", secmem_owns(from_lib) ? "secret" : "ordinary",
+         secmem_owns(zeroed) ? "secret" : "ordinary", secmem_owns(from_here) ? "secret" : "ordinary");
+  free(from_lib);
+  free(zeroed);
+  free(from_here);
+  dlclose(handle);
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -210,6 +229,7 @@ int main(int argc, char **argv) {
   if (mode == "threads") return threads();
   if (mode == "tag") return tag();
   if (mode == "sodium") return sodium();
+  if (mode == "callers" && argc > 2) return callers(argv[2]);
   fprintf(stderr, "usage: shim_probe owned|hold|forkgen|threads|tag ...\n");
   return 2;
 }
