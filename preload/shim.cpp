@@ -382,26 +382,33 @@ inline Source secret_source(const void *return_address) {
 
 #define SECRET_SOURCE() secret_source(__builtin_return_address(0))
 
+namespace {
+__attribute__((noinline)) void *malloc_slow(size_t n, const void *return_address) {
+  Source source = secret_source(return_address);
+  if (source != kNumSources) return secret_alloc(16, n, source);
+  if (!resolve()) return bootstrap_alloc(n, 16);
+  return next_malloc.get()(n);
+}
+
+__attribute__((noinline)) void free_slow(void *p) {
+  if (is_secret(p)) return secret_free(p);
+  if (bootstrap_owns(p)) return; // never reused
+  if (resolve()) next_free.get()(p);
+}
+} // namespace
+
+// The fast paths have no stack frame: a few loads and a jump to the next allocator.
 SHIM_API void *malloc(size_t n) {
-  Source source = SECRET_SOURCE();
-  if (__builtin_expect(source != kNumSources, 0)) return secret_alloc(16, n, source);
   auto fn = next_malloc.get();
-  if (__builtin_expect(fn == nullptr, 0)) {
-    if (!resolve()) return bootstrap_alloc(n, 16);
-    fn = next_malloc.get();
-  }
-  return fn(n);
+  if (__builtin_expect(fn != nullptr && secmem_tag_depth_tls == 0 && !g_callers_enabled.load(std::memory_order_relaxed), 1))
+    return fn(n);
+  return malloc_slow(n, __builtin_return_address(0));
 }
 
 SHIM_API void free(void *p) {
-  if (is_secret(p)) return secret_free(p);
-  if (__builtin_expect(bootstrap_owns(p), 0)) return; // never reused
   auto fn = next_free.get();
-  if (__builtin_expect(fn == nullptr, 0)) {
-    if (!resolve()) return;
-    fn = next_free.get();
-  }
-  fn(p);
+  if (__builtin_expect(fn != nullptr && !is_secret(p) && !bootstrap_owns(p), 1)) return fn(p);
+  free_slow(p);
 }
 
 SHIM_API void *calloc(size_t count, size_t size) {
