@@ -6,6 +6,7 @@
 #include <sstream>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 namespace secmem::test {
@@ -102,6 +103,55 @@ int run_in_child(const std::function<bool()> &fn, std::string *stderr_text) {
   waitpid(pid, &status, 0);
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra) {
+  int in[2], out[2], err[2];
+  if (pipe(in) != 0 || pipe(out) != 0 || pipe(err) != 0) return {};
+  fflush(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) close(fd);
+    for (const std::string &entry : env_extra) putenv(const_cast<char *>(entry.c_str()));
+    std::vector<char *> args;
+    for (const std::string &arg : argv) args.push_back(const_cast<char *>(arg.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  return {pid, in[1], out[0], err[0]};
+}
+
+static std::string drain(int fd) {
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return text;
+}
+
+Result finish(Child child, const std::string &input) {
+  if (!input.empty()) (void)!write(child.in, input.data(), input.size());
+  close(child.in);
+  Result result;
+  std::thread err_reader([&] { result.err = drain(child.err); });
+  result.out = drain(child.out);
+  err_reader.join();
+  int status = 0;
+  waitpid(child.pid, &status, 0);
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+Result run(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra, const std::string &input) {
+  return finish(start(argv, env_extra), input);
 }
 
 uint8_t pattern_byte(uint64_t seed, size_t index) {

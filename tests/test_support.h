@@ -46,6 +46,25 @@ bool find_mapping(const void *addr, Mapping *out, bool with_smaps = false, int p
 // true). stderr_text, when given, receives everything the child wrote to stderr.
 int run_in_child(const std::function<bool()> &fn, std::string *stderr_text = nullptr);
 
+// A program run by a test, with pipes on its three streams.
+struct Result {
+  int status = -1; // exit status, or 128 + signal
+  std::string out;
+  std::string err;
+};
+struct Child {
+  int pid = -1;
+  int in = -1;  // its stdin
+  int out = -1; // its stdout
+  int err = -1; // its stderr
+};
+// Starts argv (PATH searched) with extra "NAME=value" environment entries.
+Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra = {});
+// Writes input to its stdin, closes it, collects its output and status.
+Result finish(Child child, const std::string &input = "");
+Result run(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra = {},
+           const std::string &input = "");
+
 // A byte pattern for block contents: deterministic from (seed, index).
 uint8_t pattern_byte(uint64_t seed, size_t index);
 

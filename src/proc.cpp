@@ -1,0 +1,132 @@
+#include "proc.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <signal.h>
+#include <sstream>
+#include <unistd.h>
+
+namespace secmem::tool {
+
+std::string Region::label() const {
+  if (path.empty()) return "anonymous";
+  if (secret()) return "secretmem";
+  if (path[0] == '[') return path;
+  return "file " + path.substr(path.rfind('/') + 1);
+}
+
+bool process_exists(int pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+static std::string proc_path(int pid, const char *file) { return "/proc/" + std::to_string(pid) + "/" + file; }
+
+static std::string access_hint(int err) {
+  return err == EACCES || err == EPERM ? " (reading another process needs ptrace rights: run as its user or as root)" : "";
+}
+
+static void require_process(int pid) {
+  if (!process_exists(pid)) throw ToolError{2, "no process with PID " + std::to_string(pid)};
+}
+
+std::vector<Region> read_regions(int pid) {
+  require_process(pid);
+  std::ifstream maps(proc_path(pid, "maps"));
+  if (!maps) throw ToolError{3, "cannot read " + proc_path(pid, "maps") + ": " + strerror(errno) + access_hint(errno)};
+  std::vector<Region> regions;
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream fields(line);
+    std::string range, perms, offset, device, inode;
+    fields >> range >> perms >> offset >> device >> inode;
+    Region region;
+    size_t dash = range.find('-');
+    region.start = std::stoull(range.substr(0, dash), nullptr, 16);
+    region.end = std::stoull(range.substr(dash + 1), nullptr, 16);
+    region.perms = perms;
+    std::getline(fields >> std::ws, region.path);
+    regions.push_back(region);
+  }
+  return regions;
+}
+
+std::map<std::string, std::string> read_status(int pid) {
+  require_process(pid);
+  std::ifstream status(proc_path(pid, "status"));
+  std::map<std::string, std::string> values;
+  for (std::string line; std::getline(status, line);) {
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    size_t start = line.find_first_not_of(" \t", colon + 1);
+    values[line.substr(0, colon)] = start == std::string::npos ? "" : line.substr(start);
+  }
+  return values;
+}
+
+static int open_mem(int pid) {
+  int fd = open(proc_path(pid, "mem").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    throw ToolError{3, "cannot open " + proc_path(pid, "mem") + ": " + strerror(errno) + access_hint(errno)};
+  return fd;
+}
+
+bool readable(int pid, uintptr_t start, size_t len, int *err) {
+  int fd = open_mem(pid);
+  unsigned char byte[64];
+  ssize_t n = pread(fd, byte, std::min(len, sizeof byte), static_cast<off_t>(start));
+  *err = n < 0 ? errno : 0;
+  close(fd);
+  return n > 0;
+}
+
+int ScanResult::total() const {
+  int sum = 0;
+  for (const auto &entry : copies) sum += entry.second;
+  return sum;
+}
+
+ScanResult scan(int pid, const std::vector<std::vector<unsigned char>> &patterns) {
+  std::vector<Region> regions = read_regions(pid);
+  int fd = open_mem(pid);
+  ScanResult result;
+  size_t longest = 0;
+  for (const auto &pattern : patterns) longest = std::max(longest, pattern.size());
+  std::vector<unsigned char> buf(1 << 20);
+  for (const Region &region : regions) {
+    if (region.perms[0] != 'r' || region.path.rfind("[vvar", 0) == 0 || region.path == "[vsyscall]") {
+      if (region.secret()) result.unreadable_secret.push_back(region);
+      continue;
+    }
+    bool read_any = false;
+    for (uintptr_t at = region.start; at < region.end;) {
+      size_t want = std::min<uintptr_t>(buf.size(), region.end - at);
+      ssize_t got = pread(fd, buf.data(), want, static_cast<off_t>(at));
+      if (got <= 0) {
+        if (!read_any) (region.secret() ? result.unreadable_secret : result.unreadable_other).push_back(region);
+        break;
+      }
+      read_any = true;
+      for (const auto &pattern : patterns) {
+        const unsigned char *from = buf.data(), *end = buf.data() + got;
+        while (const void *hit = memmem(from, static_cast<size_t>(end - from), pattern.data(), pattern.size())) {
+          result.copies[region.label()]++;
+          from = static_cast<const unsigned char *>(hit) + 1;
+        }
+      }
+      // Overlap consecutive reads so that a copy across the boundary is seen once.
+      bool more = static_cast<size_t>(got) == want && at + static_cast<uintptr_t>(got) < region.end;
+      at += more && static_cast<size_t>(got) > longest ? static_cast<uintptr_t>(got) - (longest - 1)
+                                                       : static_cast<uintptr_t>(got);
+    }
+  }
+  close(fd);
+  return result;
+}
+
+std::string describe_copies(const ScanResult &result) {
+  std::string text;
+  for (const auto &[where, n] : result.copies) text += (text.empty() ? "" : ", ") + std::to_string(n) + " in " + where;
+  return text.empty() ? "none" : text;
+}
+
+} // namespace secmem::tool

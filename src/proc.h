@@ -1,0 +1,47 @@
+// What the secmem command reads about processes: /proc/PID/maps, status,
+// and memory through /proc/PID/mem.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace secmem::tool {
+
+// Raised for errors the user must fix or know about (bad PID, no access, ...).
+struct ToolError {
+  int exit_code;
+  std::string message;
+};
+
+struct Region {
+  uintptr_t start = 0;
+  uintptr_t end = 0;
+  std::string perms;
+  std::string path;
+  bool secret() const { return path == "/secretmem (deleted)"; }
+  // heap, stack, anonymous, secretmem, or "file NAME".
+  std::string label() const;
+};
+
+std::vector<Region> read_regions(int pid);                // throws ToolError
+std::map<std::string, std::string> read_status(int pid);  // "VmLck" -> "1024 kB", ...
+bool process_exists(int pid);
+
+// Whether [start, start+len) of pid can be read through /proc/PID/mem, and the errno when not.
+bool readable(int pid, uintptr_t start, size_t len, int *err);
+
+struct ScanResult {
+  std::map<std::string, int> copies;      // readable copies per region label
+  std::vector<Region> unreadable_secret;  // secretmem regions that refused the read
+  std::vector<Region> unreadable_other;   // other regions that refused the read
+  int total() const;
+};
+
+// Counts copies of every pattern in pid's readable memory.
+ScanResult scan(int pid, const std::vector<std::vector<unsigned char>> &patterns); // throws ToolError
+
+std::string describe_copies(const ScanResult &result); // "3 in [heap], 1 in anonymous" or "none"
+
+} // namespace secmem::tool

@@ -1,0 +1,254 @@
+// The secmem command against real processes: one holding a key under the
+// shim, one without; probe under a seccomp filter and under a small memlock
+// limit without CAP_IPC_LOCK; bad arguments; the demo's table.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <seccomp.h>
+#include <string>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+#include "test_support.h"
+
+using namespace secmem::test;
+
+namespace {
+
+const std::string kTool = SECMEM_TOOL_PATH;
+const std::string kProbe = SECMEM_PROBE_PATH;
+const std::string kStatic = SECMEM_STATIC_PATH;
+
+// A shim_probe holding a key until destroyed, with or without the shim.
+class Holder {
+public:
+  Holder(const std::string &key, bool shim) {
+    std::vector<std::string> argv = {kProbe, "hold", key};
+    if (shim) argv.insert(argv.begin(), {kTool, "run", "--"});
+    child_ = start(argv);
+    std::string line;
+    char c;
+    while (read(child_.out, &c, 1) == 1 && c != '\n') line += c;
+    EXPECT_EQ(line, "ready");
+  }
+  ~Holder() { EXPECT_EQ(finish(child_, "x").status, 0); }
+  std::string pid() const { return std::to_string(child_.pid); }
+
+private:
+  Child child_;
+};
+
+class Tool : public testing::Test {
+protected:
+  static void SetUpTestSuite() {
+    char pattern[] = "/tmp/secmem-tool-XXXXXX";
+    dir_ = mkdtemp(pattern);
+    ASSERT_EQ(run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key()}).status, 0);
+    ASSERT_EQ(run({"openssl", "pkey", "-in", key(), "-pubout", "-out", dir_ + "/public.pem"}).status, 0);
+  }
+  static void TearDownTestSuite() { (void)!system(("rm -rf " + dir_).c_str()); }
+  static std::string key() { return dir_ + "/key.pem"; }
+  static inline std::string dir_;
+};
+
+bool contains(const std::string &text, const std::string &part) { return text.find(part) != std::string::npos; }
+
+} // namespace
+
+TEST_F(Tool, ProbeSaysMemfdSecretWorks) {
+  SECMEM_REQUIRE_SECRETMEM();
+  Result text = run({kTool, "probe"});
+  EXPECT_EQ(text.status, 0) << text.out << text.err;
+  EXPECT_TRUE(contains(text.out, "memfd_secret:      works")) << text.out;
+  EXPECT_TRUE(contains(text.out, "auto backend:      memfd_secret")) << text.out;
+  Result json = run({kTool, "probe", "--json"});
+  EXPECT_EQ(json.status, 0);
+  EXPECT_TRUE(contains(json.out, "\"memfd_secret\": true")) << json.out;
+  EXPECT_TRUE(contains(json.out, "\"auto_backend\": \"memfd_secret\"")) << json.out;
+}
+
+// A seccomp filter (as container runtimes install) is inherited across exec.
+TEST_F(Tool, ProbeReportsASeccompRefusal) {
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipe_fds[1], 1);
+    close(pipe_fds[0]);
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (ctx == nullptr || seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), 447, 0) != 0 || seccomp_load(ctx) != 0) _exit(99);
+    execl(kTool.c_str(), kTool.c_str(), "probe", nullptr);
+    _exit(98);
+  }
+  close(pipe_fds[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(pipe_fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(pipe_fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_TRUE(contains(out, "memfd_secret:      refused at memfd_secret (EPERM)")) << out;
+  EXPECT_TRUE(contains(out, "seccomp:           a filter is active")) << out;
+  EXPECT_TRUE(contains(out, "auto backend:      mlock")) << out;
+  EXPECT_TRUE(contains(out, "advice:            a seccomp filter refuses memfd_secret")) << out;
+}
+
+TEST_F(Tool, ProbeUnderASmallMemlockLimitWithoutCapIpcLock) {
+  SECMEM_REQUIRE_SECRETMEM();
+  Result result = run({"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=1048576",
+                       kTool, "probe"});
+  EXPECT_EQ(result.status, 0) << result.out << result.err;
+  EXPECT_TRUE(contains(result.out, "CAP_IPC_LOCK:      no")) << result.out;
+  EXPECT_TRUE(contains(result.out, "RLIMIT_MEMLOCK:    1048576 bytes")) << result.out;
+  EXPECT_TRUE(contains(result.out, "advice:            RLIMIT_MEMLOCK is small (1048576 bytes)")) << result.out;
+  Result spent = run({"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=0", kTool,
+                      "probe"});
+  EXPECT_EQ(spent.status, 1) << spent.out;
+  EXPECT_TRUE(contains(spent.out, "refused at mmap (EAGAIN)")) << spent.out;
+  EXPECT_TRUE(contains(spent.out, "auto backend:      unlocked")) << spent.out;
+}
+
+TEST_F(Tool, StatAndScanAProcessUnderTheShim) {
+  SECMEM_REQUIRE_SECRETMEM();
+  Holder holder(key(), true);
+  Result stat = run({kTool, "stat", holder.pid()});
+  EXPECT_EQ(stat.status, 0) << stat.out << stat.err;
+  EXPECT_TRUE(contains(stat.out, "secret mappings:   1 (")) << stat.out;
+  EXPECT_TRUE(contains(stat.out, "secmem preload:    loaded")) << stat.out;
+  EXPECT_TRUE(contains(stat.out, "/mem: 1 of 1")) << stat.out;
+  Result scan = run({kTool, "scan", holder.pid(), "--key-file", key()});
+  EXPECT_EQ(scan.status, 0) << scan.out << scan.err;
+  EXPECT_TRUE(contains(scan.out, "readable copies:   0")) << scan.out;
+  Result json = run({kTool, "scan", holder.pid(), "--key-file", key(), "--json"});
+  EXPECT_TRUE(contains(json.out, "\"readable_copies\": 0")) << json.out;
+  EXPECT_TRUE(contains(json.out, "\"unreadable_secret_mappings\": 1")) << json.out;
+}
+
+TEST_F(Tool, StatAndScanAProcessWithoutIt) {
+  Holder holder(key(), false);
+  Result stat = run({kTool, "stat", holder.pid(), "--json"});
+  EXPECT_EQ(stat.status, 0) << stat.err;
+  EXPECT_TRUE(contains(stat.out, "\"secret_mappings\": 0")) << stat.out;
+  EXPECT_TRUE(contains(stat.out, "\"preload_loaded\": false")) << stat.out;
+  Result scan = run({kTool, "scan", holder.pid(), "--key-file", key()});
+  EXPECT_EQ(scan.status, 1) << scan.out << scan.err;
+  EXPECT_TRUE(contains(scan.out, "in [heap]")) << scan.out;
+  EXPECT_FALSE(contains(scan.out, "readable copies:   0")) << scan.out;
+}
+
+TEST_F(Tool, ScanFindsAHexPattern) {
+  // shim_probe's "ready" line is in its stdout buffer, and its own name in memory.
+  Holder holder(key(), false);
+  Result found = run({kTool, "scan", holder.pid(), "--hex", "73 68 69 6d 5f 70 72 6f 62 65"}); // "shim_probe"
+  EXPECT_EQ(found.status, 1) << found.out << found.err;
+  Result absent = run({kTool, "scan", holder.pid(), "--hex", "f00dfacef00dfacef00dfacef00d1234"});
+  EXPECT_EQ(absent.status, 0) << absent.out;
+  EXPECT_TRUE(contains(absent.out, "readable copies:   0")) << absent.out;
+}
+
+TEST_F(Tool, BadArgumentsGetClearErrors) {
+  Holder holder(key(), false);
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  std::vector<Case> cases = {
+      {{"scan", "99999999999", "--hex", "00112233"}, "secmem: '99999999999' is not a PID"},
+      {{"scan", "4194000", "--hex", "00112233"}, "secmem: no process with PID 4194000"},
+      {{"scan", holder.pid(), "--hex", "00zz"}, "secmem: --hex: 'z' is not a hex digit"},
+      {{"scan", holder.pid(), "--hex", "abc"}, "secmem: --hex needs an even, non-zero number of hex digits"},
+      {{"scan", holder.pid(), "--hex", "aabb"}, "secmem: --hex: give at least 4 bytes, or every process matches"},
+      {{"scan", holder.pid()}, "secmem: scan needs exactly one of --hex or --key-file"},
+      {{"scan", holder.pid(), "--key-file", dir_ + "/public.pem"},
+       "secmem: " + dir_ + "/public.pem holds a public key: scan needs the private key to know what to look for"},
+      {{"scan", holder.pid(), "--key-file", dir_ + "/missing.pem"}, "secmem: cannot open key file " + dir_ + "/missing.pem"},
+      {{"stat", "abc"}, "secmem: 'abc' is not a PID"},
+  };
+  for (const Case &c : cases) {
+    std::vector<std::string> argv = {kTool};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    Result result = run(argv);
+    EXPECT_EQ(result.status, 2) << c.message;
+    EXPECT_EQ(result.err, c.message + "\n");
+  }
+  EXPECT_EQ(run({kTool, "frobnicate"}).status, 2);
+  EXPECT_EQ(run({kTool}).status, 2);
+  for (const char *sub : {"run", "probe", "stat", "scan", "demo"}) {
+    Result help = run({kTool, sub, "--help"});
+    EXPECT_EQ(help.status, 0) << sub;
+    EXPECT_TRUE(contains(help.out, "Usage:")) << sub;
+  }
+}
+
+TEST_F(Tool, ScanOfAnUnreadableProcessSaysWhy) {
+  Holder holder(key(), false); // runs as root
+  Result result = run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", kTool, "scan", holder.pid(),
+                       "--hex", "00112233"});
+  EXPECT_EQ(result.status, 3) << result.out << result.err;
+  EXPECT_EQ(result.err, "secmem: cannot read /proc/" + holder.pid() +
+                            "/maps: Permission denied (reading another process needs ptrace rights: run as its user "
+                            "or as root)\n");
+}
+
+TEST_F(Tool, RunPreloadsTheShimAndMapsOptions) {
+  SECMEM_REQUIRE_SECRETMEM();
+  Result tag = run({kTool, "run", "--report", "stderr", "--", kProbe, "tag"});
+  EXPECT_EQ(tag.status, 0) << tag.out << tag.err;
+  EXPECT_EQ(tag.out, "tagged malloc: secret, tagged calloc: secret, plain malloc: ordinary\n");
+  EXPECT_TRUE(contains(tag.err, "secmem report: pid ")) << tag.err;
+  Result mlock = run({kTool, "run", "--backend", "mlock", "--report", "stderr", "--", kProbe, "tag"});
+  EXPECT_TRUE(contains(mlock.err, "backend mlock")) << mlock.err;
+  // An existing sanitizer runtime stays first; another allocator goes after the shim, with a warning.
+  Result order = run({kTool, "run", "--", "sh", "-c", "echo $LD_PRELOAD"},
+                     {"LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"});
+  EXPECT_EQ(order.status, 0) << order.err;
+  EXPECT_TRUE(contains(order.out, "libsecmem_preload.so:/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")) << order.out;
+  EXPECT_TRUE(contains(order.err, "libjemalloc.so.2 is also preloaded")) << order.err;
+  Result missing = run({kTool, "run", "--", "no-such-command-here"});
+  EXPECT_EQ(missing.status, 127);
+  EXPECT_EQ(missing.err, "secmem: run: no-such-command-here: command not found\n");
+  EXPECT_EQ(run({kTool, "run", "--backend", "bogus", "--", "true"}).status, 2);
+  EXPECT_EQ(run({kTool, "run", "--", "sh", "-c", "exit 7"}).status, 7);
+}
+
+TEST_F(Tool, RunWarnsAboutStaticAndSetuidCommands) {
+  Result result = run({kTool, "run", "--", kStatic});
+  EXPECT_EQ(result.status, 0);
+  EXPECT_TRUE(contains(result.err, "is statically linked: LD_PRELOAD cannot reach it")) << result.err;
+  std::string setuid_copy = dir_ + "/setuid-true";
+  ASSERT_EQ(run({"cp", "/bin/true", setuid_copy}).status, 0);
+  ASSERT_EQ(chmod(setuid_copy.c_str(), 04755), 0);
+  Result setuid = run({kTool, "run", "--", setuid_copy});
+  EXPECT_TRUE(contains(setuid.err, "is setuid/setgid: the loader ignores LD_PRELOAD for it")) << setuid.err;
+}
+
+TEST_F(Tool, DemoPrintsTheSideBySideTable) {
+  SECMEM_REQUIRE_SECRETMEM();
+  Result demo = run({kTool, "demo"});
+  ASSERT_EQ(demo.status, 0) << demo.out << demo.err;
+  EXPECT_TRUE(contains(demo.out, "  signature made and verified          yes                        yes\n")) << demo.out;
+  EXPECT_TRUE(contains(demo.out, "  secretmem mappings                   0                          1 (")) << demo.out;
+  EXPECT_TRUE(contains(demo.out, "  where the key's secure memory was    ordinary heap              memfd_secret\n"))
+      << demo.out;
+  // Some readable copies without secmem, none with it.
+  size_t row = demo.out.find("  readable copies of the private key   ");
+  ASSERT_NE(row, std::string::npos) << demo.out;
+  std::string line = demo.out.substr(row, demo.out.find('\n', row) - row);
+  EXPECT_NE(line.substr(39, 1), "0") << line;
+  EXPECT_EQ(line.substr(line.size() - 1), "0") << line;
+  EXPECT_TRUE(contains(demo.out, "Under secmem no readable copy of the key is left")) << demo.out;
+  EXPECT_TRUE(contains(demo.err, "==> running it again under secmem's preload")) << demo.err;
+}
+
+TEST_F(Tool, DemoTellsTheTruthWithoutMemfdSecret) {
+  Result demo = run({kTool, "demo"}, {"SECMEM_BACKEND=mlock"});
+  ASSERT_EQ(demo.status, 0) << demo.out << demo.err;
+  EXPECT_TRUE(contains(demo.out, "ordinary heap              mlock\n")) << demo.out;
+  EXPECT_FALSE(contains(demo.out, "no readable copy of the key is left")) << demo.out;
+  EXPECT_TRUE(contains(demo.out, "readable copies remain")) << demo.out;
+}
