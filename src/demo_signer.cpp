@@ -6,6 +6,8 @@
 #include <openssl/pem.h>
 #include <unistd.h>
 
+#include "sign_check.h"
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: secmem-demo-signer KEY.pem\n");
@@ -18,17 +20,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "secmem-demo-signer: cannot load %s\n", argv[1]);
     return 1;
   }
-  const unsigned char message[] = "secmem demo";
-  unsigned char signature[256];
-  size_t length = sizeof signature;
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  bool ok = EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
-            EVP_DigestSign(ctx, signature, &length, message, sizeof message) == 1;
-  EVP_MD_CTX_free(ctx);
-  ctx = EVP_MD_CTX_new();
-  ok = ok && EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
-       EVP_DigestVerify(ctx, signature, length, message, sizeof message) == 1;
-  EVP_MD_CTX_free(ctx);
+  bool ok = secmem::tool::sign_and_verify(key);
   printf("ready %s\n", ok ? "signed" : "failed");
   fflush(stdout);
   char c;

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "secmem/secmem.h"
+#include "sign_check.h"
 #include <sodium.h>
 
 namespace {
@@ -90,20 +91,7 @@ int hold(int argc, char **argv) {
   return 0;
 }
 
-bool sign_and_verify(EVP_PKEY *key) {
-  const unsigned char message[] = "fork-heavy";
-  unsigned char signature[512];
-  size_t length = sizeof signature;
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  bool ok = EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
-            EVP_DigestSign(ctx, signature, &length, message, sizeof message) == 1;
-  EVP_MD_CTX_free(ctx);
-  ctx = EVP_MD_CTX_new();
-  ok = ok && EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
-       EVP_DigestVerify(ctx, signature, length, message, sizeof message) == 1;
-  EVP_MD_CTX_free(ctx);
-  return ok;
-}
+using secmem::tool::sign_and_verify;
 
 int forkgen(int argc, char **argv) {
   if (argc < 4) return 2;
