@@ -32,7 +32,7 @@ struct Span {
   uint64_t free_bits[kFreeWords] = {}; // one bit per block in the central free list
   // One byte per block handed out: set by plain store (the allocating thread
   // owns the block), cleared by exchange (a racing double free is caught).
-  std::atomic<uint8_t> live[kMaxBlocksPerSpan] = {};
+  alignas(64) std::atomic<uint8_t> live[kMaxBlocksPerSpan] = {}; // 64 blocks per cache line
 };
 
 } // namespace secmem

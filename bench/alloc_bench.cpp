@@ -1,53 +1,199 @@
-// alloc+free throughput of one block, secmem against its peers, in one run.
-// Issue 6 grows this into the full comparison; see README "Performance".
+// alloc+free throughput: secmem against its peers, in one process.
+//   GlibcBzero        glibc malloc + explicit_bzero + free (the floor)
+//   OpenSSLSecureHeap CRYPTO_secure_malloc / CRYPTO_secure_clear_free (32 MiB arena)
+//   Sodium            sodium_malloc / sodium_free (guard pages, mlock, canary)
+//   JemallocMemfd     a jemalloc arena whose extents come from memfd_secret
+//                     through extent hooks, + explicit_bzero (what a user
+//                     would assemble from jemalloc). Linking jemalloc replaces
+//                     the process's malloc, so this peer is built alone into
+//                     jemalloc_bench (JEMALLOC_PEER_ONLY); bench/run runs both.
+//   NaiveMemfd        one memfd_secret file and mapping per allocation
+//   Secmem            secmem_malloc / secmem_free
+// Patterns: Lifo (allocate one, free it) and RandomBatch (allocate 64,
+// free them in a shuffled order). Times are per alloc+free pair.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
+#ifdef JEMALLOC_PEER_ONLY
+#include <jemalloc/jemalloc.h>
+#else
+struct extent_hooks_t;
+#endif
 #include <openssl/crypto.h>
+#include <random>
+#include <sodium.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "secmem/secmem.h"
 
 namespace {
+
+// ---- the peers, behind one interface ---------------------------------------------
+
+struct GlibcBzero {
+  static void *alloc(size_t n) { return malloc(n); }
+  static void release(void *p, size_t n) {
+    explicit_bzero(p, n);
+    free(p);
+  }
+};
+
+struct OpenSSLSecureHeap {
+  static void *alloc(size_t n) {
+    static const bool ready = CRYPTO_secure_malloc_init(size_t{32} << 20, 16) != 0;
+    return ready ? CRYPTO_secure_malloc(n, __FILE__, __LINE__) : nullptr;
+  }
+  static void release(void *p, size_t n) { CRYPTO_secure_clear_free(p, n, __FILE__, __LINE__); }
+};
+
+struct Sodium {
+  static void *alloc(size_t n) {
+    static const bool ready = sodium_init() >= 0;
+    return ready ? sodium_malloc(n) : nullptr;
+  }
+  static void release(void *p, size_t) { sodium_free(p); }
+};
+
+void *map_secret(size_t size) {
+  long fd = syscall(447, O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  void *p = MAP_FAILED;
+  if (ftruncate(static_cast<int>(fd), static_cast<off_t>(size)) == 0)
+    p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), 0);
+  close(static_cast<int>(fd));
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+struct NaiveMemfd {
+  static size_t pages(size_t n) { return (n + 4095) & ~size_t{4095}; }
+  static void *alloc(size_t n) { return map_secret(pages(n)); }
+  static void release(void *p, size_t n) { munmap(p, pages(n)); } // secretmem pages are zeroed when freed
+};
+
+// jemalloc with memfd_secret extents.
+struct Jemalloc {
+  int flags = 0;
+  bool ok = false;
+
+  static void *extent_alloc(extent_hooks_t *, void *new_addr, size_t size, size_t alignment, bool *zero, bool *commit,
+                            unsigned) {
+    if (new_addr != nullptr) return nullptr;
+    auto *raw = static_cast<char *>(map_secret(size + alignment));
+    if (raw == nullptr) return nullptr;
+    uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + alignment - 1) & ~(uintptr_t{alignment} - 1);
+    size_t head = aligned - reinterpret_cast<uintptr_t>(raw);
+    if (head != 0) munmap(raw, head);
+    if (alignment - head != 0) munmap(reinterpret_cast<char *>(aligned) + size, alignment - head);
+    *zero = true;
+    *commit = true;
+    return reinterpret_cast<void *>(aligned);
+  }
+  static bool opt_out(extent_hooks_t *, void *, size_t, bool, unsigned) { return true; } // keep extents
+  static void destroy(extent_hooks_t *, void *addr, size_t size, bool, unsigned) { munmap(addr, size); }
+  static bool commit(extent_hooks_t *, void *, size_t, size_t, size_t, unsigned) { return false; }
+  static bool refuse(extent_hooks_t *, void *, size_t, size_t, size_t, unsigned) { return true; } // no purge
+  static bool split(extent_hooks_t *, void *, size_t, size_t, size_t, bool, unsigned) { return false; }
+  static bool merge(extent_hooks_t *, void *, size_t, void *, size_t, bool, unsigned) { return false; }
+
+  Jemalloc() {
+#ifdef JEMALLOC_PEER_ONLY
+    static extent_hooks_t hooks = {extent_alloc, opt_out, destroy, commit, refuse, refuse, refuse, split, merge};
+    unsigned arena = 0;
+    size_t arena_size = sizeof arena;
+    extent_hooks_t *hooks_ptr = &hooks;
+    if (mallctl("arenas.create", &arena, &arena_size, &hooks_ptr, sizeof hooks_ptr) != 0) return;
+    flags = MALLOCX_ARENA(arena);
+    ok = true;
+#endif
+  }
+  static Jemalloc &get() {
+    static Jemalloc instance;
+    return instance;
+  }
+};
+
+#ifdef JEMALLOC_PEER_ONLY
+struct JemallocMemfd {
+  static void *alloc(size_t n) { return Jemalloc::get().ok ? mallocx(n, Jemalloc::get().flags) : nullptr; }
+  static void release(void *p, size_t n) {
+    explicit_bzero(p, n);
+    dallocx(p, Jemalloc::get().flags);
+  }
+};
+#endif
+
+struct Secmem {
+  static void *alloc(size_t n) { return secmem_malloc(n); }
+  static void release(void *p, size_t) { secmem_free(p); }
+};
+
+// ---- the patterns ----------------------------------------------------------------------
 
 void touch(void *p, size_t n) {
   static_cast<volatile unsigned char *>(p)[0] = 1;
   static_cast<volatile unsigned char *>(p)[n - 1] = 1;
 }
 
-void GlibcBzero(benchmark::State &state) {
+template <typename Peer> void Lifo(benchmark::State &state) {
   size_t n = static_cast<size_t>(state.range(0));
   for (auto _ : state) {
-    void *p = malloc(n);
+    void *p = Peer::alloc(n);
+    if (p == nullptr) {
+      state.SkipWithError("allocation failed");
+      break;
+    }
     touch(p, n);
-    explicit_bzero(p, n);
-    free(p);
+    Peer::release(p, n);
   }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
 
-void OpenSSLSecureHeap(benchmark::State &state) {
+template <typename Peer> void RandomBatch(benchmark::State &state) {
+  constexpr int kBatch = 64;
   size_t n = static_cast<size_t>(state.range(0));
-  if (state.thread_index() == 0 && !CRYPTO_secure_malloc_initialized()) CRYPTO_secure_malloc_init(size_t{32} << 20, 16);
+  std::array<int, kBatch> order;
+  for (int i = 0; i < kBatch; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), std::mt19937(42 + state.thread_index()));
+  std::array<void *, kBatch> blocks;
   for (auto _ : state) {
-    void *p = CRYPTO_secure_malloc(n, __FILE__, __LINE__);
-    touch(p, n);
-    CRYPTO_secure_clear_free(p, n, __FILE__, __LINE__);
+    for (int i = 0; i < kBatch; ++i) {
+      blocks[i] = Peer::alloc(n);
+      if (blocks[i] == nullptr) {
+        state.SkipWithError("allocation failed");
+        return;
+      }
+      touch(blocks[i], n);
+    }
+    for (int i : order) Peer::release(blocks[i], n);
   }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kBatch);
 }
 
-void Secmem(benchmark::State &state) {
-  size_t n = static_cast<size_t>(state.range(0));
-  for (auto _ : state) {
-    void *p = secmem_malloc(n);
-    touch(p, n);
-    secmem_free(p);
-  }
+void sizes(benchmark::internal::Benchmark *b) {
+  for (int size : {16, 32, 256, 1024, 4096, 65536}) b->Arg(size);
+  b->Threads(1)->Threads(2)->UseRealTime();
 }
 
 } // namespace
 
-BENCHMARK(GlibcBzero)->Arg(32)->Arg(256)->Arg(1024)->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK(OpenSSLSecureHeap)->Arg(32)->Arg(256)->Arg(1024)->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK(Secmem)->Arg(32)->Arg(256)->Arg(1024)->Threads(1)->Threads(2)->UseRealTime();
+#define PEER(P)                                                                                                      \
+  BENCHMARK_TEMPLATE(Lifo, P)->Apply(sizes);                                                                         \
+  BENCHMARK_TEMPLATE(RandomBatch, P)->Apply(sizes)
+
+#ifdef JEMALLOC_PEER_ONLY
+PEER(JemallocMemfd);
+#else
+PEER(GlibcBzero);
+PEER(OpenSSLSecureHeap);
+PEER(Sodium);
+PEER(NaiveMemfd);
+PEER(Secmem);
+#endif
 
 BENCHMARK_MAIN();

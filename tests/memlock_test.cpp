@@ -81,20 +81,17 @@ TEST(Memlock, ExhaustionFollowsThePolicyAndLosesNothing) {
   const std::string top = expected_backend();
   std::vector<Held> held;
   testing::internal::CaptureStderr();
-  void *refused = nullptr;
   int refused_errno = 0;
   // Three times the limit, in 4 KiB secrets.
   for (size_t i = 0; i < 3 * kLimit / 4096; ++i) {
     auto *p = static_cast<unsigned char *>(secmem_malloc(4096));
     if (p == nullptr) {
       refused_errno = errno;
-      refused = p;
       break;
     }
     for (size_t j = 0; j < 4096; ++j) p[j] = pattern_byte(i, j);
     held.push_back({p, 4096, i});
   }
-  (void)refused;
   std::string err = testing::internal::GetCapturedStderr();
   secmem_stats s{};
   secmem_get_stats(&s);
