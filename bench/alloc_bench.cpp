@@ -15,6 +15,10 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <cstdio>
+#include <sys/wait.h>
+#include <vector>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -196,4 +200,104 @@ PEER(NaiveMemfd);
 PEER(Secmem);
 #endif
 
-BENCHMARK_MAIN();
+// ---- footprint and fork, one measurement per process (bench/run spawns them) ------------
+//   alloc_bench footprint PEER N SIZE: N live blocks; prints requested bytes,
+//     the resident bytes they added, and the process's locked bytes
+//     (VmLck: what RLIMIT_MEMLOCK sees) with them live
+//   alloc_bench fork PEER MIB: MIB of live secrets, then the median time of
+//     fork + child _exit + waitpid over 21 forks, in microseconds
+
+namespace {
+
+struct PeerOps {
+  const char *name;
+  void *(*alloc)(size_t);
+  void (*release)(void *, size_t);
+};
+
+const PeerOps kPeerOps[] = {
+#ifdef JEMALLOC_PEER_ONLY
+    {"JemallocMemfd", JemallocMemfd::alloc, JemallocMemfd::release},
+#else
+    {"GlibcBzero", GlibcBzero::alloc, GlibcBzero::release},
+    {"OpenSSLSecureHeap", OpenSSLSecureHeap::alloc, OpenSSLSecureHeap::release},
+    {"Sodium", Sodium::alloc, Sodium::release},
+    {"NaiveMemfd", NaiveMemfd::alloc, NaiveMemfd::release},
+    {"Secmem", Secmem::alloc, Secmem::release},
+#endif
+};
+
+// A field of /proc/self/smaps_rollup or /proc/self/status, in bytes.
+size_t kib_field(const char *file, const char *field) {
+  FILE *f = fopen(file, "r");
+  char line[256];
+  size_t value = 0, len = strlen(field);
+  while (f != nullptr && fgets(line, sizeof line, f) != nullptr)
+    if (strncmp(line, field, len) == 0 && line[len] == ':') value = strtoull(line + len + 1, nullptr, 10) * 1024;
+  if (f != nullptr) fclose(f);
+  return value;
+}
+
+const PeerOps *find_peer(const char *name) {
+  for (const PeerOps &peer : kPeerOps)
+    if (strcmp(peer.name, name) == 0) return &peer;
+  return nullptr;
+}
+
+int footprint(const PeerOps &peer, size_t n, size_t size) {
+  peer.release(peer.alloc(size), size); // set-up costs (arenas, first chunk) are part of the footprint
+  size_t rss = kib_field("/proc/self/smaps_rollup", "Rss");
+  std::vector<void *> blocks;
+  for (size_t i = 0; i < n; ++i) {
+    void *p = peer.alloc(size);
+    if (p == nullptr) {
+      printf("{\"error\": \"allocation %zu failed\"}\n", i);
+      return 1;
+    }
+    memset(p, 0x5a, size);
+    blocks.push_back(p);
+  }
+  size_t rss_after = kib_field("/proc/self/smaps_rollup", "Rss"), locked_after = kib_field("/proc/self/status", "VmLck");
+  printf("{\"requested\": %zu, \"resident\": %zu, \"locked\": %zu}\n", n * size, rss_after - rss, locked_after);
+  for (void *p : blocks) peer.release(p, size);
+  return 0;
+}
+
+int fork_time(const PeerOps &peer, size_t mib) {
+  std::vector<void *> blocks;
+  for (size_t i = 0; i < mib * 16; ++i) { // 64 KiB blocks
+    void *p = peer.alloc(65536);
+    if (p == nullptr) return 1;
+    memset(p, 0x5a, 65536);
+    blocks.push_back(p);
+  }
+  std::vector<double> times;
+  for (int i = 0; i < 21; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    times.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
+  printf("{\"fork_us\": %.1f}\n", times[times.size() / 2]);
+  for (void *p : blocks) peer.release(p, 65536);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc >= 4 && (strcmp(argv[1], "footprint") == 0 || strcmp(argv[1], "fork") == 0)) {
+    const PeerOps *peer = find_peer(argv[2]);
+    if (peer == nullptr) return 2;
+    if (strcmp(argv[1], "fork") == 0) return fork_time(*peer, strtoull(argv[3], nullptr, 10));
+    if (argc < 5) return 2;
+    return footprint(*peer, strtoull(argv[3], nullptr, 10), strtoull(argv[4], nullptr, 10));
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
