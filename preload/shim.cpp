@@ -71,6 +71,14 @@ void write_line(const char *a, const char *b = "", const char *c = "") {
 
 void check_preload_order();
 
+// The value of an environment variable ("NAME="), read from environ without allocating.
+const char *env_value(const char *name_eq) {
+  size_t len = strlen(name_eq);
+  for (char **env = environ; env != nullptr && *env != nullptr; ++env)
+    if (strncmp(*env, name_eq, len) == 0) return *env + len;
+  return nullptr;
+}
+
 template <typename F> void look_up(Next<F> &next, const char *name) {
   next.fn.store(reinterpret_cast<F>(dlsym(RTLD_NEXT, name)), std::memory_order_release);
 }
@@ -114,7 +122,7 @@ constexpr size_t kBootstrapBytes = 256 * 1024;
 alignas(64) unsigned char g_bootstrap[kBootstrapBytes];
 std::atomic<size_t> g_bootstrap_used{0};
 
-// Blocks carry their size in the 16 bytes before them (for realloc).
+// Blocks carry their size in the 8 bytes just before them (for realloc).
 void *bootstrap_alloc(size_t n, size_t alignment) {
   if (alignment < 16) alignment = 16;
   size_t used = g_bootstrap_used.load(std::memory_order_relaxed);
@@ -240,9 +248,7 @@ std::atomic<int> g_object_count{0};
 std::atomic<bool> g_objects_lock{false};
 
 void parse_tag_callers() {
-  const char *value = nullptr;
-  for (char **env = environ; env != nullptr && *env != nullptr && value == nullptr; ++env)
-    if (strncmp(*env, "SECMEM_TAG_CALLERS=", 19) == 0) value = *env + 19;
+  const char *value = env_value("SECMEM_TAG_CALLERS=");
   if (value == nullptr || getauxval(AT_SECURE) != 0) return;
   while (*value != '\0' && g_caller_name_count < kMaxCallerNames) {
     size_t n = strcspn(value, ",");
@@ -302,13 +308,6 @@ __attribute__((constructor)) void start_shim() {
 
 // ---- report at exit ---------------------------------------------------------------
 
-// SECMEM_REPORT=stderr|PATH, read from environ without allocating.
-const char *report_target() {
-  for (char **env = environ; env != nullptr && *env != nullptr; ++env)
-    if (strncmp(*env, "SECMEM_REPORT=", 14) == 0) return *env + 14;
-  return nullptr;
-}
-
 void append(char *line, size_t *n, size_t cap, const char *text) {
   for (; *text != '\0' && *n + 1 < cap; ++text) line[(*n)++] = *text;
 }
@@ -325,7 +324,7 @@ void append_number(char *line, size_t *n, size_t cap, uint64_t value) {
 
 // One line per process, at exit: what went to secret memory and from where.
 __attribute__((destructor)) void write_report() {
-  const char *target = report_target();
+  const char *target = env_value("SECMEM_REPORT="); // stderr or a path
   if (target == nullptr || getauxval(AT_SECURE) != 0) return;
   secmem_stats stats{};
   secmem_get_stats(&stats);
