@@ -35,6 +35,20 @@ size_t secmem_usable_size(const void *p) { return heap::usable_size(p); }
 
 int secmem_owns(const void *p) { return heap::owns(p) ? 1 : 0; }
 
+static_assert(SECMEM_READ == heap::kAccessRead && SECMEM_WRITE == heap::kAccessWrite);
+
+void *secmem_sealed_alloc(size_t size) { return heap::allocate_sealed(size); }
+
+static int access_result(int err) {
+  if (err == 0) return 0;
+  errno = err;
+  return -1;
+}
+
+int secmem_access_begin(void *p, int mode) { return access_result(heap::change_access(p, mode, true)); }
+
+int secmem_access_end(void *p, int mode) { return access_result(heap::change_access(p, mode, false)); }
+
 int secmem_get_stats(struct secmem_stats *out) {
   if (out == nullptr) {
     errno = EINVAL;

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <sys/mman.h>
 
 #include "diag.h"
 
@@ -197,6 +198,12 @@ Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge) {
         counters_.fallbacks[static_cast<int>(first_why)]++;
         report_fallback(tier, first_why, first_err);
       }
+      if (tier != Tier::kSecret && config_->nodump_kind() == NoDump::kFallback && !undumpable_) {
+        // Fallback pages are readable through ptrace and /proc/PID/mem by the same user.
+        int nodump_err = os::make_undumpable();
+        undumpable_ = nodump_err == 0;
+        if (!undumpable_) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(nodump_err).add(")").emit();
+      }
       if (config_->verbose) {
         diag::Line().add("mapped chunk ").hex(addr).add(" (").dec(chunk->mapped_bytes() / 1024)
             .add(" KiB, ").add(tier_name(tier)).add(")").emit();
@@ -366,6 +373,55 @@ void ChunkPool::release_chunk(Chunk *chunk) {
   chunk_meta_.give(chunk);
 }
 
+int ChunkPool::protect(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot) {
+  constexpr int kReadWrite = PROT_READ | PROT_WRITE;
+  int err = os::protect(reinterpret_cast<void *>(chunk->base + size_t{first_page} * os::kPageSize),
+                        size_t{pages} * os::kPageSize, prot);
+  if (err != 0) return err;
+  uint8_t value = prot == kReadWrite ? 0 : static_cast<uint8_t>(prot + 1); // 0: read-write
+  uint32_t marks = chunk->huge ? 1 : pages;
+  for (uint32_t p = first_page; p < first_page + marks; ++p) {
+    chunk->restricted_pages += (value != 0) - (chunk->prot[p] != 0);
+    chunk->prot[p] = value;
+  }
+  return 0;
+}
+
+int ChunkPool::ensure_protection(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot) {
+  uint8_t want = prot == (PROT_READ | PROT_WRITE) ? 0 : static_cast<uint8_t>(prot + 1);
+  if (chunk->huge) return chunk->prot[0] == want ? 0 : protect(chunk, 0, pages, prot);
+  uint32_t end = first_page + pages;
+  for (uint32_t p = first_page; p < end;) {
+    if (chunk->prot[p] == want) {
+      ++p;
+      continue;
+    }
+    uint32_t q = p + 1;
+    while (q < end && chunk->prot[q] != want) ++q;
+    int err = protect(chunk, p, q - p, prot);
+    if (err != 0) return err;
+    p = q;
+  }
+  return 0;
+}
+
+// Calls fn for each run of pages with the same restricted protection.
+void ChunkPool::for_each_restricted(Chunk *chunk, void (*fn)(void *, size_t, int, void *), void *ctx) {
+  if (chunk->restricted_pages == 0) return;
+  if (chunk->huge) {
+    fn(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes(), chunk->prot[0] - 1, ctx);
+    return;
+  }
+  for (uint32_t p = 0; p < chunk->mapped_pages;) {
+    uint32_t end = p + 1;
+    while (end < chunk->mapped_pages && chunk->prot[end] == chunk->prot[p]) ++end;
+    if (chunk->prot[p] != 0)
+      fn(reinterpret_cast<void *>(chunk->base + size_t{p} * os::kPageSize), size_t{end - p} * os::kPageSize,
+         chunk->prot[p] - 1, ctx);
+    p = end;
+  }
+}
+
 void ChunkPool::prepare_fork() {
   for (Chunk *chunk = chunks_; chunk != nullptr; chunk = chunk->next) {
     if (chunk->tier != Tier::kSecret) continue;
@@ -383,7 +439,12 @@ void ChunkPool::prepare_fork() {
       staging = os::map_anon_anywhere(len);
       chunk->fork_staging_tier = Tier::kUnlocked;
     }
-    if (staging != nullptr) std::memcpy(staging, reinterpret_cast<void *>(chunk->base), live);
+    if (staging != nullptr) {
+      // Guard pages and sealed blocks are readable only for the copy.
+      for_each_restricted(chunk, [](void *addr, size_t len, int, void *) { os::protect(addr, len, PROT_READ); }, nullptr);
+      os::copy_unchecked(staging, reinterpret_cast<void *>(chunk->base), live);
+      for_each_restricted(chunk, [](void *addr, size_t len, int prot, void *) { os::protect(addr, len, prot); }, nullptr);
+    }
     chunk->fork_staging = staging;
   }
 }
@@ -412,10 +473,21 @@ void ChunkPool::after_fork_child() {
       chunk->tier = chunk->fork_staging_tier;
       chunk->fork_staging = nullptr;
       counters_.fork_privatisations++;
+      // The copy was mapped read-write: guards and seals again.
+      for_each_restricted(chunk, [](void *addr, size_t len, int prot, void *) {
+        int err = os::protect(addr, len, prot);
+        if (err != 0) diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
+      }, nullptr);
     }
     // Locks are not inherited across fork: take them again.
     if (before == Tier::kLocked || (before == Tier::kSecret && chunk->tier != Tier::kSecret)) {
+      // mlock cannot fault in PROT_NONE pages (guards, sealed blocks): readable for the call.
+      for_each_restricted(chunk, [](void *addr, size_t len, int, void *) { os::protect(addr, len, PROT_READ); }, nullptr);
       bool locked = os::lock_range(reinterpret_cast<void *>(chunk->base), size_t{chunk->touched_pages} * os::kPageSize) == 0;
+      for_each_restricted(chunk, [](void *addr, size_t len, int prot, void *) {
+        int err = os::protect(addr, len, prot);
+        if (err != 0) diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
+      }, nullptr);
       chunk->tier = locked ? Tier::kLocked : Tier::kUnlocked;
       if (!locked) report_fallback(Tier::kUnlocked, FallbackReason::kMemlock, EAGAIN);
     }

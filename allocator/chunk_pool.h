@@ -52,6 +52,11 @@ struct Chunk {
   void *fork_staging = nullptr; // private copy prepared for a fork child
   Tier fork_staging_tier = Tier::kSecret;
   uint64_t used[kSlotPages / 64] = {};
+  // Pages whose protection is not read-write (guards, sealed blocks): the
+  // PROT_* value of each, for the fork copy and the child; a huge chunk
+  // keeps one value for its whole block in prot[0].
+  uint8_t prot[kSlotPages] = {};
+  uint32_t restricted_pages = 0;
   // Span of each used page (huge: owner[0]); written by the heap, which also
   // clears it before giving pages back with free_run.
   std::atomic<Span *> owner[kSlotPages] = {};
@@ -88,6 +93,15 @@ public:
   bool alloc_run(uint32_t pages, uint32_t align_pages, Chunk **chunk, uint32_t *first_page);
   void free_run(Chunk *chunk, uint32_t first_page, uint32_t pages);
 
+  // Sets the protection of pages [first_page, first_page+pages) (a huge
+  // chunk: first_page 0 and all its pages) to PROT_NONE, PROT_READ or
+  // PROT_READ|PROT_WRITE. Returns 0 or the errno of mprotect.
+  int protect(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
+  // The same, calling mprotect only for the pages not already so (free pages
+  // keep the protection they last had, so a freed large block's guards are
+  // still in place when the run is reused for another).
+  int ensure_protection(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
+
   // A dedicated chunk for one very large block (guard pages both sides).
   Chunk *alloc_huge(size_t pages);
   void free_huge(Chunk *chunk);
@@ -109,6 +123,7 @@ private:
                uint32_t *touched, FallbackReason *why);
   static int fault_in(Tier tier, void *addr, size_t len);
   bool ensure_touched(Chunk *chunk, uint32_t end_page);
+  void for_each_restricted(Chunk *chunk, void (*fn)(void *addr, size_t len, int prot, void *ctx), void *ctx);
   bool find_run(Chunk *chunk, uint32_t pages, uint32_t align_pages, uint32_t *first) const;
   void mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used);
   long take_slots(uint32_t count);
@@ -132,6 +147,7 @@ private:
   int secret_refusal_errno_ = 0;
   bool reported_[kNumTiers] = {};
   bool reported_failure_ = false;
+  bool undumpable_ = false; // SECMEM_NODUMP=fallback has acted
 };
 
 } // namespace secmem

@@ -9,6 +9,7 @@ namespace secmem {
 enum class Backend : uint8_t { kAuto, kMemfdSecret, kMlock };
 enum class OnExhaustion : uint8_t { kFallback, kFail };
 enum class Release : uint8_t { kNever, kEmpty };
+enum class NoDump : uint8_t { kOff, kFallback, kAlways };
 
 struct Config {
 #define SECMEM_OPTION(NAME, field, values, doc) uint8_t field = 0;
@@ -19,6 +20,7 @@ struct Config {
   Backend backend_kind() const { return static_cast<Backend>(backend); }
   OnExhaustion exhaustion_kind() const { return static_cast<OnExhaustion>(on_exhaustion); }
   Release release_kind() const { return static_cast<Release>(release); }
+  NoDump nodump_kind() const { return static_cast<NoDump>(nodump); }
 };
 
 // One option as the README and the parser see it.

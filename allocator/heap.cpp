@@ -10,6 +10,7 @@
 #include "diag.h"
 #include "secmem/secmem.h"
 #include "size_class.h"
+#include "tools.h"
 
 namespace secmem {
 
@@ -29,6 +30,16 @@ struct Span {
   Span *next = nullptr;
   Span *prev = nullptr;
   bool listed = false;
+  // Large blocks: PROT_NONE guard pages before and after the block, part of
+  // the span's page run but not of [first_page, first_page + pages).
+  uint32_t guard_lead = 0;
+  uint32_t guard_tail = 0;
+  // Sealed blocks (secmem_sealed_alloc): open access scopes, under the heap lock.
+  bool sealed = false;
+  uint32_t readers = 0;
+  uint32_t writers = 0;
+  size_t large_requested = 0;                   // large: the size asked for
+  uint16_t requested[kMaxBlocksPerSpan] = {};   // small: the size asked for, per live block
   uint64_t free_bits[kFreeWords] = {}; // one bit per block in the central free list
   // One byte per block handed out: set by plain store (the allocating thread
   // owns the block), cleared by exchange (a racing double free is caught).
@@ -73,6 +84,7 @@ struct Heap {
   uint64_t retired_frees = 0;
   size_t held = 0;
   size_t peak_held = 0;
+  uint64_t canary_key = 0; // random, set once at initialisation
   pthread_key_t cache_key{};
 };
 
@@ -147,6 +159,52 @@ void clear_live(const BlockRef &ref, const void *p) {
   if (ref.span->live[ref.index].exchange(0, std::memory_order_acq_rel) == 0) diag::fatal_pointer("double free of", p, nullptr);
 }
 
+size_t requested_size(const BlockRef &ref) {
+  return ref.span->cls >= 0 ? ref.span->requested[ref.index] : ref.span->large_requested;
+}
+
+void set_requested(const BlockRef &ref, size_t size) {
+  if (ref.span->cls >= 0)
+    ref.span->requested[ref.index] = static_cast<uint16_t>(size);
+  else
+    ref.span->large_requested = size;
+}
+
+// ---- overflow canaries ----------------------------------------------------
+//
+// The slack between the requested size and the end of the block holds a
+// canary in its first (up to) 8 bytes, derived from a random key and the
+// block's address, with no zero byte; the rest of the slack stays zero. Free
+// and realloc check both, so a linear overflow of even one byte (a string's
+// terminating NUL) is caught when the block is freed. A request that fills
+// its block exactly has no slack and no canary.
+
+constexpr size_t kCanaryBytes = 8;
+
+uint64_t canary_value(const void *p) {
+  uint64_t v = (g_heap.canary_key ^ reinterpret_cast<uintptr_t>(p)) * 0x9E3779B97F4A7C15ull;
+  return v | 0x0101010101010101ull;
+}
+
+void write_canary(void *p, size_t requested, size_t usable) {
+  size_t n = usable - requested < kCanaryBytes ? usable - requested : kCanaryBytes;
+  if (n == 0) return;
+  uint64_t v = canary_value(p);
+  memcpy(static_cast<char *>(p) + requested, &v, n);
+}
+
+void check_canary(const void *p, size_t requested, size_t usable) {
+  const auto *slack = static_cast<const unsigned char *>(p) + requested;
+  size_t n = usable - requested, c = n < kCanaryBytes ? n : kCanaryBytes;
+  uint64_t v = canary_value(p);
+  bool intact = memcmp(slack, &v, c) == 0;
+  for (size_t i = c; i < n && intact; ++i) intact = slack[i] == 0;
+  if (intact) return;
+  diag::Line().add("heap buffer overflow: the bytes after the ").dec(requested).add("-byte block at ")
+      .hex(reinterpret_cast<uintptr_t>(p)).add(" were overwritten").emit();
+  abort();
+}
+
 // Validates p for free/realloc; aborts with a message naming the misuse.
 [[gnu::always_inline]] inline BlockRef checked_block(const void *p, const char *what) {
   BlockRef ref;
@@ -195,6 +253,12 @@ Span *new_span(int cls) {
   uint32_t first = 0;
   uint32_t pages = kClassTable.span_pages[cls];
   if (!g_heap.pool.alloc_run(pages, 1, &chunk, &first)) {
+    g_heap.span_meta.give(span);
+    return nullptr;
+  }
+  // The pages may have been a large block's guards.
+  if (g_heap.pool.ensure_protection(chunk, first, pages, PROT_READ | PROT_WRITE) != 0) {
+    g_heap.pool.free_run(chunk, first, pages);
     g_heap.span_meta.give(span);
     return nullptr;
   }
@@ -349,6 +413,12 @@ bool init_slow() {
     mprotect(&g_sealed, sizeof g_sealed, PROT_READ);
     const Config &cfg = config();
     if (cfg.verbose) print_config(cfg);
+    if (!os::random_bytes(&g_heap.canary_key, sizeof g_heap.canary_key)) // no entropy yet: ASLR's
+      g_heap.canary_key = reinterpret_cast<uintptr_t>(&g_heap) ^ (reinterpret_cast<uintptr_t>(&cfg) << 17);
+    if (cfg.nodump_kind() == NoDump::kAlways) {
+      int err = os::make_undumpable();
+      if (err != 0) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(err).add(")").emit();
+    }
     bool cached = cfg.release_kind() == Release::kNever;
     for (int cls = 0; cls < kNumClasses; ++cls) {
       uint32_t cap = 16384 / kClassSizes[cls];
@@ -369,7 +439,7 @@ inline bool ready() {
 
 // ---- small, large and huge blocks ---------------------------------------------
 
-void *allocate_small(int cls) {
+void *allocate_small(int cls, size_t size) {
   ThreadCache *cache = t_cache;
   if (cache == nullptr && g_heap.cache_cap[cls] != 0) cache = make_cache();
   void *p = nullptr;
@@ -392,6 +462,10 @@ void *allocate_small(int cls) {
   BlockRef ref;
   find_block(p, &ref);
   set_live(ref, p);
+  set_requested(ref, size);
+  tools::open(p, kClassSizes[cls]);
+  write_canary(p, size, kClassSizes[cls]);
+  tools::allocated(p, size, kClassSizes[cls]);
   if (cache != nullptr) bump(cache->allocations);
   return p;
 }
@@ -399,7 +473,11 @@ void *allocate_small(int cls) {
 void release_small(void *p, const BlockRef &ref) {
   clear_live(ref, p);
   int cls = ref.span->cls;
+  tools::freeing(p);
+  tools::open(p, ref.span->block_size);
+  check_canary(p, ref.span->requested[ref.index], ref.span->block_size);
   zero(p, ref.span->block_size);
+  tools::freed(p, ref.span->block_size);
   ThreadCache *cache = t_cache;
   uint32_t cap = g_heap.cache_cap[cls];
   if (cache == nullptr && cap != 0) cache = make_cache();
@@ -434,12 +512,44 @@ Span *large_span(Chunk *chunk, uint32_t first, uint32_t pages) {
   return span;
 }
 
-void *allocate_pages(size_t bytes, size_t alignment) {
+constexpr int kReadWrite = PROT_READ | PROT_WRITE;
+
+// The pages a large span protects as a whole: a huge chunk's, or the block's.
+int protect_block(Span *span, int prot) {
+  return g_heap.pool.protect(span->chunk, span->chunk->huge ? 0 : span->first_page, span->pages, prot);
+}
+
+// Returns a large block that is no longer live to the pool, zeroing it first
+// unless the caller has (heap lock held).
+void give_back_large_locked(Span *span, bool zeroed) {
+  Chunk *chunk = span->chunk;
+  void *p = reinterpret_cast<void *>(span->start);
+  if (!zeroed) {
+    tools::open(p, span->block_size);
+    zero(p, span->block_size);
+  }
+  tools::freed(p, span->block_size);
+  if (chunk->huge) {
+    g_heap.pool.free_huge(chunk);
+  } else {
+    // The guards stay PROT_NONE while free: the next large block here reuses them.
+    clear_owners(span, kFreedRun);
+    g_heap.pool.free_run(chunk, span->first_page - span->guard_lead, span->guard_lead + span->pages + span->guard_tail);
+  }
+  g_heap.span_meta.give(span);
+}
+
+// Large blocks: [guard_lead PROT_NONE pages][block][1 PROT_NONE page] in a
+// chunk (guard_lead is the alignment in pages, so that the block is aligned
+// when the run is), or a chunk of their own, which the slot layout already
+// surrounds with unmapped pages. A guard that mprotect refuses (the mapping
+// count limit) is left out. Sealed blocks start PROT_NONE.
+void *allocate_pages(size_t bytes, size_t alignment, bool sealed) {
   size_t pages = (bytes + os::kPageSize - 1) / os::kPageSize;
   uint32_t align_pages = alignment > os::kPageSize ? static_cast<uint32_t>(alignment / os::kPageSize) : 1;
   Locked lock;
   Span *span = nullptr;
-  if (pages > kHugePages || align_pages > kHugePages) {
+  if (pages > kHugePages || align_pages > kHugePages || align_pages + pages + 1 > kMaxChunkPages) {
     Chunk *chunk = g_heap.pool.alloc_huge(pages);
     if (chunk != nullptr) {
       span = large_span(chunk, 0, static_cast<uint32_t>(pages));
@@ -448,13 +558,25 @@ void *allocate_pages(size_t bytes, size_t alignment) {
     }
   } else {
     Chunk *chunk = nullptr;
-    uint32_t first = 0;
-    if (g_heap.pool.alloc_run(static_cast<uint32_t>(pages), align_pages, &chunk, &first)) {
-      span = large_span(chunk, first, static_cast<uint32_t>(pages));
+    uint32_t first = 0, run = align_pages + static_cast<uint32_t>(pages) + 1;
+    if (g_heap.pool.alloc_run(run, align_pages, &chunk, &first)) {
+      span = large_span(chunk, first + align_pages, static_cast<uint32_t>(pages));
       if (span == nullptr) {
-        g_heap.pool.free_run(chunk, first, static_cast<uint32_t>(pages)); // no owner was set
+        g_heap.pool.free_run(chunk, first, run); // no owner was set
       } else {
-        for (uint32_t p = first; p < first + pages; ++p) chunk->owner[p].store(span, std::memory_order_release);
+        span->guard_lead = align_pages;
+        span->guard_tail = 1;
+        // Guards where mprotect allows (they often are from the run's last use).
+        g_heap.pool.ensure_protection(chunk, first, align_pages, PROT_NONE);
+        g_heap.pool.ensure_protection(chunk, first + align_pages + static_cast<uint32_t>(pages), 1, PROT_NONE);
+        if (g_heap.pool.ensure_protection(chunk, span->first_page, static_cast<uint32_t>(pages), kReadWrite) != 0) {
+          g_heap.pool.free_run(chunk, first, run);
+          g_heap.span_meta.give(span);
+          errno = ENOMEM;
+          return nullptr;
+        }
+        for (uint32_t p = span->first_page; p < span->first_page + pages; ++p)
+          chunk->owner[p].store(span, std::memory_order_release);
       }
     }
   }
@@ -462,25 +584,44 @@ void *allocate_pages(size_t bytes, size_t alignment) {
     errno = ENOMEM;
     return nullptr;
   }
+  void *p = reinterpret_cast<void *>(span->start);
+  span->large_requested = bytes;
+  tools::open(p, span->block_size);
+  write_canary(p, bytes, span->block_size);
+  tools::allocated(p, bytes, span->block_size);
+  if (sealed) {
+    span->sealed = true;
+    int err = protect_block(span, PROT_NONE);
+    if (err != 0) { // nothing to seal it with: give it back
+      protect_block(span, kReadWrite); // mprotect may have changed part of it
+      span->live[0].store(0, std::memory_order_relaxed);
+      give_back_large_locked(span, false);
+      errno = err;
+      return nullptr;
+    }
+  }
   track_held(static_cast<ptrdiff_t>(span->block_size));
   g_heap.retired_allocations++;
-  return reinterpret_cast<void *>(span->start);
+  return p;
 }
 
 void release_pages(void *p, const BlockRef &ref) {
   clear_live(ref, p);
   Span *span = ref.span;
-  zero(p, span->block_size);
+  if (span->sealed) {
+    Locked lock;
+    int err = protect_block(span, kReadWrite);
+    if (err != 0) diag::fatal_errno("cannot unseal a sealed block to zero it", err);
+    span->readers = span->writers = 0;
+  }
+  tools::freeing(p);
+  tools::open(p, span->block_size);
+  check_canary(p, span->large_requested, span->block_size);
+  zero(p, span->block_size); // outside the lock: blocks can be large
   Locked lock;
   track_held(-static_cast<ptrdiff_t>(span->block_size));
   g_heap.retired_frees++;
-  if (span->chunk->huge) {
-    g_heap.pool.free_huge(span->chunk);
-  } else {
-    clear_owners(span, kFreedRun);
-    g_heap.pool.free_run(span->chunk, span->first_page, span->pages);
-  }
-  g_heap.span_meta.give(span);
+  give_back_large_locked(span, true);
 }
 
 // The smallest class at or above size whose blocks are all aligned, or -1.
@@ -502,8 +643,8 @@ void *allocate(size_t size) {
     errno = ENOMEM;
     return nullptr;
   }
-  if (size <= kMaxSmallSize) return allocate_small(size_to_class(size));
-  return allocate_pages(size, os::kPageSize);
+  if (size <= kMaxSmallSize) return allocate_small(size_to_class(size), size == 0 ? 1 : size);
+  return allocate_pages(size, os::kPageSize, false);
 }
 
 void *allocate_aligned(size_t alignment, size_t size) {
@@ -513,8 +654,8 @@ void *allocate_aligned(size_t alignment, size_t size) {
     return nullptr;
   }
   int cls = aligned_class(size, alignment);
-  if (cls >= 0) return allocate_small(cls);
-  return allocate_pages(size == 0 ? 1 : size, alignment);
+  if (cls >= 0) return allocate_small(cls, size == 0 ? 1 : size);
+  return allocate_pages(size == 0 ? 1 : size, alignment, false);
 }
 
 void release(void *p) {
@@ -530,21 +671,34 @@ void *reallocate(void *p, size_t size) {
   if (p == nullptr) return allocate(size);
   BlockRef ref = checked_block(p, "invalid realloc of");
   if (!is_live(ref)) diag::fatal_pointer("invalid realloc of", p, "block already freed");
+  if (ref.span->sealed) { // its pages may be inaccessible; it keeps its place
+    errno = EINVAL;
+    return nullptr;
+  }
   if (size == 0) {
     release(p);
     return nullptr;
   }
-  size_t usable = ref.span->block_size;
-  bool fits = size <= usable;
+  size_t block = ref.span->block_size, old = requested_size(ref);
+  bool fits = size <= block;
   bool same_class = ref.span->cls >= 0 ? size <= kMaxSmallSize && size_to_class(size) == ref.span->cls
-                                       : fits && size > usable / 2 && size > kMaxSmallSize;
+                                       : fits && size > block / 2 && size > kMaxSmallSize;
   if (fits && same_class) {
-    zero(static_cast<char *>(p) + size, usable - size); // shrinking keeps no stale tail
+    char *bytes = static_cast<char *>(p);
+    tools::open(p, block);
+    check_canary(p, old, block);
+    // Shrinking keeps no stale tail; the old canary goes (the rest of the slack is zero).
+    size_t keep = size < old ? size : old;
+    size_t old_end = old + (block - old < kCanaryBytes ? block - old : kCanaryBytes);
+    zero(bytes + keep, old_end - keep);
+    set_requested(ref, size);
+    write_canary(p, size, block);
+    tools::resized(p, old, size, block);
     return p;
   }
   void *moved = allocate(size);
   if (moved == nullptr) return nullptr;
-  memcpy(moved, p, size < usable ? size : usable);
+  memcpy(moved, p, size < old ? size : old);
   release(p);
   return moved;
 }
@@ -552,7 +706,35 @@ void *reallocate(void *p, size_t size) {
 size_t usable_size(const void *p) {
   BlockRef ref;
   if (p == nullptr || find_block(p, &ref) != Found::kBlock || !is_live(ref)) return 0;
-  return ref.span->block_size;
+  return requested_size(ref);
+}
+
+void *allocate_sealed(size_t size) {
+  if (size > kMaxRequest || !ready()) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return allocate_pages(size == 0 ? 1 : size, os::kPageSize, true);
+}
+
+int change_access(void *p, int mode, bool begin) {
+  if (mode != kAccessRead && mode != kAccessWrite) return EINVAL;
+  BlockRef ref;
+  if (p == nullptr || find_block(p, &ref) != Found::kBlock || !is_live(ref) || !ref.span->sealed) return EINVAL;
+  Locked lock;
+  Span *span = ref.span;
+  uint32_t readers = span->readers, writers = span->writers;
+  uint32_t &count = mode == kAccessWrite ? writers : readers;
+  if (!begin && count == 0) return EINVAL; // no such scope is open
+  count = begin ? count + 1 : count - 1;
+  auto prot_of = [](uint32_t r, uint32_t w) { return w != 0 ? kReadWrite : r != 0 ? PROT_READ : PROT_NONE; };
+  if (prot_of(readers, writers) != prot_of(span->readers, span->writers)) {
+    int err = protect_block(span, prot_of(readers, writers));
+    if (err != 0) return err;
+  }
+  span->readers = readers;
+  span->writers = writers;
+  return 0;
 }
 
 bool owns(const void *p) {

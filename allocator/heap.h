@@ -30,7 +30,16 @@ void *allocate(size_t size);
 void *allocate_aligned(size_t alignment, size_t size); // alignment: a power of two <= kMaxAlignment
 void *reallocate(void *p, size_t size);
 void release(void *p);
-size_t usable_size(const void *p); // 0 unless p is a live allocation's start
+size_t usable_size(const void *p); // the size asked for; 0 unless p is a live allocation's start
+
+// Sealed blocks: page-granular, guard pages on both sides, PROT_NONE except
+// inside access scopes. change_access returns 0 or an errno (EINVAL: not a
+// live sealed block, bad mode, or no scope of that mode open; ENOMEM:
+// mprotect refused, the mapping count limit).
+inline constexpr int kAccessRead = 1;  // SECMEM_READ
+inline constexpr int kAccessWrite = 2; // SECMEM_WRITE (reads too)
+void *allocate_sealed(size_t size);
+int change_access(void *p, int mode, bool begin);
 bool owns(const void *p);          // p inside a live allocation
 void get_stats(secmem_stats *out);
 const char *backend_name();

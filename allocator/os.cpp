@@ -12,6 +12,7 @@
 // | read(/dev/zero) touch | EFAULT                   | page refused at first touch (7.3+ kernels)    |
 // | mmap PROT_NONE FIXED  | any                      | fatal: our address range is broken            |
 // | munmap, mremap        | unexpected               | fatal in fork paths (see heap.cpp)            |
+// | mprotect              | ENOMEM                   | mapping count limit: no guard / seal fails    |
 #include "os.h"
 
 #include <cerrno>
@@ -21,11 +22,13 @@
 #include <linux/capability.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "diag.h"
+#include "tools.h"
 
 extern char **environ;
 
@@ -95,7 +98,7 @@ int touch_through_kernel(void *addr, size_t len) {
   char *p = static_cast<char *>(addr);
   int err = 0;
   while (len > 0) {
-    ssize_t n = read(fd, p, len);
+    ssize_t n = syscall(SYS_read, fd, p, len); // raw: sanitizers must not check the (poisoned) target
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       err = n < 0 ? errno : EIO;
@@ -114,6 +117,35 @@ int move_mapping(void *from, size_t len, void *to) {
 }
 
 void unmap(void *addr, size_t len) { munmap(addr, len); }
+
+int protect(void *addr, size_t len, int prot) { return mprotect(addr, len, prot) == 0 ? 0 : errno; }
+
+// Word copies with a compiler barrier in the loop, so that it never becomes a
+// call to memcpy (which ASan intercepts and checks).
+__attribute__((no_sanitize("address", "undefined"))) void copy_unchecked(void *to, const void *from, size_t len) {
+  VALGRIND_DISABLE_ERROR_REPORTING;
+  auto *d = static_cast<uint64_t *>(to);
+  auto *s = static_cast<const uint64_t *>(from);
+  for (size_t i = 0; i < len / 8; ++i) {
+    d[i] = s[i];
+    asm volatile("" : : : "memory");
+  }
+  VALGRIND_ENABLE_ERROR_REPORTING;
+}
+
+bool random_bytes(void *out, size_t len) {
+  auto *p = static_cast<char *>(out);
+  while (len > 0) {
+    long n = syscall(SYS_getrandom, p, len, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+int make_undumpable() { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : errno; }
 
 void *map_metadata(size_t len) {
   void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

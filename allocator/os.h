@@ -42,6 +42,19 @@ int touch_through_kernel(void *addr, size_t len);
 // mremap(from -> to), replacing whatever is mapped at to. Returns 0 or errno.
 int move_mapping(void *from, size_t len, void *to);
 
+// mprotect: 0 or errno (ENOMEM: the process's mapping count limit).
+int protect(void *addr, size_t len, int prot);
+
+// Copies len bytes, invisible to AddressSanitizer and valgrind (the fork copy
+// reads blocks that the heap has poisoned for them as freed).
+void copy_unchecked(void *to, const void *from, size_t len);
+
+// len random bytes from getrandom(2); false if the kernel has none to give.
+bool random_bytes(void *out, size_t len);
+
+// prctl(PR_SET_DUMPABLE, 0): no core dump, no same-user ptrace. 0 or errno.
+int make_undumpable();
+
 // Private read-write anonymous memory for allocator metadata (never secret). nullptr on failure.
 void *map_metadata(size_t len);
 

@@ -59,7 +59,7 @@ TEST(Config, PrintShowsEveryOption) {
   testing::internal::CaptureStderr();
   print_config(parse({"SECMEM_BACKEND=mlock"}));
   EXPECT_EQ(testing::internal::GetCapturedStderr(),
-            "secmem: config SECMEM_BACKEND=mlock SECMEM_ON_EXHAUSTION=fallback SECMEM_RELEASE=never SECMEM_VERBOSE=0\n");
+            "secmem: config SECMEM_BACKEND=mlock SECMEM_ON_EXHAUSTION=fallback SECMEM_RELEASE=never SECMEM_NODUMP=0 SECMEM_VERBOSE=0\n");
 }
 
 // The README's configuration table is the user's only view of the options:

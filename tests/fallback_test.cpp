@@ -159,7 +159,7 @@ TEST(FreshHeap, VerbosePrintsTheConfigurationAndEachChunk) {
   EXPECT_EQ(status, 0);
   EXPECT_TRUE(testing::internal::RE::FullMatch(
       stderr_text, testing::internal::RE("secmem: config SECMEM_BACKEND=auto SECMEM_ON_EXHAUSTION=fallback "
-                                         "SECMEM_RELEASE=never SECMEM_VERBOSE=1\n"
+                                         "SECMEM_RELEASE=never SECMEM_NODUMP=0 SECMEM_VERBOSE=1\n"
                                          "secmem: mapped chunk 0x[0-9a-f]+ \\(2044 KiB, memfd_secret\\)\n")))
       << stderr_text;
 }

@@ -39,15 +39,46 @@ SECMEM_API void *secmem_realloc(void *p, size_t size);
 SECMEM_API SECMEM_MALLOC_LIKE void *secmem_aligned_alloc(size_t alignment, size_t size);
 /* Zeroes the whole usable size, then frees. NULL is ignored. */
 SECMEM_API void secmem_free(void *p);
-/* Usable bytes of a live allocation; 0 for NULL or a pointer secmem does not own. */
+/* The size a live allocation was asked for (its usable bytes: the slack
+ * after them holds an overflow canary); 0 for NULL or a pointer secmem does
+ * not own. */
 SECMEM_API size_t secmem_usable_size(const void *p);
 /* 1 if p points into a live allocation of this heap, else 0. O(1), safe for
  * any pointer value. */
 SECMEM_API int secmem_owns(const void *p);
 
+/* Sealed secrets: a block of its own pages, between PROT_NONE guard pages,
+ * that stays inaccessible (PROT_NONE) except inside access scopes. A stray
+ * read of a sealed secret -- an over-read in a parser, a debugger's
+ * formatter, a heap walker -- faults instead of leaking it.
+ *
+ *   unsigned char *key = secmem_sealed_alloc(32);       // sealed, zero
+ *   secmem_access_begin(key, SECMEM_WRITE);  fill(key);  secmem_access_end(key, SECMEM_WRITE);
+ *   secmem_access_begin(key, SECMEM_READ);   use(key);   secmem_access_end(key, SECMEM_READ);
+ *   secmem_free(key);                                   // zeroed, whatever its state
+ *
+ * Scopes nest and may be open in several threads: the block is read-write
+ * while any SECMEM_WRITE scope is open, read-only while only SECMEM_READ
+ * scopes are, and sealed again when the last one ends. Protection is per
+ * process (all threads see the same), and each sealed block costs at least
+ * one page plus two mappings. secmem_realloc refuses sealed blocks (NULL,
+ * EINVAL). */
+#define SECMEM_READ 1
+#define SECMEM_WRITE 2
+/* size bytes (at least 1) on their own pages, zero-filled and sealed. NULL
+ * with errno ENOMEM when no secret memory is left or mprotect is refused. */
+SECMEM_API SECMEM_MALLOC_LIKE void *secmem_sealed_alloc(size_t size);
+/* Opens an access scope (mode SECMEM_READ or SECMEM_WRITE) on a sealed
+ * block. Returns 0, or -1 with errno EINVAL (p is not a live sealed block,
+ * or mode is neither) or ENOMEM (mprotect refused: the mapping count limit). */
+SECMEM_API int secmem_access_begin(void *p, int mode);
+/* Closes one scope of that mode. -1 with EINVAL when none is open. */
+SECMEM_API int secmem_access_end(void *p, int mode);
+
 struct secmem_stats {
   const char *backend; /* weakest tier holding memory: "memfd_secret", "mlock", "unlocked", or "none" */
-  /* bytes in live allocations (usable sizes), per protection tier */
+  /* bytes of live blocks (each request rounded up to its size class or to
+   * whole pages), per protection tier */
   size_t in_use_secret;   /* memfd_secret pages */
   size_t in_use_locked;   /* mlock'ed anonymous pages (fallback) */
   size_t in_use_unlocked; /* anonymous MADV_DONTDUMP pages (last fallback) */

@@ -21,6 +21,7 @@
 #define SECMEM_SECURE_ALLOC_HPP
 
 #include <algorithm>
+#include <cerrno>
 #include <compare>
 #include <cstddef>
 #include <cstring>
@@ -32,6 +33,7 @@
 #include <memory_resource>
 #include <new>
 #include <stdexcept>
+#include <system_error>
 #include <string_view>
 #include <type_traits>
 #include <unordered_map>
@@ -371,6 +373,91 @@ inline std::pmr::memory_resource *memory_resource() noexcept {
   static detail::secret_memory_resource resource;
   return &resource;
 }
+
+// ---- sealed secrets ----------------------------------------------------------------
+
+// A T on pages of its own that stay inaccessible (PROT_NONE) except while a
+// reader or writer from read() / write() is alive:
+//
+//   secmem::sealed<std::array<unsigned char, 32>> key;      // sealed, zero
+//   { auto w = key.write(); fill(w->data(), w->size()); }   // read-write here
+//   { auto r = key.read(); sign(r->data()); }               // read-only here
+//
+// Outside those scopes any access to the T faults (SIGSEGV) instead of
+// reading the secret. T must be trivially copyable: whatever a T owned
+// elsewhere (a std::string's buffer) would not be sealed with it. Guards
+// nest and may live in several threads at once; the protection is the
+// process's, so while one thread holds a writer every thread can write.
+// Throws std::bad_alloc when no secret memory is left, and std::system_error
+// when the kernel refuses to change the protection (the mapping count limit).
+template <typename T> class sealed {
+  static_assert(std::is_trivially_copyable_v<T>,
+                "secmem::sealed<T> needs a trivially copyable T: memory T owns elsewhere would not be sealed");
+
+public:
+  template <typename Access> class guard {
+  public:
+    Access &operator*() const noexcept { return *ptr_; }
+    Access *operator->() const noexcept { return ptr_; }
+    Access *get() const noexcept { return ptr_; }
+    guard(const guard &) = delete;
+    guard &operator=(const guard &) = delete;
+    guard(guard &&other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+    guard &operator=(guard &&) = delete;
+    ~guard() {
+      if (ptr_ != nullptr) secmem_access_end(const_cast<T *>(ptr_), kMode);
+    }
+
+  private:
+    friend class sealed;
+    static constexpr int kMode = std::is_const_v<Access> ? SECMEM_READ : SECMEM_WRITE;
+    explicit guard(Access *p) : ptr_(p) {
+      if (secmem_access_begin(const_cast<T *>(p), kMode) != 0)
+        throw std::system_error(errno, std::generic_category(), "secmem_access_begin");
+    }
+    Access *ptr_;
+  };
+  using reader = guard<const T>;
+  using writer = guard<T>;
+
+  // Value-initialises the T (zero for arrays and aggregates of scalars), or
+  // constructs it from args inside a write scope; then seals it.
+  template <typename... Args>
+    requires(!(sizeof...(Args) == 1 && (std::is_same_v<std::remove_cvref_t<Args>, sealed> && ...)))
+  explicit sealed(Args &&...args) : ptr_(static_cast<T *>(secmem_sealed_alloc(sizeof(T)))) {
+    static_assert(alignof(T) <= 4096, "sealed<T>: T's alignment is more than a page");
+    if (ptr_ == nullptr) throw std::bad_alloc();
+    if constexpr (sizeof...(Args) > 0) {
+      try {
+        writer w(ptr_);
+        new (ptr_) T(std::forward<Args>(args)...);
+      } catch (...) {
+        secmem_free(ptr_);
+        throw;
+      }
+    }
+  }
+  sealed(const sealed &) = delete;
+  sealed &operator=(const sealed &) = delete;
+  sealed(sealed &&other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)) {}
+  sealed &operator=(sealed &&other) noexcept {
+    if (this != &other) {
+      secmem_free(ptr_);
+      ptr_ = std::exchange(other.ptr_, nullptr);
+    }
+    return *this;
+  }
+  ~sealed() { secmem_free(ptr_); } // trivially destructible: zeroing is all there is to do
+
+  reader read() const { return reader(ptr_); }
+  writer write() { return writer(ptr_); }
+  // The address, for comparisons and fault diagnostics; dereference it only
+  // inside a scope. Null after a move.
+  const void *address() const noexcept { return ptr_; }
+
+private:
+  T *ptr_;
+};
 
 } // namespace secmem
 

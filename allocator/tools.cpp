@@ -1,0 +1,68 @@
+#include "tools.h"
+
+extern "C" {
+// AddressSanitizer's public interface (sanitizer/asan_interface.h), weak:
+// null unless an ASan runtime is loaded.
+void __asan_poison_memory_region(void const volatile *addr, size_t size) __attribute__((weak));
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size) __attribute__((weak));
+}
+
+namespace secmem::tools {
+
+namespace {
+
+void asan_poison(void *p, size_t n) {
+  if (__asan_poison_memory_region != nullptr) __asan_poison_memory_region(p, n);
+}
+
+void asan_unpoison(void *p, size_t n) {
+  if (__asan_unpoison_memory_region != nullptr) __asan_unpoison_memory_region(p, n);
+}
+
+} // namespace
+
+void open(void *p, size_t block) {
+  asan_unpoison(p, block);
+#if SECMEM_HAVE_VALGRIND
+  VALGRIND_MAKE_MEM_DEFINED(p, block);
+#endif
+}
+
+void allocated(void *p, size_t requested, size_t block) {
+  asan_poison(p, block);
+  asan_unpoison(p, requested);
+#if SECMEM_HAVE_VALGRIND
+  VALGRIND_MALLOCLIKE_BLOCK(p, requested, 0, 1);
+  VALGRIND_MAKE_MEM_NOACCESS(static_cast<char *>(p) + requested, block - requested);
+#else
+  (void)block;
+#endif
+}
+
+void freeing(void *p) {
+#if SECMEM_HAVE_VALGRIND
+  VALGRIND_FREELIKE_BLOCK(p, 0);
+#else
+  (void)p;
+#endif
+}
+
+void freed(void *p, size_t block) {
+  asan_poison(p, block);
+#if SECMEM_HAVE_VALGRIND
+  VALGRIND_MAKE_MEM_NOACCESS(p, block);
+#endif
+}
+
+void resized(void *p, size_t old_requested, size_t requested, size_t block) {
+  asan_poison(p, block);
+  asan_unpoison(p, requested);
+#if SECMEM_HAVE_VALGRIND
+  VALGRIND_RESIZEINPLACE_BLOCK(p, old_requested, requested, 0);
+  VALGRIND_MAKE_MEM_NOACCESS(static_cast<char *>(p) + requested, block - requested);
+#else
+  (void)old_requested;
+#endif
+}
+
+} // namespace secmem::tools

@@ -1,0 +1,55 @@
+// The secret heap tells AddressSanitizer and valgrind what it does, so that
+// a use-after-free or an over-read of a secret is reported by the tools
+// people already run (tests/misuse.c holds the bugs).
+#include <gtest/gtest.h>
+
+#include "test_support.h"
+
+using namespace secmem::test;
+
+// An ASan-instrumented program linked against the ordinary libsecmem.so: the
+// library finds the program's ASan runtime and poisons freed blocks and slack.
+TEST(AddressSanitizer, ReportsUseAfterFreeOfASecret) {
+  Result r = run({MISUSE_ASAN_PATH, "uaf"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("ERROR: AddressSanitizer: use-after-poison"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("READ of size 1"), std::string::npos) << r.err;
+}
+
+TEST(AddressSanitizer, ReportsAnOverReadOfASecret) {
+  Result r = run({MISUSE_ASAN_PATH, "overflow"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("ERROR: AddressSanitizer: use-after-poison"), std::string::npos) << r.err;
+}
+
+TEST(AddressSanitizer, CleanProgramRunsClean) {
+  Result r = run({MISUSE_ASAN_PATH, "clean"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "done 4\n");
+}
+
+// valgrind does not know memfd_secret (ENOSYS), so the heap runs on its
+// mlock fallback there; the client requests are the same.
+Result under_valgrind(const char *mode) {
+  return run({VALGRIND_PATH, "--error-exitcode=99", "--leak-check=no", MISUSE_PATH, mode});
+}
+
+TEST(Valgrind, ReportsUseAfterFreeOfASecret) {
+  Result r = under_valgrind("uaf");
+  EXPECT_EQ(r.status, 99) << r.err;
+  EXPECT_NE(r.err.find("Invalid read of size 1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("16 bytes inside a block of size 32 free'd"), std::string::npos) << r.err;
+}
+
+TEST(Valgrind, ReportsAnOverReadOfASecret) {
+  Result r = under_valgrind("overflow");
+  EXPECT_EQ(r.status, 99) << r.err;
+  EXPECT_NE(r.err.find("Invalid read of size 1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("0 bytes after a block of size 20 alloc'd"), std::string::npos) << r.err;
+}
+
+TEST(Valgrind, CleanProgramRunsClean) {
+  Result r = under_valgrind("clean");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("ERROR SUMMARY: 0 errors"), std::string::npos) << r.err;
+}
