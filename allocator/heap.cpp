@@ -186,23 +186,36 @@ uint64_t canary_value(const void *p) {
   return v | 0x0101010101010101ull;
 }
 
-void write_canary(void *p, size_t requested, size_t usable) {
-  size_t n = usable - requested < kCanaryBytes ? usable - requested : kCanaryBytes;
-  if (n == 0) return;
+inline void write_canary(void *p, size_t requested, size_t usable) {
+  char *slack = static_cast<char *>(p) + requested;
   uint64_t v = canary_value(p);
-  memcpy(static_cast<char *>(p) + requested, &v, n);
+  if (usable - requested >= kCanaryBytes) {
+    memcpy(slack, &v, kCanaryBytes); // one 8-byte store
+    return;
+  }
+  for (size_t i = 0; i < usable - requested; ++i) slack[i] = static_cast<char>(v >> (8 * i));
 }
 
-void check_canary(const void *p, size_t requested, size_t usable) {
-  const auto *slack = static_cast<const unsigned char *>(p) + requested;
-  size_t n = usable - requested, c = n < kCanaryBytes ? n : kCanaryBytes;
-  uint64_t v = canary_value(p);
-  bool intact = memcmp(slack, &v, c) == 0;
-  for (size_t i = c; i < n && intact; ++i) intact = slack[i] == 0;
-  if (intact) return;
+[[gnu::noinline, noreturn]] void overflow_found(const void *p, size_t requested) {
   diag::Line().add("heap buffer overflow: the bytes after the ").dec(requested).add("-byte block at ")
       .hex(reinterpret_cast<uintptr_t>(p)).add(" were overwritten").emit();
   abort();
+}
+
+inline void check_canary(const void *p, size_t requested, size_t usable) {
+  const auto *slack = static_cast<const unsigned char *>(p) + requested;
+  size_t n = usable - requested;
+  uint64_t v = canary_value(p);
+  if (n >= kCanaryBytes) {
+    uint64_t seen;
+    memcpy(&seen, slack, kCanaryBytes);
+    uint64_t rest = 0;
+    for (size_t i = kCanaryBytes; i < n; ++i) rest |= slack[i];
+    if (seen != v || rest != 0) overflow_found(p, requested);
+    return;
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (slack[i] != static_cast<unsigned char>(v >> (8 * i))) overflow_found(p, requested);
 }
 
 // Validates p for free/realloc; aborts with a message naming the misuse.
@@ -413,6 +426,7 @@ bool init_slow() {
     mprotect(&g_sealed, sizeof g_sealed, PROT_READ);
     const Config &cfg = config();
     if (cfg.verbose) print_config(cfg);
+    tools::detect();
     if (!os::random_bytes(&g_heap.canary_key, sizeof g_heap.canary_key)) // no entropy yet: ASLR's
       g_heap.canary_key = reinterpret_cast<uintptr_t>(&g_heap) ^ (reinterpret_cast<uintptr_t>(&cfg) << 17);
     if (cfg.nodump_kind() == NoDump::kAlways) {

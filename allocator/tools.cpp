@@ -21,14 +21,24 @@ void asan_unpoison(void *p, size_t n) {
 
 } // namespace
 
-void open(void *p, size_t block) {
+bool g_active = false;
+
+void detect() {
+#if SECMEM_HAVE_VALGRIND
+  g_active = __asan_poison_memory_region != nullptr || RUNNING_ON_VALGRIND != 0;
+#else
+  g_active = __asan_poison_memory_region != nullptr;
+#endif
+}
+
+void open_slow(void *p, size_t block) {
   asan_unpoison(p, block);
 #if SECMEM_HAVE_VALGRIND
   VALGRIND_MAKE_MEM_DEFINED(p, block);
 #endif
 }
 
-void allocated(void *p, size_t requested, size_t block) {
+void allocated_slow(void *p, size_t requested, size_t block) {
   asan_poison(p, block);
   asan_unpoison(p, requested);
 #if SECMEM_HAVE_VALGRIND
@@ -39,7 +49,7 @@ void allocated(void *p, size_t requested, size_t block) {
 #endif
 }
 
-void freeing(void *p) {
+void freeing_slow(void *p) {
 #if SECMEM_HAVE_VALGRIND
   VALGRIND_FREELIKE_BLOCK(p, 0);
 #else
@@ -47,14 +57,14 @@ void freeing(void *p) {
 #endif
 }
 
-void freed(void *p, size_t block) {
+void freed_slow(void *p, size_t block) {
   asan_poison(p, block);
 #if SECMEM_HAVE_VALGRIND
   VALGRIND_MAKE_MEM_NOACCESS(p, block);
 #endif
 }
 
-void resized(void *p, size_t old_requested, size_t requested, size_t block) {
+void resized_slow(void *p, size_t old_requested, size_t requested, size_t block) {
   asan_poison(p, block);
   asan_unpoison(p, requested);
 #if SECMEM_HAVE_VALGRIND

@@ -22,15 +22,37 @@
 
 namespace secmem::tools {
 
+// True when an ASan runtime is loaded or the process runs under valgrind
+// (decided once, at the heap's initialisation): otherwise the calls below
+// cost one predictable branch.
+extern bool g_active;
+void detect();
+
+void open_slow(void *p, size_t block);
+void allocated_slow(void *p, size_t requested, size_t block);
+void freeing_slow(void *p);
+void freed_slow(void *p, size_t block);
+void resized_slow(void *p, size_t old_requested, size_t requested, size_t block);
+
 // The heap is about to read or write the whole block (canary, zeroing).
-void open(void *p, size_t block);
+inline void open(void *p, size_t block) {
+  if (__builtin_expect(g_active, 0)) open_slow(p, block);
+}
 // A block was handed out: [p, p+requested) is the caller's, the rest is slack.
-void allocated(void *p, size_t requested, size_t block);
+inline void allocated(void *p, size_t requested, size_t block) {
+  if (__builtin_expect(g_active, 0)) allocated_slow(p, requested, block);
+}
 // A live block is being freed (before open + zeroing).
-void freeing(void *p);
+inline void freeing(void *p) {
+  if (__builtin_expect(g_active, 0)) freeing_slow(p);
+}
 // The block is free: any access is a use-after-free.
-void freed(void *p, size_t block);
+inline void freed(void *p, size_t block) {
+  if (__builtin_expect(g_active, 0)) freed_slow(p, block);
+}
 // A live block changed size in place.
-void resized(void *p, size_t old_requested, size_t requested, size_t block);
+inline void resized(void *p, size_t old_requested, size_t requested, size_t block) {
+  if (__builtin_expect(g_active, 0)) resized_slow(p, old_requested, requested, block);
+}
 
 } // namespace secmem::tools
