@@ -6,7 +6,11 @@
 // test's output.
 #include <gtest/gtest.h>
 
+#include <csignal>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -88,6 +92,95 @@ TEST_P(Exposure, ShimLeavesNoReadableHeapCopy) {
   EXPECT_EQ(shimmed.copies["anonymous"], 0) << describe_copies(shimmed);
   EXPECT_EQ(shimmed.total(), 0) << describe_copies(shimmed);
   EXPECT_EQ(shimmed.unreadable_secret.size(), 1u) << "the key's secretmem chunk is there, and unreadable";
+}
+
+// ---- core dumps ----------------------------------------------------------------------
+
+namespace {
+
+const char kCorePattern[] = "/proc/sys/kernel/core_pattern";
+
+std::string read_file(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+bool write_file(const std::string &path, const std::string &text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.close();
+  return out.good();
+}
+
+// Occurrences of any of the patterns in data.
+int count_copies(const std::string &data, const std::vector<std::vector<unsigned char>> &patterns) {
+  int copies = 0;
+  for (const auto &pattern : patterns) {
+    std::string needle(pattern.begin(), pattern.end());
+    for (size_t at = data.find(needle); at != std::string::npos; at = data.find(needle, at + 1)) ++copies;
+  }
+  return copies;
+}
+
+// shim_probe hold KEY, with env, made to dump core once the key is loaded.
+// Returns the core file's bytes ("" if it wrote none).
+std::string core_of_holder(const std::string &key, const std::string &dir, const std::vector<std::string> &env) {
+  int to_child[2], from_child[2];
+  EXPECT_EQ(pipe(to_child), 0);
+  EXPECT_EQ(pipe(from_child), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(to_child[0], 0);
+    dup2(from_child[1], 1);
+    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) close(fd);
+    rlimit unlimited{RLIM_INFINITY, RLIM_INFINITY};
+    setrlimit(RLIMIT_CORE, &unlimited);
+    for (const std::string &entry : env) putenv(const_cast<char *>(entry.c_str()));
+    execl(kProbe.c_str(), kProbe.c_str(), "hold", key.c_str(), nullptr);
+    _exit(127);
+  }
+  close(to_child[0]);
+  close(from_child[1]);
+  char ready[6] = {};
+  EXPECT_EQ(read(from_child[0], ready, 6), 6);
+  kill(pid, SIGABRT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(to_child[1]);
+  close(from_child[0]);
+  EXPECT_TRUE(WIFSIGNALED(status) && WCOREDUMP(status)) << "status " << status;
+  std::string core = read_file(dir + "/core." + std::to_string(pid));
+  unlink((dir + "/core." + std::to_string(pid)).c_str());
+  return core;
+}
+
+} // namespace
+
+// A process holding a key dumps core: without the shim the core file holds
+// the private scalar; under it, on either backend, it does not (memfd_secret
+// mappings are never dumped; the fallback's are MADV_DONTDUMP). The kernel's
+// core_pattern is pointed at a temporary directory for the test, then put back.
+TEST_P(Exposure, CoreDumpHoldsNoKey) {
+  SECMEM_REQUIRE_SECRETMEM();
+  std::string key = dir_ + "/" + GetParam() + ".pem";
+  std::string saved = read_file(kCorePattern);
+  ASSERT_FALSE(saved.empty());
+  ASSERT_TRUE(write_file(kCorePattern, dir_ + "/core.%p")) << "cannot set " << kCorePattern << " (root is needed)";
+  std::string plain = core_of_holder(key, dir_, {});
+  std::string shimmed = core_of_holder(key, dir_, {"LD_PRELOAD=" + kShim});
+  std::string fallback = core_of_holder(key, dir_, {"LD_PRELOAD=" + kShim, "SECMEM_BACKEND=mlock"});
+  EXPECT_TRUE(write_file(kCorePattern, saved));
+  auto patterns = private_scalar_patterns(key);
+  ASSERT_GT(plain.size(), 100000u) << "no core file was written";
+  ASSERT_GT(shimmed.size(), 100000u);
+  ASSERT_GT(fallback.size(), 100000u);
+  int in_plain = count_copies(plain, patterns), in_shimmed = count_copies(shimmed, patterns),
+      in_fallback = count_copies(fallback, patterns);
+  std::printf("core dump, %s: %d copies plain, %d under the shim, %d under the shim on the mlock tier\n", GetParam(),
+              in_plain, in_shimmed, in_fallback);
+  EXPECT_GT(in_plain, 0) << "the core of an unprotected process holds the key";
+  EXPECT_EQ(in_shimmed, 0);
+  EXPECT_EQ(in_fallback, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Keys, Exposure, testing::Values("RSA", "EC", "Ed25519"),
