@@ -121,8 +121,10 @@ void unmap(void *addr, size_t len) { munmap(addr, len); }
 int protect(void *addr, size_t len, int prot) { return mprotect(addr, len, prot) == 0 ? 0 : errno; }
 
 // Word copies with a compiler barrier in the loop, so that it never becomes a
-// call to memcpy (which ASan intercepts and checks).
-__attribute__((no_sanitize("address", "undefined"))) void copy_unchecked(void *to, const void *from, size_t len) {
+// call to memcpy (which ASan intercepts and checks). Not seen by TSan either:
+// the fork copy reads blocks that other threads may be writing, and a write
+// racing with fork() reaches the child or not, as it would without secmem.
+__attribute__((no_sanitize("address", "undefined", "thread"))) void copy_unchecked(void *to, const void *from, size_t len) {
   VALGRIND_DISABLE_ERROR_REPORTING;
   auto *d = static_cast<uint64_t *>(to);
   auto *s = static_cast<const uint64_t *>(from);

@@ -39,12 +39,12 @@ __attribute__((no_sanitize("address"))) unsigned char peek(const void *p, ptrdif
 // Changes every bit of one byte: whatever the (random) canary, it no longer matches.
 void flip(void *p, ptrdiff_t offset) { poke(p, offset, static_cast<unsigned char>(~peek(p, offset))); }
 
-// Runs fn in a child: true when it died of SIGSEGV (or, in the ASan build,
-// when ASan's SEGV handler reported it).
+// Runs fn in a child: true when it died of SIGSEGV (or, in a sanitizer
+// build, when the sanitizer's SEGV handler reported it).
 bool faults(const std::function<bool()> &fn) {
   std::string err;
   int status = run_in_child(fn, &err);
-  return status == 128 + SIGSEGV || err.find("AddressSanitizer: SEGV on unknown address") != std::string::npos;
+  return status == 128 + SIGSEGV || err.find("Sanitizer: SEGV on unknown address") != std::string::npos;
 }
 
 } // namespace
