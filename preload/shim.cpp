@@ -19,6 +19,7 @@
 #include <link.h>
 #include <sched.h>
 #include <sys/auxv.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "secmem/secmem.h"
@@ -642,4 +643,118 @@ SHIM_API int sodium_mprotect_readwrite(void *ptr) {
   if (is_secret(ptr)) return 0;
   auto real = real_sodium<int (*)(void *)>("sodium_mprotect_readwrite");
   return real != nullptr ? real(ptr) : -1;
+}
+
+// ---- I/O on secret buffers: clear errors ------------------------------------------
+//
+// The kernel refuses to pin memfd_secret pages, so calls that pin their user
+// buffer (O_DIRECT reads and writes, vmsplice, MSG_ZEROCOPY sends) fail with
+// EFAULT, "Bad address", on a perfectly good address. These wrappers pass
+// every call through unchanged; only when one fails with EFAULT on a secret
+// buffer do they say why, once per call name, and leave errno as it was.
+
+namespace {
+
+template <typename F> F next_io(std::atomic<F> &slot, const char *name) {
+  F fn = slot.load(std::memory_order_acquire);
+  if (__builtin_expect(fn == nullptr, 0)) {
+    fn = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
+    slot.store(fn, std::memory_order_release);
+  }
+  return fn;
+}
+
+enum IoCall { kRead, kWrite, kVmsplice, kSend, kNumIoCalls };
+std::atomic<bool> g_io_explained[kNumIoCalls];
+
+[[gnu::noinline]] void explain_io(IoCall call, const char *name, int fd, const void *buf) {
+  int saved = errno;
+  if (!g_io_explained[call].exchange(true)) {
+    char where[64];
+    size_t n = 0;
+    const char *prefix = call == kRead ? " into secret memory at 0x" : " from secret memory at 0x";
+    for (const char *c = prefix; *c != '\0'; ++c) where[n++] = *c;
+    uintptr_t value = reinterpret_cast<uintptr_t>(buf);
+    int digits = 1;
+    while (digits < 16 && (value >> (4 * digits)) != 0) ++digits;
+    for (int d = digits - 1; d >= 0; --d) where[n++] = "0123456789abcdef"[(value >> (4 * d)) & 0xf];
+    where[n] = '\0';
+    const char *why = "";
+    if (call == kRead || call == kWrite) {
+      int flags = fcntl(fd, F_GETFL);
+      why = flags >= 0 && (flags & O_DIRECT) != 0
+                ? " failed with EFAULT: the file is open with O_DIRECT, which pins the buffer's pages, and memfd_secret "
+                  "pages cannot be pinned; use an ordinary buffer for direct I/O and copy the bytes"
+                : " failed with EFAULT (the kernel could not pin or reach the secret pages)";
+    } else if (call == kVmsplice) {
+      why = " failed with EFAULT: vmsplice pins the pages, and memfd_secret pages cannot be pinned; use write()";
+    } else {
+      why = " failed with EFAULT: MSG_ZEROCOPY pins the pages, and memfd_secret pages cannot be pinned; send "
+            "without MSG_ZEROCOPY";
+    }
+    write_line("secmem: ", name, where);
+    write_line("secmem:   ", why + 1);
+  }
+  errno = saved;
+}
+
+std::atomic<ssize_t (*)(int, void *, size_t)> g_next_read;
+std::atomic<ssize_t (*)(int, const void *, size_t)> g_next_write;
+std::atomic<ssize_t (*)(int, void *, size_t, off_t)> g_next_pread;
+std::atomic<ssize_t (*)(int, const void *, size_t, off_t)> g_next_pwrite;
+std::atomic<ssize_t (*)(int, const struct iovec *, unsigned long, unsigned int)> g_next_vmsplice;
+std::atomic<ssize_t (*)(int, const void *, size_t, int)> g_next_send;
+
+inline bool refused_secret(ssize_t result, const void *buf) {
+  return __builtin_expect(result < 0, 0) && errno == EFAULT && is_secret(buf);
+}
+
+} // namespace
+
+SHIM_API ssize_t read(int fd, void *buf, size_t n) {
+  ssize_t result = next_io(g_next_read, "read")(fd, buf, n);
+  if (refused_secret(result, buf)) explain_io(kRead, "read", fd, buf);
+  return result;
+}
+
+SHIM_API ssize_t write(int fd, const void *buf, size_t n) {
+  ssize_t result = next_io(g_next_write, "write")(fd, buf, n);
+  if (refused_secret(result, buf)) explain_io(kWrite, "write", fd, buf);
+  return result;
+}
+
+SHIM_API ssize_t pread64(int fd, void *buf, size_t n, off_t offset) {
+  ssize_t result = next_io(g_next_pread, "pread64")(fd, buf, n, offset);
+  if (refused_secret(result, buf)) explain_io(kRead, "pread", fd, buf);
+  return result;
+}
+
+SHIM_API ssize_t pwrite64(int fd, const void *buf, size_t n, off_t offset) {
+  ssize_t result = next_io(g_next_pwrite, "pwrite64")(fd, buf, n, offset);
+  if (refused_secret(result, buf)) explain_io(kWrite, "pwrite", fd, buf);
+  return result;
+}
+
+// The same under their other names (off_t is 64-bit on the 64-bit targets we
+// build for; this file's own headers map pread to pread64, hence asm labels).
+SHIM_API ssize_t shim_pread(int fd, void *buf, size_t n, off_t offset) __asm__("pread");
+SHIM_API ssize_t shim_pwrite(int fd, const void *buf, size_t n, off_t offset) __asm__("pwrite");
+ssize_t shim_pread(int fd, void *buf, size_t n, off_t offset) { return pread64(fd, buf, n, offset); }
+ssize_t shim_pwrite(int fd, const void *buf, size_t n, off_t offset) { return pwrite64(fd, buf, n, offset); }
+
+SHIM_API ssize_t vmsplice(int fd, const struct iovec *iov, unsigned long count, unsigned int flags) {
+  ssize_t result = next_io(g_next_vmsplice, "vmsplice")(fd, iov, count, flags);
+  if (__builtin_expect(result < 0, 0) && errno == EFAULT)
+    for (unsigned long i = 0; i < count; ++i)
+      if (is_secret(iov[i].iov_base)) {
+        explain_io(kVmsplice, "vmsplice", fd, iov[i].iov_base);
+        break;
+      }
+  return result;
+}
+
+SHIM_API ssize_t send(int fd, const void *buf, size_t n, int flags) {
+  ssize_t result = next_io(g_next_send, "send")(fd, buf, n, flags);
+  if (refused_secret(result, buf)) explain_io(kSend, "send", fd, buf);
+  return result;
 }

@@ -3,6 +3,8 @@
 // the shim's SECMEM_REPORT line and the secretmem mappings in /proc/PID/maps.
 #include <gtest/gtest.h>
 
+#include <regex>
+
 #include <arpa/inet.h>
 #include <cerrno>
 #include <chrono>
@@ -275,4 +277,24 @@ TEST_F(Preload, TagCallersRoutesAllocationsMadeInsideAListedLibrary) {
   EXPECT_NE(reports()[0].find("callers 2 (128 bytes)"), std::string::npos) << reports()[0];
   Result without = run({kProbe, "callers", library}, shim_env());
   EXPECT_EQ(without.out, "from the library: ordinary, ordinary; from here: ordinary\n");
+}
+
+// The kernel cannot pin memfd_secret pages: an O_DIRECT read into a secret
+// buffer and a vmsplice of one fail with EFAULT. The shim leaves the result
+// alone and says why, once per call.
+TEST_F(Preload, RefusedIoOnSecretBuffersIsExplainedOnce) {
+  SECMEM_REQUIRE_SECRETMEM();
+  char pattern[] = "/var/tmp/secmem-direct-XXXXXX"; // O_DIRECT needs a disk file system
+  std::string dir = mkdtemp(pattern);
+  Result r = run({kProbe, "direct", dir}, {"LD_PRELOAD=" + kShim});
+  (void)!system(("rm -rf " + dir).c_str());
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "pread -1 EFAULT\npread -1 EFAULT\nvmsplice -1 EFAULT\n");
+  std::regex expected(
+      "secmem: pread into secret memory at 0x[0-9a-f]+\n"
+      "secmem:   failed with EFAULT: the file is open with O_DIRECT, which pins the buffer's pages, and memfd_secret "
+      "pages cannot be pinned; use an ordinary buffer for direct I/O and copy the bytes\n"
+      "secmem: vmsplice from secret memory at 0x[0-9a-f]+\n"
+      "secmem:   failed with EFAULT: vmsplice pins the pages, and memfd_secret pages cannot be pinned; use write\\(\\)\n");
+  EXPECT_TRUE(std::regex_match(r.err, expected)) << r.err;
 }

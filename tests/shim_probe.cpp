@@ -19,6 +19,8 @@
 
 #include <cstdio>
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/uio.h>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -153,6 +155,34 @@ int threads() {
   return total == 0 ? 0 : 1;
 }
 
+// direct DIR: O_DIRECT reads into an OpenSSL secure-heap buffer (secret
+// memory under the shim), twice, then a vmsplice of it; prints each result.
+int direct(const char *dir) {
+  std::string path = std::string(dir) + "/direct.bin";
+  int fd = open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC | O_DIRECT, 0600);
+  void *plain = nullptr;
+  if (fd < 0 || posix_memalign(&plain, 4096, 4096) != 0) return 2;
+  memset(plain, 'd', 4096);
+  if (pwrite(fd, plain, 4096, 0) != 4096) return 3;
+  auto *secret = static_cast<unsigned char *>(CRYPTO_secure_malloc(4096, __FILE__, __LINE__));
+  if (secret == nullptr || reinterpret_cast<uintptr_t>(secret) % 4096 != 0) return 4;
+  for (int i = 0; i < 2; ++i) {
+    errno = 0;
+    ssize_t n = pread(fd, secret, 4096, 0);
+    printf("pread %zd %s\n", n, n < 0 ? strerrorname_np(errno) : "ok");
+  }
+  int p[2];
+  if (pipe(p) != 0) return 5;
+  iovec iov{secret, 64};
+  errno = 0;
+  ssize_t n = vmsplice(p[1], &iov, 1, 0);
+  printf("vmsplice %zd %s\n", n, n < 0 ? strerrorname_np(errno) : "ok");
+  CRYPTO_secure_free(secret, __FILE__, __LINE__);
+  free(plain);
+  close(fd);
+  return 0;
+}
+
 int tag() {
   secmem_tag_begin();
   void *tagged = malloc(64);
@@ -216,6 +246,7 @@ int main(int argc, char **argv) {
   if (mode == "forkgen") return forkgen(argc, argv);
   if (mode == "threads") return threads();
   if (mode == "tag") return tag();
+  if (mode == "direct" && argc > 2) return direct(argv[2]);
   if (mode == "sodium") return sodium();
   if (mode == "callers" && argc > 2) return callers(argv[2]);
   fprintf(stderr, "usage: shim_probe owned|hold|forkgen|threads|tag ...\n");
