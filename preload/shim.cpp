@@ -302,9 +302,12 @@ inline bool caller_tagged(const void *return_address) {
 
 // Resolving at start-up also checks the LD_PRELOAD order when another
 // allocator serves every malloc call (so ours never runs).
+void resolve_io(); // the I/O wrappers' next functions (end of this file)
+
 __attribute__((constructor)) void start_shim() {
   parse_tag_callers();
   resolve();
+  resolve_io(); // now, not at a first call that might come from a signal handler
 }
 
 // ---- report at exit ---------------------------------------------------------------
@@ -704,6 +707,15 @@ std::atomic<ssize_t (*)(int, void *, size_t, off_t)> g_next_pread;
 std::atomic<ssize_t (*)(int, const void *, size_t, off_t)> g_next_pwrite;
 std::atomic<ssize_t (*)(int, const struct iovec *, unsigned long, unsigned int)> g_next_vmsplice;
 std::atomic<ssize_t (*)(int, const void *, size_t, int)> g_next_send;
+
+void resolve_io() {
+  next_io(g_next_read, "read");
+  next_io(g_next_write, "write");
+  next_io(g_next_pread, "pread64");
+  next_io(g_next_pwrite, "pwrite64");
+  next_io(g_next_vmsplice, "vmsplice");
+  next_io(g_next_send, "send");
+}
 
 inline bool refused_secret(ssize_t result, const void *buf) {
   return __builtin_expect(result < 0, 0) && errno == EFAULT && is_secret(buf);
