@@ -198,12 +198,7 @@ Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge) {
         counters_.fallbacks[static_cast<int>(first_why)]++;
         report_fallback(tier, first_why, first_err);
       }
-      if (tier != Tier::kSecret && config_->nodump_kind() == NoDump::kFallback && !undumpable_) {
-        // Fallback pages are readable through ptrace and /proc/PID/mem by the same user.
-        int nodump_err = os::make_undumpable();
-        undumpable_ = nodump_err == 0;
-        if (!undumpable_) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(nodump_err).add(")").emit();
-      }
+      if (tier != Tier::kSecret) note_weaker_tier();
       if (config_->verbose) {
         diag::Line().add("mapped chunk ").hex(addr).add(" (").dec(chunk->mapped_bytes() / 1024)
             .add(" KiB, ").add(tier_name(tier)).add(")").emit();
@@ -373,6 +368,15 @@ void ChunkPool::release_chunk(Chunk *chunk) {
   chunk_meta_.give(chunk);
 }
 
+// A chunk is outside memfd_secret, where the same user can read it through
+// ptrace and /proc/PID/mem: SECMEM_NODUMP=fallback makes the process non-dumpable.
+void ChunkPool::note_weaker_tier() {
+  if (config_->nodump_kind() != NoDump::kFallback || undumpable_) return;
+  int err = os::make_undumpable();
+  undumpable_ = err == 0;
+  if (!undumpable_) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(err).add(")").emit();
+}
+
 int ChunkPool::protect(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot) {
   constexpr int kReadWrite = PROT_READ | PROT_WRITE;
   int err = os::protect(reinterpret_cast<void *>(chunk->base + size_t{first_page} * os::kPageSize),
@@ -495,6 +499,7 @@ void ChunkPool::after_fork_child() {
       counters_.mapped_bytes[static_cast<int>(before)] -= chunk->mapped_bytes();
       counters_.mapped_bytes[static_cast<int>(chunk->tier)] += chunk->mapped_bytes();
     }
+    if (chunk->tier != Tier::kSecret) note_weaker_tier();
   }
 }
 

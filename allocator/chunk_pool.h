@@ -131,6 +131,7 @@ private:
   void unlink_chunk(Chunk *chunk);
   void release_chunk(Chunk *chunk);
   void report_fallback(Tier to, FallbackReason why, int err);
+  void note_weaker_tier();
   void report_failure(FallbackReason why, int err);
 
   const Config *config_ = nullptr;

@@ -38,12 +38,12 @@ struct Span {
   bool sealed = false;
   uint32_t readers = 0;
   uint32_t writers = 0;
-  size_t large_requested = 0;                   // large: the size asked for
-  uint16_t requested[kMaxBlocksPerSpan] = {};   // small: the size asked for, per live block
+  size_t large_requested = 0; // large: the size asked for
   uint64_t free_bits[kFreeWords] = {}; // one bit per block in the central free list
   // One byte per block handed out: set by plain store (the allocating thread
   // owns the block), cleared by exchange (a racing double free is caught).
   alignas(64) std::atomic<uint8_t> live[kMaxBlocksPerSpan] = {}; // 64 blocks per cache line
+  uint16_t requested[kMaxBlocksPerSpan] = {}; // small: the size asked for, per live block
 };
 
 } // namespace secmem
@@ -736,6 +736,7 @@ int change_access(void *p, int mode, bool begin) {
   BlockRef ref;
   if (p == nullptr || find_block(p, &ref) != Found::kBlock || !is_live(ref) || !ref.span->sealed) return EINVAL;
   Locked lock;
+  if (!is_live(ref)) return EINVAL; // freed meanwhile (free clears the mark before it unseals)
   Span *span = ref.span;
   uint32_t readers = span->readers, writers = span->writers;
   uint32_t &count = mode == kAccessWrite ? writers : readers;
