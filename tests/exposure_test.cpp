@@ -30,32 +30,23 @@ namespace {
 const std::string kShim = SECMEM_PRELOAD_PATH;
 const std::string kProbe = SECMEM_PROBE_PATH;
 
+// shim_probe hold KEY with env, once it has said the key is loaded (core:
+// with RLIMIT_CORE unlimited, through prlimit).
+Child start_holder(const std::string &key, const std::vector<std::string> &env, bool core = false) {
+  std::vector<std::string> argv = {kProbe, "hold", key};
+  if (core) argv.insert(argv.begin(), {"prlimit", "--core=unlimited"});
+  Child child = start(argv, env);
+  char ready[6] = {};
+  EXPECT_EQ(read(child.out, ready, 6), 6);
+  return child;
+}
+
 // Runs shim_probe hold KEY (under the shim or not), scans it with the
 // secmem command's scanner, lets it go.
 ScanResult scan_holder(const std::string &key, bool shim) {
-  int to_child[2], from_child[2];
-  EXPECT_EQ(pipe(to_child), 0);
-  EXPECT_EQ(pipe(from_child), 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(to_child[0], 0);
-    dup2(from_child[1], 1);
-    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) close(fd);
-    if (shim) setenv("LD_PRELOAD", kShim.c_str(), 1);
-    execl(kProbe.c_str(), kProbe.c_str(), "hold", key.c_str(), nullptr);
-    _exit(127);
-  }
-  close(to_child[0]);
-  close(from_child[1]);
-  char ready[6] = {};
-  EXPECT_EQ(read(from_child[0], ready, 6), 6);
-  ScanResult copies = scan(pid, private_scalar_patterns(key));
-  (void)!write(to_child[1], "x", 1);
-  close(to_child[1]);
-  close(from_child[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  Child child = start_holder(key, shim ? std::vector<std::string>{"LD_PRELOAD=" + kShim} : std::vector<std::string>{});
+  ScanResult copies = scan(child.pid, private_scalar_patterns(key));
+  EXPECT_EQ(finish(child, "x").status, 0);
   return copies;
 }
 
@@ -125,32 +116,12 @@ int count_copies(const std::string &data, const std::vector<std::vector<unsigned
 // shim_probe hold KEY, with env, made to dump core once the key is loaded.
 // Returns the core file's bytes ("" if it wrote none).
 std::string core_of_holder(const std::string &key, const std::string &dir, const std::vector<std::string> &env) {
-  int to_child[2], from_child[2];
-  EXPECT_EQ(pipe(to_child), 0);
-  EXPECT_EQ(pipe(from_child), 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(to_child[0], 0);
-    dup2(from_child[1], 1);
-    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) close(fd);
-    rlimit unlimited{RLIM_INFINITY, RLIM_INFINITY};
-    setrlimit(RLIMIT_CORE, &unlimited);
-    for (const std::string &entry : env) putenv(const_cast<char *>(entry.c_str()));
-    execl(kProbe.c_str(), kProbe.c_str(), "hold", key.c_str(), nullptr);
-    _exit(127);
-  }
-  close(to_child[0]);
-  close(from_child[1]);
-  char ready[6] = {};
-  EXPECT_EQ(read(from_child[0], ready, 6), 6);
-  kill(pid, SIGABRT);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  close(to_child[1]);
-  close(from_child[0]);
-  EXPECT_TRUE(WIFSIGNALED(status) && WCOREDUMP(status)) << "status " << status;
-  std::string core = read_file(dir + "/core." + std::to_string(pid));
-  unlink((dir + "/core." + std::to_string(pid)).c_str());
+  Child child = start_holder(key, env, true);
+  kill(child.pid, SIGABRT);
+  EXPECT_EQ(finish(child).status, 128 + SIGABRT);
+  std::string path = dir + "/core." + std::to_string(child.pid);
+  std::string core = read_file(path);
+  unlink(path.c_str());
   return core;
 }
 

@@ -52,21 +52,18 @@ struct Fixture {
 // Each case gets a page-aligned buffer of kSize bytes and says what happened.
 using Case = std::string (*)(const Fixture &, void *buf);
 
-std::string do_read(const Fixture &fx, void *buf) {
-  int fd = open(fx.file().c_str(), O_RDONLY);
-  long rc = read(fd, buf, kSize);
+// One read (O_RDONLY) or write of kSize bytes on a file opened with flags.
+std::string file_io(const std::string &path, int flags, void *buf) {
+  int fd = open(path.c_str(), flags, 0600);
+  if (fd < 0) return "open " + outcome(-1, errno);
+  long rc = (flags & O_ACCMODE) == O_RDONLY ? read(fd, buf, kSize) : write(fd, buf, kSize);
   int err = errno;
   close(fd);
   return outcome(rc, err);
 }
 
-std::string do_write(const Fixture &fx, void *buf) {
-  int fd = open((fx.dir + "/out").c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0600);
-  long rc = write(fd, buf, kSize);
-  int err = errno;
-  close(fd);
-  return outcome(rc, err);
-}
+std::string do_read(const Fixture &fx, void *buf) { return file_io(fx.file(), O_RDONLY, buf); }
+std::string do_write(const Fixture &fx, void *buf) { return file_io(fx.dir + "/out", O_CREAT | O_WRONLY | O_TRUNC, buf); }
 
 std::string do_send_recv(const Fixture &, void *buf) {
   int sv[2];
@@ -85,22 +82,9 @@ std::string do_send_recv(const Fixture &, void *buf) {
   return got < 0 ? "recv " + outcome(got, err) : "ok";
 }
 
-std::string do_direct_read(const Fixture &fx, void *buf) {
-  int fd = open(fx.file().c_str(), O_RDONLY | O_DIRECT);
-  if (fd < 0) return "open " + outcome(-1, errno);
-  long rc = read(fd, buf, kSize);
-  int err = errno;
-  close(fd);
-  return outcome(rc, err);
-}
-
+std::string do_direct_read(const Fixture &fx, void *buf) { return file_io(fx.file(), O_RDONLY | O_DIRECT, buf); }
 std::string do_direct_write(const Fixture &fx, void *buf) {
-  int fd = open((fx.dir + "/direct").c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_DIRECT, 0600);
-  if (fd < 0) return "open " + outcome(-1, errno);
-  long rc = write(fd, buf, kSize);
-  int err = errno;
-  close(fd);
-  return outcome(rc, err);
+  return file_io(fx.dir + "/direct", O_CREAT | O_WRONLY | O_TRUNC | O_DIRECT, buf);
 }
 
 std::string do_vmsplice(const Fixture &, void *buf) {
@@ -114,36 +98,22 @@ std::string do_vmsplice(const Fixture &, void *buf) {
   return outcome(rc, err);
 }
 
-std::string do_uring_read(const Fixture &fx, void *buf) {
-  io_uring ring;
-  int rc = io_uring_queue_init(4, &ring, 0);
-  if (rc < 0) return "io_uring_queue_init " + outcome(-1, -rc);
-  int fd = open(fx.file().c_str(), O_RDONLY);
-  io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-  io_uring_prep_read(sqe, fd, buf, kSize, 0);
-  io_uring_submit(&ring);
-  io_uring_cqe *cqe = nullptr;
-  io_uring_wait_cqe(&ring, &cqe);
-  int res = cqe->res;
-  io_uring_cqe_seen(&ring, cqe);
-  close(fd);
-  io_uring_queue_exit(&ring);
-  return outcome(res, -res);
-}
-
-std::string do_uring_fixed(const Fixture &fx, void *buf) {
+// One io_uring read of the data file into buf: plain, or from registered buffer 0.
+std::string uring_read(const Fixture &fx, void *buf, bool registered) {
   io_uring ring;
   int rc = io_uring_queue_init(4, &ring, 0);
   if (rc < 0) return "io_uring_queue_init " + outcome(-1, -rc);
   iovec iov{buf, kSize};
-  rc = io_uring_register_buffers(&ring, &iov, 1);
-  if (rc < 0) {
+  if (registered && (rc = io_uring_register_buffers(&ring, &iov, 1)) < 0) {
     io_uring_queue_exit(&ring);
     return "io_uring_register_buffers " + outcome(-1, -rc);
   }
   int fd = open(fx.file().c_str(), O_RDONLY);
   io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-  io_uring_prep_read_fixed(sqe, fd, buf, kSize, 0, 0);
+  if (registered)
+    io_uring_prep_read_fixed(sqe, fd, buf, kSize, 0, 0);
+  else
+    io_uring_prep_read(sqe, fd, buf, kSize, 0);
   io_uring_submit(&ring);
   io_uring_cqe *cqe = nullptr;
   io_uring_wait_cqe(&ring, &cqe);
@@ -154,15 +124,13 @@ std::string do_uring_fixed(const Fixture &fx, void *buf) {
   return outcome(res, -res);
 }
 
+std::string do_uring_read(const Fixture &fx, void *buf) { return uring_read(fx, buf, false); }
+std::string do_uring_fixed(const Fixture &fx, void *buf) { return uring_read(fx, buf, true); }
+
 std::string do_zerocopy_send(const Fixture &, void *buf) {
-  int listener = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  bind(listener, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
+  int listener = bound_loopback_socket(&addr);
   listen(listener, 1);
-  getsockname(listener, reinterpret_cast<sockaddr *>(&addr), &len);
   int client = socket(AF_INET, SOCK_STREAM, 0);
   int one = 1;
   setsockopt(client, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof one);

@@ -28,14 +28,8 @@ const std::string kFetch = SECMEM_SOURCE_DIR "/tests/https_fetch.py";
 const std::vector<std::string> kPaths = {"/index.html", "/small.bin", "/large.bin", "/missing"};
 
 int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr);
-  getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len);
-  close(fd);
+  close(bound_loopback_socket(&addr));
   return ntohs(addr.sin_port);
 }
 

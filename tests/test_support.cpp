@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace secmem::test {
@@ -158,6 +159,20 @@ uint8_t pattern_byte(uint64_t seed, size_t index) {
   uint64_t x = seed * 0x9e3779b97f4a7c15ull + index * 0xbf58476d1ce4e5b9ull;
   x ^= x >> 31;
   return static_cast<uint8_t>(x | 1); // never zero, so zeroing is always visible
+}
+
+int bound_loopback_socket(sockaddr_in *addr) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  *addr = sockaddr_in{};
+  addr->sin_family = AF_INET;
+  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof *addr;
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(addr), sizeof *addr) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr *>(addr), &len) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 } // namespace secmem::test

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <netinet/in.h>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,10 @@ Child start(const std::vector<std::string> &argv, const std::vector<std::string>
 Result finish(Child child, const std::string &input = "");
 Result run(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra = {},
            const std::string &input = "");
+
+// A TCP socket bound to 127.0.0.1 on a port the kernel picked; *addr gets
+// the address. -1 on failure.
+int bound_loopback_socket(sockaddr_in *addr);
 
 // A byte pattern for block contents: deterministic from (seed, index).
 uint8_t pattern_byte(uint64_t seed, size_t index);
