@@ -316,6 +316,13 @@ void append(char *line, size_t *n, size_t cap, const char *text) {
   for (; *text != '\0' && *n + 1 < cap; ++text) line[(*n)++] = *text;
 }
 
+void append_hex(char *line, size_t *n, size_t cap, uintptr_t value) {
+  append(line, n, cap, "0x");
+  int digits = 1;
+  while (digits < 16 && (value >> (4 * digits)) != 0) ++digits;
+  for (int d = digits - 1; d >= 0 && *n + 1 < cap; --d) line[(*n)++] = "0123456789abcdef"[(value >> (4 * d)) & 0xf];
+}
+
 void append_number(char *line, size_t *n, size_t cap, uint64_t value) {
   char digits[24];
   int count = 0;
@@ -673,30 +680,26 @@ std::atomic<bool> g_io_explained[kNumIoCalls];
 [[gnu::noinline]] void explain_io(IoCall call, const char *name, int fd, const void *buf) {
   int saved = errno;
   if (!g_io_explained[call].exchange(true)) {
-    char where[64];
+    char line[128];
     size_t n = 0;
-    const char *prefix = call == kRead ? " into secret memory at 0x" : " from secret memory at 0x";
-    for (const char *c = prefix; *c != '\0'; ++c) where[n++] = *c;
-    uintptr_t value = reinterpret_cast<uintptr_t>(buf);
-    int digits = 1;
-    while (digits < 16 && (value >> (4 * digits)) != 0) ++digits;
-    for (int d = digits - 1; d >= 0; --d) where[n++] = "0123456789abcdef"[(value >> (4 * d)) & 0xf];
-    where[n] = '\0';
+    append(line, &n, sizeof line, call == kRead ? " into secret memory at " : " from secret memory at ");
+    append_hex(line, &n, sizeof line, reinterpret_cast<uintptr_t>(buf));
+    line[n] = '\0';
     const char *why = "";
     if (call == kRead || call == kWrite) {
       int flags = fcntl(fd, F_GETFL);
       why = flags >= 0 && (flags & O_DIRECT) != 0
-                ? " failed with EFAULT: the file is open with O_DIRECT, which pins the buffer's pages, and memfd_secret "
+                ? "failed with EFAULT: the file is open with O_DIRECT, which pins the buffer's pages, and memfd_secret "
                   "pages cannot be pinned; use an ordinary buffer for direct I/O and copy the bytes"
-                : " failed with EFAULT (the kernel could not pin or reach the secret pages)";
+                : "failed with EFAULT (the kernel could not pin or reach the secret pages)";
     } else if (call == kVmsplice) {
-      why = " failed with EFAULT: vmsplice pins the pages, and memfd_secret pages cannot be pinned; use write()";
+      why = "failed with EFAULT: vmsplice pins the pages, and memfd_secret pages cannot be pinned; use write()";
     } else {
-      why = " failed with EFAULT: MSG_ZEROCOPY pins the pages, and memfd_secret pages cannot be pinned; send "
+      why = "failed with EFAULT: MSG_ZEROCOPY pins the pages, and memfd_secret pages cannot be pinned; send "
             "without MSG_ZEROCOPY";
     }
-    write_line("secmem: ", name, where);
-    write_line("secmem:   ", why + 1);
+    write_line("secmem: ", name, line);
+    write_line("secmem:   ", why);
   }
   errno = saved;
 }
