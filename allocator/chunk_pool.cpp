@@ -377,12 +377,14 @@ void ChunkPool::note_weaker_tier() {
   if (!undumpable_) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(err).add(")").emit();
 }
 
+// Chunk::prot's encoding: 0 for read-write, else the PROT_* value plus one.
+static uint8_t prot_code(int prot) { return prot == (PROT_READ | PROT_WRITE) ? 0 : static_cast<uint8_t>(prot + 1); }
+
 int ChunkPool::protect(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot) {
-  constexpr int kReadWrite = PROT_READ | PROT_WRITE;
   int err = os::protect(reinterpret_cast<void *>(chunk->base + size_t{first_page} * os::kPageSize),
                         size_t{pages} * os::kPageSize, prot);
   if (err != 0) return err;
-  uint8_t value = prot == kReadWrite ? 0 : static_cast<uint8_t>(prot + 1); // 0: read-write
+  uint8_t value = prot_code(prot);
   uint32_t marks = chunk->huge ? 1 : pages;
   for (uint32_t p = first_page; p < first_page + marks; ++p) {
     chunk->restricted_pages += (value != 0) - (chunk->prot[p] != 0);
@@ -392,7 +394,7 @@ int ChunkPool::protect(Chunk *chunk, uint32_t first_page, uint32_t pages, int pr
 }
 
 int ChunkPool::ensure_protection(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot) {
-  uint8_t want = prot == (PROT_READ | PROT_WRITE) ? 0 : static_cast<uint8_t>(prot + 1);
+  uint8_t want = prot_code(prot);
   if (chunk->huge) return chunk->prot[0] == want ? 0 : protect(chunk, 0, pages, prot);
   uint32_t end = first_page + pages;
   for (uint32_t p = first_page; p < end;) {
@@ -426,6 +428,22 @@ void ChunkPool::for_each_restricted(Chunk *chunk, void (*fn)(void *, size_t, int
   }
 }
 
+// Makes the chunk's guard pages and sealed blocks readable, for the fork copy
+// and for mlock (which cannot fault in PROT_NONE pages).
+void ChunkPool::open_restricted(Chunk *chunk) {
+  for_each_restricted(chunk, [](void *addr, size_t len, int, void *) { os::protect(addr, len, PROT_READ); }, nullptr);
+}
+
+// Puts their protection back; returns the first mprotect error, or 0.
+int ChunkPool::restore_restricted(Chunk *chunk) {
+  int first_err = 0;
+  for_each_restricted(chunk, [](void *addr, size_t len, int prot, void *ctx) {
+    int err = os::protect(addr, len, prot);
+    if (err != 0 && *static_cast<int *>(ctx) == 0) *static_cast<int *>(ctx) = err;
+  }, &first_err);
+  return first_err;
+}
+
 void ChunkPool::prepare_fork() {
   for (Chunk *chunk = chunks_; chunk != nullptr; chunk = chunk->next) {
     if (chunk->tier != Tier::kSecret) continue;
@@ -445,9 +463,9 @@ void ChunkPool::prepare_fork() {
     }
     if (staging != nullptr) {
       // Guard pages and sealed blocks are readable only for the copy.
-      for_each_restricted(chunk, [](void *addr, size_t len, int, void *) { os::protect(addr, len, PROT_READ); }, nullptr);
+      open_restricted(chunk);
       os::copy_unchecked(staging, reinterpret_cast<void *>(chunk->base), live);
-      for_each_restricted(chunk, [](void *addr, size_t len, int prot, void *) { os::protect(addr, len, prot); }, nullptr);
+      restore_restricted(chunk);
     }
     chunk->fork_staging = staging;
   }
@@ -478,20 +496,15 @@ void ChunkPool::after_fork_child() {
       chunk->fork_staging = nullptr;
       counters_.fork_privatisations++;
       // The copy was mapped read-write: guards and seals again.
-      for_each_restricted(chunk, [](void *addr, size_t len, int prot, void *) {
-        int err = os::protect(addr, len, prot);
-        if (err != 0) diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
-      }, nullptr);
+      if (int err = restore_restricted(chunk); err != 0)
+        diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
     }
     // Locks are not inherited across fork: take them again.
     if (before == Tier::kLocked || (before == Tier::kSecret && chunk->tier != Tier::kSecret)) {
-      // mlock cannot fault in PROT_NONE pages (guards, sealed blocks): readable for the call.
-      for_each_restricted(chunk, [](void *addr, size_t len, int, void *) { os::protect(addr, len, PROT_READ); }, nullptr);
+      open_restricted(chunk); // mlock cannot fault in PROT_NONE pages
       bool locked = os::lock_range(reinterpret_cast<void *>(chunk->base), size_t{chunk->touched_pages} * os::kPageSize) == 0;
-      for_each_restricted(chunk, [](void *addr, size_t len, int prot, void *) {
-        int err = os::protect(addr, len, prot);
-        if (err != 0) diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
-      }, nullptr);
+      if (int err = restore_restricted(chunk); err != 0)
+        diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
       chunk->tier = locked ? Tier::kLocked : Tier::kUnlocked;
       if (!locked) report_fallback(Tier::kUnlocked, FallbackReason::kMemlock, EAGAIN);
     }

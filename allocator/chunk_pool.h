@@ -124,6 +124,8 @@ private:
   static int fault_in(Tier tier, void *addr, size_t len);
   bool ensure_touched(Chunk *chunk, uint32_t end_page);
   void for_each_restricted(Chunk *chunk, void (*fn)(void *addr, size_t len, int prot, void *ctx), void *ctx);
+  void open_restricted(Chunk *chunk);
+  int restore_restricted(Chunk *chunk);
   bool find_run(Chunk *chunk, uint32_t pages, uint32_t align_pages, uint32_t *first) const;
   void mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used);
   long take_slots(uint32_t count);
