@@ -5,7 +5,7 @@
 #include <sstream>
 #include <string>
 
-#include "config.h"
+#include "config/config.h"
 
 using namespace secmem;
 
@@ -19,38 +19,38 @@ Config parse(std::initializer_list<const char *> vars, bool secure = false) {
 
 TEST(Config, DefaultsAreTheFirstChoice) {
   Config config = parse({"PATH=/bin"});
-  EXPECT_EQ(config.backend_kind(), Backend::kAuto);
-  EXPECT_EQ(config.exhaustion_kind(), OnExhaustion::kFallback);
-  EXPECT_EQ(config.release_kind(), Release::kNever);
-  EXPECT_EQ(config.verbose, 0);
+  EXPECT_EQ(config.backend, Backend::kAuto);
+  EXPECT_EQ(config.on_exhaustion, OnExhaustion::kFallback);
+  EXPECT_EQ(config.release, Release::kNever);
+  EXPECT_FALSE(config.verbose);
 }
 
 TEST(Config, ParsesEveryChoice) {
   Config config = parse({"SECMEM_BACKEND=mlock", "SECMEM_ON_EXHAUSTION=fail", "SECMEM_RELEASE=empty",
                          "SECMEM_VERBOSE=1"});
-  EXPECT_EQ(config.backend_kind(), Backend::kMlock);
-  EXPECT_EQ(config.exhaustion_kind(), OnExhaustion::kFail);
-  EXPECT_EQ(config.release_kind(), Release::kEmpty);
-  EXPECT_EQ(config.verbose, 1);
-  EXPECT_EQ(parse({"SECMEM_BACKEND=memfd_secret"}).backend_kind(), Backend::kMemfdSecret);
+  EXPECT_EQ(config.backend, Backend::kMlock);
+  EXPECT_EQ(config.on_exhaustion, OnExhaustion::kFail);
+  EXPECT_EQ(config.release, Release::kEmpty);
+  EXPECT_TRUE(config.verbose);
+  EXPECT_EQ(parse({"SECMEM_BACKEND=memfd_secret"}).backend, Backend::kMemfdSecret);
 }
 
 TEST(Config, NamePrefixesDoNotMatch) {
-  EXPECT_EQ(parse({"SECMEM_BACKENDX=mlock", "XSECMEM_BACKEND=mlock"}).backend_kind(), Backend::kAuto);
+  EXPECT_EQ(parse({"SECMEM_BACKENDX=mlock", "XSECMEM_BACKEND=mlock"}).backend, Backend::kAuto);
 }
 
 TEST(Config, BadValueKeepsTheDefaultAndSaysSo) {
   testing::internal::CaptureStderr();
   Config config = parse({"SECMEM_ON_EXHAUSTION=fial"});
   std::string err = testing::internal::GetCapturedStderr();
-  EXPECT_EQ(config.exhaustion_kind(), OnExhaustion::kFallback);
+  EXPECT_EQ(config.on_exhaustion, OnExhaustion::kFallback);
   EXPECT_EQ(err, "secmem: SECMEM_ON_EXHAUSTION=fial is not one of fallback|fail; using the default\n");
 }
 
 TEST(Config, SetuidProgramsIgnoreTheEnvironment) {
   Config config = parse({"SECMEM_BACKEND=mlock", "SECMEM_ON_EXHAUSTION=fail"}, /*secure=*/true);
-  EXPECT_EQ(config.backend_kind(), Backend::kAuto);
-  EXPECT_EQ(config.exhaustion_kind(), OnExhaustion::kFallback);
+  EXPECT_EQ(config.backend, Backend::kAuto);
+  EXPECT_EQ(config.on_exhaustion, OnExhaustion::kFallback);
   EXPECT_TRUE(config.environment_ignored);
   EXPECT_FALSE(parse({"PATH=/bin"}, true).environment_ignored);
 }
@@ -71,6 +71,11 @@ TEST(Config, ReadmeDocumentsEveryOption) {
   text << file.rdbuf();
   std::string readme = text.str();
   for (int i = 0; i < kOptionCount; ++i) {
+    if (kOptions[i].values == nullptr) { // a text option, unset by default
+      std::string row = std::string("| `") + kOptions[i].name + "` | unset |";
+      EXPECT_NE(readme.find(row), std::string::npos) << "README lacks the row starting: " << row;
+      continue;
+    }
     std::string values = kOptions[i].values;
     std::string defaults = values.substr(0, values.find('|'));
     std::string row = std::string("| `") + kOptions[i].name + "` | `" + defaults + "` |";

@@ -1,7 +1,7 @@
 // Size classes: dense packing and exact rounding.
 #include <gtest/gtest.h>
 
-#include "size_class.h"
+#include "heap/size_class.h"
 
 using namespace secmem;
 

@@ -1,9 +1,11 @@
-#include "diag.h"
+#include "platform/diag.h"
 
 #include <cerrno>
 #include <cstdlib>
+#include <sys/syscall.h>
+#include <unistd.h>
 
-#include "os.h"
+#include "platform/linux_facts.h"
 
 namespace secmem::diag {
 
@@ -40,30 +42,29 @@ Line &Line::hex(uintptr_t value) {
   return add(text);
 }
 
-Line &Line::err(int errnum) { return add(errno_name(errnum)); }
+Line &Line::err(int errnum) { return add(linux_facts::errno_name(errnum)); }
 
-void Line::emit() {
+bool write_all(int fd, const char *text, size_t len) {
+  int saved = errno;
+  while (len > 0) {
+    long n = syscall(SYS_write, fd, text, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text += n;
+    len -= static_cast<size_t>(n);
+  }
+  errno = saved;
+  return len == 0;
+}
+
+bool Line::emit_to(int fd) const {
   char out[sizeof buf_ + 1];
   for (size_t i = 0; i < len_; ++i) out[i] = buf_[i];
   out[len_] = '\n';
-  os::write_stderr(out, len_ + 1);
+  return write_all(fd, out, len_ + 1);
 }
 
-const char *errno_name(int errnum) {
-  switch (errnum) {
-  case ENOSYS: return "ENOSYS";
-  case EPERM: return "EPERM";
-  case EACCES: return "EACCES";
-  case EAGAIN: return "EAGAIN";
-  case ENOMEM: return "ENOMEM";
-  case EMFILE: return "EMFILE";
-  case ENFILE: return "ENFILE";
-  case EFAULT: return "EFAULT";
-  case EINVAL: return "EINVAL";
-  case EIO: return "EIO";
-  default: return "errno";
-  }
-}
+void Line::emit() const { emit_to(STDERR_FILENO); }
 
 void fatal(const char *what) {
   Line().add(what).emit();

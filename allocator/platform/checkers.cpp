@@ -1,4 +1,4 @@
-#include "tools.h"
+#include "platform/checkers.h"
 
 extern "C" {
 // AddressSanitizer's public interface (sanitizer/asan_interface.h), weak:
@@ -7,7 +7,7 @@ void __asan_poison_memory_region(void const volatile *addr, size_t size) __attri
 void __asan_unpoison_memory_region(void const volatile *addr, size_t size) __attribute__((weak));
 }
 
-namespace secmem::tools {
+namespace secmem::checkers {
 
 namespace {
 
@@ -31,7 +31,7 @@ void detect() {
 #endif
 }
 
-void open_slow(void *p, size_t block) {
+void expose_slow(void *p, size_t block) {
   asan_unpoison(p, block);
 #if SECMEM_HAVE_VALGRIND
   VALGRIND_MAKE_MEM_DEFINED(p, block);
@@ -75,4 +75,4 @@ void resized_slow(void *p, size_t old_requested, size_t requested, size_t block)
 #endif
 }
 
-} // namespace secmem::tools
+} // namespace secmem::checkers

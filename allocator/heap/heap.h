@@ -8,6 +8,10 @@
 // without the lock. Large requests take page runs inside a chunk; huge ones
 // (> 1 MiB) a chunk of their own.
 //
+// Files: heap.cpp (start-up, fork, dispatch), thread_cache.cpp (small
+// blocks), central.cpp (central lists), large.cpp (large and sealed blocks),
+// stats.cpp; pagemap.h finds a pointer's block.
+//
 // Invariant: every byte of secret memory that is not in a live allocation
 // is zero (fresh pages are zero, and every free zeroes the whole usable
 // size), so calloc needs no memset.
@@ -16,15 +20,14 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "chunk_pool.h"
+#include "chunks/chunk.h"
 
 struct secmem_stats;
 
 namespace secmem::heap {
 
-inline constexpr size_t kMaxRequest = size_t{1} << 40;  // larger requests fail with ENOMEM
-inline constexpr uint32_t kHugePages = 256;               // > 1 MiB: a chunk of its own
-inline constexpr size_t kMaxAlignment = kChunkSize;       // aligned_alloc refuses more (EINVAL)
+inline constexpr size_t kMaxRequest = size_t{1} << 40; // larger requests fail with ENOMEM
+inline constexpr size_t kMaxAlignment = kChunkSize;      // aligned_alloc refuses more (EINVAL)
 
 void *allocate(size_t size);
 void *allocate_aligned(size_t alignment, size_t size); // alignment: a power of two <= kMaxAlignment
@@ -44,8 +47,5 @@ bool owns(const void *p);          // p inside a live allocation
 void get_stats(secmem_stats *out);
 const char *backend_name();
 void reserved_range(uintptr_t *base, size_t *size);
-
-// The pool, for tests that look at chunk placement.
-const ChunkPool &pool();
 
 } // namespace secmem::heap

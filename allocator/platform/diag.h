@@ -1,5 +1,10 @@
 // Diagnostics: one-line messages to stderr that start with "secmem: ", and
 // the fatal path (write, then abort). Never allocates; safe in any state.
+// Lines go out through the raw write system call, never through a write()
+// that an interposer (the preload shim's own) may have replaced.
+//
+// diag.cpp is compiled into libsecmem and into the preload shim alike (a
+// small static library), so both build their lines the same way.
 #pragma once
 
 #include <cstddef>
@@ -8,23 +13,28 @@
 namespace secmem::diag {
 
 // A fixed-size line builder: formatting without printf (which may allocate).
+// Text past the capacity is cut.
 class Line {
 public:
-  Line() { add("secmem: "); }
+  Line() : Line("secmem: ") {}
+  explicit Line(const char *start) { add(start); }
   Line &add(const char *text);
   Line &dec(uint64_t value);
   Line &hex(uintptr_t value);
   Line &err(int errnum); // "EPERM" style name
-  void emit();           // writes the line and a newline to stderr
+  void emit() const;     // the line and a newline to stderr
+  // The line and a newline to fd in one write; false if it did not all go out.
+  bool emit_to(int fd) const;
   const char *text() const { return buf_; }
+  size_t length() const { return len_; }
 
 private:
-  char buf_[256];
+  char buf_[512];
   size_t len_ = 0;
 };
 
-// Symbolic name of an errno value ("EPERM"), or "errno" for unknown ones.
-const char *errno_name(int errnum);
+// Writes len bytes to fd with the raw system call, retrying on EINTR; keeps errno.
+bool write_all(int fd, const char *text, size_t len);
 
 [[noreturn]] void fatal(const char *what);
 [[noreturn]] void fatal_errno(const char *what, int errnum);

@@ -1,7 +1,9 @@
 // The C API: argument checks and errno, then the heap does the work.
 #include <cerrno>
 
-#include "heap.h"
+#include "api/arg_checks.h"
+#include "heap/heap.h"
+#include "secmem/internal/interpose.h"
 #include "secmem/secmem.h"
 
 using namespace secmem;
@@ -12,7 +14,7 @@ void *secmem_malloc(size_t size) { return heap::allocate(size); }
 
 void *secmem_calloc(size_t nmemb, size_t size) {
   size_t total = 0;
-  if (__builtin_mul_overflow(nmemb, size, &total)) {
+  if (!args::checked_mul(nmemb, size, &total)) {
     errno = ENOMEM;
     return nullptr;
   }
@@ -22,7 +24,7 @@ void *secmem_calloc(size_t nmemb, size_t size) {
 void *secmem_realloc(void *p, size_t size) { return heap::reallocate(p, size); }
 
 void *secmem_aligned_alloc(size_t alignment, size_t size) {
-  if (alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > heap::kMaxAlignment) {
+  if (!args::valid_alignment(alignment, heap::kMaxAlignment)) {
     errno = EINVAL;
     return nullptr;
   }
@@ -60,7 +62,6 @@ int secmem_get_stats(struct secmem_stats *out) {
 
 const char *secmem_backend_name(void) { return heap::backend_name(); }
 
-// Exported so that the preload shim reads it with one TLS load per malloc.
 __attribute__((visibility("default"), tls_model("initial-exec"))) __thread unsigned secmem_tag_depth_tls = 0;
 
 void secmem_tag_begin(void) { ++secmem_tag_depth_tls; }

@@ -6,27 +6,22 @@
 
 namespace secmem {
 
+// Each enum's enumerators follow the order of its option's values in options.inc.
 enum class Backend : uint8_t { kAuto, kMemfdSecret, kMlock };
 enum class OnExhaustion : uint8_t { kFallback, kFail };
 enum class Release : uint8_t { kNever, kEmpty };
 enum class NoDump : uint8_t { kOff, kFallback, kAlways };
 
 struct Config {
-#define SECMEM_OPTION(NAME, field, values, doc) uint8_t field = 0;
-#include "options.inc"
-#undef SECMEM_OPTION
+#define SECMEM_OPTION(NAME, field, Type, values, doc) Type field{};
+#include "config/options.inc"
   bool environment_ignored = false; // AT_SECURE: setuid program
-
-  Backend backend_kind() const { return static_cast<Backend>(backend); }
-  OnExhaustion exhaustion_kind() const { return static_cast<OnExhaustion>(on_exhaustion); }
-  Release release_kind() const { return static_cast<Release>(release); }
-  NoDump nodump_kind() const { return static_cast<NoDump>(nodump); }
 };
 
 // One option as the README and the parser see it.
 struct OptionInfo {
   const char *name;
-  const char *values; // "default|other|..."
+  const char *values; // "default|other|..."; nullptr for a text option (unset by default)
   const char *doc;
 };
 extern const OptionInfo kOptions[];

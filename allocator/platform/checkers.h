@@ -20,7 +20,7 @@
 #define VALGRIND_ENABLE_ERROR_REPORTING
 #endif
 
-namespace secmem::tools {
+namespace secmem::checkers {
 
 // True when an ASan runtime is loaded or the process runs under valgrind
 // (decided once, at the heap's initialisation): otherwise the calls below
@@ -28,21 +28,21 @@ namespace secmem::tools {
 extern bool g_active;
 void detect();
 
-void open_slow(void *p, size_t block);
+void expose_slow(void *p, size_t block);
 void allocated_slow(void *p, size_t requested, size_t block);
 void freeing_slow(void *p);
 void freed_slow(void *p, size_t block);
 void resized_slow(void *p, size_t old_requested, size_t requested, size_t block);
 
 // The heap is about to read or write the whole block (canary, zeroing).
-inline void open(void *p, size_t block) {
-  if (__builtin_expect(g_active, 0)) open_slow(p, block);
+inline void expose(void *p, size_t block) {
+  if (__builtin_expect(g_active, 0)) expose_slow(p, block);
 }
 // A block was handed out: [p, p+requested) is the caller's, the rest is slack.
 inline void allocated(void *p, size_t requested, size_t block) {
   if (__builtin_expect(g_active, 0)) allocated_slow(p, requested, block);
 }
-// A live block is being freed (before open + zeroing).
+// A live block is being freed (before expose + zeroing).
 inline void freeing(void *p) {
   if (__builtin_expect(g_active, 0)) freeing_slow(p);
 }
@@ -55,4 +55,4 @@ inline void resized(void *p, size_t old_requested, size_t requested, size_t bloc
   if (__builtin_expect(g_active, 0)) resized_slow(p, old_requested, requested, block);
 }
 
-} // namespace secmem::tools
+} // namespace secmem::checkers

@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "os.h"
+#include "platform/os.h"
 
 namespace secmem {
 

@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <new>
 
-#include "os.h"
+#include "platform/os.h"
 
 namespace secmem {
 

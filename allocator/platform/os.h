@@ -67,15 +67,8 @@ void unmap(void *addr, size_t len);
 // Locked-memory budget left to this process: RLIMIT_MEMLOCK minus VmLck,
 // or SIZE_MAX when the process has CAP_IPC_LOCK or no limit.
 size_t memlock_budget();
-bool has_cap_ipc_lock();
 
-// AT_SECURE: setuid/setgid/capability-elevated exec; the environment is not ours to trust.
-bool is_secure_exec();
-
-// The process environment, read without allocating.
-const char *const *environment();
-
-// One line to stderr with write(2); never allocates, keeps errno.
-void write_stderr(const char *text, size_t len);
+// mprotect of metadata the heap seals after start-up (its configuration page). 0 or errno.
+int seal_readonly(void *addr, size_t len);
 
 } // namespace secmem::os

@@ -19,22 +19,15 @@
 #include <climits>
 #include <cstring>
 #include <fcntl.h>
-#include <linux/capability.h>
-#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "diag.h"
-#include "tools.h"
-
-extern char **environ;
-
-#ifndef SYS_memfd_secret
-#define SYS_memfd_secret 447
-#endif
+#include "platform/checkers.h"
+#include "platform/diag.h"
+#include "platform/linux_facts.h"
 
 namespace secmem::os {
 
@@ -49,14 +42,14 @@ void release_to_reserve(void *addr, size_t len) {
 }
 
 static int secret_fd(size_t len, int *out_fd) {
-  long fd = syscall(SYS_memfd_secret, O_CLOEXEC);
+  int fd = linux_facts::memfd_secret_fd();
   if (fd < 0) return errno;
-  if (ftruncate(static_cast<int>(fd), static_cast<off_t>(len)) != 0) {
+  if (ftruncate(fd, static_cast<off_t>(len)) != 0) {
     int err = errno;
-    close(static_cast<int>(fd));
+    close(fd);
     return err;
   }
-  *out_fd = static_cast<int>(fd);
+  *out_fd = fd;
   return 0;
 }
 
@@ -147,6 +140,8 @@ bool random_bytes(void *out, size_t len) {
   return true;
 }
 
+int seal_readonly(void *addr, size_t len) { return protect(addr, len, PROT_READ); }
+
 int make_undumpable() { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : errno; }
 
 void *map_metadata(size_t len) {
@@ -160,53 +155,13 @@ void *map_anon_anywhere(size_t len) {
   return p;
 }
 
-bool has_cap_ipc_lock() {
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2]{};
-  if (syscall(SYS_capget, &header, data) != 0) return false;
-  return (data[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32))) != 0;
-}
-
-// VmLck from /proc/self/status, in bytes; 0 when it cannot be read.
-static size_t locked_bytes_now() {
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  char buf[4096];
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  const char *line = strstr(buf, "VmLck:");
-  if (line == nullptr) return 0;
-  line += 6;
-  while (*line == ' ' || *line == '\t') ++line;
-  size_t kib = 0;
-  while (*line >= '0' && *line <= '9') kib = kib * 10 + static_cast<size_t>(*line++ - '0');
-  return kib * 1024;
-}
-
 size_t memlock_budget() {
-  if (has_cap_ipc_lock()) return SIZE_MAX;
+  if (linux_facts::has_cap_ipc_lock()) return SIZE_MAX;
   rlimit lim{};
   if (getrlimit(RLIMIT_MEMLOCK, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return SIZE_MAX;
-  size_t used = locked_bytes_now();
+  size_t used = linux_facts::vmlck_bytes();
   return lim.rlim_cur > used ? static_cast<size_t>(lim.rlim_cur - used) : 0;
 }
 
-bool is_secure_exec() { return getauxval(AT_SECURE) != 0; }
-
-const char *const *environment() { return environ; }
-
-void write_stderr(const char *text, size_t len) {
-  int saved = errno;
-  while (len > 0) {
-    ssize_t n = write(STDERR_FILENO, text, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text += n;
-    len -= static_cast<size_t>(n);
-  }
-  errno = saved;
-}
 
 } // namespace secmem::os

@@ -1,0 +1,64 @@
+// A chunk: one 2 MiB slot (or several, for one huge block) of the reserved
+// range, mapped in one protection tier. Its metadata lives in private
+// anonymous memory, never in the secret pages it describes.
+//
+// Layout of one 2 MiB slot:  [ mapped pages ... | PROT_NONE ... guard page ]
+// The last page of a slot is never mapped, and slot 0 is never used, so every
+// chunk has PROT_NONE address space on both sides (linear overflow off the
+// end of a chunk faults) and the guards cost no locked memory.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "config/policy.h"
+#include "platform/os.h"
+#include "support/bitmap.h"
+#include "support/list.h"
+
+namespace secmem {
+
+inline constexpr size_t kChunkSize = size_t{2} << 20;
+inline constexpr uint32_t kSlotPages = kChunkSize / os::kPageSize;
+inline constexpr uint32_t kMaxChunkPages = kSlotPages - 1; // the last page is the guard
+inline constexpr uint32_t kTouchBatchPages = 8;            // first touches come in batches
+inline constexpr uint32_t kHugePages = 256;                // larger blocks get a chunk of their own
+
+const char *tier_name(Tier tier);
+
+// Why a chunk landed in a weaker tier than the configured one.
+enum class FallbackReason : uint8_t { kNoKernelSupport, kRefused, kMemlock, kOther };
+inline constexpr int kNumFallbackReasons = 4;
+
+struct Span; // the heap's: what owns each page
+
+struct Chunk {
+  uintptr_t base = 0;
+  uint32_t slots = 0;         // 1, or more for a huge chunk
+  uint32_t mapped_pages = 0;  // [0, mapped_pages) is mapped
+  uint32_t touched_pages = 0; // [0, touched_pages) has been faulted in
+  uint32_t free_pages = 0;
+  Tier tier = Tier::kSecret;
+  bool huge = false;
+  ListLinks<Chunk> links;
+  void *fork_staging = nullptr; // private copy prepared for a fork child
+  Tier fork_staging_tier = Tier::kSecret;
+  uint64_t used[bitmap::words_for(kSlotPages)] = {}; // pages in a run
+  // Pages whose protection is not read-write (guards, sealed blocks): the
+  // PROT_* value of each plus one (0: read-write), for the fork copy and the
+  // child; a huge chunk keeps one value for its whole block in prot[0].
+  uint8_t prot[kSlotPages] = {};
+  uint32_t restricted_pages = 0;
+  // The heap's page map: the span of each used page (huge: owner[0]). The
+  // heap writes it under its lock before a block in the page is handed out,
+  // and clears it before giving the pages back.
+  std::atomic<Span *> owner[kSlotPages] = {};
+
+  size_t mapped_bytes() const { return size_t{mapped_pages} * os::kPageSize; }
+  void *page_address(uint32_t page) const { return reinterpret_cast<void *>(base + size_t{page} * os::kPageSize); }
+};
+
+using ChunkList = IntrusiveList<Chunk, &Chunk::links>;
+
+} // namespace secmem

@@ -1,0 +1,216 @@
+#include "chunks/chunk_pool.h"
+
+#include <cerrno>
+#include <sys/mman.h>
+
+#include "chunks/protection.h"
+#include "config/policy.h"
+#include "platform/diag.h"
+
+namespace secmem {
+
+namespace {
+constexpr int kReadWrite = PROT_READ | PROT_WRITE;
+uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+} // namespace
+
+bool ChunkPool::init(const Config &config) {
+  config_ = &config;
+  tiers_.init(config);
+  return reservation_.init();
+}
+
+Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge) {
+  uint32_t slots = huge ? (min_pages + 1 + kSlotPages - 1) / kSlotPages : 1;
+  long first_slot = reservation_.take_slots(slots);
+  if (first_slot < 0) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  uintptr_t addr = reservation_.slot_address(static_cast<uint32_t>(first_slot));
+  Chunk *chunk = chunk_meta_.take();
+  TierMapper::Mapped mapped;
+  if (chunk == nullptr || !tiers_.map_chunk(addr, min_pages, !huge, &mapped)) {
+    if (chunk != nullptr) chunk_meta_.give(chunk);
+    reservation_.give_slots(static_cast<uint32_t>(first_slot), slots);
+    errno = ENOMEM;
+    return nullptr;
+  }
+  chunk->base = addr;
+  chunk->slots = slots;
+  chunk->mapped_pages = mapped.pages;
+  chunk->free_pages = mapped.pages;
+  chunk->tier = mapped.tier;
+  chunk->huge = huge;
+  chunk->touched_pages = mapped.touched;
+  pages_touched_ += chunk->touched_pages;
+  mapped_bytes_[static_cast<int>(chunk->tier)] += chunk->mapped_bytes();
+  chunk_count_++;
+  reservation_.publish(*chunk, chunk);
+  Chunk *after = nullptr;
+  for (Chunk *c = chunks_.front(); c != nullptr && c->tier <= chunk->tier; c = ChunkList::next(c)) after = c;
+  chunks_.insert_after(after, chunk);
+  tiers_.note_tier(chunk->tier);
+  if (config_->verbose) {
+    diag::Line().add("mapped chunk ").hex(addr).add(" (").dec(chunk->mapped_bytes() / 1024).add(" KiB, ")
+        .add(tier_name(chunk->tier)).add(")").emit();
+  }
+  return chunk;
+}
+
+// Faults pages up to end_page in, in batches. A kernel that charges locked
+// memory at first touch refuses with EFAULT: the chunk then ends where it is.
+bool ChunkPool::ensure_touched(Chunk *chunk, uint32_t end_page) {
+  if (end_page <= chunk->touched_pages) return true;
+  uint32_t target = end_page;
+  if (target < chunk->touched_pages + kTouchBatchPages) target = chunk->touched_pages + kTouchBatchPages;
+  target = min_u32(target, chunk->mapped_pages);
+  size_t len = size_t{target - chunk->touched_pages} * os::kPageSize;
+  if (TierMapper::fault_in(chunk->tier, chunk->page_address(chunk->touched_pages), len) != 0) {
+    // Pages past the frontier are all free; give them back and shrink.
+    uint32_t dropped = chunk->mapped_pages - chunk->touched_pages;
+    os::release_to_reserve(chunk->page_address(chunk->touched_pages), size_t{dropped} * os::kPageSize);
+    mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
+    chunk->mapped_pages = chunk->touched_pages;
+    chunk->free_pages -= dropped;
+    tiers_.note_touch_refused();
+    return false;
+  }
+  pages_touched_ += target - chunk->touched_pages;
+  chunk->touched_pages = target;
+  return true;
+}
+
+void ChunkPool::mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used) {
+  if (used) {
+    bitmap::set_range(chunk->used, first, pages);
+    chunk->free_pages -= pages;
+  } else {
+    bitmap::clear_range(chunk->used, first, pages);
+    chunk->free_pages += pages;
+  }
+}
+
+// A run of pages (the first aligned to align_pages) in an existing chunk or a
+// new one, faulted in and marked used.
+bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint32_t *first_page) {
+  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
+    uint32_t first = 0;
+    if (chunk->huge || chunk->free_pages < pages) continue;
+    if (!bitmap::find_clear_run(chunk->used, chunk->mapped_pages, pages, align_pages, &first)) continue;
+    if (!ensure_touched(chunk, first + pages)) continue;
+    mark_pages(chunk, first, pages, true);
+    *out = chunk;
+    *first_page = first;
+    return true;
+  }
+  Chunk *chunk = new_chunk(pages, false); // its first pages are touched already
+  if (chunk == nullptr) return false;
+  mark_pages(chunk, 0, pages, true);
+  *out = chunk;
+  *first_page = 0;
+  return true;
+}
+
+bool ChunkPool::alloc_run(uint32_t pages, Chunk **chunk, uint32_t *first_page) {
+  if (!find_run(pages, 1, chunk, first_page)) return false;
+  // The pages may have been a large block's guards.
+  if (protection::ensure(*chunk, *first_page, pages, kReadWrite) != 0) {
+    free_run(*chunk, *first_page, pages);
+    errno = ENOMEM;
+    return false;
+  }
+  return true;
+}
+
+void ChunkPool::free_run(Chunk *chunk, uint32_t first_page, uint32_t pages) {
+  mark_pages(chunk, first_page, pages, false);
+  if (!policy::keeps_memory(*config_) && chunk->free_pages == chunk->mapped_pages) release_chunk(chunk);
+}
+
+// In a shared chunk: [guard_lead PROT_NONE pages][block][1 PROT_NONE page],
+// guard_lead being the alignment in pages, so that the block is aligned when
+// the run is. A guard that mprotect refuses (the mapping count limit) is left
+// out. Larger blocks get a chunk of their own, which the slot layout already
+// surrounds with unmapped pages.
+bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out) {
+  uint32_t align_pages = alignment > os::kPageSize ? static_cast<uint32_t>(alignment / os::kPageSize) : 1;
+  if (pages > kHugePages || align_pages > kHugePages || align_pages + pages + 1 > kMaxChunkPages) {
+    if (pages >= reservation_.size() / os::kPageSize) {
+      errno = ENOMEM;
+      return false;
+    }
+    Chunk *chunk = new_chunk(static_cast<uint32_t>(pages), true); // touched in full
+    if (chunk == nullptr) return false;
+    chunk->free_pages = 0;
+    *out = GuardedRun{chunk, 0, static_cast<uint32_t>(pages), 0, 0};
+    return true;
+  }
+  Chunk *chunk = nullptr;
+  uint32_t first = 0;
+  uint32_t block_pages = static_cast<uint32_t>(pages);
+  uint32_t run = align_pages + block_pages + 1;
+  if (!find_run(run, align_pages, &chunk, &first)) return false;
+  // Guards where mprotect allows (they often are from the run's last use).
+  protection::ensure(chunk, first, align_pages, PROT_NONE);
+  protection::ensure(chunk, first + align_pages + block_pages, 1, PROT_NONE);
+  if (protection::ensure(chunk, first + align_pages, block_pages, kReadWrite) != 0) {
+    free_run(chunk, first, run);
+    errno = ENOMEM;
+    return false;
+  }
+  *out = GuardedRun{chunk, first + align_pages, block_pages, align_pages, 1};
+  return true;
+}
+
+void ChunkPool::free_guarded(const GuardedRun &run) {
+  if (run.chunk->huge)
+    release_chunk(run.chunk);
+  else
+    free_run(run.chunk, run.first_page - run.guard_lead, run.guard_lead + run.pages + run.guard_tail);
+}
+
+int ChunkPool::protect_guarded(const GuardedRun &run, int prot) {
+  return protection::set(run.chunk, run.chunk->huge ? 0 : run.first_page, run.pages, prot);
+}
+
+// Pages being released are all zero already (every free zeroes its bytes).
+void ChunkPool::release_chunk(Chunk *chunk) {
+  chunks_.remove(chunk);
+  reservation_.publish(*chunk, nullptr);
+  os::release_to_reserve(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes());
+  mapped_bytes_[static_cast<int>(chunk->tier)] -= chunk->mapped_bytes();
+  pages_touched_ -= chunk->touched_pages;
+  chunk_count_--;
+  reservation_.give_slots(reservation_.slot_of(chunk->base), chunk->slots);
+  chunk_meta_.give(chunk);
+}
+
+// A chunk that changed tier (in a fork child) moves its bytes in the counters.
+void ChunkPool::move_tier(Chunk *chunk, Tier to) {
+  mapped_bytes_[static_cast<int>(chunk->tier)] -= chunk->mapped_bytes();
+  mapped_bytes_[static_cast<int>(to)] += chunk->mapped_bytes();
+  chunk->tier = to;
+}
+
+void ChunkPool::facts(PoolFacts *out) const {
+  for (int t = 0; t < kNumTiers; ++t) out->mapped_bytes[t] = mapped_bytes_[t];
+  out->pages_touched = pages_touched_;
+  out->chunks = chunk_count_;
+  out->tiers = tiers_.counters();
+  out->fork_privatisations = fork_privatisations_;
+  out->mlocked_bytes = 0;
+  out->weakest_tier = -1;
+  for (const Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
+    if (chunk->tier == Tier::kLocked) out->mlocked_bytes += size_t{chunk->touched_pages} * os::kPageSize;
+    if (static_cast<int>(chunk->tier) > out->weakest_tier) out->weakest_tier = static_cast<int>(chunk->tier);
+  }
+}
+
+const char *ChunkPool::weakest_tier_name() const {
+  PoolFacts pool_facts;
+  facts(&pool_facts);
+  return pool_facts.weakest_tier < 0 ? "none" : tier_name(static_cast<Tier>(pool_facts.weakest_tier));
+}
+
+} // namespace secmem

@@ -1,0 +1,96 @@
+// The chunk pool: 2 MiB-aligned chunks of secret memory inside the reserved
+// range, in the tier the TierMapper gives them. It hands out page runs (for
+// spans) and guarded runs (for large blocks, with their guard pages), faults
+// pages in batches, and answers its own facts for the heap's statistics.
+//
+// Not thread-safe: the heap calls it under its lock, except for the lookups
+// (chunk_of, in_range), which read tables that are only written before a
+// block can be handed out.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "chunks/chunk.h"
+#include "chunks/reservation.h"
+#include "chunks/tiers.h"
+#include "config/config.h"
+#include "support/object_pool.h"
+
+namespace secmem {
+
+// What the pool knows about itself, for secmem_get_stats.
+struct PoolFacts {
+  size_t mapped_bytes[kNumTiers] = {};
+  size_t mlocked_bytes = 0; // the locked tier's touched pages, which mlock charges
+  size_t pages_touched = 0;
+  size_t chunks = 0;
+  TierCounters tiers;
+  uint64_t fork_privatisations = 0;
+  int weakest_tier = -1; // the weakest tier holding a chunk; -1: no chunk
+};
+
+// A large block's pages with their guards, built and taken down by one call each.
+struct GuardedRun {
+  Chunk *chunk = nullptr;
+  uint32_t first_page = 0; // the block's first page
+  uint32_t pages = 0;      // the block's pages
+  uint32_t guard_lead = 0; // PROT_NONE pages before the block (its alignment in pages)
+  uint32_t guard_tail = 0; // and after it; a huge chunk's guards are its slots' unmapped pages
+
+  uintptr_t start() const { return chunk->base + size_t{first_page} * os::kPageSize; }
+};
+
+class ChunkPool {
+public:
+  // Reserves the address range. False (with one diagnostic) if none can be had.
+  bool init(const Config &config);
+
+  bool in_range(const void *p) const { return reservation_.in_range(p); }
+  Chunk *chunk_of(const void *p) const { return reservation_.chunk_of(p); }
+
+  // pages read-write pages in a chunk, faulted in. False with errno ENOMEM.
+  bool alloc_run(uint32_t pages, Chunk **chunk, uint32_t *first_page);
+  void free_run(Chunk *chunk, uint32_t first_page, uint32_t pages);
+
+  // pages read-write pages aligned to alignment (a power of two up to
+  // kChunkSize), with PROT_NONE guards on both sides where mprotect allows:
+  // inside a shared chunk, or a chunk of its own for huge blocks. False with
+  // errno ENOMEM.
+  bool alloc_guarded(size_t pages, size_t alignment, GuardedRun *out);
+  // Gives the run back; in a shared chunk its guards stay for the next block.
+  void free_guarded(const GuardedRun &run);
+  // Sets the block's protection (a huge chunk's: all of it). 0 or the errno of mprotect.
+  int protect_guarded(const GuardedRun &run, int prot);
+
+  void facts(PoolFacts *out) const;
+  const char *weakest_tier_name() const;
+  uintptr_t reserved_base() const { return reservation_.base(); }
+  size_t reserved_bytes() const { return reservation_.size(); }
+
+  // fork: the child gets private copies of memfd_secret chunks (which are
+  // MAP_SHARED) at the same addresses, staged by the parent before fork (fork.cpp).
+  void prepare_fork();
+  void after_fork_parent();
+  void after_fork_child();
+
+private:
+  Chunk *new_chunk(uint32_t min_pages, bool huge);
+  bool find_run(uint32_t pages, uint32_t align_pages, Chunk **chunk, uint32_t *first);
+  bool ensure_touched(Chunk *chunk, uint32_t end_page);
+  void mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used);
+  void release_chunk(Chunk *chunk);
+  void move_tier(Chunk *chunk, Tier to);
+
+  const Config *config_ = nullptr;
+  Reservation reservation_;
+  TierMapper tiers_;
+  ChunkList chunks_; // strongest tier first, so runs come from there
+  ObjectPool<Chunk> chunk_meta_;
+  size_t mapped_bytes_[kNumTiers] = {};
+  size_t pages_touched_ = 0;
+  size_t chunk_count_ = 0;
+  uint64_t fork_privatisations_ = 0;
+};
+
+} // namespace secmem

@@ -1,0 +1,73 @@
+#include "chunks/protection.h"
+
+#include <sys/mman.h>
+
+namespace secmem::protection {
+
+namespace {
+
+constexpr int kReadWrite = PROT_READ | PROT_WRITE;
+
+// Chunk::prot's encoding: 0 for read-write, else the PROT_* value plus one.
+uint8_t prot_code(int prot) { return prot == kReadWrite ? 0 : static_cast<uint8_t>(prot + 1); }
+
+// Calls fn(addr, len, prot) for each run of pages with the same restricted protection.
+template <typename F> void for_each_restricted(const Chunk *chunk, F fn) {
+  if (chunk->restricted_pages == 0) return;
+  if (chunk->huge) {
+    fn(chunk->page_address(0), chunk->mapped_bytes(), chunk->prot[0] - 1);
+    return;
+  }
+  for (uint32_t p = 0; p < chunk->mapped_pages;) {
+    uint32_t end = p + 1;
+    while (end < chunk->mapped_pages && chunk->prot[end] == chunk->prot[p]) ++end;
+    if (chunk->prot[p] != 0) fn(chunk->page_address(p), size_t{end - p} * os::kPageSize, chunk->prot[p] - 1);
+    p = end;
+  }
+}
+
+} // namespace
+
+int set(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot) {
+  int err = os::protect(chunk->page_address(first_page), size_t{pages} * os::kPageSize, prot);
+  if (err != 0) return err;
+  uint8_t value = prot_code(prot);
+  uint32_t marks = chunk->huge ? 1 : pages;
+  for (uint32_t p = first_page; p < first_page + marks; ++p) {
+    chunk->restricted_pages += (value != 0) - (chunk->prot[p] != 0);
+    chunk->prot[p] = value;
+  }
+  return 0;
+}
+
+int ensure(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot) {
+  uint8_t want = prot_code(prot);
+  if (chunk->huge) return chunk->prot[0] == want ? 0 : set(chunk, 0, pages, prot);
+  uint32_t end = first_page + pages;
+  for (uint32_t p = first_page; p < end;) {
+    if (chunk->prot[p] == want) {
+      ++p;
+      continue;
+    }
+    uint32_t q = p + 1;
+    while (q < end && chunk->prot[q] != want) ++q;
+    if (int err = set(chunk, p, q - p, prot); err != 0) return err;
+    p = q;
+  }
+  return 0;
+}
+
+void open_restricted(Chunk *chunk) {
+  for_each_restricted(chunk, [](void *addr, size_t len, int) { os::protect(addr, len, PROT_READ); });
+}
+
+int restore_restricted(Chunk *chunk) {
+  int first_err = 0;
+  for_each_restricted(chunk, [&first_err](void *addr, size_t len, int prot) {
+    int err = os::protect(addr, len, prot);
+    if (err != 0 && first_err == 0) first_err = err;
+  });
+  return first_err;
+}
+
+} // namespace secmem::protection

@@ -1,0 +1,26 @@
+// Page protection of a chunk's pages, mirrored in Chunk::prot so that the
+// fork copy and the child can find guard pages and sealed blocks again.
+// Invariant: Chunk::prot holds every page whose protection is not read-write.
+// Not thread-safe: callers hold the heap lock.
+#pragma once
+
+#include <cstdint>
+
+#include "chunks/chunk.h"
+
+namespace secmem::protection {
+
+// Sets pages [first_page, first_page+pages) (a huge chunk: first_page 0 and
+// all its pages) to PROT_NONE, PROT_READ or PROT_READ|PROT_WRITE. 0 or the errno of mprotect.
+int set(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
+// The same, calling mprotect only for the pages not already so (free pages
+// keep the protection they last had, so a freed large block's guards are
+// still in place when the run is reused for another).
+int ensure(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
+// Makes the chunk's restricted pages readable (for the fork copy, and for
+// mlock, which cannot fault in PROT_NONE pages).
+void open_restricted(Chunk *chunk);
+// Puts their protection back; returns the first mprotect error, or 0.
+int restore_restricted(Chunk *chunk);
+
+} // namespace secmem::protection

@@ -1,0 +1,52 @@
+#include "chunks/reservation.h"
+
+#include <cerrno>
+
+#include "platform/diag.h"
+
+namespace secmem {
+
+namespace {
+constexpr size_t kLargestReservation = size_t{64} << 30; // 64 GiB of address space
+constexpr size_t kSmallestReservation = size_t{64} << 20;
+} // namespace
+
+bool Reservation::init() {
+  void *raw = nullptr;
+  size_t len = kLargestReservation;
+  for (; len >= kSmallestReservation && raw == nullptr; len /= 2) raw = os::reserve(len + kChunkSize);
+  if (raw == nullptr) {
+    diag::Line().add("cannot reserve address space for the secret heap (").err(errno)
+        .add("); every allocation will return NULL").emit();
+    return false;
+  }
+  len *= 2; // undo the last halving
+  uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + kChunkSize - 1) & ~(kChunkSize - 1);
+  nslots_ = static_cast<uint32_t>(len / kChunkSize);
+  slot_table_ = static_cast<std::atomic<Chunk *> *>(os::map_metadata(nslots_ * sizeof(*slot_table_)));
+  slot_used_ = static_cast<uint64_t *>(os::map_metadata(bitmap::words_for(nslots_) * sizeof(uint64_t)));
+  if (slot_table_ == nullptr || slot_used_ == nullptr) {
+    diag::Line().add("cannot map the secret heap's slot table; every allocation will return NULL").emit();
+    return false;
+  }
+  bitmap::set(slot_used_, 0); // slot 0 stays PROT_NONE: the guard before the first chunk
+  base_ = aligned;
+  size_ = len;
+  return true;
+}
+
+long Reservation::take_slots(uint32_t count) {
+  uint32_t first = 0;
+  if (size_ == 0 || !bitmap::find_clear_run(slot_used_, nslots_, count, 1, &first)) return -1;
+  bitmap::set_range(slot_used_, first, count);
+  return first;
+}
+
+void Reservation::give_slots(uint32_t first, uint32_t count) { bitmap::clear_range(slot_used_, first, count); }
+
+void Reservation::publish(const Chunk &chunk, Chunk *value) {
+  uint32_t first = slot_of(chunk.base);
+  for (uint32_t s = 0; s < chunk.slots; ++s) slot_table_[first + s].store(value, std::memory_order_release);
+}
+
+} // namespace secmem

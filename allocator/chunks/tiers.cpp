@@ -1,0 +1,172 @@
+#include "chunks/tiers.h"
+
+#include <cerrno>
+
+#include "config/policy.h"
+#include "platform/diag.h"
+
+namespace secmem {
+
+namespace {
+
+const char *reason_text(FallbackReason why) {
+  switch (why) {
+  case FallbackReason::kNoKernelSupport: return "no kernel support, or secretmem.enable=0";
+  case FallbackReason::kRefused: return "refused, as by a seccomp filter";
+  case FallbackReason::kMemlock: return "RLIMIT_MEMLOCK budget spent";
+  case FallbackReason::kOther: break;
+  }
+  return "mapping failed";
+}
+
+const char *tier_description(Tier tier) {
+  switch (tier) {
+  case Tier::kSecret: return "memfd_secret";
+  case Tier::kLocked: return "mlock'ed anonymous memory (MADV_DONTDUMP)";
+  case Tier::kUnlocked: return "unlocked anonymous memory (MADV_DONTDUMP; it can be swapped)";
+  }
+  return "?";
+}
+
+FallbackReason reason_of_secret_errno(int err) {
+  switch (err) {
+  case ENOSYS: return FallbackReason::kNoKernelSupport;
+  case EPERM:
+  case EACCES: return FallbackReason::kRefused;
+  case EAGAIN: return FallbackReason::kMemlock;
+  default: return FallbackReason::kOther;
+  }
+}
+
+uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+
+} // namespace
+
+const char *tier_name(Tier tier) {
+  switch (tier) {
+  case Tier::kSecret: return "memfd_secret";
+  case Tier::kLocked: return "mlock";
+  case Tier::kUnlocked: return "unlocked";
+  }
+  return "?";
+}
+
+// First touch: through the kernel for memfd_secret, by mlock for the locked
+// tier; unlocked pages fault on use.
+int TierMapper::fault_in(Tier tier, void *addr, size_t len) {
+  switch (tier) {
+  case Tier::kSecret: return os::touch_through_kernel(addr, len);
+  case Tier::kLocked: return os::lock_range(addr, len);
+  case Tier::kUnlocked: break;
+  }
+  return 0;
+}
+
+// Maps one tier at addr. Returns 0 or an errno, with why set.
+int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out,
+                        FallbackReason *why) {
+  if (tier == Tier::kSecret && secret_refused_) {
+    *why = secret_refusal_;
+    return secret_refusal_errno_;
+  }
+  uint32_t pages = flexible ? kMaxChunkPages : min_pages;
+  if (tier != Tier::kUnlocked) {
+    size_t budget_pages = os::memlock_budget() / os::kPageSize;
+    if (flexible && budget_pages < pages) pages = static_cast<uint32_t>(budget_pages);
+    if (budget_pages < min_pages || pages < min_pages) {
+      *why = FallbackReason::kMemlock;
+      return EAGAIN;
+    }
+  }
+  void *at = reinterpret_cast<void *>(addr);
+  size_t len = size_t{pages} * os::kPageSize;
+  int err = 0;
+  if (tier == Tier::kSecret) {
+    err = os::map_secret_fixed(at, len);
+    *why = reason_of_secret_errno(err);
+    if (err == ENOSYS || err == EPERM || err == EACCES) {
+      secret_refused_ = true;
+      secret_refusal_ = *why;
+      secret_refusal_errno_ = err;
+    }
+  } else {
+    err = os::map_anon_fixed(at, len);
+    *why = FallbackReason::kOther;
+  }
+  // The first pages are faulted in now, so that a refusal to charge them
+  // (EFAULT from kernels that charge memlock at first touch, or mlock's
+  // EAGAIN/ENOMEM) sends this chunk to the next tier.
+  uint32_t first_touch =
+      flexible ? min_u32(pages, min_pages > kTouchBatchPages ? min_pages : kTouchBatchPages) : pages;
+  if (err == 0) {
+    err = fault_in(tier, at, size_t{first_touch} * os::kPageSize);
+    if (err != 0) *why = FallbackReason::kMemlock;
+  }
+  if (err != 0) {
+    os::release_to_reserve(at, len); // a failed MAP_FIXED may have dropped the reservation
+    return err;
+  }
+  out->tier = tier;
+  out->pages = pages;
+  out->touched = first_touch;
+  return 0;
+}
+
+bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out) {
+  Tier top = policy::top_tier(*config_);
+  FallbackReason first_why = FallbackReason::kOther;
+  int first_err = 0;
+  for (int t = static_cast<int>(top); t < kNumTiers; ++t) {
+    Tier tier = static_cast<Tier>(t);
+    if (tier != top && !policy::may_degrade(*config_)) break;
+    FallbackReason why = FallbackReason::kOther;
+    int err = map_one(tier, addr, min_pages, flexible, out, &why);
+    if (err == 0) {
+      if (tier != top) {
+        counters_.fallbacks[static_cast<int>(first_why)]++;
+        report_fallback(tier, first_why, first_err);
+      }
+      return true;
+    }
+    if (tier == top) {
+      first_why = why;
+      first_err = err;
+    }
+  }
+  counters_.failed_chunks++;
+  report_failure(first_why, first_err);
+  errno = ENOMEM;
+  return false;
+}
+
+void TierMapper::report_fallback(Tier to, FallbackReason why, int err) {
+  if (reported_[static_cast<int>(to)]) return;
+  reported_[static_cast<int>(to)] = true;
+  diag::Line().add(tier_name(policy::top_tier(*config_))).add(" unavailable (").err(err).add(": ")
+      .add(reason_text(why)).add("); falling back to ").add(tier_description(to))
+      .add(" (set SECMEM_ON_EXHAUSTION=fail to refuse instead)").emit();
+}
+
+void TierMapper::report_failure(FallbackReason why, int err) {
+  if (reported_failure_) return;
+  reported_failure_ = true;
+  diag::Line line;
+  line.add("out of secret memory (").err(err).add(": ").add(reason_text(why))
+      .add("); allocations return NULL with ENOMEM");
+  if (config_->backend == Backend::kMemfdSecret)
+    line.add(" (SECMEM_BACKEND=memfd_secret never falls back)");
+  else if (config_->on_exhaustion == OnExhaustion::kFail)
+    line.add(" (SECMEM_ON_EXHAUSTION=fail)");
+  line.emit();
+}
+
+// Outside memfd_secret the same user can read secrets through ptrace and
+// /proc/PID/mem: SECMEM_NODUMP=fallback makes the process non-dumpable.
+void TierMapper::note_tier(Tier tier) {
+  if (!policy::undumpable_once_in(*config_, tier) || undumpable_) return;
+  int err = os::make_undumpable();
+  undumpable_ = err == 0;
+  if (!undumpable_) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(err).add(")").emit();
+}
+
+} // namespace secmem

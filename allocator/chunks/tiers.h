@@ -1,0 +1,61 @@
+// Tier policy: maps a chunk's pages in the strongest tier the configuration
+// allows (memfd_secret, then mlock'ed, then unlocked anonymous memory), sized
+// to the RLIMIT_MEMLOCK budget, with its first pages faulted in through the
+// kernel; says once, clearly, when a chunk lands lower or nowhere.
+//
+// Not thread-safe: the pool calls it under the heap lock.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "chunks/chunk.h"
+#include "config/config.h"
+
+namespace secmem {
+
+struct TierCounters {
+  uint64_t fallbacks[kNumFallbackReasons] = {};
+  uint64_t failed_chunks = 0; // a chunk was needed and no allowed tier gave one
+};
+
+class TierMapper {
+public:
+  void init(const Config &config) { config_ = &config; }
+
+  struct Mapped {
+    Tier tier = Tier::kSecret;
+    uint32_t pages = 0;
+    uint32_t touched = 0;
+  };
+  // Maps a chunk at addr: exactly min_pages, or (flexible) as many pages up
+  // to kMaxChunkPages as the budget allows but at least min_pages. Tries the
+  // top tier, then weaker ones as the policy allows. False with errno ENOMEM.
+  bool map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out);
+
+  // First touch of fresh pages in tier: 0 or an errno (the kernel refused to charge them).
+  static int fault_in(Tier tier, void *addr, size_t len);
+  // A kernel that charges memlock at first touch refused a batch of a chunk's pages.
+  void note_touch_refused() { counters_.fallbacks[static_cast<int>(FallbackReason::kMemlock)]++; }
+  // A chunk now lives in tier (new, or degraded in a fork child): SECMEM_NODUMP may act.
+  void note_tier(Tier tier);
+  // Says once that chunks now land in tier `to`, and why.
+  void report_fallback(Tier to, FallbackReason why, int err);
+
+  const TierCounters &counters() const { return counters_; }
+
+private:
+  int map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out, FallbackReason *why);
+  void report_failure(FallbackReason why, int err);
+
+  const Config *config_ = nullptr;
+  TierCounters counters_;
+  bool secret_refused_ = false; // ENOSYS/EPERM: memfd_secret will not work in this process
+  FallbackReason secret_refusal_ = FallbackReason::kOther;
+  int secret_refusal_errno_ = 0;
+  bool reported_[kNumTiers] = {};
+  bool reported_failure_ = false;
+  bool undumpable_ = false; // SECMEM_NODUMP=fallback has acted
+};
+
+} // namespace secmem

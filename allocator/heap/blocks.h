@@ -1,0 +1,26 @@
+// The heap's internal entry points, one group per file: small blocks and
+// thread caches (thread_cache.cpp), large and sealed blocks (large.cpp).
+// heap.cpp dispatches the public operations to them.
+#pragma once
+
+#include <cstddef>
+
+#include "heap/span.h"
+#include "heap/state.h"
+
+namespace secmem::heap {
+
+// thread_cache.cpp
+void *allocate_small(int cls, size_t size);
+void release_small(void *p, const BlockRef &ref);
+// Flushes a cache's blocks to the central lists and forgets the cache.
+void retire_cache(ThreadCache *cache) REQUIRES(g_heap.lock);
+void thread_exit(void *cache); // the cache key's destructor
+// In a fork child, where only the forking thread exists: every other cache's blocks are free.
+void retire_other_caches() REQUIRES(g_heap.lock);
+
+// large.cpp: page-granular blocks between guard pages; sealed ones start PROT_NONE.
+void *allocate_large(size_t bytes, size_t alignment, bool sealed);
+void release_large(void *p, const BlockRef &ref);
+
+} // namespace secmem::heap

@@ -1,0 +1,115 @@
+#include "heap/central.h"
+
+#include "heap/pagemap.h"
+
+namespace secmem::heap {
+
+void Central::list(Span *span) {
+  partial_[span->cls].push_front(span);
+  span->listed = true;
+}
+
+void Central::unlist(Span *span) {
+  partial_[span->cls].remove(span);
+  span->listed = false;
+}
+
+Span *Central::new_span(ChunkPool &pool, int cls) {
+  Span *span = span_meta_.take();
+  if (span == nullptr) return nullptr;
+  Chunk *chunk = nullptr;
+  uint32_t first = 0;
+  uint32_t pages = kClassTable.span_pages[cls];
+  if (!pool.alloc_run(pages, &chunk, &first)) {
+    span_meta_.give(span);
+    return nullptr;
+  }
+  span->start = chunk->base + size_t{first} * os::kPageSize;
+  span->chunk = chunk;
+  span->first_page = first;
+  span->pages = pages;
+  span->cls = cls;
+  span->block_size = kClassSizes[cls];
+  span->blocks = kClassTable.blocks_per_span[cls];
+  span->divide_magic = static_cast<uint32_t>((uint64_t{1} << 32) / span->block_size + 1);
+  span->central_free = span->blocks;
+  bitmap::set_range(span->free_bits, 0, span->blocks);
+  all_.push_front(span);
+  set_owners(span);
+  return span;
+}
+
+void Central::drop_span(ChunkPool &pool, Span *span) {
+  clear_owners(span, nullptr);
+  all_.remove(span);
+  pool.free_run(span->chunk, span->first_page, span->pages);
+  span_meta_.give(span);
+}
+
+uint32_t Central::take(ChunkPool &pool, int cls, BlockRef *out, uint32_t want) {
+  uint32_t got = 0;
+  while (got < want) {
+    Span *span = partial_[cls].front();
+    if (span == nullptr) {
+      span = kept_empty_[cls];
+      kept_empty_[cls] = nullptr;
+      if (span == nullptr) span = new_span(pool, cls);
+      if (span == nullptr) break;
+      list(span);
+    }
+    for (uint32_t w = 0; w < kFreeWords && got < want; ++w) {
+      uint64_t &word = span->free_bits[w];
+      while (word != 0 && got < want) {
+        uint32_t bit = static_cast<uint32_t>(__builtin_ctzll(word));
+        word &= word - 1;
+        out[got++] = BlockRef{span, w * bitmap::kWordBits + bit};
+        span->central_free--;
+      }
+    }
+    if (span->central_free == 0) unlist(span);
+  }
+  note_held(static_cast<ptrdiff_t>(got) * kClassSizes[cls]);
+  return got;
+}
+
+void Central::put(ChunkPool &pool, int cls, const BlockRef *blocks, uint32_t n) {
+  for (uint32_t i = 0; i < n; ++i) {
+    Span *span = blocks[i].span;
+    bitmap::set(span->free_bits, blocks[i].index);
+    span->central_free++;
+    if (!span->listed) list(span);
+    if (span->central_free == span->blocks) {
+      unlist(span);
+      // Keep one empty span per class (its pages stay faulted) unless the
+      // configuration asks for memory back.
+      if (kept_empty_[cls] == nullptr && keep_empty_)
+        kept_empty_[cls] = span;
+      else
+        drop_span(pool, span);
+    }
+  }
+  note_held(-static_cast<ptrdiff_t>(n) * kClassSizes[cls]);
+}
+
+Span *Central::new_large_span(const GuardedRun &run) {
+  Span *span = span_meta_.take();
+  if (span == nullptr) return nullptr;
+  span->start = run.start();
+  span->chunk = run.chunk;
+  span->first_page = run.first_page;
+  span->pages = run.pages;
+  span->cls = -1;
+  span->block_size = run.pages * static_cast<uint32_t>(os::kPageSize);
+  span->blocks = 1;
+  span->run = run;
+  span->live[0].store(1, std::memory_order_relaxed);
+  all_.push_front(span);
+  return span;
+}
+
+void Central::drop_large_span(Span *span) {
+  all_.remove(span);
+  span_meta_.give(span);
+}
+
+} // namespace secmem::heap

@@ -1,0 +1,60 @@
+// The central free lists: spans of each size class with free blocks, the
+// span metadata, and the byte count the heap holds. Thread caches refill
+// from here and flush back in batches. Not thread-safe: it is a member of
+// the heap guarded by the heap lock, and takes the pool it carves spans from
+// as an argument from callers that hold that lock.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "chunks/chunk_pool.h"
+#include "heap/size_class.h"
+#include "heap/span.h"
+#include "support/object_pool.h"
+
+namespace secmem::heap {
+
+class Central {
+public:
+  // keep_empty: keep one empty span per class (its pages stay faulted).
+  void init(bool keep_empty) { keep_empty_ = keep_empty; }
+
+  // Takes up to want free blocks of class cls into out; returns how many.
+  uint32_t take(ChunkPool &pool, int cls, BlockRef *out, uint32_t want);
+  // Returns freed (already zeroed, not live) blocks of class cls to their spans.
+  void put(ChunkPool &pool, int cls, const BlockRef *blocks, uint32_t n);
+
+  // Metadata for one large block over run, or nullptr; and back.
+  Span *new_large_span(const GuardedRun &run);
+  void drop_large_span(Span *span);
+
+  // Bytes in live blocks and thread caches: small blocks move with take/put, large ones with note_large.
+  void note_large(ptrdiff_t bytes) { note_held(bytes); }
+  size_t peak_held() const { return peak_held_; }
+
+  // Calls fn(const Span &) for every span.
+  template <typename F> void for_each_span(F fn) const {
+    for (const Span *span = all_.front(); span != nullptr; span = SpanList::next(span)) fn(*span);
+  }
+
+private:
+  Span *new_span(ChunkPool &pool, int cls);
+  void drop_span(ChunkPool &pool, Span *span);
+  void list(Span *span);
+  void unlist(Span *span);
+  void note_held(ptrdiff_t delta) {
+    held_ += static_cast<size_t>(delta);
+    if (held_ > peak_held_) peak_held_ = held_;
+  }
+
+  PartialList partial_[kNumClasses]; // spans with central free blocks
+  Span *kept_empty_[kNumClasses] = {};
+  SpanList all_;
+  ObjectPool<Span> span_meta_;
+  bool keep_empty_ = true;
+  size_t held_ = 0;
+  size_t peak_held_ = 0;
+};
+
+} // namespace secmem::heap

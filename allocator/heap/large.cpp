@@ -1,0 +1,111 @@
+// Large and sealed blocks: page-granular, one guarded run each (the pool
+// builds and owns the guard layout), zeroed outside the lock on free.
+#include <cerrno>
+#include <sys/mman.h>
+
+#include "heap/blocks.h"
+#include "heap/canary.h"
+#include "heap/heap.h"
+#include "heap/pagemap.h"
+#include "platform/checkers.h"
+
+namespace secmem::heap {
+
+namespace {
+
+constexpr int kReadWrite = PROT_READ | PROT_WRITE;
+
+// Returns a large block that is no longer live to the pool, zeroing it first
+// unless the caller has.
+void give_back(Span *span, bool zeroed) REQUIRES(g_heap.lock) {
+  void *p = reinterpret_cast<void *>(span->start);
+  if (!zeroed) {
+    checkers::expose(p, span->block_size);
+    zero(p, span->block_size);
+  }
+  checkers::freed(p, span->block_size);
+  // A run in a shared chunk keeps its guards while free, for the next large block there.
+  if (!span->chunk->huge) clear_owners(span, kFreedRun);
+  g_heap.pool.free_guarded(span->run);
+  g_heap.central.drop_large_span(span);
+}
+
+int access_prot(uint32_t readers, uint32_t writers) {
+  return writers != 0 ? kReadWrite : readers != 0 ? PROT_READ : PROT_NONE;
+}
+
+} // namespace
+
+void *allocate_large(size_t bytes, size_t alignment, bool sealed) {
+  size_t pages = (bytes + os::kPageSize - 1) / os::kPageSize;
+  ScopedLock lock(g_heap.lock);
+  GuardedRun run;
+  if (!g_heap.pool.alloc_guarded(pages, alignment, &run)) return nullptr; // errno ENOMEM
+  Span *span = g_heap.central.new_large_span(run);
+  if (span == nullptr) {
+    g_heap.pool.free_guarded(run);
+    errno = ENOMEM;
+    return nullptr;
+  }
+  set_owners(span);
+  void *p = reinterpret_cast<void *>(span->start);
+  span->large_requested = bytes;
+  checkers::expose(p, span->block_size);
+  canary::write(g_ro.canary_key, p, bytes, span->block_size);
+  checkers::allocated(p, bytes, span->block_size);
+  if (sealed) {
+    span->sealed = true;
+    int err = g_heap.pool.protect_guarded(span->run, PROT_NONE);
+    if (err != 0) {                                      // nothing to seal it with: give it back
+      g_heap.pool.protect_guarded(span->run, kReadWrite); // mprotect may have changed part of it
+      span->live[0].store(0, std::memory_order_relaxed);
+      give_back(span, false);
+      errno = err;
+      return nullptr;
+    }
+  }
+  g_heap.central.note_large(static_cast<ptrdiff_t>(span->block_size));
+  g_heap.uncached_allocations++;
+  return p;
+}
+
+void release_large(void *p, const BlockRef &ref) {
+  ref.clear_live();
+  Span *span = ref.span;
+  if (span->sealed) {
+    ScopedLock lock(g_heap.lock);
+    int err = g_heap.pool.protect_guarded(span->run, kReadWrite);
+    if (err != 0) diag::fatal_errno("cannot unseal a sealed block to zero it", err);
+    span->readers = span->writers = 0;
+  }
+  checkers::freeing(p);
+  checkers::expose(p, span->block_size);
+  canary::check(g_ro.canary_key, p, span->large_requested, span->block_size);
+  zero(p, span->block_size); // outside the lock: blocks can be large
+  ScopedLock lock(g_heap.lock);
+  g_heap.central.note_large(-static_cast<ptrdiff_t>(span->block_size));
+  g_heap.uncached_frees++;
+  give_back(span, true);
+}
+
+int change_access(void *p, int mode, bool begin) {
+  if (mode != kAccessRead && mode != kAccessWrite) return EINVAL;
+  BlockRef ref;
+  if (p == nullptr || find_block(p, &ref) != Found::kBlock || !ref.is_live() || !ref.span->sealed) return EINVAL;
+  ScopedLock lock(g_heap.lock);
+  if (!ref.is_live()) return EINVAL; // freed meanwhile (free clears the mark before it unseals)
+  Span *span = ref.span;
+  uint32_t readers = span->readers, writers = span->writers;
+  uint32_t &count = mode == kAccessWrite ? writers : readers;
+  if (!begin && count == 0) return EINVAL; // no such scope is open
+  count = begin ? count + 1 : count - 1;
+  if (access_prot(readers, writers) != access_prot(span->readers, span->writers)) {
+    int err = g_heap.pool.protect_guarded(span->run, access_prot(readers, writers));
+    if (err != 0) return err;
+  }
+  span->readers = readers;
+  span->writers = writers;
+  return 0;
+}
+
+} // namespace secmem::heap

@@ -1,0 +1,71 @@
+// The heap's state, shared by the files of heap/: the lock and what it
+// guards, the read-only page sealed after start-up, and the start-up state.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <pthread.h>
+
+#include "chunks/chunk_pool.h"
+#include "config/config.h"
+#include "heap/central.h"
+#include "heap/lock.h"
+#include "heap/size_class.h"
+#include "heap/thread_cache.h"
+#include "support/object_pool.h"
+
+namespace secmem::heap {
+
+struct Heap {
+  HeapLock lock;
+  ChunkPool pool GUARDED_BY(lock);
+  Central central GUARDED_BY(lock);
+  CacheList caches GUARDED_BY(lock);
+  ObjectPool<ThreadCache> cache_meta GUARDED_BY(lock);
+  // Counters of exited threads and of operations that bypass the caches.
+  uint64_t uncached_allocations GUARDED_BY(lock) = 0;
+  uint64_t uncached_frees GUARDED_BY(lock) = 0;
+  size_t held GUARDED_BY(lock) = 0; // bytes in use or cached by threads
+  size_t peak_held GUARDED_BY(lock) = 0;
+  pthread_key_t cache_key{};
+};
+
+// Written once at start-up, then read-only (os::seal_readonly): a stray
+// write cannot change the configuration, the canary key or the cache sizes.
+struct alignas(os::kPageSize) ReadOnly {
+  Config config;
+  uint64_t canary_key = 0;
+  uint32_t cache_cap[kNumClasses] = {}; // per-thread cache slots per class (0: none)
+};
+
+enum class State : int { kUninitialised, kReady, kFailed };
+
+extern constinit Heap g_heap;
+extern constinit ReadOnly g_ro;
+extern std::atomic<State> g_state;
+
+bool init_slow();
+
+inline bool ready() {
+  State state = g_state.load(std::memory_order_acquire);
+  return state == State::kReady || (state == State::kUninitialised && init_slow());
+}
+
+inline bool is_ready() { return g_state.load(std::memory_order_acquire) == State::kReady; }
+
+// The lock-free lookups (chunk_of, in_range) read tables that are published
+// under the lock before any block in them is handed out.
+inline const ChunkPool &lookup_pool() NO_THREAD_SAFETY_ANALYSIS { return g_heap.pool; }
+
+inline void note_held(ptrdiff_t delta) REQUIRES(g_heap.lock) {
+  g_heap.held += static_cast<size_t>(delta);
+  if (g_heap.held > g_heap.peak_held) g_heap.peak_held = g_heap.held;
+}
+
+inline void zero(void *p, size_t n) {
+  memset(p, 0, n);
+  asm volatile("" : : "r"(p) : "memory"); // the stores must happen: the block may be reused by anyone
+}
+
+} // namespace secmem::heap

@@ -1,0 +1,125 @@
+#include <cerrno>
+#include <cstring>
+
+#include "heap/blocks.h"
+#include "heap/canary.h"
+#include "platform/checkers.h"
+
+namespace secmem::heap {
+
+namespace {
+
+__attribute__((tls_model("initial-exec"))) thread_local ThreadCache *t_cache = nullptr;
+
+ThreadCache *make_cache() {
+  ThreadCache *cache;
+  {
+    ScopedLock lock(g_heap.lock);
+    cache = g_heap.cache_meta.take();
+    if (cache == nullptr) return nullptr;
+    g_heap.caches.push_front(cache);
+  }
+  pthread_setspecific(g_heap.cache_key, cache);
+  t_cache = cache;
+  return cache;
+}
+
+void bump(std::atomic<uint64_t> &counter) {
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+} // namespace
+
+void retire_cache(ThreadCache *cache) {
+  for (int cls = 0; cls < kNumClasses; ++cls) {
+    g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], cache->count[cls]);
+    cache->count[cls] = 0;
+  }
+  g_heap.uncached_allocations += cache->allocations.load(std::memory_order_relaxed);
+  g_heap.uncached_frees += cache->frees.load(std::memory_order_relaxed);
+  g_heap.caches.remove(cache);
+  g_heap.cache_meta.give(cache);
+}
+
+void thread_exit(void *value) {
+  auto *cache = static_cast<ThreadCache *>(value);
+  if (t_cache == cache) t_cache = nullptr;
+  ScopedLock lock(g_heap.lock);
+  retire_cache(cache);
+}
+
+// In a fork child only the forking thread exists: the other caches' blocks are free.
+void retire_other_caches() {
+  for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr;) {
+    ThreadCache *next = CacheList::next(cache);
+    if (cache != t_cache) retire_cache(cache);
+    cache = next;
+  }
+}
+
+void *allocate_small(int cls, size_t size) {
+  ThreadCache *cache = t_cache;
+  uint32_t cap = g_ro.cache_cap[cls];
+  if (cache == nullptr && cap != 0) cache = make_cache();
+  BlockRef ref;
+  bool got = false;
+  if (cache != nullptr && cache->count[cls] != 0) {
+    ref = cache->blocks[cls][--cache->count[cls]];
+    got = true;
+  } else if (cache != nullptr && cap != 0) {
+    ScopedLock lock(g_heap.lock);
+    uint32_t n = g_heap.central.take(g_heap.pool, cls, cache->blocks[cls], (cap + 1) / 2);
+    if (n != 0) {
+      ref = cache->blocks[cls][--n];
+      got = true;
+    }
+    cache->count[cls] = n;
+  } else {
+    ScopedLock lock(g_heap.lock);
+    got = g_heap.central.take(g_heap.pool, cls, &ref, 1) != 0;
+    if (got) g_heap.uncached_allocations++;
+  }
+  if (!got) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  void *p = ref.address();
+  ref.set_live();
+  ref.set_requested(size);
+  checkers::expose(p, kClassSizes[cls]);
+  canary::write(g_ro.canary_key, p, size, kClassSizes[cls]);
+  checkers::allocated(p, size, kClassSizes[cls]);
+  if (cache != nullptr) bump(cache->allocations);
+  return p;
+}
+
+void release_small(void *p, const BlockRef &ref) {
+  ref.clear_live();
+  int cls = ref.span->cls;
+  uint32_t block = ref.span->block_size;
+  checkers::freeing(p);
+  checkers::expose(p, block);
+  canary::check(g_ro.canary_key, p, ref.span->requested[ref.index], block);
+  zero(p, block);
+  checkers::freed(p, block);
+  ThreadCache *cache = t_cache;
+  uint32_t cap = g_ro.cache_cap[cls];
+  if (cache == nullptr && cap != 0) cache = make_cache();
+  if (cache == nullptr || cap == 0) {
+    ScopedLock lock(g_heap.lock);
+    g_heap.central.put(g_heap.pool, cls, &ref, 1);
+    g_heap.uncached_frees++;
+    return;
+  }
+  if (cache->count[cls] == cap) {
+    uint32_t half = cap / 2;
+    ScopedLock lock(g_heap.lock);
+    g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], half);
+    memmove(cache->blocks[cls], cache->blocks[cls] + half, (cap - half) * sizeof(BlockRef));
+    cache->count[cls] = cap - half;
+  }
+  cache->blocks[cls][cache->count[cls]++] = ref;
+  bump(cache->frees);
+}
+
+} // namespace secmem::heap
