@@ -5,8 +5,7 @@
 
 #include <cstring>
 #include <sys/auxv.h>
-
-extern char **environ;
+#include <unistd.h> // environ (g++ defines _GNU_SOURCE)
 
 namespace secmem {
 

@@ -1,0 +1,150 @@
+// The malloc family. One routed body serves every allocating variant (as
+// hardened_malloc's alloc_aligned serves its aligned ones): a secret source
+// sends the request to the secret heap, the bootstrap arena serves it while
+// the next allocator is being found, and otherwise the next allocator's own
+// function answers, called exactly as the program called ours. A block keeps
+// the heap it came from: free, realloc and malloc_usable_size of a secret
+// pointer (a range check) go to the secret heap.
+#include <cerrno>
+#include <cstring>
+
+#include "api/arg_checks.h"
+#include "shim.h"
+
+using namespace secmem;
+using namespace secmem::shim;
+
+namespace {
+
+#define CALLER() __builtin_return_address(0)
+
+inline bool any_alignment(size_t) { return true; }
+
+// Valid(alignment) is checked for the secret heap only; the next allocator checks its own.
+template <bool (*Valid)(size_t), typename NextCall>
+[[gnu::always_inline]] inline void *route(size_t alignment, size_t n, const void *caller, NextCall next_call) {
+  Source source = secret_source(caller);
+  if (__builtin_expect(source != Source::kNone, 0)) {
+    if (!Valid(alignment)) {
+      errno = EINVAL;
+      return nullptr;
+    }
+    return secret_alloc(alignment, n, source);
+  }
+  if (__builtin_expect(!resolve(), 0)) return bootstrap_alloc(n, alignment);
+  return next_call();
+}
+
+inline bool power_of_two(size_t alignment) { return args::is_power_of_two(alignment); }
+
+__attribute__((noinline)) void *malloc_slow(size_t n, const void *caller) {
+  return route<any_alignment>(16, n, caller, [n] { return g_next.malloc.get()(n); });
+}
+
+__attribute__((noinline)) void free_slow(void *p) {
+  if (is_secret(p)) return secret_free(p);
+  if (bootstrap_owns(p)) return; // never reused
+  if (resolve()) g_next.free.get()(p);
+}
+
+inline bool ours(const void *p) { return is_secret(p) || bootstrap_owns(p); }
+
+} // namespace
+
+// The fast paths have no stack frame: a few loads and a jump to the next allocator.
+SHIM_API void *malloc(size_t n) {
+  auto fn = g_next.malloc.get();
+  if (__builtin_expect(fn != nullptr && secmem_tag_depth_tls == 0 && !g_callers_enabled.load(std::memory_order_relaxed),
+                       1))
+    return fn(n);
+  return malloc_slow(n, CALLER());
+}
+
+SHIM_API void free(void *p) {
+  auto fn = g_next.free.get();
+  if (__builtin_expect(fn != nullptr && !ours(p), 1)) return fn(p);
+  free_slow(p);
+}
+
+SHIM_API void *calloc(size_t count, size_t size) {
+  size_t total = 0;
+  if (!args::checked_mul(count, size, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  // Secret memory is always zero; so is the bootstrap arena.
+  return route<any_alignment>(16, total, CALLER(), [=] { return g_next.calloc.get()(count, size); });
+}
+
+SHIM_API void *memalign(size_t alignment, size_t n) {
+  return route<power_of_two>(alignment, n, CALLER(), [=] { return g_next.memalign.get()(alignment, n); });
+}
+
+SHIM_API void *aligned_alloc(size_t alignment, size_t n) {
+  return route<power_of_two>(alignment, n, CALLER(), [=] { return g_next.aligned_alloc.get()(alignment, n); });
+}
+
+SHIM_API int posix_memalign(void **out, size_t alignment, size_t n) {
+  int next_result = -1; // the next allocator's answer, when it gave one
+  void *p = route<args::valid_posix_memalign_alignment>(alignment, n, CALLER(), [&]() -> void * {
+    next_result = g_next.posix_memalign.get()(out, alignment, n);
+    return nullptr;
+  });
+  if (next_result >= 0) return next_result;
+  if (p == nullptr) return errno == EINVAL ? EINVAL : ENOMEM;
+  *out = p;
+  return 0;
+}
+
+SHIM_API void *valloc(size_t n) {
+  return route<any_alignment>(args::kPvallocPage, n, CALLER(), [n] { return g_next.valloc.get()(n); });
+}
+
+SHIM_API void *pvalloc(size_t n) {
+  size_t rounded = 0;
+  if (!args::pvalloc_size(n, &rounded)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return route<any_alignment>(args::kPvallocPage, rounded, CALLER(), [n] { return g_next.pvalloc.get()(n); });
+}
+
+// Only realloc(NULL, n) is a new allocation; a block is resized in its own heap.
+SHIM_API void *realloc(void *p, size_t n) {
+  if (is_secret(p)) return secret_realloc(p, n);
+  if (p == nullptr) return route<any_alignment>(16, n, CALLER(), [n] { return g_next.realloc.get()(nullptr, n); });
+  if (__builtin_expect(bootstrap_owns(p), 0)) {
+    void *moved = malloc(n);
+    if (moved != nullptr) memcpy(moved, p, bootstrap_size(p) < n ? bootstrap_size(p) : n);
+    return moved;
+  }
+  if (!resolve()) return bootstrap_alloc(n, 16);
+  return g_next.realloc.get()(p, n);
+}
+
+SHIM_API void *reallocarray(void *p, size_t count, size_t size) {
+  size_t total = 0;
+  if (!args::checked_mul(count, size, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return realloc(p, total);
+}
+
+SHIM_API size_t malloc_usable_size(void *p) {
+  if (is_secret(p)) return secmem_usable_size(p);
+  if (p == nullptr) return 0;
+  if (bootstrap_owns(p)) return bootstrap_size(p);
+  if (!resolve()) return 0;
+  return g_next.malloc_usable_size.get()(p);
+}
+
+SHIM_API void free_sized(void *p, size_t n) {
+  if (ours(p) || !resolve() || g_next.free_sized.get() == nullptr) return free(p);
+  g_next.free_sized.get()(p, n);
+}
+
+SHIM_API void free_aligned_sized(void *p, size_t alignment, size_t n) {
+  if (ours(p) || !resolve() || g_next.free_aligned_sized.get() == nullptr) return free(p);
+  g_next.free_aligned_sized.get()(p, alignment, n);
+}

@@ -1,0 +1,157 @@
+// Where an allocation goes: the secret heap's range, the secret side of every
+// wrapper, tags and SECMEM_TAG_CALLERS, and the counters the report prints.
+#include <cerrno>
+#include <cstring>
+#include <link.h>
+
+#include "api/arg_checks.h"
+#include "config/environ.h"
+#include "platform/diag.h"
+#include "shim.h"
+
+namespace secmem::shim {
+
+SHIM_TLS bool t_in_secret_heap = false;
+
+const char *const kSourceNames[kNumSources] = {"openssl", "tag", "callers", "sodium"};
+Routed g_routed[kNumSources];
+std::atomic<uintptr_t> g_secret_base{0};
+std::atomic<size_t> g_secret_size{0};
+std::atomic<bool> g_tags_enabled{true};
+std::atomic<bool> g_callers_enabled{false};
+
+namespace {
+
+void note_secret(void *p, size_t n, Source source) {
+  if (p == nullptr) return;
+  Routed &routed = g_routed[static_cast<int>(source)];
+  routed.allocations.fetch_add(1, std::memory_order_relaxed);
+  routed.bytes.fetch_add(n, std::memory_order_relaxed);
+  if (g_secret_size.load(std::memory_order_relaxed) == 0) {
+    uintptr_t base = 0;
+    size_t size = 0;
+    secmem_reserved_range(&base, &size);
+    g_secret_base.store(base, std::memory_order_relaxed);
+    g_secret_size.store(size, std::memory_order_release);
+  }
+}
+
+// Runs f with t_in_secret_heap set: the heap's own start-up may call malloc.
+template <typename F> auto in_secret_heap(F f) {
+  t_in_secret_heap = true;
+  auto result = f();
+  t_in_secret_heap = false;
+  return result;
+}
+
+} // namespace
+
+void *secret_alloc(size_t alignment, size_t n, Source source) {
+  if (!args::is_power_of_two(alignment)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  void *p = in_secret_heap([&] { return alignment <= 16 ? secmem_malloc(n) : secmem_aligned_alloc(alignment, n); });
+  note_secret(p, n, source);
+  return p;
+}
+
+void *secret_realloc(void *p, size_t n) {
+  return in_secret_heap([&] { return secmem_realloc(p, n); });
+}
+
+void secret_free(void *p) {
+  t_in_secret_heap = true;
+  secmem_free(p);
+  t_in_secret_heap = false;
+}
+
+// If the process's free() is not ours, another allocator comes first in
+// LD_PRELOAD: tagged blocks would be freed by it. Tags go off, with one line;
+// OpenSSL's secure heap still goes to secret memory (its frees come here).
+void check_preload_order() {
+  t_in_secret_heap = true;
+  Dl_info global_free{}, ours{};
+  bool first = dladdr(dlsym(RTLD_DEFAULT, "free"), &global_free) != 0 &&
+               dladdr(reinterpret_cast<void *>(&check_preload_order), &ours) != 0 &&
+               global_free.dli_fbase == ours.dli_fbase;
+  t_in_secret_heap = false;
+  if (first) return;
+  g_tags_enabled.store(false, std::memory_order_relaxed);
+  diag::Line()
+      .add("preload: another allocator comes before libsecmem_preload.so in LD_PRELOAD; "
+           "secmem_tag_begin() is off (put libsecmem_preload.so first to use it)")
+      .emit();
+}
+
+// ---- SECMEM_TAG_CALLERS=libfoo.so,libbar.so ----
+// Allocations whose return address lies in one of these libraries (loaded at
+// start-up or dlopen'ed later) go to the secret heap. The calling object is
+// found with _dl_find_object (lock-free, so safe inside malloc) and cached.
+
+namespace {
+
+constexpr int kMaxCallerNames = 8;
+constexpr int kMaxCachedObjects = 64;
+char g_caller_names[kMaxCallerNames][64];
+int g_caller_name_count = 0;
+
+struct CachedObject {
+  uintptr_t start;
+  uintptr_t end;
+  bool tagged;
+};
+CachedObject g_objects[kMaxCachedObjects];
+std::atomic<int> g_object_count{0};
+std::atomic<bool> g_objects_lock{false};
+
+// "libfoo.so" names /path/libfoo.so and /path/libfoo.so.1.2.
+bool listed(const char *path) {
+  const char *base = strrchr(path, '/');
+  base = base != nullptr ? base + 1 : path;
+  for (int i = 0; i < g_caller_name_count; ++i) {
+    size_t n = strlen(g_caller_names[i]);
+    if (strncmp(base, g_caller_names[i], n) == 0 && (base[n] == '\0' || base[n] == '.')) return true;
+  }
+  return false;
+}
+
+} // namespace
+
+void parse_tag_callers() {
+  const char *value = env_value(process_environment(), "SECMEM_TAG_CALLERS");
+  if (value == nullptr || is_secure_exec()) return;
+  while (*value != '\0' && g_caller_name_count < kMaxCallerNames) {
+    size_t n = strcspn(value, ",");
+    if (n > 0 && n < sizeof g_caller_names[0]) {
+      memcpy(g_caller_names[g_caller_name_count], value, n);
+      g_caller_names[g_caller_name_count++][n] = '\0';
+    } else if (n > 0) {
+      diag::Line().add("preload: SECMEM_TAG_CALLERS: a name is too long; ignored").emit();
+    }
+    value += n + (value[n] == ',' ? 1 : 0);
+  }
+  g_callers_enabled.store(g_caller_name_count > 0, std::memory_order_release);
+}
+
+bool from_tagged_caller(const void *return_address) {
+  auto pc = reinterpret_cast<uintptr_t>(return_address);
+  int count = g_object_count.load(std::memory_order_acquire);
+  for (int i = 0; i < count; ++i)
+    if (pc - g_objects[i].start < g_objects[i].end - g_objects[i].start) return g_objects[i].tagged;
+  dl_find_object found{};
+  if (_dl_find_object(const_cast<void *>(return_address), &found) != 0 || found.dlfo_link_map == nullptr) return false;
+  bool tagged = listed(found.dlfo_link_map->l_name);
+  if (!g_objects_lock.exchange(true, std::memory_order_acquire)) {
+    int n = g_object_count.load(std::memory_order_relaxed);
+    if (n < kMaxCachedObjects) {
+      g_objects[n] = {reinterpret_cast<uintptr_t>(found.dlfo_map_start),
+                      reinterpret_cast<uintptr_t>(found.dlfo_map_end), tagged};
+      g_object_count.store(n + 1, std::memory_order_release);
+    }
+    g_objects_lock.store(false, std::memory_order_release);
+  }
+  return tagged;
+}
+
+} // namespace secmem::shim

@@ -1,0 +1,150 @@
+// The preload shim's shared declarations: the table of next-allocator
+// symbols, the routing decision, and the re-entrancy guard.
+//
+// Rules for every file of the shim: no allocation from any heap on these
+// paths, no exceptions, initial-exec TLS only, no call into the secret heap
+// while it is already running on this thread (its own start-up calls
+// malloc), and diagnostics through diag::Line (the raw write system call,
+// never the shim's own write interposer).
+//
+// Files: next.cpp (the symbol table, the bootstrap arena, start-up),
+// routing.cpp (where an allocation goes, tags, SECMEM_TAG_CALLERS, counters),
+// malloc.cpp (the malloc family), openssl.cpp, sodium.cpp, io_explain.cpp
+// (EFAULT explanations), report.cpp (SECMEM_REPORT at exit).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <dlfcn.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "secmem/internal/interpose.h"
+#include "secmem/secmem.h"
+
+#define SHIM_API extern "C" __attribute__((visibility("default")))
+#define SHIM_TLS __attribute__((tls_model("initial-exec"))) thread_local
+
+namespace secmem::shim {
+
+// ---- the next allocator (next.cpp) ----
+
+template <typename F> struct Next {
+  std::atomic<F> fn{nullptr};
+  F get() const { return fn.load(std::memory_order_acquire); }
+};
+
+// Every function the shim forwards, with its type and its name, once.
+// Resolved with dlsym(RTLD_NEXT) at start-up (or at the first malloc, if that
+// comes first); optional ones may stay null.
+#define SECMEM_SHIM_NEXT_SYMBOLS(X)                                                                                   \
+  X(malloc, void *(*)(size_t), "malloc")                                                                              \
+  X(free, void (*)(void *), "free")                                                                                   \
+  X(calloc, void *(*)(size_t, size_t), "calloc")                                                                      \
+  X(realloc, void *(*)(void *, size_t), "realloc")                                                                    \
+  X(memalign, void *(*)(size_t, size_t), "memalign")                                                                  \
+  X(posix_memalign, int (*)(void **, size_t, size_t), "posix_memalign")                                               \
+  X(aligned_alloc, void *(*)(size_t, size_t), "aligned_alloc")                                                        \
+  X(valloc, void *(*)(size_t), "valloc")                                                                              \
+  X(pvalloc, void *(*)(size_t), "pvalloc")                                                                            \
+  X(malloc_usable_size, size_t (*)(void *), "malloc_usable_size")                                                     \
+  X(free_sized, void (*)(void *, size_t), "free_sized")                         /* glibc 2.41+ */                     \
+  X(free_aligned_sized, void (*)(void *, size_t, size_t), "free_aligned_sized") /* glibc 2.41+ */                     \
+  X(read, ssize_t (*)(int, void *, size_t), "read")                                                                   \
+  X(write, ssize_t (*)(int, const void *, size_t), "write")                                                           \
+  X(pread64, ssize_t (*)(int, void *, size_t, off_t), "pread64")                                                      \
+  X(pwrite64, ssize_t (*)(int, const void *, size_t, off_t), "pwrite64")                                              \
+  X(vmsplice, ssize_t (*)(int, const struct iovec *, unsigned long, unsigned int), "vmsplice")                        \
+  X(send, ssize_t (*)(int, const void *, size_t, int), "send")                                                        \
+  X(sodium_free, void (*)(void *), "sodium_free")                                                                     \
+  X(sodium_mprotect_noaccess, int (*)(void *), "sodium_mprotect_noaccess")                                            \
+  X(sodium_mprotect_readonly, int (*)(void *), "sodium_mprotect_readonly")                                            \
+  X(sodium_mprotect_readwrite, int (*)(void *), "sodium_mprotect_readwrite")                                          \
+  X(CRYPTO_set_mem_functions,                                                                                         \
+    int (*)(void *(*)(size_t, const char *, int), void *(*)(void *, size_t, const char *, int),                        \
+            void (*)(void *, const char *, int)),                                                                     \
+    "CRYPTO_set_mem_functions")
+
+struct NextTable {
+#define SECMEM_SHIM_DECLARE_NEXT(field, type, name) Next<type> field;
+  SECMEM_SHIM_NEXT_SYMBOLS(SECMEM_SHIM_DECLARE_NEXT)
+#undef SECMEM_SHIM_DECLARE_NEXT
+};
+extern NextTable g_next;
+
+// Fills g_next once. False when called recursively (dlsym itself allocates):
+// the caller then serves the request from the bootstrap arena.
+bool resolve();
+
+// A function a library loaded after start-up provides (libsodium, libcrypto
+// dlopen'ed later): looked up again while it is still missing.
+template <typename F> F next_or_late(Next<F> &next, const char *name) {
+  F fn = next.get();
+  if (__builtin_expect(fn == nullptr, 0)) {
+    fn = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
+    if (fn != nullptr) next.fn.store(fn, std::memory_order_release);
+  }
+  return fn;
+}
+
+// Allocations made while dlsym runs, before the next allocator is known.
+inline constexpr size_t kBootstrapBytes = 256 * 1024;
+extern __attribute__((visibility("hidden"))) unsigned char g_bootstrap[kBootstrapBytes];
+void *bootstrap_alloc(size_t n, size_t alignment);
+size_t bootstrap_size(const void *p);
+inline bool bootstrap_owns(const void *p) { // inline: free's fast path has no call
+  return reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(g_bootstrap) < kBootstrapBytes;
+}
+
+// ---- routing (routing.cpp) ----
+
+// Inside the secret heap or the symbol resolver on this thread: every
+// allocation goes to the next allocator (or the bootstrap arena).
+extern SHIM_TLS bool t_in_secret_heap;
+
+enum class Source : uint8_t { kOpenSSL, kTag, kCallers, kSodium, kNone };
+inline constexpr int kNumSources = static_cast<int>(Source::kNone);
+extern const char *const kSourceNames[kNumSources];
+
+struct Routed {
+  std::atomic<uint64_t> allocations{0};
+  std::atomic<uint64_t> bytes{0};
+};
+extern Routed g_routed[kNumSources];
+
+extern std::atomic<uintptr_t> g_secret_base;
+extern std::atomic<size_t> g_secret_size;
+// Tags need every free to come here first; off when another allocator
+// precedes the shim in LD_PRELOAD (check_preload_order).
+extern std::atomic<bool> g_tags_enabled;
+extern std::atomic<bool> g_callers_enabled; // SECMEM_TAG_CALLERS names a library
+
+// p lies in the secret heap's reserved range: a subtraction and a compare.
+inline bool is_secret(const void *p) {
+  size_t size = g_secret_size.load(std::memory_order_acquire);
+  return reinterpret_cast<uintptr_t>(p) - g_secret_base.load(std::memory_order_relaxed) < size;
+}
+
+bool from_tagged_caller(const void *return_address);
+
+// Where an allocation made from return_address belongs.
+inline Source secret_source(const void *return_address) {
+  if (__builtin_expect(secmem_tag_depth_tls != 0, 0) && !t_in_secret_heap &&
+      g_tags_enabled.load(std::memory_order_relaxed))
+    return Source::kTag;
+  if (__builtin_expect(g_callers_enabled.load(std::memory_order_relaxed), 0) && !t_in_secret_heap &&
+      g_tags_enabled.load(std::memory_order_relaxed) && from_tagged_caller(return_address))
+    return Source::kCallers;
+  return Source::kNone;
+}
+
+// n bytes with alignment (a power of two) from the secret heap, counted for source.
+void *secret_alloc(size_t alignment, size_t n, Source source);
+void *secret_realloc(void *p, size_t n);
+void secret_free(void *p);
+
+void parse_tag_callers();  // SECMEM_TAG_CALLERS, at start-up
+void check_preload_order(); // at start-up, once the table is resolved
+
+} // namespace secmem::shim
