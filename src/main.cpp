@@ -15,19 +15,18 @@
 #include <fcntl.h>
 #include <fstream>
 #include <iostream>
-#include <linux/capability.h>
 #include <sstream>
 #include <string>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
 
 #include "keys.h"
+#include "platform/linux_facts.h"
 #include "proc.h"
 
 using namespace secmem::tool;
@@ -75,18 +74,10 @@ std::string json_string(const std::string &text) {
 
 std::string kib(uint64_t bytes) { return std::to_string(bytes / 1024) + " KiB"; }
 
+// linux_facts names the errno values; the number stands in for one it does not name.
 std::string errno_name(int err) {
-  switch (err) {
-  case ENOSYS: return "ENOSYS";
-  case EPERM: return "EPERM";
-  case EACCES: return "EACCES";
-  case EAGAIN: return "EAGAIN";
-  case ENOMEM: return "ENOMEM";
-  case EFAULT: return "EFAULT";
-  case EIO: return "EIO";
-  case EINVAL: return "EINVAL";
-  default: return "errno " + std::to_string(err);
-  }
+  std::string name = secmem::linux_facts::errno_name(err);
+  return name == "errno" ? "errno " + std::to_string(err) : name;
 }
 
 int parse_pid(const std::string &text) {
@@ -94,13 +85,6 @@ int parse_pid(const std::string &text) {
   long pid = strtol(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || pid <= 0 || pid > INT_MAX) throw ToolError{2, "'" + text + "' is not a PID"};
   return static_cast<int>(pid);
-}
-
-std::string process_name(int pid) {
-  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
-  std::string name;
-  std::getline(comm, name);
-  return name;
 }
 
 // ---- probe -------------------------------------------------------------------------------
@@ -116,25 +100,18 @@ struct Probe {
   std::string auto_backend;
 };
 
-bool has_cap_ipc_lock() {
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[2]{};
-  if (syscall(SYS_capget, &header, data) != 0) return false;
-  return (data[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32))) != 0;
-}
-
 // Tries what the heap does for one page: memfd_secret, ftruncate, mmap, first touch.
 int try_secret_page(std::string *step) {
   *step = "memfd_secret";
-  long fd = syscall(447, O_CLOEXEC);
+  int fd = secmem::linux_facts::memfd_secret_fd();
   if (fd < 0) return errno;
   int err = 0;
   *step = "ftruncate";
-  if (ftruncate(static_cast<int>(fd), 4096) != 0) err = errno;
+  if (ftruncate(fd, 4096) != 0) err = errno;
   void *page = MAP_FAILED;
   if (err == 0) {
     *step = "mmap";
-    page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd), 0);
+    page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (page == MAP_FAILED) err = errno;
   }
   if (err == 0) {
@@ -144,7 +121,7 @@ int try_secret_page(std::string *step) {
     if (zero >= 0) close(zero);
   }
   if (page != MAP_FAILED) munmap(page, 4096);
-  close(static_cast<int>(fd));
+  close(fd);
   return err;
 }
 
@@ -156,8 +133,8 @@ Probe run_probe() {
   probe.secret_errno = try_secret_page(&probe.secret_step);
   auto status = read_status(getpid());
   probe.seccomp_mode = atoi(status["Seccomp"].c_str());
-  probe.locked_now = strtoull(status["VmLck"].c_str(), nullptr, 10) * 1024;
-  probe.cap_ipc_lock = has_cap_ipc_lock();
+  probe.locked_now = secmem::linux_facts::vmlck_bytes();
+  probe.cap_ipc_lock = secmem::linux_facts::has_cap_ipc_lock();
   getrlimit(RLIMIT_MEMLOCK, &probe.memlock);
   bool budget = probe.cap_ipc_lock || probe.memlock.rlim_cur == RLIM_INFINITY || probe.memlock.rlim_cur >= probe.locked_now + 4096;
   probe.auto_backend = probe.secret_errno == 0 ? "memfd_secret" : budget ? "mlock" : "unlocked";
@@ -177,8 +154,10 @@ std::vector<std::string> probe_advice(const Probe &probe) {
   case EPERM:
   case EACCES:
     advice.push_back(probe.seccomp_mode == 2
-                         ? "a seccomp filter refuses memfd_secret (syscall 447 on x86_64), as many container runtimes' "
-                           "default profiles do: allow it in the profile (docker/podman: --security-opt seccomp=FILE)"
+                         ? "a seccomp filter refuses memfd_secret (syscall " +
+                               std::to_string(secmem::linux_facts::kSysMemfdSecret) + " on x86_64), as many container "
+                               "runtimes' default profiles do: allow it in the profile (docker/podman: --security-opt "
+                               "seccomp=FILE)"
                          : "memfd_secret was refused (EPERM) without a seccomp filter here: check LSM policies (SELinux, AppArmor)");
     break;
   case EAGAIN:
