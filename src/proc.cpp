@@ -22,6 +22,13 @@ bool process_exists(int pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == 
 
 static std::string proc_path(int pid, const char *file) { return "/proc/" + std::to_string(pid) + "/" + file; }
 
+std::string process_name(int pid) {
+  std::ifstream comm(proc_path(pid, "comm"));
+  std::string name;
+  std::getline(comm, name);
+  return name;
+}
+
 static std::string access_hint(int err) {
   return err == EACCES || err == EPERM ? " (reading another process needs ptrace rights: run as its user or as root)" : "";
 }

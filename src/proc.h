@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "platform/linux_facts.h"
+
 namespace secmem::tool {
 
 // Raised for errors the user must fix or know about (bad PID, no access, ...).
@@ -20,7 +22,7 @@ struct Region {
   uintptr_t end = 0;
   std::string perms;
   std::string path;
-  bool secret() const { return path == "/secretmem (deleted)"; }
+  bool secret() const { return path == linux_facts::kSecretMapName; }
   // heap, stack, anonymous, secretmem, or "file NAME".
   std::string label() const;
 };
@@ -28,6 +30,7 @@ struct Region {
 std::vector<Region> read_regions(int pid);                // throws ToolError
 std::map<std::string, std::string> read_status(int pid);  // "VmLck" -> "1024 kB", ...
 bool process_exists(int pid);
+std::string process_name(int pid);                        // /proc/PID/comm; "" when it is gone
 
 // Whether [start, start+len) of pid can be read through /proc/PID/mem, and the errno when not.
 bool readable(int pid, uintptr_t start, size_t len, int *err);

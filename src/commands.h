@@ -1,0 +1,90 @@
+// The secmem command's commands: what each one finds out, and its entry point.
+// Entry points return the exit status documented in main.cpp and throw ToolError.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <sys/resource.h>
+#include <vector>
+
+#include "proc.h"
+
+namespace secmem::tool {
+
+// probe: can this process have secret memory, and how much.
+struct ProbeReport {
+  std::string kernel;
+  int secret_errno = 0; // 0: memfd_secret works (fd, mmap and first touch)
+  std::string secret_step;
+  int seccomp_mode = 0;
+  bool cap_ipc_lock = false;
+  rlimit memlock{};
+  uint64_t locked_now = 0;
+  std::string auto_backend;
+  std::vector<std::string> advice;
+};
+
+ProbeReport run_probe();
+int cmd_probe(bool json);
+
+// stat: what a running process holds in secret memory.
+struct StatReport {
+  int pid = 0;
+  std::string name;
+  std::vector<Region> secret;
+  uint64_t secret_bytes = 0;
+  std::string locked; // VmLck as /proc/PID/status says it ("0 kB")
+  bool preload_loaded = false;
+  bool libsecmem_loaded = false;
+  size_t unreadable = 0; // secret ranges that /proc/PID/mem refused
+};
+
+int cmd_stat(int pid, bool json);
+
+// scan: readable copies of a byte pattern or a key's private scalar.
+struct ScanReport {
+  int pid = 0;
+  std::string name;
+  std::string key_file; // empty when the pattern was given in hex
+  size_t hex_bytes = 0;
+  ScanResult result;
+  uint64_t unreadable_secret_bytes = 0;
+};
+
+int cmd_scan(int pid, const std::string &hex, const std::string &key_file, bool json);
+
+// run: a command under the preload shim.
+struct RunOptions {
+  std::string backend;
+  bool strict = false;
+  std::string tag_callers;
+  std::string report;
+  std::vector<std::string> command;
+};
+
+int cmd_run(const RunOptions &options);
+
+// demo: one run of the signing program, and what its memory showed.
+struct DemoRun {
+  bool signed_ok = false;
+  ScanResult scan;
+  size_t secret_mappings = 0;
+  uint64_t secret_bytes = 0;
+  std::string backend = "-";
+};
+
+struct DemoReport {
+  DemoRun plain;
+  DemoRun shimmed;
+  int probe_errno = 0; // memfd_secret's refusal on this machine, 0 when it works
+};
+
+int cmd_demo();
+
+// Files shipped with secmem: next to the build tree's binary, else installed; throws ToolError.
+bool file_exists(const std::string &path);
+std::string shim_path();
+std::string signer_path();
+
+} // namespace secmem::tool

@@ -1,0 +1,168 @@
+#include "output.h"
+
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "platform/linux_facts.h"
+
+namespace secmem::tool {
+
+namespace {
+
+using json = nlohmann::ordered_json; // ordered: keys come out in the order secmem has always printed them
+
+// One line with ", " and ": " between items, as secmem has always printed it: dump() has no such layout.
+std::string one_line(const json &value) {
+  // replace: a name that is not UTF-8 (a file, a comm) prints as U+FFFD instead of throwing.
+  if (!value.is_structured()) return value.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string items;
+  for (const auto &item : value.items()) {
+    std::string key = value.is_object() ? one_line(item.key()) + ": " : "";
+    items += (items.empty() ? "" : ", ") + key + one_line(item.value());
+  }
+  return value.is_object() ? "{" + items + "}" : "[" + items + "]";
+}
+
+void print_json(const json &value) { std::cout << one_line(value) << "\n"; }
+
+// "label:" padded to one column, so that the values line up; an empty label continues the row above.
+void field(const std::string &label, const std::string &value) {
+  std::string head = label.empty() ? "" : label + ":";
+  head.resize(19, ' ');
+  std::cout << head << value << "\n";
+}
+
+std::string hex(uintptr_t value) {
+  char text[32];
+  snprintf(text, sizeof text, "%lx", static_cast<unsigned long>(value));
+  return text;
+}
+
+// A row of the demo's side-by-side table.
+void table_row(const std::string &what, const std::string &plain, const std::string &shimmed) {
+  char row[256];
+  snprintf(row, sizeof row, "  %-36s %-26s %s\n", what.c_str(), plain.c_str(), shimmed.c_str());
+  std::cout << row;
+}
+
+std::string copies(const DemoRun &run) {
+  return run.scan.total() == 0 ? "0" : std::to_string(run.scan.total()) + " (" + describe_copies(run.scan) + ")";
+}
+
+std::string mappings(const DemoRun &run) {
+  if (run.secret_mappings == 0) return "0";
+  return std::to_string(run.secret_mappings) + " (" + kib(run.secret_bytes) + ", unreadable)";
+}
+
+} // namespace
+
+std::string kib(uint64_t bytes) { return std::to_string(bytes / 1024) + " KiB"; }
+
+std::string limit_text(rlim_t value) { return value == RLIM_INFINITY ? "unlimited" : std::to_string(value) + " bytes"; }
+
+std::string errno_text(int err) {
+  std::string name = linux_facts::errno_name(err);
+  return name == "errno" ? "errno " + std::to_string(err) : name;
+}
+
+void print_probe(const ProbeReport &probe, bool json_output) {
+  bool works = probe.secret_errno == 0, unlimited = probe.memlock.rlim_cur == RLIM_INFINITY;
+  if (json_output) {
+    print_json({{"kernel", probe.kernel},
+                {"memfd_secret", works},
+                {"memfd_secret_error", works ? json(nullptr) : json(errno_text(probe.secret_errno))},
+                {"seccomp_filter", probe.seccomp_mode == 2},
+                {"cap_ipc_lock", probe.cap_ipc_lock},
+                {"memlock_soft", unlimited ? json(nullptr) : json(probe.memlock.rlim_cur)},
+                {"locked_bytes", probe.locked_now},
+                {"auto_backend", probe.auto_backend},
+                {"advice", probe.advice}});
+    return;
+  }
+  field("kernel", probe.kernel);
+  field("memfd_secret", works ? "works (a page created, mapped and touched)"
+                              : "refused at " + probe.secret_step + " (" + errno_text(probe.secret_errno) + ")");
+  field("seccomp", probe.seccomp_mode == 2 ? "a filter is active" : probe.seccomp_mode == 1 ? "strict" : "none");
+  field("CAP_IPC_LOCK", probe.cap_ipc_lock ? "yes (RLIMIT_MEMLOCK does not apply)" : "no");
+  field("RLIMIT_MEMLOCK", limit_text(probe.memlock.rlim_cur) + " (hard " + limit_text(probe.memlock.rlim_max) + "), " +
+                              std::to_string(probe.locked_now) + " bytes locked now");
+  field("auto backend", probe.auto_backend);
+  for (const std::string &line : probe.advice) field("advice", line);
+}
+
+void print_stat(const StatReport &stat, bool json_output) {
+  if (json_output) {
+    print_json({{"pid", stat.pid},
+                {"name", stat.name},
+                {"secret_mappings", stat.secret.size()},
+                {"secret_bytes", stat.secret_bytes},
+                {"locked", stat.locked},
+                {"preload_loaded", stat.preload_loaded},
+                {"libsecmem_loaded", stat.libsecmem_loaded},
+                {"secret_unreadable", stat.unreadable}});
+    return;
+  }
+  field("process", std::to_string(stat.pid) + " (" + stat.name + ")");
+  field("secret mappings", std::to_string(stat.secret.size()) + " (" + kib(stat.secret_bytes) + ")");
+  for (const Region &region : stat.secret)
+    field("", hex(region.start) + "-" + hex(region.end) + " " + kib(region.end - region.start));
+  field("locked (VmLck)", stat.locked);
+  field("secmem preload", stat.preload_loaded ? "loaded" : "not loaded");
+  field("libsecmem", stat.libsecmem_loaded ? "loaded" : "not loaded");
+  std::cout << "secret ranges unreadable through /proc/" << stat.pid << "/mem: " << stat.unreadable << " of "
+            << stat.secret.size() << "\n";
+}
+
+void print_scan(const ScanReport &scan, bool json_output) {
+  const ScanResult &result = scan.result;
+  if (json_output) {
+    print_json({{"pid", scan.pid},
+                {"readable_copies", result.total()},
+                {"by_region", result.copies},
+                {"unreadable_secret_mappings", result.unreadable_secret.size()},
+                {"unreadable_secret_bytes", scan.unreadable_secret_bytes}});
+    return;
+  }
+  field("process", std::to_string(scan.pid) + " (" + scan.name + ")");
+  field("looked for", scan.key_file.empty() ? std::to_string(scan.hex_bytes) + " bytes given in hex"
+                                            : "the private scalar of " + scan.key_file + ", both byte orders");
+  field("readable copies", std::to_string(result.total()));
+  for (const auto &[where, n] : result.copies) field("", std::to_string(n) + " in " + where);
+  field("secret mappings",
+        std::to_string(result.unreadable_secret.size()) + " (" + kib(scan.unreadable_secret_bytes) + "), unreadable");
+  if (!result.unreadable_other.empty())
+    field("not read", std::to_string(result.unreadable_other.size()) + " other regions refused the read");
+}
+
+void print_demo(const DemoReport &demo) {
+  const DemoRun &plain = demo.plain, &shimmed = demo.shimmed;
+  std::cout << "\nsecmem demo: an EC P-256 private key, loaded with OpenSSL's PEM_read_PrivateKey by a small\n"
+               "signing program, run twice. Meanwhile its memory is read the way a debugger, or an attacker\n"
+               "with ptrace rights, would read it (/proc/PID/mem).\n\n";
+  table_row("", "plain OpenSSL", "under secmem (LD_PRELOAD)");
+  table_row("signature made and verified", plain.signed_ok ? "yes" : "NO", shimmed.signed_ok ? "yes" : "NO");
+  table_row("readable copies of the private key", copies(plain), copies(shimmed));
+  table_row("secretmem mappings", mappings(plain), mappings(shimmed));
+  table_row("where the key's secure memory was", plain.backend, shimmed.backend);
+  std::cout << "\n";
+  if (shimmed.scan.total() == 0 && shimmed.backend == "memfd_secret") {
+    std::cout << "Under secmem no readable copy of the key is left: OpenSSL's secure heap is in memfd_secret\n"
+                 "pages, which /proc/PID/mem, process_vm_readv and ptrace cannot read.\n";
+    return;
+  }
+  std::cout << "Under secmem " << shimmed.scan.total() << " readable copies remain: ";
+  if (shimmed.backend == "memfd_secret") {
+    std::cout << "run `secmem scan` on the program to see where they are.\n";
+    return;
+  }
+  std::cout << "the key was in secmem's fallback tier (" << shimmed.backend
+            << "), kept out of swap and core dumps but readable with ptrace rights.\n";
+  if (demo.probe_errno != 0)
+    std::cout << "memfd_secret is refused on this machine (" << errno_text(demo.probe_errno)
+              << "): run `secmem probe` for what to change.\n";
+  else
+    std::cout << "memfd_secret works here: SECMEM_BACKEND or SECMEM_ON_EXHAUSTION chose the fallback.\n";
+}
+
+} // namespace secmem::tool

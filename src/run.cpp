@@ -1,0 +1,124 @@
+// secmem run: a command with the preload shim in LD_PRELOAD and the options as SECMEM_* variables.
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <elf.h>
+#include <fstream>
+#include <initializer_list>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+#include "commands.h"
+
+namespace secmem::tool {
+
+namespace {
+
+bool mentions_any(const std::string &entry, std::initializer_list<const char *> names) {
+  for (const char *name : names)
+    if (entry.find(name) != std::string::npos) return true;
+  return false;
+}
+
+bool is_sanitizer_runtime(const std::string &entry) {
+  return mentions_any(entry, {"libasan", "libtsan", "libubsan", "liblsan", "libhwasan", "libclang_rt."});
+}
+
+bool is_allocator(const std::string &entry) {
+  return mentions_any(entry, {"jemalloc", "tcmalloc", "mimalloc", "hoard", "scudo", "snmalloc", "libc_malloc_debug"});
+}
+
+// Where the command lives, as execvp would find it.
+std::string find_command(const std::string &command) {
+  if (command.find('/') != std::string::npos) return file_exists(command) ? command : "";
+  const char *path = getenv("PATH");
+  std::istringstream dirs(path != nullptr ? path : "/usr/bin:/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + command;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+// An ELF executable without a PT_INTERP program header is statically linked.
+bool is_static_elf(const std::string &path) {
+  std::ifstream file(path, std::ios::binary);
+  Elf64_Ehdr header{};
+  if (!file.read(reinterpret_cast<char *>(&header), sizeof header) || memcmp(header.e_ident, ELFMAG, SELFMAG) != 0 ||
+      header.e_ident[EI_CLASS] != ELFCLASS64)
+    return false;
+  for (int i = 0; i < header.e_phnum; ++i) {
+    Elf64_Phdr program{};
+    file.seekg(static_cast<std::streamoff>(header.e_phoff + static_cast<uint64_t>(i) * header.e_phentsize));
+    if (!file.read(reinterpret_cast<char *>(&program), sizeof program)) return false;
+    if (program.p_type == PT_INTERP) return false;
+  }
+  return true;
+}
+
+// Warns about commands the loader will not preload anything into.
+void warn_unreachable(const std::string &where) {
+  struct stat info{};
+  if (stat(where.c_str(), &info) == 0 && (info.st_mode & (S_ISUID | S_ISGID)) != 0)
+    std::cerr << "secmem: run: " << where << " is setuid/setgid: the loader ignores LD_PRELOAD for it, so its "
+              << "secrets stay where it puts them\n";
+  if (is_static_elf(where))
+    std::cerr << "secmem: run: " << where << " is statically linked: LD_PRELOAD cannot reach it, so its secrets "
+              << "stay where it puts them\n";
+}
+
+// Sanitizer runtimes must stay first; then the shim; then the rest.
+std::string preload_list(const std::string &shim) {
+  std::vector<std::string> first, rest;
+  if (const char *existing = getenv("LD_PRELOAD")) {
+    std::string entries = existing;
+    std::replace(entries.begin(), entries.end(), ' ', ':');
+    std::istringstream split(entries);
+    for (std::string entry; std::getline(split, entry, ':');) {
+      if (entry.empty() || entry.find("libsecmem_preload.so") != std::string::npos) continue;
+      if (is_sanitizer_runtime(entry)) {
+        first.push_back(entry);
+      } else {
+        if (is_allocator(entry))
+          std::cerr << "secmem: run: " << entry << " is also preloaded; secmem's shim goes before it, so untagged "
+                    << "allocations still go to it\n";
+        rest.push_back(entry);
+      }
+    }
+  }
+  std::string preload;
+  for (const auto &list : {first, std::vector<std::string>{shim}, rest})
+    for (const std::string &entry : list) preload += (preload.empty() ? "" : ":") + entry;
+  return preload;
+}
+
+} // namespace
+
+int cmd_run(const RunOptions &options) {
+  if (options.command.empty()) throw ToolError{2, "run needs a command after --"};
+  std::string shim = shim_path();
+  std::string where = find_command(options.command[0]);
+  if (where.empty()) {
+    std::cerr << "secmem: run: " << options.command[0] << ": command not found\n";
+    return 127;
+  }
+  warn_unreachable(where);
+  setenv("LD_PRELOAD", preload_list(shim).c_str(), 1);
+  if (!options.backend.empty()) setenv("SECMEM_BACKEND", options.backend.c_str(), 1);
+  if (options.strict) setenv("SECMEM_ON_EXHAUSTION", "fail", 1);
+  if (!options.tag_callers.empty()) setenv("SECMEM_TAG_CALLERS", options.tag_callers.c_str(), 1);
+  if (!options.report.empty()) setenv("SECMEM_REPORT", options.report.c_str(), 1);
+  std::vector<char *> argv;
+  for (const std::string &arg : options.command) argv.push_back(const_cast<char *>(arg.c_str()));
+  argv.push_back(nullptr);
+  execv(where.c_str(), argv.data());
+  std::cerr << "secmem: run: cannot execute " << where << ": " << strerror(errno) << "\n";
+  return 127;
+}
+
+} // namespace secmem::tool
