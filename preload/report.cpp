@@ -3,13 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno> // program_invocation_short_name
 #include <cstring>
 
 #include "config/environ.h"
 #include "platform/diag.h"
 #include "shim.h"
 
-extern "C" char *program_invocation_short_name;
 
 using namespace secmem;
 using namespace secmem::shim;
@@ -20,16 +20,28 @@ diag::Line report_line() {
   secmem_stats stats{};
   secmem_get_stats(&stats);
   diag::Line line("secmem report: ");
-  line.add("pid ").dec(static_cast<uint64_t>(getpid())).add(" (").add(program_invocation_short_name)
-      .add("): backend ").add(stats.backend).add("; secret allocations");
+  line.add("pid ")
+      .dec(static_cast<uint64_t>(getpid()))
+      .add(" (")
+      .add(program_invocation_short_name)
+      .add("): backend ")
+      .add(stats.backend)
+      .add("; secret allocations");
   for (int source = 0; source < kNumSources; ++source) {
-    line.add(source == 0 ? " " : ", ").add(kSourceNames[source]).add(" ")
-        .dec(g_routed[source].allocations.load(std::memory_order_relaxed)).add(" (")
-        .dec(g_routed[source].bytes.load(std::memory_order_relaxed)).add(" bytes)");
+    line.add(source == 0 ? " " : ", ")
+        .add(kSourceNames[source])
+        .add(" ")
+        .dec(g_routed[source].allocations.load(std::memory_order_relaxed))
+        .add(" (")
+        .dec(g_routed[source].bytes.load(std::memory_order_relaxed))
+        .add(" bytes)");
   }
-  line.add("; peak held ").dec(stats.peak_held).add(" bytes; fallbacks ")
+  line.add("; peak held ")
+      .dec(stats.peak_held)
+      .add(" bytes; fallbacks ")
       .dec(stats.fallbacks_enosys + stats.fallbacks_eperm + stats.fallbacks_memlock + stats.fallbacks_other)
-      .add("; failed ").dec(stats.failed_chunks);
+      .add("; failed ")
+      .dec(stats.failed_chunks);
   return line;
 }
 

@@ -38,32 +38,32 @@ template <typename F> struct Next {
 // Every function the shim forwards, with its type and its name, once.
 // Resolved with dlsym(RTLD_NEXT) at start-up (or at the first malloc, if that
 // comes first); optional ones may stay null.
-#define SECMEM_SHIM_NEXT_SYMBOLS(X)                                                                                   \
-  X(malloc, void *(*)(size_t), "malloc")                                                                              \
-  X(free, void (*)(void *), "free")                                                                                   \
-  X(calloc, void *(*)(size_t, size_t), "calloc")                                                                      \
-  X(realloc, void *(*)(void *, size_t), "realloc")                                                                    \
-  X(memalign, void *(*)(size_t, size_t), "memalign")                                                                  \
-  X(posix_memalign, int (*)(void **, size_t, size_t), "posix_memalign")                                               \
-  X(aligned_alloc, void *(*)(size_t, size_t), "aligned_alloc")                                                        \
-  X(valloc, void *(*)(size_t), "valloc")                                                                              \
-  X(pvalloc, void *(*)(size_t), "pvalloc")                                                                            \
-  X(malloc_usable_size, size_t (*)(void *), "malloc_usable_size")                                                     \
-  X(free_sized, void (*)(void *, size_t), "free_sized")                         /* glibc 2.41+ */                     \
-  X(free_aligned_sized, void (*)(void *, size_t, size_t), "free_aligned_sized") /* glibc 2.41+ */                     \
-  X(read, ssize_t (*)(int, void *, size_t), "read")                                                                   \
-  X(write, ssize_t (*)(int, const void *, size_t), "write")                                                           \
-  X(pread64, ssize_t (*)(int, void *, size_t, off_t), "pread64")                                                      \
-  X(pwrite64, ssize_t (*)(int, const void *, size_t, off_t), "pwrite64")                                              \
-  X(vmsplice, ssize_t (*)(int, const struct iovec *, unsigned long, unsigned int), "vmsplice")                        \
-  X(send, ssize_t (*)(int, const void *, size_t, int), "send")                                                        \
-  X(sodium_free, void (*)(void *), "sodium_free")                                                                     \
-  X(sodium_mprotect_noaccess, int (*)(void *), "sodium_mprotect_noaccess")                                            \
-  X(sodium_mprotect_readonly, int (*)(void *), "sodium_mprotect_readonly")                                            \
-  X(sodium_mprotect_readwrite, int (*)(void *), "sodium_mprotect_readwrite")                                          \
-  X(CRYPTO_set_mem_functions,                                                                                         \
-    int (*)(void *(*)(size_t, const char *, int), void *(*)(void *, size_t, const char *, int),                        \
-            void (*)(void *, const char *, int)),                                                                     \
+#define SECMEM_SHIM_NEXT_SYMBOLS(X)                                                               \
+  X(malloc, void *(*)(size_t), "malloc")                                                          \
+  X(free, void (*)(void *), "free")                                                               \
+  X(calloc, void *(*)(size_t, size_t), "calloc")                                                  \
+  X(realloc, void *(*)(void *, size_t), "realloc")                                                \
+  X(memalign, void *(*)(size_t, size_t), "memalign")                                              \
+  X(posix_memalign, int (*)(void **, size_t, size_t), "posix_memalign")                           \
+  X(aligned_alloc, void *(*)(size_t, size_t), "aligned_alloc")                                    \
+  X(valloc, void *(*)(size_t), "valloc")                                                          \
+  X(pvalloc, void *(*)(size_t), "pvalloc")                                                        \
+  X(malloc_usable_size, size_t (*)(void *), "malloc_usable_size")                                 \
+  X(free_sized, void (*)(void *, size_t), "free_sized")                         /* glibc 2.41+ */ \
+  X(free_aligned_sized, void (*)(void *, size_t, size_t), "free_aligned_sized") /* glibc 2.41+ */ \
+  X(read, ssize_t (*)(int, void *, size_t), "read")                                               \
+  X(write, ssize_t (*)(int, const void *, size_t), "write")                                       \
+  X(pread64, ssize_t (*)(int, void *, size_t, off_t), "pread64")                                  \
+  X(pwrite64, ssize_t (*)(int, const void *, size_t, off_t), "pwrite64")                          \
+  X(vmsplice, ssize_t (*)(int, const struct iovec *, unsigned long, unsigned int), "vmsplice")    \
+  X(send, ssize_t (*)(int, const void *, size_t, int), "send")                                    \
+  X(sodium_free, void (*)(void *), "sodium_free")                                                 \
+  X(sodium_mprotect_noaccess, int (*)(void *), "sodium_mprotect_noaccess")                        \
+  X(sodium_mprotect_readonly, int (*)(void *), "sodium_mprotect_readonly")                        \
+  X(sodium_mprotect_readwrite, int (*)(void *), "sodium_mprotect_readwrite")                      \
+  X(CRYPTO_set_mem_functions,                                                                     \
+    int (*)(void *(*)(size_t, const char *, int), void *(*)(void *, size_t, const char *, int),   \
+            void (*)(void *, const char *, int)),                                                 \
     "CRYPTO_set_mem_functions")
 
 struct NextTable {
@@ -144,7 +144,7 @@ void *secret_alloc(size_t alignment, size_t n, Source source);
 void *secret_realloc(void *p, size_t n);
 void secret_free(void *p);
 
-void parse_tag_callers();  // SECMEM_TAG_CALLERS, at start-up
+void parse_tag_callers();   // SECMEM_TAG_CALLERS, at start-up
 void check_preload_order(); // at start-up, once the table is resolved
 
 } // namespace secmem::shim

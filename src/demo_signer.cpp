@@ -24,8 +24,7 @@ int main(int argc, char **argv) {
   printf("ready %s\n", ok ? "signed" : "failed");
   fflush(stdout);
   char c;
-  while (read(STDIN_FILENO, &c, 1) > 0) {
-  }
+  while (read(STDIN_FILENO, &c, 1) > 0) {}
   EVP_PKEY_free(key);
   return ok ? 0 : 1;
 }

@@ -26,8 +26,8 @@ Pkey load_private(const std::string &path) {
   Pkey key;
   for (const char *format : {"PEM", "DER"}) {
     EVP_PKEY *loaded = nullptr;
-    OSSL_DECODER_CTX *ctx = OSSL_DECODER_CTX_new_for_pkey(&loaded, format, nullptr, nullptr, EVP_PKEY_KEYPAIR,
-                                                          nullptr, nullptr);
+    OSSL_DECODER_CTX *ctx =
+        OSSL_DECODER_CTX_new_for_pkey(&loaded, format, nullptr, nullptr, EVP_PKEY_KEYPAIR, nullptr, nullptr);
     rewind(file);
     if (ctx != nullptr && OSSL_DECODER_from_fp(ctx, file) == 1) key.reset(loaded);
     OSSL_DECODER_CTX_free(ctx);
@@ -37,8 +37,8 @@ Pkey load_private(const std::string &path) {
     bool is_public = false;
     for (const char *format : {"PEM", "DER"}) {
       EVP_PKEY *loaded = nullptr;
-      OSSL_DECODER_CTX *ctx = OSSL_DECODER_CTX_new_for_pkey(&loaded, format, nullptr, nullptr, EVP_PKEY_PUBLIC_KEY,
-                                                            nullptr, nullptr);
+      OSSL_DECODER_CTX *ctx =
+          OSSL_DECODER_CTX_new_for_pkey(&loaded, format, nullptr, nullptr, EVP_PKEY_PUBLIC_KEY, nullptr, nullptr);
       rewind(file);
       if (ctx != nullptr && OSSL_DECODER_from_fp(ctx, file) == 1) is_public = true;
       EVP_PKEY_free(loaded);
@@ -77,13 +77,16 @@ std::vector<unsigned char> parse_hex(const std::string &text) {
   std::string digits;
   for (char c : text) {
     if (c == ' ' || c == ':') continue;
-    if (!isxdigit(static_cast<unsigned char>(c))) throw ToolError{2, "--hex: '" + std::string(1, c) + "' is not a hex digit"};
+    if (!isxdigit(static_cast<unsigned char>(c)))
+      throw ToolError{2, "--hex: '" + std::string(1, c) + "' is not a hex digit"};
     digits += c;
   }
-  if (digits.empty() || digits.size() % 2 != 0) throw ToolError{2, "--hex needs an even, non-zero number of hex digits"};
+  if (digits.empty() || digits.size() % 2 != 0)
+    throw ToolError{2, "--hex needs an even, non-zero number of hex digits"};
   if (digits.size() < 8) throw ToolError{2, "--hex: give at least 4 bytes, or every process matches"};
   std::vector<unsigned char> bytes;
-  for (size_t i = 0; i < digits.size(); i += 2) bytes.push_back(static_cast<unsigned char>(std::stoi(digits.substr(i, 2), nullptr, 16)));
+  for (size_t i = 0; i < digits.size(); i += 2)
+    bytes.push_back(static_cast<unsigned char>(std::stoi(digits.substr(i, 2), nullptr, 16)));
   return bytes;
 }
 

@@ -30,7 +30,8 @@ std::string process_name(int pid) {
 }
 
 static std::string access_hint(int err) {
-  return err == EACCES || err == EPERM ? " (reading another process needs ptrace rights: run as its user or as root)" : "";
+  return err == EACCES || err == EPERM ? " (reading another process needs ptrace rights: run as its user or as root)"
+                                       : "";
 }
 
 static void require_process(int pid) {
@@ -72,8 +73,7 @@ std::map<std::string, std::string> read_status(int pid) {
 
 static int open_mem(int pid) {
   int fd = open(proc_path(pid, "mem").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw ToolError{3, "cannot open " + proc_path(pid, "mem") + ": " + strerror(errno) + access_hint(errno)};
+  if (fd < 0) throw ToolError{3, "cannot open " + proc_path(pid, "mem") + ": " + strerror(errno) + access_hint(errno)};
   return fd;
 }
 

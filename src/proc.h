@@ -27,18 +27,18 @@ struct Region {
   std::string label() const;
 };
 
-std::vector<Region> read_regions(int pid);                // throws ToolError
-std::map<std::string, std::string> read_status(int pid);  // "VmLck" -> "1024 kB", ...
+std::vector<Region> read_regions(int pid);               // throws ToolError
+std::map<std::string, std::string> read_status(int pid); // "VmLck" -> "1024 kB", ...
 bool process_exists(int pid);
-std::string process_name(int pid);                        // /proc/PID/comm; "" when it is gone
+std::string process_name(int pid); // /proc/PID/comm; "" when it is gone
 
 // Whether [start, start+len) of pid can be read through /proc/PID/mem, and the errno when not.
 bool readable(int pid, uintptr_t start, size_t len, int *err);
 
 struct ScanResult {
-  std::map<std::string, int> copies;      // readable copies per region label
-  std::vector<Region> unreadable_secret;  // secretmem regions that refused the read
-  std::vector<Region> unreadable_other;   // other regions that refused the read
+  std::map<std::string, int> copies;     // readable copies per region label
+  std::vector<Region> unreadable_secret; // secretmem regions that refused the read
+  std::vector<Region> unreadable_other;  // other regions that refused the read
   int total() const;
 };
 

@@ -63,7 +63,7 @@ bool is_static_elf(const std::string &path) {
 
 // Warns about commands the loader will not preload anything into.
 void warn_unreachable(const std::string &where) {
-  struct stat info{};
+  struct stat info {};
   if (stat(where.c_str(), &info) == 0 && (info.st_mode & (S_ISUID | S_ISGID)) != 0)
     std::cerr << "secmem: run: " << where << " is setuid/setgid: the loader ignores LD_PRELOAD for it, so its "
               << "secrets stay where it puts them\n";

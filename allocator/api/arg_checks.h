@@ -8,7 +8,9 @@
 namespace secmem::args {
 
 // nmemb * size, or false on overflow (calloc, reallocarray, sodium_allocarray: ENOMEM).
-inline bool checked_mul(size_t nmemb, size_t size, size_t *total) { return !__builtin_mul_overflow(nmemb, size, total); }
+inline bool checked_mul(size_t nmemb, size_t size, size_t *total) {
+  return !__builtin_mul_overflow(nmemb, size, total);
+}
 
 inline bool is_power_of_two(size_t alignment) { return alignment != 0 && (alignment & (alignment - 1)) == 0; }
 

@@ -52,8 +52,15 @@ Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge) {
   chunks_.insert_after(after, chunk);
   tiers_.note_tier(chunk->tier);
   if (config_->verbose) {
-    diag::Line().add("mapped chunk ").hex(addr).add(" (").dec(chunk->mapped_bytes() / 1024).add(" KiB, ")
-        .add(tier_name(chunk->tier)).add(")").emit();
+    diag::Line()
+        .add("mapped chunk ")
+        .hex(addr)
+        .add(" (")
+        .dec(chunk->mapped_bytes() / 1024)
+        .add(" KiB, ")
+        .add(tier_name(chunk->tier))
+        .add(")")
+        .emit();
   }
   return chunk;
 }

@@ -72,8 +72,8 @@ void ChunkPool::after_fork_child() {
     // Locks are not inherited across fork: take them again.
     if (before == Tier::kLocked || (before == Tier::kSecret && chunk->tier != Tier::kSecret)) {
       protection::open_restricted(chunk); // mlock cannot fault in PROT_NONE pages
-      bool locked = os::lock_range(reinterpret_cast<void *>(chunk->base),
-                                   size_t{chunk->touched_pages} * os::kPageSize) == 0;
+      bool locked =
+          os::lock_range(reinterpret_cast<void *>(chunk->base), size_t{chunk->touched_pages} * os::kPageSize) == 0;
       if (int err = protection::restore_restricted(chunk); err != 0)
         diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
       move_tier(chunk, locked ? Tier::kLocked : Tier::kUnlocked);

@@ -16,8 +16,11 @@ bool Reservation::init() {
   size_t len = kLargestReservation;
   for (; len >= kSmallestReservation && raw == nullptr; len /= 2) raw = os::reserve(len + kChunkSize);
   if (raw == nullptr) {
-    diag::Line().add("cannot reserve address space for the secret heap (").err(errno)
-        .add("); every allocation will return NULL").emit();
+    diag::Line()
+        .add("cannot reserve address space for the secret heap (")
+        .err(errno)
+        .add("); every allocation will return NULL")
+        .emit();
     return false;
   }
   len *= 2; // undo the last halving

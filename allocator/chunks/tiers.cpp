@@ -96,8 +96,7 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
   // The first pages are faulted in now, so that a refusal to charge them
   // (EFAULT from kernels that charge memlock at first touch, or mlock's
   // EAGAIN/ENOMEM) sends this chunk to the next tier.
-  uint32_t first_touch =
-      flexible ? min_u32(pages, min_pages > kTouchBatchPages ? min_pages : kTouchBatchPages) : pages;
+  uint32_t first_touch = flexible ? min_u32(pages, min_pages > kTouchBatchPages ? min_pages : kTouchBatchPages) : pages;
   if (err == 0) {
     err = fault_in(tier, at, size_t{first_touch} * os::kPageSize);
     if (err != 0) *why = FallbackReason::kMemlock;
@@ -142,16 +141,26 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
 void TierMapper::report_fallback(Tier to, FallbackReason why, int err) {
   if (reported_[static_cast<int>(to)]) return;
   reported_[static_cast<int>(to)] = true;
-  diag::Line().add(tier_name(policy::top_tier(*config_))).add(" unavailable (").err(err).add(": ")
-      .add(reason_text(why)).add("); falling back to ").add(tier_description(to))
-      .add(" (set SECMEM_ON_EXHAUSTION=fail to refuse instead)").emit();
+  diag::Line()
+      .add(tier_name(policy::top_tier(*config_)))
+      .add(" unavailable (")
+      .err(err)
+      .add(": ")
+      .add(reason_text(why))
+      .add("); falling back to ")
+      .add(tier_description(to))
+      .add(" (set SECMEM_ON_EXHAUSTION=fail to refuse instead)")
+      .emit();
 }
 
 void TierMapper::report_failure(FallbackReason why, int err) {
   if (reported_failure_) return;
   reported_failure_ = true;
   diag::Line line;
-  line.add("out of secret memory (").err(err).add(": ").add(reason_text(why))
+  line.add("out of secret memory (")
+      .err(err)
+      .add(": ")
+      .add(reason_text(why))
       .add("); allocations return NULL with ENOMEM");
   if (config_->backend == Backend::kMemfdSecret)
     line.add(" (SECMEM_BACKEND=memfd_secret never falls back)");

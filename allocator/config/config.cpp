@@ -62,7 +62,8 @@ Config parse_config(const char *const *env, bool secure_exec) {
   Config config;
   if (secure_exec) {
     for (int k = 0; k < kOptionCount; ++k)
-      if (kOptions[k].values != nullptr && env_value(env, kOptions[k].name) != nullptr) config.environment_ignored = true;
+      if (kOptions[k].values != nullptr && env_value(env, kOptions[k].name) != nullptr)
+        config.environment_ignored = true;
     return config;
   }
 #define SECMEM_OPTION(NAME, field, Type, values, doc) parse_one(env, #NAME, values, &config.field);
@@ -74,7 +75,7 @@ void print_config(const Config &config) {
   diag::Line line;
   line.add("config");
   char name[32];
-#define SECMEM_OPTION(NAME, field, Type, values, doc)                                                                 \
+#define SECMEM_OPTION(NAME, field, Type, values, doc) \
   line.add(" " #NAME "=").add(choice_name(values, static_cast<int>(config.field), name, sizeof name));
 #include "config/options.inc"
   if (config.environment_ignored) line.add(" (environment ignored: setuid program)");

@@ -16,9 +16,7 @@ inline constexpr int kNumTiers = 3;
 namespace policy {
 
 // The tier every chunk tries first.
-inline Tier top_tier(const Config &config) {
-  return config.backend == Backend::kMlock ? Tier::kLocked : Tier::kSecret;
-}
+inline Tier top_tier(const Config &config) { return config.backend == Backend::kMlock ? Tier::kLocked : Tier::kSecret; }
 
 // Whether a refusal of the top tier may send a chunk to a weaker one.
 inline bool may_degrade(const Config &config) {

@@ -38,8 +38,13 @@ inline void write(uint64_t key, void *p, size_t requested, size_t usable) {
 }
 
 [[gnu::noinline, noreturn]] inline void overflow_found(const void *p, size_t requested) {
-  diag::Line().add("heap buffer overflow: the bytes after the ").dec(requested).add("-byte block at ")
-      .hex(reinterpret_cast<uintptr_t>(p)).add(" were overwritten").emit();
+  diag::Line()
+      .add("heap buffer overflow: the bytes after the ")
+      .dec(requested)
+      .add("-byte block at ")
+      .hex(reinterpret_cast<uintptr_t>(p))
+      .add(" were overwritten")
+      .emit();
   abort();
 }
 

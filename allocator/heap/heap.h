@@ -27,7 +27,7 @@ struct secmem_stats;
 namespace secmem::heap {
 
 inline constexpr size_t kMaxRequest = size_t{1} << 40; // larger requests fail with ENOMEM
-inline constexpr size_t kMaxAlignment = kChunkSize;      // aligned_alloc refuses more (EINVAL)
+inline constexpr size_t kMaxAlignment = kChunkSize;    // aligned_alloc refuses more (EINVAL)
 
 void *allocate(size_t size);
 void *allocate_aligned(size_t alignment, size_t size); // alignment: a power of two <= kMaxAlignment
@@ -43,7 +43,7 @@ inline constexpr int kAccessRead = 1;  // SECMEM_READ
 inline constexpr int kAccessWrite = 2; // SECMEM_WRITE (reads too)
 void *allocate_sealed(size_t size);
 int change_access(void *p, int mode, bool begin);
-bool owns(const void *p);          // p inside a live allocation
+bool owns(const void *p); // p inside a live allocation
 void get_stats(secmem_stats *out);
 const char *backend_name();
 void reserved_range(uintptr_t *base, size_t *size);

@@ -56,7 +56,7 @@ void *allocate_large(size_t bytes, size_t alignment, bool sealed) {
   if (sealed) {
     span->sealed = true;
     int err = g_heap.pool.protect_guarded(span->run, PROT_NONE);
-    if (err != 0) {                                      // nothing to seal it with: give it back
+    if (err != 0) {                                       // nothing to seal it with: give it back
       g_heap.pool.protect_guarded(span->run, kReadWrite); // mprotect may have changed part of it
       span->live[0].store(0, std::memory_order_relaxed);
       give_back(span, false);

@@ -11,8 +11,8 @@
 namespace secmem {
 
 inline constexpr std::array<uint32_t, 32> kClassSizes = {
-    16,   32,   48,   64,   80,   96,   112,  128,  160,  192,  224,  256,  320,  384,  448,  512,
-    640,  768,  896,  1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192};
+    16,  32,  48,  64,   80,   96,   112,  128,  160,  192,  224,  256,  320,  384,  448,  512,
+    640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192};
 inline constexpr int kNumClasses = static_cast<int>(kClassSizes.size());
 inline constexpr size_t kMaxSmallSize = 8192;
 inline constexpr int kMaxBlocksPerSpan = 512;

@@ -36,12 +36,12 @@ struct Span {
   bool sealed = false;
   uint32_t readers = 0;
   uint32_t writers = 0;
-  size_t large_requested = 0;           // large: the size asked for
+  size_t large_requested = 0;          // large: the size asked for
   uint64_t free_bits[kFreeWords] = {}; // one bit per block in the central free list
   // One byte per block handed out: set by plain store (the allocating thread
   // owns the block), cleared by exchange (a racing double free is caught).
   alignas(64) std::atomic<uint8_t> live[kMaxBlocksPerSpan] = {}; // 64 blocks per cache line
-  uint16_t requested[kMaxBlocksPerSpan] = {};                   // small: the size asked for, per live block
+  uint16_t requested[kMaxBlocksPerSpan] = {};                    // small: the size asked for, per live block
 };
 
 using PartialList = IntrusiveList<Span, &Span::partial_links>;

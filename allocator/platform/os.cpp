@@ -117,7 +117,8 @@ int protect(void *addr, size_t len, int prot) { return mprotect(addr, len, prot)
 // call to memcpy (which ASan intercepts and checks). Not seen by TSan either:
 // the fork copy reads blocks that other threads may be writing, and a write
 // racing with fork() reaches the child or not, as it would without secmem.
-__attribute__((no_sanitize("address", "undefined", "thread"))) void copy_unchecked(void *to, const void *from, size_t len) {
+__attribute__((no_sanitize("address", "undefined", "thread"))) void copy_unchecked(void *to, const void *from,
+                                                                                   size_t len) {
   VALGRIND_DISABLE_ERROR_REPORTING;
   auto *d = static_cast<uint64_t *>(to);
   auto *s = static_cast<const uint64_t *>(from);
@@ -162,6 +163,5 @@ size_t memlock_budget() {
   size_t used = linux_facts::vmlck_bytes();
   return lim.rlim_cur > used ? static_cast<size_t>(lim.rlim_cur - used) : 0;
 }
-
 
 } // namespace secmem::os

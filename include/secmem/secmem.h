@@ -86,7 +86,8 @@ struct secmem_stats {
   size_t mapped_secret;
   size_t mapped_locked;
   size_t mapped_unlocked;
-  size_t memlock_charged; /* what RLIMIT_MEMLOCK sees: all of mapped_secret, and the touched (mlock'ed) part of mapped_locked */
+  size_t memlock_charged; /* what RLIMIT_MEMLOCK sees: all of mapped_secret, and the touched (mlock'ed) part of
+                             mapped_locked */
   size_t pages_touched;   /* pages faulted into the heap's mappings */
   size_t chunks;
   size_t peak_held; /* most bytes held at once: in use, or cached by threads for reuse */

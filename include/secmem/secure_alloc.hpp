@@ -33,8 +33,8 @@
 #include <memory_resource>
 #include <new>
 #include <stdexcept>
-#include <system_error>
 #include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -72,7 +72,9 @@ public:
   constexpr secure_alloc() noexcept = default;
   template <typename U> constexpr secure_alloc(const secure_alloc<U> &) noexcept {}
 
-  [[nodiscard]] T *allocate(std::size_t n) { return static_cast<T *>(detail::allocate_bytes(n, sizeof(T), alignof(T))); }
+  [[nodiscard]] T *allocate(std::size_t n) {
+    return static_cast<T *>(detail::allocate_bytes(n, sizeof(T), alignof(T)));
+  }
   void deallocate(T *p, std::size_t) noexcept { secmem_free(p); }
   std::size_t max_size() const noexcept { return std::numeric_limits<std::size_t>::max() / sizeof(T); }
 
@@ -84,8 +86,8 @@ public:
 template <typename T> using secure_vector = std::vector<T, secure_alloc<T>>;
 template <typename T> using secure_deque = std::deque<T, secure_alloc<T>>;
 template <typename T> using secure_list = std::list<T, secure_alloc<T>>;
-template <typename K, typename V, typename Compare = std::less<K>>
-using secure_map = std::map<K, V, Compare, secure_alloc<std::pair<const K, V>>>;
+template <typename K, typename V, typename Compare = std::less<K>> using secure_map =
+    std::map<K, V, Compare, secure_alloc<std::pair<const K, V>>>;
 template <typename K, typename V, typename Hash = std::hash<K>, typename Eq = std::equal_to<K>>
 using secure_unordered_map = std::unordered_map<K, V, Hash, Eq, secure_alloc<std::pair<const K, V>>>;
 
@@ -113,8 +115,7 @@ template <typename T> using secure_unique_ptr = std::unique_ptr<T, secure_delete
 
 // make_secure<T>(args...): one T constructed in secret memory.
 template <typename T, typename... Args>
-  requires(!std::is_array_v<T>)
-secure_unique_ptr<T> make_secure(Args &&...args) {
+requires(!std::is_array_v<T>) secure_unique_ptr<T> make_secure(Args &&...args) {
   void *raw = detail::allocate_bytes(1, sizeof(T), alignof(T));
   try {
     return secure_unique_ptr<T>(::new (raw) T(std::forward<Args>(args)...));
@@ -126,8 +127,7 @@ secure_unique_ptr<T> make_secure(Args &&...args) {
 
 // make_secure<T[]>(n): n value-initialised Ts in secret memory.
 template <typename T>
-  requires std::is_unbounded_array_v<T>
-secure_unique_ptr<T> make_secure(std::size_t n) {
+requires std::is_unbounded_array_v<T> secure_unique_ptr<T> make_secure(std::size_t n) {
   using E = std::remove_extent_t<T>;
   E *raw = static_cast<E *>(detail::allocate_bytes(n == 0 ? 1 : n, sizeof(E), alignof(E)));
   std::size_t built = 0;
@@ -358,9 +358,7 @@ using secure_wstring = basic_secure_string<wchar_t>;
 
 namespace detail {
 class secret_memory_resource final : public std::pmr::memory_resource {
-  void *do_allocate(std::size_t bytes, std::size_t alignment) override {
-    return allocate_bytes(1, bytes, alignment);
-  }
+  void *do_allocate(std::size_t bytes, std::size_t alignment) override { return allocate_bytes(1, bytes, alignment); }
   void do_deallocate(void *p, std::size_t, std::size_t) override { secmem_free(p); }
   bool do_is_equal(const std::pmr::memory_resource &other) const noexcept override { return this == &other; }
 };
@@ -423,8 +421,9 @@ public:
   // Value-initialises the T (zero for arrays and aggregates of scalars), or
   // constructs it from args inside a write scope; then seals it.
   template <typename... Args>
-    requires(!(sizeof...(Args) == 1 && (std::is_same_v<std::remove_cvref_t<Args>, sealed> && ...)))
-  explicit sealed(Args &&...args) : ptr_(static_cast<T *>(secmem_sealed_alloc(sizeof(T)))) {
+  requires(!(sizeof...(Args) == 1 &&
+             (std::is_same_v<std::remove_cvref_t<Args>, sealed> && ...))) explicit sealed(Args &&...args)
+      : ptr_(static_cast<T *>(secmem_sealed_alloc(sizeof(T)))) {
     static_assert(alignof(T) <= 4096, "sealed<T>: T's alignment is more than a page");
     if (ptr_ == nullptr) throw std::bad_alloc();
     if constexpr (sizeof...(Args) > 0) {
