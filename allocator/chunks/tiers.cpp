@@ -173,9 +173,13 @@ void TierMapper::report_failure(FallbackReason why, int err) {
 // /proc/PID/mem: SECMEM_NODUMP=fallback makes the process non-dumpable.
 void TierMapper::note_tier(Tier tier) {
   if (!policy::undumpable_once_in(*config_, tier) || undumpable_) return;
+  undumpable_ = make_undumpable_or_say();
+}
+
+bool make_undumpable_or_say() {
   int err = os::make_undumpable();
-  undumpable_ = err == 0;
-  if (!undumpable_) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(err).add(")").emit();
+  if (err != 0) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(err).add(")").emit();
+  return err == 0;
 }
 
 } // namespace secmem

@@ -19,6 +19,9 @@ struct TierCounters {
   uint64_t failed_chunks = 0; // a chunk was needed and no allowed tier gave one
 };
 
+// prctl(PR_SET_DUMPABLE, 0) (SECMEM_NODUMP), saying so when it fails. True when it took.
+bool make_undumpable_or_say();
+
 class TierMapper {
 public:
   void init(const Config &config) { config_ = &config; }

@@ -63,10 +63,7 @@ bool init_slow() {
     read_configuration();
     const Config &config = g_ro.config;
     checkers::detect();
-    if (policy::undumpable_from_start(config)) {
-      int err = os::make_undumpable();
-      if (err != 0) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(err).add(")").emit();
-    }
+    if (policy::undumpable_from_start(config)) make_undumpable_or_say();
     bool ok;
     {
       ScopedLock lock(g_heap.lock);

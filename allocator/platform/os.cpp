@@ -13,7 +13,7 @@
 // | mmap PROT_NONE FIXED  | any                      | fatal: our address range is broken            |
 // | munmap, mremap        | unexpected               | fatal in fork paths (see heap.cpp)            |
 // | mprotect              | ENOMEM                   | mapping count limit: no guard / seal fails    |
-#include "os.h"
+#include "platform/os.h"
 
 #include <cerrno>
 #include <climits>
