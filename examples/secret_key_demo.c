@@ -98,9 +98,9 @@ int main(void) {
 
   struct secmem_stats stats;
   secmem_get_stats(&stats);
-  printf("\nsecmem backend: %s; %zu KiB mapped, %zu KiB charged to RLIMIT_MEMLOCK, %zu pages touched\n",
-         stats.backend, (stats.mapped_secret + stats.mapped_locked + stats.mapped_unlocked) / 1024,
-         stats.memlock_charged / 1024, stats.pages_touched);
+  printf("\nsecmem backend: %s; %zu KiB mapped, %zu KiB charged to RLIMIT_MEMLOCK, %zu pages touched\n", stats.backend,
+         (stats.mapped_secret + stats.mapped_locked + stats.mapped_unlocked) / 1024, stats.memlock_charged / 1024,
+         stats.pages_touched);
   if (strcmp(stats.backend, "memfd_secret") != 0)
     printf("The key sat in secmem's fallback tier (%s): kept out of swap and core dumps, but readable by\n"
            "anyone allowed to ptrace this process. memfd_secret was not used (forced by SECMEM_BACKEND,\n"

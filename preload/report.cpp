@@ -10,7 +10,6 @@
 #include "platform/diag.h"
 #include "shim.h"
 
-
 using namespace secmem;
 using namespace secmem::shim;
 

@@ -1,5 +1,6 @@
 #include "chunks/chunk_pool.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <sys/mman.h>
 
@@ -11,7 +12,6 @@ namespace secmem {
 
 namespace {
 constexpr int kReadWrite = PROT_READ | PROT_WRITE;
-uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 } // namespace
 
 bool ChunkPool::init(const Config &config) {
@@ -71,7 +71,7 @@ bool ChunkPool::ensure_touched(Chunk *chunk, uint32_t end_page) {
   if (end_page <= chunk->touched_pages) return true;
   uint32_t target = end_page;
   if (target < chunk->touched_pages + kTouchBatchPages) target = chunk->touched_pages + kTouchBatchPages;
-  target = min_u32(target, chunk->mapped_pages);
+  target = std::min(target, chunk->mapped_pages);
   size_t len = size_t{target - chunk->touched_pages} * os::kPageSize;
   if (TierMapper::fault_in(chunk->tier, chunk->page_address(chunk->touched_pages), len) != 0) {
     // Pages past the frontier are all free; give them back and shrink.

@@ -1,5 +1,6 @@
 #include "chunks/tiers.h"
 
+#include <algorithm>
 #include <cerrno>
 
 #include "config/policy.h"
@@ -19,14 +20,17 @@ const char *reason_text(FallbackReason why) {
   return "mapping failed";
 }
 
-const char *tier_description(Tier tier) {
-  switch (tier) {
-  case Tier::kSecret: return "memfd_secret";
-  case Tier::kLocked: return "mlock'ed anonymous memory (MADV_DONTDUMP)";
-  case Tier::kUnlocked: return "unlocked anonymous memory (MADV_DONTDUMP; it can be swapped)";
-  }
-  return "?";
-}
+// Indexed by Tier.
+constexpr struct {
+  const char *name;
+  const char *description;
+} kTierText[kNumTiers] = {
+    {"memfd_secret", "memfd_secret"},
+    {"mlock", "mlock'ed anonymous memory (MADV_DONTDUMP)"},
+    {"unlocked", "unlocked anonymous memory (MADV_DONTDUMP; it can be swapped)"},
+};
+
+const char *tier_description(Tier tier) { return kTierText[static_cast<int>(tier)].description; }
 
 FallbackReason reason_of_secret_errno(int err) {
   switch (err) {
@@ -38,18 +42,9 @@ FallbackReason reason_of_secret_errno(int err) {
   }
 }
 
-uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
-
 } // namespace
 
-const char *tier_name(Tier tier) {
-  switch (tier) {
-  case Tier::kSecret: return "memfd_secret";
-  case Tier::kLocked: return "mlock";
-  case Tier::kUnlocked: return "unlocked";
-  }
-  return "?";
-}
+const char *tier_name(Tier tier) { return kTierText[static_cast<int>(tier)].name; }
 
 // First touch: through the kernel for memfd_secret, by mlock for the locked
 // tier; unlocked pages fault on use.
@@ -96,7 +91,8 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
   // The first pages are faulted in now, so that a refusal to charge them
   // (EFAULT from kernels that charge memlock at first touch, or mlock's
   // EAGAIN/ENOMEM) sends this chunk to the next tier.
-  uint32_t first_touch = flexible ? min_u32(pages, min_pages > kTouchBatchPages ? min_pages : kTouchBatchPages) : pages;
+  uint32_t first_touch =
+      flexible ? std::min(pages, min_pages > kTouchBatchPages ? min_pages : kTouchBatchPages) : pages;
   if (err == 0) {
     err = fault_in(tier, at, size_t{first_touch} * os::kPageSize);
     if (err != 0) *why = FallbackReason::kMemlock;

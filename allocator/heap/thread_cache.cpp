@@ -57,35 +57,42 @@ void retire_other_caches() {
   }
 }
 
+namespace {
+
+// A block from the central lists: a refill of half the cache, or one block
+// when this thread has no cache. span == nullptr when none is left.
+[[gnu::noinline]] BlockRef take_central(int cls, ThreadCache *cache, uint32_t cap) {
+  BlockRef ref;
+  ScopedLock lock(g_heap.lock);
+  if (cache != nullptr && cap != 0) {
+    uint32_t n = g_heap.central.take(g_heap.pool, cls, cache->blocks[cls], (cap + 1) / 2);
+    if (n != 0) ref = cache->blocks[cls][--n];
+    cache->count[cls] = n;
+  } else if (g_heap.central.take(g_heap.pool, cls, &ref, 1) != 0) {
+    g_heap.uncached_allocations++;
+  }
+  return ref;
+}
+
+} // namespace
+
 void *allocate_small(int cls, size_t size) {
   ThreadCache *cache = t_cache;
-  uint32_t cap = g_ro.cache_cap[cls];
-  if (cache == nullptr && cap != 0) cache = make_cache();
   BlockRef ref;
-  bool got = false;
-  if (cache != nullptr && cache->count[cls] != 0) {
+  if (__builtin_expect(cache != nullptr && cache->count[cls] != 0, 1)) {
     ref = cache->blocks[cls][--cache->count[cls]];
-    got = true;
-  } else if (cache != nullptr && cap != 0) {
-    ScopedLock lock(g_heap.lock);
-    uint32_t n = g_heap.central.take(g_heap.pool, cls, cache->blocks[cls], (cap + 1) / 2);
-    if (n != 0) {
-      ref = cache->blocks[cls][--n];
-      got = true;
-    }
-    cache->count[cls] = n;
   } else {
-    ScopedLock lock(g_heap.lock);
-    got = g_heap.central.take(g_heap.pool, cls, &ref, 1) != 0;
-    if (got) g_heap.uncached_allocations++;
-  }
-  if (!got) {
-    errno = ENOMEM;
-    return nullptr;
+    uint32_t cap = g_ro.cache_cap[cls];
+    if (cache == nullptr && cap != 0) cache = make_cache();
+    ref = take_central(cls, cache, cap);
+    if (ref.span == nullptr) {
+      errno = ENOMEM;
+      return nullptr;
+    }
   }
   void *p = ref.address();
   ref.set_live();
-  ref.set_requested(size);
+  ref.span->requested[ref.index] = static_cast<uint16_t>(size);
   checkers::expose(p, kClassSizes[cls]);
   canary::write(g_ro.canary_key, p, size, kClassSizes[cls]);
   checkers::allocated(p, size, kClassSizes[cls]);
