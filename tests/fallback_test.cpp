@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -34,12 +35,11 @@ bool fill_and_check(size_t n, size_t size) {
   for (size_t i = 0; i < n; ++i) {
     auto *p = static_cast<unsigned char *>(secmem_malloc(size));
     if (p == nullptr) return false;
-    for (size_t j = 0; j < size; ++j) p[j] = pattern_byte(i, j);
+    fill_pattern(p, size, i);
     blocks.push_back(p);
   }
   for (size_t i = 0; i < n; ++i)
-    for (size_t j = 0; j < size; ++j)
-      if (blocks[i][j] != pattern_byte(i, j)) return false;
+    if (!holds_pattern(blocks[i], size, i)) return false;
   for (unsigned char *p : blocks) secmem_free(p);
   return true;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -71,16 +72,13 @@ TEST(Fork, ParentAndChildAreNeverHandedTheSameBlock) {
     for (int i = 0; i < 2000; ++i) {
       size_t size = 16 + (i * 37) % 3000;
       auto *p = static_cast<unsigned char *>(secmem_malloc(size));
-      for (size_t j = 0; j < size; ++j) p[j] = pattern_byte(seed + i, j);
+      fill_pattern(p, size, seed + i);
       out->push_back(p);
     }
   };
   auto intact = [](uint64_t seed, const std::vector<unsigned char *> &blocks) {
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      size_t size = 16 + (i * 37) % 3000;
-      for (size_t j = 0; j < size; ++j)
-        if (blocks[i][j] != pattern_byte(seed + i, j)) return false;
-    }
+    for (size_t i = 0; i < blocks.size(); ++i)
+      if (!holds_pattern(blocks[i], 16 + (i * 37) % 3000, seed + i)) return false;
     return true;
   };
   pid_t pid = fork();

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -42,11 +43,7 @@ struct Held {
   uint64_t seed;
 };
 
-bool intact(const Held &h) {
-  for (size_t i = 0; i < h.size; ++i)
-    if (h.p[i] != pattern_byte(h.seed, i)) return false;
-  return true;
-}
+bool intact(const Held &h) { return holds_pattern(h.p, h.size, h.seed); }
 
 } // namespace
 
@@ -89,7 +86,7 @@ TEST(Memlock, ExhaustionFollowsThePolicyAndLosesNothing) {
       refused_errno = errno;
       break;
     }
-    for (size_t j = 0; j < 4096; ++j) p[j] = pattern_byte(i, j);
+    fill_pattern(p, 4096, i);
     held.push_back({p, 4096, i});
   }
   std::string err = testing::internal::GetCapturedStderr();

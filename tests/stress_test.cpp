@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -63,11 +64,7 @@ void run_worker(int id, std::chrono::steady_clock::time_point end, Totals &total
   size_t live_bytes = 0;
   auto verify_and_free = [&](size_t index) {
     Block b = live[index];
-    for (size_t i = 0; i < b.size; ++i)
-      if (b.p[i] != pattern_byte(b.seed, i)) {
-        totals.corrupted++;
-        break;
-      }
+    if (!holds_pattern(b.p, b.size, b.seed)) totals.corrupted++;
     secmem_free(b.p);
     live_bytes -= b.size;
     live[index] = live.back();
@@ -87,7 +84,7 @@ void run_worker(int id, std::chrono::steady_clock::time_point end, Totals &total
         continue;
       }
       uint64_t seed = rng();
-      for (size_t i = 0; i < size; ++i) p[i] = pattern_byte(seed, i);
+      fill_pattern(p, size, seed);
       live.push_back({p, size, seed});
       live_bytes += size;
       totals.allocations++;

@@ -155,12 +155,6 @@ Result run(const std::vector<std::string> &argv, const std::vector<std::string> 
   return finish(start(argv, env_extra), input);
 }
 
-uint8_t pattern_byte(uint64_t seed, size_t index) {
-  uint64_t x = seed * 0x9e3779b97f4a7c15ull + index * 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 31;
-  return static_cast<uint8_t>(x | 1); // never zero, so zeroing is always visible
-}
-
 int bound_loopback_socket(sockaddr_in *addr) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   *addr = sockaddr_in{};

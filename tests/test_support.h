@@ -70,7 +70,4 @@ Result run(const std::vector<std::string> &argv, const std::vector<std::string> 
 // the address. -1 on failure.
 int bound_loopback_socket(sockaddr_in *addr);
 
-// A byte pattern for block contents: deterministic from (seed, index).
-uint8_t pattern_byte(uint64_t seed, size_t index);
-
 } // namespace secmem::test
