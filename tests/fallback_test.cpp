@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <seccomp.h>
 #include <string>
 #include <vector>
 
@@ -18,16 +17,6 @@
 using namespace secmem::test;
 
 namespace {
-
-constexpr int kMemfdSecret = 447;
-
-bool refuse_memfd_secret(int err) {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  if (ctx == nullptr) return false;
-  bool ok = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), kMemfdSecret, 0) == 0 && seccomp_load(ctx) == 0;
-  seccomp_release(ctx);
-  return ok;
-}
 
 // Fills n blocks of size bytes and checks them; false on any failure.
 bool fill_and_check(size_t n, size_t size) {

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -13,6 +12,7 @@
 #include <vector>
 
 #include "block_model.h"
+#include "platform/linux_facts.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -21,21 +21,6 @@ using namespace secmem::test;
 namespace {
 
 constexpr size_t kLimit = 1 << 20;
-
-bool policy_fail() {
-  const char *value = getenv("SECMEM_ON_EXHAUSTION");
-  return value != nullptr && strcmp(value, "fail") == 0;
-}
-
-bool has_cap_ipc_lock() {
-  FILE *status = fopen("/proc/self/status", "r");
-  char line[256];
-  unsigned long long caps = 0;
-  while (fgets(line, sizeof line, status) != nullptr)
-    if (sscanf(line, "CapEff: %llx", &caps) == 1) break;
-  fclose(status);
-  return (caps >> 14) & 1; // CAP_IPC_LOCK
-}
 
 struct Held {
   unsigned char *p;
@@ -51,7 +36,7 @@ TEST(Memlock, RunsWithoutCapIpcLockUnderASmallLimit) {
   rlimit limit{};
   ASSERT_EQ(getrlimit(RLIMIT_MEMLOCK, &limit), 0);
   ASSERT_EQ(limit.rlim_cur, kLimit) << "run me under prlimit --memlock=" << kLimit;
-  ASSERT_FALSE(has_cap_ipc_lock()) << "run me under setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock";
+  ASSERT_FALSE(secmem::linux_facts::has_cap_ipc_lock()) << "run me under setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock";
 }
 
 // With no budget left for a second memfd_secret copy, fork still gives the
@@ -95,7 +80,7 @@ TEST(Memlock, ExhaustionFollowsThePolicyAndLosesNothing) {
   EXPECT_LE(s.memlock_charged, kLimit) << "the heap charged more than the limit";
   EXPECT_GT(s.memlock_charged, kLimit / 2) << "chunks are sized to the budget";
   EXPECT_GE(s.fallbacks_memlock + s.failed_chunks, 1u);
-  if (policy_fail()) {
+  if (exhaustion_policy_fail()) {
     EXPECT_EQ(refused_errno, ENOMEM);
     EXPECT_LT(held.size(), 3 * kLimit / 4096);
     EXPECT_EQ(s.in_use_unlocked, 0u);

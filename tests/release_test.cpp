@@ -13,11 +13,6 @@
 using namespace secmem::test;
 
 namespace {
-bool release_empty() {
-  const char *value = getenv("SECMEM_RELEASE");
-  return value != nullptr && strcmp(value, "empty") == 0;
-}
-
 // Chunks mapped from memfd_secret: their first mapping starts at a 2 MiB
 // boundary (guard pages inside a chunk split it into several mappings).
 size_t heap_mappings() {
@@ -40,7 +35,7 @@ TEST(Release, FollowsTheConfiguredPolicy) {
   churn(50000, 100);
   secmem_stats s{};
   secmem_get_stats(&s);
-  if (release_empty()) {
+  if (env_is("SECMEM_RELEASE", "empty")) {
     EXPECT_EQ(s.chunks, 0u);
     EXPECT_EQ(s.memlock_charged, 0u);
     EXPECT_EQ(s.pages_touched, 0u);

@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
-#include <seccomp.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,17 +30,11 @@ using namespace secmem::test;
 
 namespace {
 
-constexpr long kMemfdSecret = 447;
 // Live bytes per thread: 768 KiB in all before the filter (memfd_secret holds
 // them, in one or two chunks), 12 MiB after it (half as much again as the limit).
 constexpr size_t kFirstHalfLive = size_t{192} << 10;
 constexpr size_t kSecondHalfLive = size_t{3} << 20;
 std::atomic<bool> g_second_half{false};
-
-bool policy_fail() {
-  const char *value = getenv("SECMEM_ON_EXHAUSTION");
-  return value != nullptr && strcmp(value, "fail") == 0;
-}
 
 double seconds() {
   const char *value = getenv("SECMEM_STRESS_SECONDS");
@@ -95,14 +88,6 @@ void run_worker(int id, std::chrono::steady_clock::time_point end, Totals &total
   while (!live.empty()) verify_and_free(live.size() - 1);
 }
 
-bool refuse_memfd_secret_in_every_thread() {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  bool ok = ctx != nullptr && seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) == 0 &&
-            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), kMemfdSecret, 0) == 0 && seccomp_load(ctx) == 0;
-  seccomp_release(ctx);
-  return ok;
-}
-
 } // namespace
 
 TEST(Stress, OverTheLimitAndRefusedHalfWayNothingIsLost) {
@@ -116,7 +101,7 @@ TEST(Stress, OverTheLimitAndRefusedHalfWayNothingIsLost) {
   std::this_thread::sleep_until(start + (end - start) / 2);
   secmem_stats before_filter{};
   secmem_get_stats(&before_filter);
-  ASSERT_TRUE(refuse_memfd_secret_in_every_thread());
+  ASSERT_TRUE(refuse_memfd_secret(EPERM, true));
   g_second_half = true;
   for (auto &worker : workers) worker.join();
 
@@ -124,7 +109,7 @@ TEST(Stress, OverTheLimitAndRefusedHalfWayNothingIsLost) {
   secmem_get_stats(&s);
   std::printf("%s: %llu allocations, %llu refused, %llu frees in %.0f s; chunks %zu; fallbacks: memlock %llu, "
               "eperm %llu; failed chunks %llu; secret %zu / locked %zu / unlocked %zu bytes mapped\n",
-              policy_fail() ? "fail" : "fallback", static_cast<unsigned long long>(totals.allocations.load()),
+              exhaustion_policy_fail() ? "fail" : "fallback", static_cast<unsigned long long>(totals.allocations.load()),
               static_cast<unsigned long long>(totals.refused.load()), static_cast<unsigned long long>(totals.frees.load()),
               seconds(), s.chunks, static_cast<unsigned long long>(s.fallbacks_memlock),
               static_cast<unsigned long long>(s.fallbacks_eperm), static_cast<unsigned long long>(s.failed_chunks),
@@ -136,7 +121,7 @@ TEST(Stress, OverTheLimitAndRefusedHalfWayNothingIsLost) {
   EXPECT_GT(before_filter.mapped_secret, 0u) << "memfd_secret was in use before the filter";
   EXPECT_EQ(before_filter.failed_chunks + before_filter.fallbacks_eperm + before_filter.fallbacks_memlock, 0u)
       << "the first half stays within the limit";
-  if (policy_fail()) {
+  if (exhaustion_policy_fail()) {
     EXPECT_GT(totals.refused.load(), 0u) << "over the limit, yet nothing was refused";
     EXPECT_GT(s.failed_chunks, 0u);
     EXPECT_EQ(s.mapped_locked + s.mapped_unlocked, 0u) << "fail never degrades";

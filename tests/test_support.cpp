@@ -2,37 +2,47 @@
 
 #include <cstdio>
 #include <cstring>
-#include <fcntl.h>
+#include <seccomp.h>
 #include <sstream>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "platform/linux_facts.h"
+
 namespace secmem::test {
 
 bool secretmem_available() {
   static const bool available = [] {
-    long fd = syscall(447 /* memfd_secret */, O_CLOEXEC);
+    int fd = linux_facts::memfd_secret_fd();
     if (fd < 0) return false;
-    close(static_cast<int>(fd));
+    close(fd);
     return true;
   }();
   return available;
 }
 
-bool secretmem_required() {
-  const char *value = getenv("SECMEM_REQUIRE_SECRETMEM");
-  return value != nullptr && strcmp(value, "1") == 0;
+bool env_is(const char *name, const char *value) {
+  const char *set = getenv(name);
+  return set != nullptr && strcmp(set, value) == 0;
 }
 
-bool running_on_mlock_backend() {
-  const char *value = getenv("SECMEM_BACKEND");
-  return value != nullptr && strcmp(value, "mlock") == 0;
-}
+bool secretmem_required() { return env_is("SECMEM_REQUIRE_SECRETMEM", "1"); }
+
+bool running_on_mlock_backend() { return env_is("SECMEM_BACKEND", "mlock"); }
 
 std::string expected_backend() { return running_on_mlock_backend() ? "mlock" : "memfd_secret"; }
+
+bool exhaustion_policy_fail() { return env_is("SECMEM_ON_EXHAUSTION", "fail"); }
+
+bool refuse_memfd_secret(int err, bool all_threads) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  bool ok = ctx != nullptr && (!all_threads || seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) == 0) &&
+            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), linux_facts::kSysMemfdSecret, 0) == 0 && seccomp_load(ctx) == 0;
+  seccomp_release(ctx);
+  return ok;
+}
 
 std::vector<Mapping> read_mappings(int pid, bool with_smaps) {
   std::string path = (pid == 0 ? std::string("/proc/self/") : "/proc/" + std::to_string(pid) + "/") +
@@ -106,7 +116,8 @@ int run_in_child(const std::function<bool()> &fn, std::string *stderr_text) {
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra) {
+Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra,
+            const std::function<void()> &in_child) {
   int in[2], out[2], err[2];
   if (pipe(in) != 0 || pipe(out) != 0 || pipe(err) != 0) return {};
   fflush(nullptr);
@@ -117,6 +128,7 @@ Child start(const std::vector<std::string> &argv, const std::vector<std::string>
     dup2(err[1], 2);
     for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) close(fd);
     for (const std::string &entry : env_extra) putenv(const_cast<char *>(entry.c_str()));
+    if (in_child) in_child();
     std::vector<char *> args;
     for (const std::string &arg : argv) args.push_back(const_cast<char *>(arg.c_str()));
     args.push_back(nullptr);

@@ -26,10 +26,18 @@ bool secretmem_available();
   } while (0)
 bool secretmem_required();
 
+// Whether the environment variable name is set to value.
+bool env_is(const char *name, const char *value);
 // The tier the heap is expected to use, from SECMEM_BACKEND ("mlock" or "memfd_secret").
 std::string expected_backend();
 // Tests that are only meaningful on the memfd_secret backend (skip on the mlock run).
 bool running_on_mlock_backend();
+// SECMEM_ON_EXHAUSTION=fail: allocations past the budget return NULL instead of falling back.
+bool exhaustion_policy_fail();
+
+// Installs a seccomp filter that fails memfd_secret(2) with err, as container
+// runtimes do; in every thread when all_threads. False if it could not.
+bool refuse_memfd_secret(int err, bool all_threads = false);
 
 // One line of /proc/self/maps (or /proc/PID/maps).
 struct Mapping {
@@ -59,8 +67,10 @@ struct Child {
   int out = -1; // its stdout
   int err = -1; // its stderr
 };
-// Starts argv (PATH searched) with extra "NAME=value" environment entries.
-Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra = {});
+// Starts argv (PATH searched) with extra "NAME=value" environment entries;
+// in_child, when given, runs in the child just before the exec.
+Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra = {},
+            const std::function<void()> &in_child = {});
 // Writes input to its stdin, closes it, collects its output and status.
 Result finish(Child child, const std::string &input = "");
 Result run(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra = {},
