@@ -109,13 +109,13 @@ TEST(Fork, ChildKeepsTheBackendAndCountsPrivatisations) {
     secmem_get_stats(&child);
     Mapping mapping;
     if (!find_mapping(p, &mapping, true)) return false;
-    bool locked = std::find(mapping.vm_flags.begin(), mapping.vm_flags.end(), "lo") != mapping.vm_flags.end();
-    bool no_dump = std::find(mapping.vm_flags.begin(), mapping.vm_flags.end(), "dd") != mapping.vm_flags.end();
+    bool locked = mapping.has_vm_flag("lo");
+    bool no_dump = mapping.has_vm_flag("dd");
     if (running_on_mlock_backend()) {
       // mlock is not inherited: the heap locks the child's pages again.
       return locked && no_dump && child.fork_privatisations == 0 && std::string(child.backend) == "mlock";
     }
-    return mapping.path == "/secretmem (deleted)" && no_dump && child.fork_privatisations == parent.chunks &&
+    return mapping.secret() && no_dump && child.fork_privatisations == parent.chunks &&
            std::string(child.backend) == "memfd_secret" && secmem_owns(p);
   });
   EXPECT_EQ(status, 0);

@@ -66,7 +66,7 @@ std::set<int> children_of(int parent) {
 
 bool has_secretmem(int pid) {
   for (const Mapping &m : read_mappings(pid))
-    if (m.path == "/secretmem (deleted)") return true;
+    if (m.secret()) return true;
   return false;
 }
 

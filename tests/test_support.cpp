@@ -1,7 +1,9 @@
 #include "test_support.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <seccomp.h>
 #include <sstream>
 #include <sys/wait.h>
@@ -44,43 +46,47 @@ bool refuse_memfd_secret(int err, bool all_threads) {
   return ok;
 }
 
-std::vector<Mapping> read_mappings(int pid, bool with_smaps) {
-  std::string path = (pid == 0 ? std::string("/proc/self/") : "/proc/" + std::to_string(pid) + "/") +
-                     (with_smaps ? "smaps" : "maps");
+bool Mapping::has_vm_flag(const std::string &flag) const {
+  return std::find(vm_flags.begin(), vm_flags.end(), flag) != vm_flags.end();
+}
+
+std::vector<Mapping> read_mappings(int pid) {
   std::vector<Mapping> out;
-  FILE *file = fopen(path.c_str(), "r");
-  if (file == nullptr) return out;
-  char line[1024];
-  while (fgets(line, sizeof line, file) != nullptr) {
-    unsigned long start = 0, end = 0;
-    char perms[8] = {};
-    int consumed = 0;
-    if (sscanf(line, "%lx-%lx %7s %*s %*s %*s%n", &start, &end, perms, &consumed) >= 3 &&
-        strchr(line, '-') < strchr(line, ' ')) {
-      Mapping mapping;
-      mapping.start = start;
-      mapping.end = end;
-      mapping.perms = perms;
-      std::string rest = line + consumed;
-      size_t first = rest.find_first_not_of(" \t");
-      mapping.path = first == std::string::npos ? "" : rest.substr(first);
-      while (!mapping.path.empty() && mapping.path.back() == '\n') mapping.path.pop_back();
-      out.push_back(mapping);
-    } else if (strncmp(line, "VmFlags:", 8) == 0 && !out.empty()) {
-      std::istringstream flags(line + 8);
-      std::string flag;
-      while (flags >> flag) out.back().vm_flags.push_back(flag);
+  try {
+    for (const tool::Region &region : tool::read_regions(pid == 0 ? getpid() : pid)) out.push_back({region, {}});
+  } catch (const tool::ToolError &) {
+    // gone or not ours to read: no mappings, as for a process without any
+  }
+  return out;
+}
+
+// The VmFlags of the smaps entry of mapping: found by its header, which starts
+// "START-END " as in maps (hex, at least 8 digits), not parsed a second time.
+static std::vector<std::string> vm_flags_of(int pid, const Mapping &mapping) {
+  char header[64];
+  snprintf(header, sizeof header, "%08lx-%08lx ", static_cast<unsigned long>(mapping.start),
+           static_cast<unsigned long>(mapping.end));
+  std::ifstream smaps(pid == 0 ? std::string("/proc/self/smaps") : "/proc/" + std::to_string(pid) + "/smaps");
+  bool in_entry = false;
+  std::vector<std::string> flags;
+  for (std::string line; std::getline(smaps, line);) {
+    if (line.rfind(header, 0) == 0) {
+      in_entry = true;
+    } else if (in_entry && line.rfind("VmFlags:", 0) == 0) {
+      std::istringstream words(line.substr(8));
+      for (std::string flag; words >> flag;) flags.push_back(flag);
+      break;
     }
   }
-  fclose(file);
-  return out;
+  return flags;
 }
 
 bool find_mapping(const void *addr, Mapping *out, bool with_smaps, int pid) {
   auto value = reinterpret_cast<uintptr_t>(addr);
-  for (const Mapping &mapping : read_mappings(pid, with_smaps)) {
+  for (const Mapping &mapping : read_mappings(pid)) {
     if (value >= mapping.start && value < mapping.end) {
       *out = mapping;
+      if (with_smaps) out->vm_flags = vm_flags_of(pid, mapping);
       return true;
     }
   }

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "proc.h"
+
 namespace secmem::test {
 
 // Whether memfd_secret(2) works in this process (probed with a throwaway fd).
@@ -39,15 +41,13 @@ bool exhaustion_policy_fail();
 // runtimes do; in every thread when all_threads. False if it could not.
 bool refuse_memfd_secret(int err, bool all_threads = false);
 
-// One line of /proc/self/maps (or /proc/PID/maps).
-struct Mapping {
-  uintptr_t start = 0;
-  uintptr_t end = 0;
-  std::string perms;
-  std::string path;
+// One line of /proc/self/maps (or /proc/PID/maps), read by the secmem tool's
+// parser (src/proc.h), with the VmFlags of its smaps entry when asked for.
+struct Mapping : tool::Region {
   std::vector<std::string> vm_flags; // from smaps
+  bool has_vm_flag(const std::string &flag) const;
 };
-std::vector<Mapping> read_mappings(int pid = 0, bool with_smaps = false);
+std::vector<Mapping> read_mappings(int pid = 0);
 // The mapping containing addr, if any.
 bool find_mapping(const void *addr, Mapping *out, bool with_smaps = false, int pid = 0);
 
