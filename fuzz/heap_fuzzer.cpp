@@ -114,11 +114,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
   }
   for (const Block &b : live.blocks()) secmem_free(b.p);
-  secmem_stats stats{};
-  secmem_get_stats(&stats);
-  if (stats.in_use_secret + stats.in_use_locked + stats.in_use_unlocked != 0) {
-    fprintf(stderr, "heap_fuzzer: %zu bytes still in use after every block was freed\n",
-            stats.in_use_secret + stats.in_use_locked + stats.in_use_unlocked);
+  if (size_t in_use = secmem::test::in_use_bytes(); in_use != 0) {
+    fprintf(stderr, "heap_fuzzer: %zu bytes still in use after every block was freed\n", in_use);
     abort();
   }
   return 0;

@@ -35,6 +35,14 @@ inline size_t first_mismatch(const void *p, size_t n, uint64_t seed) {
 
 inline bool holds_pattern(const void *p, size_t n, uint64_t seed) { return first_mismatch(p, n, seed) == n; }
 
+// Bytes in live blocks over all of the heap's tiers (secret, locked, unlocked).
+inline size_t in_use_bytes(const secmem_stats &s) { return s.in_use_secret + s.in_use_locked + s.in_use_unlocked; }
+inline size_t in_use_bytes() {
+  secmem_stats s{};
+  secmem_get_stats(&s);
+  return in_use_bytes(s);
+}
+
 // The index of the first of the n bytes of p that is not zero, or n.
 inline size_t first_nonzero(const void *p, size_t n) {
   const auto *bytes = static_cast<const unsigned char *>(p);

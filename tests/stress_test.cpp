@@ -116,7 +116,7 @@ TEST(Stress, OverTheLimitAndRefusedHalfWayNothingIsLost) {
               s.mapped_secret, s.mapped_locked, s.mapped_unlocked);
   EXPECT_EQ(totals.corrupted.load(), 0u) << "a block lost its contents";
   EXPECT_EQ(totals.frees.load(), totals.allocations.load());
-  EXPECT_EQ(s.in_use_secret + s.in_use_locked + s.in_use_unlocked, 0u);
+  EXPECT_EQ(in_use_bytes(s), 0u);
   EXPECT_GT(totals.allocations.load(), 1000u);
   EXPECT_GT(before_filter.mapped_secret, 0u) << "memfd_secret was in use before the filter";
   EXPECT_EQ(before_filter.failed_chunks + before_filter.fallbacks_eperm + before_filter.fallbacks_memlock, 0u)

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <seccomp.h>
 #include <sstream>
 #include <sys/wait.h>
@@ -171,6 +172,18 @@ Result finish(Child child, const std::string &input) {
 
 Result run(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra, const std::string &input) {
   return finish(start(argv, env_extra), input);
+}
+
+std::string read_file(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+__attribute__((no_sanitize("address"))) bool all_zero(const void *p, size_t n) {
+  const auto *bytes = static_cast<const unsigned char *>(p);
+  for (size_t i = 0; i < n; ++i)
+    if (bytes[i] != 0) return false;
+  return true;
 }
 
 int bound_loopback_socket(sockaddr_in *addr) {

@@ -76,6 +76,13 @@ Result finish(Child child, const std::string &input = "");
 Result run(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra = {},
            const std::string &input = "");
 
+// The whole contents of a file; empty when it cannot be read.
+std::string read_file(const std::string &path);
+
+// Whether the n bytes at p are all zero. Reads freed blocks too, which the
+// ASan build poisons: not checked by ASan.
+bool all_zero(const void *p, size_t n);
+
 // A TCP socket bound to 127.0.0.1 on a port the kernel picked; *addr gets
 // the address. -1 on failure.
 int bound_loopback_socket(sockaddr_in *addr);

@@ -79,7 +79,7 @@ TEST(Threads, StressWithCrossThreadFrees) {
   EXPECT_EQ(corrupt.load(), 0);
   secmem_stats s{};
   secmem_get_stats(&s);
-  EXPECT_EQ(s.in_use_secret + s.in_use_locked + s.in_use_unlocked, 0u);
+  EXPECT_EQ(in_use_bytes(s), 0u);
   EXPECT_EQ(s.allocations, s.frees);
 }
 
