@@ -36,7 +36,8 @@ TEST(Memlock, RunsWithoutCapIpcLockUnderASmallLimit) {
   rlimit limit{};
   ASSERT_EQ(getrlimit(RLIMIT_MEMLOCK, &limit), 0);
   ASSERT_EQ(limit.rlim_cur, kLimit) << "run me under prlimit --memlock=" << kLimit;
-  ASSERT_FALSE(secmem::linux_facts::has_cap_ipc_lock()) << "run me under setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock";
+  ASSERT_FALSE(secmem::linux_facts::has_cap_ipc_lock())
+      << "run me under setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock";
 }
 
 // With no budget left for a second memfd_secret copy, fork still gives the

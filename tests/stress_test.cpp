@@ -109,7 +109,8 @@ TEST(Stress, OverTheLimitAndRefusedHalfWayNothingIsLost) {
   secmem_get_stats(&s);
   std::printf("%s: %llu allocations, %llu refused, %llu frees in %.0f s; chunks %zu; fallbacks: memlock %llu, "
               "eperm %llu; failed chunks %llu; secret %zu / locked %zu / unlocked %zu bytes mapped\n",
-              exhaustion_policy_fail() ? "fail" : "fallback", static_cast<unsigned long long>(totals.allocations.load()),
+              exhaustion_policy_fail() ? "fail" : "fallback",
+              static_cast<unsigned long long>(totals.allocations.load()),
               static_cast<unsigned long long>(totals.refused.load()), static_cast<unsigned long long>(totals.frees.load()),
               seconds(), s.chunks, static_cast<unsigned long long>(s.fallbacks_memlock),
               static_cast<unsigned long long>(s.fallbacks_eperm), static_cast<unsigned long long>(s.failed_chunks),
