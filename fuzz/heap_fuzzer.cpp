@@ -1,5 +1,6 @@
 // libFuzzer target: random sequences of C API operations against a model of
-// every live block (its size, its bytes, sealed or not). Any disagreement,
+// every live block (its size, its bytes, sealed or not: tests/block_model.h,
+// shared with the model test). Any disagreement,
 // and any crash or sanitizer report, is a finding. Built by
 // `meson setup -Dfuzz=true` with clang (./bootstrap fuzz; a short run is part
 // of ./bootstrap test).
@@ -8,35 +9,27 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
 
-namespace {
+using secmem::test::Block;
+using secmem::test::BlockModel;
 
-struct Block {
-  unsigned char *p;
-  size_t size;
-  uint8_t seed; // contents: (seed + i) & 0xff
-  bool sealed;
-};
+namespace {
 
 [[noreturn]] void fail(const char *what, const Block &b) {
   fprintf(stderr, "heap_fuzzer: %s (block %p, size %zu)\n", what, static_cast<void *>(b.p), b.size);
   abort();
 }
 
-void fill(Block &b, uint8_t seed) {
-  b.seed = seed;
-  for (size_t i = 0; i < b.size; ++i) b.p[i] = static_cast<unsigned char>(seed + i);
-}
-
-void check(const Block &b) {
+// The model's check, and what the fuzzer adds since it never asks for 0 bytes: the exact usable size, the last
+// byte owned.
+void check(const BlockModel &live, size_t i) {
+  const Block &b = live[i];
   if (secmem_usable_size(b.p) != b.size) fail("usable size differs from the size asked for", b);
-  if (!secmem_owns(b.p) || !secmem_owns(b.p + b.size - 1)) fail("not owned", b);
-  for (size_t i = 0; i < b.size; ++i)
-    if (b.p[i] != static_cast<unsigned char>(b.seed + i)) fail("contents changed", b);
+  if (!secmem_owns(b.p + b.size - 1)) fail("not owned", b);
+  live.verify(i);
 }
 
 // Sizes: mostly small, sometimes around the class and page boundaries, rarely huge.
@@ -55,7 +48,7 @@ size_t pick_size(FuzzedDataProvider &in) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FuzzedDataProvider in(data, size);
-  std::vector<Block> live;
+  BlockModel live(fail);
   while (in.remaining_bytes() > 0 && live.size() < 64) {
     int op = in.ConsumeIntegralInRange<int>(0, 7);
     size_t pick = live.empty() ? 0 : in.ConsumeIntegralInRange<size_t>(0, live.size() - 1);
@@ -64,96 +57,65 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 0: // malloc
     case 1: { // calloc
       size_t n = pick_size(in);
-      auto *p = static_cast<unsigned char *>(op == 0 ? secmem_malloc(n) : secmem_calloc(1, n));
-      if (p == nullptr) break;
-      Block b{p, n, 0, false};
-      for (size_t i = 0; i < n; ++i)
-        if (p[i] != 0) fail("new block not zero", b);
-      fill(b, seed);
-      live.push_back(b);
+      void *p = op == 0 ? secmem_malloc(n) : secmem_calloc(1, n);
+      if (p != nullptr) live.add(p, n, seed);
       break;
     }
     case 2: { // aligned_alloc
       size_t alignment = size_t{16} << in.ConsumeIntegralInRange<int>(0, 13);
       size_t n = pick_size(in);
-      auto *p = static_cast<unsigned char *>(secmem_aligned_alloc(alignment, n));
-      if (p == nullptr) break;
-      if (reinterpret_cast<uintptr_t>(p) % alignment != 0) fail("misaligned", Block{p, n, 0, false});
-      Block b{p, n, 0, false};
-      fill(b, seed);
-      live.push_back(b);
+      void *p = secmem_aligned_alloc(alignment, n);
+      if (p != nullptr) live.add(p, n, seed, alignment);
       break;
     }
     case 3: { // realloc
       if (live.empty() || live[pick].sealed) break;
-      Block &b = live[pick];
-      check(b);
+      check(live, pick);
       size_t n = pick_size(in);
-      auto *p = static_cast<unsigned char *>(secmem_realloc(b.p, n));
-      if (p == nullptr) break; // b untouched
-      Block moved{p, n, b.seed, false};
-      size_t kept = n < b.size ? n : b.size;
-      for (size_t i = 0; i < kept; ++i)
-        if (p[i] != static_cast<unsigned char>(b.seed + i)) fail("realloc lost contents", moved);
-      for (size_t i = kept; i < n; ++i) p[i] = static_cast<unsigned char>(b.seed + i);
-      b = moved;
+      void *p = secmem_realloc(live[pick].p, n);
+      if (p != nullptr) live.moved(pick, p, n); // on NULL the block is untouched
       break;
     }
     case 4: { // free
       if (live.empty()) break;
-      Block b = live[pick];
-      if (b.sealed && secmem_access_begin(b.p, SECMEM_READ) == 0) {
-        check(b);
+      const Block &b = live[pick];
+      if (!b.sealed) {
+        check(live, pick);
+      } else if (secmem_access_begin(b.p, SECMEM_READ) == 0) {
+        check(live, pick);
         secmem_access_end(b.p, SECMEM_READ);
-      } else if (!b.sealed) {
-        check(b);
       }
-      secmem_free(b.p);
-      if (secmem_owns(b.p)) fail("owned after free", b);
-      live.erase(live.begin() + static_cast<ptrdiff_t>(pick));
+      live.release(pick);
       break;
     }
     case 5: { // sealed_alloc, filled inside a write scope
       size_t n = pick_size(in);
-      auto *p = static_cast<unsigned char *>(secmem_sealed_alloc(n));
-      if (p == nullptr) break;
-      Block b{p, n, 0, true};
-      if (secmem_access_begin(p, SECMEM_WRITE) != 0) fail("access_begin refused", b);
-      fill(b, seed);
-      if (secmem_access_end(p, SECMEM_WRITE) != 0) fail("access_end refused", b);
-      live.push_back(b);
+      void *p = secmem_sealed_alloc(n);
+      if (p != nullptr) live.add(p, n, seed, 16, true);
       break;
     }
     case 6: { // read a block (in a scope if sealed); unbalanced ends are refused
       if (live.empty()) break;
-      Block &b = live[pick];
+      const Block &b = live[pick];
       if (b.sealed) {
         if (secmem_access_end(b.p, SECMEM_READ) != -1) fail("access_end without begin accepted", b);
         if (secmem_access_begin(b.p, SECMEM_READ) != 0) fail("access_begin refused", b);
-        check(b);
+        check(live, pick);
         if (secmem_access_end(b.p, SECMEM_READ) != 0) fail("access_end refused", b);
       } else {
-        check(b);
+        check(live, pick);
         if (secmem_access_begin(b.p, SECMEM_READ) != -1) fail("access_begin on an unsealed block accepted", b);
       }
       break;
     }
-    default: { // rewrite a block's contents
-      if (live.empty()) break;
-      Block &b = live[pick];
-      if (b.sealed) secmem_access_begin(b.p, SECMEM_WRITE);
-      fill(b, seed);
-      if (b.sealed) secmem_access_end(b.p, SECMEM_WRITE);
+    default: // rewrite a block's contents (in a write scope if sealed)
+      if (!live.empty()) live.rewrite(pick, seed);
       break;
     }
-    }
   }
-  for (Block &b : live) secmem_free(b.p);
-  secmem_stats stats{};
-  secmem_get_stats(&stats);
-  if (stats.in_use_secret + stats.in_use_locked + stats.in_use_unlocked != 0) {
-    fprintf(stderr, "heap_fuzzer: %zu bytes still in use after every block was freed\n",
-            stats.in_use_secret + stats.in_use_locked + stats.in_use_unlocked);
+  for (const Block &b : live.blocks()) secmem_free(b.p);
+  if (size_t in_use = secmem::test::in_use_bytes(); in_use != 0) {
+    fprintf(stderr, "heap_fuzzer: %zu bytes still in use after every block was freed\n", in_use);
     abort();
   }
   return 0;

@@ -3,33 +3,19 @@
 // secmem_owns-ed, and every released buffer zeroed.
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <memory_resource>
-#include <sstream>
 #include <set>
 #include <string>
 #include <type_traits>
 
+#include "block_model.h"
 #include "secmem/secure_alloc.hpp"
 #include "test_support.h"
 
+using namespace secmem::test;
 using secmem::secure_alloc;
 
 namespace {
-
-size_t in_use() {
-  secmem_stats s{};
-  secmem_get_stats(&s);
-  return s.in_use_secret + s.in_use_locked + s.in_use_unlocked;
-}
-
-// Reads freed blocks too, which the ASan build poisons: not checked by ASan.
-__attribute__((no_sanitize("address"))) bool all_zero(const void *p, size_t n) {
-  const auto *bytes = static_cast<const unsigned char *>(p);
-  for (size_t i = 0; i < n; ++i)
-    if (bytes[i] != 0) return false;
-  return true;
-}
 
 // Throws from its constructor once `countdown` constructions have happened.
 struct Fragile {
@@ -122,7 +108,7 @@ TYPED_TEST(ContainerTest, StorageIsSecret) {
 }
 
 TYPED_TEST(ContainerTest, CopyMoveAndSwapKeepStorageSecret) {
-  size_t before = in_use();
+  size_t before = in_use_bytes();
   {
     TypeParam a = make_filled<TypeParam>(200);
     TypeParam copy = a;
@@ -143,7 +129,7 @@ TYPED_TEST(ContainerTest, CopyMoveAndSwapKeepStorageSecret) {
     assigned = std::move(moved);
     EXPECT_TRUE(every_element_owned(assigned));
   }
-  EXPECT_EQ(in_use(), before) << "every buffer went back to the heap";
+  EXPECT_EQ(in_use_bytes(), before) << "every buffer went back to the heap";
 }
 
 // ---- vector specifics --------------------------------------------------------------
@@ -181,12 +167,12 @@ TEST(SecureVector, DestructionZeroesTrivialContents) {
 }
 
 TEST(SecureVector, ThrowingElementConstructorLeaksNothing) {
-  size_t before = in_use();
+  size_t before = in_use_bytes();
   Fragile::countdown = 5;
   EXPECT_THROW(secmem::secure_vector<Fragile>(10), std::runtime_error);
   Fragile::countdown = -1;
   EXPECT_EQ(Fragile::alive, 0);
-  EXPECT_EQ(in_use(), before);
+  EXPECT_EQ(in_use_bytes(), before);
   // And a throw during growth keeps the vector as it was.
   secmem::secure_vector<Fragile> v(3);
   v.shrink_to_fit();
@@ -346,14 +332,14 @@ TEST(MakeSecure, ArrayForm) {
 }
 
 TEST(MakeSecure, ThrowingConstructorsLeakNothing) {
-  size_t before = in_use();
+  size_t before = in_use_bytes();
   Fragile::countdown = 0;
   EXPECT_THROW(secmem::make_secure<Fragile>(), std::runtime_error);
   Fragile::countdown = 3;
   EXPECT_THROW(secmem::make_secure<Fragile[]>(10), std::runtime_error);
   Fragile::countdown = -1;
   EXPECT_EQ(Fragile::alive, 0);
-  EXPECT_EQ(in_use(), before);
+  EXPECT_EQ(in_use_bytes(), before);
   {
     auto array = secmem::make_secure<Fragile[]>(4);
     EXPECT_EQ(Fragile::alive, 4);
@@ -392,13 +378,7 @@ TEST(MemoryResource, HonoursAlignmentAndReportsExhaustion) {
 
 // The README's C++ example is this file, to the byte (so it compiles in CI).
 TEST(Readme, CxxExampleIsTheCompiledOne) {
-  auto slurp = [](const std::string &path) {
-    std::ifstream file(path);
-    std::stringstream text;
-    text << file.rdbuf();
-    return text.str();
-  };
-  std::string example = slurp(SECMEM_SOURCE_DIR "/examples/cxx_quick_example.cpp");
+  std::string example = read_file(SECMEM_SOURCE_DIR "/examples/cxx_quick_example.cpp");
   ASSERT_FALSE(example.empty());
-  EXPECT_NE(slurp(SECMEM_SOURCE_DIR "/README.md").find("```cpp\n" + example + "```"), std::string::npos);
+  EXPECT_NE(read_file(SECMEM_SOURCE_DIR "/README.md").find("```cpp\n" + example + "```"), std::string::npos);
 }

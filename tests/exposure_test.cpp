@@ -8,7 +8,6 @@
 
 #include <csignal>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -90,11 +89,6 @@ TEST_P(Exposure, ShimLeavesNoReadableHeapCopy) {
 namespace {
 
 const char kCorePattern[] = "/proc/sys/kernel/core_pattern";
-
-std::string read_file(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 bool write_file(const std::string &path, const std::string &text) {
   std::ofstream out(path, std::ios::binary);

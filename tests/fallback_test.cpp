@@ -7,10 +7,10 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <seccomp.h>
 #include <string>
 #include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -18,34 +18,19 @@ using namespace secmem::test;
 
 namespace {
 
-constexpr int kMemfdSecret = 447;
-
-bool refuse_memfd_secret(int err) {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  if (ctx == nullptr) return false;
-  bool ok = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), kMemfdSecret, 0) == 0 && seccomp_load(ctx) == 0;
-  seccomp_release(ctx);
-  return ok;
-}
-
 // Fills n blocks of size bytes and checks them; false on any failure.
 bool fill_and_check(size_t n, size_t size) {
   std::vector<unsigned char *> blocks;
   for (size_t i = 0; i < n; ++i) {
     auto *p = static_cast<unsigned char *>(secmem_malloc(size));
     if (p == nullptr) return false;
-    for (size_t j = 0; j < size; ++j) p[j] = pattern_byte(i, j);
+    fill_pattern(p, size, i);
     blocks.push_back(p);
   }
   for (size_t i = 0; i < n; ++i)
-    for (size_t j = 0; j < size; ++j)
-      if (blocks[i][j] != pattern_byte(i, j)) return false;
+    if (!holds_pattern(blocks[i], size, i)) return false;
   for (unsigned char *p : blocks) secmem_free(p);
   return true;
-}
-
-bool has_flag(const Mapping &m, const char *flag) {
-  return std::find(m.vm_flags.begin(), m.vm_flags.end(), flag) != m.vm_flags.end();
 }
 
 std::string fallback_line(const char *err) {
@@ -69,7 +54,7 @@ TEST_P(Refused, FallsBackToLockedMemoryAndSaysSoOnce) {
         secmem_stats s{};
         secmem_get_stats(&s);
         Mapping m;
-        bool ok = find_mapping(p, &m, true) && m.path.empty() && has_flag(m, "lo") && has_flag(m, "dd") &&
+        bool ok = find_mapping(p, &m, true) && m.path.empty() && m.has_vm_flag("lo") && m.has_vm_flag("dd") &&
                   std::string(s.backend) == "mlock" && s.mapped_secret == 0 && s.chunks >= 2 &&
                   (err == EPERM ? s.fallbacks_eperm : s.fallbacks_enosys) == s.chunks;
         secmem_free(p);
@@ -130,13 +115,13 @@ TEST(Refused, HalfWayKeepsExistingSecrets) {
         auto *early = static_cast<char *>(secmem_malloc(64));
         strcpy(early, "early secret");
         Mapping before;
-        if (!find_mapping(early, &before) || before.path != "/secretmem (deleted)") return false;
+        if (!find_mapping(early, &before) || !before.secret()) return false;
         if (!refuse_memfd_secret(EPERM)) return false;
         if (!fill_and_check(30000, 300)) return false; // needs new chunks
         secmem_stats s{};
         secmem_get_stats(&s);
         Mapping after;
-        return find_mapping(early, &after) && after.path == "/secretmem (deleted)" &&
+        return find_mapping(early, &after) && after.secret() &&
                strcmp(early, "early secret") == 0 && s.mapped_secret > 0 && s.mapped_locked > 0 &&
                s.fallbacks_eperm >= 1 && std::string(s.backend) == "mlock";
       },

@@ -5,7 +5,10 @@
 
 #include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
+
+using secmem::test::in_use_bytes;
 
 TEST(Footprint, TenThousandSmallSecretsArePackedDensely) {
   constexpr size_t kCount = 10000, kSize = 32, kPage = 4096;
@@ -20,6 +23,6 @@ TEST(Footprint, TenThousandSmallSecretsArePackedDensely) {
   RecordProperty("pages_touched", static_cast<int>(touched));
   RecordProperty("pages_needed", static_cast<int>(needed));
   EXPECT_LE(touched, needed * 5 / 4 + 1) << touched << " pages for " << needed << " pages of data";
-  EXPECT_EQ(after.in_use_secret + after.in_use_locked + after.in_use_unlocked, kCount * kSize);
+  EXPECT_EQ(in_use_bytes(after), kCount * kSize);
   for (void *p : blocks) secmem_free(p);
 }

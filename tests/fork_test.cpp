@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -71,16 +72,13 @@ TEST(Fork, ParentAndChildAreNeverHandedTheSameBlock) {
     for (int i = 0; i < 2000; ++i) {
       size_t size = 16 + (i * 37) % 3000;
       auto *p = static_cast<unsigned char *>(secmem_malloc(size));
-      for (size_t j = 0; j < size; ++j) p[j] = pattern_byte(seed + i, j);
+      fill_pattern(p, size, seed + i);
       out->push_back(p);
     }
   };
   auto intact = [](uint64_t seed, const std::vector<unsigned char *> &blocks) {
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      size_t size = 16 + (i * 37) % 3000;
-      for (size_t j = 0; j < size; ++j)
-        if (blocks[i][j] != pattern_byte(seed + i, j)) return false;
-    }
+    for (size_t i = 0; i < blocks.size(); ++i)
+      if (!holds_pattern(blocks[i], 16 + (i * 37) % 3000, seed + i)) return false;
     return true;
   };
   pid_t pid = fork();
@@ -111,13 +109,13 @@ TEST(Fork, ChildKeepsTheBackendAndCountsPrivatisations) {
     secmem_get_stats(&child);
     Mapping mapping;
     if (!find_mapping(p, &mapping, true)) return false;
-    bool locked = std::find(mapping.vm_flags.begin(), mapping.vm_flags.end(), "lo") != mapping.vm_flags.end();
-    bool no_dump = std::find(mapping.vm_flags.begin(), mapping.vm_flags.end(), "dd") != mapping.vm_flags.end();
+    bool locked = mapping.has_vm_flag("lo");
+    bool no_dump = mapping.has_vm_flag("dd");
     if (running_on_mlock_backend()) {
       // mlock is not inherited: the heap locks the child's pages again.
       return locked && no_dump && child.fork_privatisations == 0 && std::string(child.backend) == "mlock";
     }
-    return mapping.path == "/secretmem (deleted)" && no_dump && child.fork_privatisations == parent.chunks &&
+    return mapping.secret() && no_dump && child.fork_privatisations == parent.chunks &&
            std::string(child.backend) == "memfd_secret" && secmem_owns(p);
   });
   EXPECT_EQ(status, 0);

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "block_model.h"
+#include "platform/linux_facts.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -17,26 +19,6 @@ namespace {
 
 constexpr size_t kChunk = size_t{2} << 20;
 constexpr size_t kPage = 4096;
-
-// Reads freed blocks too, which the ASan build poisons: not checked by ASan.
-__attribute__((no_sanitize("address"))) bool all_zero(const void *p, size_t n) {
-  const auto *bytes = static_cast<const unsigned char *>(p);
-  for (size_t i = 0; i < n; ++i)
-    if (bytes[i] != 0) return false;
-  return true;
-}
-
-void fill(void *p, size_t n, uint64_t seed) {
-  auto *bytes = static_cast<unsigned char *>(p);
-  for (size_t i = 0; i < n; ++i) bytes[i] = pattern_byte(seed, i);
-}
-
-bool holds(const void *p, size_t n, uint64_t seed) {
-  const auto *bytes = static_cast<const unsigned char *>(p);
-  for (size_t i = 0; i < n; ++i)
-    if (bytes[i] != pattern_byte(seed, i)) return false;
-  return true;
-}
 
 secmem_stats stats() {
   secmem_stats s{};
@@ -59,8 +41,8 @@ TEST(Heap, AllocationsAreAlignedZeroedOwnedAndUsable) {
     size_t usable = secmem_usable_size(p);
     EXPECT_GE(usable, size == 0 ? 1 : size);
     EXPECT_TRUE(all_zero(p, usable)) << size;
-    fill(p, usable, size);
-    EXPECT_TRUE(holds(p, usable, size));
+    fill_pattern(p, usable, size);
+    EXPECT_TRUE(holds_pattern(p, usable, size));
     EXPECT_TRUE(secmem_owns(static_cast<char *>(p) + usable - 1)) << "last usable byte";
     secmem_free(p);
     EXPECT_FALSE(secmem_owns(p)) << size;
@@ -84,12 +66,12 @@ TEST(Heap, MemoryComesFromTheConfiguredBackend) {
   } else {
     EXPECT_GE(s.in_use_secret, 64u);
     EXPECT_EQ(s.mapped_locked + s.mapped_unlocked, 0u);
-    EXPECT_EQ(mapping.path, "/secretmem (deleted)");
+    EXPECT_EQ(mapping.path, secmem::linux_facts::kSecretMapName);
     EXPECT_EQ(mapping.perms, "rw-s");
   }
   // Locked and excluded from core dumps either way.
-  EXPECT_NE(std::find(mapping.vm_flags.begin(), mapping.vm_flags.end(), "lo"), mapping.vm_flags.end());
-  EXPECT_NE(std::find(mapping.vm_flags.begin(), mapping.vm_flags.end(), "dd"), mapping.vm_flags.end());
+  EXPECT_TRUE(mapping.has_vm_flag("lo"));
+  EXPECT_TRUE(mapping.has_vm_flag("dd"));
   secmem_free(p);
 }
 
@@ -98,7 +80,7 @@ TEST(Heap, FreeZeroesEveryUsableByte) {
     void *p = secmem_malloc(size);
     ASSERT_NE(p, nullptr);
     size_t usable = secmem_usable_size(p);
-    fill(p, usable, 7);
+    fill_pattern(p, usable, 7);
     secmem_free(p);
     // Chunks stay mapped (SECMEM_RELEASE=never), so the freed bytes can be inspected.
     EXPECT_TRUE(all_zero(p, usable)) << size;
@@ -109,7 +91,7 @@ TEST(Heap, CallocIsZeroedAfterReuseAndChecksOverflow) {
   std::vector<void *> blocks;
   for (int i = 0; i < 200; ++i) {
     void *p = secmem_malloc(96);
-    fill(p, 96, i);
+    fill_pattern(p, 96, i);
     blocks.push_back(p);
   }
   for (void *p : blocks) secmem_free(p);
@@ -128,13 +110,13 @@ TEST(Heap, CallocIsZeroedAfterReuseAndChecksOverflow) {
 TEST(Heap, ReallocKeepsContentsAndZeroesWhatItLeaves) {
   auto *p = static_cast<unsigned char *>(secmem_realloc(nullptr, 40));
   ASSERT_NE(p, nullptr);
-  fill(p, 40, 1);
+  fill_pattern(p, 40, 1);
   // Growing within the size class stays in place.
   EXPECT_EQ(secmem_realloc(p, 48), p);
   // Shrinking in place drops the tail past the new size: growing back shows zeros.
-  fill(p, 48, 2);
+  fill_pattern(p, 48, 2);
   EXPECT_EQ(secmem_realloc(p, 40), p);
-  EXPECT_TRUE(holds(p, 40, 2));
+  EXPECT_TRUE(holds_pattern(p, 40, 2));
   EXPECT_EQ(secmem_realloc(p, 48), p);
   EXPECT_TRUE(all_zero(p + 40, 8));
   EXPECT_EQ(secmem_realloc(p, 40), p);
@@ -142,15 +124,15 @@ TEST(Heap, ReallocKeepsContentsAndZeroesWhatItLeaves) {
   auto *q = static_cast<unsigned char *>(secmem_realloc(p, 5000));
   ASSERT_NE(q, nullptr);
   ASSERT_NE(q, p);
-  EXPECT_TRUE(holds(q, 40, 2));
+  EXPECT_TRUE(holds_pattern(q, 40, 2));
   EXPECT_TRUE(all_zero(p, 48));
   auto *r = static_cast<unsigned char *>(secmem_realloc(q, 24));
-  EXPECT_TRUE(holds(r, 24, 2));
+  EXPECT_TRUE(holds_pattern(r, 24, 2));
   // A failed realloc leaves the block alone.
   errno = 0;
   EXPECT_EQ(secmem_realloc(r, SIZE_MAX), nullptr);
   EXPECT_EQ(errno, ENOMEM);
-  EXPECT_TRUE(holds(r, 24, 2));
+  EXPECT_TRUE(holds_pattern(r, 24, 2));
   EXPECT_TRUE(secmem_owns(r));
   // Size 0 frees.
   EXPECT_EQ(secmem_realloc(r, 0), nullptr);
@@ -159,12 +141,12 @@ TEST(Heap, ReallocKeepsContentsAndZeroesWhatItLeaves) {
 
 TEST(Heap, ReallocOfLargeBlocks) {
   auto *p = static_cast<unsigned char *>(secmem_malloc(10000));
-  fill(p, 10000, 3);
+  fill_pattern(p, 10000, 3);
   auto *q = static_cast<unsigned char *>(secmem_realloc(p, 2 << 20));
   ASSERT_NE(q, nullptr);
-  EXPECT_TRUE(holds(q, 10000, 3));
+  EXPECT_TRUE(holds_pattern(q, 10000, 3));
   auto *r = static_cast<unsigned char *>(secmem_realloc(q, 9000));
-  EXPECT_TRUE(holds(r, 9000, 3));
+  EXPECT_TRUE(holds_pattern(r, 9000, 3));
   secmem_free(r);
 }
 
@@ -175,8 +157,8 @@ TEST(Heap, AlignedAllocHonoursEveryPowerOfTwo) {
       ASSERT_NE(p, nullptr) << alignment << " " << size;
       EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % alignment, 0u) << alignment << " " << size;
       EXPECT_GE(secmem_usable_size(p), size);
-      fill(p, size, alignment);
-      EXPECT_TRUE(holds(p, size, alignment));
+      fill_pattern(p, size, alignment);
+      EXPECT_TRUE(holds_pattern(p, size, alignment));
       secmem_free(p);
     }
   }
@@ -230,8 +212,8 @@ TEST(Heap, StatsCountWhatHappens) {
   void *q = secmem_malloc(50000);
   secmem_stats during = stats();
   EXPECT_EQ(during.allocations, before.allocations + 2);
-  size_t in_use = during.in_use_secret + during.in_use_locked + during.in_use_unlocked;
-  size_t in_use_before = before.in_use_secret + before.in_use_locked + before.in_use_unlocked;
+  size_t in_use = in_use_bytes(during);
+  size_t in_use_before = in_use_bytes(before);
   // Live blocks, each rounded up to its size class or to pages.
   EXPECT_EQ(secmem_usable_size(p) + secmem_usable_size(q), 50200u);
   EXPECT_GE(in_use, in_use_before + 50200);
@@ -248,7 +230,7 @@ TEST(Heap, StatsCountWhatHappens) {
   secmem_free(q);
   secmem_stats after = stats();
   EXPECT_EQ(after.frees, before.frees + 2);
-  EXPECT_EQ(after.in_use_secret + after.in_use_locked + after.in_use_unlocked, in_use_before);
+  EXPECT_EQ(in_use_bytes(after), in_use_before);
   EXPECT_EQ(after.fallbacks_enosys + after.fallbacks_eperm + after.fallbacks_memlock + after.fallbacks_other, 0u);
   errno = 0;
   EXPECT_EQ(secmem_get_stats(nullptr), -1);
@@ -281,8 +263,8 @@ TEST(Heap, HugeBlocksReturnTheirMemoryWhenFreed) {
   secmem_stats before = stats();
   void *p = secmem_malloc(6 << 20);
   ASSERT_NE(p, nullptr);
-  fill(p, 6 << 20, 9);
-  EXPECT_TRUE(holds(p, 6 << 20, 9));
+  fill_pattern(p, 6 << 20, 9);
+  EXPECT_TRUE(holds_pattern(p, 6 << 20, 9));
   EXPECT_EQ(stats().chunks, before.chunks + 1);
   secmem_free(p);
   secmem_stats after = stats();

@@ -13,11 +13,11 @@
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <vector>
 
+#include "platform/linux_facts.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -160,7 +160,7 @@ std::string do_zerocopy_send(const Fixture &, void *buf) {
 // The control is an ordinary memfd.
 std::string do_sendfile(const Fixture &fx, void *buf) {
   bool secret = secmem_owns(buf) != 0;
-  int fd = secret ? static_cast<int>(syscall(447, O_CLOEXEC)) : memfd_create("control", MFD_CLOEXEC);
+  int fd = secret ? secmem::linux_facts::memfd_secret_fd() : memfd_create("control", MFD_CLOEXEC);
   if (fd < 0) return "memfd_secret " + outcome(-1, errno);
   if (ftruncate(fd, kSize) != 0) return "ftruncate failed";
   void *map = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

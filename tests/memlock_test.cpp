@@ -5,13 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <sys/resource.h>
 #include <vector>
 
+#include "block_model.h"
+#include "platform/linux_facts.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -21,32 +22,13 @@ namespace {
 
 constexpr size_t kLimit = 1 << 20;
 
-bool policy_fail() {
-  const char *value = getenv("SECMEM_ON_EXHAUSTION");
-  return value != nullptr && strcmp(value, "fail") == 0;
-}
-
-bool has_cap_ipc_lock() {
-  FILE *status = fopen("/proc/self/status", "r");
-  char line[256];
-  unsigned long long caps = 0;
-  while (fgets(line, sizeof line, status) != nullptr)
-    if (sscanf(line, "CapEff: %llx", &caps) == 1) break;
-  fclose(status);
-  return (caps >> 14) & 1; // CAP_IPC_LOCK
-}
-
 struct Held {
   unsigned char *p;
   size_t size;
   uint64_t seed;
 };
 
-bool intact(const Held &h) {
-  for (size_t i = 0; i < h.size; ++i)
-    if (h.p[i] != pattern_byte(h.seed, i)) return false;
-  return true;
-}
+bool intact(const Held &h) { return holds_pattern(h.p, h.size, h.seed); }
 
 } // namespace
 
@@ -54,7 +36,8 @@ TEST(Memlock, RunsWithoutCapIpcLockUnderASmallLimit) {
   rlimit limit{};
   ASSERT_EQ(getrlimit(RLIMIT_MEMLOCK, &limit), 0);
   ASSERT_EQ(limit.rlim_cur, kLimit) << "run me under prlimit --memlock=" << kLimit;
-  ASSERT_FALSE(has_cap_ipc_lock()) << "run me under setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock";
+  ASSERT_FALSE(secmem::linux_facts::has_cap_ipc_lock())
+      << "run me under setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock";
 }
 
 // With no budget left for a second memfd_secret copy, fork still gives the
@@ -89,7 +72,7 @@ TEST(Memlock, ExhaustionFollowsThePolicyAndLosesNothing) {
       refused_errno = errno;
       break;
     }
-    for (size_t j = 0; j < 4096; ++j) p[j] = pattern_byte(i, j);
+    fill_pattern(p, 4096, i);
     held.push_back({p, 4096, i});
   }
   std::string err = testing::internal::GetCapturedStderr();
@@ -98,7 +81,7 @@ TEST(Memlock, ExhaustionFollowsThePolicyAndLosesNothing) {
   EXPECT_LE(s.memlock_charged, kLimit) << "the heap charged more than the limit";
   EXPECT_GT(s.memlock_charged, kLimit / 2) << "chunks are sized to the budget";
   EXPECT_GE(s.fallbacks_memlock + s.failed_chunks, 1u);
-  if (policy_fail()) {
+  if (exhaustion_policy_fail()) {
     EXPECT_EQ(refused_errno, ENOMEM);
     EXPECT_LT(held.size(), 3 * kLimit / 4096);
     EXPECT_EQ(s.in_use_unlocked, 0u);

@@ -1,25 +1,20 @@
 // Randomised model-based test: long random sequences of malloc, calloc,
 // realloc, aligned_alloc and free, checked against a reference model of what
-// every live block must contain.
+// every live block must contain (block_model.h, shared with the fuzzer).
 #include <gtest/gtest.h>
 
-#include <cstring>
-#include <map>
 #include <random>
-#include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
-#include "test_support.h"
 
 using namespace secmem::test;
 
 namespace {
 
-struct Block {
-  size_t size;
-  uint64_t seed;
-  size_t alignment;
-};
+void report(const char *what, const Block &block) {
+  ADD_FAILURE() << what << ": block " << static_cast<void *>(block.p) << " of " << block.size << " bytes";
+}
 
 class Model {
 public:
@@ -40,11 +35,11 @@ public:
   }
 
   void verify_all() {
-    for (auto &[p, block] : live_) verify(p, block);
+    for (size_t i = 0; i < live_.size(); ++i) ASSERT_TRUE(live_.verify(i));
   }
 
   void release_all() {
-    while (!live_.empty()) release(live_.begin()->first);
+    while (!live_.empty()) release(0);
   }
 
 private:
@@ -69,75 +64,34 @@ private:
       break;
     }
     ASSERT_NE(p, nullptr) << size;
-    ASSERT_EQ(reinterpret_cast<uintptr_t>(p) % alignment, 0u);
-    ASSERT_EQ(live_.count(p), 0u) << "handed out twice";
     ASSERT_GE(secmem_usable_size(p), size);
-    // Fresh memory is always zero, whichever call made it.
-    ASSERT_EQ(first_nonzero(p, size), size) << "fresh block of " << size << " bytes is not zero";
-    Block block{size, next_seed_++, alignment};
-    write(p, block);
-    live_[p] = block;
+    // Aligned, not handed out twice, and zero whichever call made it.
+    ASSERT_TRUE(live_.add(p, size, next_seed_++, alignment));
   }
 
-  void release(void *p) {
-    verify(p, live_[p]);
-    secmem_free(p);
-    ASSERT_FALSE(secmem_owns(p));
-    live_.erase(p);
+  void release(size_t i) {
+    ASSERT_TRUE(live_.verify(i));
+    ASSERT_TRUE(live_.release(i));
   }
 
-  void resize(void *p) {
-    Block block = live_[p];
-    verify(p, block);
+  void resize(size_t i) {
+    ASSERT_TRUE(live_.verify(i));
     size_t size = random_size();
-    void *q = secmem_realloc(p, size);
+    void *q = secmem_realloc(live_[i].p, size);
     if (size == 0) {
       ASSERT_EQ(q, nullptr);
-      live_.erase(p);
+      live_.forget(i);
       return;
     }
     ASSERT_NE(q, nullptr);
-    live_.erase(p);
-    ASSERT_EQ(live_.count(q), 0u);
-    size_t kept = std::min(size, block.size);
-    ASSERT_EQ(first_mismatch(q, kept, block.seed), kept) << "realloc lost contents";
-    Block resized{size, next_seed_++, 16};
-    write(q, resized);
-    live_[q] = resized;
+    ASSERT_TRUE(live_.moved(i, q, size));
+    ASSERT_TRUE(live_.rewrite(i, next_seed_++));
   }
 
-  void *pick() {
-    auto it = live_.begin();
-    std::advance(it, std::uniform_int_distribution<size_t>(0, live_.size() - 1)(rng_));
-    return it->first;
-  }
-
-  static size_t first_nonzero(const void *p, size_t n) {
-    const auto *bytes = static_cast<const unsigned char *>(p);
-    for (size_t i = 0; i < n; ++i)
-      if (bytes[i] != 0) return i;
-    return n;
-  }
-
-  static size_t first_mismatch(const void *p, size_t n, uint64_t seed) {
-    const auto *bytes = static_cast<const unsigned char *>(p);
-    for (size_t i = 0; i < n; ++i)
-      if (bytes[i] != pattern_byte(seed, i)) return i;
-    return n;
-  }
-
-  static void write(void *p, const Block &block) {
-    auto *bytes = static_cast<unsigned char *>(p);
-    for (size_t i = 0; i < block.size; ++i) bytes[i] = pattern_byte(block.seed, i);
-  }
-
-  static void verify(void *p, const Block &block) {
-    ASSERT_TRUE(secmem_owns(p));
-    ASSERT_EQ(first_mismatch(p, block.size, block.seed), block.size) << "block " << p;
-  }
+  size_t pick() { return std::uniform_int_distribution<size_t>(0, live_.size() - 1)(rng_); }
 
   std::mt19937_64 rng_;
-  std::map<void *, Block> live_;
+  BlockModel live_{report};
   uint64_t next_seed_ = 1;
 };
 
@@ -152,9 +106,7 @@ TEST_P(RandomSequences, MatchTheModel) {
   }
   model.verify_all();
   model.release_all();
-  secmem_stats s{};
-  secmem_get_stats(&s);
-  EXPECT_EQ(s.in_use_secret + s.in_use_locked + s.in_use_unlocked, 0u);
+  EXPECT_EQ(in_use_bytes(), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, RandomSequences, testing::Values(1, 2, 3, 42, 1234567));

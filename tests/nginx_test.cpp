@@ -50,8 +50,7 @@ std::set<int> children_of(int parent) {
   while (dirent *entry = proc != nullptr ? readdir(proc) : nullptr) {
     int pid = atoi(entry->d_name);
     if (pid <= 0) continue;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), {});
+    std::string text = read_file("/proc/" + std::to_string(pid) + "/stat");
     size_t close_paren = text.rfind(')');
     if (close_paren == std::string::npos) continue;
     std::istringstream rest(text.substr(close_paren + 2));
@@ -66,13 +65,8 @@ std::set<int> children_of(int parent) {
 
 bool has_secretmem(int pid) {
   for (const Mapping &m : read_mappings(pid))
-    if (m.path == "/secretmem (deleted)") return true;
+    if (m.secret()) return true;
   return false;
-}
-
-std::string slurp(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 class Nginx : public testing::Test {
@@ -150,8 +144,8 @@ protected:
     kill(master.pid, SIGQUIT); // graceful: workers finish and exit (and write their reports)
     Result done = finish(master);
     r.status = done.status;
-    r.error_log = slurp(log);
-    report_ = shim ? slurp(report) : "";
+    r.error_log = read_file(log);
+    report_ = shim ? read_file(report) : "";
     return r;
   }
 

@@ -11,7 +11,6 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
-#include <fstream>
 #include <map>
 #include <netinet/in.h>
 #include <openssl/evp.h>
@@ -35,13 +34,6 @@ const std::string kProbe = SECMEM_PROBE_PATH;
 const std::string kPython = "/usr/bin/python3";
 const std::string kJemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"; // Debian's libjemalloc2
 const std::string kTlsScript = SECMEM_SOURCE_DIR "/tests/tls_handshake.py";
-
-std::string slurp(const std::string &path) {
-  std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
 
 class Preload : public testing::Test {
 protected:
@@ -72,7 +64,7 @@ protected:
   // The report lines of every process that ran under the shim in this test.
   std::vector<std::string> reports() const {
     std::vector<std::string> lines;
-    std::istringstream text(slurp(report_));
+    std::istringstream text(read_file(report_));
     for (std::string line; std::getline(text, line);) lines.push_back(line);
     return lines;
   }
@@ -143,7 +135,7 @@ TEST_F(Preload, OpensslTlsHandshake) {
   ASSERT_TRUE(listening);
   size_t secret_mappings = 0;
   for (const Mapping &m : read_mappings(server.pid))
-    if (m.path == "/secretmem (deleted)") ++secret_mappings;
+    if (m.secret()) ++secret_mappings;
   EXPECT_GE(secret_mappings, 1u) << "the server's key is not in a secretmem mapping";
 
   Result client = run({"openssl", "s_client", "-connect", "127.0.0.1:" + port, "-CAfile", cert(), "-brief",

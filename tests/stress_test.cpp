@@ -18,11 +18,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
-#include <seccomp.h>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -30,17 +30,11 @@ using namespace secmem::test;
 
 namespace {
 
-constexpr long kMemfdSecret = 447;
 // Live bytes per thread: 768 KiB in all before the filter (memfd_secret holds
 // them, in one or two chunks), 12 MiB after it (half as much again as the limit).
 constexpr size_t kFirstHalfLive = size_t{192} << 10;
 constexpr size_t kSecondHalfLive = size_t{3} << 20;
 std::atomic<bool> g_second_half{false};
-
-bool policy_fail() {
-  const char *value = getenv("SECMEM_ON_EXHAUSTION");
-  return value != nullptr && strcmp(value, "fail") == 0;
-}
 
 double seconds() {
   const char *value = getenv("SECMEM_STRESS_SECONDS");
@@ -63,11 +57,7 @@ void run_worker(int id, std::chrono::steady_clock::time_point end, Totals &total
   size_t live_bytes = 0;
   auto verify_and_free = [&](size_t index) {
     Block b = live[index];
-    for (size_t i = 0; i < b.size; ++i)
-      if (b.p[i] != pattern_byte(b.seed, i)) {
-        totals.corrupted++;
-        break;
-      }
+    if (!holds_pattern(b.p, b.size, b.seed)) totals.corrupted++;
     secmem_free(b.p);
     live_bytes -= b.size;
     live[index] = live.back();
@@ -87,7 +77,7 @@ void run_worker(int id, std::chrono::steady_clock::time_point end, Totals &total
         continue;
       }
       uint64_t seed = rng();
-      for (size_t i = 0; i < size; ++i) p[i] = pattern_byte(seed, i);
+      fill_pattern(p, size, seed);
       live.push_back({p, size, seed});
       live_bytes += size;
       totals.allocations++;
@@ -96,14 +86,6 @@ void run_worker(int id, std::chrono::steady_clock::time_point end, Totals &total
     }
   }
   while (!live.empty()) verify_and_free(live.size() - 1);
-}
-
-bool refuse_memfd_secret_in_every_thread() {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  bool ok = ctx != nullptr && seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) == 0 &&
-            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), kMemfdSecret, 0) == 0 && seccomp_load(ctx) == 0;
-  seccomp_release(ctx);
-  return ok;
 }
 
 } // namespace
@@ -119,7 +101,7 @@ TEST(Stress, OverTheLimitAndRefusedHalfWayNothingIsLost) {
   std::this_thread::sleep_until(start + (end - start) / 2);
   secmem_stats before_filter{};
   secmem_get_stats(&before_filter);
-  ASSERT_TRUE(refuse_memfd_secret_in_every_thread());
+  ASSERT_TRUE(refuse_memfd_secret(EPERM, true));
   g_second_half = true;
   for (auto &worker : workers) worker.join();
 
@@ -127,19 +109,20 @@ TEST(Stress, OverTheLimitAndRefusedHalfWayNothingIsLost) {
   secmem_get_stats(&s);
   std::printf("%s: %llu allocations, %llu refused, %llu frees in %.0f s; chunks %zu; fallbacks: memlock %llu, "
               "eperm %llu; failed chunks %llu; secret %zu / locked %zu / unlocked %zu bytes mapped\n",
-              policy_fail() ? "fail" : "fallback", static_cast<unsigned long long>(totals.allocations.load()),
+              exhaustion_policy_fail() ? "fail" : "fallback",
+              static_cast<unsigned long long>(totals.allocations.load()),
               static_cast<unsigned long long>(totals.refused.load()), static_cast<unsigned long long>(totals.frees.load()),
               seconds(), s.chunks, static_cast<unsigned long long>(s.fallbacks_memlock),
               static_cast<unsigned long long>(s.fallbacks_eperm), static_cast<unsigned long long>(s.failed_chunks),
               s.mapped_secret, s.mapped_locked, s.mapped_unlocked);
   EXPECT_EQ(totals.corrupted.load(), 0u) << "a block lost its contents";
   EXPECT_EQ(totals.frees.load(), totals.allocations.load());
-  EXPECT_EQ(s.in_use_secret + s.in_use_locked + s.in_use_unlocked, 0u);
+  EXPECT_EQ(in_use_bytes(s), 0u);
   EXPECT_GT(totals.allocations.load(), 1000u);
   EXPECT_GT(before_filter.mapped_secret, 0u) << "memfd_secret was in use before the filter";
   EXPECT_EQ(before_filter.failed_chunks + before_filter.fallbacks_eperm + before_filter.fallbacks_memlock, 0u)
       << "the first half stays within the limit";
-  if (policy_fail()) {
+  if (exhaustion_policy_fail()) {
     EXPECT_GT(totals.refused.load(), 0u) << "over the limit, yet nothing was refused";
     EXPECT_GT(s.failed_chunks, 0u);
     EXPECT_EQ(s.mapped_locked + s.mapped_unlocked, 0u) << "fail never degrades";

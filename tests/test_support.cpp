@@ -1,76 +1,93 @@
 #include "test_support.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <fcntl.h>
+#include <fstream>
+#include <iterator>
+#include <seccomp.h>
 #include <sstream>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "platform/linux_facts.h"
+
 namespace secmem::test {
 
 bool secretmem_available() {
   static const bool available = [] {
-    long fd = syscall(447 /* memfd_secret */, O_CLOEXEC);
+    int fd = linux_facts::memfd_secret_fd();
     if (fd < 0) return false;
-    close(static_cast<int>(fd));
+    close(fd);
     return true;
   }();
   return available;
 }
 
-bool secretmem_required() {
-  const char *value = getenv("SECMEM_REQUIRE_SECRETMEM");
-  return value != nullptr && strcmp(value, "1") == 0;
+bool env_is(const char *name, const char *value) {
+  const char *set = getenv(name);
+  return set != nullptr && strcmp(set, value) == 0;
 }
 
-bool running_on_mlock_backend() {
-  const char *value = getenv("SECMEM_BACKEND");
-  return value != nullptr && strcmp(value, "mlock") == 0;
-}
+bool secretmem_required() { return env_is("SECMEM_REQUIRE_SECRETMEM", "1"); }
+
+bool running_on_mlock_backend() { return env_is("SECMEM_BACKEND", "mlock"); }
 
 std::string expected_backend() { return running_on_mlock_backend() ? "mlock" : "memfd_secret"; }
 
-std::vector<Mapping> read_mappings(int pid, bool with_smaps) {
-  std::string path = (pid == 0 ? std::string("/proc/self/") : "/proc/" + std::to_string(pid) + "/") +
-                     (with_smaps ? "smaps" : "maps");
+bool exhaustion_policy_fail() { return env_is("SECMEM_ON_EXHAUSTION", "fail"); }
+
+bool refuse_memfd_secret(int err, bool all_threads) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  bool ok = ctx != nullptr && (!all_threads || seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) == 0) &&
+            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), linux_facts::kSysMemfdSecret, 0) == 0 && seccomp_load(ctx) == 0;
+  seccomp_release(ctx);
+  return ok;
+}
+
+bool Mapping::has_vm_flag(const std::string &flag) const {
+  return std::find(vm_flags.begin(), vm_flags.end(), flag) != vm_flags.end();
+}
+
+std::vector<Mapping> read_mappings(int pid) {
   std::vector<Mapping> out;
-  FILE *file = fopen(path.c_str(), "r");
-  if (file == nullptr) return out;
-  char line[1024];
-  while (fgets(line, sizeof line, file) != nullptr) {
-    unsigned long start = 0, end = 0;
-    char perms[8] = {};
-    int consumed = 0;
-    if (sscanf(line, "%lx-%lx %7s %*s %*s %*s%n", &start, &end, perms, &consumed) >= 3 &&
-        strchr(line, '-') < strchr(line, ' ')) {
-      Mapping mapping;
-      mapping.start = start;
-      mapping.end = end;
-      mapping.perms = perms;
-      std::string rest = line + consumed;
-      size_t first = rest.find_first_not_of(" \t");
-      mapping.path = first == std::string::npos ? "" : rest.substr(first);
-      while (!mapping.path.empty() && mapping.path.back() == '\n') mapping.path.pop_back();
-      out.push_back(mapping);
-    } else if (strncmp(line, "VmFlags:", 8) == 0 && !out.empty()) {
-      std::istringstream flags(line + 8);
-      std::string flag;
-      while (flags >> flag) out.back().vm_flags.push_back(flag);
+  try {
+    for (const tool::Region &region : tool::read_regions(pid == 0 ? getpid() : pid)) out.push_back({region, {}});
+  } catch (const tool::ToolError &) {
+    // gone or not ours to read: no mappings, as for a process without any
+  }
+  return out;
+}
+
+// The VmFlags of the smaps entry of mapping: found by its header, which starts
+// "START-END " as in maps (hex, at least 8 digits), not parsed a second time.
+static std::vector<std::string> vm_flags_of(int pid, const Mapping &mapping) {
+  char header[64];
+  snprintf(header, sizeof header, "%08lx-%08lx ", static_cast<unsigned long>(mapping.start),
+           static_cast<unsigned long>(mapping.end));
+  std::ifstream smaps(pid == 0 ? std::string("/proc/self/smaps") : "/proc/" + std::to_string(pid) + "/smaps");
+  bool in_entry = false;
+  std::vector<std::string> flags;
+  for (std::string line; std::getline(smaps, line);) {
+    if (line.rfind(header, 0) == 0) {
+      in_entry = true;
+    } else if (in_entry && line.rfind("VmFlags:", 0) == 0) {
+      std::istringstream words(line.substr(8));
+      for (std::string flag; words >> flag;) flags.push_back(flag);
+      break;
     }
   }
-  fclose(file);
-  return out;
+  return flags;
 }
 
 bool find_mapping(const void *addr, Mapping *out, bool with_smaps, int pid) {
   auto value = reinterpret_cast<uintptr_t>(addr);
-  for (const Mapping &mapping : read_mappings(pid, with_smaps)) {
+  for (const Mapping &mapping : read_mappings(pid)) {
     if (value >= mapping.start && value < mapping.end) {
       *out = mapping;
+      if (with_smaps) out->vm_flags = vm_flags_of(pid, mapping);
       return true;
     }
   }
@@ -106,7 +123,8 @@ int run_in_child(const std::function<bool()> &fn, std::string *stderr_text) {
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra) {
+Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra,
+            const std::function<void()> &in_child) {
   int in[2], out[2], err[2];
   if (pipe(in) != 0 || pipe(out) != 0 || pipe(err) != 0) return {};
   fflush(nullptr);
@@ -117,6 +135,7 @@ Child start(const std::vector<std::string> &argv, const std::vector<std::string>
     dup2(err[1], 2);
     for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) close(fd);
     for (const std::string &entry : env_extra) putenv(const_cast<char *>(entry.c_str()));
+    if (in_child) in_child();
     std::vector<char *> args;
     for (const std::string &arg : argv) args.push_back(const_cast<char *>(arg.c_str()));
     args.push_back(nullptr);
@@ -155,10 +174,16 @@ Result run(const std::vector<std::string> &argv, const std::vector<std::string> 
   return finish(start(argv, env_extra), input);
 }
 
-uint8_t pattern_byte(uint64_t seed, size_t index) {
-  uint64_t x = seed * 0x9e3779b97f4a7c15ull + index * 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 31;
-  return static_cast<uint8_t>(x | 1); // never zero, so zeroing is always visible
+std::string read_file(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+__attribute__((no_sanitize("address"))) bool all_zero(const void *p, size_t n) {
+  const auto *bytes = static_cast<const unsigned char *>(p);
+  for (size_t i = 0; i < n; ++i)
+    if (bytes[i] != 0) return false;
+  return true;
 }
 
 int bound_loopback_socket(sockaddr_in *addr) {

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "proc.h"
+
 namespace secmem::test {
 
 // Whether memfd_secret(2) works in this process (probed with a throwaway fd).
@@ -26,20 +28,26 @@ bool secretmem_available();
   } while (0)
 bool secretmem_required();
 
+// Whether the environment variable name is set to value.
+bool env_is(const char *name, const char *value);
 // The tier the heap is expected to use, from SECMEM_BACKEND ("mlock" or "memfd_secret").
 std::string expected_backend();
 // Tests that are only meaningful on the memfd_secret backend (skip on the mlock run).
 bool running_on_mlock_backend();
+// SECMEM_ON_EXHAUSTION=fail: allocations past the budget return NULL instead of falling back.
+bool exhaustion_policy_fail();
 
-// One line of /proc/self/maps (or /proc/PID/maps).
-struct Mapping {
-  uintptr_t start = 0;
-  uintptr_t end = 0;
-  std::string perms;
-  std::string path;
+// Installs a seccomp filter that fails memfd_secret(2) with err, as container
+// runtimes do; in every thread when all_threads. False if it could not.
+bool refuse_memfd_secret(int err, bool all_threads = false);
+
+// One line of /proc/self/maps (or /proc/PID/maps), read by the secmem tool's
+// parser (src/proc.h), with the VmFlags of its smaps entry when asked for.
+struct Mapping : tool::Region {
   std::vector<std::string> vm_flags; // from smaps
+  bool has_vm_flag(const std::string &flag) const;
 };
-std::vector<Mapping> read_mappings(int pid = 0, bool with_smaps = false);
+std::vector<Mapping> read_mappings(int pid = 0);
 // The mapping containing addr, if any.
 bool find_mapping(const void *addr, Mapping *out, bool with_smaps = false, int pid = 0);
 
@@ -59,18 +67,24 @@ struct Child {
   int out = -1; // its stdout
   int err = -1; // its stderr
 };
-// Starts argv (PATH searched) with extra "NAME=value" environment entries.
-Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra = {});
+// Starts argv (PATH searched) with extra "NAME=value" environment entries;
+// in_child, when given, runs in the child just before the exec.
+Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra = {},
+            const std::function<void()> &in_child = {});
 // Writes input to its stdin, closes it, collects its output and status.
 Result finish(Child child, const std::string &input = "");
 Result run(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra = {},
            const std::string &input = "");
 
+// The whole contents of a file; empty when it cannot be read.
+std::string read_file(const std::string &path);
+
+// Whether the n bytes at p are all zero. Reads freed blocks too, which the
+// ASan build poisons: not checked by ASan.
+bool all_zero(const void *p, size_t n);
+
 // A TCP socket bound to 127.0.0.1 on a port the kernel picked; *addr gets
 // the address. -1 on failure.
 int bound_loopback_socket(sockaddr_in *addr);
-
-// A byte pattern for block contents: deterministic from (seed, index).
-uint8_t pattern_byte(uint64_t seed, size_t index);
 
 } // namespace secmem::test

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "block_model.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -20,12 +21,6 @@ struct Exchange {
   std::mutex lock;
   std::vector<std::pair<unsigned char *, std::pair<size_t, uint64_t>>> blocks;
 };
-
-bool check(const unsigned char *p, size_t size, uint64_t seed) {
-  for (size_t i = 0; i < size; ++i)
-    if (p[i] != pattern_byte(seed, i)) return false;
-  return true;
-}
 
 } // namespace
 
@@ -50,12 +45,12 @@ TEST(Threads, StressWithCrossThreadFrees) {
             continue;
           }
           uint64_t seed = seeds++;
-          for (size_t i = 0; i < size; ++i) p[i] = pattern_byte(seed, i);
+          fill_pattern(p, size, seed);
           mine.push_back({p, {size, seed}});
         } else if (op < 8) {
           auto entry = mine.back();
           mine.pop_back();
-          if (!check(entry.first, entry.second.first, entry.second.second)) corrupt++;
+          if (!holds_pattern(entry.first, entry.second.first, entry.second.second)) corrupt++;
           secmem_free(entry.first);
         } else {
           // Hand one over, and free one handed over by someone else.
@@ -65,26 +60,26 @@ TEST(Threads, StressWithCrossThreadFrees) {
           if (exchange.blocks.size() > 8) {
             auto entry = exchange.blocks.front();
             exchange.blocks.erase(exchange.blocks.begin());
-            if (!check(entry.first, entry.second.first, entry.second.second)) corrupt++;
+            if (!holds_pattern(entry.first, entry.second.first, entry.second.second)) corrupt++;
             secmem_free(entry.first);
           }
         }
       }
       for (auto &entry : mine) {
-        if (!check(entry.first, entry.second.first, entry.second.second)) corrupt++;
+        if (!holds_pattern(entry.first, entry.second.first, entry.second.second)) corrupt++;
         secmem_free(entry.first);
       }
     });
   }
   for (auto &thread : threads) thread.join();
   for (auto &entry : exchange.blocks) {
-    EXPECT_TRUE(check(entry.first, entry.second.first, entry.second.second));
+    EXPECT_TRUE(holds_pattern(entry.first, entry.second.first, entry.second.second));
     secmem_free(entry.first);
   }
   EXPECT_EQ(corrupt.load(), 0);
   secmem_stats s{};
   secmem_get_stats(&s);
-  EXPECT_EQ(s.in_use_secret + s.in_use_locked + s.in_use_unlocked, 0u);
+  EXPECT_EQ(in_use_bytes(s), 0u);
   EXPECT_EQ(s.allocations, s.frees);
 }
 

@@ -5,7 +5,6 @@
 
 #include <csignal>
 #include <cstdlib>
-#include <seccomp.h>
 #include <string>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -72,26 +71,11 @@ TEST_F(Tool, ProbeSaysMemfdSecretWorks) {
 
 // A seccomp filter (as container runtimes install) is inherited across exec.
 TEST_F(Tool, ProbeReportsASeccompRefusal) {
-  int pipe_fds[2];
-  ASSERT_EQ(pipe(pipe_fds), 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(pipe_fds[1], 1);
-    close(pipe_fds[0]);
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (ctx == nullptr || seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), 447, 0) != 0 || seccomp_load(ctx) != 0) _exit(99);
-    execl(kTool.c_str(), kTool.c_str(), "probe", nullptr);
-    _exit(98);
-  }
-  close(pipe_fds[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(pipe_fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  close(pipe_fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  Result probe = finish(start({kTool, "probe"}, {}, [] {
+    if (!refuse_memfd_secret(EPERM)) _exit(99);
+  }));
+  const std::string &out = probe.out;
+  EXPECT_EQ(probe.status, 1) << out;
   EXPECT_TRUE(contains(out, "memfd_secret:      refused at memfd_secret (EPERM)")) << out;
   EXPECT_TRUE(contains(out, "seccomp:           a filter is active")) << out;
   EXPECT_TRUE(contains(out, "auto backend:      mlock")) << out;
