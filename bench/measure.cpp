@@ -167,7 +167,8 @@ int churn(const Peer &peer, size_t ops) {
 
 int main(int argc, char **argv) {
   using namespace bench;
-  if (argc >= 4 && (strcmp(argv[1], "footprint") == 0 || strcmp(argv[1], "fork") == 0 || strcmp(argv[1], "churn") == 0)) {
+  if (argc >= 4 &&
+      (strcmp(argv[1], "footprint") == 0 || strcmp(argv[1], "fork") == 0 || strcmp(argv[1], "churn") == 0)) {
     const Peer *peer = find_peer(argv[2]);
     if (peer == nullptr) return 2;
     if (strcmp(argv[1], "fork") == 0) return fork_time(*peer, strtoull(argv[3], nullptr, 10));

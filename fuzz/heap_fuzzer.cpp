@@ -54,7 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t pick = live.empty() ? 0 : in.ConsumeIntegralInRange<size_t>(0, live.size() - 1);
     uint8_t seed = in.ConsumeIntegral<uint8_t>();
     switch (op) {
-    case 0: // malloc
+    case 0:   // malloc
     case 1: { // calloc
       size_t n = pick_size(in);
       void *p = op == 0 ? secmem_malloc(n) : secmem_calloc(1, n);

@@ -26,8 +26,8 @@ TEST(Config, DefaultsAreTheFirstChoice) {
 }
 
 TEST(Config, ParsesEveryChoice) {
-  Config config = parse({"SECMEM_BACKEND=mlock", "SECMEM_ON_EXHAUSTION=fail", "SECMEM_RELEASE=empty",
-                         "SECMEM_VERBOSE=1"});
+  Config config =
+      parse({"SECMEM_BACKEND=mlock", "SECMEM_ON_EXHAUSTION=fail", "SECMEM_RELEASE=empty", "SECMEM_VERBOSE=1"});
   EXPECT_EQ(config.backend, Backend::kMlock);
   EXPECT_EQ(config.on_exhaustion, OnExhaustion::kFail);
   EXPECT_EQ(config.release, Release::kEmpty);
@@ -58,8 +58,8 @@ TEST(Config, SetuidProgramsIgnoreTheEnvironment) {
 TEST(Config, PrintShowsEveryOption) {
   testing::internal::CaptureStderr();
   print_config(parse({"SECMEM_BACKEND=mlock"}));
-  EXPECT_EQ(testing::internal::GetCapturedStderr(),
-            "secmem: config SECMEM_BACKEND=mlock SECMEM_ON_EXHAUSTION=fallback SECMEM_RELEASE=never SECMEM_NODUMP=0 SECMEM_VERBOSE=0\n");
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "secmem: config SECMEM_BACKEND=mlock SECMEM_ON_EXHAUSTION=fallback "
+                                                    "SECMEM_RELEASE=never SECMEM_NODUMP=0 SECMEM_VERBOSE=0\n");
 }
 
 // The README's configuration table is the user's only view of the options:

@@ -241,7 +241,7 @@ TEST(SecureString, MovedFromHoldsNothing) {
   const char *buffer = a.data();
   secmem::secure_string b = std::move(a);
   EXPECT_EQ(b.data(), buffer);
-  EXPECT_TRUE(a.empty());   // NOLINT
+  EXPECT_TRUE(a.empty()); // NOLINT
   EXPECT_EQ(a.capacity(), 0u);
   EXPECT_FALSE(secmem_owns(a.data()));
   // A moved-from string is usable again.

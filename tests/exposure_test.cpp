@@ -19,10 +19,10 @@
 #include "test_support.h"
 
 using namespace secmem::test;
+using secmem::tool::describe_copies;
 using secmem::tool::private_scalar_patterns;
 using secmem::tool::scan;
 using secmem::tool::ScanResult;
-using secmem::tool::describe_copies;
 
 namespace {
 
@@ -54,9 +54,7 @@ protected:
   static void SetUpTestSuite() {
     char pattern[] = "/tmp/secmem-exposure-XXXXXX";
     dir_ = mkdtemp(pattern);
-    auto gen = [](const std::string &args) {
-      return system(("openssl genpkey " + args + " 2>/dev/null").c_str());
-    };
+    auto gen = [](const std::string &args) { return system(("openssl genpkey " + args + " 2>/dev/null").c_str()); };
     ASSERT_EQ(gen("-algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " + dir_ + "/RSA.pem"), 0);
     ASSERT_EQ(gen("-algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " + dir_ + "/EC.pem"), 0);
     ASSERT_EQ(gen("-algorithm ED25519 -out " + dir_ + "/Ed25519.pem"), 0);

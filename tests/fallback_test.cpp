@@ -66,10 +66,9 @@ TEST_P(Refused, FallsBackToLockedMemoryAndSaysSoOnce) {
                                                     : "ENOSYS: no kernel support, or secretmem.enable=0"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Errors, Refused, testing::Values(EPERM, ENOSYS),
-                         [](const testing::TestParamInfo<int> &info) {
-                           return std::string(info.param == EPERM ? "EPERM" : "ENOSYS");
-                         });
+INSTANTIATE_TEST_SUITE_P(Errors, Refused, testing::Values(EPERM, ENOSYS), [](const testing::TestParamInfo<int> &info) {
+  return std::string(info.param == EPERM ? "EPERM" : "ENOSYS");
+});
 
 TEST(Refused, FailPolicyReturnsNullWithEnomem) {
   std::string stderr_text;
@@ -121,9 +120,9 @@ TEST(Refused, HalfWayKeepsExistingSecrets) {
         secmem_stats s{};
         secmem_get_stats(&s);
         Mapping after;
-        return find_mapping(early, &after) && after.secret() &&
-               strcmp(early, "early secret") == 0 && s.mapped_secret > 0 && s.mapped_locked > 0 &&
-               s.fallbacks_eperm >= 1 && std::string(s.backend) == "mlock";
+        return find_mapping(early, &after) && after.secret() && strcmp(early, "early secret") == 0 &&
+               s.mapped_secret > 0 && s.mapped_locked > 0 && s.fallbacks_eperm >= 1 &&
+               std::string(s.backend) == "mlock";
       },
       &stderr_text);
   EXPECT_EQ(status, 0);

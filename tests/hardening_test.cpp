@@ -110,7 +110,7 @@ TEST(Canary, ReallocInPlaceKeepsTheCanaryRightAndNewBytesZero) {
   memset(p, 0xab, 40);
   auto *q = static_cast<unsigned char *>(secmem_realloc(p, 46)); // 48-byte class
   ASSERT_EQ(q, p);
-  for (int i = 40; i < 46; ++i) EXPECT_EQ(q[i], 0) << i; // the old canary is gone
+  for (int i = 40; i < 46; ++i) EXPECT_EQ(q[i], 0) << i;   // the old canary is gone
   q = static_cast<unsigned char *>(secmem_realloc(q, 20)); // 32-byte class: moves
   ASSERT_NE(q, nullptr);
   for (int i = 0; i < 20; ++i) EXPECT_EQ(q[i], 0xab);
@@ -222,10 +222,14 @@ TEST(Sealed, BadCallsAreRefusedWithEinval) {
     int mode;
     bool begin;
     const char *what;
-  } cases[] = {{key, SECMEM_READ, false, "end without begin"}, {key, SECMEM_WRITE, false, "end without begin (write)"},
-               {key, 0, true, "mode 0"},   {key, 3, true, "mode 3"},
-               {plain, SECMEM_READ, true, "not sealed"}, {&on_stack, SECMEM_READ, true, "not ours"},
-               {nullptr, SECMEM_READ, true, "NULL"},      {key + 1, SECMEM_READ, true, "interior pointer"}};
+  } cases[] = {{key, SECMEM_READ, false, "end without begin"},
+               {key, SECMEM_WRITE, false, "end without begin (write)"},
+               {key, 0, true, "mode 0"},
+               {key, 3, true, "mode 3"},
+               {plain, SECMEM_READ, true, "not sealed"},
+               {&on_stack, SECMEM_READ, true, "not ours"},
+               {nullptr, SECMEM_READ, true, "NULL"},
+               {key + 1, SECMEM_READ, true, "interior pointer"}};
   for (const Case &c : cases) {
     errno = 0;
     int rc = c.begin ? secmem_access_begin(c.p, c.mode) : secmem_access_end(c.p, c.mode);
@@ -252,7 +256,7 @@ TEST(Sealed, FreeWorksInAnyStateAndZeroes) {
     if (state == 1) {
       ASSERT_EQ(secmem_access_begin(key, SECMEM_READ), 0);
     }
-    secmem_free(key); // sealed, read-only, read-write
+    secmem_free(key);                                                // sealed, read-only, read-write
     auto *again = static_cast<unsigned char *>(secmem_malloc(5000)); // reuses the run: accessible and zero
     for (int i = 0; i < 5000; ++i) ASSERT_EQ(again[i], 0);
     secmem_free(again);
@@ -279,8 +283,10 @@ TEST(Sealed, ThreadsShareScopes) {
       for (int i = 0; i < 2000; ++i) {
         int mode = (i + t) % 4 == 0 ? SECMEM_WRITE : SECMEM_READ;
         if (secmem_access_begin(key, mode) != 0) errors++;
-        if (mode == SECMEM_WRITE) key[t] = static_cast<unsigned char>(i);
-        else (void)peek(key, t);
+        if (mode == SECMEM_WRITE)
+          key[t] = static_cast<unsigned char>(i);
+        else
+          (void)peek(key, t);
         if (secmem_access_end(key, mode) != 0) errors++;
       }
     });

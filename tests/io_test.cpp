@@ -63,7 +63,9 @@ std::string file_io(const std::string &path, int flags, void *buf) {
 }
 
 std::string do_read(const Fixture &fx, void *buf) { return file_io(fx.file(), O_RDONLY, buf); }
-std::string do_write(const Fixture &fx, void *buf) { return file_io(fx.dir + "/out", O_CREAT | O_WRONLY | O_TRUNC, buf); }
+std::string do_write(const Fixture &fx, void *buf) {
+  return file_io(fx.dir + "/out", O_CREAT | O_WRONLY | O_TRUNC, buf);
+}
 
 std::string do_send_recv(const Fixture &, void *buf) {
   int sv[2];
@@ -186,13 +188,13 @@ const Row kRows[] = {
     {"read(2) from a file", do_read, "ok", "copied by the kernel through the process's own page tables"},
     {"write(2) to a file", do_write, "ok", "copied"},
     {"send(2) / recv(2), Unix socket", do_send_recv, "ok", "copied"},
-    {"read(2), O_DIRECT", do_direct_read, "EFAULT", "direct I/O pins the pages (GUP); secretmem pages cannot be pinned"},
+    {"read(2), O_DIRECT", do_direct_read, "EFAULT",
+     "direct I/O pins the pages (GUP); secretmem pages cannot be pinned"},
     {"write(2), O_DIRECT", do_direct_write, "EFAULT", "same"},
     {"vmsplice(2) into a pipe", do_vmsplice, "EFAULT", "pins the pages"},
     {"send(2), MSG_ZEROCOPY, TCP", do_zerocopy_send, "EFAULT", "pins the pages"},
     {"io_uring read", do_uring_read, "ok", "copied (io-wq workers share the process's memory)"},
-    {"io_uring registered buffer", do_uring_fixed, "io_uring_register_buffers EFAULT",
-     "registering pins the pages"},
+    {"io_uring registered buffer", do_uring_fixed, "io_uring_register_buffers EFAULT", "registering pins the pages"},
     {"sendfile(2) from the memfd (secret: a memfd_secret fd)", do_sendfile, "ESPIPE",
      "a secretmem file cannot be read as a file; secmem closes its fds anyway"},
 };

@@ -103,23 +103,45 @@ protected:
     std::ofstream(conf) << "worker_processes 4;\n"
                            "env SECMEM_REPORT;\n"
                            "user root;\n"
-                           "pid " << dir_ << "/nginx.pid;\n"
-                           "error_log " << log << " warn;\n"
+                           "pid "
+                        << dir_
+                        << "/nginx.pid;\n"
+                           "error_log "
+                        << log
+                        << " warn;\n"
                            "events { worker_connections 512; }\n"
                            "http {\n"
                            "  access_log off;\n"
-                           "  client_body_temp_path " << dir_ << "/body;\n"
-                           "  proxy_temp_path " << dir_ << "/proxy;\n"
-                           "  fastcgi_temp_path " << dir_ << "/fastcgi;\n"
-                           "  uwsgi_temp_path " << dir_ << "/uwsgi;\n"
-                           "  scgi_temp_path " << dir_ << "/scgi;\n"
+                           "  client_body_temp_path "
+                        << dir_
+                        << "/body;\n"
+                           "  proxy_temp_path "
+                        << dir_
+                        << "/proxy;\n"
+                           "  fastcgi_temp_path "
+                        << dir_
+                        << "/fastcgi;\n"
+                           "  uwsgi_temp_path "
+                        << dir_
+                        << "/uwsgi;\n"
+                           "  scgi_temp_path "
+                        << dir_
+                        << "/scgi;\n"
                            "  server {\n"
-                           "    listen 127.0.0.1:" << port << " ssl;\n"
-                           "    ssl_certificate " << dir_ << "/cert.pem;\n"
-                           "    ssl_certificate_key " << dir_ << "/key.pem;\n"
+                           "    listen 127.0.0.1:"
+                        << port
+                        << " ssl;\n"
+                           "    ssl_certificate "
+                        << dir_
+                        << "/cert.pem;\n"
+                           "    ssl_certificate_key "
+                        << dir_
+                        << "/key.pem;\n"
                            "    ssl_session_cache off;\n"
                            "    ssl_session_tickets off;\n"
-                           "    root " << dir_ << "/www;\n"
+                           "    root "
+                        << dir_
+                        << "/www;\n"
                            "  }\n"
                            "}\n";
     unlink(log.c_str());

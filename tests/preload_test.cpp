@@ -40,8 +40,12 @@ protected:
   static void SetUpTestSuite() {
     char pattern[] = "/tmp/secmem-preload-XXXXXX";
     dir_ = mkdtemp(pattern);
-    ASSERT_EQ(run({"openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key("rsa")}).status, 0);
-    ASSERT_EQ(run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key("ec")}).status, 0);
+    ASSERT_EQ(
+        run({"openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key("rsa")}).status,
+        0);
+    ASSERT_EQ(run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key("ec")})
+                  .status,
+              0);
     ASSERT_EQ(run({"openssl", "genpkey", "-algorithm", "ED25519", "-out", key("ed25519")}).status, 0);
     ASSERT_EQ(run({"openssl", "req", "-x509", "-key", key("ec"), "-subj", "/CN=localhost", "-addext",
                    "subjectAltName=DNS:localhost", "-days", "2", "-out", dir_ + "/cert.pem"})
@@ -121,9 +125,9 @@ TEST_F(Preload, OpensslTlsHandshake) {
   std::string port = std::to_string(ntohs(addr.sin_port));
   close(probe);
 
-  Child server = start({"openssl", "s_server", "-accept", "127.0.0.1:" + port, "-cert", cert(), "-key", key("ec"),
-                        "-quiet"},
-                       shim_env());
+  Child server =
+      start({"openssl", "s_server", "-accept", "127.0.0.1:" + port, "-cert", cert(), "-key", key("ec"), "-quiet"},
+            shim_env());
   // Wait until it listens (bounded), then look at its mappings from outside.
   bool listening = false;
   for (int i = 0; i < 100 && !listening; ++i) {
@@ -287,6 +291,7 @@ TEST_F(Preload, RefusedIoOnSecretBuffersIsExplainedOnce) {
       "secmem:   failed with EFAULT: the file is open with O_DIRECT, which pins the buffer's pages, and memfd_secret "
       "pages cannot be pinned; use an ordinary buffer for direct I/O and copy the bytes\n"
       "secmem: vmsplice from secret memory at 0x[0-9a-f]+\n"
-      "secmem:   failed with EFAULT: vmsplice pins the pages, and memfd_secret pages cannot be pinned; use write\\(\\)\n");
+      "secmem:   failed with EFAULT: vmsplice pins the pages, and memfd_secret pages cannot be pinned; use "
+      "write\\(\\)\n");
   EXPECT_TRUE(std::regex_match(r.err, expected)) << r.err;
 }

@@ -18,12 +18,12 @@
 #include <openssl/rsa.h>
 
 #include <cstdio>
-#include <dlfcn.h>
-#include <fcntl.h>
-#include <sys/uio.h>
 #include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <string>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>

@@ -111,10 +111,10 @@ TEST(Stress, OverTheLimitAndRefusedHalfWayNothingIsLost) {
               "eperm %llu; failed chunks %llu; secret %zu / locked %zu / unlocked %zu bytes mapped\n",
               exhaustion_policy_fail() ? "fail" : "fallback",
               static_cast<unsigned long long>(totals.allocations.load()),
-              static_cast<unsigned long long>(totals.refused.load()), static_cast<unsigned long long>(totals.frees.load()),
-              seconds(), s.chunks, static_cast<unsigned long long>(s.fallbacks_memlock),
-              static_cast<unsigned long long>(s.fallbacks_eperm), static_cast<unsigned long long>(s.failed_chunks),
-              s.mapped_secret, s.mapped_locked, s.mapped_unlocked);
+              static_cast<unsigned long long>(totals.refused.load()),
+              static_cast<unsigned long long>(totals.frees.load()), seconds(), s.chunks,
+              static_cast<unsigned long long>(s.fallbacks_memlock), static_cast<unsigned long long>(s.fallbacks_eperm),
+              static_cast<unsigned long long>(s.failed_chunks), s.mapped_secret, s.mapped_locked, s.mapped_unlocked);
   EXPECT_EQ(totals.corrupted.load(), 0u) << "a block lost its contents";
   EXPECT_EQ(totals.frees.load(), totals.allocations.load());
   EXPECT_EQ(in_use_bytes(s), 0u);

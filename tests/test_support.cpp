@@ -7,9 +7,9 @@
 #include <iterator>
 #include <seccomp.h>
 #include <sstream>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <thread>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "platform/linux_facts.h"

@@ -19,12 +19,12 @@ bool secretmem_available();
 
 // Tests that need memfd_secret call this first: it skips when the kernel
 // lacks it, and fails instead when SECMEM_REQUIRE_SECRETMEM=1 (as in CI).
-#define SECMEM_REQUIRE_SECRETMEM()                                                                 \
-  do {                                                                                             \
-    if (!::secmem::test::secretmem_available()) {                                                  \
-      if (::secmem::test::secretmem_required()) FAIL() << "memfd_secret is required but refused";  \
-      GTEST_SKIP() << "memfd_secret is not available here";                                        \
-    }                                                                                              \
+#define SECMEM_REQUIRE_SECRETMEM()                                                                \
+  do {                                                                                            \
+    if (!::secmem::test::secretmem_available()) {                                                 \
+      if (::secmem::test::secretmem_required()) FAIL() << "memfd_secret is required but refused"; \
+      GTEST_SKIP() << "memfd_secret is not available here";                                       \
+    }                                                                                             \
   } while (0)
 bool secretmem_required();
 

@@ -45,7 +45,9 @@ protected:
   static void SetUpTestSuite() {
     char pattern[] = "/tmp/secmem-tool-XXXXXX";
     dir_ = mkdtemp(pattern);
-    ASSERT_EQ(run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key()}).status, 0);
+    ASSERT_EQ(
+        run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key()}).status,
+        0);
     ASSERT_EQ(run({"openssl", "pkey", "-in", key(), "-pubout", "-out", dir_ + "/public.pem"}).status, 0);
   }
   static void TearDownTestSuite() { (void)!system(("rm -rf " + dir_).c_str()); }
@@ -84,14 +86,14 @@ TEST_F(Tool, ProbeReportsASeccompRefusal) {
 
 TEST_F(Tool, ProbeUnderASmallMemlockLimitWithoutCapIpcLock) {
   SECMEM_REQUIRE_SECRETMEM();
-  Result result = run({"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=1048576",
-                       kTool, "probe"});
+  Result result = run(
+      {"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=1048576", kTool, "probe"});
   EXPECT_EQ(result.status, 0) << result.out << result.err;
   EXPECT_TRUE(contains(result.out, "CAP_IPC_LOCK:      no")) << result.out;
   EXPECT_TRUE(contains(result.out, "RLIMIT_MEMLOCK:    1048576 bytes")) << result.out;
   EXPECT_TRUE(contains(result.out, "advice:            RLIMIT_MEMLOCK is small (1048576 bytes)")) << result.out;
-  Result spent = run({"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=0", kTool,
-                      "probe"});
+  Result spent =
+      run({"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=0", kTool, "probe"});
   EXPECT_EQ(spent.status, 1) << spent.out;
   EXPECT_TRUE(contains(spent.out, "refused at mmap (EAGAIN)")) << spent.out;
   EXPECT_TRUE(contains(spent.out, "auto backend:      unlocked")) << spent.out;
@@ -150,7 +152,8 @@ TEST_F(Tool, BadArgumentsGetClearErrors) {
       {{"scan", holder.pid()}, "secmem: scan needs exactly one of --hex or --key-file"},
       {{"scan", holder.pid(), "--key-file", dir_ + "/public.pem"},
        "secmem: " + dir_ + "/public.pem holds a public key: scan needs the private key to know what to look for"},
-      {{"scan", holder.pid(), "--key-file", dir_ + "/missing.pem"}, "secmem: cannot open key file " + dir_ + "/missing.pem"},
+      {{"scan", holder.pid(), "--key-file", dir_ + "/missing.pem"},
+       "secmem: cannot open key file " + dir_ + "/missing.pem"},
       {{"stat", "abc"}, "secmem: 'abc' is not a PID"},
   };
   for (const Case &c : cases) {
@@ -215,7 +218,8 @@ TEST_F(Tool, DemoPrintsTheSideBySideTable) {
   SECMEM_REQUIRE_SECRETMEM();
   Result demo = run({kTool, "demo"});
   ASSERT_EQ(demo.status, 0) << demo.out << demo.err;
-  EXPECT_TRUE(contains(demo.out, "  signature made and verified          yes                        yes\n")) << demo.out;
+  EXPECT_TRUE(contains(demo.out, "  signature made and verified          yes                        yes\n"))
+      << demo.out;
   EXPECT_TRUE(contains(demo.out, "  secretmem mappings                   0                          1 (")) << demo.out;
   EXPECT_TRUE(contains(demo.out, "  where the key's secure memory was    ordinary heap              memfd_secret\n"))
       << demo.out;
