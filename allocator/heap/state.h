@@ -26,8 +26,6 @@ struct Heap {
   // Counters of exited threads and of operations that bypass the caches.
   uint64_t uncached_allocations GUARDED_BY(lock) = 0;
   uint64_t uncached_frees GUARDED_BY(lock) = 0;
-  size_t held GUARDED_BY(lock) = 0; // bytes in use or cached by threads
-  size_t peak_held GUARDED_BY(lock) = 0;
   pthread_key_t cache_key{};
 };
 
@@ -57,11 +55,6 @@ inline bool is_ready() { return g_state.load(std::memory_order_acquire) == State
 // The lock-free lookups (chunk_of, in_range) read tables that are published
 // under the lock before any block in them is handed out.
 inline const ChunkPool &lookup_pool() NO_THREAD_SAFETY_ANALYSIS { return g_heap.pool; }
-
-inline void note_held(ptrdiff_t delta) REQUIRES(g_heap.lock) {
-  g_heap.held += static_cast<size_t>(delta);
-  if (g_heap.held > g_heap.peak_held) g_heap.peak_held = g_heap.held;
-}
 
 inline void zero(void *p, size_t n) {
   memset(p, 0, n);
