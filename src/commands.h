@@ -17,6 +17,7 @@ struct ProbeReport {
   std::string kernel;
   int secret_errno = 0; // 0: memfd_secret works (fd, mmap and first touch)
   std::string secret_step;
+  bool secret_killed = false; // a seccomp filter kills on memfd_secret (tried in a child)
   int seccomp_mode = 0;
   bool cap_ipc_lock = false;
   rlimit memlock{};

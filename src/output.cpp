@@ -72,6 +72,7 @@ void print_probe(const ProbeReport &probe, bool json_output) {
     print_json({{"kernel", probe.kernel},
                 {"memfd_secret", works},
                 {"memfd_secret_error", works ? json(nullptr) : json(errno_text(probe.secret_errno))},
+                {"memfd_secret_killed_by_seccomp", probe.secret_killed},
                 {"seccomp_filter", probe.seccomp_mode == 2},
                 {"cap_ipc_lock", probe.cap_ipc_lock},
                 {"memlock_soft", unlimited ? json(nullptr) : json(probe.memlock.rlim_cur)},
@@ -82,7 +83,9 @@ void print_probe(const ProbeReport &probe, bool json_output) {
   }
   field("kernel", probe.kernel);
   field("memfd_secret", works ? "works (a page created, mapped and touched)"
-                              : "refused at " + probe.secret_step + " (" + errno_text(probe.secret_errno) + ")");
+                        : probe.secret_killed
+                            ? "a seccomp filter here kills on memfd_secret (tried in a child)"
+                            : "refused at " + probe.secret_step + " (" + errno_text(probe.secret_errno) + ")");
   field("seccomp", probe.seccomp_mode == 2 ? "a filter is active" : probe.seccomp_mode == 1 ? "strict" : "none");
   field("CAP_IPC_LOCK", probe.cap_ipc_lock ? "yes (RLIMIT_MEMLOCK does not apply)" : "no");
   field("RLIMIT_MEMLOCK", limit_text(probe.memlock.rlim_cur) + " (hard " + limit_text(probe.memlock.rlim_max) + "), " +

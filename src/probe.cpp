@@ -15,9 +15,16 @@ namespace secmem::tool {
 
 namespace {
 
-// Tries what the heap does for one page: memfd_secret, ftruncate, mmap, first touch.
-int try_secret_page(std::string *step) {
+// Tries what the heap does for one page: memfd_secret, ftruncate, mmap, first
+// touch. Under a seccomp filter memfd_secret is first tried in a short-lived
+// child: a filter that kills on it must not kill the probe.
+int try_secret_page(std::string *step, bool *killed) {
   *step = "memfd_secret";
+  if (linux_facts::seccomp_state().filtered &&
+      linux_facts::probe_in_child(linux_facts::ProbeCall::kMemfdSecret) == linux_facts::ProbeOutcome::kKilled) {
+    *killed = true;
+    return EPERM;
+  }
   int fd = linux_facts::memfd_secret_fd();
   if (fd < 0) return errno;
   int err = 0;
@@ -50,7 +57,12 @@ std::vector<std::string> advice_for(const ProbeReport &probe) {
     break;
   case EPERM:
   case EACCES:
-    if (probe.seccomp_mode == 2)
+    if (probe.secret_killed)
+      advice.push_back("a seccomp filter here kills on memfd_secret (syscall " +
+                       std::to_string(linux_facts::kSysMemfdSecret) +
+                       " on x86_64, SIGSYS): secmem does not call it and falls back; allow it in the filter "
+                       "(systemd: SystemCallFilter=memfd_secret, or SystemCallErrorNumber=EPERM)");
+    else if (probe.seccomp_mode == 2)
       advice.push_back("a seccomp filter refuses memfd_secret (syscall " +
                        std::to_string(linux_facts::kSysMemfdSecret) +
                        " on x86_64), as many container runtimes' default profiles do: allow it in the profile "
@@ -82,7 +94,7 @@ ProbeReport run_probe() {
   utsname name{};
   uname(&name);
   probe.kernel = name.release;
-  probe.secret_errno = try_secret_page(&probe.secret_step);
+  probe.secret_errno = try_secret_page(&probe.secret_step, &probe.secret_killed);
   probe.seccomp_mode = atoi(read_status(getpid())["Seccomp"].c_str());
   probe.locked_now = linux_facts::vmlck_bytes();
   probe.cap_ipc_lock = linux_facts::has_cap_ipc_lock();

@@ -39,12 +39,17 @@ std::string expected_backend() { return running_on_mlock_backend() ? "mlock" : "
 
 bool exhaustion_policy_fail() { return env_is("SECMEM_ON_EXHAUSTION", "fail"); }
 
-bool refuse_memfd_secret(int err, bool all_threads) {
+bool filter_syscalls(uint32_t action, std::initializer_list<long> syscalls, bool all_threads) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  bool ok = ctx != nullptr && (!all_threads || seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) == 0) &&
-            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), linux_facts::kSysMemfdSecret, 0) == 0 && seccomp_load(ctx) == 0;
+  bool ok = ctx != nullptr && (!all_threads || seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) == 0);
+  for (long syscall : syscalls) ok = ok && seccomp_rule_add(ctx, action, static_cast<int>(syscall), 0) == 0;
+  ok = ok && seccomp_load(ctx) == 0;
   seccomp_release(ctx);
   return ok;
+}
+
+bool refuse_memfd_secret(int err, bool all_threads) {
+  return filter_syscalls(SCMP_ACT_ERRNO(err), {linux_facts::kSysMemfdSecret}, all_threads);
 }
 
 bool Mapping::has_vm_flag(const std::string &flag) const {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <netinet/in.h>
 #include <string>
 #include <vector>
@@ -37,8 +38,11 @@ bool running_on_mlock_backend();
 // SECMEM_ON_EXHAUSTION=fail: allocations past the budget return NULL instead of falling back.
 bool exhaustion_policy_fail();
 
-// Installs a seccomp filter that fails memfd_secret(2) with err, as container
-// runtimes do; in every thread when all_threads. False if it could not.
+// Installs a seccomp filter that answers each of syscalls with action
+// (SCMP_ACT_ERRNO(e), SCMP_ACT_KILL_PROCESS, ...) and allows the rest; in
+// every thread when all_threads. False if it could not.
+bool filter_syscalls(uint32_t action, std::initializer_list<long> syscalls, bool all_threads = false);
+// The same, failing memfd_secret(2) with err, as container runtimes do.
 bool refuse_memfd_secret(int err, bool all_threads = false);
 
 // One line of /proc/self/maps (or /proc/PID/maps), read by the secmem tool's

@@ -11,8 +11,12 @@
 #include <unistd.h>
 #include <vector>
 
+#include <seccomp.h>
+
+#include "platform/linux_facts.h"
 #include "test_support.h"
 
+using namespace secmem;
 using namespace secmem::test;
 
 namespace {
@@ -82,6 +86,22 @@ TEST_F(Tool, ProbeReportsASeccompRefusal) {
   EXPECT_TRUE(contains(out, "seccomp:           a filter is active")) << out;
   EXPECT_TRUE(contains(out, "auto backend:      mlock")) << out;
   EXPECT_TRUE(contains(out, "advice:            a seccomp filter refuses memfd_secret")) << out;
+}
+
+// A filter that kills on memfd_secret (systemd's SystemCallFilter= without
+// SystemCallErrorNumber=) must not kill the probe: it tries in a child.
+TEST_F(Tool, ProbeSurvivesAFilterThatKillsOnMemfdSecret) {
+  Result probe = finish(start({kTool, "probe", "--json"}, {}, [] {
+    if (!filter_syscalls(SCMP_ACT_KILL_PROCESS, {linux_facts::kSysMemfdSecret})) _exit(99);
+  }));
+  EXPECT_EQ(probe.status, 1) << probe.out << probe.err;
+  EXPECT_TRUE(contains(probe.out, "\"memfd_secret_killed_by_seccomp\": true")) << probe.out;
+  EXPECT_TRUE(contains(probe.out, "a seccomp filter here kills on memfd_secret (syscall 447")) << probe.out;
+  Result text = finish(start({kTool, "probe"}, {}, [] {
+    if (!filter_syscalls(SCMP_ACT_KILL_PROCESS, {linux_facts::kSysMemfdSecret})) _exit(99);
+  }));
+  EXPECT_TRUE(contains(text.out, "memfd_secret:      a seccomp filter here kills on memfd_secret (tried in a child)"))
+      << text.out;
 }
 
 TEST_F(Tool, ProbeUnderASmallMemlockLimitWithoutCapIpcLock) {

@@ -28,8 +28,9 @@ inline constexpr uint32_t kHugePages = 256;                // larger blocks get 
 const char *tier_name(Tier tier);
 
 // Why a chunk landed in a weaker tier than the configured one.
-enum class FallbackReason : uint8_t { kNoKernelSupport, kRefused, kMemlock, kOther };
-inline constexpr int kNumFallbackReasons = 4;
+// kSandbox: a seccomp filter kills on the call, or may (see TierMapper::may_call).
+enum class FallbackReason : uint8_t { kNoKernelSupport, kRefused, kMemlock, kOther, kSandbox };
+inline constexpr int kNumFallbackReasons = 5;
 
 struct Span; // the heap's: what owns each page
 

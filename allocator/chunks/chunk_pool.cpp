@@ -73,7 +73,7 @@ bool ChunkPool::ensure_touched(Chunk *chunk, uint32_t end_page) {
   if (target < chunk->touched_pages + kTouchBatchPages) target = chunk->touched_pages + kTouchBatchPages;
   target = std::min(target, chunk->mapped_pages);
   size_t len = size_t{target - chunk->touched_pages} * os::kPageSize;
-  if (TierMapper::fault_in(chunk->tier, chunk->page_address(chunk->touched_pages), len) != 0) {
+  if (tiers_.fault_in(chunk->tier, chunk->page_address(chunk->touched_pages), len) != 0) {
     // Pages past the frontier are all free; give them back and shrink.
     uint32_t dropped = chunk->mapped_pages - chunk->touched_pages;
     os::release_to_reserve(chunk->page_address(chunk->touched_pages), size_t{dropped} * os::kPageSize);

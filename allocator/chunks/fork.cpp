@@ -21,7 +21,8 @@ void ChunkPool::prepare_fork() {
     size_t live = size_t{chunk->touched_pages} * os::kPageSize;
     void *staging = nullptr;
     chunk->fork_staging_tier = Tier::kSecret;
-    if (os::memlock_budget() < len || os::map_secret_anywhere(len, &staging) != 0) {
+    if (!tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret) || os::memlock_budget() < len ||
+        os::map_secret_anywhere(len, &staging) != 0) {
       staging = nullptr;
     } else if (os::touch_through_kernel(staging, live) != 0) {
       os::unmap(staging, len);
@@ -72,8 +73,8 @@ void ChunkPool::after_fork_child() {
     // Locks are not inherited across fork: take them again.
     if (before == Tier::kLocked || (before == Tier::kSecret && chunk->tier != Tier::kSecret)) {
       protection::open_restricted(chunk); // mlock cannot fault in PROT_NONE pages
-      bool locked =
-          os::lock_range(reinterpret_cast<void *>(chunk->base), size_t{chunk->touched_pages} * os::kPageSize) == 0;
+      bool locked = tiers_.fault_in(Tier::kLocked, reinterpret_cast<void *>(chunk->base),
+                                    size_t{chunk->touched_pages} * os::kPageSize) == 0;
       if (int err = protection::restore_restricted(chunk); err != 0)
         diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
       move_tier(chunk, locked ? Tier::kLocked : Tier::kUnlocked);

@@ -15,6 +15,7 @@ const char *reason_text(FallbackReason why) {
   case FallbackReason::kNoKernelSupport: return "no kernel support, or secretmem.enable=0";
   case FallbackReason::kRefused: return "refused, as by a seccomp filter";
   case FallbackReason::kMemlock: return "RLIMIT_MEMLOCK budget spent";
+  case FallbackReason::kSandbox:
   case FallbackReason::kOther: break;
   }
   return "mapping failed";
@@ -51,15 +52,43 @@ const char *tier_name(Tier tier) { return kTierText[static_cast<int>(tier)].name
 int TierMapper::fault_in(Tier tier, void *addr, size_t len) {
   switch (tier) {
   case Tier::kSecret: return os::touch_through_kernel(addr, len);
-  case Tier::kLocked: return os::lock_range(addr, len);
+  case Tier::kLocked: return may_call(linux_facts::ProbeCall::kMlock) ? os::lock_range(addr, len) : EPERM;
   case Tier::kUnlocked: break;
   }
   return 0;
 }
 
+bool TierMapper::may_call(linux_facts::ProbeCall call) {
+  CallCheck &check = calls_[static_cast<int>(call)];
+  if (check.checked && !check.safe) return false;
+  linux_facts::SeccompState state = linux_facts::seccomp_state();
+  if (!check.checked) {
+    check.checked = true;
+    check.status_known = state.known;
+    check.filters = state.filters;
+    if (state.known && state.filtered) {
+      linux_facts::ProbeOutcome outcome = linux_facts::probe_in_child(call);
+      check.safe = outcome == linux_facts::ProbeOutcome::kWorked || outcome == linux_facts::ProbeOutcome::kRefused;
+      check.why = outcome == linux_facts::ProbeOutcome::kKilled
+                      ? "a seccomp filter here kills on it"
+                      : "a seccomp filter is in force and it could not be tried safely in a child";
+    }
+  } else if ((check.status_known && !state.known) || state.filters > check.filters) {
+    check.safe = false;
+    check.why = "a seccomp filter installed after start-up may kill on it, so it is not tried again";
+  }
+  if (!check.safe) sandbox_why_ = check.why;
+  return check.safe;
+}
+
 // Maps one tier at addr. Returns 0 or an errno, with why set.
 int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out,
                         FallbackReason *why) {
+  if (tier == Tier::kSecret && !secret_refused_ && !may_call(linux_facts::ProbeCall::kMemfdSecret)) {
+    secret_refused_ = true;
+    secret_refusal_ = FallbackReason::kSandbox;
+    secret_refusal_errno_ = EPERM;
+  }
   if (tier == Tier::kSecret && secret_refused_) {
     *why = secret_refusal_;
     return secret_refusal_errno_;
@@ -95,7 +124,9 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
       flexible ? std::min(pages, min_pages > kTouchBatchPages ? min_pages : kTouchBatchPages) : pages;
   if (err == 0) {
     err = fault_in(tier, at, size_t{first_touch} * os::kPageSize);
-    if (err != 0) *why = FallbackReason::kMemlock;
+    if (err != 0)
+      *why = tier == Tier::kLocked && calls_[1].checked && !calls_[1].safe ? FallbackReason::kSandbox
+                                                                           : FallbackReason::kMemlock;
   }
   if (err != 0) {
     os::release_to_reserve(at, len); // a failed MAP_FIXED may have dropped the reservation
@@ -137,32 +168,33 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
 void TierMapper::report_fallback(Tier to, FallbackReason why, int err) {
   if (reported_[static_cast<int>(to)]) return;
   reported_[static_cast<int>(to)] = true;
-  diag::Line()
-      .add(tier_name(policy::top_tier(*config_)))
-      .add(" unavailable (")
-      .err(err)
-      .add(": ")
-      .add(reason_text(why))
-      .add("); falling back to ")
-      .add(tier_description(to))
-      .add(" (set SECMEM_ON_EXHAUSTION=fail to refuse instead)")
-      .emit();
+  diag::Line line;
+  line.add(tier_name(policy::top_tier(*config_))).add(" unavailable (");
+  describe(line, why, err);
+  line.add("); falling back to ").add(tier_description(to)).add(" (set SECMEM_ON_EXHAUSTION=fail to refuse instead)");
+  line.emit();
 }
 
 void TierMapper::report_failure(FallbackReason why, int err) {
   if (reported_failure_) return;
   reported_failure_ = true;
   diag::Line line;
-  line.add("out of secret memory (")
-      .err(err)
-      .add(": ")
-      .add(reason_text(why))
-      .add("); allocations return NULL with ENOMEM");
+  line.add("out of secret memory (");
+  describe(line, why, err);
+  line.add("); allocations return NULL with ENOMEM");
   if (config_->backend == Backend::kMemfdSecret)
     line.add(" (SECMEM_BACKEND=memfd_secret never falls back)");
   else if (config_->on_exhaustion == OnExhaustion::kFail)
     line.add(" (SECMEM_ON_EXHAUSTION=fail)");
   line.emit();
+}
+
+// "EPERM: refused, as by a seccomp filter", or "SIGSYS: a seccomp filter here kills on it".
+void TierMapper::describe(diag::Line &line, FallbackReason why, int err) const {
+  if (why == FallbackReason::kSandbox)
+    line.add("SIGSYS: ").add(sandbox_why_ != nullptr ? sandbox_why_ : "a seccomp filter may kill on it");
+  else
+    line.add(linux_facts::errno_name(err)).add(": ").add(reason_text(why));
 }
 
 // Outside memfd_secret the same user can read secrets through ptrace and

@@ -11,6 +11,8 @@
 
 #include "chunks/chunk.h"
 #include "config/config.h"
+#include "platform/diag.h"
+#include "platform/linux_facts.h"
 
 namespace secmem {
 
@@ -36,8 +38,16 @@ public:
   // top tier, then weaker ones as the policy allows. False with errno ENOMEM.
   bool map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out);
 
-  // First touch of fresh pages in tier: 0 or an errno (the kernel refused to charge them).
-  static int fault_in(Tier tier, void *addr, size_t len);
+  // First touch of fresh pages in tier: 0 or an errno (the kernel refused
+  // to charge them, or a seccomp filter may kill on mlock).
+  int fault_in(Tier tier, void *addr, size_t len);
+
+  // Whether call (memfd_secret, mlock) may be made without risking the
+  // process: no seccomp filter is in force, or one was in force when the
+  // call was first needed and a short-lived child made the call unharmed.
+  // A filter that appears later (Seccomp_filters grew) is never tested: the
+  // call is not made again, and the tiers degrade as the policy says.
+  bool may_call(linux_facts::ProbeCall call);
   // A kernel that charges memlock at first touch refused a batch of a chunk's pages.
   void note_touch_refused() { counters_.fallbacks[static_cast<int>(FallbackReason::kMemlock)]++; }
   // A chunk now lives in tier (new, or degraded in a fork child): SECMEM_NODUMP may act.
@@ -50,6 +60,18 @@ public:
 private:
   int map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out, FallbackReason *why);
   void report_failure(FallbackReason why, int err);
+  void describe(diag::Line &line, FallbackReason why, int err) const;
+
+  // What may_call learnt of one call.
+  struct CallCheck {
+    bool checked = false;
+    bool status_known = false; // /proc/self/status was readable then
+    size_t filters = 0;        // Seccomp_filters then
+    bool safe = true;
+    const char *why = nullptr; // when not safe
+  };
+  CallCheck calls_[2];
+  const char *sandbox_why_ = nullptr; // the last unsafe call's reason, for the message
 
   const Config *config_ = nullptr;
   TierCounters counters_;

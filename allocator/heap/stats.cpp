@@ -49,7 +49,8 @@ void get_stats(secmem_stats *out) {
   }
   const uint64_t *fallbacks = pool.tiers.fallbacks;
   out->fallbacks_enosys = fallbacks[static_cast<int>(FallbackReason::kNoKernelSupport)];
-  out->fallbacks_eperm = fallbacks[static_cast<int>(FallbackReason::kRefused)];
+  out->fallbacks_eperm =
+      fallbacks[static_cast<int>(FallbackReason::kRefused)] + fallbacks[static_cast<int>(FallbackReason::kSandbox)];
   out->fallbacks_memlock = fallbacks[static_cast<int>(FallbackReason::kMemlock)];
   out->fallbacks_other = fallbacks[static_cast<int>(FallbackReason::kOther)];
   out->failed_chunks = pool.tiers.failed_chunks;

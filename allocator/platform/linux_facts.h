@@ -8,7 +8,10 @@
 #include <cstdint>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace secmem::linux_facts {
@@ -53,15 +56,16 @@ inline const char *errno_name(int errnum) {
   }
 }
 
-// A "Name:   <number> kB" field of /proc/self/status in bytes (VmLck, VmRSS...);
-// 0 when it cannot be read. Reads with open/read only: safe inside malloc.
-inline size_t status_kib_field_bytes(const char *name) {
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
+// A numeric field of /proc/self/status, or of another status file ("VmLck:"
+// in kB, "Seccomp:"...). False when the file or the field cannot be read.
+// Reads with open/read only: safe inside malloc.
+inline bool status_number(const char *name, size_t *value, const char *file = "/proc/self/status") {
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
   char buf[4096];
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
-  if (n <= 0) return 0;
+  if (n <= 0) return false;
   buf[n] = '\0';
   size_t name_len = 0;
   while (name[name_len] != '\0') ++name_len;
@@ -71,18 +75,76 @@ inline size_t status_kib_field_bytes(const char *name) {
     if (match && line[name_len] == ':') {
       const char *v = line + name_len + 1;
       while (*v == ' ' || *v == '\t') ++v;
-      size_t kib = 0;
-      while (*v >= '0' && *v <= '9') kib = kib * 10 + static_cast<size_t>(*v++ - '0');
-      return kib * 1024;
+      size_t number = 0;
+      while (*v >= '0' && *v <= '9') number = number * 10 + static_cast<size_t>(*v++ - '0');
+      *value = number;
+      return true;
     }
     while (*line != '\0' && *line != '\n') ++line;
     if (*line == '\n') ++line;
   }
-  return 0;
+  return false;
+}
+
+// A "Name:   <number> kB" field of /proc/self/status in bytes; 0 when it cannot be read.
+inline size_t status_kib_field_bytes(const char *name) {
+  size_t kib = 0;
+  return status_number(name, &kib) ? kib * 1024 : 0;
 }
 
 // Bytes this process has locked (VmLck), which RLIMIT_MEMLOCK counts.
 inline size_t vmlck_bytes() { return status_kib_field_bytes("VmLck"); }
+
+// The seccomp filters in force on the calling thread (filters are per
+// thread): Seccomp: 2 and their count, from /proc/thread-self/status.
+struct SeccompState {
+  bool known = false;    // /proc/self/status was readable
+  bool filtered = false; // Seccomp: 2 (filter mode) or 1 (strict)
+  size_t filters = 0;    // Seccomp_filters:
+};
+inline SeccompState seccomp_state() {
+  SeccompState state;
+  size_t mode = 0;
+  state.known = status_number("Seccomp", &mode, "/proc/thread-self/status");
+  state.filtered = mode != 0;
+  if (!status_number("Seccomp_filters", &state.filters, "/proc/thread-self/status"))
+    state.filters = state.filtered ? 1 : 0;
+  return state;
+}
+
+// System calls a seccomp filter may kill on, tried in a short-lived child.
+enum class ProbeCall { kMemfdSecret, kMlock };
+enum class ProbeOutcome {
+  kWorked,  // the call succeeded
+  kRefused, // it failed with an errno (a filter's SECCOMP_RET_ERRNO, or the kernel)
+  kKilled,  // the child died of it: a filter kills on it (SIGSYS, or any other signal)
+  kNoChild, // no child could be had or waited for: nothing is known
+};
+
+// Makes call in a child (a raw clone: no fork handlers run, the child makes
+// raw system calls only, and it sends no SIGCHLD, so the program's own
+// handler and waitpid(-1) never see it) and reports how it ended.
+inline ProbeOutcome probe_in_child(ProbeCall call) {
+  long pid = syscall(SYS_clone, 0, 0, 0, 0, 0);
+  if (pid < 0) return ProbeOutcome::kNoChild;
+  if (pid == 0) {
+    long result = 0;
+    if (call == ProbeCall::kMemfdSecret) {
+      result = syscall(kSysMemfdSecret, O_CLOEXEC);
+    } else {
+      alignas(4096) static char page[4096];
+      result = syscall(SYS_mlock, page, sizeof page);
+    }
+    syscall(SYS_exit_group, result < 0 ? 1 : 0);
+  }
+  int status = 0;
+  long waited;
+  do waited = syscall(SYS_wait4, pid, &status, __WCLONE, nullptr);
+  while (waited < 0 && errno == EINTR);
+  if (waited < 0) return ProbeOutcome::kNoChild;
+  if (WIFSIGNALED(status)) return ProbeOutcome::kKilled;
+  return WEXITSTATUS(status) == 0 ? ProbeOutcome::kWorked : ProbeOutcome::kRefused;
+}
 
 // The mapping name the kernel gives memfd_secret pages in /proc/PID/maps.
 inline constexpr const char *kSecretMapName = "/secretmem (deleted)";

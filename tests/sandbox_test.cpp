@@ -1,0 +1,134 @@
+// Seccomp sandboxes that kill instead of refusing (systemd's
+// SystemCallFilter= without SystemCallErrorNumber=, OpenSSH's pre-auth child):
+// secmem never makes a call such a filter may kill on. A filter in force
+// before the first allocation is probed in a short-lived child; one installed
+// later is never tested, and the heap degrades with one message. Every case
+// runs in a child of its own (filters cannot be removed) that must exit 0.
+#include <gtest/gtest.h>
+#include <seccomp.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "platform/linux_facts.h"
+#include "secmem/secmem.h"
+#include "test_support.h"
+
+using namespace secmem::test;
+
+namespace {
+
+struct Action {
+  const char *name;
+  uint32_t action;
+};
+const Action kActions[] = {{"kill_process", SCMP_ACT_KILL_PROCESS},
+                           {"kill_thread", SCMP_ACT_KILL_THREAD},
+                           {"trap", SCMP_ACT_TRAP},
+                           {"errno", SCMP_ACT_ERRNO(EPERM)}};
+
+// A secret that holds its bytes.
+bool secret_works(size_t size) {
+  auto *p = static_cast<unsigned char *>(secmem_malloc(size));
+  if (p == nullptr) return false;
+  memset(p, 0x5a, size);
+  bool ok = p[0] == 0x5a && p[size - 1] == 0x5a && secmem_owns(p);
+  secmem_free(p);
+  return ok;
+}
+
+const long kMemfdSecret = secmem::linux_facts::kSysMemfdSecret;
+
+class SandboxTest : public testing::TestWithParam<Action> {};
+
+} // namespace
+
+// The first allocation, under a filter installed before it: the heap lands in
+// the mlock tier, with the reason, and the process lives.
+TEST_P(SandboxTest, FilterBeforeTheFirstAllocationIsProbedNotHit) {
+  const Action action = GetParam();
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        if (!filter_syscalls(action.action, {kMemfdSecret})) return false;
+        return secret_works(64) && strcmp(secmem_backend_name(), "mlock") == 0;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  const char *reason = action.action == SCMP_ACT_ERRNO(EPERM) ? "(EPERM: refused, as by a seccomp filter)"
+                                                              : "(SIGSYS: a seccomp filter here kills on it)";
+  EXPECT_EQ(err, std::string("secmem: memfd_secret unavailable ") + reason +
+                     "; falling back to mlock'ed anonymous memory (MADV_DONTDUMP) (set SECMEM_ON_EXHAUSTION=fail to "
+                     "refuse instead)\n");
+}
+
+// SECMEM_BACKEND=mlock under a filter that kills on mlock: unlocked memory, one message.
+TEST_P(SandboxTest, FilterOnMlockSendsTheLockedTierDown) {
+  const Action action = GetParam();
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        setenv("SECMEM_BACKEND", "mlock", 1);
+        if (!filter_syscalls(action.action, {SCMP_SYS(mlock)})) return false;
+        return secret_works(64) && strcmp(secmem_backend_name(), "unlocked") == 0;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  // An ERRNO filter makes mlock fail like a spent budget does.
+  std::string reason = action.action == SCMP_ACT_ERRNO(EPERM) ? "(EPERM: RLIMIT_MEMLOCK budget spent)"
+                                                              : "(SIGSYS: a seccomp filter here kills on it)";
+  EXPECT_NE(err.find("secmem: mlock unavailable " + reason + "; falling back to unlocked anonymous memory"),
+            std::string::npos)
+      << err;
+}
+
+// A filter installed after the heap started (as OpenSSH's pre-auth child
+// does): existing chunks serve, a new chunk never calls memfd_secret, and a
+// fork (whose copy would create a secret file) survives too.
+TEST_P(SandboxTest, FilterInstalledLaterIsNeverTested) {
+  const Action action = GetParam();
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        if (!secret_works(64) || strcmp(secmem_backend_name(), "memfd_secret") != 0) return false;
+        void *kept = secmem_malloc(64); // the memfd_secret chunk stays in use
+        if (!filter_syscalls(action.action, {kMemfdSecret})) return false;
+        if (!secret_works(64)) return false;              // from the existing chunk
+        if (!secret_works(size_t{3} << 20)) return false; // a chunk of its own: a new one
+        pid_t pid = fork();
+        if (pid == 0) _exit(secret_works(128) ? 0 : 1);
+        int child = -1;
+        waitpid(pid, &child, 0);
+        secmem_free(kept);
+        return WIFEXITED(child) && WEXITSTATUS(child) == 0;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  EXPECT_NE(err.find("secmem: memfd_secret unavailable (SIGSYS: a seccomp filter installed after start-up may kill "
+                     "on it, so it is not tried again); falling back to mlock'ed anonymous memory"),
+            std::string::npos)
+      << err;
+}
+
+// SECMEM_ON_EXHAUSTION=fail under a killing filter: NULL with ENOMEM, one message, no death.
+TEST(Sandbox, FailPolicyRefusesInsteadOfDying) {
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        setenv("SECMEM_ON_EXHAUSTION", "fail", 1);
+        if (!filter_syscalls(SCMP_ACT_KILL_PROCESS, {kMemfdSecret})) return false;
+        errno = 0;
+        return secmem_malloc(64) == nullptr && errno == ENOMEM;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  EXPECT_EQ(err, "secmem: out of secret memory (SIGSYS: a seccomp filter here kills on it); allocations return NULL "
+                 "with ENOMEM (SECMEM_ON_EXHAUSTION=fail)\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(Actions, SandboxTest, testing::ValuesIn(kActions),
+                         [](const testing::TestParamInfo<Action> &info) { return std::string(info.param.name); });
