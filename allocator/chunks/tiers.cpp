@@ -193,6 +193,8 @@ void TierMapper::report_failure(FallbackReason why, int err) {
 void TierMapper::describe(diag::Line &line, FallbackReason why, int err) const {
   if (why == FallbackReason::kSandbox)
     line.add("SIGSYS: ").add(sandbox_why_ != nullptr ? sandbox_why_ : "a seccomp filter may kill on it");
+  else if (err == EFBIG)
+    line.add("EFBIG: RLIMIT_FSIZE is below the size of a memfd_secret file");
   else
     line.add(linux_facts::errno_name(err)).add(": ").add(reason_text(why));
 }

@@ -2,6 +2,9 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -44,8 +47,29 @@ Line &Line::hex(uintptr_t value) {
 
 Line &Line::err(int errnum) { return add(linux_facts::errno_name(errnum)); }
 
+namespace {
+
+// Whether len more bytes would take the regular file behind fd past
+// RLIMIT_FSIZE, where write(2) raises SIGXFSZ, which kills (OpenSSH's
+// sandboxed child sets the limit to 0). Pipes, terminals and sockets have no such limit.
+bool over_file_size_limit(int fd, size_t len) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  rlimit lim{};
+  if (getrlimit(RLIMIT_FSIZE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return false;
+  int flags = fcntl(fd, F_GETFL);
+  off_t at = flags >= 0 && (flags & O_APPEND) != 0 ? st.st_size : lseek(fd, 0, SEEK_CUR);
+  return at < 0 || static_cast<uint64_t>(at) + len > lim.rlim_cur;
+}
+
+} // namespace
+
 bool write_all(int fd, const char *text, size_t len) {
   int saved = errno;
+  if (over_file_size_limit(fd, len)) {
+    errno = saved;
+    return false;
+  }
   while (len > 0) {
     long n = syscall(SYS_write, fd, text, len);
     if (n < 0 && errno == EINTR) continue;

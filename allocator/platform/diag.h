@@ -33,7 +33,9 @@ private:
   size_t len_ = 0;
 };
 
-// Writes len bytes to fd with the raw system call, retrying on EINTR; keeps errno.
+// Writes len bytes to fd with the raw system call, retrying on EINTR; keeps
+// errno. Writes nothing to a regular file that RLIMIT_FSIZE would let them
+// overflow (the write would raise SIGXFSZ and kill the process).
 bool write_all(int fd, const char *text, size_t len);
 
 [[noreturn]] void fatal(const char *what);

@@ -50,6 +50,7 @@ inline const char *errno_name(int errnum) {
   case EFAULT: return "EFAULT";
   case EINVAL: return "EINVAL";
   case EIO: return "EIO";
+  case EFBIG: return "EFBIG";
   case ENOENT: return "ENOENT";
   case ESRCH: return "ESRCH";
   default: return "errno";

@@ -5,6 +5,7 @@
 // | memfd_secret          | ENOSYS, EPERM, EACCES    | tier refused for good: fall back (policy)     |
 // | memfd_secret          | EMFILE, ENFILE, ENOMEM   | this chunk fails: fall back for this chunk    |
 // | ftruncate (secret fd) | any                      | this chunk fails                              |
+// | (RLIMIT_FSIZE < len)  | EFBIG, before ftruncate  | this chunk fails (ftruncate would SIGXFSZ)    |
 // | mmap (secret, FIXED)  | EAGAIN                   | RLIMIT_MEMLOCK budget spent (pre-7.3 kernels) |
 // | mmap (secret, FIXED)  | ENOMEM, others           | this chunk fails                              |
 // | mmap (anon, FIXED)    | any                      | allocation fails: NULL/ENOMEM                 |
@@ -41,7 +42,15 @@ void release_to_reserve(void *addr, size_t len) {
   if (p == MAP_FAILED) diag::fatal_errno("cannot return memory to the reserved range", errno);
 }
 
+// ftruncate past RLIMIT_FSIZE raises SIGXFSZ, which kills: OpenSSH's
+// sandboxed child sets the limit to 0. Such a file is refused with EFBIG first.
+static bool within_file_size_limit(size_t len) {
+  rlimit lim{};
+  return getrlimit(RLIMIT_FSIZE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur >= len;
+}
+
 static int secret_fd(size_t len, int *out_fd) {
+  if (!within_file_size_limit(len)) return EFBIG;
   int fd = linux_facts::memfd_secret_fd();
   if (fd < 0) return errno;
   if (ftruncate(fd, static_cast<off_t>(len)) != 0) {
