@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -62,4 +63,27 @@ TEST(FileSizeLimit, AChunkFallsBackAndDiagnosticsWithinTheLimitAreWritten) {
                   "secmem: memfd_secret unavailable (EFBIG: RLIMIT_FSIZE is below the size of a memfd_secret file); "
                   "falling back to mlock'ed anonymous memory (MADV_DONTDUMP) (set SECMEM_ON_EXHAUSTION=fail to "
                   "refuse instead)\n");
+}
+
+// A process that used up its PTHREAD_KEYS_MAX keys: the heap runs without
+// thread caches (every operation takes the lock), says so once, and works.
+TEST(ThreadKeys, NoKeyLeftMeansNoThreadCachesAndOneMessage) {
+  std::string err;
+  int status = run_in_child(
+      [] {
+        pthread_key_t key;
+        while (pthread_key_create(&key, nullptr) == 0) {}
+        bool ok = true;
+        for (int i = 0; i < 1000 && ok; ++i) {
+          auto *p = static_cast<char *>(secmem_malloc(32));
+          ok = p != nullptr && secmem_owns(p);
+          if (ok) p[31] = 1;
+          secmem_free(p);
+        }
+        return ok;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  EXPECT_EQ(err, "secmem: cannot create a thread key for the thread caches (EAGAIN); every operation takes the heap "
+                 "lock (slower)\n");
 }

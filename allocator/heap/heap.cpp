@@ -22,6 +22,7 @@ std::atomic<State> g_state{State::kUninitialised};
 namespace {
 
 pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
+bool g_cache_key_created = false;
 
 // ---- fork: the lock and the caches (the chunk copies are the pool's, chunks/fork.cpp) ----
 
@@ -49,10 +50,35 @@ void read_configuration() {
   if (config.verbose) print_config(config);
   if (!os::random_bytes(&g_ro.canary_key, sizeof g_ro.canary_key)) // no entropy yet: ASLR's
     g_ro.canary_key = reinterpret_cast<uintptr_t>(&g_heap) ^ (reinterpret_cast<uintptr_t>(&config) << 17);
+  // Thread caches need a key whose destructor hands an exiting thread's blocks back.
+  int err = pthread_key_create(&g_heap.cache_key, thread_exit);
+  g_cache_key_created = err == 0;
+  if (!g_cache_key_created)
+    diag::Line()
+        .add("cannot create a thread key for the thread caches (")
+        .err(err)
+        .add("); every operation takes the heap lock (slower)")
+        .emit();
   for (int cls = 0; cls < kNumClasses; ++cls)
-    g_ro.cache_cap[cls] = policy::cache_capacity(config, kClassSizes[cls], kCacheSlots);
-  if (int err = os::seal_readonly(&g_ro, sizeof g_ro); err != 0)
-    diag::Line().add("cannot make the configuration read-only (").err(err).add(")").emit();
+    g_ro.cache_cap[cls] = g_cache_key_created ? policy::cache_capacity(config, kClassSizes[cls], kCacheSlots) : 0;
+  if (int seal_err = os::seal_readonly(&g_ro, sizeof g_ro); seal_err != 0)
+    diag::Line().add("cannot make the configuration read-only (").err(seal_err).add(")").emit();
+}
+
+// Without its fork handlers a child would write the parent's secret pages:
+// the heap does not start.
+bool register_fork_handlers() {
+  int err = pthread_atfork(prepare_fork, after_fork_parent, after_fork_child);
+  if (err != 0)
+    diag::Line().add("cannot register the fork handlers (").err(err).add("); every allocation will return NULL").emit();
+  return err == 0;
+}
+
+// dlclose of the last object that needs libsecmem (a plugin): no thread may
+// call into the unloaded code when it exits (glibc drops the fork handlers
+// itself).
+__attribute__((destructor)) void unload() {
+  if (g_cache_key_created) pthread_key_delete(g_heap.cache_key);
 }
 
 } // namespace
@@ -70,8 +96,7 @@ bool init_slow() {
       g_heap.central.init(policy::keeps_memory(config));
       ok = g_heap.pool.init(config);
     }
-    ok = ok && pthread_key_create(&g_heap.cache_key, thread_exit) == 0 &&
-         pthread_atfork(prepare_fork, after_fork_parent, after_fork_child) == 0;
+    ok = ok && register_fork_handlers();
     g_state.store(ok ? State::kReady : State::kFailed, std::memory_order_release);
   }
   pthread_mutex_unlock(&g_init_lock);
