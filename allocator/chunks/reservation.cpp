@@ -1,5 +1,6 @@
 #include "chunks/reservation.h"
 
+#include <algorithm>
 #include <cerrno>
 
 #include "platform/diag.h"
@@ -8,12 +9,22 @@ namespace secmem {
 
 namespace {
 constexpr size_t kLargestReservation = size_t{64} << 30; // 64 GiB of address space
-constexpr size_t kSmallestReservation = size_t{64} << 20;
+constexpr size_t kSmallestReservation = 2 * kChunkSize;  // slot 0 (the guard) and one chunk
+// Under RLIMIT_AS (ulimit -v) the reservation takes at most this share of
+// what is left, so that the program's own large mappings still fit.
+constexpr size_t kAddressSpaceShare = 8;
+
+// The largest power of two at or below n (n > 0).
+size_t floor_power_of_two(size_t n) { return size_t{1} << (63 - __builtin_clzll(n)); }
 } // namespace
 
 bool Reservation::init() {
   void *raw = nullptr;
   size_t len = kLargestReservation;
+  if (size_t left = os::address_space_left(); left != SIZE_MAX) {
+    size_t share = left / kAddressSpaceShare;
+    len = share < kSmallestReservation ? kSmallestReservation : std::min(len, floor_power_of_two(share));
+  }
   for (; len >= kSmallestReservation && raw == nullptr; len /= 2) raw = os::reserve(len + kChunkSize);
   if (raw == nullptr) {
     diag::Line()

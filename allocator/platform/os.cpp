@@ -165,6 +165,13 @@ void *map_anon_anywhere(size_t len) {
   return p;
 }
 
+size_t address_space_left() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_AS, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return SIZE_MAX;
+  size_t used = linux_facts::status_kib_field_bytes("VmSize");
+  return lim.rlim_cur > used ? static_cast<size_t>(lim.rlim_cur - used) : 0;
+}
+
 size_t memlock_budget() {
   if (linux_facts::has_cap_ipc_lock()) return SIZE_MAX;
   rlimit lim{};

@@ -64,6 +64,10 @@ void *map_anon_anywhere(size_t len);
 // Unmap a mapping that the heap no longer tracks (fork staging).
 void unmap(void *addr, size_t len);
 
+// Address space RLIMIT_AS leaves this process (the limit minus VmSize);
+// SIZE_MAX when there is no limit.
+size_t address_space_left();
+
 // Locked-memory budget left to this process: RLIMIT_MEMLOCK minus VmLck,
 // or SIZE_MAX when the process has CAP_IPC_LOCK or no limit.
 size_t memlock_budget();
