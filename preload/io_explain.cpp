@@ -59,19 +59,19 @@ inline ssize_t explained(ssize_t result, IoCall call, const char *name, int fd, 
 } // namespace
 
 SHIM_API ssize_t read(int fd, void *buf, size_t n) {
-  return explained(next_or_late(g_next.read, "read")(fd, buf, n), kRead, "read", fd, buf);
+  return explained(next_fn(g_next.read, "read")(fd, buf, n), kRead, "read", fd, buf);
 }
 
 SHIM_API ssize_t write(int fd, const void *buf, size_t n) {
-  return explained(next_or_late(g_next.write, "write")(fd, buf, n), kWrite, "write", fd, buf);
+  return explained(next_fn(g_next.write, "write")(fd, buf, n), kWrite, "write", fd, buf);
 }
 
 SHIM_API ssize_t pread64(int fd, void *buf, size_t n, off_t offset) {
-  return explained(next_or_late(g_next.pread64, "pread64")(fd, buf, n, offset), kRead, "pread", fd, buf);
+  return explained(next_fn(g_next.pread64, "pread64")(fd, buf, n, offset), kRead, "pread", fd, buf);
 }
 
 SHIM_API ssize_t pwrite64(int fd, const void *buf, size_t n, off_t offset) {
-  return explained(next_or_late(g_next.pwrite64, "pwrite64")(fd, buf, n, offset), kWrite, "pwrite", fd, buf);
+  return explained(next_fn(g_next.pwrite64, "pwrite64")(fd, buf, n, offset), kWrite, "pwrite", fd, buf);
 }
 
 // The same under their other names (off_t is 64-bit on the 64-bit targets we
@@ -82,7 +82,7 @@ ssize_t shim_pread(int fd, void *buf, size_t n, off_t offset) { return pread64(f
 ssize_t shim_pwrite(int fd, const void *buf, size_t n, off_t offset) { return pwrite64(fd, buf, n, offset); }
 
 SHIM_API ssize_t vmsplice(int fd, const struct iovec *iov, unsigned long count, unsigned int flags) {
-  ssize_t result = next_or_late(g_next.vmsplice, "vmsplice")(fd, iov, count, flags);
+  ssize_t result = next_fn(g_next.vmsplice, "vmsplice")(fd, iov, count, flags);
   if (__builtin_expect(result < 0, 0) && errno == EFAULT)
     for (unsigned long i = 0; i < count; ++i)
       if (is_secret(iov[i].iov_base)) {
@@ -93,5 +93,5 @@ SHIM_API ssize_t vmsplice(int fd, const struct iovec *iov, unsigned long count, 
 }
 
 SHIM_API ssize_t send(int fd, const void *buf, size_t n, int flags) {
-  return explained(next_or_late(g_next.send, "send")(fd, buf, n, flags), kSend, "send", fd, buf);
+  return explained(next_fn(g_next.send, "send")(fd, buf, n, flags), kSend, "send", fd, buf);
 }

@@ -84,16 +84,22 @@ SHIM_API void *aligned_alloc(size_t alignment, size_t n) {
   return route<power_of_two>(alignment, n, CALLER(), [=] { return g_next.aligned_alloc.get()(alignment, n); });
 }
 
+// Answers with an error code and leaves errno alone (POSIX); its own shape
+// of the routed body.
 SHIM_API int posix_memalign(void **out, size_t alignment, size_t n) {
-  int next_result = -1; // the next allocator's answer, when it gave one
-  void *p = route<args::valid_posix_memalign_alignment>(alignment, n, CALLER(), [&]() -> void * {
-    next_result = g_next.posix_memalign.get()(out, alignment, n);
-    return nullptr;
-  });
-  if (next_result >= 0) return next_result;
-  if (p == nullptr) return errno == EINVAL ? EINVAL : ENOMEM;
-  *out = p;
-  return 0;
+  Source source = secret_source(CALLER());
+  if (__builtin_expect(source != Source::kNone, 0)) {
+    if (!args::valid_posix_memalign_alignment(alignment)) return EINVAL;
+    void *p = secret_alloc(alignment, n, source);
+    if (p == nullptr) return ENOMEM;
+    *out = p;
+    return 0;
+  }
+  if (__builtin_expect(!resolve(), 0)) {
+    *out = bootstrap_alloc(n, alignment);
+    return *out != nullptr ? 0 : ENOMEM;
+  }
+  return g_next.posix_memalign.get()(out, alignment, n);
 }
 
 SHIM_API void *valloc(size_t n) {

@@ -12,9 +12,9 @@ namespace secmem::shim {
 
 NextTable g_next;
 
-namespace {
+std::atomic<int> g_resolve_state{0};
 
-std::atomic<int> g_resolve_state{0}; // 0: not yet, 1: resolving, 2: done
+namespace {
 
 template <typename F> void look_up(Next<F> &next, const char *name) {
   next.fn.store(reinterpret_cast<F>(dlsym(RTLD_NEXT, name)), std::memory_order_release);
@@ -23,7 +23,7 @@ template <typename F> void look_up(Next<F> &next, const char *name) {
 } // namespace
 
 // dlsym may allocate: those calls are served from the bootstrap arena (t_in_secret_heap).
-bool resolve() {
+bool resolve_slow() {
   if (g_resolve_state.load(std::memory_order_acquire) == 2) return true;
   if (t_in_secret_heap) return false;
   int expected = 0;

@@ -58,7 +58,8 @@ std::atomic<void (*)(void *, const char *, int)> g_openssl_custom_free{nullptr};
 SHIM_API int CRYPTO_set_mem_functions(void *(*m)(size_t, const char *, int),
                                       void *(*r)(void *, size_t, const char *, int),
                                       void (*f)(void *, const char *, int)) {
-  auto real = next_or_late(g_next.CRYPTO_set_mem_functions, "CRYPTO_set_mem_functions");
+  using Set = int (*)(decltype(m), decltype(r), decltype(f));
+  auto real = next_in_loaded_library<Set>("CRYPTO_set_mem_functions");
   if (real == nullptr || real(m, r, f) != 1) return 0;
   g_openssl_custom_free.store(f, std::memory_order_release);
   return 1;

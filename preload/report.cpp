@@ -45,12 +45,18 @@ diag::Line report_line() {
 }
 
 __attribute__((destructor)) void write_report() {
-  const char *target = env_value(process_environment(), "SECMEM_REPORT"); // stderr or a path
+  const char *target = env_value(process_environment(), kSECMEM_REPORT); // stderr or a path
   if (target == nullptr || is_secure_exec()) return;
   bool to_stderr = strcmp(target, "stderr") == 0;
   int fd = to_stderr ? STDERR_FILENO : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) {
-    diag::Line().add("cannot write the report to SECMEM_REPORT=").add(target).add(": open failed").emit();
+    diag::Line()
+        .add("cannot write the report to ")
+        .add(kSECMEM_REPORT)
+        .add("=")
+        .add(target)
+        .add(": open failed")
+        .emit();
     return;
   }
   report_line().emit_to(fd); // O_APPEND: one write per process keeps lines whole

@@ -11,7 +11,7 @@
 
 namespace secmem::shim {
 
-SHIM_TLS bool t_in_secret_heap = false;
+__thread bool t_in_secret_heap __attribute__((tls_model("initial-exec"))) = false;
 
 const char *const kSourceNames[kNumSources] = {"openssl", "tag", "callers", "sodium"};
 Routed g_routed[kNumSources];
@@ -119,7 +119,7 @@ bool listed(const char *path) {
 } // namespace
 
 void parse_tag_callers() {
-  const char *value = env_value(process_environment(), "SECMEM_TAG_CALLERS");
+  const char *value = env_value(process_environment(), kSECMEM_TAG_CALLERS);
   if (value == nullptr || is_secure_exec()) return;
   while (*value != '\0' && g_caller_name_count < kMaxCallerNames) {
     size_t n = strcspn(value, ",");

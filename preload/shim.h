@@ -35,11 +35,12 @@ template <typename F> struct Next {
   F get() const { return fn.load(std::memory_order_acquire); }
 };
 
-// Every function the shim forwards, with its type and its name, once.
+// Every libc function the shim forwards, with its type and its name, once.
 // Resolved with dlsym(RTLD_NEXT) at start-up (or at the first malloc, if that
-// comes first); optional ones may stay null.
+// comes first); glibc never unloads, so the pointers stay valid. malloc comes
+// last: until it is known, allocations made by dlsym itself (its error
+// strings for the optional ones) go to the bootstrap arena, not to glibc.
 #define SECMEM_SHIM_NEXT_SYMBOLS(X)                                                               \
-  X(malloc, void *(*)(size_t), "malloc")                                                          \
   X(free, void (*)(void *), "free")                                                               \
   X(calloc, void *(*)(size_t, size_t), "calloc")                                                  \
   X(realloc, void *(*)(void *, size_t), "realloc")                                                \
@@ -57,14 +58,7 @@ template <typename F> struct Next {
   X(pwrite64, ssize_t (*)(int, const void *, size_t, off_t), "pwrite64")                          \
   X(vmsplice, ssize_t (*)(int, const struct iovec *, unsigned long, unsigned int), "vmsplice")    \
   X(send, ssize_t (*)(int, const void *, size_t, int), "send")                                    \
-  X(sodium_free, void (*)(void *), "sodium_free")                                                 \
-  X(sodium_mprotect_noaccess, int (*)(void *), "sodium_mprotect_noaccess")                        \
-  X(sodium_mprotect_readonly, int (*)(void *), "sodium_mprotect_readonly")                        \
-  X(sodium_mprotect_readwrite, int (*)(void *), "sodium_mprotect_readwrite")                      \
-  X(CRYPTO_set_mem_functions,                                                                     \
-    int (*)(void *(*)(size_t, const char *, int), void *(*)(void *, size_t, const char *, int),   \
-            void (*)(void *, const char *, int)),                                                 \
-    "CRYPTO_set_mem_functions")
+  X(malloc, void *(*)(size_t), "malloc")
 
 struct NextTable {
 #define SECMEM_SHIM_DECLARE_NEXT(field, type, name) Next<type> field;
@@ -75,18 +69,25 @@ extern NextTable g_next;
 
 // Fills g_next once. False when called recursively (dlsym itself allocates):
 // the caller then serves the request from the bootstrap arena.
-bool resolve();
+extern std::atomic<int> g_resolve_state; // 0: not yet, 1: resolving, 2: done
+bool resolve_slow();
+inline bool resolve() { return g_resolve_state.load(std::memory_order_acquire) == 2 || resolve_slow(); }
 
-// A function a library loaded after start-up provides (libsodium, libcrypto
-// dlopen'ed later): looked up again while it is still missing.
-template <typename F> F next_or_late(Next<F> &next, const char *name) {
+// A table function, resolved now if it is called before start-up (by another
+// library's constructor, say).
+template <typename F> F next_fn(Next<F> &next, const char *name) {
   F fn = next.get();
   if (__builtin_expect(fn == nullptr, 0)) {
     fn = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
-    if (fn != nullptr) next.fn.store(fn, std::memory_order_release);
+    next.fn.store(fn, std::memory_order_release);
   }
   return fn;
 }
+
+// A function of a library that can be loaded and unloaded at any time
+// (libsodium, libcrypto): looked up at each call, never cached, so that a
+// dlclose and a later dlopen elsewhere leave no dangling pointer.
+template <typename F> F next_in_loaded_library(const char *name) { return reinterpret_cast<F>(dlsym(RTLD_NEXT, name)); }
 
 // Allocations made while dlsym runs, before the next allocator is known.
 inline constexpr size_t kBootstrapBytes = 256 * 1024;
@@ -101,7 +102,7 @@ inline bool bootstrap_owns(const void *p) { // inline: free's fast path has no c
 
 // Inside the secret heap or the symbol resolver on this thread: every
 // allocation goes to the next allocator (or the bootstrap arena).
-extern SHIM_TLS bool t_in_secret_heap;
+extern __thread bool t_in_secret_heap __attribute__((tls_model("initial-exec")));
 
 enum class Source : uint8_t { kOpenSSL, kTag, kCallers, kSodium, kNone };
 inline constexpr int kNumSources = static_cast<int>(Source::kNone);
@@ -143,6 +144,10 @@ inline Source secret_source(const void *return_address) {
 void *secret_alloc(size_t alignment, size_t n, Source source);
 void *secret_realloc(void *p, size_t n);
 void secret_free(void *p);
+
+// The shim's own variables, named from the one option table (config/options.inc).
+#define SECMEM_TEXT_OPTION(NAME, doc) inline constexpr const char k##NAME[] = #NAME;
+#include "config/options.inc"
 
 void parse_tag_callers();   // SECMEM_TAG_CALLERS, at start-up
 void check_preload_order(); // at start-up, once the table is resolved

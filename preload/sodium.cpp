@@ -13,8 +13,8 @@ using namespace secmem::shim;
 namespace {
 
 // libsodium's function for a pointer that is not ours; -1 when libsodium is not loaded.
-int forward_protect(Next<int (*)(void *)> &next, const char *name, void *ptr) {
-  auto fn = next_or_late(next, name);
+int forward_protect(const char *name, void *ptr) {
+  auto fn = next_in_loaded_library<int (*)(void *)>(name);
   return fn != nullptr ? fn(ptr) : -1;
 }
 
@@ -34,17 +34,17 @@ SHIM_API void *sodium_allocarray(size_t count, size_t size) {
 SHIM_API void sodium_free(void *ptr) {
   if (is_secret(ptr)) return secret_free(ptr);
   if (ptr == nullptr) return;
-  if (auto fn = next_or_late(g_next.sodium_free, "sodium_free")) fn(ptr);
+  if (auto fn = next_in_loaded_library<void (*)(void *)>("sodium_free")) fn(ptr);
 }
 
 SHIM_API int sodium_mprotect_noaccess(void *ptr) {
-  return is_secret(ptr) ? 0 : forward_protect(g_next.sodium_mprotect_noaccess, "sodium_mprotect_noaccess", ptr);
+  return is_secret(ptr) ? 0 : forward_protect("sodium_mprotect_noaccess", ptr);
 }
 
 SHIM_API int sodium_mprotect_readonly(void *ptr) {
-  return is_secret(ptr) ? 0 : forward_protect(g_next.sodium_mprotect_readonly, "sodium_mprotect_readonly", ptr);
+  return is_secret(ptr) ? 0 : forward_protect("sodium_mprotect_readonly", ptr);
 }
 
 SHIM_API int sodium_mprotect_readwrite(void *ptr) {
-  return is_secret(ptr) ? 0 : forward_protect(g_next.sodium_mprotect_readwrite, "sodium_mprotect_readwrite", ptr);
+  return is_secret(ptr) ? 0 : forward_protect("sodium_mprotect_readwrite", ptr);
 }

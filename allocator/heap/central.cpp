@@ -17,6 +17,8 @@ void Central::unlist(Span *span) {
 Span *Central::new_span(ChunkPool &pool, int cls) {
   Span *span = span_meta_.take();
   if (span == nullptr) return nullptr;
+  if ((reinterpret_cast<uintptr_t>(span) >> CachedBlock::kIndexShift) != 0)
+    diag::fatal_pointer("span metadata outside the lower 2^48 bytes of address space at", span, nullptr);
   Chunk *chunk = nullptr;
   uint32_t first = 0;
   uint32_t pages = kClassTable.span_pages[cls];
@@ -46,7 +48,7 @@ void Central::drop_span(ChunkPool &pool, Span *span) {
   span_meta_.give(span);
 }
 
-uint32_t Central::take(ChunkPool &pool, int cls, BlockRef *out, uint32_t want) {
+template <typename Block> uint32_t Central::take(ChunkPool &pool, int cls, Block *out, uint32_t want) {
   uint32_t got = 0;
   while (got < want) {
     Span *span = partial_[cls].front();
@@ -72,10 +74,11 @@ uint32_t Central::take(ChunkPool &pool, int cls, BlockRef *out, uint32_t want) {
   return got;
 }
 
-void Central::put(ChunkPool &pool, int cls, const BlockRef *blocks, uint32_t n) {
+template <typename Block> void Central::put(ChunkPool &pool, int cls, const Block *blocks, uint32_t n) {
   for (uint32_t i = 0; i < n; ++i) {
-    Span *span = blocks[i].span;
-    bitmap::set(span->free_bits, blocks[i].index);
+    BlockRef ref = to_ref(blocks[i]);
+    Span *span = ref.span;
+    bitmap::set(span->free_bits, ref.index);
     span->central_free++;
     if (!span->listed) list(span);
     if (span->central_free == span->blocks) {
@@ -90,6 +93,11 @@ void Central::put(ChunkPool &pool, int cls, const BlockRef *blocks, uint32_t n) 
   }
   note_held(-static_cast<ptrdiff_t>(n) * kClassSizes[cls]);
 }
+
+template uint32_t Central::take(ChunkPool &, int, BlockRef *, uint32_t);
+template uint32_t Central::take(ChunkPool &, int, CachedBlock *, uint32_t);
+template void Central::put(ChunkPool &, int, const BlockRef *, uint32_t);
+template void Central::put(ChunkPool &, int, const CachedBlock *, uint32_t);
 
 Span *Central::new_large_span(const GuardedRun &run) {
   Span *span = span_meta_.take();

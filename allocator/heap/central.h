@@ -20,10 +20,11 @@ public:
   // keep_empty: keep one empty span per class (its pages stay faulted).
   void init(bool keep_empty) { keep_empty_ = keep_empty; }
 
-  // Takes up to want free blocks of class cls into out; returns how many.
-  uint32_t take(ChunkPool &pool, int cls, BlockRef *out, uint32_t want);
+  // Takes up to want free blocks of class cls into out (BlockRef or
+  // CachedBlock); returns how many.
+  template <typename Block> uint32_t take(ChunkPool &pool, int cls, Block *out, uint32_t want);
   // Returns freed (already zeroed, not live) blocks of class cls to their spans.
-  void put(ChunkPool &pool, int cls, const BlockRef *blocks, uint32_t n);
+  template <typename Block> void put(ChunkPool &pool, int cls, const Block *blocks, uint32_t n);
 
   // Metadata for one large block over run, or nullptr; and back.
   Span *new_large_span(const GuardedRun &run);

@@ -76,4 +76,26 @@ struct BlockRef {
   }
 };
 
+// A block as a thread cache keeps it, in 8 bytes instead of 16: the span's
+// address (metadata from mmap, below 2^47 in user space; checked where a span
+// is made) with the block's index in the top 16 bits.
+class CachedBlock {
+public:
+  static constexpr int kIndexShift = 48;
+  CachedBlock() = default;
+  CachedBlock(const BlockRef &ref) // NOLINT(google-explicit-constructor): a cache slot takes a block as is
+      : bits_(reinterpret_cast<uintptr_t>(ref.span) | uint64_t{ref.index} << kIndexShift) {}
+  BlockRef ref() const {
+    return BlockRef{reinterpret_cast<Span *>(bits_ & ((uint64_t{1} << kIndexShift) - 1)),
+                    static_cast<uint32_t>(bits_ >> kIndexShift)};
+  }
+
+private:
+  uint64_t bits_ = 0;
+};
+static_assert(kMaxBlocksPerSpan <= (1 << (64 - CachedBlock::kIndexShift)));
+
+inline BlockRef to_ref(const BlockRef &ref) { return ref; }
+inline BlockRef to_ref(const CachedBlock &block) { return block.ref(); }
+
 } // namespace secmem

@@ -66,7 +66,7 @@ namespace {
   ScopedLock lock(g_heap.lock);
   if (cache != nullptr && cap != 0) {
     uint32_t n = g_heap.central.take(g_heap.pool, cls, cache->blocks[cls], (cap + 1) / 2);
-    if (n != 0) ref = cache->blocks[cls][--n];
+    if (n != 0) ref = cache->blocks[cls][--n].ref();
     cache->count[cls] = n;
   } else if (g_heap.central.take(g_heap.pool, cls, &ref, 1) != 0) {
     g_heap.uncached_allocations++;
@@ -80,7 +80,7 @@ void *allocate_small(int cls, size_t size) {
   ThreadCache *cache = t_cache;
   BlockRef ref;
   if (__builtin_expect(cache != nullptr && cache->count[cls] != 0, 1)) {
-    ref = cache->blocks[cls][--cache->count[cls]];
+    ref = cache->blocks[cls][--cache->count[cls]].ref();
   } else {
     uint32_t cap = g_ro.cache_cap[cls];
     if (cache == nullptr && cap != 0) cache = make_cache();
@@ -122,7 +122,7 @@ void release_small(void *p, const BlockRef &ref) {
     uint32_t half = cap / 2;
     ScopedLock lock(g_heap.lock);
     g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], half);
-    memmove(cache->blocks[cls], cache->blocks[cls] + half, (cap - half) * sizeof(BlockRef));
+    memmove(cache->blocks[cls], cache->blocks[cls] + half, (cap - half) * sizeof(CachedBlock));
     cache->count[cls] = cap - half;
   }
   cache->blocks[cls][cache->count[cls]++] = ref;

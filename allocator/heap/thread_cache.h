@@ -17,7 +17,7 @@ inline constexpr uint32_t kCacheSlots = 128;
 
 struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   uint32_t count[kNumClasses] = {};
-  BlockRef blocks[kNumClasses][kCacheSlots] = {};
+  CachedBlock blocks[kNumClasses][kCacheSlots] = {};
   // Written by the owning thread only; read by secmem_get_stats.
   std::atomic<uint64_t> allocations{0};
   std::atomic<uint64_t> frees{0};

@@ -29,7 +29,7 @@ public:
   size_t length() const { return len_; }
 
 private:
-  char buf_[512];
+  char buf_[1024]; // a SECMEM_REPORT line with a long program name fits
   size_t len_ = 0;
 };
 
