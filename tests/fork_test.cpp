@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <csetjmp>
+#include <csignal>
 #include <cstring>
 #include <sys/wait.h>
 #include <thread>
@@ -147,4 +149,49 @@ TEST(Fork, WhileAnotherThreadAllocates) {
   }
   stop = true;
   busy.join();
+}
+
+namespace {
+sigjmp_buf t_fault_jump;
+thread_local bool t_probing = false;
+void on_fault(int) {
+  if (t_probing) siglongjmp(t_fault_jump, 1);
+  signal(SIGSEGV, SIG_DFL);
+}
+} // namespace
+
+// A sealed block stays closed to every thread while the process forks: the
+// child's copy is made in the child, so nothing is opened in the parent (the
+// old copy in the prepare handler made it PROT_READ for all threads).
+TEST(Fork, SealedBlocksStayClosedToOtherThreadsDuringFork) {
+  int status = run_in_child([] {
+    auto *sealed = static_cast<volatile unsigned char *>(secmem_sealed_alloc(64));
+    if (sealed == nullptr) return false;
+    struct sigaction action {};
+    action.sa_handler = on_fault;
+    sigaction(SIGSEGV, &action, nullptr);
+    std::atomic<bool> stop{false};
+    std::atomic<long> reads_that_worked{0}, reads{0};
+    std::thread reader([&] {
+      t_probing = true;
+      while (!stop.load()) {
+        if (sigsetjmp(t_fault_jump, 1) == 0) {
+          (void)sealed[0];
+          reads_that_worked++;
+        }
+        reads++;
+      }
+      t_probing = false;
+    });
+    for (int i = 0; i < 30; ++i) {
+      pid_t pid = fork();
+      if (pid == 0) _exit(0);
+      waitpid(pid, nullptr, 0);
+    }
+    stop = true;
+    reader.join();
+    secmem_free(const_cast<unsigned char *>(sealed));
+    return reads.load() > 0 && reads_that_worked.load() == 0;
+  });
+  EXPECT_EQ(status, 0);
 }

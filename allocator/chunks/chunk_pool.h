@@ -69,7 +69,8 @@ public:
   size_t reserved_bytes() const { return reservation_.size(); }
 
   // fork: the child gets private copies of memfd_secret chunks (which are
-  // MAP_SHARED) at the same addresses, staged by the parent before fork (fork.cpp).
+  // MAP_SHARED) at the same addresses, made by the child itself while the
+  // parent waits (fork.cpp).
   void prepare_fork();
   void after_fork_parent();
   void after_fork_child();
@@ -81,6 +82,8 @@ private:
   void mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used);
   void release_chunk(Chunk *chunk);
   void move_tier(Chunk *chunk, Tier to);
+  void stage_in_parent(Chunk *chunk);
+  void privatise_in_child(Chunk *chunk);
 
   const Config *config_ = nullptr;
   Reservation reservation_;
@@ -91,6 +94,9 @@ private:
   size_t pages_touched_ = 0;
   size_t chunk_count_ = 0;
   uint64_t fork_privatisations_ = 0;
+  int fork_pipe_[2] = {-1, -1};                          // the child writes a byte when its copies are in place
+  FallbackReason degraded_why_ = FallbackReason::kOther; // the child's copy of a chunk left memfd_secret
+  int degraded_err_ = 0;
 };
 
 } // namespace secmem

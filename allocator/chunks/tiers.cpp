@@ -138,6 +138,10 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
   return 0;
 }
 
+FallbackReason TierMapper::secret_refusal(int err) { return reason_of_secret_errno(err); }
+
+bool TierMapper::may_degrade() const { return policy::may_degrade(*config_); }
+
 bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out) {
   Tier top = policy::top_tier(*config_);
   FallbackReason first_why = FallbackReason::kOther;

@@ -52,8 +52,13 @@ public:
   void note_touch_refused() { counters_.fallbacks[static_cast<int>(FallbackReason::kMemlock)]++; }
   // A chunk now lives in tier (new, or degraded in a fork child): SECMEM_NODUMP may act.
   void note_tier(Tier tier);
-  // Says once that chunks now land in tier `to`, and why.
+  // Says once that chunks now land in tier `to`, and why; counted per cause.
   void report_fallback(Tier to, FallbackReason why, int err);
+  void count_fallback(FallbackReason why) { counters_.fallbacks[static_cast<int>(why)]++; }
+  // The cause of a memfd_secret refusal with errno err.
+  static FallbackReason secret_refusal(int err);
+  // Whether a refused top tier may send a chunk to a weaker one (policy).
+  bool may_degrade() const;
 
   const TierCounters &counters() const { return counters_; }
 

@@ -120,6 +120,20 @@ int move_mapping(void *from, size_t len, void *to) {
 
 void unmap(void *addr, size_t len) { munmap(addr, len); }
 
+int make_pipe(int fds[2]) { return syscall(SYS_pipe2, fds, O_CLOEXEC) == 0 ? 0 : errno; }
+
+void send_byte(int fd) {
+  char byte = 1;
+  while (syscall(SYS_write, fd, &byte, 1) < 0 && errno == EINTR) {}
+}
+
+void await_byte(int fd) {
+  char byte = 0;
+  while (syscall(SYS_read, fd, &byte, 1) < 0 && errno == EINTR) {}
+}
+
+void close_fd(int fd) { syscall(SYS_close, fd); }
+
 int protect(void *addr, size_t len, int prot) { return mprotect(addr, len, prot) == 0 ? 0 : errno; }
 
 // Word copies with a compiler barrier in the loop, so that it never becomes a

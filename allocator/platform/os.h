@@ -64,6 +64,14 @@ void *map_anon_anywhere(size_t len);
 // Unmap a mapping that the heap no longer tracks (fork staging).
 void unmap(void *addr, size_t len);
 
+// The fork hand-shake: a pipe (O_CLOEXEC), 0 or errno; one byte written, or
+// read until it comes or the writer is gone; close. Raw system calls (no
+// interposer runs in a fork handler).
+int make_pipe(int fds[2]);
+void send_byte(int fd);
+void await_byte(int fd);
+void close_fd(int fd);
+
 // Address space RLIMIT_AS leaves this process (the limit minus VmSize);
 // SIZE_MAX when there is no limit.
 size_t address_space_left();
