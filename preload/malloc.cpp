@@ -18,27 +18,18 @@ namespace {
 
 #define CALLER() __builtin_return_address(0)
 
-inline bool any_alignment(size_t) { return true; }
-
-// Valid(alignment) is checked for the secret heap only; the next allocator checks its own.
-template <bool (*Valid)(size_t), typename NextCall>
+// secret_alloc refuses an alignment that is not a power of two (EINVAL); the
+// next allocator checks its own.
+template <typename NextCall>
 [[gnu::always_inline]] inline void *route(size_t alignment, size_t n, const void *caller, NextCall next_call) {
   Source source = secret_source(caller);
-  if (__builtin_expect(source != Source::kNone, 0)) {
-    if (!Valid(alignment)) {
-      errno = EINVAL;
-      return nullptr;
-    }
-    return secret_alloc(alignment, n, source);
-  }
+  if (__builtin_expect(source != Source::kNone, 0)) return secret_alloc(alignment, n, source);
   if (__builtin_expect(!resolve(), 0)) return bootstrap_alloc(n, alignment);
   return next_call();
 }
 
-inline bool power_of_two(size_t alignment) { return args::is_power_of_two(alignment); }
-
 __attribute__((noinline)) void *malloc_slow(size_t n, const void *caller) {
-  return route<any_alignment>(16, n, caller, [n] { return g_next.malloc.get()(n); });
+  return route(16, n, caller, [n] { return g_next.malloc.get()(n); });
 }
 
 __attribute__((noinline)) void free_slow(void *p) {
@@ -73,15 +64,15 @@ SHIM_API void *calloc(size_t count, size_t size) {
     return nullptr;
   }
   // Secret memory is always zero; so is the bootstrap arena.
-  return route<any_alignment>(16, total, CALLER(), [=] { return g_next.calloc.get()(count, size); });
+  return route(16, total, CALLER(), [=] { return g_next.calloc.get()(count, size); });
 }
 
 SHIM_API void *memalign(size_t alignment, size_t n) {
-  return route<power_of_two>(alignment, n, CALLER(), [=] { return g_next.memalign.get()(alignment, n); });
+  return route(alignment, n, CALLER(), [=] { return g_next.memalign.get()(alignment, n); });
 }
 
 SHIM_API void *aligned_alloc(size_t alignment, size_t n) {
-  return route<power_of_two>(alignment, n, CALLER(), [=] { return g_next.aligned_alloc.get()(alignment, n); });
+  return route(alignment, n, CALLER(), [=] { return g_next.aligned_alloc.get()(alignment, n); });
 }
 
 // Answers with an error code and leaves errno alone (POSIX); its own shape
@@ -103,7 +94,7 @@ SHIM_API int posix_memalign(void **out, size_t alignment, size_t n) {
 }
 
 SHIM_API void *valloc(size_t n) {
-  return route<any_alignment>(args::kPvallocPage, n, CALLER(), [n] { return g_next.valloc.get()(n); });
+  return route(args::kPvallocPage, n, CALLER(), [n] { return g_next.valloc.get()(n); });
 }
 
 SHIM_API void *pvalloc(size_t n) {
@@ -112,13 +103,13 @@ SHIM_API void *pvalloc(size_t n) {
     errno = ENOMEM;
     return nullptr;
   }
-  return route<any_alignment>(args::kPvallocPage, rounded, CALLER(), [n] { return g_next.pvalloc.get()(n); });
+  return route(args::kPvallocPage, rounded, CALLER(), [n] { return g_next.pvalloc.get()(n); });
 }
 
 // Only realloc(NULL, n) is a new allocation; a block is resized in its own heap.
 SHIM_API void *realloc(void *p, size_t n) {
   if (is_secret(p)) return secret_realloc(p, n);
-  if (p == nullptr) return route<any_alignment>(16, n, CALLER(), [n] { return g_next.realloc.get()(nullptr, n); });
+  if (p == nullptr) return route(16, n, CALLER(), [n] { return g_next.realloc.get()(nullptr, n); });
   if (__builtin_expect(bootstrap_owns(p), 0)) {
     void *moved = malloc(n);
     if (moved != nullptr) memcpy(moved, p, bootstrap_size(p) < n ? bootstrap_size(p) : n);

@@ -16,53 +16,56 @@
 
 using namespace secmem::test;
 
-// stderr on a file and RLIMIT_FSIZE 0 (as OpenSSH's sandboxed child has it):
-// the diagnostic is dropped instead of killing the process with SIGXFSZ.
-TEST(FileSizeLimit, ADiagnosticOnAFullStderrFileDoesNotKill) {
-  char path[] = "/tmp/secmem-fsize-XXXXXX";
-  int file = mkstemp(path);
-  ASSERT_GE(file, 0);
-  int status = run_in_child([&] {
-    dup2(file, STDERR_FILENO);
-    rlimit zero{0, 0};
-    if (setrlimit(RLIMIT_FSIZE, &zero) != 0) return false;
-    setenv("SECMEM_BACKEND", "no-such-backend", 1); // a diagnostic at start-up
-    void *p = secmem_malloc(32);
-    secmem_free(p);
-    return p != nullptr;
-  });
-  struct stat st {};
-  fstat(file, &st);
-  close(file);
-  unlink(path);
-  EXPECT_EQ(status, 0) << "128 + 25 is SIGXFSZ";
-  EXPECT_EQ(st.st_size, 0);
-}
+namespace {
 
-// Below the limit the lines are written as usual; a memfd_secret file (2 MiB)
-// would pass it, so the chunk falls back, with the reason.
-TEST(FileSizeLimit, AChunkFallsBackAndDiagnosticsWithinTheLimitAreWritten) {
+struct ChildRun {
+  int status = -1;
+  std::string stderr_text;
+};
+
+// A child with stderr on a file and RLIMIT_FSIZE at limit, and a diagnostic
+// at start-up (a bad SECMEM_BACKEND), makes one secret. It succeeds when the
+// secret landed in the mlock tier: a 2 MiB memfd_secret file would pass the limit.
+ChildRun secret_with_stderr_under_file_size_limit(rlim_t limit) {
+  ChildRun child;
   char path[] = "/tmp/secmem-fsize-XXXXXX";
   int file = mkstemp(path);
-  ASSERT_GE(file, 0);
-  int status = run_in_child([&] {
+  if (file < 0) return child;
+  child.status = run_in_child([&] {
     dup2(file, STDERR_FILENO);
-    rlimit small{4096, 4096};
-    if (setrlimit(RLIMIT_FSIZE, &small) != 0) return false;
+    rlimit lim{limit, limit};
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return false;
     setenv("SECMEM_BACKEND", "no-such-backend", 1);
     void *p = secmem_malloc(32);
     bool mlock = std::string(secmem_backend_name()) == "mlock";
     secmem_free(p);
     return p != nullptr && mlock;
   });
-  std::string text = read_file(path);
+  child.stderr_text = read_file(path);
   close(file);
   unlink(path);
-  EXPECT_EQ(status, 0);
-  EXPECT_EQ(text, "secmem: SECMEM_BACKEND=no-such-backend is not one of auto|memfd_secret|mlock; using the default\n"
-                  "secmem: memfd_secret unavailable (EFBIG: RLIMIT_FSIZE is below the size of a memfd_secret file); "
-                  "falling back to mlock'ed anonymous memory (MADV_DONTDUMP) (set SECMEM_ON_EXHAUSTION=fail to "
-                  "refuse instead)\n");
+  return child;
+}
+
+} // namespace
+
+// RLIMIT_FSIZE 0 (as OpenSSH's sandboxed child has it): the diagnostics are
+// dropped instead of killing the process with SIGXFSZ.
+TEST(FileSizeLimit, ADiagnosticOnAFullStderrFileDoesNotKill) {
+  ChildRun child = secret_with_stderr_under_file_size_limit(0);
+  EXPECT_EQ(child.status, 0) << "128 + 25 is SIGXFSZ";
+  EXPECT_EQ(child.stderr_text, "");
+}
+
+// Below the limit the lines are written as usual; the chunk falls back, with the reason.
+TEST(FileSizeLimit, AChunkFallsBackAndDiagnosticsWithinTheLimitAreWritten) {
+  ChildRun child = secret_with_stderr_under_file_size_limit(4096);
+  EXPECT_EQ(child.status, 0);
+  EXPECT_EQ(child.stderr_text,
+            "secmem: SECMEM_BACKEND=no-such-backend is not one of auto|memfd_secret|mlock; using the default\n"
+            "secmem: memfd_secret unavailable (EFBIG: RLIMIT_FSIZE is below the size of a memfd_secret file); "
+            "falling back to mlock'ed anonymous memory (MADV_DONTDUMP) (set SECMEM_ON_EXHAUSTION=fail to "
+            "refuse instead)\n");
 }
 
 // A process that used up its PTHREAD_KEYS_MAX keys: the heap runs without

@@ -21,12 +21,6 @@
 
 namespace secmem {
 
-namespace {
-
-[[noreturn]] void child_fatal(const char *what, int err) { diag::fatal_errno(what, err); }
-
-} // namespace
-
 // The fallback when no pipe can be had: a copy staged by the parent before fork.
 void ChunkPool::stage_in_parent(Chunk *chunk) {
   size_t len = chunk->mapped_bytes();
@@ -90,10 +84,9 @@ void ChunkPool::privatise_in_child(Chunk *chunk) {
   Tier tier = chunk->fork_staging_tier;
   if (copy == nullptr) {
     tier = Tier::kSecret;
-    int err = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret) ? os::map_secret_anywhere(len, &copy) : EPERM;
-    FallbackReason why = err == EPERM && !tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret)
-                             ? FallbackReason::kSandbox
-                             : TierMapper::secret_refusal(err);
+    bool allowed = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
+    int err = allowed ? os::map_secret_anywhere(len, &copy) : EPERM;
+    FallbackReason why = allowed ? TierMapper::secret_refusal(err) : FallbackReason::kSandbox;
     if (err == 0 && (err = os::touch_through_kernel(copy, live)) != 0) {
       os::unmap(copy, len);
       copy = nullptr;
@@ -107,7 +100,8 @@ void ChunkPool::privatise_in_child(Chunk *chunk) {
         abort();
       }
       copy = os::map_anon_anywhere(len);
-      if (copy == nullptr) child_fatal("fork: no memory to give the child a private copy of the secret heap", ENOMEM);
+      if (copy == nullptr)
+        diag::fatal_errno("fork: no memory to give the child a private copy of the secret heap", ENOMEM);
       tier = Tier::kUnlocked; // locked below, where the budget allows; reported then
       tiers_.count_fallback(why);
       degraded_why_ = why;
@@ -117,13 +111,13 @@ void ChunkPool::privatise_in_child(Chunk *chunk) {
     os::copy_unchecked(copy, reinterpret_cast<void *>(chunk->base), live);
   }
   int err = os::move_mapping(copy, len, reinterpret_cast<void *>(chunk->base));
-  if (err != 0) child_fatal("fork: cannot move the child's private copy of the secret heap", err);
+  if (err != 0) diag::fatal_errno("fork: cannot move the child's private copy of the secret heap", err);
   move_tier(chunk, tier);
   chunk->fork_staging = nullptr;
   fork_privatisations_++;
   // The copy was mapped read-write: guards and seals again.
   if (int prot_err = protection::restore_restricted(chunk); prot_err != 0)
-    child_fatal("fork: cannot protect the child's guard pages and sealed blocks", prot_err);
+    diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", prot_err);
 }
 
 void ChunkPool::after_fork_child() {
@@ -139,7 +133,7 @@ void ChunkPool::after_fork_child() {
       bool locked = tiers_.fault_in(Tier::kLocked, reinterpret_cast<void *>(chunk->base),
                                     size_t{chunk->touched_pages} * os::kPageSize) == 0;
       if (int err = protection::restore_restricted(chunk); err != 0)
-        child_fatal("fork: cannot protect the child's guard pages and sealed blocks", err);
+        diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
       move_tier(chunk, locked ? Tier::kLocked : Tier::kUnlocked);
       if (degraded_err_ != 0)
         tiers_.report_fallback(chunk->tier, degraded_why_, degraded_err_);

@@ -33,16 +33,6 @@ constexpr struct {
 
 const char *tier_description(Tier tier) { return kTierText[static_cast<int>(tier)].description; }
 
-FallbackReason reason_of_secret_errno(int err) {
-  switch (err) {
-  case ENOSYS: return FallbackReason::kNoKernelSupport;
-  case EPERM:
-  case EACCES: return FallbackReason::kRefused;
-  case EAGAIN: return FallbackReason::kMemlock;
-  default: return FallbackReason::kOther;
-  }
-}
-
 } // namespace
 
 const char *tier_name(Tier tier) { return kTierText[static_cast<int>(tier)].name; }
@@ -107,7 +97,7 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
   int err = 0;
   if (tier == Tier::kSecret) {
     err = os::map_secret_fixed(at, len);
-    *why = reason_of_secret_errno(err);
+    *why = secret_refusal(err);
     if (err == ENOSYS || err == EPERM || err == EACCES) {
       secret_refused_ = true;
       secret_refusal_ = *why;
@@ -125,8 +115,8 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
   if (err == 0) {
     err = fault_in(tier, at, size_t{first_touch} * os::kPageSize);
     if (err != 0)
-      *why = tier == Tier::kLocked && calls_[1].checked && !calls_[1].safe ? FallbackReason::kSandbox
-                                                                           : FallbackReason::kMemlock;
+      *why = tier == Tier::kLocked && refused_by_sandbox(linux_facts::ProbeCall::kMlock) ? FallbackReason::kSandbox
+                                                                                         : FallbackReason::kMemlock;
   }
   if (err != 0) {
     os::release_to_reserve(at, len); // a failed MAP_FIXED may have dropped the reservation
@@ -138,9 +128,22 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
   return 0;
 }
 
-FallbackReason TierMapper::secret_refusal(int err) { return reason_of_secret_errno(err); }
+FallbackReason TierMapper::secret_refusal(int err) {
+  switch (err) {
+  case ENOSYS: return FallbackReason::kNoKernelSupport;
+  case EPERM:
+  case EACCES: return FallbackReason::kRefused;
+  case EAGAIN: return FallbackReason::kMemlock;
+  default: return FallbackReason::kOther;
+  }
+}
 
 bool TierMapper::may_degrade() const { return policy::may_degrade(*config_); }
+
+bool TierMapper::refused_by_sandbox(linux_facts::ProbeCall call) const {
+  const CallCheck &check = calls_[static_cast<int>(call)];
+  return check.checked && !check.safe;
+}
 
 bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out) {
   Tier top = policy::top_tier(*config_);
@@ -148,7 +151,7 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
   int first_err = 0;
   for (int t = static_cast<int>(top); t < kNumTiers; ++t) {
     Tier tier = static_cast<Tier>(t);
-    if (tier != top && !policy::may_degrade(*config_)) break;
+    if (tier != top && !may_degrade()) break;
     FallbackReason why = FallbackReason::kOther;
     int err = map_one(tier, addr, min_pages, flexible, out, &why);
     if (err == 0) {

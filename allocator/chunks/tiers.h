@@ -66,6 +66,7 @@ private:
   int map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out, FallbackReason *why);
   void report_failure(FallbackReason why, int err);
   void describe(diag::Line &line, FallbackReason why, int err) const;
+  bool refused_by_sandbox(linux_facts::ProbeCall call) const; // may_call said no
 
   // What may_call learnt of one call.
   struct CallCheck {

@@ -57,34 +57,41 @@ inline const char *errno_name(int errnum) {
   }
 }
 
-// A numeric field of /proc/self/status, or of another status file ("VmLck:"
-// in kB, "Seccomp:"...). False when the file or the field cannot be read.
-// Reads with open/read only: safe inside malloc.
-inline bool status_number(const char *name, size_t *value, const char *file = "/proc/self/status") {
+// Numeric fields of a status file in one read ("VmLck:" in kB, "Seccomp:"...):
+// values[i] for names[i]. Returns a bit per field found (bit i: names[i]),
+// or -1 when the file cannot be read. Reads with open/read only: safe inside malloc.
+inline int status_numbers(const char *file, const char *const names[], size_t values[], int count) {
   int fd = open(file, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) return -1;
   char buf[4096];
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
-  if (n <= 0) return false;
+  if (n <= 0) return -1;
   buf[n] = '\0';
-  size_t name_len = 0;
-  while (name[name_len] != '\0') ++name_len;
+  int found = 0;
   for (const char *line = buf; *line != '\0';) {
-    bool match = true;
-    for (size_t i = 0; i < name_len && match; ++i) match = line[i] == name[i];
-    if (match && line[name_len] == ':') {
-      const char *v = line + name_len + 1;
+    for (int k = 0; k < count; ++k) {
+      const char *name = names[k];
+      size_t len = 0;
+      while (name[len] != '\0' && line[len] == name[len]) ++len;
+      if (name[len] != '\0' || line[len] != ':') continue;
+      const char *v = line + len + 1;
       while (*v == ' ' || *v == '\t') ++v;
       size_t number = 0;
       while (*v >= '0' && *v <= '9') number = number * 10 + static_cast<size_t>(*v++ - '0');
-      *value = number;
-      return true;
+      values[k] = number;
+      found |= 1 << k;
     }
     while (*line != '\0' && *line != '\n') ++line;
     if (*line == '\n') ++line;
   }
-  return false;
+  return found;
+}
+
+// One numeric field of /proc/self/status; false when it cannot be read.
+inline bool status_number(const char *name, size_t *value) {
+  int found = status_numbers("/proc/self/status", &name, value, 1);
+  return found > 0;
 }
 
 // A "Name:   <number> kB" field of /proc/self/status in bytes; 0 when it cannot be read.
@@ -105,11 +112,12 @@ struct SeccompState {
 };
 inline SeccompState seccomp_state() {
   SeccompState state;
-  size_t mode = 0;
-  state.known = status_number("Seccomp", &mode, "/proc/thread-self/status");
-  state.filtered = mode != 0;
-  if (!status_number("Seccomp_filters", &state.filters, "/proc/thread-self/status"))
-    state.filters = state.filtered ? 1 : 0;
+  const char *const names[] = {"Seccomp", "Seccomp_filters"};
+  size_t values[] = {0, 0};
+  int found = status_numbers("/proc/thread-self/status", names, values, 2);
+  state.known = found > 0 && (found & 1) != 0;
+  state.filtered = state.known && values[0] != 0;
+  state.filters = (found > 0 && (found & 2) != 0) ? values[1] : state.filtered ? 1 : 0;
   return state;
 }
 
