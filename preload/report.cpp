@@ -48,6 +48,7 @@ __attribute__((destructor)) void write_report() {
   const char *target = env_value(process_environment(), kSECMEM_REPORT); // stderr or a path
   if (target == nullptr || is_secure_exec()) return;
   bool to_stderr = strcmp(target, "stderr") == 0;
+  if (to_stderr && !diag::stderr_takes_lines()) return; // a data file took fd 2's place
   int fd = to_stderr ? STDERR_FILENO : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) {
     diag::Line()

@@ -6,8 +6,10 @@
 #include <string>
 
 #include "config/config.h"
+#include "test_support.h"
 
 using namespace secmem;
+using secmem::test::stderr_of;
 
 namespace {
 Config parse(std::initializer_list<const char *> vars, bool secure = false) {
@@ -40,9 +42,8 @@ TEST(Config, NamePrefixesDoNotMatch) {
 }
 
 TEST(Config, BadValueKeepsTheDefaultAndSaysSo) {
-  testing::internal::CaptureStderr();
-  Config config = parse({"SECMEM_ON_EXHAUSTION=fial"});
-  std::string err = testing::internal::GetCapturedStderr();
+  Config config;
+  std::string err = stderr_of([&] { config = parse({"SECMEM_ON_EXHAUSTION=fial"}); });
   EXPECT_EQ(config.on_exhaustion, OnExhaustion::kFallback);
   EXPECT_EQ(err, "secmem: SECMEM_ON_EXHAUSTION=fial is not one of fallback|fail; using the default\n");
 }
@@ -56,10 +57,9 @@ TEST(Config, SetuidProgramsIgnoreTheEnvironment) {
 }
 
 TEST(Config, PrintShowsEveryOption) {
-  testing::internal::CaptureStderr();
-  print_config(parse({"SECMEM_BACKEND=mlock"}));
-  EXPECT_EQ(testing::internal::GetCapturedStderr(), "secmem: config SECMEM_BACKEND=mlock SECMEM_ON_EXHAUSTION=fallback "
-                                                    "SECMEM_RELEASE=never SECMEM_NODUMP=0 SECMEM_VERBOSE=0\n");
+  EXPECT_EQ(stderr_of([] { print_config(parse({"SECMEM_BACKEND=mlock"})); }),
+            "secmem: config SECMEM_BACKEND=mlock SECMEM_ON_EXHAUSTION=fallback "
+            "SECMEM_RELEASE=never SECMEM_NODUMP=0 SECMEM_VERBOSE=0\n");
 }
 
 // The README's configuration table is the user's only view of the options:

@@ -64,7 +64,7 @@ TEST(Canary, UsableSizeIsTheSizeAskedFor) {
 }
 
 TEST(CanaryDeathTest, OneByteOverflowOfASmallBlockAbortsAtFree) {
-  EXPECT_DEATH(
+  EXPECT_SECMEM_DEATH(
       {
         char *p = static_cast<char *>(secmem_malloc(20));
         memcpy(p, "0123456789abcdefghij", 20);
@@ -75,7 +75,7 @@ TEST(CanaryDeathTest, OneByteOverflowOfASmallBlockAbortsAtFree) {
 }
 
 TEST(CanaryDeathTest, OverflowIntoTheZeroSlackAborts) {
-  EXPECT_DEATH(
+  EXPECT_SECMEM_DEATH(
       {
         char *p = static_cast<char *>(secmem_malloc(100)); // 112-byte class: 8 canary bytes, 4 zero
         flip(p, 110);
@@ -85,7 +85,7 @@ TEST(CanaryDeathTest, OverflowIntoTheZeroSlackAborts) {
 }
 
 TEST(CanaryDeathTest, OverflowOfALargeBlockAbortsAtFree) {
-  EXPECT_DEATH(
+  EXPECT_SECMEM_DEATH(
       {
         char *p = static_cast<char *>(secmem_malloc(10000));
         flip(p, 10003);
@@ -95,7 +95,7 @@ TEST(CanaryDeathTest, OverflowOfALargeBlockAbortsAtFree) {
 }
 
 TEST(CanaryDeathTest, ReallocChecksTheCanary) {
-  EXPECT_DEATH(
+  EXPECT_SECMEM_DEATH(
       {
         char *p = static_cast<char *>(secmem_malloc(40));
         flip(p, 40);

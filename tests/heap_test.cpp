@@ -278,42 +278,42 @@ using HeapDeathTest = testing::Test;
 TEST(HeapDeathTest, DoubleFree) {
   void *volatile p = secmem_malloc(32);
   secmem_free(p);
-  EXPECT_DEATH(secmem_free(p), "^secmem: double free of 0x[0-9a-f]+\n$");
+  EXPECT_SECMEM_DEATH(secmem_free(p), "^secmem: double free of 0x[0-9a-f]+\n$");
 }
 
 TEST(HeapDeathTest, DoubleFreeOfALargeBlock) {
   void *volatile p = secmem_malloc(100000);
   secmem_free(p);
-  EXPECT_DEATH(secmem_free(p), "^secmem: double free of 0x[0-9a-f]+\n$");
+  EXPECT_SECMEM_DEATH(secmem_free(p), "^secmem: double free of 0x[0-9a-f]+\n$");
 }
 
 TEST(HeapDeathTest, FreeOfAPointerInsideABlock) {
   char *volatile p = static_cast<char *>(secmem_malloc(64));
-  EXPECT_DEATH(secmem_free(p + 16), "^secmem: invalid free of 0x[0-9a-f]+: pointer inside a block\n$");
+  EXPECT_SECMEM_DEATH(secmem_free(p + 16), "^secmem: invalid free of 0x[0-9a-f]+: pointer inside a block\n$");
   secmem_free(p);
 }
 
 TEST(HeapDeathTest, FreeOfAForeignPointer) {
   int on_stack = 0;
   int *volatile p = &on_stack;
-  EXPECT_DEATH(secmem_free(p), "^secmem: invalid free of 0x[0-9a-f]+: not allocated by secmem\n$");
+  EXPECT_SECMEM_DEATH(secmem_free(p), "^secmem: invalid free of 0x[0-9a-f]+: not allocated by secmem\n$");
   void *volatile from_libc = malloc(16);
-  EXPECT_DEATH(secmem_free(from_libc), "^secmem: invalid free of 0x[0-9a-f]+: not allocated by secmem\n$");
+  EXPECT_SECMEM_DEATH(secmem_free(from_libc), "^secmem: invalid free of 0x[0-9a-f]+: not allocated by secmem\n$");
   free(from_libc);
 }
 
 TEST(HeapDeathTest, FreeOfAGuardPage) {
   void *p = secmem_malloc(32);
   void *volatile guard = reinterpret_cast<void *>((reinterpret_cast<uintptr_t>(p) & ~(kChunk - 1)) + kChunk - kPage);
-  EXPECT_DEATH(secmem_free(guard), "^secmem: invalid free of 0x[0-9a-f]+: no block starts here\n$");
+  EXPECT_SECMEM_DEATH(secmem_free(guard), "^secmem: invalid free of 0x[0-9a-f]+: no block starts here\n$");
   secmem_free(p);
 }
 
 TEST(HeapDeathTest, ReallocOfAFreedOrForeignPointer) {
   void *volatile p = secmem_malloc(32);
   secmem_free(p);
-  EXPECT_DEATH(secmem_realloc(p, 64), "^secmem: invalid realloc of 0x[0-9a-f]+: block already freed\n$");
+  EXPECT_SECMEM_DEATH(secmem_realloc(p, 64), "^secmem: invalid realloc of 0x[0-9a-f]+: block already freed\n$");
   int on_stack = 0;
   int *volatile q = &on_stack;
-  EXPECT_DEATH(secmem_realloc(q, 64), "^secmem: invalid realloc of 0x[0-9a-f]+: not allocated by secmem\n$");
+  EXPECT_SECMEM_DEATH(secmem_realloc(q, 64), "^secmem: invalid realloc of 0x[0-9a-f]+: not allocated by secmem\n$");
 }

@@ -2,6 +2,7 @@
 // file (sized with ftruncate) nor a diagnostic raises SIGXFSZ, which kills.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
@@ -23,7 +24,7 @@ struct ChildRun {
   std::string stderr_text;
 };
 
-// A child with stderr on a file and RLIMIT_FSIZE at limit, and a diagnostic
+// A child with stderr on a log file (opened for appending) and RLIMIT_FSIZE at limit, and a diagnostic
 // at start-up (a bad SECMEM_BACKEND), makes one secret. It succeeds when the
 // secret landed in the mlock tier: a 2 MiB memfd_secret file would pass the limit.
 ChildRun secret_with_stderr_under_file_size_limit(rlim_t limit) {
@@ -31,6 +32,7 @@ ChildRun secret_with_stderr_under_file_size_limit(rlim_t limit) {
   char path[] = "/tmp/secmem-fsize-XXXXXX";
   int file = mkstemp(path);
   if (file < 0) return child;
+  fcntl(file, F_SETFL, O_APPEND);
   child.status = run_in_child([&] {
     dup2(file, STDERR_FILENO);
     rlimit lim{limit, limit};
@@ -66,6 +68,40 @@ TEST(FileSizeLimit, AChunkFallsBackAndDiagnosticsWithinTheLimitAreWritten) {
             "secmem: memfd_secret unavailable (EFBIG: RLIMIT_FSIZE is below the size of a memfd_secret file); "
             "falling back to mlock'ed anonymous memory (MADV_DONTDUMP) (set SECMEM_ON_EXHAUSTION=fail to "
             "refuse instead)\n");
+}
+
+// A program that closed stderr and opened a data file, which took fd 2: a
+// diagnostic (here the line before an abort) never lands inside the data.
+// A log opened for appending in fd 2's place, or a pipe, still gets it.
+TEST(Stderr, ADataFileInFdTwosPlaceGetsNoLines) {
+  for (bool append : {false, true}) {
+    char path[] = "/tmp/secmem-data-XXXXXX";
+    int made = mkstemp(path);
+    ASSERT_GE(made, 0);
+    close(made);
+    int status = run_in_child([&] {
+      close(STDERR_FILENO);
+      int data = open(path, O_WRONLY | (append ? O_APPEND : 0));
+      if (data != STDERR_FILENO) return false;
+      if (write(data, "DATA", 4) != 4) return false;
+      int on_stack = 0;
+      secmem_free(&on_stack); // "invalid free", then abort
+      return true;
+    });
+    EXPECT_EQ(status, 128 + SIGABRT);
+    std::string text = read_file(path);
+    unlink(path);
+    if (append)
+      EXPECT_EQ(text, "DATA" + std::string("secmem: invalid free of ") + text.substr(text.find("0x"))) << text;
+    else
+      EXPECT_EQ(text, "DATA");
+  }
+  EXPECT_SECMEM_DEATH(
+      {
+        int on_stack = 0;
+        secmem_free(&on_stack);
+      },
+      "^secmem: invalid free of 0x[0-9a-f]+: not allocated by secmem\n$");
 }
 
 // A process that used up its PTHREAD_KEYS_MAX keys: the heap runs without

@@ -69,19 +69,19 @@ TEST(Memlock, ExhaustionFollowsThePolicyAndLosesNothing) {
   if (!running_on_mlock_backend()) SECMEM_REQUIRE_SECRETMEM();
   const std::string top = expected_backend();
   std::vector<Held> held;
-  testing::internal::CaptureStderr();
   int refused_errno = 0;
-  // Three times the limit, in 4 KiB secrets.
-  for (size_t i = 0; i < 3 * kLimit / 4096; ++i) {
-    auto *p = static_cast<unsigned char *>(secmem_malloc(4096));
-    if (p == nullptr) {
-      refused_errno = errno;
-      break;
+  std::string err = stderr_of([&] {
+    // Three times the limit, in 4 KiB secrets.
+    for (size_t i = 0; i < 3 * kLimit / 4096; ++i) {
+      auto *p = static_cast<unsigned char *>(secmem_malloc(4096));
+      if (p == nullptr) {
+        refused_errno = errno;
+        break;
+      }
+      fill_pattern(p, 4096, i);
+      held.push_back({p, 4096, i});
     }
-    fill_pattern(p, 4096, i);
-    held.push_back({p, 4096, i});
-  }
-  std::string err = testing::internal::GetCapturedStderr();
+  });
   secmem_stats s{};
   secmem_get_stats(&s);
   EXPECT_LE(s.memlock_charged, kLimit) << "the heap charged more than the limit";

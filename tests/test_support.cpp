@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
 #include <iterator>
 #include <seccomp.h>
@@ -126,6 +127,41 @@ int run_in_child(const std::function<bool()> &fn, std::string *stderr_text) {
   waitpid(pid, &status, 0);
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+testing::AssertionResult dies_saying(const std::function<void()> &fn, const std::string &pattern) {
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        fn();
+        return true;
+      },
+      &err);
+  if (status == 0) return testing::AssertionFailure() << "the child did not die; its stderr: " << err;
+  if (!testing::internal::RE::PartialMatch(err, testing::internal::RE(pattern)))
+    return testing::AssertionFailure() << "the child died (status " << status << ") saying \"" << err
+                                       << "\", which does not match " << pattern;
+  return testing::AssertionSuccess();
+}
+
+std::string stderr_of(const std::function<void()> &fn) {
+  fflush(stderr);
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return "(no pipe)";
+  fcntl(fds[1], F_SETFL, O_NONBLOCK); // past 64 KiB the writes fail instead of blocking
+  int saved = dup(STDERR_FILENO);
+  dup2(fds[1], STDERR_FILENO);
+  close(fds[1]);
+  fn();
+  fflush(stderr);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  return text;
 }
 
 Child start(const std::vector<std::string> &argv, const std::vector<std::string> &env_extra,

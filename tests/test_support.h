@@ -59,6 +59,15 @@ bool find_mapping(const void *addr, Mapping *out, bool with_smaps = false, int p
 // true). stderr_text, when given, receives everything the child wrote to stderr.
 int run_in_child(const std::function<bool()> &fn, std::string *stderr_text = nullptr);
 
+// fn run in a forked child whose stderr is a pipe: success when the child
+// dies (does not return from fn) and what it wrote matches the regex
+// (gtest's: POSIX extended). Used instead of gtest's death tests, whose stderr capture is a
+// temporary file in fd 2's place, where secmem writes no lines by design.
+testing::AssertionResult dies_saying(const std::function<void()> &fn, const std::string &pattern);
+#define EXPECT_SECMEM_DEATH(statement, pattern) EXPECT_TRUE(::secmem::test::dies_saying([&] { statement; }, pattern))
+// What fn writes to stderr, run in this process with fd 2 on a pipe (64 KiB at most).
+std::string stderr_of(const std::function<void()> &fn);
+
 // A program run by a test, with pipes on its three streams.
 struct Result {
   int status = -1; // exit status, or 128 + signal

@@ -62,7 +62,35 @@ bool over_file_size_limit(int fd, size_t len) {
   return at < 0 || static_cast<uint64_t>(at) + len > lim.rlim_cur;
 }
 
+// fd 2 as it was when this object was loaded: lines go to a regular file
+// only if it is that file, or one opened for appending (a log). A program
+// that closed stderr and opened a data file (which takes fd 2), or bound fd 2
+// to a file it writes at offsets, gets nothing written into it.
+struct StartupStderr {
+  bool open = false;
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+StartupStderr g_startup_stderr;
+
+__attribute__((constructor(101))) void note_startup_stderr() {
+  struct stat st;
+  if (fstat(STDERR_FILENO, &st) != 0) return;
+  g_startup_stderr = {true, st.st_dev, st.st_ino};
+}
+
 } // namespace
+
+bool stderr_takes_lines() {
+  struct stat st;
+  // Closed: nothing to write to. fstat refused (OpenSSH's sandbox answers
+  // EACCES): fd 2 cannot be checked, and is written as it always was.
+  if (fstat(STDERR_FILENO, &st) != 0) return errno != EBADF;
+  if (!S_ISREG(st.st_mode)) return true; // a terminal, pipe or socket: a reader of diagnostics
+  if (g_startup_stderr.open && st.st_dev == g_startup_stderr.dev && st.st_ino == g_startup_stderr.ino) return true;
+  int flags = fcntl(STDERR_FILENO, F_GETFL);
+  return flags >= 0 && (flags & O_APPEND) != 0;
+}
 
 bool write_all(int fd, const char *text, size_t len) {
   int saved = errno;
@@ -88,7 +116,12 @@ bool Line::emit_to(int fd) const {
   return write_all(fd, out, len_ + 1);
 }
 
-void Line::emit() const { emit_to(STDERR_FILENO); }
+void Line::emit() const {
+  int saved = errno;
+  bool takes = stderr_takes_lines();
+  errno = saved;
+  if (takes) emit_to(STDERR_FILENO);
+}
 
 void fatal(const char *what) {
   Line().add(what).emit();

@@ -22,7 +22,10 @@ public:
   Line &dec(uint64_t value);
   Line &hex(uintptr_t value);
   Line &err(int errnum); // "EPERM" style name
-  void emit() const;     // the line and a newline to stderr
+  // The line and a newline to stderr, when fd 2 is still a place for
+  // diagnostics: not a regular file, or the file stderr was at start-up, or a
+  // file opened for appending (never a data file that took fd 2's place).
+  void emit() const;
   // The line and a newline to fd in one write; false if it did not all go out.
   bool emit_to(int fd) const;
   const char *text() const { return buf_; }
@@ -32,6 +35,9 @@ private:
   char buf_[1024]; // a SECMEM_REPORT line with a long program name fits
   size_t len_ = 0;
 };
+
+// Whether fd 2 is still a place for diagnostics (see Line::emit).
+bool stderr_takes_lines();
 
 // Writes len bytes to fd with the raw system call, retrying on EINTR; keeps
 // errno. Writes nothing to a regular file that RLIMIT_FSIZE would let them
