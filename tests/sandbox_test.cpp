@@ -10,8 +10,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <set>
+#include <sstream>
 #include <string>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 #include "platform/linux_facts.h"
@@ -132,3 +135,66 @@ TEST(Sandbox, FailPolicyRefusesInsteadOfDying) {
 
 INSTANTIATE_TEST_SUITE_P(Actions, SandboxTest, testing::ValuesIn(kActions),
                          [](const testing::TestParamInfo<Action> &info) { return std::string(info.param.name); });
+
+namespace {
+// The system calls of a systemd group, nested groups expanded, as
+// `systemd-analyze syscall-filter` lists them on this machine.
+void systemd_group(const std::string &group, std::set<std::string> *calls, std::set<std::string> *seen) {
+  if (!seen->insert(group).second) return;
+  Result listing = run({"systemd-analyze", "syscall-filter", group});
+  std::istringstream lines(listing.out);
+  for (std::string line; std::getline(lines, line);) {
+    size_t start = line.find_first_not_of(" \t");
+    if (start == std::string::npos || line[start] == '#' || start == 0) continue; // the group's own name is unindented
+    std::string name = line.substr(start);
+    if (name[0] == '@')
+      systemd_group(name, calls, seen);
+    else
+      calls->insert(name);
+  }
+}
+} // namespace
+
+// A unit with SystemCallFilter=@system-service and no SystemCallErrorNumber=:
+// an allow-list from systemd's own listing (Debian 12's systemd 252 leaves
+// memfd_secret out) with the kill default, installed before the first
+// allocation. The process lives through secrets small and large, a sealed
+// block, a thread and a fork, on the tier the list allows.
+TEST(Sandbox, SystemdSystemServiceAllowListWithTheKillDefault) {
+  std::set<std::string> calls, seen;
+  systemd_group("@system-service", &calls, &seen);
+  ASSERT_GT(calls.size(), 200u) << "systemd-analyze syscall-filter (package systemd) lists the groups";
+  bool lists_memfd_secret = calls.count("memfd_secret") != 0;
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+        if (ctx == nullptr) return false;
+        for (const std::string &name : calls) {
+          int nr = seccomp_syscall_resolve_name(name.c_str());
+          if (nr >= 0 && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) != 0) return false;
+        }
+        // systemd answers clone3 with ENOSYS when the list lacks it, so that glibc uses clone.
+        if (calls.count("clone3") == 0) seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+        bool loaded = seccomp_load(ctx) == 0;
+        seccomp_release(ctx);
+        if (!loaded) return false;
+        bool ok = secret_works(64) && secret_works(300000);
+        void *sealed = secmem_sealed_alloc(100);
+        ok = ok && sealed != nullptr;
+        secmem_free(sealed);
+        std::thread thread([&] { ok = ok && secret_works(5000); });
+        thread.join();
+        pid_t pid = fork();
+        if (pid == 0) _exit(secret_works(64) ? 0 : 1);
+        int child_status = -1;
+        waitpid(pid, &child_status, 0);
+        ok = ok && WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0;
+        return ok && strcmp(secmem_backend_name(), lists_memfd_secret ? "memfd_secret" : "mlock") == 0;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << "128 + 31 is SIGSYS: " << err;
+  if (!lists_memfd_secret) {
+    EXPECT_NE(err.find("(SIGSYS: a seccomp filter here kills on it)"), std::string::npos) << err;
+  }
+}

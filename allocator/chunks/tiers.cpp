@@ -56,7 +56,11 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
     check.checked = true;
     check.status_known = state.known;
     check.filters = state.filters;
-    if (state.known && state.filtered) {
+    if (!state.known && status_seen_) {
+      // It was readable before: a sandbox (OpenSSH's refuses open) took it away.
+      check.safe = false;
+      check.why = "a seccomp filter installed after start-up may kill on it, so it is not tried again";
+    } else if (state.known && state.filtered) {
       linux_facts::ProbeOutcome outcome = linux_facts::probe_in_child(call);
       check.safe = outcome == linux_facts::ProbeOutcome::kWorked || outcome == linux_facts::ProbeOutcome::kRefused;
       check.why = outcome == linux_facts::ProbeOutcome::kKilled
@@ -67,6 +71,7 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
     check.safe = false;
     check.why = "a seccomp filter installed after start-up may kill on it, so it is not tried again";
   }
+  if (state.known) status_seen_ = true;
   if (!check.safe) sandbox_why_ = check.why;
   return check.safe;
 }
@@ -82,6 +87,11 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
   if (tier == Tier::kSecret && secret_refused_) {
     *why = secret_refusal_;
     return secret_refusal_errno_;
+  }
+  // Before the budget: reading it calls capget, which a strict filter may kill on too.
+  if (tier == Tier::kLocked && !may_call(linux_facts::ProbeCall::kMlock)) {
+    *why = FallbackReason::kSandbox;
+    return EPERM;
   }
   uint32_t pages = flexible ? kMaxChunkPages : min_pages;
   if (tier != Tier::kUnlocked) {
@@ -210,10 +220,18 @@ void TierMapper::describe(diag::Line &line, FallbackReason why, int err) const {
 // /proc/PID/mem: SECMEM_NODUMP=fallback makes the process non-dumpable.
 void TierMapper::note_tier(Tier tier) {
   if (!policy::undumpable_once_in(*config_, tier) || undumpable_) return;
-  undumpable_ = make_undumpable_or_say();
+  undumpable_ = make_undumpable();
 }
 
-bool make_undumpable_or_say() {
+bool TierMapper::make_undumpable() {
+  if (!may_call(linux_facts::ProbeCall::kDumpable)) {
+    diag::Line()
+        .add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) not made (SIGSYS: ")
+        .add(sandbox_why_ != nullptr ? sandbox_why_ : "a seccomp filter may kill on it")
+        .add(")")
+        .emit();
+    return false;
+  }
   int err = os::make_undumpable();
   if (err != 0) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(err).add(")").emit();
   return err == 0;

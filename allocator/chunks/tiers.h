@@ -21,9 +21,6 @@ struct TierCounters {
   uint64_t failed_chunks = 0; // a chunk was needed and no allowed tier gave one
 };
 
-// prctl(PR_SET_DUMPABLE, 0) (SECMEM_NODUMP), saying so when it fails. True when it took.
-bool make_undumpable_or_say();
-
 class TierMapper {
 public:
   void init(const Config &config) { config_ = &config; }
@@ -52,6 +49,9 @@ public:
   void note_touch_refused() { counters_.fallbacks[static_cast<int>(FallbackReason::kMemlock)]++; }
   // A chunk now lives in tier (new, or degraded in a fork child): SECMEM_NODUMP may act.
   void note_tier(Tier tier);
+  // prctl(PR_SET_DUMPABLE, 0) where no seccomp filter may kill on it, or one
+  // message saying why not. True if the process is non-dumpable now.
+  bool make_undumpable();
   // Says once that chunks now land in tier `to`, and why; counted per cause.
   void report_fallback(Tier to, FallbackReason why, int err);
   void count_fallback(FallbackReason why) { counters_.fallbacks[static_cast<int>(why)]++; }
@@ -76,8 +76,9 @@ private:
     bool safe = true;
     const char *why = nullptr; // when not safe
   };
-  CallCheck calls_[2];
-  const char *sandbox_why_ = nullptr; // the last unsafe call's reason, for the message
+  CallCheck calls_[linux_facts::kProbeCalls]; // indexed by ProbeCall
+  const char *sandbox_why_ = nullptr;         // the last unsafe call's reason, for the message
+  bool status_seen_ = false;                  // /proc/thread-self/status was readable once
 
   const Config *config_ = nullptr;
   TierCounters counters_;

@@ -10,6 +10,7 @@
 #include <linux/capability.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -121,8 +122,14 @@ inline SeccompState seccomp_state() {
   return state;
 }
 
+// membarrier(2) commands (linux/membarrier.h): a full barrier on every
+// running thread of the process, after registering once.
+inline constexpr int kMembarrierPrivateExpedited = 1 << 3;
+inline constexpr int kMembarrierRegisterPrivateExpedited = 1 << 4;
+
 // System calls a seccomp filter may kill on, tried in a short-lived child.
-enum class ProbeCall { kMemfdSecret, kMlock };
+enum class ProbeCall { kMemfdSecret, kMlock, kMembarrier, kDumpable };
+inline constexpr int kProbeCalls = 4;
 enum class ProbeOutcome {
   kWorked,  // the call succeeded
   kRefused, // it failed with an errno (a filter's SECCOMP_RET_ERRNO, or the kernel)
@@ -140,6 +147,10 @@ inline ProbeOutcome probe_in_child(ProbeCall call) {
     long result = 0;
     if (call == ProbeCall::kMemfdSecret) {
       result = syscall(kSysMemfdSecret, O_CLOEXEC);
+    } else if (call == ProbeCall::kMembarrier) {
+      result = syscall(SYS_membarrier, kMembarrierRegisterPrivateExpedited, 0, 0);
+    } else if (call == ProbeCall::kDumpable) {
+      result = syscall(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
     } else {
       alignas(4096) static char page[4096];
       result = syscall(SYS_mlock, page, sizeof page);
