@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cctype>
 #include <csetjmp>
 #include <csignal>
 #include <cstring>
+#include <fstream>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -195,3 +197,172 @@ TEST(Fork, SealedBlocksStayClosedToOtherThreadsDuringFork) {
   });
   EXPECT_EQ(status, 0);
 }
+
+// Threads that allocate, write and free while the main thread forks: every
+// block free in a child is zero (a block that another thread took from its
+// cache while the child copied the secret pages used to be free in the child
+// but hold that thread's data: secmem_calloc returned non-zero bytes).
+TEST(Fork, ChildHeapStaysSelfConsistentWhileOtherThreadsWork) {
+  static constexpr size_t kSizes[] = {32, 64, 200, 1000, 3000};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 2; ++t)
+    workers.emplace_back([&, t] {
+      unsigned seed = 7u + static_cast<unsigned>(t);
+      void *held[8] = {};
+      while (!stop.load(std::memory_order_relaxed)) {
+        for (void *&slot : held) {
+          size_t size = kSizes[rand_r(&seed) % std::size(kSizes)];
+          secmem_free(slot);
+          slot = secmem_malloc(size);
+          if (slot != nullptr) memset(slot, 0xa5, size);
+        }
+      }
+      for (void *p : held) secmem_free(p);
+    });
+  int dirty_children = 0;
+  for (int round = 0; round < 40; ++round) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      // Take every free block of these classes there is (dead threads' caches included).
+      for (size_t size : kSizes)
+        for (int i = 0; i < 600; ++i) {
+          auto *p = static_cast<unsigned char *>(secmem_calloc(1, size));
+          if (p == nullptr) _exit(2);
+          for (size_t b = 0; b < size; ++b)
+            if (p[b] != 0) _exit(1);
+        }
+      _exit(0);
+    }
+    int status = wait_child(pid);
+    EXPECT_NE(status, 2) << "round " << round;
+    dirty_children += status == 1;
+  }
+  stop = true;
+  for (std::thread &worker : workers) worker.join();
+  EXPECT_EQ(dirty_children, 0) << "children whose secmem_calloc returned non-zero bytes, of 40";
+}
+
+namespace {
+// Resident KiB of this process's secretmem mappings (smaps Rss).
+size_t secret_rss_kib() {
+  std::ifstream smaps("/proc/self/smaps");
+  size_t total = 0;
+  bool in_secret = false;
+  for (std::string line; std::getline(smaps, line);) {
+    std::string first = line.substr(0, line.find(' '));
+    if (!first.empty() && first.back() != ':') // a mapping's header line
+      in_secret = line.find(" /secretmem") != std::string::npos;
+    else if (in_secret && first == "Rss:")
+      total += std::stoul(line.substr(4));
+  }
+  return total;
+}
+} // namespace
+
+// The child's copy covers the pages in use, not every page the heap ever
+// touched: a heap that held 1 MiB once and holds a few blocks now gives its
+// child a few pages (the old copy took the whole megabyte). The pages left
+// out are made when the child needs them, zero.
+TEST(Fork, TheChildCopiesThePagesInUseOnly) {
+  auto child_secret_rss = [] {
+    int fds[2];
+    if (pipe(fds) != 0) return size_t{0};
+    pid_t pid = fork();
+    if (pid == 0) {
+      size_t rss = secret_rss_kib();
+      _exit(write(fds[1], &rss, sizeof rss) == sizeof rss ? 0 : 1);
+    }
+    size_t rss = 0;
+    if (read(fds[0], &rss, sizeof rss) != sizeof rss) rss = 0;
+    wait_child(pid);
+    close(fds[0]);
+    close(fds[1]);
+    return rss;
+  };
+  auto *key = static_cast<char *>(secmem_malloc(32));
+  strcpy(key, "the key");
+  size_t before = child_secret_rss();
+  std::vector<void *> big;
+  for (int i = 0; i < 16; ++i) {
+    big.push_back(secmem_malloc(60000));
+    memset(big.back(), 0x11, 60000);
+  }
+  for (void *p : big) secmem_free(p);
+  size_t after = child_secret_rss();
+  if (!running_on_mlock_backend()) {
+    EXPECT_GT(before, 0u);
+    EXPECT_LT(after, before + 128) << "KiB resident in the child's secret mappings, before and after a 1 MiB peak";
+  }
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        // The pages left out serve new blocks, zero.
+        std::vector<unsigned char *> again;
+        bool zero = true;
+        for (int i = 0; i < 16; ++i) {
+          auto *p = static_cast<unsigned char *>(secmem_calloc(1, 60000));
+          if (p == nullptr) return false;
+          for (size_t b = 0; b < 60000; b += 512) zero = zero && p[b] == 0;
+          memset(p, 0x22, 60000);
+          again.push_back(p);
+        }
+        for (unsigned char *p : again) secmem_free(p);
+        return zero && strcmp(key, "the key") == 0;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  secmem_free(key);
+}
+
+namespace {
+// tests/fork_edges.c, in a fresh process under a time limit.
+Result fork_edges(const std::vector<std::string> &args) {
+  // ThreadSanitizer counts the threads a fork child does not have as leaked,
+  // and glibc's own allocation in a child forked from a signal handler as
+  // signal-unsafe: neither is secmem's.
+  std::vector<std::string> argv = {"env",
+                                   "TSAN_OPTIONS=report_thread_leaks=0:report_signal_unsafe=0",
+                                   "timeout",
+                                   "-s",
+                                   "KILL",
+                                   "120",
+                                   SECMEM_FORK_EDGES_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv);
+}
+} // namespace
+
+// fork while another thread starts the heap: the child's first allocation
+// used to wait forever for a start-up lock held by a thread it does not have.
+TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) {
+  Result result = fork_edges({"init-race", "150"});
+  EXPECT_EQ(result.status, 0) << result.out << result.err;
+}
+
+// fork from a signal handler that interrupted a heap operation (locked or
+// lock-free) used to deadlock in the prepare handler.
+TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) {
+  Result result = fork_edges({"signal-fork", "2"});
+  EXPECT_EQ(result.status, 0) << result.out << result.err;
+}
+
+// Fork handlers registered before the heap started run inside secmem's: a
+// prepare handler that frees made fork hang; a child handler that frees
+// wrote the parent's pages.
+TEST(ForkEdges, OtherForkHandlersMayUseTheHeap) {
+  Result result = fork_edges({"atfork-order"});
+  EXPECT_EQ(result.status, 0) << result.out << result.err;
+}
+
+// Two threads forking at once: glibc runs their handlers side by side; the
+// second fork used to pass as a nested one and get no copy (its child wrote
+// the parent's secret) or leave a child whose heap lock nobody held.
+TEST(ForkEdges, TwoThreadsForkingAtOnce) {
+  Result result = fork_edges({"two-forkers", "200"});
+  EXPECT_EQ(result.status, 0) << result.out << result.err;
+}
+
+// fork at vm.max_map_count (the child's mremap fails there; it used to
+// abort) runs as the fork-map-limit-* tests of the plain build (tests/meson.build).

@@ -275,6 +275,38 @@ TEST_F(Preload, TagCallersRoutesAllocationsMadeInsideAListedLibrary) {
   EXPECT_EQ(without.out, "from the library: ordinary, ordinary; from here: ordinary\n");
 }
 
+// As OpenSSH's pre-auth child: keys made, then a kill-by-default allow-list
+// (open and stat refused, no memfd_secret, no mlock), then signatures, ECDH,
+// X25519 and a new chunk of secure heap. The heap made no call the filter
+// kills on: the chunk made under the filter is unlocked anonymous memory,
+// said once (the mlock tier was never checked before the filter, and the
+// status file it would be checked with is refused).
+TEST_F(Preload, StrictSandboxAfterStartUpLikeOpenSshPreauth) {
+  Result r = run({SECMEM_PREAUTH_PATH}, {"LD_PRELOAD=" + kShim});
+  EXPECT_EQ(r.status, 0) << "128 + 31 is SIGSYS: " << r.out << r.err;
+  EXPECT_EQ(r.out, "ok\n");
+  EXPECT_NE(
+      r.err.find("secmem: memfd_secret unavailable (SIGSYS: a seccomp filter installed after start-up may kill on "
+                 "it, so it is not tried again)"),
+      std::string::npos)
+      << r.err;
+  // SECMEM_NODUMP=fallback wants prctl(PR_SET_DUMPABLE) when the chunk lands
+  // outside memfd_secret; the filter may kill on it: not made, said once.
+  Result nodump = run({SECMEM_PREAUTH_PATH}, {"LD_PRELOAD=" + kShim, "SECMEM_NODUMP=fallback"});
+  EXPECT_EQ(nodump.status, 0) << "128 + 31 is SIGSYS: " << nodump.out << nodump.err;
+  EXPECT_NE(nodump.err.find("secmem: SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) not made (SIGSYS: "), std::string::npos)
+      << nodump.err;
+}
+
+// SECMEM_REPORT=stderr in a program that closed stderr and opened a data
+// file, which took fd 2: the report line stays out of the data.
+TEST_F(Preload, TheReportStaysOutOfADataFileInFdTwosPlace) {
+  std::string data = dir_ + "/data.bin";
+  Result r = run({SECMEM_FORK_EDGES_PATH, "data-stderr", data}, {"LD_PRELOAD=" + kShim, "SECMEM_REPORT=stderr"});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(read_file(data), "DATA");
+}
+
 // The kernel cannot pin memfd_secret pages: an O_DIRECT read into a secret
 // buffer and a vmsplice of one fail with EFAULT. The shim leaves the result
 // alone and says why, once per call.

@@ -46,6 +46,10 @@ struct Chunk {
   void *fork_staging = nullptr; // private copy prepared for a fork child
   Tier fork_staging_tier = Tier::kSecret;
   uint64_t used[bitmap::words_for(kSlotPages)] = {}; // pages in a run
+  // In a fork child: pages below touched_pages that its copy left out (free
+  // in the parent; zero), not yet faulted in; cold_pages of them.
+  uint64_t cold[bitmap::words_for(kSlotPages)] = {};
+  uint32_t cold_pages = 0;
   // Pages whose protection is not read-write (guards, sealed blocks): the
   // PROT_* value of each plus one (0: read-write), for the fork copy and the
   // child; a huge chunk keeps one value for its whole block in prot[0].
@@ -57,6 +61,8 @@ struct Chunk {
   std::atomic<Span *> owner[kSlotPages] = {};
 
   size_t mapped_bytes() const { return size_t{mapped_pages} * os::kPageSize; }
+  // What a fork child copies: pages in a run, below touched_pages; a huge chunk whole.
+  bool copied_in_fork(uint32_t page) const { return huge || bitmap::test(used, page); }
   void *page_address(uint32_t page) const { return reinterpret_cast<void *>(base + size_t{page} * os::kPageSize); }
 };
 

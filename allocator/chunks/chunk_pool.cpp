@@ -88,6 +88,28 @@ bool ChunkPool::ensure_touched(Chunk *chunk, uint32_t end_page) {
   return true;
 }
 
+// Faults in the cold pages of [first, first+pages) (pages a fork child's
+// copy left out), in runs, through the kernel as for new pages.
+bool ChunkPool::warm(Chunk *chunk, uint32_t first, uint32_t pages) {
+  for (uint32_t page = first; page < first + pages;) {
+    if (!bitmap::test(chunk->cold, page)) {
+      ++page;
+      continue;
+    }
+    uint32_t end = page;
+    bool restricted = false;
+    for (; end < first + pages && bitmap::test(chunk->cold, end); ++end)
+      restricted = restricted || chunk->prot[end] != 0;
+    // A free page may keep a guard's protection; its new run sets its own.
+    if (restricted && protection::set(chunk, page, end - page, kReadWrite) != 0) return false;
+    if (tiers_.fault_in(chunk->tier, chunk->page_address(page), size_t{end - page} * os::kPageSize) != 0) return false;
+    bitmap::clear_range(chunk->cold, page, end - page);
+    chunk->cold_pages -= end - page;
+    page = end;
+  }
+  return true;
+}
+
 void ChunkPool::mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used) {
   if (used) {
     bitmap::set_range(chunk->used, first, pages);
@@ -106,6 +128,7 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
     if (chunk->huge || chunk->free_pages < pages) continue;
     if (!bitmap::find_clear_run(chunk->used, chunk->mapped_pages, pages, align_pages, &first)) continue;
     if (!ensure_touched(chunk, first + pages)) continue;
+    if (chunk->cold_pages != 0 && !warm(chunk, first, pages)) continue;
     mark_pages(chunk, first, pages, true);
     *out = chunk;
     *first_page = first;

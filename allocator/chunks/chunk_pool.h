@@ -45,6 +45,8 @@ class ChunkPool {
 public:
   // Reserves the address range. False (with one diagnostic) if none can be had.
   bool init(const Config &config);
+  // SECMEM_NODUMP=always at start-up (TierMapper::make_undumpable).
+  bool make_undumpable() { return tiers_.make_undumpable(); }
 
   bool in_range(const void *p) const { return reservation_.in_range(p); }
   Chunk *chunk_of(const void *p) const { return reservation_.chunk_of(p); }
@@ -79,6 +81,7 @@ private:
   Chunk *new_chunk(uint32_t min_pages, bool huge);
   bool find_run(uint32_t pages, uint32_t align_pages, Chunk **chunk, uint32_t *first);
   bool ensure_touched(Chunk *chunk, uint32_t end_page);
+  bool warm(Chunk *chunk, uint32_t first, uint32_t pages);
   void mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used);
   void release_chunk(Chunk *chunk);
   void move_tier(Chunk *chunk, Tier to);
@@ -95,6 +98,7 @@ private:
   size_t chunk_count_ = 0;
   uint64_t fork_privatisations_ = 0;
   int fork_pipe_[2] = {-1, -1};                          // the child writes a byte when its copies are in place
+  bool fork_may_map_secret_ = false;                     // the seccomp check, made before the fork for the child
   FallbackReason degraded_why_ = FallbackReason::kOther; // the child's copy of a chunk left memfd_secret
   int degraded_err_ = 0;
 };

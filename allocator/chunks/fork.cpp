@@ -21,6 +21,26 @@
 
 namespace secmem {
 
+namespace {
+
+// Calls fn(first_page, pages) for each run of pages a fork child copies; the
+// first non-zero result stops the walk and is returned.
+template <typename Fn> int for_each_copied_run(const Chunk *chunk, Fn fn) {
+  for (uint32_t page = 0; page < chunk->touched_pages;) {
+    if (!chunk->copied_in_fork(page)) {
+      ++page;
+      continue;
+    }
+    uint32_t end = page;
+    while (end < chunk->touched_pages && chunk->copied_in_fork(end)) ++end;
+    if (int err = fn(page, end - page); err != 0) return err;
+    page = end;
+  }
+  return 0;
+}
+
+} // namespace
+
 // The fallback when no pipe can be had: a copy staged by the parent before fork.
 void ChunkPool::stage_in_parent(Chunk *chunk) {
   size_t len = chunk->mapped_bytes();
@@ -51,6 +71,9 @@ void ChunkPool::prepare_fork() {
   bool any_secret = false;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
     any_secret = any_secret || chunk->tier == Tier::kSecret;
+  // Decided here, for the child: the forking thread's filters are the
+  // child's, and /proc is slower to read in a new process.
+  fork_may_map_secret_ = any_secret && tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
   if (!any_secret || os::make_pipe(fork_pipe_) == 0) return;
   fork_pipe_[0] = fork_pipe_[1] = -1;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
@@ -77,19 +100,31 @@ void ChunkPool::after_fork_parent() {
 
 // In the child: a private copy of a secret chunk, in memfd_secret when the
 // child's budget and sandbox allow, else as the policy says, with one message.
+// Only the pages in use are copied (and first touched): the rest of the new
+// file stays unmade, and those pages are faulted in when a run needs them
+// (Chunk::cold), so a heap that once grew forks like one that never did.
 void ChunkPool::privatise_in_child(Chunk *chunk) {
   size_t len = chunk->mapped_bytes();
-  size_t live = size_t{chunk->touched_pages} * os::kPageSize;
   void *copy = chunk->fork_staging; // staged by the parent (no pipe), or made here
   Tier tier = chunk->fork_staging_tier;
+  int copy_fd = -1;
+  bool made_here = false;
   if (copy == nullptr) {
+    // Read-write in the child's own mapping, first: the guards' mappings
+    // merge, which frees room under vm.max_map_count for the copy's.
+    protection::open_all_in_child(chunk);
     tier = Tier::kSecret;
-    bool allowed = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
-    int err = allowed ? os::map_secret_anywhere(len, &copy) : EPERM;
+    bool allowed = fork_may_map_secret_; // may_call, asked in prepare_fork
+    int err = allowed ? os::map_secret_anywhere_with_fd(len, &copy, &copy_fd) : EPERM;
     FallbackReason why = allowed ? TierMapper::secret_refusal(err) : FallbackReason::kSandbox;
-    if (err == 0 && (err = os::touch_through_kernel(copy, live)) != 0) {
+    if (err == 0 && (err = for_each_copied_run(chunk, [copy, chunk](uint32_t page, uint32_t pages) {
+                       return os::touch_through_kernel(static_cast<char *>(copy) + size_t{page} * os::kPageSize,
+                                                       size_t{pages} * os::kPageSize);
+                     })) != 0) {
       os::unmap(copy, len);
+      os::close_fd(copy_fd);
       copy = nullptr;
+      copy_fd = -1;
       why = FallbackReason::kMemlock;
     }
     if (err != 0) {
@@ -107,13 +142,35 @@ void ChunkPool::privatise_in_child(Chunk *chunk) {
       degraded_why_ = why;
       degraded_err_ = err;
     }
-    protection::open_restricted(chunk); // in the child's own mappings only
-    os::copy_unchecked(copy, reinterpret_cast<void *>(chunk->base), live);
+    for_each_copied_run(chunk, [copy, chunk](uint32_t page, uint32_t pages) {
+      size_t at = size_t{page} * os::kPageSize;
+      os::copy_unchecked(static_cast<char *>(copy) + at, reinterpret_cast<char *>(chunk->base) + at,
+                         size_t{pages} * os::kPageSize);
+      return 0;
+    });
+    made_here = true;
   }
   int err = os::move_mapping(copy, len, reinterpret_cast<void *>(chunk->base));
+  if (err == ENOMEM && copy_fd >= 0) {
+    // mremap wants headroom under vm.max_map_count; a second mapping of the
+    // file in place of the first does not (the copy is in the file).
+    os::unmap(copy, len);
+    err = os::map_fd_fixed(copy_fd, reinterpret_cast<void *>(chunk->base), len);
+  }
+  if (copy_fd >= 0) os::close_fd(copy_fd);
   if (err != 0) diag::fatal_errno("fork: cannot move the child's private copy of the secret heap", err);
   move_tier(chunk, tier);
   chunk->fork_staging = nullptr;
+  // The pages left out are free: zero in the new file, faulted in when used.
+  chunk->cold_pages = 0;
+  for (uint32_t page = 0; !chunk->huge && page < chunk->touched_pages; ++page) {
+    bool cold = made_here && tier == Tier::kSecret && !chunk->huge && !chunk->copied_in_fork(page);
+    if (cold)
+      bitmap::set(chunk->cold, page);
+    else
+      bitmap::clear(chunk->cold, page);
+    chunk->cold_pages += cold;
+  }
   fork_privatisations_++;
   // The copy was mapped read-write: guards and seals again.
   if (int prot_err = protection::restore_restricted(chunk); prot_err != 0)
@@ -129,7 +186,7 @@ void ChunkPool::after_fork_child() {
     if (chunk->tier == Tier::kSecret) privatise_in_child(chunk);
     // Locks are not inherited across fork: take them again.
     if (before == Tier::kLocked || (before == Tier::kSecret && chunk->tier != Tier::kSecret)) {
-      protection::open_restricted(chunk); // mlock cannot fault in PROT_NONE pages
+      protection::open_all_in_child(chunk); // mlock cannot fault in PROT_NONE pages
       bool locked = tiers_.fault_in(Tier::kLocked, reinterpret_cast<void *>(chunk->base),
                                     size_t{chunk->touched_pages} * os::kPageSize) == 0;
       if (int err = protection::restore_restricted(chunk); err != 0)

@@ -61,6 +61,10 @@ void open_restricted(Chunk *chunk) {
   for_each_restricted(chunk, [](void *addr, size_t len, int) { os::protect(addr, len, PROT_READ); });
 }
 
+void open_all_in_child(Chunk *chunk) {
+  os::protect(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes(), PROT_READ | PROT_WRITE);
+}
+
 int restore_restricted(Chunk *chunk) {
   int first_err = 0;
   for_each_restricted(chunk, [&first_err](void *addr, size_t len, int prot) {

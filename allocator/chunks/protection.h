@@ -20,6 +20,10 @@ int ensure(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
 // Makes the chunk's restricted pages readable (for the fork copy, and for
 // mlock, which cannot fault in PROT_NONE pages).
 void open_restricted(Chunk *chunk);
+// In a fork child, whose mappings no other thread shares: the whole chunk
+// read-write, whatever the record says (a fork from a signal handler may
+// interrupt an mprotect before it is recorded). Fewer mappings, too.
+void open_all_in_child(Chunk *chunk);
 // Puts their protection back; returns the first mprotect error, or 0.
 int restore_restricted(Chunk *chunk);
 

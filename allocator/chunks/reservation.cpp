@@ -19,6 +19,7 @@ size_t floor_power_of_two(size_t n) { return size_t{1} << (63 - __builtin_clzll(
 } // namespace
 
 bool Reservation::init() {
+  if (base_ != 0) return true; // a fork child finishing its parent's start-up
   void *raw = nullptr;
   size_t len = kLargestReservation;
   if (size_t left = os::address_space_left(); left != SIZE_MAX) {

@@ -5,13 +5,18 @@
 #include <cerrno>
 #include <cstring>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "config/environ.h"
 #include "config/policy.h"
 #include "heap/blocks.h"
 #include "heap/canary.h"
+#include "heap/fork_gate.h"
 #include "heap/pagemap.h"
 #include "platform/checkers.h"
+#include "platform/linux_facts.h"
 
 namespace secmem::heap {
 
@@ -21,30 +26,94 @@ std::atomic<State> g_state{State::kUninitialised};
 
 namespace {
 
-pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
+// The process whose thread is starting the heap, or 0. A fork child of a
+// process that was starting up finds its parent's pid here (the starting
+// thread is not in the child) and starts the heap itself, from the step its
+// parent had reached.
+std::atomic<pid_t> g_init_owner{0};
+enum InitStep : int { kNothing, kConfigured, kPoolReady, kHandlersRegistered };
+int g_init_step = kNothing;
 bool g_cache_key_created = false;
 
-// ---- fork: the lock and the caches (the chunk copies are the pool's, chunks/fork.cpp) ----
+// ---- fork: the lock, the gate and the caches (the chunk copies are the pool's, chunks/fork.cpp) ----
 
-void prepare_fork() ACQUIRE(g_heap.lock) {
-  g_heap.lock.lock();
+// Forks from several threads take turns: each forker holds the heap lock
+// from its prepare handler to its parent or child handler (glibc does not
+// keep them apart). Handlers registered twice (a fork child that finished its
+// parent's start-up) run once: g_fork_nest counts the forker's extra calls.
+unsigned g_fork_nest = 0;
+pid_t g_fork_parent = 0;
+// The fork came from a signal handler that interrupted this thread's own
+// locked heap operation: the lock stays as it is, and the interrupted
+// operation finishes (in parent and child) when the handler returns.
+bool g_lock_was_mine = false;
+bool g_child_done = false;
+
+bool forking_here() { return g_heap.forking.load(std::memory_order_relaxed) != 0 && g_heap.lock.held_by_me(); }
+
+void prepare_fork() NO_THREAD_SAFETY_ANALYSIS {
+  if (forking_here()) {
+    ++g_fork_nest;
+    return;
+  }
+  bool was_mine = g_heap.lock.held_by_me();
+  if (!was_mine) g_heap.lock.lock(); // another thread's fork finishes first
+  g_lock_was_mine = was_mine;
+  g_fork_nest = 0;
+  g_heap.lock.allow_reentry(true);
+  g_fork_parent = getpid();
+  g_child_done = false;
+  close_gate();
   g_heap.pool.prepare_fork();
 }
 
-void after_fork_parent() RELEASE(g_heap.lock) {
+void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
+  if (g_fork_nest != 0) {
+    --g_fork_nest;
+    return;
+  }
   g_heap.pool.after_fork_parent();
-  g_heap.lock.unlock();
+  g_heap.forking.store(0, kGateOrder);
+  g_heap.lock.allow_reentry(false);
+  if (!g_lock_was_mine) g_heap.lock.unlock();
 }
 
-void after_fork_child() RELEASE(g_heap.lock) {
+// The child's copies and its dead threads' caches, once.
+void finish_child() NO_THREAD_SAFETY_ANALYSIS {
+  if (g_child_done) return;
+  g_child_done = true;
   g_heap.pool.after_fork_child();
-  retire_other_caches();
-  g_heap.lock.reset_in_child();
+  // An interrupted operation may be halfway through the central lists: the
+  // other caches' blocks stay where they are (lost to this child only).
+  if (!g_lock_was_mine) retire_other_caches();
+}
+
+void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
+  if (g_fork_nest != 0) {
+    --g_fork_nest;
+    return;
+  }
+  finish_child();
+  g_heap.forking.store(0, kGateOrder);
+  g_heap.lock.allow_reentry(false);
+  if (!g_lock_was_mine) g_heap.lock.reset_in_child();
 }
 
 // ---- start-up ----
 
+// The fork gate's barrier (heap/fork_gate.h): membarrier, registered once,
+// unless a seccomp filter in force kills or refuses it (tried in a child).
+bool thread_barrier_available() {
+  linux_facts::SeccompState sandbox = linux_facts::seccomp_state();
+  if ((!sandbox.known || sandbox.filtered) &&
+      linux_facts::probe_in_child(linux_facts::ProbeCall::kMembarrier) != linux_facts::ProbeOutcome::kWorked)
+    return false;
+  return os::register_thread_barrier() == 0;
+}
+
 void read_configuration() {
+  // A parent that forked mid-start-up may have sealed the page already.
+  os::protect(&g_ro, sizeof g_ro, PROT_READ | PROT_WRITE);
   g_ro.config = parse_config(process_environment(), is_secure_exec());
   const Config &config = g_ro.config;
   if (config.verbose) print_config(config);
@@ -61,6 +130,7 @@ void read_configuration() {
         .emit();
   for (int cls = 0; cls < kNumClasses; ++cls)
     g_ro.cache_cap[cls] = g_cache_key_created ? policy::cache_capacity(config, kClassSizes[cls], kCacheSlots) : 0;
+  g_ro.fence_each_op = !thread_barrier_available();
   if (int seal_err = os::seal_readonly(&g_ro, sizeof g_ro); seal_err != 0)
     diag::Line().add("cannot make the configuration read-only (").err(seal_err).add(")").emit();
 }
@@ -74,6 +144,24 @@ bool register_fork_handlers() {
   return err == 0;
 }
 
+// Takes the start-up lock, or returns false when another thread of this
+// process has finished starting the heap meanwhile.
+bool take_init_lock() NO_THREAD_SAFETY_ANALYSIS {
+  pid_t me = getpid();
+  for (;;) {
+    pid_t owner = 0;
+    if (g_init_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) return true;
+    // A fork child whose parent was starting up: the starting thread is not
+    // here, nor is any other that could hold the heap lock yet.
+    if (owner != me && g_init_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) {
+      g_heap.lock.reset_in_child();
+      return true;
+    }
+    if (g_state.load(std::memory_order_acquire) != State::kUninitialised) return false;
+    sched_yield();
+  }
+}
+
 // dlclose of the last object that needs libsecmem (a plugin): no thread may
 // call into the unloaded code when it exits (glibc drops the fork handlers
 // itself).
@@ -83,23 +171,36 @@ __attribute__((destructor)) void unload() {
 
 } // namespace
 
+// The fork gate's waiters in a fork child, before secmem's child handler.
+void finish_fork_in_child_now() {
+  if (g_heap.forking.load(std::memory_order_relaxed) != 0 && getpid() != g_fork_parent) finish_child();
+}
+
+void on_fork_reentry() { finish_fork_in_child_now(); }
+
 bool init_slow() {
-  pthread_mutex_lock(&g_init_lock);
+  if (!take_init_lock()) return is_ready();
   if (g_state.load(std::memory_order_acquire) == State::kUninitialised) {
-    read_configuration();
-    const Config &config = g_ro.config;
-    checkers::detect();
-    if (policy::undumpable_from_start(config)) make_undumpable_or_say();
-    bool ok;
-    {
-      ScopedLock lock(g_heap.lock);
-      g_heap.central.init(policy::keeps_memory(config));
-      ok = g_heap.pool.init(config);
+    bool ok = true;
+    if (g_init_step < kConfigured) {
+      read_configuration();
+      checkers::detect();
+      g_init_step = kConfigured;
     }
-    ok = ok && register_fork_handlers();
+    if (g_init_step < kPoolReady) {
+      ScopedLock lock(g_heap.lock);
+      g_heap.central.init(policy::keeps_memory(g_ro.config));
+      ok = g_heap.pool.init(g_ro.config);
+      if (ok && policy::undumpable_from_start(g_ro.config)) g_heap.pool.make_undumpable();
+      if (ok) g_init_step = kPoolReady;
+    }
+    if (ok && g_init_step < kHandlersRegistered) {
+      ok = register_fork_handlers();
+      if (ok) g_init_step = kHandlersRegistered;
+    }
     g_state.store(ok ? State::kReady : State::kFailed, std::memory_order_release);
   }
-  pthread_mutex_unlock(&g_init_lock);
+  g_init_owner.store(0, std::memory_order_release);
   return g_state.load(std::memory_order_acquire) == State::kReady;
 }
 

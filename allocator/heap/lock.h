@@ -1,22 +1,80 @@
 // The heap lock, as a capability the compiler checks (-Wthread-safety in
 // clang builds): functions that need it say REQUIRES(g_heap.lock).
+//
+// It knows its owner, for fork (heap/fork_gate.h): the forking thread holds
+// it from the prepare handler to the parent and child handlers, and other
+// fork handlers that run in between (registered before secmem's) may use the
+// heap on that thread; while a fork is in progress the owner re-enters.
+// Outside fork a re-entry still deadlocks, as it always did: a signal
+// handler that interrupts a heap operation must not run another one.
 #pragma once
 
-#include <pthread.h>
+#include <atomic>
+#include <cstdint>
 
 #include "support/thread_annotations.h"
 
 namespace secmem::heap {
 
+// heap.cpp: a fork handler registered before secmem's re-enters the heap on
+// the forking thread; in a fork child that is where the child gets its copy,
+// if secmem's own child handler has not run yet.
+void on_fork_reentry();
+
+// This thread's identity for the lock: a number taken once per thread from a
+// counter, no system call (a strict seccomp filter may not allow gettid). It
+// wraps at 2^31, skipping 0: two live threads share a number only if 2^31
+// threads were started while one of them lived. The forking thread keeps
+// its number in a child; threads started there take new ones.
+extern __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_thread_number;
+uint32_t take_thread_number();
+inline uint32_t this_thread() {
+  uint32_t number = t_thread_number;
+  if (__builtin_expect(number == 0, 0)) number = t_thread_number = take_thread_number();
+  return number;
+}
+
+// A futex lock whose word is its owner's number: taking it and letting it
+// go are single atomic operations, so a signal handler on the owning thread
+// (one that forks) always knows whether its thread holds it.
 class CAPABILITY("mutex") HeapLock {
 public:
-  void lock() ACQUIRE() { pthread_mutex_lock(&mutex_); }
-  void unlock() RELEASE() { pthread_mutex_unlock(&mutex_); }
+  void lock() ACQUIRE() {
+    uint32_t me = this_thread();
+    if (reentry_allowed_.load(std::memory_order_relaxed) && owner() == me) {
+      ++depth_;
+      on_fork_reentry();
+      return;
+    }
+    uint32_t expected = 0;
+    if (!word_.compare_exchange_strong(expected, me, std::memory_order_acquire, std::memory_order_relaxed))
+      lock_contended(me);
+  }
+  void unlock() RELEASE() {
+    if (depth_ != 0) {
+      --depth_;
+      return;
+    }
+    if (word_.exchange(0, std::memory_order_release) & kWaiters) wake_one();
+  }
+  bool held_by_me() const { return owner() == this_thread(); }
+  // Only the owner calls these (fork handlers).
+  void allow_reentry(bool allow) { reentry_allowed_.store(allow, std::memory_order_relaxed); }
   // In a fork child, where only the forking thread (which holds it) exists.
-  void reset_in_child() RELEASE() { pthread_mutex_init(&mutex_, nullptr); }
+  void reset_in_child() RELEASE() {
+    depth_ = 0;
+    word_.store(0, std::memory_order_relaxed);
+  }
 
 private:
-  pthread_mutex_t mutex_ = PTHREAD_MUTEX_INITIALIZER;
+  static constexpr uint32_t kWaiters = 1u << 31;
+  uint32_t owner() const { return word_.load(std::memory_order_relaxed) & ~kWaiters; }
+  void lock_contended(uint32_t me);
+  void wake_one();
+
+  std::atomic<uint32_t> word_{0}; // 0, or the owner's number | kWaiters
+  std::atomic<bool> reentry_allowed_{false};
+  unsigned depth_ = 0; // re-entries by the owner (fork handlers only)
 };
 
 class SCOPED_CAPABILITY ScopedLock {

@@ -19,6 +19,9 @@ namespace secmem::heap {
 
 struct Heap {
   HeapLock lock;
+  // Set by the forking thread, holding the lock, from its prepare handler to
+  // its parent or child handler (heap/fork_gate.h).
+  std::atomic<uint32_t> forking{0};
   ChunkPool pool GUARDED_BY(lock);
   Central central GUARDED_BY(lock);
   CacheList caches GUARDED_BY(lock);
@@ -35,6 +38,8 @@ struct alignas(os::kPageSize) ReadOnly {
   Config config;
   uint64_t canary_key = 0;
   uint32_t cache_cap[kNumClasses] = {}; // per-thread cache slots per class (0: none)
+  // membarrier(2) could not be registered: the fork gate's fast side fences.
+  bool fence_each_op = false;
 };
 
 enum class State : int { kUninitialised, kReady, kFailed };

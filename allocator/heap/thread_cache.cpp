@@ -1,8 +1,10 @@
 #include <cerrno>
 #include <cstring>
+#include <sched.h>
 
 #include "heap/blocks.h"
 #include "heap/canary.h"
+#include "heap/fork_gate.h"
 #include "platform/checkers.h"
 
 namespace secmem::heap {
@@ -76,57 +78,121 @@ namespace {
 
 } // namespace
 
-void *allocate_small(int cls, size_t size) {
-  ThreadCache *cache = t_cache;
-  BlockRef ref;
-  if (__builtin_expect(cache != nullptr && cache->count[cls] != 0, 1)) {
-    ref = cache->blocks[cls][--cache->count[cls]].ref();
-  } else {
-    uint32_t cap = g_ro.cache_cap[cls];
-    if (cache == nullptr && cap != 0) cache = make_cache();
-    ref = take_central(cls, cache, cap);
-    if (ref.span == nullptr) {
-      errno = ENOMEM;
-      return nullptr;
-    }
-  }
+namespace {
+
+void *finish_allocation(const BlockRef &ref, int cls, size_t size) {
   void *p = ref.address();
   ref.set_live();
   ref.span->requested[ref.index] = static_cast<uint16_t>(size);
   checkers::expose(p, kClassSizes[cls]);
   canary::write(g_ro.canary_key, p, size, kClassSizes[cls]);
   checkers::allocated(p, size, kClassSizes[cls]);
-  if (cache != nullptr) bump(cache->allocations);
   return p;
 }
 
-void release_small(void *p, const BlockRef &ref) {
+// Checks the canary and zeroes a block being freed.
+void scrub(void *p, const BlockRef &ref) {
   ref.clear_live();
-  int cls = ref.span->cls;
   uint32_t block = ref.span->block_size;
   checkers::freeing(p);
   checkers::expose(p, block);
   canary::check(g_ro.canary_key, p, ref.span->requested[ref.index], block);
   zero(p, block);
   checkers::freed(p, block);
+}
+
+} // namespace
+
+void *allocate_small(int cls, size_t size) {
+  ThreadCache *cache = t_cache;
+  if (__builtin_expect(cache != nullptr, 1)) {
+    enter_gate(cache);
+    if (__builtin_expect(cache->count[cls] != 0, 1)) {
+      void *p = finish_allocation(cache->blocks[cls][--cache->count[cls]].ref(), cls, size);
+      bump(cache->allocations);
+      leave_gate(cache);
+      return p;
+    }
+    leave_gate(cache);
+  }
+  uint32_t cap = g_ro.cache_cap[cls];
+  if (cache == nullptr && cap != 0) cache = make_cache();
+  BlockRef ref = take_central(cls, cache, cap);
+  if (ref.span == nullptr) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  // Taken under the lock: a fork from here on finds it neither free nor live.
+  void *p = finish_allocation(ref, cls, size);
+  if (cache != nullptr) bump(cache->allocations);
+  return p;
+}
+
+void release_small(void *p, const BlockRef &ref) {
+  int cls = ref.span->cls;
   ThreadCache *cache = t_cache;
   uint32_t cap = g_ro.cache_cap[cls];
   if (cache == nullptr && cap != 0) cache = make_cache();
   if (cache == nullptr || cap == 0) {
     ScopedLock lock(g_heap.lock);
+    scrub(p, ref);
     g_heap.central.put(g_heap.pool, cls, &ref, 1);
     g_heap.uncached_frees++;
     return;
   }
-  if (cache->count[cls] == cap) {
-    uint32_t half = cap / 2;
-    ScopedLock lock(g_heap.lock);
-    g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], half);
-    memmove(cache->blocks[cls], cache->blocks[cls] + half, (cap - half) * sizeof(CachedBlock));
-    cache->count[cls] = cap - half;
+  enter_gate(cache);
+  if (cache->count[cls] == cap) { // full: half goes back, under the lock (never inside the gate)
+    leave_gate(cache);
+    {
+      uint32_t half = cap / 2;
+      ScopedLock lock(g_heap.lock);
+      g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], half);
+      memmove(cache->blocks[cls], cache->blocks[cls] + half, (cap - half) * sizeof(CachedBlock));
+      cache->count[cls] = cap - half;
+    }
+    enter_gate(cache);
   }
+  scrub(p, ref);
   cache->blocks[cls][cache->count[cls]++] = ref;
   bump(cache->frees);
+  leave_gate(cache);
+}
+
+void wait_out_fork(ThreadCache *cache) {
+  for (;;) {
+    if (g_heap.lock.held_by_me()) { // the forking thread, in another fork handler: it goes on
+      finish_fork_in_child_now();
+      return;
+    }
+    leave_gate(cache);
+    { ScopedLock lock(g_heap.lock); } // held by the forker until the child has its copy
+    cache->in_op.store(1, kGateOrder);
+    light_barrier();
+    if (g_heap.forking.load(kGateOrder) == 0) return;
+  }
+}
+
+void close_gate() {
+  g_heap.forking.store(1, kGateOrder);
+#if !defined(SECMEM_TSAN)
+  if (g_ro.fence_each_op)
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  else
+    os::barrier_all_threads();
+  constexpr std::memory_order kSeeLeave = std::memory_order_acquire;
+#else
+  constexpr std::memory_order kSeeLeave = std::memory_order_seq_cst;
+#endif
+  for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
+    if (cache == t_cache) continue;
+    // Yield, then sleep: a real-time forker must let a lower-priority
+    // thread on its CPU finish its operation.
+    for (unsigned round = 0; cache->in_op.load(kSeeLeave) != 0; ++round)
+      if (round < 16)
+        sched_yield();
+      else
+        os::sleep_us(50);
+  }
 }
 
 } // namespace secmem::heap

@@ -16,6 +16,9 @@ namespace secmem::heap {
 inline constexpr uint32_t kCacheSlots = 128;
 
 struct alignas(128) ThreadCache { // aligned: no false sharing between threads
+  // 1 while the owning thread is inside a lock-free operation on this cache
+  // (the fork gate, heap/fork_gate.h).
+  std::atomic<uint32_t> in_op{0};
   uint32_t count[kNumClasses] = {};
   CachedBlock blocks[kNumClasses][kCacheSlots] = {};
   // Written by the owning thread only; read by secmem_get_stats.

@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -62,12 +63,16 @@ static int secret_fd(size_t len, int *out_fd) {
   return 0;
 }
 
-static int map_secret(void *hint, size_t len, int flags, void **out) {
+static int map_secret(void *hint, size_t len, int flags, void **out, int *keep_fd = nullptr) {
   int fd = -1;
   if (int err = secret_fd(len, &fd)) return err;
   void *p = mmap(hint, len, PROT_READ | PROT_WRITE, MAP_SHARED | flags, fd, 0);
   int err = p == MAP_FAILED ? errno : 0;
-  close(fd);
+  if (err == 0 && keep_fd != nullptr) {
+    *keep_fd = fd;
+  } else {
+    close(fd);
+  }
   if (err == 0) *out = p;
   return err;
 }
@@ -78,6 +83,13 @@ int map_secret_fixed(void *addr, size_t len) {
 }
 
 int map_secret_anywhere(size_t len, void **out) { return map_secret(nullptr, len, 0, out); }
+
+int map_secret_anywhere_with_fd(size_t len, void **out, int *fd) { return map_secret(nullptr, len, 0, out, fd); }
+
+int map_fd_fixed(int fd, void *addr, size_t len) {
+  void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+  return p == MAP_FAILED ? errno : 0;
+}
 
 int map_anon_fixed(void *addr, size_t len) {
   void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
@@ -119,6 +131,25 @@ int move_mapping(void *from, size_t len, void *to) {
 }
 
 void unmap(void *addr, size_t len) { munmap(addr, len); }
+
+void sleep_us(long us) {
+  timespec ts{0, us * 1000};
+  syscall(SYS_nanosleep, &ts, nullptr);
+}
+
+int register_thread_barrier() {
+  return syscall(SYS_membarrier, linux_facts::kMembarrierRegisterPrivateExpedited, 0, 0) == 0 ? 0 : errno;
+}
+
+void barrier_all_threads() {
+  if (syscall(SYS_membarrier, linux_facts::kMembarrierPrivateExpedited, 0, 0) == 0) return;
+  // Lowering the protection of a present page flushes it from every CPU that
+  // runs this process, by interrupt on x86: each such CPU is serialised.
+  alignas(kPageSize) static char page[kPageSize];
+  mprotect(page, kPageSize, PROT_READ | PROT_WRITE);
+  *static_cast<volatile char *>(page) = 1;
+  mprotect(page, kPageSize, PROT_READ);
+}
 
 int make_pipe(int fds[2]) { return syscall(SYS_pipe2, fds, O_CLOEXEC) == 0 ? 0 : errno; }
 

@@ -39,8 +39,15 @@ int lock_range(void *addr, size_t len);
 // refusal to charge them comes back as an errno (EFAULT) instead of SIGBUS.
 int touch_through_kernel(void *addr, size_t len);
 
-// mremap(from -> to), replacing whatever is mapped at to. Returns 0 or errno.
+// mremap(from -> to), replacing whatever is mapped at to. Returns 0 or errno
+// (ENOMEM also when the mapping count is within 3 of vm.max_map_count).
 int move_mapping(void *from, size_t len, void *to);
+
+// map_secret_anywhere that also hands back the file (the caller closes it),
+// and a second mapping of that file at addr, replacing what is there: how a
+// copy reaches its place when mremap has no mapping-count headroom.
+int map_secret_anywhere_with_fd(size_t len, void **out, int *fd);
+int map_fd_fixed(int fd, void *addr, size_t len);
 
 // mprotect: 0 or errno (ENOMEM: the process's mapping count limit).
 int protect(void *addr, size_t len, int prot);
@@ -79,6 +86,15 @@ size_t address_space_left();
 // Locked-memory budget left to this process: RLIMIT_MEMLOCK minus VmLck,
 // or SIZE_MAX when the process has CAP_IPC_LOCK or no limit.
 size_t memlock_budget();
+
+// The asymmetric barrier of the fork gate (heap/fork_gate.h):
+// membarrier(PRIVATE_EXPEDITED), registered once. register returns 0 or
+// errno; the barrier falls back to an mprotect that makes the kernel
+// interrupt every CPU running a thread of this process (x86) when membarrier
+// fails (a seccomp filter added later that refuses it).
+int register_thread_barrier();
+void sleep_us(long us);
+void barrier_all_threads();
 
 // mprotect of metadata the heap seals after start-up (its configuration page). 0 or errno.
 int seal_readonly(void *addr, size_t len);

@@ -1,0 +1,80 @@
+// The fork gate: no lock-free heap operation is in flight when the kernel
+// copies the process, and none starts until the child has its copy.
+//
+// Thread caches pop and push without the heap lock. A fork that catches a
+// thread halfway (a block taken from its cache but not yet marked live, or a
+// cache the child sees from one moment and the span from another) would
+// leave the child a heap that is not self-consistent, and a block that
+// another thread takes from its cache while the child copies the secret
+// pages would be free in the child but hold that thread's data. So:
+//
+//   thread, per operation:          forking thread, in the prepare handler:
+//     in_op = 1                       (holds the heap lock)
+//     compiler barrier                forking = 1
+//     if forking: in_op = 0, wait     membarrier(PRIVATE_EXPEDITED)
+//     ... pop or push ...             wait until every other in_op == 0
+//     in_op = 0 (release)             ... fork, the child copies ...
+//
+// membarrier runs a full barrier on every running thread of the process, so
+// either the forker sees a thread's in_op == 1 or that thread sees forking ==
+// 1 (an asymmetric Dekker: the fast side pays a compiler barrier only). A
+// thread that waits takes the heap lock, which the forker holds until the
+// child has made its copy. Where membarrier cannot be registered, each
+// operation fences instead (ReadOnly::fence_each_op); under ThreadSanitizer
+// the gate uses sequentially consistent atomics, which it can check.
+//
+// The forking thread itself never waits: its own operation may be the one a
+// signal handler interrupted to fork, and other fork handlers (registered
+// before secmem's, so run after its prepare handler) may use the heap.
+#pragma once
+
+#include <atomic>
+
+#include "heap/state.h"
+#include "heap/thread_cache.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define SECMEM_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SECMEM_TSAN 1
+#endif
+#endif
+
+namespace secmem::heap {
+
+#if defined(SECMEM_TSAN)
+inline constexpr std::memory_order kGateOrder = std::memory_order_seq_cst;
+#else
+inline constexpr std::memory_order kGateOrder = std::memory_order_relaxed;
+#endif
+
+// Out of line: a fork is in progress.
+void wait_out_fork(ThreadCache *cache);
+
+inline void light_barrier() {
+#if !defined(SECMEM_TSAN)
+  if (__builtin_expect(g_ro.fence_each_op, 0)) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return;
+  }
+#endif
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+
+inline void enter_gate(ThreadCache *cache) {
+  cache->in_op.store(1, kGateOrder);
+  light_barrier();
+  if (__builtin_expect(g_heap.forking.load(kGateOrder) != 0, 0)) wait_out_fork(cache);
+}
+
+inline void leave_gate(ThreadCache *cache) { cache->in_op.store(0, std::memory_order_release); }
+
+// The forking thread's side, holding the heap lock: close the gate and wait
+// for every other thread's operation in flight.
+void close_gate() REQUIRES(g_heap.lock);
+// In a fork child before secmem's own child handler has run (a handler
+// registered earlier uses the heap): give the child its copy now.
+void finish_fork_in_child_now();
+
+} // namespace secmem::heap

@@ -1,0 +1,313 @@
+// fork at the edges of a process's life, each in a fresh process (the heap
+// must not have started before some of them): fork_test.cpp runs each mode
+// under a time limit and reads the exit status and the last line.
+//
+//   init-race N     fork while another thread starts the heap, N rounds: the
+//                   child's first allocation must not hang
+//   signal-fork S   fork from a SIGALRM handler that interrupts heap
+//                   operations, for S seconds: no deadlock, child writes stay
+//                   in the child
+//   atfork-order    fork handlers registered before the heap started use it:
+//                   a prepare handler that frees and allocates, a child
+//                   handler that frees the parent's block and writes a new one
+//   map-limit H     fork with the mapping count H below vm.max_map_count: the
+//                   child gets its copy, the parent's secret is untouched
+//   two-forkers N   two threads fork N times each, at once (glibc runs their
+//                   fork handlers side by side): every child has its own copy
+//                   and a working heap
+//   data-stderr P   closes stderr, opens the file P (it takes fd 2), writes
+//                   "DATA", allocates, exits (the shim's report must not land in P)
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "secmem/secmem.h"
+
+static int fail(const char *what) {
+  printf("FAIL %s\n", what);
+  return 1;
+}
+
+static int wait_status(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int all_bytes(const void *p, int byte, size_t n) {
+  const unsigned char *c = p;
+  for (size_t i = 0; i < n; ++i)
+    if (c[i] != byte) return 0;
+  return 1;
+}
+
+// ---- init-race ----
+
+static atomic_int g_starting;
+
+static void *first_use(void *arg) {
+  (void)arg;
+  atomic_store(&g_starting, 1);
+  void *p = secmem_malloc(32);
+  secmem_free(p);
+  return NULL;
+}
+
+// One round in a fresh process: returns the grandchild's status.
+static int init_race_round(uint64_t delay_ns) {
+  pthread_t thread;
+  pthread_create(&thread, NULL, first_use, NULL);
+  while (!atomic_load(&g_starting)) {}
+  uint64_t until = now_ns() + delay_ns;
+  while (now_ns() < until) {}
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(10);
+    char *p = secmem_malloc(64);
+    if (p == NULL) _exit(2);
+    memset(p, 0x5a, 64);
+    secmem_free(p);
+    _exit(0);
+  }
+  int status = wait_status(pid);
+  pthread_join(thread, NULL);
+  return status;
+}
+
+static int init_race(int rounds) {
+  // How long a start-up takes here, measured in a throwaway process.
+  int pipefd[2];
+  if (pipe(pipefd) != 0) return fail("pipe");
+  pid_t probe = fork();
+  if (probe == 0) {
+    uint64_t start = now_ns();
+    secmem_free(secmem_malloc(32));
+    uint64_t took = now_ns() - start;
+    if (write(pipefd[1], &took, sizeof took) != sizeof took) _exit(1);
+    _exit(0);
+  }
+  uint64_t init_ns = 0;
+  if (read(pipefd[0], &init_ns, sizeof init_ns) != sizeof init_ns) return fail("no start-up time");
+  wait_status(probe);
+  int failed = 0;
+  for (int i = 0; i < rounds; ++i) {
+    uint64_t delay = (uint64_t)i * (init_ns + init_ns / 2) / (uint64_t)rounds;
+    pid_t pid = fork();
+    if (pid == 0) _exit(init_race_round(delay));
+    int status = wait_status(pid);
+    if (status != 0) {
+      printf("round %d (fork %llu ns into a %llu ns start-up): child status %d\n", i, (unsigned long long)delay,
+             (unsigned long long)init_ns, status);
+      failed++;
+    }
+  }
+  printf("init-race: %d rounds, %d failed, start-up %llu ns\n", rounds, failed, (unsigned long long)init_ns);
+  return failed == 0 ? 0 : 1;
+}
+
+// ---- signal-fork ----
+
+static char *g_keep;
+static volatile sig_atomic_t g_forks, g_bad, g_last_status, g_last_keep;
+static volatile unsigned long g_ops, g_ops_at_fork;
+
+static void fork_from_handler(int sig) {
+  (void)sig;
+  if (g_ops == g_ops_at_fork) return; // forks that take longer than the timer must not starve the loop
+  g_ops_at_fork = g_ops;
+  int saved = errno;
+  pid_t pid = fork();
+  if (pid == 0) {
+    memset(g_keep, 'c', 64); // the child's own copy
+    _exit(0);
+  }
+  if (pid > 0) {
+    int status = wait_status(pid);
+    if (status != 0 || !all_bytes(g_keep, 'K', 64)) {
+      g_bad++;
+      g_last_status = status;
+      g_last_keep = g_keep[0];
+    }
+    g_forks++;
+  }
+  errno = saved;
+}
+
+static int signal_fork(int seconds) {
+  g_keep = secmem_malloc(64);
+  memset(g_keep, 'K', 64);
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = fork_from_handler;
+  sigaction(SIGALRM, &action, NULL);
+  struct itimerval timer = {{0, 700}, {0, 700}};
+  setitimer(ITIMER_REAL, &timer, NULL);
+  uint64_t until = now_ns() + (uint64_t)seconds * 1000000000u;
+  unsigned long dirty = 0;
+  unsigned seed = 1;
+  while (now_ns() < until) {
+    size_t size = (rand_r(&seed) % 8 == 0) ? 20000 + rand_r(&seed) % 100000 : 16 + rand_r(&seed) % 3000;
+    unsigned char *p = secmem_calloc(1, size);
+    if (p == NULL) return fail("calloc");
+    if (!all_bytes(p, 0, size)) dirty++;
+    memset(p, 0x33, size);
+    secmem_free(p);
+    g_ops++;
+  }
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+  printf("signal-fork: %lu operations, %d forks, %d bad children or copies (last: status %d, parent's block '%c'), "
+         "%lu dirty blocks\n",
+         g_ops, (int)g_forks, (int)g_bad, (int)g_last_status, (char)g_last_keep, dirty);
+  return g_bad == 0 && dirty == 0 && g_forks >= 20 ? 0 : 1;
+}
+
+// ---- atfork-order ----
+
+static char *g_parent_block, *g_prepare_block;
+
+static void early_prepare(void) { // runs after secmem's prepare handler (registered before it)
+  secmem_free(g_prepare_block);
+  g_prepare_block = secmem_malloc(48);
+  if (g_prepare_block != NULL) memset(g_prepare_block, 'Q', 48);
+}
+
+static void early_child(void) { // runs before secmem's child handler
+  secmem_free(g_parent_block);  // the child's copy: the parent's block stays
+  char *mine = secmem_malloc(64);
+  if (mine != NULL) memset(mine, 'C', 64);
+}
+
+static int atfork_order(void) {
+  if (pthread_atfork(early_prepare, NULL, early_child) != 0) return fail("pthread_atfork");
+  g_parent_block = secmem_malloc(64);
+  g_prepare_block = secmem_malloc(48);
+  if (g_parent_block == NULL || g_prepare_block == NULL) return fail("malloc");
+  memset(g_parent_block, 'P', 64);
+  for (int i = 0; i < 20; ++i) {
+    alarm(20);
+    pid_t pid = fork();
+    if (pid == 0) _exit(g_prepare_block != NULL && all_bytes(g_prepare_block, 'Q', 48) ? 0 : 1);
+    if (pid < 0) return fail("fork");
+    if (wait_status(pid) != 0) return fail("child");
+    if (!all_bytes(g_parent_block, 'P', 64)) return fail("the child's handler changed the parent's block");
+    if (g_prepare_block == NULL || !all_bytes(g_prepare_block, 'Q', 48)) return fail("prepare block");
+  }
+  printf("atfork-order: 20 forks\n");
+  return 0;
+}
+
+// ---- map-limit ----
+
+static int map_limit(long headroom) {
+  char *secret = secmem_malloc(64);
+  unsigned char *sealed = secmem_sealed_alloc(64);
+  if (secret == NULL || sealed == NULL) return fail("malloc");
+  memset(secret, 'S', 64);
+  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+  long max = 0;
+  if (f == NULL || fscanf(f, "%ld", &max) != 1) return fail("vm.max_map_count");
+  fclose(f);
+  size_t slots = (size_t)max + 16;
+  void **pages = mmap(NULL, slots * sizeof(void *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (pages == MAP_FAILED) return fail("mmap");
+  size_t n = 0;
+  // Single pages of alternating protection never merge: one mapping each.
+  for (; n < slots; ++n) {
+    void *p = mmap(NULL, 4096, n % 2 ? PROT_READ : PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) break;
+    pages[n] = p;
+  }
+  if (n == slots) return fail("the mapping count never reached its limit");
+  // mmap may take the count one past the limit: headroom counts from the limit.
+  for (long i = 0; i < headroom + 1 && n > 0; ++i) munmap(pages[--n], 4096);
+  alarm(30);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int ok = all_bytes(secret, 'S', 64);
+    memset(secret, 'c', 64);
+    char *more = secmem_malloc(64);
+    ok = ok && more != NULL;
+    _exit(ok ? 0 : 1);
+  }
+  if (pid < 0) return fail("fork");
+  int status = wait_status(pid);
+  printf("map-limit: %zu mappings added, headroom %ld, child status %d\n", n, headroom, status);
+  if (!all_bytes(secret, 'S', 64)) return fail("the child wrote the parent's secret");
+  return status == 0 ? 0 : 1;
+}
+
+// ---- two-forkers ----
+
+static char *g_shared_secret;
+static atomic_int g_crossed, g_hung;
+
+static void *forker(void *arg) {
+  int rounds = *(int *)arg;
+  for (int i = 0; i < rounds; ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      alarm(10);
+      memset(g_shared_secret, 0xcc, 64); // the child's own copy
+      char *mine = secmem_malloc(100);
+      _exit(mine != NULL ? 0 : 2);
+    }
+    int status = wait_status(pid);
+    if (status == 128 + SIGALRM) atomic_fetch_add(&g_hung, 1);
+    if (!all_bytes(g_shared_secret, 0xaa, 64)) atomic_fetch_add(&g_crossed, 1);
+  }
+  return NULL;
+}
+
+static int two_forkers(int rounds) {
+  g_shared_secret = secmem_malloc(64);
+  memset(g_shared_secret, 0xaa, 64);
+  pthread_t threads[2];
+  for (int t = 0; t < 2; ++t) pthread_create(&threads[t], NULL, forker, &rounds);
+  for (int t = 0; t < 2; ++t) pthread_join(threads[t], NULL);
+  printf("two-forkers: %d forks, %d children wrote the parent's secret, %d hung\n", 2 * rounds, atomic_load(&g_crossed),
+         atomic_load(&g_hung));
+  return atomic_load(&g_crossed) == 0 && atomic_load(&g_hung) == 0 ? 0 : 1;
+}
+
+// ---- data-stderr ----
+
+static int data_stderr(const char *path) {
+  close(STDERR_FILENO);
+  int data = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (data != STDERR_FILENO) return fail("the data file did not take fd 2");
+  if (write(data, "DATA", 4) != 4) return fail("write");
+  secmem_free(secmem_malloc(32));
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) return fail("usage: fork_edges MODE [ARG]");
+  long arg = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  if (strcmp(argv[1], "init-race") == 0) return init_race((int)arg);
+  if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
+  if (strcmp(argv[1], "atfork-order") == 0) return atfork_order();
+  if (strcmp(argv[1], "map-limit") == 0) return map_limit(arg);
+  if (strcmp(argv[1], "two-forkers") == 0) return two_forkers((int)arg);
+  if (strcmp(argv[1], "data-stderr") == 0 && argc > 2) return data_stderr(argv[2]);
+  return fail("unknown mode");
+}
