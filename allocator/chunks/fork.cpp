@@ -117,7 +117,7 @@ void ChunkPool::privatise_in_child(Chunk *chunk) {
     bool allowed = fork_may_map_secret_; // may_call, asked in prepare_fork
     int err = allowed ? os::map_secret_anywhere_with_fd(len, &copy, &copy_fd) : EPERM;
     FallbackReason why = allowed ? TierMapper::secret_refusal(err) : FallbackReason::kSandbox;
-    if (err == 0 && (err = for_each_copied_run(chunk, [copy, chunk](uint32_t page, uint32_t pages) {
+    if (err == 0 && (err = for_each_copied_run(chunk, [copy](uint32_t page, uint32_t pages) {
                        return os::touch_through_kernel(static_cast<char *>(copy) + size_t{page} * os::kPageSize,
                                                        size_t{pages} * os::kPageSize);
                      })) != 0) {
