@@ -3,6 +3,9 @@
 //  - MallocFree: untagged malloc/free of mixed sizes (must not slow down)
 //  - RsaSign, EcdsaSign: RSA-2048 and ECDSA P-256 / SHA-256 signatures
 //    (private keys in secure memory where there is one)
+//  - ForkWithKey/KiB: fork + child _exit + waitpid of a process holding an
+//    ECDSA key and KiB more of secure-heap memory (0, 1024), and after a peak
+//    of 512 KiB given back (Shrunk)
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -11,6 +14,8 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace {
 
@@ -63,7 +68,51 @@ void Sign(benchmark::State &state, EVP_PKEY *key) {
   }
 }
 
+void fork_exit_wait(benchmark::State &state) {
+  for (auto _ : state) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    if (pid < 0 || waitpid(pid, nullptr, 0) != pid) state.SkipWithError("fork failed");
+  }
+}
+
+// Live secure-heap memory in 64 KiB blocks, written once (as much as
+// OpenSSL's own 1 MiB secure heap holds, in that run).
+void hold_secure(size_t kib) {
+  for (size_t i = 0; i < kib / 64; ++i) {
+    void *p = OPENSSL_secure_malloc(64 << 10);
+    if (p == nullptr) return;
+    memset(p, 1, 64 << 10);
+  }
+}
+
 } // namespace
+
+void ForkWithKey(benchmark::State &state) {
+  static size_t held_kib = 0;
+  ec_key();
+  if (auto kib = static_cast<size_t>(state.range(0)); kib > held_kib) {
+    hold_secure(kib - held_kib);
+    held_kib = kib;
+  }
+  fork_exit_wait(state);
+}
+
+// A heap that once held 512 KiB and now holds the key only.
+void ForkWithKeyShrunk(benchmark::State &state) {
+  static const bool shrunk = [] {
+    ec_key();
+    void *blocks[8];
+    for (void *&p : blocks) {
+      p = OPENSSL_secure_malloc(64 << 10);
+      if (p != nullptr) memset(p, 1, 64 << 10);
+    }
+    for (void *p : blocks) OPENSSL_secure_free(p);
+    return true;
+  }();
+  (void)shrunk;
+  fork_exit_wait(state);
+}
 
 BENCHMARK(MallocFree)->UseRealTime();
 void RsaSign(benchmark::State &state) { Sign(state, rsa_key()); }
@@ -71,5 +120,9 @@ void EcdsaSign(benchmark::State &state) { Sign(state, ec_key()); }
 
 BENCHMARK(RsaSign)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(EcdsaSign)->UseRealTime()->Unit(benchmark::kMicrosecond);
+// Shrunk first: the others grow the heap for good.
+BENCHMARK(ForkWithKeyShrunk)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(ForkWithKey)->Arg(0)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(ForkWithKey)->Arg(1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();
