@@ -15,6 +15,10 @@
 //   two-forkers N   two threads fork N times each, at once (glibc runs their
 //                   fork handlers side by side): every child has its own copy
 //                   and a working heap
+//   signal-and-thread-fork S
+//                   for S seconds a thread forks in a loop while another,
+//                   allocating, is sent signals whose handler forks: no
+//                   deadlock (each fork used to wait for the other)
 //   data-stderr P   closes stderr, opens the file P (it takes fd 2), writes
 //                   "DATA", allocates, exits (the shim's report must not land in P)
 #define _GNU_SOURCE
@@ -288,6 +292,66 @@ static int two_forkers(int rounds) {
   return atomic_load(&g_crossed) == 0 && atomic_load(&g_hung) == 0 ? 0 : 1;
 }
 
+// ---- signal-and-thread-fork ----
+
+static atomic_int g_stop_all;
+static atomic_long g_handler_forks_done, g_loop_forks_done;
+
+static void fork_in_handler(int sig) {
+  (void)sig;
+  int saved = errno;
+  pid_t pid = fork();
+  if (pid == 0) _exit(0);
+  if (pid > 0) wait_status(pid);
+  atomic_fetch_add(&g_handler_forks_done, 1);
+  errno = saved;
+}
+
+static void *allocating_worker(void *arg) {
+  (void)arg;
+  void *held[64] = {0};
+  for (unsigned i = 0; !atomic_load(&g_stop_all); ++i) {
+    secmem_free(held[i % 64]);
+    held[i % 64] = secmem_malloc(16 + (i * 7) % 512);
+  }
+  for (int k = 0; k < 64; ++k) secmem_free(held[k]);
+  return NULL;
+}
+
+static void *looping_forker(void *arg) {
+  (void)arg;
+  while (!atomic_load(&g_stop_all)) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    wait_status(pid);
+    atomic_fetch_add(&g_loop_forks_done, 1);
+  }
+  return NULL;
+}
+
+static int signal_and_thread_fork(int seconds) {
+  secmem_free(secmem_malloc(1));
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = fork_in_handler;
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &action, NULL);
+  pthread_t worker, forker_thread;
+  pthread_create(&worker, NULL, allocating_worker, NULL);
+  pthread_create(&forker_thread, NULL, looping_forker, NULL);
+  uint64_t until = now_ns() + (uint64_t)seconds * 1000000000u;
+  while (now_ns() < until) {
+    pthread_kill(worker, SIGUSR1);
+    usleep(200);
+  }
+  atomic_store(&g_stop_all, 1);
+  pthread_join(worker, NULL);
+  pthread_join(forker_thread, NULL);
+  printf("signal-and-thread-fork: %ld handler forks, %ld loop forks\n", atomic_load(&g_handler_forks_done),
+         atomic_load(&g_loop_forks_done));
+  return atomic_load(&g_handler_forks_done) > 0 ? 0 : 1;
+}
+
 // ---- data-stderr ----
 
 static int data_stderr(const char *path) {
@@ -308,6 +372,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "atfork-order") == 0) return atfork_order();
   if (strcmp(argv[1], "map-limit") == 0) return map_limit(arg);
   if (strcmp(argv[1], "two-forkers") == 0) return two_forkers((int)arg);
+  if (strcmp(argv[1], "signal-and-thread-fork") == 0) return signal_and_thread_fork((int)arg);
   if (strcmp(argv[1], "data-stderr") == 0 && argc > 2) return data_stderr(argv[2]);
   return fail("unknown mode");
 }

@@ -364,5 +364,13 @@ TEST(ForkEdges, TwoThreadsForkingAtOnce) {
   EXPECT_EQ(result.status, 0) << result.out << result.err;
 }
 
+// A signal handler forks while its thread's cache operation is in flight and
+// another thread forks: the other fork used to wait for that operation while
+// the handler's fork waited for the other's lock.
+TEST(ForkEdges, ASignalHandlerForkAndAThreadForkAtOnce) {
+  Result result = fork_edges({"signal-and-thread-fork", "3"});
+  EXPECT_EQ(result.status, 0) << result.out << result.err;
+}
+
 // fork at vm.max_map_count (the child's mremap fails there; it used to
 // abort) runs as the fork-map-limit-* tests of the plain build (tests/meson.build).

@@ -71,8 +71,13 @@ inline void enter_gate(ThreadCache *cache) {
 inline void leave_gate(ThreadCache *cache) { cache->in_op.store(0, std::memory_order_release); }
 
 // The forking thread's side, holding the heap lock: close the gate and wait
-// for every other thread's operation in flight.
+// for every other thread's operation in flight (in_op 1). A thread whose
+// signal handler forks while its own operation is in flight marks it 2
+// while it waits for the lock: a fork in progress goes on without it, and
+// that fork's child leaves the cache alone.
 void close_gate() REQUIRES(g_heap.lock);
+ThreadCache *my_cache();
+inline constexpr uint32_t kInOp = 1, kInOpWaitingToFork = 2;
 // In a fork child before secmem's own child handler has run (a handler
 // registered earlier uses the heap): give the child its copy now.
 void finish_fork_in_child_now();

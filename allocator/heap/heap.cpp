@@ -57,7 +57,15 @@ void prepare_fork() NO_THREAD_SAFETY_ANALYSIS {
     return;
   }
   bool was_mine = g_heap.lock.held_by_me();
-  if (!was_mine) g_heap.lock.lock(); // another thread's fork finishes first
+  if (!was_mine) {
+    // From a signal handler that interrupted this thread's cache operation:
+    // another thread's fork may be waiting for it while holding the lock.
+    ThreadCache *mine = my_cache();
+    bool interrupted = mine != nullptr && mine->in_op.load(std::memory_order_relaxed) == kInOp;
+    if (interrupted) mine->in_op.store(kInOpWaitingToFork, std::memory_order_release);
+    g_heap.lock.lock(); // another thread's fork finishes first
+    if (interrupted) mine->in_op.store(kInOp, std::memory_order_relaxed);
+  }
   g_lock_was_mine = was_mine;
   g_fork_nest = 0;
   g_heap.lock.allow_reentry(true);

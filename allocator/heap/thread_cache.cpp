@@ -50,11 +50,15 @@ void thread_exit(void *value) {
   retire_cache(cache);
 }
 
-// In a fork child only the forking thread exists: the other caches' blocks are free.
+ThreadCache *my_cache() { return t_cache; }
+
+// In a fork child only the forking thread exists: the other caches' blocks
+// are free, except in a cache whose operation a signal handler interrupted
+// to fork (in_op 2): it may be half done, and its blocks stay out of use.
 void retire_other_caches() {
   for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr;) {
     ThreadCache *next = CacheList::next(cache);
-    if (cache != t_cache) retire_cache(cache);
+    if (cache != t_cache && cache->in_op.load(std::memory_order_relaxed) == 0) retire_cache(cache);
     cache = next;
   }
 }
@@ -187,7 +191,7 @@ void close_gate() {
     if (cache == t_cache) continue;
     // Yield, then sleep: a real-time forker must let a lower-priority
     // thread on its CPU finish its operation.
-    for (unsigned round = 0; cache->in_op.load(kSeeLeave) != 0; ++round)
+    for (unsigned round = 0; cache->in_op.load(kSeeLeave) == kInOp; ++round)
       if (round < 16)
         sched_yield();
       else
