@@ -317,8 +317,9 @@ TEST(Fork, TheChildCopiesThePagesInUseOnly) {
 }
 
 namespace {
-// tests/fork_edges.c, in a fresh process under a time limit.
-Result fork_edges(const std::vector<std::string> &args) {
+// tests/fork_edges.c, in a fresh process under a time limit: success when it
+// exits 0; its output otherwise.
+testing::AssertionResult fork_edges(const std::vector<std::string> &args) {
   // ThreadSanitizer counts the threads a fork child does not have as leaked,
   // and glibc's own allocation in a child forked from a signal handler as
   // signal-unsafe: neither is secmem's.
@@ -330,47 +331,34 @@ Result fork_edges(const std::vector<std::string> &args) {
                                    "120",
                                    SECMEM_FORK_EDGES_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run(argv);
+  Result result = run(argv);
+  if (result.status == 0) return testing::AssertionSuccess();
+  return testing::AssertionFailure() << "status " << result.status << ": " << result.out << result.err;
 }
 } // namespace
 
 // fork while another thread starts the heap: the child's first allocation
 // used to wait forever for a start-up lock held by a thread it does not have.
-TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) {
-  Result result = fork_edges({"init-race", "150"});
-  EXPECT_EQ(result.status, 0) << result.out << result.err;
-}
+TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) { EXPECT_TRUE(fork_edges({"init-race", "150"})); }
 
 // fork from a signal handler that interrupted a heap operation (locked or
 // lock-free) used to deadlock in the prepare handler.
-TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) {
-  Result result = fork_edges({"signal-fork", "2"});
-  EXPECT_EQ(result.status, 0) << result.out << result.err;
-}
+TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) { EXPECT_TRUE(fork_edges({"signal-fork", "2"})); }
 
 // Fork handlers registered before the heap started run inside secmem's: a
 // prepare handler that frees made fork hang; a child handler that frees
 // wrote the parent's pages.
-TEST(ForkEdges, OtherForkHandlersMayUseTheHeap) {
-  Result result = fork_edges({"atfork-order"});
-  EXPECT_EQ(result.status, 0) << result.out << result.err;
-}
+TEST(ForkEdges, OtherForkHandlersMayUseTheHeap) { EXPECT_TRUE(fork_edges({"atfork-order"})); }
 
 // Two threads forking at once: glibc runs their handlers side by side; the
 // second fork used to pass as a nested one and get no copy (its child wrote
 // the parent's secret) or leave a child whose heap lock nobody held.
-TEST(ForkEdges, TwoThreadsForkingAtOnce) {
-  Result result = fork_edges({"two-forkers", "200"});
-  EXPECT_EQ(result.status, 0) << result.out << result.err;
-}
+TEST(ForkEdges, TwoThreadsForkingAtOnce) { EXPECT_TRUE(fork_edges({"two-forkers", "200"})); }
 
 // A signal handler forks while its thread's cache operation is in flight and
 // another thread forks: the other fork used to wait for that operation while
 // the handler's fork waited for the other's lock.
-TEST(ForkEdges, ASignalHandlerForkAndAThreadForkAtOnce) {
-  Result result = fork_edges({"signal-and-thread-fork", "3"});
-  EXPECT_EQ(result.status, 0) << result.out << result.err;
-}
+TEST(ForkEdges, ASignalHandlerForkAndAThreadForkAtOnce) { EXPECT_TRUE(fork_edges({"signal-and-thread-fork", "3"})); }
 
 // fork at vm.max_map_count (the child's mremap fails there; it used to
 // abort) runs as the fork-map-limit-* tests of the plain build (tests/meson.build).

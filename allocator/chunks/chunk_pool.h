@@ -97,8 +97,8 @@ private:
   size_t pages_touched_ = 0;
   size_t chunk_count_ = 0;
   uint64_t fork_privatisations_ = 0;
-  int fork_pipe_[2] = {-1, -1};                          // the child writes a byte when its copies are in place
-  bool fork_may_map_secret_ = false;                     // the seccomp check, made before the fork for the child
+  int fork_pipe_[2] = {-1, -1};      // the child writes a byte when its copies are in place
+  bool fork_may_map_secret_ = false; // the seccomp check for memfd_secret, once per fork (prepare_fork)
   FallbackReason degraded_why_ = FallbackReason::kOther; // the child's copy of a chunk left memfd_secret
   int degraded_err_ = 0;
 };

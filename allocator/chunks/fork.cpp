@@ -47,8 +47,7 @@ void ChunkPool::stage_in_parent(Chunk *chunk) {
   size_t live = size_t{chunk->touched_pages} * os::kPageSize;
   void *staging = nullptr;
   chunk->fork_staging_tier = Tier::kSecret;
-  if (!tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret) || os::memlock_budget() < len ||
-      os::map_secret_anywhere(len, &staging) != 0) {
+  if (!fork_may_map_secret_ || os::memlock_budget() < len || os::map_secret_anywhere(len, &staging) != 0) {
     staging = nullptr;
   } else if (os::touch_through_kernel(staging, live) != 0) {
     os::unmap(staging, len);
@@ -164,7 +163,7 @@ void ChunkPool::privatise_in_child(Chunk *chunk) {
   // The pages left out are free: zero in the new file, faulted in when used.
   chunk->cold_pages = 0;
   for (uint32_t page = 0; !chunk->huge && page < chunk->touched_pages; ++page) {
-    bool cold = made_here && tier == Tier::kSecret && !chunk->huge && !chunk->copied_in_fork(page);
+    bool cold = made_here && tier == Tier::kSecret && !chunk->copied_in_fork(page);
     if (cold)
       bitmap::set(chunk->cold, page);
     else

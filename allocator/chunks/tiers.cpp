@@ -225,11 +225,10 @@ void TierMapper::note_tier(Tier tier) {
 
 bool TierMapper::make_undumpable() {
   if (!may_call(linux_facts::ProbeCall::kDumpable)) {
-    diag::Line()
-        .add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) not made (SIGSYS: ")
-        .add(sandbox_why_ != nullptr ? sandbox_why_ : "a seccomp filter may kill on it")
-        .add(")")
-        .emit();
+    diag::Line line;
+    line.add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) not made (");
+    describe(line, FallbackReason::kSandbox, EPERM);
+    line.add(")").emit();
     return false;
   }
   int err = os::make_undumpable();

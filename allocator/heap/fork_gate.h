@@ -78,8 +78,5 @@ inline void leave_gate(ThreadCache *cache) { cache->in_op.store(0, std::memory_o
 void close_gate() REQUIRES(g_heap.lock);
 ThreadCache *my_cache();
 inline constexpr uint32_t kInOp = 1, kInOpWaitingToFork = 2;
-// In a fork child before secmem's own child handler has run (a handler
-// registered earlier uses the heap): give the child its copy now.
-void finish_fork_in_child_now();
 
 } // namespace secmem::heap

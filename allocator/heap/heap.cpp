@@ -179,12 +179,9 @@ __attribute__((destructor)) void unload() {
 
 } // namespace
 
-// The fork gate's waiters in a fork child, before secmem's child handler.
 void finish_fork_in_child_now() {
   if (g_heap.forking.load(std::memory_order_relaxed) != 0 && getpid() != g_fork_parent) finish_child();
 }
-
-void on_fork_reentry() { finish_fork_in_child_now(); }
 
 bool init_slow() {
   if (!take_init_lock()) return is_ready();

@@ -17,9 +17,10 @@
 namespace secmem::heap {
 
 // heap.cpp: a fork handler registered before secmem's re-enters the heap on
-// the forking thread; in a fork child that is where the child gets its copy,
-// if secmem's own child handler has not run yet.
-void on_fork_reentry();
+// the forking thread (through the lock or the fork gate); in a fork child
+// that is where the child gets its copy, if secmem's own child handler has
+// not run yet.
+void finish_fork_in_child_now();
 
 // This thread's identity for the lock: a number taken once per thread from a
 // counter, no system call (a strict seccomp filter may not allow gettid). It
@@ -43,7 +44,7 @@ public:
     uint32_t me = this_thread();
     if (reentry_allowed_.load(std::memory_order_relaxed) && owner() == me) {
       ++depth_;
-      on_fork_reentry();
+      finish_fork_in_child_now();
       return;
     }
     uint32_t expected = 0;

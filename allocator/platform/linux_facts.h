@@ -129,7 +129,7 @@ inline constexpr int kMembarrierRegisterPrivateExpedited = 1 << 4;
 
 // System calls a seccomp filter may kill on, tried in a short-lived child.
 enum class ProbeCall { kMemfdSecret, kMlock, kMembarrier, kDumpable };
-inline constexpr int kProbeCalls = 4;
+inline constexpr int kProbeCalls = static_cast<int>(ProbeCall::kDumpable) + 1;
 enum class ProbeOutcome {
   kWorked,  // the call succeeded
   kRefused, // it failed with an errno (a filter's SECCOMP_RET_ERRNO, or the kernel)
