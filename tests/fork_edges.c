@@ -21,6 +21,11 @@
 //                   deadlock (each fork used to wait for the other)
 //   data-stderr P   closes stderr, opens the file P (it takes fd 2), writes
 //                   "DATA", allocates, exits (the shim's report must not land in P)
+//   staging-reuse N N children one after another, each leaving a secret of
+//                   its own in its heap: no child finds the previous one's,
+//                   and the parent keeps a few staging files, not one per child
+//   live-children   children that live on (one closing every descriptor, one
+//                   exec'ing) while the parent forks more: each keeps its heap
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -352,6 +357,157 @@ static int signal_and_thread_fork(int seconds) {
   return atomic_load(&g_handler_forks_done) > 0 ? 0 : 1;
 }
 
+// ---- staging-reuse ----
+
+// The secretmem files this process holds open (its fork staging files).
+static int secret_fds(void) {
+  int count = 0;
+  char path[64], target[128];
+  for (int fd = 0; fd < 1024; ++fd) {
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n <= 0) continue;
+    target[n] = '\0';
+    count += strstr(target, "secretmem") != NULL;
+  }
+  return count;
+}
+
+// Whether the 32-byte pattern is anywhere in this process's readable secretmem mappings.
+static int secret_mappings_hold(const unsigned char *pattern) {
+  FILE *maps = fopen("/proc/self/maps", "r");
+  if (maps == NULL) return -1;
+  char line[512];
+  int found = 0;
+  while (!found && fgets(line, sizeof line, maps) != NULL) {
+    unsigned long start, end;
+    char perms[8];
+    if (strstr(line, "/secretmem") == NULL || sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3) continue;
+    if (perms[0] != 'r') continue;
+    for (const unsigned char *p = (const unsigned char *)start; p + 32 <= (const unsigned char *)end; p += 8)
+      if (memcmp(p, pattern, 32) == 0) {
+        found = 1;
+        break;
+      }
+  }
+  fclose(maps);
+  return found;
+}
+
+// A parent forks child after child, each waited for: the staging file one
+// child had is used again for the next. Each child leaves its own secret
+// (a random pattern) in blocks it never frees, in the pages of its copy;
+// the next child must find no trace of it anywhere in its secret mappings,
+// and the parent's key, block for block. The parent keeps at most a few
+// staging files open however many children it makes.
+static int staging_reuse(int rounds) {
+  unsigned char *key = secmem_malloc(64);
+  if (key == NULL) return fail("malloc");
+  memset(key, 'K', 64);
+  unsigned char previous[32] = {0};
+  int have_previous = 0;
+  for (int round = 0; round < rounds; ++round) {
+    unsigned char mine[32];
+    for (int i = 0; i < 32; ++i) mine[i] = (unsigned char)(rand() | 0x80);
+    int fds[2];
+    if (pipe(fds) != 0) return fail("pipe");
+    pid_t pid = fork();
+    if (pid == 0) {
+      int bad = !all_bytes(key, 'K', 64);
+      if (have_previous && secret_mappings_hold(previous) != 0) bad |= 2;
+      // Secrets of this child, left behind: small blocks in the copied pages.
+      for (int i = 0; i < 40; ++i) {
+        unsigned char *p = secmem_malloc(32 + (size_t)(i % 4) * 48);
+        if (p != NULL) memcpy(p, mine, 32);
+      }
+      unsigned char *q = secmem_malloc(3000);
+      if (q != NULL) memcpy(q + 1000, mine, 32);
+      memset(key, 'c', 64);
+      char verdict = (char)('0' + bad);
+      _exit(write(fds[1], &verdict, 1) == 1 ? 0 : 9);
+    }
+    close(fds[1]);
+    char verdict = '?';
+    if (read(fds[0], &verdict, 1) != 1) verdict = '?';
+    close(fds[0]);
+    int status = wait_status(pid);
+    if (status != 0 || verdict != '0') {
+      printf("round %d: child status %d, verdict %c (1: the key, 2: the previous child's secret)\n", round, status,
+             verdict);
+      return 1;
+    }
+    if (!all_bytes(key, 'K', 64)) return fail("the parent's key changed");
+    memcpy(previous, mine, 32);
+    have_previous = 1;
+    // The parent's heap moves between forks: blocks come and go.
+    void *churn[8];
+    for (int i = 0; i < 8; ++i) churn[i] = secmem_malloc((size_t)(16 << (round % 6)));
+    for (int i = 0; i < 8; ++i) secmem_free(churn[i]);
+  }
+  int open_files = secret_fds();
+  printf("staging-reuse: %d rounds, %d secretmem files open in the parent\n", rounds, open_files);
+  return open_files <= 2 ? 0 : fail("a new staging file for every child");
+}
+
+// ---- live-children ----
+
+// Children that live on while the parent forks more: more of them than the
+// parent keeps staging files for (so it gives some up while their children
+// still use them), the first closing every descriptor it inherited (as
+// daemons do), one exec'ing. The parent forks a dozen more and writes its
+// key between forks; every live child keeps its own heap, untouched by the
+// copies made for the others.
+static int live_children(void) {
+  enum { kSleepers = 6 };
+  unsigned char *key = secmem_malloc(64);
+  if (key == NULL) return fail("malloc");
+  memset(key, 'P', 64);
+  volatile int *board = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (board == MAP_FAILED) return fail("mmap");
+  pid_t sleepers[kSleepers];
+  for (int s = 0; s < kSleepers; ++s) {
+    memset(key, 'A' + s, 64);
+    sleepers[s] = fork();
+    if (sleepers[s] == 0) {
+      if (s == 0)
+        for (int fd = 3; fd < 1024; ++fd) close(fd);
+      unsigned char *own = secmem_malloc(200);
+      if (own == NULL) _exit(3);
+      memset(own, 'a' + s, 200);
+      board[2 + s] = 1; // ready
+      int ok = 1;
+      while (ok && board[1] == 0) {
+        ok = all_bytes(key, 'A' + s, 64) && all_bytes(own, 'a' + s, 200);
+        usleep(200);
+      }
+      _exit(ok && all_bytes(key, 'A' + s, 64) && all_bytes(own, 'a' + s, 200) ? 0 : 1);
+    }
+    while (board[2 + s] == 0) usleep(100);
+  }
+  pid_t execer = fork();
+  if (execer == 0) {
+    execl("/bin/sleep", "sleep", "0.3", (char *)NULL);
+    _exit(4);
+  }
+  for (int i = 0; i < 12; ++i) {
+    memset(key, 'p' + i % 8, 64);
+    pid_t pid = fork();
+    if (pid == 0) _exit(all_bytes(key, 'p' + i % 8, 64) ? 0 : 1);
+    if (wait_status(pid) != 0) return fail("a short-lived child saw another key");
+  }
+  board[1] = 1;
+  int bad = 0;
+  for (int s = 0; s < kSleepers; ++s) {
+    int status = wait_status(sleepers[s]);
+    if (status != 0) printf("live child %d%s: status %d\n", s, s == 0 ? " (closed its descriptors)" : "", status);
+    bad |= status != 0;
+  }
+  int execer_status = wait_status(execer);
+  printf("live-children: %d children lived on while 12 more were forked; the exec'd one: %d\n", kSleepers,
+         execer_status);
+  return bad == 0 && execer_status == 0 ? 0 : 1;
+}
+
 // ---- data-stderr ----
 
 static int data_stderr(const char *path) {
@@ -374,5 +530,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "two-forkers") == 0) return two_forkers((int)arg);
   if (strcmp(argv[1], "signal-and-thread-fork") == 0) return signal_and_thread_fork((int)arg);
   if (strcmp(argv[1], "data-stderr") == 0 && argc > 2) return data_stderr(argv[2]);
+  if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg);
+  if (strcmp(argv[1], "live-children") == 0) return live_children();
   return fail("unknown mode");
 }

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -245,17 +246,18 @@ TEST(Fork, ChildHeapStaysSelfConsistentWhileOtherThreadsWork) {
 }
 
 namespace {
-// Resident KiB of this process's secretmem mappings (smaps Rss).
-size_t secret_rss_kib() {
-  std::ifstream smaps("/proc/self/smaps");
+// KiB of this process's secretmem mappings that are in memory (mincore: the
+// file's pages, whether or not this process has touched them yet).
+size_t secret_resident_kib() {
+  std::ifstream maps("/proc/self/maps");
   size_t total = 0;
-  bool in_secret = false;
-  for (std::string line; std::getline(smaps, line);) {
-    std::string first = line.substr(0, line.find(' '));
-    if (!first.empty() && first.back() != ':') // a mapping's header line
-      in_secret = line.find(" /secretmem") != std::string::npos;
-    else if (in_secret && first == "Rss:")
-      total += std::stoul(line.substr(4));
+  for (std::string line; std::getline(maps, line);) {
+    if (line.find(" /secretmem") == std::string::npos) continue;
+    uintptr_t start = std::stoul(line.substr(0, line.find('-')), nullptr, 16);
+    uintptr_t end = std::stoul(line.substr(line.find('-') + 1), nullptr, 16);
+    std::vector<unsigned char> in_memory((end - start) / 4096);
+    if (mincore(reinterpret_cast<void *>(start), end - start, in_memory.data()) != 0) return 0;
+    for (unsigned char page : in_memory) total += (page & 1) * 4;
   }
   return total;
 }
@@ -263,15 +265,16 @@ size_t secret_rss_kib() {
 
 // The child's copy covers the pages in use, not every page the heap ever
 // touched: a heap that held 1 MiB once and holds a few blocks now gives its
-// child a few pages (the old copy took the whole megabyte). The pages left
-// out are made when the child needs them, zero.
+// child a few pages (the old copy took the whole megabyte), even when a fork
+// at the peak filled a staging file with that megabyte. The pages left out
+// are made when the child needs them, zero.
 TEST(Fork, TheChildCopiesThePagesInUseOnly) {
   auto child_secret_rss = [] {
     int fds[2];
     if (pipe(fds) != 0) return size_t{0};
     pid_t pid = fork();
     if (pid == 0) {
-      size_t rss = secret_rss_kib();
+      size_t rss = secret_resident_kib();
       _exit(write(fds[1], &rss, sizeof rss) == sizeof rss ? 0 : 1);
     }
     size_t rss = 0;
@@ -289,10 +292,12 @@ TEST(Fork, TheChildCopiesThePagesInUseOnly) {
     big.push_back(secmem_malloc(60000));
     memset(big.back(), 0x11, 60000);
   }
+  size_t at_peak = child_secret_rss();
   for (void *p : big) secmem_free(p);
   size_t after = child_secret_rss();
   if (!running_on_mlock_backend()) {
     EXPECT_GT(before, 0u);
+    EXPECT_GT(at_peak, before + 900);
     EXPECT_LT(after, before + 128) << "KiB resident in the child's secret mappings, before and after a 1 MiB peak";
   }
   std::string err;
@@ -359,6 +364,16 @@ TEST(ForkEdges, TwoThreadsForkingAtOnce) { EXPECT_TRUE(fork_edges({"two-forkers"
 // another thread forks: the other fork used to wait for that operation while
 // the handler's fork waited for the other's lock.
 TEST(ForkEdges, ASignalHandlerForkAndAThreadForkAtOnce) { EXPECT_TRUE(fork_edges({"signal-and-thread-fork", "3"})); }
+
+// The staged copies (allocator/README.md, fork): a staging file goes to the
+// next child once the last is gone, with what that child left in it zeroed;
+// never while a child that took it lives, even one that closed the
+// descriptors it inherited; and a parent with more live children than it
+// keeps staging files gives files up, not children's heaps.
+TEST(ForkEdges, AStagingFileServesTheNextChildWithNothingOfTheLast) {
+  EXPECT_TRUE(fork_edges({"staging-reuse", "40"}));
+}
+TEST(ForkEdges, LiveChildrenKeepTheirHeapsWhileTheParentForksMore) { EXPECT_TRUE(fork_edges({"live-children"})); }
 
 // fork at vm.max_map_count (the child's mremap fails there; it used to
 // abort) runs as the fork-map-limit-* tests of the plain build (tests/meson.build).

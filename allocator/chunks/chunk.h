@@ -43,7 +43,17 @@ struct Chunk {
   Tier tier = Tier::kSecret;
   bool huge = false;
   ListLinks<Chunk> links;
-  void *fork_staging = nullptr; // private copy prepared for a fork child
+  // How a fork child gets its private copy of a memfd_secret chunk
+  // (chunks/fork.cpp): kStaged, from the staging file at fork_offset_pages;
+  // kByChild, made by the child while the parent waits; kStagedNoPipe, the
+  // parent's copy in fork_staging (no pipe or file could be had).
+  enum class ForkCopy : uint8_t { kNone, kStaged, kByChild, kStagedNoPipe };
+  ForkCopy fork_copy = ForkCopy::kNone;
+  uint32_t fork_offset_pages = 0;
+  // Pages of the staging file, in this chunk's place, that an earlier child
+  // left in memory and this fork's copy leaves out: zeroed before the fork.
+  uint64_t stale[bitmap::words_for(kSlotPages)] = {};
+  void *fork_staging = nullptr;
   Tier fork_staging_tier = Tier::kSecret;
   uint64_t used[bitmap::words_for(kSlotPages)] = {}; // pages in a run
   // In a fork child: pages below touched_pages that its copy left out (free
@@ -55,6 +65,9 @@ struct Chunk {
   // child; a huge chunk keeps one value for its whole block in prot[0].
   uint8_t prot[kSlotPages] = {};
   uint32_t restricted_pages = 0;
+  // Pages of sealed blocks (as against guards, which hold no data): the
+  // parent cannot read them for a fork copy while they are PROT_NONE.
+  uint64_t sealed[bitmap::words_for(kSlotPages)] = {};
   // The heap's page map: the span of each used page (huge: owner[0]). The
   // heap writes it under its lock before a block in the page is handed out,
   // and clears it before giving the pages back.
@@ -63,6 +76,17 @@ struct Chunk {
   size_t mapped_bytes() const { return size_t{mapped_pages} * os::kPageSize; }
   // What a fork child copies: pages in a run, below touched_pages; a huge chunk whole.
   bool copied_in_fork(uint32_t page) const { return huge || bitmap::test(used, page); }
+  // A page the fork copy takes whose bytes only an open (mprotect) would let
+  // the parent read: a sealed block's page while no access scope is open.
+  bool hidden_from_parent(uint32_t page) const {
+    uint32_t at = huge ? 0 : page;
+    return prot[at] == 1 /* PROT_NONE */ && bitmap::test(sealed, at);
+  }
+  // A guard page (PROT_NONE, never written: zero).
+  bool guard_page(uint32_t page) const {
+    uint32_t at = huge ? 0 : page;
+    return prot[at] == 1 && !bitmap::test(sealed, at);
+  }
   void *page_address(uint32_t page) const { return reinterpret_cast<void *>(base + size_t{page} * os::kPageSize); }
 };
 

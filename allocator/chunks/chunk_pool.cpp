@@ -28,6 +28,7 @@ Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge) {
     return nullptr;
   }
   uintptr_t addr = reservation_.slot_address(static_cast<uint32_t>(first_slot));
+  unmap_staging(); // the budget the staging mappings are charged to is the heap's
   Chunk *chunk = chunk_meta_.take();
   TierMapper::Mapped mapped;
   if (chunk == nullptr || !tiers_.map_chunk(addr, min_pages, !huge, &mapped)) {
@@ -201,7 +202,15 @@ void ChunkPool::free_guarded(const GuardedRun &run) {
 }
 
 int ChunkPool::protect_guarded(const GuardedRun &run, int prot) {
-  return protection::set(run.chunk, run.chunk->huge ? 0 : run.first_page, run.pages, prot);
+  uint32_t first = run.chunk->huge ? 0 : run.first_page;
+  int err = protection::set(run.chunk, first, run.pages, prot);
+  if (err != 0) return err;
+  uint32_t marks = run.chunk->huge ? 1 : run.pages;
+  if (prot == kReadWrite)
+    bitmap::clear_range(run.chunk->sealed, first, marks);
+  else
+    bitmap::set_range(run.chunk->sealed, first, marks);
+  return 0;
 }
 
 // Pages being released are all zero already (every free zeroes its bytes).

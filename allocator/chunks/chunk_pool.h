@@ -71,9 +71,15 @@ public:
   size_t reserved_bytes() const { return reservation_.size(); }
 
   // fork: the child gets private copies of memfd_secret chunks (which are
-  // MAP_SHARED) at the same addresses, made by the child itself while the
-  // parent waits (fork.cpp).
+  // MAP_SHARED) at the same addresses (fork.cpp). stage_fork runs under the
+  // heap lock before the fork gate closes (it makes and faults in pages);
+  // prepare_fork after (it copies).
+  // interrupted: a signal handler forks on a thread whose heap operation it
+  // interrupted. fork_reentered: another fork handler uses the heap between
+  // prepare_fork and the fork (the staged copy would be out of date).
+  void stage_fork(bool interrupted);
   void prepare_fork();
+  void fork_reentered();
   void after_fork_parent();
   void after_fork_child();
 
@@ -87,6 +93,13 @@ private:
   void move_tier(Chunk *chunk, Tier to);
   void stage_in_parent(Chunk *chunk);
   void privatise_in_child(Chunk *chunk);
+  void map_staged_in_child(Chunk *chunk, int fd);
+  int take_staging(size_t bytes);
+  char *open_staging(int slot);
+  void close_staging(int slot);
+  void unmap_staging();
+  void drop_staging(int slot);
+  bool fill_staging(bool copy);
 
   const Config *config_ = nullptr;
   Reservation reservation_;
@@ -97,7 +110,30 @@ private:
   size_t pages_touched_ = 0;
   size_t chunk_count_ = 0;
   uint64_t fork_privatisations_ = 0;
-  int fork_pipe_[2] = {-1, -1};      // the child writes a byte when its copies are in place
+  int fork_pipe_[2] = {-1, -1}; // the child writes a byte when its copies are in place
+  // Staging files: memfd_secret files the parent copies its chunks into
+  // before fork, which the child maps in their place. A file goes back to use
+  // once the child that took it is gone.
+  struct StagingFile {
+    int fd = -1;
+    size_t bytes = 0;
+    char *map = nullptr;  // the parent's mapping (PROT_NONE between forks), or nullptr
+    uint32_t handout = 0; // counts the children given this slot's file
+    int holder = 0;       // the pid of the child that maps it (0: not told yet)
+    bool in_use = false;  // a child may still map it
+  };
+  static constexpr int kStagingFiles = 4;
+  StagingFile staging_[kStagingFiles];
+  int fork_slot_ = -1;       // this fork's staging file, or -1
+  char *fork_map_ = nullptr; // and its mapping, open while the fork lasts
+  uint32_t staging_evict_ = 0;
+  uint32_t staging_stale_pages_ = 0; // in memory, not in use: left by earlier forks (fill_staging)
+  uint32_t staging_taken_pages_ = 0; // and those this fork's copy takes
+  static constexpr uint32_t kStaleStagingPages = 64;
+  static constexpr size_t kStagingSlackBytes = size_t{64} << 12;
+  bool fork_reentered_ = false;      // fork_reentered ran in this fork
+  int staging_pipe_[2] = {-1, -1};   // each child says which file it took, and its pid
+  bool proc_is_ours_ = false;        // /proc tells when a child is gone (os::child_state)
   bool fork_may_map_secret_ = false; // the seccomp check for memfd_secret, once per fork (prepare_fork)
   FallbackReason degraded_why_ = FallbackReason::kOther; // the child's copy of a chunk left memfd_secret
   int degraded_err_ = 0;

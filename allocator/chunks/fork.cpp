@@ -1,19 +1,26 @@
 // The chunk pool's half of fork. memfd_secret mappings are MAP_SHARED: after
-// fork, parent and child would write the same pages. The child makes its own
-// private copy of each secret chunk, in a new secret file charged to its own
-// memlock budget (mlock'ed and memfd_secret pages are not charged to a fork
-// child until it maps them), moves it over the shared mapping at the same
-// address, and puts guards, seals and locks back. Meanwhile the parent's
-// forking thread waits, holding the heap lock, until the child says its copies
-// are in place: nothing the parent does after fork() returns reaches the child.
-// Nothing is ever opened or copied in the parent: sealed blocks and guard
-// pages stay closed to its threads, and no copy lands in memory the parent can
-// read. Only when no pipe can be had (EMFILE) does the parent stage the copy
-// itself, as before. The heap's half (its lock and thread caches) is in
-// heap/heap.cpp.
+// fork, parent and child would write the same pages. Each child gets private
+// copies of the secret chunks, at the same addresses, in one of three ways:
+//
+// - Staged (the common case): before fork, with the fork gate closed, the
+//   parent copies the pages in use into a staging file, a memfd_secret file
+//   whose pages it faulted in before the gate closed. The child maps that file
+//   over its chunks; the parent does not wait for it. Staging files are kept
+//   (unmapped) and used again once the child that took one is gone, so a
+//   parent that forks again and again makes no new secret pages.
+// - By the child: a chunk whose copy needs pages the parent cannot read (a
+//   sealed block, PROT_NONE) is copied by the child, in a new secret file,
+//   while the parent waits; the same when no staging file can be had (memlock
+//   budget, file limits, a sandbox).
+// - Staged without a pipe (EMFILE): the parent's copy, as before.
+//
+// Sealed blocks and guards stay closed to the parent's threads, and no copy
+// lands in memory readable in the parent. The heap's half (its lock, the
+// thread caches and the gate) is in heap/heap.cpp.
 #include <cerrno>
 #include <cstring>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "chunks/chunk_pool.h"
 #include "chunks/protection.h"
@@ -39,7 +46,247 @@ template <typename Fn> int for_each_copied_run(const Chunk *chunk, Fn fn) {
   return 0;
 }
 
+// What a child tells its parent through the staging pipe: which file it
+// took (the slot, and which hand-out of it) and its pid.
+struct StagingMessage {
+  uint32_t slot;
+  uint32_t handout;
+  int32_t pid;
+};
+
+// Calls fn(first, pages, in_memory) for windows of a chunk's region in a
+// staging mapping; in_memory[i] & 1: page first+i of the file is in memory.
+template <typename Fn> bool for_each_window(char *region, uint32_t pages, Fn fn) {
+  unsigned char in_memory[kSlotPages];
+  for (uint32_t first = 0; first < pages; first += kSlotPages) {
+    uint32_t n = pages - first < kSlotPages ? pages - first : kSlotPages;
+    if (os::pages_in_memory(region + size_t{first} * os::kPageSize, size_t{n} * os::kPageSize, in_memory) != 0)
+      return false;
+    if (!fn(first, n, in_memory)) return false;
+  }
+  return true;
+}
+
+// A page the staged copy takes from the parent (guards hold nothing: zero).
+bool staged_copy_takes(const Chunk *chunk, uint32_t page) {
+  return page < chunk->touched_pages && chunk->copied_in_fork(page) && !chunk->guard_page(page);
+}
+
 } // namespace
+
+// A staging file of at least bytes, not held by a live child: one kept from
+// an earlier fork, or a new one. -1 when none can be had.
+int ChunkPool::take_staging(size_t bytes) {
+  StagingMessage msgs[8];
+  for (size_t got = sizeof msgs; got == sizeof msgs;) {
+    got = staging_pipe_[0] >= 0 ? os::take_messages(staging_pipe_[0], msgs, sizeof msgs) : 0;
+    for (size_t i = 0; i < got / sizeof msgs[0]; ++i) {
+      StagingFile *file = msgs[i].slot < kStagingFiles ? &staging_[msgs[i].slot] : nullptr;
+      if (file != nullptr && file->in_use && file->handout == msgs[i].handout) file->holder = msgs[i].pid;
+    }
+  }
+  int best = -1;
+  for (int slot = 0; slot < kStagingFiles; ++slot) {
+    StagingFile &file = staging_[slot];
+    if (file.fd < 0) continue;
+    if (file.in_use) {
+      if (file.holder == 0 || os::child_state(file.holder) != os::ChildState::kGone) continue;
+      file.in_use = false;
+      file.holder = 0;
+    }
+    if (file.bytes < bytes) {
+      drop_staging(slot); // sized for a smaller heap
+    } else if (best < 0 || file.bytes < staging_[best].bytes) {
+      best = slot;
+    }
+  }
+  if (best >= 0) return best;
+  // A new file, in a free slot or in place of one a live child holds (the
+  // child keeps its pages).
+  int slot = 0;
+  while (slot < kStagingFiles && staging_[slot].fd >= 0) ++slot;
+  if (slot == kStagingFiles) {
+    slot = static_cast<int>(staging_evict_++ % kStagingFiles);
+    drop_staging(slot);
+  }
+  if (!tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret)) return -1;
+  // Room to grow: a heap that touches a few more pages keeps its file.
+  size_t size = (bytes + bytes / 4 + kStagingSlackBytes) & ~(os::kPageSize - 1);
+  int fd = -1;
+  if (os::secret_file(size, &fd) != 0) return -1;
+  staging_[slot].fd = fd;
+  staging_[slot].bytes = size;
+  return slot;
+}
+
+// A staging file stays mapped between forks, PROT_NONE (its pages stay
+// mapped in, so a parent that forks again takes no page faults). A new
+// chunk unmaps them first: the memlock budget they are charged to is the heap's.
+char *ChunkPool::open_staging(int slot) {
+  StagingFile &file = staging_[slot];
+  if (file.map != nullptr && os::protect(file.map, file.bytes, PROT_READ | PROT_WRITE) != 0) {
+    os::unmap(file.map, file.bytes);
+    file.map = nullptr;
+  }
+  void *map = nullptr;
+  if (file.map == nullptr && os::map_fd_not_inherited(file.fd, file.bytes, &map) == 0)
+    file.map = static_cast<char *>(map);
+  return file.map;
+}
+
+void ChunkPool::close_staging(int slot) {
+  StagingFile &file = staging_[slot];
+  if (file.map != nullptr && os::protect(file.map, file.bytes, PROT_NONE) != 0) {
+    os::unmap(file.map, file.bytes);
+    file.map = nullptr;
+  }
+}
+
+void ChunkPool::unmap_staging() {
+  if (fork_slot_ >= 0) return; // in use by the fork in progress
+  for (StagingFile &file : staging_) {
+    if (file.map != nullptr) os::unmap(file.map, file.bytes);
+    file.map = nullptr;
+  }
+}
+
+void ChunkPool::drop_staging(int slot) {
+  if (staging_[slot].map != nullptr) os::unmap(staging_[slot].map, staging_[slot].bytes);
+  if (staging_[slot].fd >= 0) os::close_fd(staging_[slot].fd);
+  uint32_t handout = staging_[slot].handout;
+  staging_[slot] = StagingFile{};
+  staging_[slot].handout = handout; // a late message from the old holder must not match
+}
+
+// Walks the staged chunks' regions of this fork's staging mapping.
+// Without copy (gate open): faults in the pages the copy will write (new ones
+// through the kernel, those in memory by a write), so that the copy takes no
+// fault; notes the pages in memory that it leaves out (an earlier child's:
+// Chunk::stale). With copy (gate closed): copies the pages in use and zeroes
+// the stale ones. False: a page was refused (memlock budget).
+bool ChunkPool::fill_staging(bool copy) {
+  staging_stale_pages_ = staging_taken_pages_ = 0;
+  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
+    if (chunk->fork_copy != Chunk::ForkCopy::kStaged) continue;
+    char *region = fork_map_ + size_t{chunk->fork_offset_pages} * os::kPageSize;
+    if (copy) {
+      for (uint32_t page = 0; page < chunk->touched_pages;) {
+        bool takes = staged_copy_takes(chunk, page);
+        bool stale = !chunk->huge && bitmap::test(chunk->stale, page);
+        uint32_t end = page + 1;
+        while (end < chunk->touched_pages && staged_copy_takes(chunk, end) == takes &&
+               (chunk->huge || bitmap::test(chunk->stale, end) == stale))
+          ++end;
+        size_t at = size_t{page} * os::kPageSize, len = size_t{end - page} * os::kPageSize;
+        if (takes) os::copy_unchecked(region + at, chunk->page_address(page), len);
+        if (stale) os::zero_unchecked(region + at, len);
+        page = end;
+      }
+      continue;
+    }
+    bitmap::clear_range(chunk->stale, 0, kSlotPages);
+    bool ok = for_each_window(region, chunk->touched_pages, [&](uint32_t first, uint32_t n, const unsigned char *mem) {
+      for (uint32_t i = 0; i < n;) {
+        uint32_t page = first + i;
+        bool takes = staged_copy_takes(chunk, page), in_memory = (mem[i] & 1) != 0;
+        uint32_t end = i + 1;
+        while (end < n && staged_copy_takes(chunk, first + end) == takes && ((mem[end] & 1) != 0) == in_memory) ++end;
+        char *to = region + size_t{page} * os::kPageSize;
+        uint32_t pages = end - i;
+        if (takes && !in_memory && os::touch_through_kernel(to, size_t{pages} * os::kPageSize) != 0) return false;
+        if (takes && in_memory)
+          for (uint32_t k = 0; k < pages; ++k) *reinterpret_cast<volatile char *>(to + size_t{k} * os::kPageSize) = 0;
+        if (!takes && in_memory && !chunk->huge) {
+          bitmap::set_range(chunk->stale, page, pages);
+          staging_stale_pages_ += pages;
+        }
+        staging_taken_pages_ += takes ? pages : 0;
+        i = end;
+      }
+      return true;
+    });
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Under the heap lock, before the gate closes: which chunks are staged, and
+// the staging file, mapped and faulted in. Reading /proc and making pages is
+// done here, while other threads' cache operations go on.
+void ChunkPool::stage_fork(bool interrupted) {
+  fork_reentered_ = false;
+  fork_slot_ = -1;
+  fork_map_ = nullptr;
+  size_t bytes = 0;
+  bool by_child = false;
+  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
+    chunk->fork_copy = Chunk::ForkCopy::kNone;
+    if (chunk->tier != Tier::kSecret) continue;
+    bool hidden = interrupted; // protections may be halfway changed
+    for (uint32_t page = 0; page < chunk->touched_pages && !hidden; ++page)
+      hidden = chunk->copied_in_fork(page) && chunk->hidden_from_parent(page);
+    chunk->fork_copy = hidden ? Chunk::ForkCopy::kByChild : Chunk::ForkCopy::kStaged;
+    by_child = by_child || hidden;
+    if (hidden) continue;
+    chunk->fork_offset_pages = static_cast<uint32_t>(bytes / os::kPageSize);
+    bytes += size_t{chunk->touched_pages} * os::kPageSize;
+  }
+  if (bytes != 0) {
+    if (staging_pipe_[0] < 0) {
+      if (os::make_message_pipe(staging_pipe_) != 0) staging_pipe_[0] = staging_pipe_[1] = -1;
+      proc_is_ours_ = os::proc_shows_this_process(); // else a file serves one child
+    }
+    // A file that an earlier, larger heap filled is given up (the pages it
+    // holds would be zeroed at every fork, and held for nothing).
+    int slot = -1;
+    for (int attempt = 0; attempt <= kStagingFiles && fork_slot_ < 0; ++attempt) {
+      slot = take_staging(bytes);
+      if (slot < 0 || (fork_map_ = open_staging(slot)) == nullptr) break;
+      bool filled = fill_staging(false);
+      if (filled && staging_stale_pages_ <= kStaleStagingPages + staging_taken_pages_) {
+        fork_slot_ = slot;
+        staging_[slot].handout++;
+        break;
+      }
+      close_staging(slot);
+      fork_map_ = nullptr;
+      if (!filled) break;
+      drop_staging(slot);
+      slot = -1;
+    }
+    if (fork_slot_ < 0) {
+      if (slot >= 0) drop_staging(slot); // refused (memlock budget): no use keeping it
+      for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
+        if (chunk->fork_copy == Chunk::ForkCopy::kStaged) chunk->fork_copy = Chunk::ForkCopy::kByChild;
+      by_child = true;
+    }
+  }
+  // Decided here, for the child: the forking thread's filters are the
+  // child's, and /proc is slower to read in a new process.
+  fork_may_map_secret_ = by_child && tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
+}
+
+// Another fork handler (registered before secmem's, so run after its prepare
+// handler) uses the heap on the forking thread: from now on the parent's
+// state differs from the staged copy. The child copies instead, while the
+// parent waits, as it would for a sealed block; a chunk made by that handler
+// is copied by the child too. Without a pipe the staged copy stands.
+void ChunkPool::fork_reentered() {
+  if (fork_reentered_) return;
+  if (fork_pipe_[0] < 0 && os::make_pipe(fork_pipe_) != 0) {
+    fork_pipe_[0] = fork_pipe_[1] = -1;
+    return;
+  }
+  fork_reentered_ = true;
+  if (fork_slot_ >= 0) {
+    close_staging(fork_slot_);
+    fork_map_ = nullptr;
+    fork_slot_ = -1; // the file stays free for the next fork
+    for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
+      if (chunk->fork_copy == Chunk::ForkCopy::kStaged) chunk->fork_copy = Chunk::ForkCopy::kByChild;
+  }
+  fork_may_map_secret_ = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
+}
 
 // The fallback when no pipe can be had: a copy staged by the parent before fork.
 void ChunkPool::stage_in_parent(Chunk *chunk) {
@@ -65,21 +312,30 @@ void ChunkPool::stage_in_parent(Chunk *chunk) {
   chunk->fork_staging = staging;
 }
 
+// With the gate closed: the staged copy, and the hand-shake for the rest.
 void ChunkPool::prepare_fork() {
   fork_pipe_[0] = fork_pipe_[1] = -1;
-  bool any_secret = false;
+  if (fork_slot_ >= 0) fill_staging(true); // every page it writes is in memory
+  bool by_child = false;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
-    any_secret = any_secret || chunk->tier == Tier::kSecret;
-  // Decided here, for the child: the forking thread's filters are the
-  // child's, and /proc is slower to read in a new process.
-  fork_may_map_secret_ = any_secret && tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
-  if (!any_secret || os::make_pipe(fork_pipe_) == 0) return;
+    by_child = by_child || chunk->fork_copy == Chunk::ForkCopy::kByChild;
+  if (!by_child || os::make_pipe(fork_pipe_) == 0) return;
   fork_pipe_[0] = fork_pipe_[1] = -1;
-  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
-    if (chunk->tier == Tier::kSecret) stage_in_parent(chunk);
+  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
+    if (chunk->fork_copy != Chunk::ForkCopy::kByChild) continue;
+    stage_in_parent(chunk);
+    chunk->fork_copy = Chunk::ForkCopy::kStagedNoPipe;
+  }
 }
 
 void ChunkPool::after_fork_parent() {
+  if (fork_slot_ >= 0) {
+    close_staging(fork_slot_);
+    staging_[fork_slot_].in_use = true; // until the child (it says its pid) is gone
+    staging_[fork_slot_].holder = 0;
+    fork_slot_ = -1;
+    fork_map_ = nullptr;
+  }
   if (fork_pipe_[0] >= 0) {
     os::close_fd(fork_pipe_[1]);
     os::await_byte(fork_pipe_[0]); // or end of file: the child is gone
@@ -176,13 +432,49 @@ void ChunkPool::privatise_in_child(Chunk *chunk) {
     diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", prot_err);
 }
 
+// In the child: the staged copy mapped over the chunk (one mapping in place
+// of the chunk's, so no mapping-count headroom is needed). Pages the copy left
+// out are zero or not yet made: cold, faulted in through the kernel when used.
+void ChunkPool::map_staged_in_child(Chunk *chunk, int fd) {
+  // The chunk ends where its touched pages end: the pages past them in the
+  // file are not the child's to use (and stay out of the parent's zeroing).
+  // Back to reserve first, whole: one mapping, so no mapping-count headroom
+  // is needed, and the file's mapping then takes one slot of it.
+  void *base = reinterpret_cast<void *>(chunk->base);
+  os::release_to_reserve(base, chunk->mapped_bytes());
+  int err = os::map_fd_fixed(fd, base, size_t{chunk->touched_pages} * os::kPageSize,
+                             size_t{chunk->fork_offset_pages} * os::kPageSize);
+  if (err != 0) diag::fatal_errno("fork: cannot map the child's private copy of the secret heap", err);
+  uint32_t dropped = chunk->mapped_pages - chunk->touched_pages;
+  mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
+  chunk->mapped_pages = chunk->touched_pages;
+  chunk->free_pages -= dropped;
+  chunk->cold_pages = 0;
+  for (uint32_t page = 0; !chunk->huge && page < chunk->touched_pages; ++page) {
+    bool cold = !staged_copy_takes(chunk, page);
+    if (cold)
+      bitmap::set(chunk->cold, page);
+    else
+      bitmap::clear(chunk->cold, page);
+    chunk->cold_pages += cold;
+  }
+  fork_privatisations_++;
+  if (int prot_err = protection::restore_restricted(chunk); prot_err != 0)
+    diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", prot_err);
+}
+
 void ChunkPool::after_fork_child() {
   if (fork_pipe_[0] >= 0) os::close_fd(fork_pipe_[0]);
+  int staging_fd = fork_slot_ >= 0 ? staging_[fork_slot_].fd : -1;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     Tier before = chunk->tier;
     degraded_err_ = 0;
     // Without a private copy the child would write the parent's pages.
-    if (chunk->tier == Tier::kSecret) privatise_in_child(chunk);
+    if (chunk->fork_copy == Chunk::ForkCopy::kStaged)
+      map_staged_in_child(chunk, staging_fd);
+    else if (chunk->tier == Tier::kSecret)
+      privatise_in_child(chunk);
+    chunk->fork_copy = Chunk::ForkCopy::kNone;
     // Locks are not inherited across fork: take them again.
     if (before == Tier::kLocked || (before == Tier::kSecret && chunk->tier != Tier::kSecret)) {
       protection::open_all_in_child(chunk); // mlock cannot fault in PROT_NONE pages
@@ -198,6 +490,22 @@ void ChunkPool::after_fork_child() {
     }
     tiers_.note_tier(chunk->tier);
   }
+  // The parent's staging files are its own: the child says which one it
+  // took (so that the parent knows when it is free again) and keeps none.
+  if (fork_slot_ >= 0 && proc_is_ours_) {
+    StagingMessage msg{static_cast<uint32_t>(fork_slot_), staging_[fork_slot_].handout, static_cast<int32_t>(getpid())};
+    os::send_message(staging_pipe_[1], &msg, sizeof msg);
+  }
+  for (int slot = 0; slot < kStagingFiles; ++slot) {
+    if (staging_[slot].fd >= 0) os::close_fd(staging_[slot].fd);
+    staging_[slot] = StagingFile{};
+  }
+  for (int &fd : staging_pipe_) {
+    if (fd >= 0) os::close_fd(fd);
+    fd = -1;
+  }
+  fork_slot_ = -1;
+  fork_map_ = nullptr; // staging mappings are not inherited (MADV_DONTFORK)
   if (fork_pipe_[1] >= 0) {
     os::send_byte(fork_pipe_[1]);
     os::close_fd(fork_pipe_[1]);

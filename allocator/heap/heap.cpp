@@ -71,6 +71,10 @@ void prepare_fork() NO_THREAD_SAFETY_ANALYSIS {
   g_heap.lock.allow_reentry(true);
   g_fork_parent = getpid();
   g_child_done = false;
+  // Makes pages: before the gate holds other threads. A signal handler that
+  // interrupted this thread's heap operation finds the pool halfway through
+  // a change: its child copies instead.
+  g_heap.pool.stage_fork(was_mine);
   close_gate();
   g_heap.pool.prepare_fork();
 }
@@ -179,8 +183,13 @@ __attribute__((destructor)) void unload() {
 
 } // namespace
 
-void finish_fork_in_child_now() {
-  if (g_heap.forking.load(std::memory_order_relaxed) != 0 && getpid() != g_fork_parent) finish_child();
+// Called on the forking thread, which holds the lock (a re-entry).
+void finish_fork_in_child_now() NO_THREAD_SAFETY_ANALYSIS {
+  if (g_heap.forking.load(std::memory_order_relaxed) == 0) return;
+  if (getpid() != g_fork_parent)
+    finish_child();
+  else
+    g_heap.pool.fork_reentered(); // the staged copy would miss what this operation changes
 }
 
 bool init_slow() {

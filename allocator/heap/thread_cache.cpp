@@ -178,6 +178,11 @@ void wait_out_fork(ThreadCache *cache) {
 
 void close_gate() {
   g_heap.forking.store(1, kGateOrder);
+  // Caches are made under the heap lock: with none but this thread's, no
+  // other thread can be in a cache operation, or start one, and there is
+  // nothing to wait for (a single-threaded process skips the barrier).
+  ThreadCache *first = g_heap.caches.front();
+  if (first == nullptr || (first == t_cache && CacheList::next(first) == nullptr)) return;
 #if !defined(SECMEM_TSAN)
   if (g_ro.fence_each_op)
     std::atomic_thread_fence(std::memory_order_seq_cst);

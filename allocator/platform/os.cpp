@@ -86,8 +86,8 @@ int map_secret_anywhere(size_t len, void **out) { return map_secret(nullptr, len
 
 int map_secret_anywhere_with_fd(size_t len, void **out, int *fd) { return map_secret(nullptr, len, 0, out, fd); }
 
-int map_fd_fixed(int fd, void *addr, size_t len) {
-  void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+int map_fd_fixed(int fd, void *addr, size_t len, size_t offset) {
+  void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, static_cast<off_t>(offset));
   return p == MAP_FAILED ? errno : 0;
 }
 
@@ -151,7 +151,68 @@ void barrier_all_threads() {
   mprotect(page, kPageSize, PROT_READ);
 }
 
+int secret_file(size_t len, int *fd) { return secret_fd(len, fd); }
+
+int map_fd_not_inherited(int fd, size_t len, void **out) {
+  void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return errno;
+  if (madvise(p, len, MADV_DONTFORK) != 0) {
+    int err = errno;
+    munmap(p, len);
+    return err;
+  }
+  *out = p;
+  return 0;
+}
+
+int pages_in_memory(void *addr, size_t len, unsigned char *vec) { return mincore(addr, len, vec) == 0 ? 0 : errno; }
+
+static void append_decimal(char *at, unsigned long value) {
+  char digits[24];
+  int n = 0;
+  do digits[n++] = static_cast<char>('0' + value % 10);
+  while ((value /= 10) != 0);
+  while (n > 0) *at++ = digits[--n];
+  *at = '\0';
+}
+
+ChildState child_state(int pid) {
+  char path[32] = "/proc/";
+  append_decimal(path + 6, static_cast<unsigned long>(pid));
+  int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    close(fd);
+    return ChildState::kRunning; // or a zombie not yet reaped, or another process with its pid
+  }
+  return errno == ENOENT ? ChildState::kGone : ChildState::kUnknown;
+}
+
+bool proc_shows_this_process() {
+  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[32] = {};
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  unsigned long pid = 0;
+  for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i)
+    pid = pid * 10 + static_cast<unsigned long>(buf[i] - '0');
+  return n > 0 && pid == static_cast<unsigned long>(getpid());
+}
+
 int make_pipe(int fds[2]) { return syscall(SYS_pipe2, fds, O_CLOEXEC) == 0 ? 0 : errno; }
+
+int make_message_pipe(int fds[2]) { return syscall(SYS_pipe2, fds, O_CLOEXEC | O_NONBLOCK) == 0 ? 0 : errno; }
+
+void send_message(int fd, const void *msg, size_t len) {
+  while (syscall(SYS_write, fd, msg, len) < 0 && errno == EINTR) {}
+}
+
+size_t take_messages(int fd, void *buf, size_t len) {
+  long n;
+  do n = syscall(SYS_read, fd, buf, len);
+  while (n < 0 && errno == EINTR);
+  return n > 0 ? static_cast<size_t>(n) : 0;
+}
 
 void send_byte(int fd) {
   char byte = 1;
@@ -178,6 +239,16 @@ __attribute__((no_sanitize("address", "undefined", "thread"))) void copy_uncheck
   auto *s = static_cast<const uint64_t *>(from);
   for (size_t i = 0; i < len / 8; ++i) {
     d[i] = s[i];
+    asm volatile("" : : : "memory");
+  }
+  VALGRIND_ENABLE_ERROR_REPORTING;
+}
+
+__attribute__((no_sanitize("address", "undefined", "thread"))) void zero_unchecked(void *to, size_t len) {
+  VALGRIND_DISABLE_ERROR_REPORTING;
+  auto *d = static_cast<uint64_t *>(to);
+  for (size_t i = 0; i < len / 8; ++i) {
+    d[i] = 0;
     asm volatile("" : : : "memory");
   }
   VALGRIND_ENABLE_ERROR_REPORTING;

@@ -47,7 +47,26 @@ int move_mapping(void *from, size_t len, void *to);
 // and a second mapping of that file at addr, replacing what is there: how a
 // copy reaches its place when mremap has no mapping-count headroom.
 int map_secret_anywhere_with_fd(size_t len, void **out, int *fd);
-int map_fd_fixed(int fd, void *addr, size_t len);
+int map_fd_fixed(int fd, void *addr, size_t len, size_t offset = 0);
+
+// The fork staging files (chunks/fork.cpp): a memfd_secret file of len bytes,
+// not mapped (0 or errno, as map_secret_fixed); a mapping of one anywhere,
+// left out of fork children (MADV_DONTFORK); which of its pages are in memory
+// (mincore: one byte per page, bit 0); write faults on present pages in one
+// call (MADV_POPULATE_WRITE; a no-op where the kernel lacks it).
+int secret_file(size_t len, int *fd);
+int map_fd_not_inherited(int fd, size_t len, void **out);
+int pages_in_memory(void *addr, size_t len, unsigned char *vec);
+void populate_write(void *addr, size_t len);
+
+// Whether a process this one forked is still there, from /proc/PID (open
+// and read are calls the heap makes from start-up on, so a sandbox allows
+// them): kGone once it was reaped. A zombie, or another process that took
+// its pid, reads as kRunning. Only meaningful when proc_shows_this_process:
+// /proc is mounted and shows this process's pid namespace.
+enum class ChildState { kRunning, kGone, kUnknown };
+ChildState child_state(int pid);
+bool proc_shows_this_process();
 
 // mprotect: 0 or errno (ENOMEM: the process's mapping count limit).
 int protect(void *addr, size_t len, int prot);
@@ -55,6 +74,8 @@ int protect(void *addr, size_t len, int prot);
 // Copies len bytes, invisible to AddressSanitizer and valgrind (the fork copy
 // reads blocks that the heap has poisoned for them as freed).
 void copy_unchecked(void *to, const void *from, size_t len);
+// explicit_bzero for the same (fork staging pages that held older copies).
+void zero_unchecked(void *to, size_t len);
 
 // len random bytes from getrandom(2); false if the kernel has none to give.
 bool random_bytes(void *out, size_t len);
@@ -75,6 +96,12 @@ void unmap(void *addr, size_t len);
 // read until it comes or the writer is gone; close. Raw system calls (no
 // interposer runs in a fork handler).
 int make_pipe(int fds[2]);
+// A pipe for short messages (at most PIPE_BUF bytes each, so each is written
+// whole): O_NONBLOCK | O_CLOEXEC. take_messages reads what is there, up to
+// len bytes (whole messages when len is a multiple of their size): the bytes read.
+int make_message_pipe(int fds[2]);
+void send_message(int fd, const void *msg, size_t len);
+size_t take_messages(int fd, void *buf, size_t len);
 void send_byte(int fd);
 void await_byte(int fd);
 void close_fd(int fd);
