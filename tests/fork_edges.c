@@ -24,6 +24,9 @@
 //   staging-reuse N N children one after another, each leaving a secret of
 //                   its own in its heap: no child finds the previous one's,
 //                   and the parent keeps a few staging files, not one per child
+//   fork-in-handler prepare|parent|child
+//                   a fork handler registered before the heap started forks:
+//                   every process keeps its own heap
 //   live-children   children that live on (one closing every descriptor, one
 //                   exec'ing) while the parent forks more: each keeps its heap
 #define _GNU_SOURCE
@@ -508,6 +511,74 @@ static int live_children(void) {
   return bad == 0 && execer_status == 0 ? 0 : 1;
 }
 
+// ---- fork-in-handler ----
+
+static const char *g_nest_mode;
+static unsigned char *g_nest_key;
+static int g_nested_status = -1, g_nesting;
+
+// A child's view of its heap: the key it inherited, and fresh blocks zero.
+static int heap_looks_right(void) {
+  if (!all_bytes(g_nest_key, 0x5A, 32)) return 0;
+  for (int i = 0; i < 300; ++i) {
+    size_t size = 100 + (size_t)i * 13;
+    unsigned char *p = secmem_calloc(1, size);
+    if (p == NULL || !all_bytes(p, 0, size)) return 0;
+    memset(p, 0xEE, size);
+    if (i % 2) secmem_free(p);
+  }
+  return 1;
+}
+
+static void fork_inside(void) {
+  if (g_nesting) return;
+  g_nesting = 1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    int ok = heap_looks_right();
+    memset(g_nest_key, 0xCC, 32); // its own copy only
+    _exit(ok ? 0 : 40);
+  }
+  g_nested_status = pid > 0 ? wait_status(pid) : -2;
+  g_nesting = 0;
+}
+
+static void nest_prepare(void) {
+  if (strcmp(g_nest_mode, "prepare") == 0) fork_inside();
+}
+static void nest_parent(void) {
+  if (strcmp(g_nest_mode, "parent") == 0) fork_inside();
+}
+static void nest_child(void) {
+  if (strcmp(g_nest_mode, "child") == 0) fork_inside();
+}
+
+// Fork handlers registered before the heap started (so run around secmem's)
+// that fork: the inner child gets a copy of its own (it used to get none, or
+// share the outer child's), and neither child nor the parent sees another's
+// writes.
+static int fork_inside_a_handler(const char *mode) {
+  g_nest_mode = mode;
+  if (pthread_atfork(nest_prepare, nest_parent, nest_child) != 0) return fail("pthread_atfork");
+  g_nest_key = secmem_malloc(32);
+  if (g_nest_key == NULL) return fail("malloc");
+  memset(g_nest_key, 0x5A, 32);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int ok = heap_looks_right();
+    memset(g_nest_key, 0xCC, 32);
+    // In "child" mode the inner fork ran in this process.
+    if (strcmp(mode, "child") == 0 && g_nested_status != 0) ok = 0;
+    _exit(ok ? 0 : 41);
+  }
+  int outer = wait_status(pid);
+  int parent_ok = heap_looks_right();
+  int inner_ok = strcmp(mode, "child") == 0 || g_nested_status == 0;
+  printf("fork-in-handler %s: outer child %d, inner child %d, parent %s\n", mode, outer, g_nested_status,
+         parent_ok ? "ok" : "BAD");
+  return outer == 0 && inner_ok && parent_ok ? 0 : 1;
+}
+
 // ---- data-stderr ----
 
 static int data_stderr(const char *path) {
@@ -532,5 +603,6 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "data-stderr") == 0 && argc > 2) return data_stderr(argv[2]);
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
+  if (strcmp(argv[1], "fork-in-handler") == 0 && argc > 2) return fork_inside_a_handler(argv[2]);
   return fail("unknown mode");
 }

@@ -375,5 +375,13 @@ TEST(ForkEdges, AStagingFileServesTheNextChildWithNothingOfTheLast) {
 }
 TEST(ForkEdges, LiveChildrenKeepTheirHeapsWhileTheParentForksMore) { EXPECT_TRUE(fork_edges({"live-children"})); }
 
+// A fork handler registered before secmem's forks, from the prepare, parent
+// or child handler: the inner child used to get no copy (it wrote the
+// parent's pages, or the outer child's staging file) or to end the outer
+// parent's wait early with its byte.
+TEST(ForkEdges, AForkInsideAForkHandler) {
+  for (const char *mode : {"prepare", "parent", "child"}) EXPECT_TRUE(fork_edges({"fork-in-handler", mode})) << mode;
+}
+
 // fork at vm.max_map_count (the child's mremap fails there; it used to
 // abort) runs as the fork-map-limit-* tests of the plain build (tests/meson.build).

@@ -81,7 +81,12 @@ public:
   void prepare_fork();
   void fork_reentered();
   void after_fork_parent();
-  void after_fork_child();
+  // nested_depth: -1 for the fork whose handlers run first; else the child
+  // of a fork made inside it (at that depth), which copies for itself while
+  // its parent waits (prepare_nested_fork, after_nested_fork_parent).
+  void after_fork_child(int nested_depth);
+  void prepare_nested_fork(unsigned depth);
+  void after_nested_fork_parent(unsigned depth);
 
 private:
   Chunk *new_chunk(uint32_t min_pages, bool huge);
@@ -92,7 +97,7 @@ private:
   void release_chunk(Chunk *chunk);
   void move_tier(Chunk *chunk, Tier to);
   void stage_in_parent(Chunk *chunk);
-  void privatise_in_child(Chunk *chunk);
+  void privatise_in_child(Chunk *chunk, bool use_staged_copy);
   void map_staged_in_child(Chunk *chunk, int fd);
   int take_staging(size_t bytes);
   char *open_staging(int slot);
@@ -131,7 +136,10 @@ private:
   uint32_t staging_taken_pages_ = 0; // and those this fork's copy takes
   static constexpr uint32_t kStaleStagingPages = 64;
   static constexpr size_t kStagingSlackBytes = size_t{64} << 12;
-  bool fork_reentered_ = false;      // fork_reentered ran in this fork
+  bool fork_reentered_ = false; // fork_reentered ran in this fork
+  static constexpr unsigned kNestedForks = 4;
+  // A nested fork's child writes a byte to its pipe when its copies are in place.
+  int nested_pipe_[kNestedForks][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
   int staging_pipe_[2] = {-1, -1};   // each child says which file it took, and its pid
   bool proc_is_ours_ = false;        // /proc tells when a child is gone (os::child_state)
   bool fork_may_map_secret_ = false; // the seccomp check for memfd_secret, once per fork (prepare_fork)

@@ -358,9 +358,9 @@ void ChunkPool::after_fork_parent() {
 // Only the pages in use are copied (and first touched): the rest of the new
 // file stays unmade, and those pages are faulted in when a run needs them
 // (Chunk::cold), so a heap that once grew forks like one that never did.
-void ChunkPool::privatise_in_child(Chunk *chunk) {
+void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
   size_t len = chunk->mapped_bytes();
-  void *copy = chunk->fork_staging; // staged by the parent (no pipe), or made here
+  void *copy = use_staged_copy ? chunk->fork_staging : nullptr; // staged by the parent (no pipe), or made here
   Tier tier = chunk->fork_staging_tier;
   int copy_fd = -1;
   bool made_here = false;
@@ -463,17 +463,47 @@ void ChunkPool::map_staged_in_child(Chunk *chunk, int fd) {
     diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", prot_err);
 }
 
-void ChunkPool::after_fork_child() {
-  if (fork_pipe_[0] >= 0) os::close_fd(fork_pipe_[0]);
+void ChunkPool::prepare_nested_fork(unsigned depth) {
+  if (depth >= kNestedForks) return;
+  int *fds = nested_pipe_[depth];
+  if (os::make_pipe(fds) != 0) fds[0] = fds[1] = -1; // then the inner child copies unwaited for
+  fork_may_map_secret_ = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
+}
+
+void ChunkPool::after_nested_fork_parent(unsigned depth) {
+  if (depth >= kNestedForks || nested_pipe_[depth][0] < 0) return;
+  os::close_fd(nested_pipe_[depth][1]);
+  os::await_byte(nested_pipe_[depth][0]); // or end of file: the child is gone
+  os::close_fd(nested_pipe_[depth][0]);
+  nested_pipe_[depth][0] = nested_pipe_[depth][1] = -1;
+}
+
+void ChunkPool::after_fork_child(int nested_depth) {
+  bool nested = nested_depth >= 0;
+  // The outer fork's hand-shake is not this child's to answer.
+  for (int fd : fork_pipe_)
+    if (fd >= 0 && (nested || fd == fork_pipe_[0])) os::close_fd(fd);
+  if (nested) fork_pipe_[1] = -1;
+  int signal_fd = -1;
+  for (unsigned depth = 0; depth < kNestedForks; ++depth) {
+    for (int &fd : nested_pipe_[depth]) {
+      if (fd < 0) continue;
+      if (nested && depth == static_cast<unsigned>(nested_depth) && &fd == &nested_pipe_[depth][1])
+        signal_fd = fd;
+      else
+        os::close_fd(fd);
+      fd = -1;
+    }
+  }
   int staging_fd = fork_slot_ >= 0 ? staging_[fork_slot_].fd : -1;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     Tier before = chunk->tier;
     degraded_err_ = 0;
     // Without a private copy the child would write the parent's pages.
-    if (chunk->fork_copy == Chunk::ForkCopy::kStaged)
+    if (chunk->fork_copy == Chunk::ForkCopy::kStaged && !nested)
       map_staged_in_child(chunk, staging_fd);
     else if (chunk->tier == Tier::kSecret)
-      privatise_in_child(chunk);
+      privatise_in_child(chunk, !nested);
     chunk->fork_copy = Chunk::ForkCopy::kNone;
     // Locks are not inherited across fork: take them again.
     if (before == Tier::kLocked || (before == Tier::kSecret && chunk->tier != Tier::kSecret)) {
@@ -492,7 +522,7 @@ void ChunkPool::after_fork_child() {
   }
   // The parent's staging files are its own: the child says which one it
   // took (so that the parent knows when it is free again) and keeps none.
-  if (fork_slot_ >= 0 && proc_is_ours_) {
+  if (fork_slot_ >= 0 && proc_is_ours_ && !nested) {
     StagingMessage msg{static_cast<uint32_t>(fork_slot_), staging_[fork_slot_].handout, static_cast<int32_t>(getpid())};
     os::send_message(staging_pipe_[1], &msg, sizeof msg);
   }
@@ -509,6 +539,11 @@ void ChunkPool::after_fork_child() {
   if (fork_pipe_[1] >= 0) {
     os::send_byte(fork_pipe_[1]);
     os::close_fd(fork_pipe_[1]);
+  }
+  fork_pipe_[0] = fork_pipe_[1] = -1;
+  if (signal_fd >= 0) {
+    os::send_byte(signal_fd);
+    os::close_fd(signal_fd);
   }
 }
 

@@ -48,12 +48,21 @@ pid_t g_fork_parent = 0;
 // operation finishes (in parent and child) when the handler returns.
 bool g_lock_was_mine = false;
 bool g_child_done = false;
+bool g_nested_child_done = false; // the same, in the child of a nested fork
+
+void finish_child();
 
 bool forking_here() { return g_heap.forking.load(std::memory_order_relaxed) != 0 && g_heap.lock.held_by_me(); }
 
 void prepare_fork() NO_THREAD_SAFETY_ANALYSIS {
   if (forking_here()) {
-    ++g_fork_nest;
+    // A fork inside a fork: a handler registered before secmem's forks (or
+    // handlers registered twice). This process gets its own copy first, if
+    // it is a fork child whose handler has not run; the inner child copies
+    // from it, while this process waits.
+    if (getpid() != g_fork_parent) finish_child();
+    g_nested_child_done = false;
+    g_heap.pool.prepare_nested_fork(g_fork_nest++);
     return;
   }
   bool was_mine = g_heap.lock.held_by_me();
@@ -81,7 +90,7 @@ void prepare_fork() NO_THREAD_SAFETY_ANALYSIS {
 
 void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
   if (g_fork_nest != 0) {
-    --g_fork_nest;
+    g_heap.pool.after_nested_fork_parent(--g_fork_nest);
     return;
   }
   g_heap.pool.after_fork_parent();
@@ -90,11 +99,20 @@ void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
   if (!g_lock_was_mine) g_heap.lock.unlock();
 }
 
-// The child's copies and its dead threads' caches, once.
+// The child's copies and its dead threads' caches, once. The child of a
+// nested fork (g_fork_nest counts the forks in progress it was made in)
+// copies for itself, from the pages of the process that forked it.
 void finish_child() NO_THREAD_SAFETY_ANALYSIS {
+  if (g_fork_nest != 0) {
+    if (g_nested_child_done) return;
+    g_nested_child_done = true;
+    g_heap.pool.after_fork_child(static_cast<int>(g_fork_nest) - 1);
+    if (!g_lock_was_mine) retire_other_caches();
+    return;
+  }
   if (g_child_done) return;
   g_child_done = true;
-  g_heap.pool.after_fork_child();
+  g_heap.pool.after_fork_child(-1);
   // An interrupted operation may be halfway through the central lists: the
   // other caches' blocks stay where they are (lost to this child only).
   if (!g_lock_was_mine) retire_other_caches();
@@ -102,6 +120,7 @@ void finish_child() NO_THREAD_SAFETY_ANALYSIS {
 
 void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
   if (g_fork_nest != 0) {
+    finish_child();
     --g_fork_nest;
     return;
   }
