@@ -4,6 +4,7 @@
 // (their shadow memory needs terabytes of address space).
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <sys/resource.h>
@@ -59,6 +60,34 @@ TEST(AddressSpace, SecretsWorkUnderATightLimit) {
     size_t size = 0;
     secmem_reserved_range(&base, &size);
     return ok && size <= (size_t{8} << 20);
+  });
+  EXPECT_EQ(status, 0);
+}
+
+// A block larger than the range a tight limit gave the heap at start-up:
+// the range grows in place (it used to fail with ENOMEM), and the program's
+// own allocations still fit beside it. Past what the limit leaves, the
+// allocation fails with ENOMEM (no crash).
+TEST(AddressSpace, TheRangeGrowsForABlockLargerThanItsStart) {
+  int status = run_in_child([] {
+    if (!limit_address_space(size_t{200} << 20) || !secret_works()) return false;
+    uintptr_t base = 0;
+    size_t before = 0, after = 0;
+    secmem_reserved_range(&base, &before);
+    size_t big = size_t{24} << 20;
+    if (before > big) return false; // the test needs a range smaller than the block
+    auto *p = static_cast<unsigned char *>(secmem_malloc(big));
+    if (p == nullptr) return false;
+    memset(p, 0x5A, big);
+    bool ok = secmem_owns(p) && p[big - 1] == 0x5A;
+    secmem_reserved_range(&base, &after);
+    secmem_free(p);
+    void *ordinary = malloc(size_t{16} << 20);
+    ok = ok && ordinary != nullptr && after > before && secret_works();
+    free(ordinary);
+    errno = 0;
+    void *too_big = secmem_malloc(size_t{400} << 20);
+    return ok && too_big == nullptr && errno == ENOMEM;
   });
   EXPECT_EQ(status, 0);
 }

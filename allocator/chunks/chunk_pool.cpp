@@ -167,7 +167,7 @@ void ChunkPool::free_run(Chunk *chunk, uint32_t first_page, uint32_t pages) {
 bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out) {
   uint32_t align_pages = alignment > os::kPageSize ? static_cast<uint32_t>(alignment / os::kPageSize) : 1;
   if (pages > kHugePages || align_pages > kHugePages || align_pages + pages + 1 > kMaxChunkPages) {
-    if (pages >= reservation_.size() / os::kPageSize) {
+    if (pages >= kLargestReservation / os::kPageSize) {
       errno = ENOMEM;
       return false;
     }

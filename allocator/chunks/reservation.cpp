@@ -8,8 +8,7 @@
 namespace secmem {
 
 namespace {
-constexpr size_t kLargestReservation = size_t{64} << 30; // 64 GiB of address space
-constexpr size_t kSmallestReservation = 2 * kChunkSize;  // slot 0 (the guard) and one chunk
+constexpr size_t kSmallestReservation = 2 * kChunkSize; // slot 0 (the guard) and one chunk
 // Under RLIMIT_AS (ulimit -v) the reservation takes at most this share of
 // what is left, so that the program's own large mappings still fit.
 constexpr size_t kAddressSpaceShare = 8;
@@ -18,8 +17,10 @@ constexpr size_t kAddressSpaceShare = 8;
 size_t floor_power_of_two(size_t n) { return size_t{1} << (63 - __builtin_clzll(n)); }
 } // namespace
 
+constexpr uint32_t kMaxSlots = kLargestReservation / kChunkSize;
+
 bool Reservation::init() {
-  if (base_ != 0) return true; // a fork child finishing its parent's start-up
+  if (top_ != 0) return true; // a fork child finishing its parent's start-up
   void *raw = nullptr;
   size_t len = kLargestReservation;
   if (size_t left = os::address_space_left(); left != SIZE_MAX) {
@@ -36,23 +37,55 @@ bool Reservation::init() {
     return false;
   }
   len *= 2; // undo the last halving
-  uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + kChunkSize - 1) & ~(kChunkSize - 1);
-  nslots_ = static_cast<uint32_t>(len / kChunkSize);
-  slot_table_ = static_cast<std::atomic<Chunk *> *>(os::map_metadata(nslots_ * sizeof(*slot_table_)));
-  slot_used_ = static_cast<uint64_t *>(os::map_metadata(bitmap::words_for(nslots_) * sizeof(uint64_t)));
+  uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+  uintptr_t aligned = (start + kChunkSize - 1) & ~(kChunkSize - 1);
+  // Exactly [aligned, aligned + len): the range grows from its bottom.
+  if (aligned != start) os::unmap(raw, aligned - start);
+  os::unmap(reinterpret_cast<void *>(aligned + len), start + kChunkSize - aligned);
+  // Tables for the largest range: their pages are made when first written.
+  slot_table_ = static_cast<std::atomic<Chunk *> *>(os::map_metadata(kMaxSlots * sizeof(*slot_table_)));
+  slot_used_ = static_cast<uint64_t *>(os::map_metadata(bitmap::words_for(kMaxSlots) * sizeof(uint64_t)));
   if (slot_table_ == nullptr || slot_used_ == nullptr) {
     diag::Line().add("cannot map the secret heap's slot table; every allocation will return NULL").emit();
     return false;
   }
-  bitmap::set(slot_used_, 0); // slot 0 stays PROT_NONE: the guard before the first chunk
-  base_ = aligned;
-  size_ = len;
+  top_ = aligned + len;
+  window_ = top_ - kLargestReservation;
+  // Slots below the range count as used, and so does its lowest slot: the
+  // guard below the first chunk.
+  bitmap::set_range(slot_used_, 0, slot_of(aligned) + 1);
+  size_.store(len, std::memory_order_release);
+  return true;
+}
+
+// Grows the range downwards by at least count slots (doubling it where
+// RLIMIT_AS leaves eight times that). False if it cannot.
+bool Reservation::grow(uint32_t count) {
+  size_t size = size_.load(std::memory_order_relaxed);
+  size_t need = size_t{count + 1} * kChunkSize; // and a new guard slot below them
+  if (size == 0 || size + need > kLargestReservation) return false;
+  size_t left = os::address_space_left();
+  if (left != SIZE_MAX && left < need) return false;
+  size_t add = std::max(need, std::min(size, kLargestReservation - size));
+  if (left != SIZE_MAX && add > left / kAddressSpaceShare) add = std::max(need, left / kAddressSpaceShare);
+  add &= ~(kChunkSize - 1);
+  uintptr_t bottom = top_ - size;
+  if (!os::reserve_at(reinterpret_cast<void *>(bottom - add), add)) {
+    if (add == need || !os::reserve_at(reinterpret_cast<void *>(bottom - need), need)) return false;
+    add = need;
+  }
+  uint32_t first_new = slot_of(bottom - add);
+  bitmap::clear_range(slot_used_, first_new + 1, static_cast<uint32_t>(add / kChunkSize) - 1);
+  size_.store(size + add, std::memory_order_release);
   return true;
 }
 
 long Reservation::take_slots(uint32_t count) {
   uint32_t first = 0;
-  if (size_ == 0 || !bitmap::find_clear_run(slot_used_, nslots_, count, 1, &first)) return -1;
+  if (size_.load(std::memory_order_relaxed) == 0) return -1;
+  if (!bitmap::find_clear_run(slot_used_, kMaxSlots, count, 1, &first) &&
+      (!grow(count) || !bitmap::find_clear_run(slot_used_, kMaxSlots, count, 1, &first)))
+    return -1;
   bitmap::set_range(slot_used_, first, count);
   return first;
 }

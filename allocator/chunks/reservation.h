@@ -14,37 +14,50 @@
 
 namespace secmem {
 
+// The most address space the range ever takes (it may start smaller, under
+// RLIMIT_AS, and grow).
+inline constexpr size_t kLargestReservation = size_t{64} << 30;
+
+// The range is [top - size, top): its top is fixed, and it grows downwards,
+// where the kernel's top-down layout leaves address space free. Slots are
+// numbered from top - kLargestReservation, so a slot keeps its number (and
+// its entry in the table) as the range grows.
 class Reservation {
 public:
   // Reserves the range. False (with one diagnostic) if none can be had.
   bool init();
 
-  bool in_range(const void *p) const { return reinterpret_cast<uintptr_t>(p) - base_ < size_; }
+  bool in_range(const void *p) const {
+    return top_ - 1 - reinterpret_cast<uintptr_t>(p) < size_.load(std::memory_order_acquire);
+  }
   // The chunk whose slot holds p, or nullptr (outside the range, or unmapped).
   Chunk *chunk_of(const void *p) const {
-    uintptr_t offset = reinterpret_cast<uintptr_t>(p) - base_;
-    if (offset >= size_) return nullptr;
-    return slot_table_[offset / kChunkSize].load(std::memory_order_acquire);
+    if (!in_range(p)) return nullptr;
+    return slot_table_[(reinterpret_cast<uintptr_t>(p) - window_) / kChunkSize].load(std::memory_order_acquire);
   }
 
-  // count free slots in a row: their first index, or -1.
+  // count free slots in a row: their first number, or -1. When the range has
+  // no such run it grows, where the address space below it is free and
+  // RLIMIT_AS leaves room.
   long take_slots(uint32_t count);
   void give_slots(uint32_t first, uint32_t count);
-  uintptr_t slot_address(uint32_t slot) const { return base_ + uintptr_t{slot} * kChunkSize; }
-  uint32_t slot_of(uintptr_t addr) const { return static_cast<uint32_t>((addr - base_) / kChunkSize); }
+  uintptr_t slot_address(uint32_t slot) const { return window_ + uintptr_t{slot} * kChunkSize; }
+  uint32_t slot_of(uintptr_t addr) const { return static_cast<uint32_t>((addr - window_) / kChunkSize); }
 
   // Makes chunk (or nullptr) what chunk_of answers for its slots.
   void publish(const Chunk &chunk, Chunk *value);
 
-  uintptr_t base() const { return base_; }
-  size_t size() const { return size_; }
+  uintptr_t base() const { return top_ - size_.load(std::memory_order_relaxed); }
+  size_t size() const { return size_.load(std::memory_order_relaxed); }
 
 private:
-  uintptr_t base_ = 0;
-  size_t size_ = 0;
-  uint32_t nslots_ = 0;
+  bool grow(uint32_t count);
+
+  uintptr_t top_ = 0;
+  uintptr_t window_ = 0;        // top_ - kLargestReservation: slot 0
+  std::atomic<size_t> size_{0}; // grows (under the heap lock); read without it
   std::atomic<Chunk *> *slot_table_ = nullptr;
-  uint64_t *slot_used_ = nullptr;
+  uint64_t *slot_used_ = nullptr; // slots outside the range count as used
 };
 
 } // namespace secmem

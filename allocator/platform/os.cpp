@@ -38,6 +38,14 @@ void *reserve(size_t len) {
   return p == MAP_FAILED ? nullptr : p;
 }
 
+bool reserve_at(void *addr, size_t len) {
+  void *p = mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+  if (p == MAP_FAILED) return false;
+  if (p == addr) return true;
+  munmap(p, len); // a kernel before 4.17 takes the flag as a hint
+  return false;
+}
+
 void release_to_reserve(void *addr, size_t len) {
   void *p = mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
   if (p == MAP_FAILED) diag::fatal_errno("cannot return memory to the reserved range", errno);

@@ -16,6 +16,8 @@ inline constexpr size_t kPageSize = 4096;
 // Anonymous PROT_NONE address space with MAP_NORESERVE: costs no memory and
 // no locked-memory budget. Returns nullptr on failure.
 void *reserve(size_t len);
+// The same at addr, only where nothing is mapped (MAP_FIXED_NOREPLACE). True if reserved.
+bool reserve_at(void *addr, size_t len);
 
 // Puts [addr, addr+len) back to reserved PROT_NONE (drops its pages).
 void release_to_reserve(void *addr, size_t len);
