@@ -481,8 +481,9 @@ void ChunkPool::after_nested_fork_parent(unsigned depth) {
 void ChunkPool::after_fork_child(int nested_depth) {
   bool nested = nested_depth >= 0;
   // The outer fork's hand-shake is not this child's to answer.
-  for (int fd : fork_pipe_)
-    if (fd >= 0 && (nested || fd == fork_pipe_[0])) os::close_fd(fd);
+  if (fork_pipe_[0] >= 0) os::close_fd(fork_pipe_[0]);
+  fork_pipe_[0] = -1;
+  if (nested && fork_pipe_[1] >= 0) os::close_fd(fork_pipe_[1]);
   if (nested) fork_pipe_[1] = -1;
   int signal_fd = -1;
   for (unsigned depth = 0; depth < kNestedForks; ++depth) {

@@ -1,25 +1,27 @@
-// The fork gate: no lock-free heap operation is in flight when the kernel
-// copies the process, and none starts until the child has its copy.
+// The fork gate: no lock-free heap operation is in flight while the parent
+// copies its secret pages for the child and the kernel copies the process,
+// and none starts until the fork is done (or, where the child copies for
+// itself, until it has its copy).
 //
 // Thread caches pop and push without the heap lock. A fork that catches a
 // thread halfway (a block taken from its cache but not yet marked live, or a
 // cache the child sees from one moment and the span from another) would
 // leave the child a heap that is not self-consistent, and a block that
-// another thread takes from its cache while the child copies the secret
-// pages would be free in the child but hold that thread's data. So:
+// another thread takes from its cache between the copy of the secret pages
+// and the fork would be free in the child but hold that thread's data. So:
 //
 //   thread, per operation:          forking thread, in the prepare handler:
 //     in_op = 1                       (holds the heap lock)
 //     compiler barrier                forking = 1
 //     if forking: in_op = 0, wait     membarrier(PRIVATE_EXPEDITED)
 //     ... pop or push ...             wait until every other in_op == 0
-//     in_op = 0 (release)             ... fork, the child copies ...
+//     in_op = 0 (release)             ... staged copy, fork ...
 //
 // membarrier runs a full barrier on every running thread of the process, so
 // either the forker sees a thread's in_op == 1 or that thread sees forking ==
 // 1 (an asymmetric Dekker: the fast side pays a compiler barrier only). A
 // thread that waits takes the heap lock, which the forker holds until the
-// child has made its copy. Where membarrier cannot be registered, each
+// fork is done. Where membarrier cannot be registered, each
 // operation fences instead (ReadOnly::fence_each_op); under ThreadSanitizer
 // the gate uses sequentially consistent atomics, which it can check.
 //

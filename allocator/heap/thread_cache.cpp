@@ -169,7 +169,7 @@ void wait_out_fork(ThreadCache *cache) {
       return;
     }
     leave_gate(cache);
-    { ScopedLock lock(g_heap.lock); } // held by the forker until the child has its copy
+    { ScopedLock lock(g_heap.lock); } // held by the forker until the fork is done
     cache->in_op.store(1, kGateOrder);
     light_barrier();
     if (g_heap.forking.load(kGateOrder) == 0) return;
