@@ -8,8 +8,12 @@
 //                   operations, for S seconds: no deadlock, child writes stay
 //                   in the child
 //   atfork-order    fork handlers registered before the heap started use it:
-//                   a prepare handler that frees and allocates, a child
-//                   handler that frees the parent's block and writes a new one
+//                   a prepare handler that frees and allocates, a parent
+//                   handler that allocates and frees, a child handler that
+//                   frees the parent's block and writes a new one; a child
+//                   that lives through 20 forks keeps its own block
+//   atfork-parent   the same with the parent handler only (it uses the heap
+//                   after the fork, before secmem's parent handler)
 //   map-limit H     fork with the mapping count H below vm.max_map_count: the
 //                   child gets its copy, the parent's secret is untouched
 //   two-forkers N   two threads fork N times each, at once (glibc runs their
@@ -202,27 +206,46 @@ static void early_prepare(void) { // runs after secmem's prepare handler (regist
   if (g_prepare_block != NULL) memset(g_prepare_block, 'Q', 48);
 }
 
+static void early_parent(void) { // runs before secmem's parent handler, after the fork
+  secmem_free(secmem_malloc(40));
+}
+
 static void early_child(void) { // runs before secmem's child handler
   secmem_free(g_parent_block);  // the child's copy: the parent's block stays
   char *mine = secmem_malloc(64);
   if (mine != NULL) memset(mine, 'C', 64);
 }
 
-static int atfork_order(void) {
-  if (pthread_atfork(early_prepare, NULL, early_child) != 0) return fail("pthread_atfork");
+static int atfork_order(int parent_only) {
+  if ((parent_only ? pthread_atfork(NULL, early_parent, NULL)
+                   : pthread_atfork(early_prepare, early_parent, early_child)) != 0)
+    return fail("pthread_atfork");
   g_parent_block = secmem_malloc(64);
   g_prepare_block = secmem_malloc(48);
   if (g_parent_block == NULL || g_prepare_block == NULL) return fail("malloc");
   memset(g_parent_block, 'P', 64);
+  // A child that lives through the forks below keeps a heap of its own.
+  volatile int *board = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (board == MAP_FAILED) return fail("mmap");
+  pid_t keeper = fork();
+  if (keeper == 0) {
+    memset(g_parent_block, 'K', 64);
+    board[0] = 1;
+    while (board[1] == 0) usleep(200);
+    _exit(all_bytes(g_parent_block, 'K', 64) ? 0 : 1);
+  }
+  while (board[0] == 0) usleep(100);
   for (int i = 0; i < 20; ++i) {
     alarm(20);
     pid_t pid = fork();
-    if (pid == 0) _exit(g_prepare_block != NULL && all_bytes(g_prepare_block, 'Q', 48) ? 0 : 1);
+    if (pid == 0) _exit(parent_only || (g_prepare_block != NULL && all_bytes(g_prepare_block, 'Q', 48)) ? 0 : 1);
     if (pid < 0) return fail("fork");
     if (wait_status(pid) != 0) return fail("child");
     if (!all_bytes(g_parent_block, 'P', 64)) return fail("the child's handler changed the parent's block");
-    if (g_prepare_block == NULL || !all_bytes(g_prepare_block, 'Q', 48)) return fail("prepare block");
+    if (!parent_only && (g_prepare_block == NULL || !all_bytes(g_prepare_block, 'Q', 48))) return fail("prepare block");
   }
+  board[1] = 1;
+  if (wait_status(keeper) != 0) return fail("the child that lived through the forks lost its block");
   printf("atfork-order: 20 forks\n");
   return 0;
 }
@@ -596,7 +619,8 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (strcmp(argv[1], "init-race") == 0) return init_race((int)arg);
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
-  if (strcmp(argv[1], "atfork-order") == 0) return atfork_order();
+  if (strcmp(argv[1], "atfork-order") == 0) return atfork_order(0);
+  if (strcmp(argv[1], "atfork-parent") == 0) return atfork_order(1);
   if (strcmp(argv[1], "map-limit") == 0) return map_limit(arg);
   if (strcmp(argv[1], "two-forkers") == 0) return two_forkers((int)arg);
   if (strcmp(argv[1], "signal-and-thread-fork") == 0) return signal_and_thread_fork((int)arg);

@@ -353,7 +353,10 @@ TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) { EXPECT_TRUE(fork
 // Fork handlers registered before the heap started run inside secmem's: a
 // prepare handler that frees made fork hang; a child handler that frees
 // wrote the parent's pages.
-TEST(ForkEdges, OtherForkHandlersMayUseTheHeap) { EXPECT_TRUE(fork_edges({"atfork-order"})); }
+TEST(ForkEdges, OtherForkHandlersMayUseTheHeap) {
+  EXPECT_TRUE(fork_edges({"atfork-order"}));
+  EXPECT_TRUE(fork_edges({"atfork-parent"}));
+}
 
 // Two threads forking at once: glibc runs their handlers side by side; the
 // second fork used to pass as a nested one and get no copy (its child wrote

@@ -6,8 +6,8 @@
 //   parent copies the pages in use into a staging file, a memfd_secret file
 //   whose pages it faulted in before the gate closed. The child maps that file
 //   over its chunks; the parent does not wait for it. Staging files are kept
-//   (unmapped) and used again once the child that took one is gone, so a
-//   parent that forks again and again makes no new secret pages.
+//   (mapped PROT_NONE, not inherited) and used again once the child that took
+//   one is gone, so a parent that forks again and again makes no new pages.
 // - By the child: a chunk whose copy needs pages the parent cannot read (a
 //   sealed block, PROT_NONE) is copied by the child, in a new secret file,
 //   while the parent waits; the same when no staging file can be had (memlock
@@ -266,11 +266,16 @@ void ChunkPool::stage_fork(bool interrupted) {
   fork_may_map_secret_ = by_child && tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
 }
 
-// Another fork handler (registered before secmem's, so run after its prepare
-// handler) uses the heap on the forking thread: from now on the parent's
-// state differs from the staged copy. The child copies instead, while the
-// parent waits, as it would for a sealed block; a chunk made by that handler
-// is copied by the child too. Without a pipe the staged copy stands.
+// Another fork handler uses the heap on the forking thread while the fork is
+// in progress: a prepare handler registered before secmem's (it runs after
+// secmem's, so before the fork), or a parent handler registered before it
+// (after the fork). Before the fork the parent's state now differs from the
+// staged copy: the child copies instead, while the parent waits, as for a
+// sealed block (a chunk made by that handler is copied by the child too).
+// Which of the two it is cannot be told here, so the staging file stays
+// marked as this fork's: the parent then counts it as the child's (a child
+// that copied for itself never says so, and the file waits to be given up).
+// Without a pipe the staged copy stands.
 void ChunkPool::fork_reentered() {
   if (fork_reentered_) return;
   if (fork_pipe_[0] < 0 && os::make_pipe(fork_pipe_) != 0) {
@@ -278,13 +283,8 @@ void ChunkPool::fork_reentered() {
     return;
   }
   fork_reentered_ = true;
-  if (fork_slot_ >= 0) {
-    close_staging(fork_slot_);
-    fork_map_ = nullptr;
-    fork_slot_ = -1; // the file stays free for the next fork
-    for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
-      if (chunk->fork_copy == Chunk::ForkCopy::kStaged) chunk->fork_copy = Chunk::ForkCopy::kByChild;
-  }
+  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
+    if (chunk->fork_copy == Chunk::ForkCopy::kStaged) chunk->fork_copy = Chunk::ForkCopy::kByChild;
   fork_may_map_secret_ = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
 }
 
@@ -523,7 +523,7 @@ void ChunkPool::after_fork_child(int nested_depth) {
   }
   // The parent's staging files are its own: the child says which one it
   // took (so that the parent knows when it is free again) and keeps none.
-  if (fork_slot_ >= 0 && proc_is_ours_ && !nested) {
+  if (fork_slot_ >= 0 && proc_is_ours_ && !nested && !fork_reentered_) {
     StagingMessage msg{static_cast<uint32_t>(fork_slot_), staging_[fork_slot_].handout, static_cast<int32_t>(getpid())};
     os::send_message(staging_pipe_[1], &msg, sizeof msg);
   }
