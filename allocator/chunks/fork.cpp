@@ -159,11 +159,12 @@ void ChunkPool::drop_staging(int slot) {
 }
 
 // Walks the staged chunks' regions of this fork's staging mapping.
-// Without copy (gate open): faults in the pages the copy will write (new ones
-// through the kernel, those in memory by a write), so that the copy takes no
-// fault; notes the pages in memory that it leaves out (an earlier child's:
-// Chunk::stale). With copy (gate closed): copies the pages in use and zeroes
-// the stale ones. False: a page was refused (memlock budget).
+// Without copy (gate open): faults in the pages the copy will write, through
+// the kernel (a kernel that charges memlock at first touch refuses with an
+// errno, not SIGBUS), so that the copy takes no fault; notes the pages in
+// memory that it leaves out (an earlier child's: Chunk::stale). With copy
+// (gate closed): copies the pages in use and zeroes the stale ones. False: a
+// page was refused.
 bool ChunkPool::fill_staging(bool copy) {
   staging_stale_pages_ = staging_taken_pages_ = 0;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
@@ -185,6 +186,7 @@ bool ChunkPool::fill_staging(bool copy) {
       continue;
     }
     bitmap::clear_range(chunk->stale, 0, kSlotPages);
+    int zero_fd = os::open_zero_source();
     bool ok = for_each_window(region, chunk->touched_pages, [&](uint32_t first, uint32_t n, const unsigned char *mem) {
       for (uint32_t i = 0; i < n;) {
         uint32_t page = first + i;
@@ -193,9 +195,7 @@ bool ChunkPool::fill_staging(bool copy) {
         while (end < n && staged_copy_takes(chunk, first + end) == takes && ((mem[end] & 1) != 0) == in_memory) ++end;
         char *to = region + size_t{page} * os::kPageSize;
         uint32_t pages = end - i;
-        if (takes && !in_memory && os::touch_through_kernel(to, size_t{pages} * os::kPageSize) != 0) return false;
-        if (takes && in_memory)
-          for (uint32_t k = 0; k < pages; ++k) *reinterpret_cast<volatile char *>(to + size_t{k} * os::kPageSize) = 0;
+        if (takes && os::touch_through_kernel(to, size_t{pages} * os::kPageSize, zero_fd) != 0) return false;
         if (!takes && in_memory && !chunk->huge) {
           bitmap::set_range(chunk->stale, page, pages);
           staging_stale_pages_ += pages;
@@ -205,6 +205,7 @@ bool ChunkPool::fill_staging(bool copy) {
       }
       return true;
     });
+    if (zero_fd >= 0) os::close_fd(zero_fd);
     if (!ok) return false;
   }
   return true;

@@ -109,27 +109,30 @@ int map_anon_fixed(void *addr, size_t len) {
 // The raw syscall: sanitizer runtimes intercept mlock() and make it a no-op.
 int lock_range(void *addr, size_t len) { return syscall(SYS_mlock, addr, len) == 0 ? 0 : errno; }
 
-int touch_through_kernel(void *addr, size_t len) {
-  int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+int open_zero_source() { return open("/dev/zero", O_RDONLY | O_CLOEXEC); }
+
+int touch_through_kernel(void *addr, size_t len, int zero_fd) {
+  if (zero_fd < 0) {
     // No /dev (a bare chroot): touch from user space. Only kernels that charge
     // at first touch can then raise SIGBUS, and only past the memlock budget.
     std::memset(addr, 0, len);
     return 0;
   }
   char *p = static_cast<char *>(addr);
-  int err = 0;
   while (len > 0) {
-    ssize_t n = syscall(SYS_read, fd, p, len); // raw: sanitizers must not check the (poisoned) target
+    ssize_t n = syscall(SYS_read, zero_fd, p, len); // raw: sanitizers must not check the (poisoned) target
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      err = n < 0 ? errno : EIO;
-      break;
-    }
+    if (n <= 0) return n < 0 ? errno : EIO;
     p += n;
     len -= static_cast<size_t>(n);
   }
-  close(fd);
+  return 0;
+}
+
+int touch_through_kernel(void *addr, size_t len) {
+  int fd = open_zero_source();
+  int err = touch_through_kernel(addr, len, fd);
+  if (fd >= 0) close(fd);
   return err;
 }
 

@@ -40,6 +40,9 @@ int lock_range(void *addr, size_t len);
 // First touch of fresh pages through the kernel (read from /dev/zero), so a
 // refusal to charge them comes back as an errno (EFAULT) instead of SIGBUS.
 int touch_through_kernel(void *addr, size_t len);
+// The same with /dev/zero already open (open_zero_source: an fd, or -1).
+int open_zero_source();
+int touch_through_kernel(void *addr, size_t len, int zero_fd);
 
 // mremap(from -> to), replacing whatever is mapped at to. Returns 0 or errno
 // (ENOMEM also when the mapping count is within 3 of vm.max_map_count).
