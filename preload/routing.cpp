@@ -15,25 +15,31 @@ __thread bool t_in_secret_heap __attribute__((tls_model("initial-exec"))) = fals
 
 const char *const kSourceNames[kNumSources] = {"openssl", "tag", "callers", "sodium"};
 Routed g_routed[kNumSources];
-std::atomic<uintptr_t> g_secret_base{0};
+std::atomic<uintptr_t> g_secret_top{0};
 std::atomic<size_t> g_secret_size{0};
 std::atomic<bool> g_tags_enabled{true};
 std::atomic<bool> g_callers_enabled{false};
 
 namespace {
 
+// The range is read at the first secret block, and again when a block lies
+// below it (the range grew downwards for it): before the pointer is
+// returned, so every free of it sees the range that holds it.
+void track_range(const void *p) {
+  if (p == nullptr || is_secret(p)) return;
+  uintptr_t base = 0;
+  size_t size = 0;
+  secmem_reserved_range(&base, &size);
+  g_secret_top.store(base + size, std::memory_order_relaxed);
+  g_secret_size.store(size, std::memory_order_release);
+}
+
 void note_secret(void *p, size_t n, Source source) {
   if (p == nullptr) return;
   Routed &routed = g_routed[static_cast<int>(source)];
   routed.allocations.fetch_add(1, std::memory_order_relaxed);
   routed.bytes.fetch_add(n, std::memory_order_relaxed);
-  if (g_secret_size.load(std::memory_order_relaxed) == 0) {
-    uintptr_t base = 0;
-    size_t size = 0;
-    secmem_reserved_range(&base, &size);
-    g_secret_base.store(base, std::memory_order_relaxed);
-    g_secret_size.store(size, std::memory_order_release);
-  }
+  track_range(p);
 }
 
 // Runs f with t_in_secret_heap set: the heap's own start-up may call malloc.
@@ -57,7 +63,9 @@ void *secret_alloc(size_t alignment, size_t n, Source source) {
 }
 
 void *secret_realloc(void *p, size_t n) {
-  return in_secret_heap([&] { return secmem_realloc(p, n); });
+  void *moved = in_secret_heap([&] { return secmem_realloc(p, n); });
+  track_range(moved);
+  return moved;
 }
 
 void secret_free(void *p) {

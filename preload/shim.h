@@ -114,17 +114,19 @@ struct Routed {
 };
 extern Routed g_routed[kNumSources];
 
-extern std::atomic<uintptr_t> g_secret_base;
+extern std::atomic<uintptr_t> g_secret_top; // the range's end, fixed once set
 extern std::atomic<size_t> g_secret_size;
 // Tags need every free to come here first; off when another allocator
 // precedes the shim in LD_PRELOAD (check_preload_order).
 extern std::atomic<bool> g_tags_enabled;
 extern std::atomic<bool> g_callers_enabled; // SECMEM_TAG_CALLERS names a library
 
-// p lies in the secret heap's reserved range: a subtraction and a compare.
+// p lies in the secret heap's reserved range, [top - size, top): a
+// subtraction and a compare. The top is fixed and the range only grows
+// downwards, so a stale size only leaves out blocks not yet returned.
 inline bool is_secret(const void *p) {
   size_t size = g_secret_size.load(std::memory_order_acquire);
-  return reinterpret_cast<uintptr_t>(p) - g_secret_base.load(std::memory_order_relaxed) < size;
+  return g_secret_top.load(std::memory_order_relaxed) - 1 - reinterpret_cast<uintptr_t>(p) < size;
 }
 
 bool from_tagged_caller(const void *return_address);

@@ -23,6 +23,9 @@
 //                   for S seconds a thread forks in a loop while another,
 //                   allocating, is sent signals whose handler forks: no
 //                   deadlock (each fork used to wait for the other)
+//   range-grow      (under the preload shim) tagged blocks larger than the
+//                   reserved range, which grows for them: realloc and free
+//                   go to the secret heap
 //   data-stderr P   closes stderr, opens the file P (it takes fd 2), writes
 //                   "DATA", allocates, exits (the shim's report must not land in P)
 //   staging-reuse N N children one after another, each leaving a secret of
@@ -44,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -602,6 +606,51 @@ static int fork_inside_a_handler(const char *mode) {
   return outer == 0 && inner_ok && parent_ok ? 0 : 1;
 }
 
+// ---- range-grow ----
+
+static size_t vm_size(void) {
+  FILE *status = fopen("/proc/self/status", "r");
+  if (status == NULL) return 0;
+  char line[256];
+  size_t kib = 0;
+  while (fgets(line, sizeof line, status) != NULL)
+    if (sscanf(line, "VmSize: %zu kB", &kib) == 1) break;
+  fclose(status);
+  return kib << 10;
+}
+
+// Under the preload shim, with RLIMIT_AS leaving 200 MiB: tagged malloc of
+// a block larger than the reserved range (which grows downwards for it), a
+// realloc that grows it again, and free of both. The shim must know each
+// block as secret (it used to pass the second to glibc's realloc: SIGSEGV).
+static int range_grow(void) {
+  size_t used = vm_size();
+  struct rlimit limit = {used + (200u << 20), used + (200u << 20)};
+  if (used == 0 || setrlimit(RLIMIT_AS, &limit) != 0) return fail("setrlimit");
+  secmem_tag_begin();
+  char *small = malloc(32);
+  secmem_tag_end();
+  uintptr_t base = 0;
+  size_t size = 0;
+  secmem_reserved_range(&base, &size);
+  if (small == NULL || !secmem_owns(small) || size == 0) return fail("a tagged block in the secret heap");
+  size_t big = size + (8u << 20);
+  secmem_tag_begin();
+  char *p = malloc(big);
+  secmem_tag_end();
+  if (p == NULL || !secmem_owns(p)) return fail("a tagged block larger than the range");
+  memset(p, 'S', big);
+  char *q = realloc(p, big + (8u << 20));
+  if (q == NULL || !secmem_owns(q) || !all_bytes(q, 'S', big)) return fail("realloc");
+  free(q);
+  free(small);
+  uintptr_t grown_base = 0;
+  size_t grown = 0;
+  secmem_reserved_range(&grown_base, &grown);
+  printf("range-grow: %zu MiB, then %zu MiB\n", size >> 20, grown >> 20);
+  return grown > size && grown_base + grown == base + size ? 0 : fail("the range did not grow downwards");
+}
+
 // ---- data-stderr ----
 
 static int data_stderr(const char *path) {
@@ -627,6 +676,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "data-stderr") == 0 && argc > 2) return data_stderr(argv[2]);
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
+  if (strcmp(argv[1], "range-grow") == 0) return range_grow();
   if (strcmp(argv[1], "fork-in-handler") == 0 && argc > 2) return fork_inside_a_handler(argv[2]);
   return fail("unknown mode");
 }

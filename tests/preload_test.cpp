@@ -307,6 +307,14 @@ TEST_F(Preload, TheReportStaysOutOfADataFileInFdTwosPlace) {
   EXPECT_EQ(read_file(data), "DATA");
 }
 
+// The reserved range grows (downwards) for a tagged block larger than it:
+// the shim used to keep the range it read first, and handed the grown
+// part's blocks to glibc (a realloc of one crashed).
+TEST_F(Preload, TaggedBlocksInTheGrownRangeStaySecret) {
+  Result r = run({SECMEM_FORK_EDGES_PATH, "range-grow"}, {"LD_PRELOAD=" + kShim});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+}
+
 // The kernel cannot pin memfd_secret pages: an O_DIRECT read into a secret
 // buffer and a vmsplice of one fail with EFAULT. The shim leaves the result
 // alone and says why, once per call.

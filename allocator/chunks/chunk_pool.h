@@ -68,6 +68,7 @@ public:
   void facts(PoolFacts *out) const;
   const char *weakest_tier_name() const;
   uintptr_t reserved_base() const { return reservation_.base(); }
+  uintptr_t reserved_top() const { return reservation_.top(); }
   size_t reserved_bytes() const { return reservation_.size(); }
 
   // fork: the child gets private copies of memfd_secret chunks (which are

@@ -48,7 +48,8 @@ public:
   void publish(const Chunk &chunk, Chunk *value);
 
   uintptr_t base() const { return top_ - size_.load(std::memory_order_relaxed); }
-  size_t size() const { return size_.load(std::memory_order_relaxed); }
+  uintptr_t top() const { return top_; }
+  size_t size() const { return size_.load(std::memory_order_acquire); }
 
 private:
   bool grow(uint32_t count);

@@ -65,8 +65,9 @@ const char *backend_name() {
 
 void reserved_range(uintptr_t *base, size_t *size) {
   bool ready = is_ready();
-  *base = ready ? lookup_pool().reserved_base() : 0;
+  // One read of the size: the range may grow (downwards) meanwhile.
   *size = ready ? lookup_pool().reserved_bytes() : 0;
+  *base = ready ? lookup_pool().reserved_top() - *size : 0;
 }
 
 } // namespace secmem::heap

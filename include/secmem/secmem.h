@@ -118,7 +118,10 @@ SECMEM_API unsigned secmem_tag_depth(void);
 
 /* For interposers such as the preload shim: the address range the heap has
  * reserved (every secret pointer lies in it); *size is 0 until the first
- * allocation. The range never changes once set. */
+ * allocation. The range's end (*base + *size) never changes once set; the
+ * range may grow downwards (a smaller *base, a larger *size) when a block
+ * does not fit, before that block is returned: a pointer secmem returned
+ * lies in the range as read after it was returned. */
 SECMEM_API void secmem_reserved_range(uintptr_t *base, size_t *size);
 
 #ifdef __cplusplus

@@ -5,7 +5,8 @@
  *   exported as an initial-exec TLS variable so that the shim's malloc reads
  *   it with one load, without a call.
  * - secmem_reserved_range (public, secmem.h): every secret pointer lies in
- *   that range once the heap has started; the range never changes. */
+ *   that range once the heap has started; its end never changes, and it
+ *   grows downwards before it returns a pointer in the new part. */
 #ifndef SECMEM_INTERNAL_INTERPOSE_H
 #define SECMEM_INTERNAL_INTERPOSE_H
 
