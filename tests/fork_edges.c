@@ -26,6 +26,11 @@
 //   range-grow      (under the preload shim) tagged blocks larger than the
 //                   reserved range, which grows for them: realloc and free
 //                   go to the secret heap
+//   closed-fds D    closes every descriptor from 3 up after a fork, opens data
+//                   files in D under those numbers, forks again: the files
+//                   stay as written, and the children see the parent's key
+//   no-fds          a fork while no descriptor is free, then forks and a new
+//                   chunk once they are: memfd_secret again
 //   data-stderr P   closes stderr, opens the file P (it takes fd 2), writes
 //                   "DATA", allocates, exits (the shim's report must not land in P)
 //   staging-reuse N N children one after another, each leaving a secret of
@@ -651,6 +656,92 @@ static int range_grow(void) {
   return grown > size && grown_base + grown == base + size ? 0 : fail("the range did not grow downwards");
 }
 
+// ---- closed-fds ----
+
+// A parent that closes every descriptor it did not open (as daemons do) and
+// opens data files under the numbers secmem's staging descriptors had, then
+// forks: the child's heap must not be those files (the staging file and
+// pipe used to be trusted by number: the child mapped a data file as its
+// secret heap, and its pid message was appended to another), and the files
+// stay as they were.
+static int closed_fds(const char *dir) {
+  unsigned char *key = secmem_malloc(64);
+  if (key == NULL) return fail("malloc");
+  memset(key, 'K', 64);
+  pid_t first = fork(); // makes the staging file and pipe
+  if (first == 0) _exit(all_bytes(key, 'K', 64) ? 0 : 1);
+  if (wait_status(first) != 0) return fail("first child");
+  for (int fd = 3; fd < 1024; ++fd) close(fd);
+  char path[4096];
+  int files[6];
+  static char data[1 << 16];
+  memset(data, 'D', sizeof data);
+  for (int i = 0; i < 6; ++i) {
+    snprintf(path, sizeof path, "%s/data%d.bin", dir, i);
+    files[i] = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (files[i] < 0 || write(files[i], data, sizeof data) != (ssize_t)sizeof data) return fail("data file");
+  }
+  for (int round = 0; round < 3; ++round) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      int ok = all_bytes(key, 'K', 64);
+      memset(key, 'X', 64); // the child's own secret
+      unsigned char *more = secmem_malloc(3000);
+      if (more != NULL) memset(more, 'X', 3000);
+      _exit(ok ? 0 : 1);
+    }
+    if (wait_status(pid) != 0) return fail("a child did not see the parent's key");
+  }
+  for (int i = 0; i < 6; ++i) {
+    static char back[(1 << 16) + 1];
+    ssize_t n = pread(files[i], back, sizeof back, 0);
+    if (n != (ssize_t)sizeof data || !all_bytes(back, 'D', sizeof data)) {
+      printf("data file %d: %zd bytes after the forks\n", i, n);
+      return 1;
+    }
+  }
+  printf("closed-fds: 3 forks after the descriptors were closed and reused; the data files are as written\n");
+  return all_bytes(key, 'K', 64) ? 0 : fail("the parent's key");
+}
+
+// ---- no-fds ----
+
+// A fork while no descriptor is free (no pipe, no staging file, no /proc):
+// the child still gets its copy; once descriptors are free again, children
+// and new chunks are in memfd_secret again (the heap used to take the
+// unreadable status file for a seccomp filter installed late, for good).
+static int no_fds(void) {
+  char *key = secmem_malloc(100);
+  if (key == NULL) return fail("malloc");
+  strcpy(key, "S");
+  static int opened[1 << 20];
+  int count = 0, fd;
+  while (count < (1 << 20) && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0) opened[count++] = fd;
+  pid_t pid = fork();
+  if (pid == 0) _exit(strcmp(key, "S") == 0 ? 0 : 1);
+  int full = wait_status(pid);
+  while (count > 0) close(opened[--count]);
+  int fds[2];
+  if (pipe(fds) != 0) return fail("pipe");
+  pid = fork();
+  if (pid == 0) {
+    const char *backend = secmem_backend_name();
+    _exit(strcmp(key, "S") == 0 && write(fds[1], backend, strlen(backend)) > 0 ? 0 : 1);
+  }
+  close(fds[1]);
+  char child_backend[64] = {0};
+  if (read(fds[0], child_backend, sizeof child_backend - 1) < 0) child_backend[0] = '\0';
+  int again = wait_status(pid);
+  char *big = secmem_malloc(3 << 20);
+  const char *parent_backend = secmem_backend_name();
+  printf("no-fds: child with no descriptor free: %d; then a child: %d (%s); the parent after a new chunk: %s\n", full,
+         again, child_backend, parent_backend);
+  return full == 0 && again == 0 && big != NULL && strcmp(child_backend, "memfd_secret") == 0 &&
+                 strcmp(parent_backend, "memfd_secret") == 0
+             ? 0
+             : 1;
+}
+
 // ---- data-stderr ----
 
 static int data_stderr(const char *path) {
@@ -677,6 +768,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
   if (strcmp(argv[1], "range-grow") == 0) return range_grow();
+  if (strcmp(argv[1], "closed-fds") == 0 && argc > 2) return closed_fds(argv[2]);
+  if (strcmp(argv[1], "no-fds") == 0) return no_fds();
   if (strcmp(argv[1], "fork-in-handler") == 0 && argc > 2) return fork_inside_a_handler(argv[2]);
   return fail("unknown mode");
 }

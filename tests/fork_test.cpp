@@ -386,5 +386,31 @@ TEST(ForkEdges, AForkInsideAForkHandler) {
   for (const char *mode : {"prepare", "parent", "child"}) EXPECT_TRUE(fork_edges({"fork-in-handler", mode})) << mode;
 }
 
+// The staging file and pipe are descriptors kept between forks: a daemon
+// that closes every descriptor and opens data files under those numbers
+// used to get its children's secret heaps mapped from (and written to) its
+// data files. A fork with no descriptor free used to make the heap take the
+// unreadable /proc status for a late seccomp filter, for good.
+TEST(ForkEdges, DescriptorsClosedOrUsedUp) {
+  char pattern[] = "/tmp/secmem-fds-XXXXXX";
+  std::string dir = mkdtemp(pattern);
+  EXPECT_TRUE(fork_edges({"closed-fds", dir}));
+  (void)!system(("rm -rf " + dir).c_str());
+  EXPECT_TRUE(fork_edges({"no-fds"}));
+}
+
+// A parent that cannot see its children in /proc (hidepid=4, what systemd's
+// ProtectProc=ptraceable mounts; children made non-dumpable by
+// SECMEM_NODUMP=always) used to take them for gone and give a live child's
+// staging file to the next child: two live children shared secret pages.
+TEST(ForkEdges, ChildrenHiddenInProc) {
+  ASSERT_EQ(geteuid(), 0u) << "mounting /proc with hidepid needs root (the suite runs as root)";
+  std::string inner = std::string("mount -t proc -o hidepid=4 proc /proc && SECMEM_NODUMP=always "
+                                  "setpriv --reuid=65534 --regid=65534 --clear-groups ") +
+                      SECMEM_FORK_EDGES_PATH + " live-children";
+  Result r = run({"timeout", "-s", "KILL", "120", "unshare", "-m", "--propagation", "private", "sh", "-c", inner});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+}
+
 // fork at vm.max_map_count (the child's mremap fails there; it used to
 // abort) runs as the fork-map-limit-* tests of the plain build (tests/meson.build).

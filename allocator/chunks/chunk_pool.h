@@ -99,7 +99,9 @@ private:
   void move_tier(Chunk *chunk, Tier to);
   void stage_in_parent(Chunk *chunk);
   void privatise_in_child(Chunk *chunk, bool use_staged_copy);
-  void map_staged_in_child(Chunk *chunk, int fd);
+  void map_staged_in_child(Chunk *chunk, int fd, bool fd_ours);
+  void refresh_staging();
+  void check_staging_fds();
   int take_staging(size_t bytes);
   char *open_staging(int slot);
   void close_staging(int slot);
@@ -122,6 +124,7 @@ private:
   // once the child that took it is gone.
   struct StagingFile {
     int fd = -1;
+    os::FileId id; // what fd must still refer to
     size_t bytes = 0;
     char *map = nullptr;  // the parent's mapping (PROT_NONE between forks), or nullptr
     uint32_t handout = 0; // counts the children given this slot's file
@@ -141,8 +144,8 @@ private:
   static constexpr unsigned kNestedForks = 4;
   // A nested fork's child writes a byte to its pipe when its copies are in place.
   int nested_pipe_[kNestedForks][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
-  int staging_pipe_[2] = {-1, -1};   // each child says which file it took, and its pid
-  bool proc_is_ours_ = false;        // /proc tells when a child is gone (os::child_state)
+  int staging_pipe_[2] = {-1, -1}; // each child says which file it took, and its pid
+  os::FileId staging_pipe_id_;
   bool fork_may_map_secret_ = false; // the seccomp check for memfd_secret, once per fork (prepare_fork)
   FallbackReason degraded_why_ = FallbackReason::kOther; // the child's copy of a chunk left memfd_secret
   int degraded_err_ = 0;

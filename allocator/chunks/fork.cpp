@@ -74,30 +74,65 @@ bool staged_copy_takes(const Chunk *chunk, uint32_t page) {
 
 } // namespace
 
-// A staging file of at least bytes, not held by a live child: one kept from
-// an earlier fork, or a new one. -1 when none can be had.
-int ChunkPool::take_staging(size_t bytes) {
+// The children's messages (which file each took, and its pid), and which
+// files' children are gone: those files are free again. A child is asked
+// after through waitid, where a seccomp filter allows it (TierMapper::may_call
+// reads /proc, so this runs after a fork, while the child runs, and before
+// one only when no file is free).
+void ChunkPool::refresh_staging() {
+  if (staging_pipe_[0] < 0) return;
   StagingMessage msgs[8];
   for (size_t got = sizeof msgs; got == sizeof msgs;) {
-    got = staging_pipe_[0] >= 0 ? os::take_messages(staging_pipe_[0], msgs, sizeof msgs) : 0;
+    got = os::take_messages(staging_pipe_[0], msgs, sizeof msgs);
     for (size_t i = 0; i < got / sizeof msgs[0]; ++i) {
       StagingFile *file = msgs[i].slot < kStagingFiles ? &staging_[msgs[i].slot] : nullptr;
       if (file != nullptr && file->in_use && file->handout == msgs[i].handout) file->holder = msgs[i].pid;
     }
   }
-  int best = -1;
-  for (int slot = 0; slot < kStagingFiles; ++slot) {
-    StagingFile &file = staging_[slot];
-    if (file.fd < 0) continue;
-    if (file.in_use) {
-      if (file.holder == 0 || os::child_state(file.holder) != os::ChildState::kGone) continue;
+  bool asked = false, may_wait = false;
+  for (StagingFile &file : staging_) {
+    if (file.fd < 0 || !file.in_use || file.holder == 0) continue;
+    if (!asked) {
+      may_wait = tiers_.may_call(linux_facts::ProbeCall::kWaitid);
+      asked = true;
+    }
+    if (!may_wait) return;
+    if (os::child_state(file.holder) == os::ChildState::kGone) {
       file.in_use = false;
       file.holder = 0;
     }
-    if (file.bytes < bytes) {
-      drop_staging(slot); // sized for a smaller heap
-    } else if (best < 0 || file.bytes < staging_[best].bytes) {
-      best = slot;
+  }
+}
+
+// The staging pipe and files are descriptors kept between forks: a program
+// may close them (daemons close every descriptor they did not open) and
+// open something else under the same number. They are checked before each
+// fork (and the child checks what it uses); a lost one is forgotten, not
+// closed: the number is not ours any more.
+void ChunkPool::check_staging_fds() {
+  if (staging_pipe_[0] >= 0 &&
+      !(os::file_id(staging_pipe_[0]) == staging_pipe_id_ && os::file_id(staging_pipe_[1]) == staging_pipe_id_))
+    staging_pipe_[0] = staging_pipe_[1] = -1;
+  for (int slot = 0; slot < kStagingFiles; ++slot) {
+    if (staging_[slot].fd < 0 || os::file_id(staging_[slot].fd) == staging_[slot].id) continue;
+    staging_[slot].fd = -1;
+    drop_staging(slot);
+  }
+}
+
+// A staging file of at least bytes, not held by a live child: one kept from
+// an earlier fork, or a new one. -1 when none can be had.
+int ChunkPool::take_staging(size_t bytes) {
+  int best = -1;
+  for (int pass = 0; pass < 2 && best < 0; ++pass) {
+    if (pass == 1) refresh_staging(); // none known to be free: ask now
+    for (int slot = 0; slot < kStagingFiles; ++slot) {
+      StagingFile &file = staging_[slot];
+      if (file.fd < 0 || file.in_use) continue;
+      if (file.bytes < bytes)
+        drop_staging(slot); // sized for a smaller heap
+      else if (best < 0 || file.bytes < staging_[best].bytes)
+        best = slot;
     }
   }
   if (best >= 0) return best;
@@ -115,6 +150,7 @@ int ChunkPool::take_staging(size_t bytes) {
   int fd = -1;
   if (os::secret_file(size, &fd) != 0) return -1;
   staging_[slot].fd = fd;
+  staging_[slot].id = os::file_id(fd);
   staging_[slot].bytes = size;
   return slot;
 }
@@ -152,7 +188,7 @@ void ChunkPool::unmap_staging() {
 
 void ChunkPool::drop_staging(int slot) {
   if (staging_[slot].map != nullptr) os::unmap(staging_[slot].map, staging_[slot].bytes);
-  if (staging_[slot].fd >= 0) os::close_fd(staging_[slot].fd);
+  if (staging_[slot].fd >= 0) os::close_fd(staging_[slot].fd); // checked this fork (check_staging_fds)
   uint32_t handout = staging_[slot].handout;
   staging_[slot] = StagingFile{};
   staging_[slot].handout = handout; // a late message from the old holder must not match
@@ -233,15 +269,16 @@ void ChunkPool::stage_fork(bool interrupted) {
     bytes += size_t{chunk->touched_pages} * os::kPageSize;
   }
   if (bytes != 0) {
+    check_staging_fds();
     if (staging_pipe_[0] < 0) {
       if (os::make_message_pipe(staging_pipe_) != 0) staging_pipe_[0] = staging_pipe_[1] = -1;
-      proc_is_ours_ = os::proc_shows_this_process(); // else a file serves one child
+      staging_pipe_id_ = os::file_id(staging_pipe_[0]);
     }
     // A file that an earlier, larger heap filled is given up (the pages it
     // holds would be zeroed at every fork, and held for nothing).
     int slot = -1;
     for (int attempt = 0; attempt <= kStagingFiles && fork_slot_ < 0; ++attempt) {
-      slot = take_staging(bytes);
+      slot = staging_pipe_[0] >= 0 ? take_staging(bytes) : -1;
       if (slot < 0 || (fork_map_ = open_staging(slot)) == nullptr) break;
       bool filled = fill_staging(false);
       if (filled && staging_stale_pages_ <= kStaleStagingPages + staging_taken_pages_) {
@@ -336,6 +373,7 @@ void ChunkPool::after_fork_parent() {
     staging_[fork_slot_].holder = 0;
     fork_slot_ = -1;
     fork_map_ = nullptr;
+    refresh_staging(); // earlier children, while this one runs
   }
   if (fork_pipe_[0] >= 0) {
     os::close_fd(fork_pipe_[1]);
@@ -406,14 +444,21 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
     });
     made_here = true;
   }
-  int err = os::move_mapping(copy, len, reinterpret_cast<void *>(chunk->base));
-  if (err == ENOMEM && copy_fd >= 0) {
-    // mremap wants headroom under vm.max_map_count; a second mapping of the
-    // file in place of the first does not (the copy is in the file).
+  // In place of the chunk without mremap (a sandbox that allows mmap may not
+  // allow it, and it wants mapping-count headroom): the copy's file mapped
+  // again there, or anonymous memory there and the copy copied in.
+  void *base = reinterpret_cast<void *>(chunk->base);
+  int err = 0;
+  if (copy_fd >= 0) {
     os::unmap(copy, len);
-    err = os::map_fd_fixed(copy_fd, reinterpret_cast<void *>(chunk->base), len);
+    err = os::map_fd_fixed(copy_fd, base, len);
+    os::close_fd(copy_fd);
+  } else {
+    err = os::map_anon_fixed(base, len);
+    if (err == 0) os::copy_unchecked(base, copy, size_t{chunk->touched_pages} * os::kPageSize);
+    explicit_bzero(copy, size_t{chunk->touched_pages} * os::kPageSize);
+    os::unmap(copy, len);
   }
-  if (copy_fd >= 0) os::close_fd(copy_fd);
   if (err != 0) diag::fatal_errno("fork: cannot move the child's private copy of the secret heap", err);
   move_tier(chunk, tier);
   chunk->fork_staging = nullptr;
@@ -436,7 +481,13 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
 // In the child: the staged copy mapped over the chunk (one mapping in place
 // of the chunk's, so no mapping-count headroom is needed). Pages the copy left
 // out are zero or not yet made: cold, faulted in through the kernel when used.
-void ChunkPool::map_staged_in_child(Chunk *chunk, int fd) {
+void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
+  // A child handler registered before secmem's that closed the descriptor:
+  // the child has no way to its copy, and the parent's pages are shared.
+  if (!fd_ours)
+    diag::fatal_errno("fork: the descriptor of the child's copy of the secret heap was closed before secmem's fork "
+                      "handler ran (by a fork handler registered earlier)",
+                      EBADF);
   // The chunk ends where its touched pages end: the pages past them in the
   // file are not the child's to use (and stay out of the parent's zeroing).
   // Back to reserve first, whole: one mapping, so no mapping-count headroom
@@ -498,13 +549,16 @@ void ChunkPool::after_fork_child(int nested_depth) {
     }
   }
   int staging_fd = fork_slot_ >= 0 ? staging_[fork_slot_].fd : -1;
+  bool staging_fd_ours = false, checked = false;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     Tier before = chunk->tier;
     degraded_err_ = 0;
     // Without a private copy the child would write the parent's pages.
-    if (chunk->fork_copy == Chunk::ForkCopy::kStaged && !nested)
-      map_staged_in_child(chunk, staging_fd);
-    else if (chunk->tier == Tier::kSecret)
+    if (chunk->fork_copy == Chunk::ForkCopy::kStaged && !nested) {
+      if (!checked) staging_fd_ours = os::file_id(staging_fd) == staging_[fork_slot_].id;
+      checked = true;
+      map_staged_in_child(chunk, staging_fd, staging_fd_ours);
+    } else if (chunk->tier == Tier::kSecret)
       privatise_in_child(chunk, !nested);
     chunk->fork_copy = Chunk::ForkCopy::kNone;
     // Locks are not inherited across fork: take them again.
@@ -524,16 +578,21 @@ void ChunkPool::after_fork_child(int nested_depth) {
   }
   // The parent's staging files are its own: the child says which one it
   // took (so that the parent knows when it is free again) and keeps none.
-  if (fork_slot_ >= 0 && proc_is_ours_ && !nested && !fork_reentered_) {
+  // (Checked again here: a child handler registered earlier may have
+  // closed and reused the numbers.)
+  bool pipe_ours = staging_pipe_[1] >= 0 && os::file_id(staging_pipe_[1]) == staging_pipe_id_;
+  if (fork_slot_ >= 0 && !nested && !fork_reentered_ && staging_fd_ours && pipe_ours) {
     StagingMessage msg{static_cast<uint32_t>(fork_slot_), staging_[fork_slot_].handout, static_cast<int32_t>(getpid())};
     os::send_message(staging_pipe_[1], &msg, sizeof msg);
   }
   for (int slot = 0; slot < kStagingFiles; ++slot) {
-    if (staging_[slot].fd >= 0) os::close_fd(staging_[slot].fd);
+    int fd = staging_[slot].fd;
+    if (fd >= 0 && (slot == fork_slot_ && checked ? staging_fd_ours : os::file_id(fd) == staging_[slot].id))
+      os::close_fd(fd);
     staging_[slot] = StagingFile{};
   }
   for (int &fd : staging_pipe_) {
-    if (fd >= 0) os::close_fd(fd);
+    if (fd >= 0 && pipe_ours) os::close_fd(fd);
     fd = -1;
   }
   fork_slot_ = -1;

@@ -52,6 +52,12 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
   CallCheck &check = calls_[static_cast<int>(call)];
   if (check.checked && !check.safe) return false;
   linux_facts::SeccompState state = linux_facts::seccomp_state();
+  if (state.for_now) {
+    // The status file could not be opened for want of a descriptor: the last
+    // verdict stands; a call never checked is not made this time.
+    if (check.checked && !check.safe) sandbox_why_ = check.why;
+    return check.checked && check.safe;
+  }
   if (!check.checked) {
     check.checked = true;
     check.status_known = state.known;

@@ -12,7 +12,7 @@
 // | mlock                 | any                      | locked budget spent: unlocked tier (policy)   |
 // | read(/dev/zero) touch | EFAULT                   | page refused at first touch (7.3+ kernels)    |
 // | mmap PROT_NONE FIXED  | any                      | fatal: our address range is broken            |
-// | munmap, mremap        | unexpected               | fatal in fork paths (see heap.cpp)            |
+// | munmap                | unexpected               | fatal in fork paths (see heap.cpp)            |
 // | mprotect              | ENOMEM                   | mapping count limit: no guard / seal fails    |
 #include "platform/os.h"
 
@@ -24,7 +24,9 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "platform/checkers.h"
@@ -136,11 +138,6 @@ int touch_through_kernel(void *addr, size_t len) {
   return err;
 }
 
-int move_mapping(void *from, size_t len, void *to) {
-  void *p = mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
-  return p == MAP_FAILED ? errno : 0;
-}
-
 void unmap(void *addr, size_t len) { munmap(addr, len); }
 
 void sleep_us(long us) {
@@ -178,36 +175,19 @@ int map_fd_not_inherited(int fd, size_t len, void **out) {
 
 int pages_in_memory(void *addr, size_t len, unsigned char *vec) { return mincore(addr, len, vec) == 0 ? 0 : errno; }
 
-static void append_decimal(char *at, unsigned long value) {
-  char digits[24];
-  int n = 0;
-  do digits[n++] = static_cast<char>('0' + value % 10);
-  while ((value /= 10) != 0);
-  while (n > 0) *at++ = digits[--n];
-  *at = '\0';
-}
-
 ChildState child_state(int pid) {
-  char path[32] = "/proc/";
-  append_decimal(path + 6, static_cast<unsigned long>(pid));
-  int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    close(fd);
-    return ChildState::kRunning; // or a zombie not yet reaped, or another process with its pid
-  }
-  return errno == ENOENT ? ChildState::kGone : ChildState::kUnknown;
+  siginfo_t info{};
+  long rc;
+  do rc = syscall(SYS_waitid, P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT, nullptr);
+  while (rc < 0 && errno == EINTR);
+  if (rc != 0) return errno == ECHILD ? ChildState::kGone : ChildState::kUnknown;
+  return info.si_pid == pid ? ChildState::kGone : ChildState::kRunning;
 }
 
-bool proc_shows_this_process() {
-  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[32] = {};
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  unsigned long pid = 0;
-  for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i)
-    pid = pid * 10 + static_cast<unsigned long>(buf[i] - '0');
-  return n > 0 && pid == static_cast<unsigned long>(getpid());
+FileId file_id(int fd) {
+  struct stat st {};
+  if (fd < 0 || fstat(fd, &st) != 0) return FileId{};
+  return FileId{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
 }
 
 int make_pipe(int fds[2]) { return syscall(SYS_pipe2, fds, O_CLOEXEC) == 0 ? 0 : errno; }

@@ -44,13 +44,9 @@ int touch_through_kernel(void *addr, size_t len);
 int open_zero_source();
 int touch_through_kernel(void *addr, size_t len, int zero_fd);
 
-// mremap(from -> to), replacing whatever is mapped at to. Returns 0 or errno
-// (ENOMEM also when the mapping count is within 3 of vm.max_map_count).
-int move_mapping(void *from, size_t len, void *to);
-
 // map_secret_anywhere that also hands back the file (the caller closes it),
 // and a second mapping of that file at addr, replacing what is there: how a
-// copy reaches its place when mremap has no mapping-count headroom.
+// copy reaches its place in a fork child (mmap, not mremap).
 int map_secret_anywhere_with_fd(size_t len, void **out, int *fd);
 int map_fd_fixed(int fd, void *addr, size_t len, size_t offset = 0);
 
@@ -64,14 +60,21 @@ int map_fd_not_inherited(int fd, size_t len, void **out);
 int pages_in_memory(void *addr, size_t len, unsigned char *vec);
 void populate_write(void *addr, size_t len);
 
-// Whether a process this one forked is still there, from /proc/PID (open
-// and read are calls the heap makes from start-up on, so a sandbox allows
-// them): kGone once it was reaped. A zombie, or another process that took
-// its pid, reads as kRunning. Only meaningful when proc_shows_this_process:
-// /proc is mounted and shows this process's pid namespace.
+// Whether a process this one forked is still there: waitid(WNOHANG |
+// WNOWAIT), which leaves its exit status to the program. kGone: it exited
+// (a zombie's memory is released) or was reaped. A seccomp filter may kill
+// on waitid: ask TierMapper::may_call first.
 enum class ChildState { kRunning, kGone, kUnknown };
 ChildState child_state(int pid);
-bool proc_shows_this_process();
+
+// What an fd refers to (fstat's device and inode; zero when fstat fails):
+// a descriptor the heap keeps is its own only while this matches (a program
+// may close it and open something else under the number).
+struct FileId {
+  uint64_t dev = 0, ino = 0;
+  bool operator==(const FileId &other) const { return dev == other.dev && ino == other.ino && ino != 0; }
+};
+FileId file_id(int fd);
 
 // mprotect: 0 or errno (ENOMEM: the process's mapping count limit).
 int protect(void *addr, size_t len, int prot);
