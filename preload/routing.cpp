@@ -31,7 +31,9 @@ void track_range(const void *p) {
   size_t size = 0;
   secmem_reserved_range(&base, &size);
   g_secret_top.store(base + size, std::memory_order_relaxed);
-  g_secret_size.store(size, std::memory_order_release);
+  // Only ever larger: another thread may store a size it read earlier.
+  size_t seen = g_secret_size.load(std::memory_order_relaxed);
+  while (seen < size && !g_secret_size.compare_exchange_weak(seen, size, std::memory_order_release)) {}
 }
 
 void note_secret(void *p, size_t n, Source source) {

@@ -410,6 +410,9 @@ TEST(ForkEdges, ChildrenHiddenInProc) {
                       SECMEM_FORK_EDGES_PATH + " live-children";
   Result r = run({"timeout", "-s", "KILL", "120", "unshare", "-m", "--propagation", "private", "sh", "-c", inner});
   EXPECT_EQ(r.status, 0) << r.out << r.err;
+  // A parent in a new pid namespace: its children's own pids are not the
+  // ones it knows them by.
+  EXPECT_TRUE(fork_edges({"pid-namespace"}));
 }
 
 // fork at vm.max_map_count (the child's mremap fails there; it used to

@@ -54,6 +54,7 @@ struct Chunk {
   // left in memory and this fork's copy leaves out: zeroed before the fork.
   uint64_t stale[bitmap::words_for(kSlotPages)] = {};
   void *fork_staging = nullptr;
+  int fork_staging_fd = -1; // its file, when in memfd_secret
   Tier fork_staging_tier = Tier::kSecret;
   uint64_t used[bitmap::words_for(kSlotPages)] = {}; // pages in a run
   // In a fork child: pages below touched_pages that its copy left out (free

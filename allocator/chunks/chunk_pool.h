@@ -67,7 +67,6 @@ public:
 
   void facts(PoolFacts *out) const;
   const char *weakest_tier_name() const;
-  uintptr_t reserved_base() const { return reservation_.base(); }
   uintptr_t reserved_top() const { return reservation_.top(); }
   size_t reserved_bytes() const { return reservation_.size(); }
 
@@ -78,7 +77,7 @@ public:
   // interrupted: a signal handler forks on a thread whose heap operation it
   // interrupted. fork_reentered: another fork handler uses the heap between
   // prepare_fork and the fork (the staged copy would be out of date).
-  void stage_fork(bool interrupted);
+  void stage_fork(bool interrupted, int parent_pid);
   void prepare_fork();
   void fork_reentered();
   void after_fork_parent();
@@ -140,10 +139,14 @@ private:
   uint32_t staging_taken_pages_ = 0; // and those this fork's copy takes
   static constexpr uint32_t kStaleStagingPages = 64;
   static constexpr size_t kStagingSlackBytes = size_t{64} << 12;
-  bool fork_reentered_ = false; // fork_reentered ran in this fork
+  bool fork_staging_stale_ = false; // fork_reentered found no pipe: the staged copy is out of date
+  int fork_parent_pid_ = 0;         // the forking process (its getpid)
+  os::FileId fork_pipe_id_;         // what fork_pipe_ and nested_pipe_ are, for the child's checks
+  bool fork_reentered_ = false;     // fork_reentered ran in this fork
   static constexpr unsigned kNestedForks = 4;
   // A nested fork's child writes a byte to its pipe when its copies are in place.
   int nested_pipe_[kNestedForks][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
+  os::FileId nested_pipe_id_[kNestedForks];
   int staging_pipe_[2] = {-1, -1}; // each child says which file it took, and its pid
   os::FileId staging_pipe_id_;
   bool fork_may_map_secret_ = false; // the seccomp check for memfd_secret, once per fork (prepare_fork)

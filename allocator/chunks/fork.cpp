@@ -195,9 +195,9 @@ void ChunkPool::drop_staging(int slot) {
 }
 
 // Walks the staged chunks' regions of this fork's staging mapping.
-// Without copy (gate open): faults in the pages the copy will write, through
-// the kernel (a kernel that charges memlock at first touch refuses with an
-// errno, not SIGBUS), so that the copy takes no fault; notes the pages in
+// Without copy (gate open): faults in the pages the copy will write (new
+// ones through the kernel: a kernel that charges memlock at first touch
+// refuses with an errno, not SIGBUS), so that the copy takes no fault; notes the pages in
 // memory that it leaves out (an earlier child's: Chunk::stale). With copy
 // (gate closed): copies the pages in use and zeroes the stale ones. False: a
 // page was refused.
@@ -222,7 +222,7 @@ bool ChunkPool::fill_staging(bool copy) {
       continue;
     }
     bitmap::clear_range(chunk->stale, 0, kSlotPages);
-    int zero_fd = os::open_zero_source();
+    int zero_fd = -2; // opened when a page must be made
     bool ok = for_each_window(region, chunk->touched_pages, [&](uint32_t first, uint32_t n, const unsigned char *mem) {
       for (uint32_t i = 0; i < n;) {
         uint32_t page = first + i;
@@ -231,7 +231,14 @@ bool ChunkPool::fill_staging(bool copy) {
         while (end < n && staged_copy_takes(chunk, first + end) == takes && ((mem[end] & 1) != 0) == in_memory) ++end;
         char *to = region + size_t{page} * os::kPageSize;
         uint32_t pages = end - i;
-        if (takes && os::touch_through_kernel(to, size_t{pages} * os::kPageSize, zero_fd) != 0) return false;
+        // A page not in memory is made through the kernel; one that is (an
+        // earlier fork's) is charged already, and a store maps it here.
+        if (takes && !in_memory) {
+          if (zero_fd == -2) zero_fd = os::open_zero_source();
+          if (os::touch_through_kernel(to, size_t{pages} * os::kPageSize, zero_fd) != 0) return false;
+        }
+        if (takes && in_memory)
+          for (uint32_t k = 0; k < pages; ++k) *reinterpret_cast<volatile char *>(to + size_t{k} * os::kPageSize) = 0;
         if (!takes && in_memory && !chunk->huge) {
           bitmap::set_range(chunk->stale, page, pages);
           staging_stale_pages_ += pages;
@@ -250,7 +257,10 @@ bool ChunkPool::fill_staging(bool copy) {
 // Under the heap lock, before the gate closes: which chunks are staged, and
 // the staging file, mapped and faulted in. Reading /proc and making pages is
 // done here, while other threads' cache operations go on.
-void ChunkPool::stage_fork(bool interrupted) {
+void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
+  fork_parent_pid_ = parent_pid;
+  fork_staging_stale_ = false;
+  fork_pipe_[0] = fork_pipe_[1] = -1;
   fork_reentered_ = false;
   fork_slot_ = -1;
   fork_map_ = nullptr;
@@ -318,8 +328,11 @@ void ChunkPool::fork_reentered() {
   if (fork_reentered_) return;
   if (fork_pipe_[0] < 0 && os::make_pipe(fork_pipe_) != 0) {
     fork_pipe_[0] = fork_pipe_[1] = -1;
+    fork_staging_stale_ = true; // a child made now has no exact copy: it says so and stops
     return;
   }
+  fork_pipe_id_ = os::file_id(fork_pipe_[0]);
+  fork_staging_stale_ = false;
   fork_reentered_ = true;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
     if (chunk->fork_copy == Chunk::ForkCopy::kStaged) chunk->fork_copy = Chunk::ForkCopy::kByChild;
@@ -332,11 +345,14 @@ void ChunkPool::stage_in_parent(Chunk *chunk) {
   size_t live = size_t{chunk->touched_pages} * os::kPageSize;
   void *staging = nullptr;
   chunk->fork_staging_tier = Tier::kSecret;
-  if (!fork_may_map_secret_ || os::memlock_budget() < len || os::map_secret_anywhere(len, &staging) != 0) {
+  int fd = -1;
+  if (!fork_may_map_secret_ || os::memlock_budget() < len || os::map_secret_anywhere_with_fd(len, &staging, &fd) != 0) {
     staging = nullptr;
   } else if (os::touch_through_kernel(staging, live) != 0) {
     os::unmap(staging, len);
+    os::close_fd(fd);
     staging = nullptr;
+    fd = -1;
   }
   if (staging == nullptr) {
     staging = os::map_anon_anywhere(len);
@@ -348,6 +364,7 @@ void ChunkPool::stage_in_parent(Chunk *chunk) {
     protection::restore_restricted(chunk);
   }
   chunk->fork_staging = staging;
+  chunk->fork_staging_fd = fd; // the child maps the file in the chunk's place
 }
 
 // With the gate closed: the staged copy, and the hand-shake for the rest.
@@ -357,7 +374,11 @@ void ChunkPool::prepare_fork() {
   bool by_child = false;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
     by_child = by_child || chunk->fork_copy == Chunk::ForkCopy::kByChild;
-  if (!by_child || os::make_pipe(fork_pipe_) == 0) return;
+  if (!by_child) return;
+  if (os::make_pipe(fork_pipe_) == 0) {
+    fork_pipe_id_ = os::file_id(fork_pipe_[0]);
+    return;
+  }
   fork_pipe_[0] = fork_pipe_[1] = -1;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     if (chunk->fork_copy != Chunk::ForkCopy::kByChild) continue;
@@ -379,7 +400,7 @@ void ChunkPool::after_fork_parent() {
     os::close_fd(fork_pipe_[1]);
     os::await_byte(fork_pipe_[0]); // or end of file: the child is gone
     os::close_fd(fork_pipe_[0]);
-    return;
+    fork_pipe_[0] = fork_pipe_[1] = -1;
   }
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     if (chunk->fork_staging == nullptr) continue;
@@ -388,7 +409,9 @@ void ChunkPool::after_fork_parent() {
     if (chunk->fork_staging_tier != Tier::kSecret)
       explicit_bzero(chunk->fork_staging, size_t{chunk->touched_pages} * os::kPageSize);
     os::unmap(chunk->fork_staging, chunk->mapped_bytes());
+    if (chunk->fork_staging_fd >= 0) os::close_fd(chunk->fork_staging_fd);
     chunk->fork_staging = nullptr;
+    chunk->fork_staging_fd = -1;
   }
 }
 
@@ -401,7 +424,7 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
   size_t len = chunk->mapped_bytes();
   void *copy = use_staged_copy ? chunk->fork_staging : nullptr; // staged by the parent (no pipe), or made here
   Tier tier = chunk->fork_staging_tier;
-  int copy_fd = -1;
+  int copy_fd = copy != nullptr ? chunk->fork_staging_fd : -1;
   bool made_here = false;
   if (copy == nullptr) {
     // Read-write in the child's own mapping, first: the guards' mappings
@@ -519,6 +542,7 @@ void ChunkPool::prepare_nested_fork(unsigned depth) {
   if (depth >= kNestedForks) return;
   int *fds = nested_pipe_[depth];
   if (os::make_pipe(fds) != 0) fds[0] = fds[1] = -1; // then the inner child copies unwaited for
+  nested_pipe_id_[depth] = os::file_id(fds[0]);
   fork_may_map_secret_ = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
 }
 
@@ -532,19 +556,25 @@ void ChunkPool::after_nested_fork_parent(unsigned depth) {
 
 void ChunkPool::after_fork_child(int nested_depth) {
   bool nested = nested_depth >= 0;
-  // The outer fork's hand-shake is not this child's to answer.
-  if (fork_pipe_[0] >= 0) os::close_fd(fork_pipe_[0]);
+  // Pipe ends are closed and written only while they are still the pipes
+  // made for them: a child handler registered earlier may have closed them
+  // and opened files under the numbers.
+  auto ours = [](int fd, os::FileId id) { return fd >= 0 && os::file_id(fd) == id; };
+  // The outer fork's hand-shake is not a nested child's to answer.
+  if (ours(fork_pipe_[0], fork_pipe_id_)) os::close_fd(fork_pipe_[0]);
   fork_pipe_[0] = -1;
+  if (fork_pipe_[1] >= 0 && !ours(fork_pipe_[1], fork_pipe_id_)) fork_pipe_[1] = -1;
   if (nested && fork_pipe_[1] >= 0) os::close_fd(fork_pipe_[1]);
   if (nested) fork_pipe_[1] = -1;
   int signal_fd = -1;
   for (unsigned depth = 0; depth < kNestedForks; ++depth) {
     for (int &fd : nested_pipe_[depth]) {
-      if (fd < 0) continue;
-      if (nested && depth == static_cast<unsigned>(nested_depth) && &fd == &nested_pipe_[depth][1])
-        signal_fd = fd;
-      else
-        os::close_fd(fd);
+      if (fd >= 0 && ours(fd, nested_pipe_id_[depth])) {
+        if (nested && depth == static_cast<unsigned>(nested_depth) && &fd == &nested_pipe_[depth][1])
+          signal_fd = fd;
+        else
+          os::close_fd(fd);
+      }
       fd = -1;
     }
   }
@@ -555,6 +585,10 @@ void ChunkPool::after_fork_child(int nested_depth) {
     degraded_err_ = 0;
     // Without a private copy the child would write the parent's pages.
     if (chunk->fork_copy == Chunk::ForkCopy::kStaged && !nested) {
+      if (fork_staging_stale_)
+        diag::fatal_errno("fork: another fork handler changed the secret heap after its copy for the child was taken, "
+                          "and no pipe was free to let the child copy it instead",
+                          EMFILE);
       if (!checked) staging_fd_ours = os::file_id(staging_fd) == staging_[fork_slot_].id;
       checked = true;
       map_staged_in_child(chunk, staging_fd, staging_fd_ours);
@@ -580,8 +614,11 @@ void ChunkPool::after_fork_child(int nested_depth) {
   // took (so that the parent knows when it is free again) and keeps none.
   // (Checked again here: a child handler registered earlier may have
   // closed and reused the numbers.)
-  bool pipe_ours = staging_pipe_[1] >= 0 && os::file_id(staging_pipe_[1]) == staging_pipe_id_;
-  if (fork_slot_ >= 0 && !nested && !fork_reentered_ && staging_fd_ours && pipe_ours) {
+  bool pipe_ours = staging_pipe_[0] >= 0 && os::file_id(staging_pipe_[0]) == staging_pipe_id_ &&
+                   os::file_id(staging_pipe_[1]) == staging_pipe_id_;
+  // Only to a parent that sees this child's pid as this child does (not
+  // across a pid namespace the parent entered).
+  if (fork_slot_ >= 0 && !nested && !fork_reentered_ && staging_fd_ours && pipe_ours && getppid() == fork_parent_pid_) {
     StagingMessage msg{static_cast<uint32_t>(fork_slot_), staging_[fork_slot_].handout, static_cast<int32_t>(getpid())};
     os::send_message(staging_pipe_[1], &msg, sizeof msg);
   }

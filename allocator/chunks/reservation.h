@@ -28,7 +28,8 @@ public:
   bool init();
 
   bool in_range(const void *p) const {
-    return top_ - 1 - reinterpret_cast<uintptr_t>(p) < size_.load(std::memory_order_acquire);
+    size_t size = size_.load(std::memory_order_acquire); // then top_ and window_ are set
+    return size != 0 && top_ - 1 - reinterpret_cast<uintptr_t>(p) < size;
   }
   // The chunk whose slot holds p, or nullptr (outside the range, or unmapped).
   Chunk *chunk_of(const void *p) const {
@@ -47,7 +48,6 @@ public:
   // Makes chunk (or nullptr) what chunk_of answers for its slots.
   void publish(const Chunk &chunk, Chunk *value);
 
-  uintptr_t base() const { return top_ - size_.load(std::memory_order_relaxed); }
   uintptr_t top() const { return top_; }
   size_t size() const { return size_.load(std::memory_order_acquire); }
 

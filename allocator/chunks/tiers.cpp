@@ -52,6 +52,7 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
   CallCheck &check = calls_[static_cast<int>(call)];
   if (check.checked && !check.safe) return false;
   linux_facts::SeccompState state = linux_facts::seccomp_state();
+  last_for_now_ = state.for_now;
   if (state.for_now) {
     // The status file could not be opened for want of a descriptor: the last
     // verdict stands; a call never checked is not made this time.
@@ -86,6 +87,10 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
 int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out,
                         FallbackReason *why) {
   if (tier == Tier::kSecret && !secret_refused_ && !may_call(linux_facts::ProbeCall::kMemfdSecret)) {
+    if (last_for_now_) { // no descriptor to read /proc with: this chunk only
+      *why = FallbackReason::kOther;
+      return EMFILE;
+    }
     secret_refused_ = true;
     secret_refusal_ = FallbackReason::kSandbox;
     secret_refusal_errno_ = EPERM;

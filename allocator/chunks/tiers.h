@@ -77,8 +77,9 @@ private:
     const char *why = nullptr; // when not safe
   };
   CallCheck calls_[linux_facts::kProbeCalls]; // indexed by ProbeCall
-  const char *sandbox_why_ = nullptr;         // the last unsafe call's reason, for the message
-  bool status_seen_ = false;                  // /proc/thread-self/status was readable once
+  bool last_for_now_ = false;         // may_call's last answer was for now only (no descriptor to read /proc with)
+  const char *sandbox_why_ = nullptr; // the last unsafe call's reason, for the message
+  bool status_seen_ = false;          // /proc/thread-self/status was readable once
 
   const Config *config_ = nullptr;
   TierCounters counters_;

@@ -52,7 +52,16 @@ bool g_nested_child_done = false; // the same, in the child of a nested fork
 
 void finish_child();
 
-bool forking_here() { return g_heap.forking.load(std::memory_order_relaxed) != 0 && g_heap.lock.held_by_me(); }
+// From the moment the forking thread holds the lock in its prepare handler
+// (before the gate closes), so that a signal handler that forks on that
+// thread meanwhile takes the nested path.
+std::atomic<bool> g_fork_handlers_running{false};
+
+bool forking_here() {
+  return (g_heap.forking.load(std::memory_order_relaxed) != 0 ||
+          g_fork_handlers_running.load(std::memory_order_relaxed)) &&
+         g_heap.lock.held_by_me();
+}
 
 void prepare_fork() NO_THREAD_SAFETY_ANALYSIS {
   if (forking_here()) {
@@ -80,10 +89,11 @@ void prepare_fork() NO_THREAD_SAFETY_ANALYSIS {
   g_heap.lock.allow_reentry(true);
   g_fork_parent = getpid();
   g_child_done = false;
+  g_fork_handlers_running.store(true, std::memory_order_relaxed); // after g_fork_parent: a nested fork reads it
   // Makes pages: before the gate holds other threads. A signal handler that
   // interrupted this thread's heap operation finds the pool halfway through
   // a change: its child copies instead.
-  g_heap.pool.stage_fork(was_mine);
+  g_heap.pool.stage_fork(was_mine, g_fork_parent);
   close_gate();
   g_heap.pool.prepare_fork();
 }
@@ -95,6 +105,7 @@ void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
   }
   g_heap.pool.after_fork_parent();
   g_heap.forking.store(0, kGateOrder);
+  g_fork_handlers_running.store(false, std::memory_order_relaxed);
   g_heap.lock.allow_reentry(false);
   if (!g_lock_was_mine) g_heap.lock.unlock();
 }
@@ -126,6 +137,7 @@ void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
   }
   finish_child();
   g_heap.forking.store(0, kGateOrder);
+  g_fork_handlers_running.store(false, std::memory_order_relaxed);
   g_heap.lock.allow_reentry(false);
   if (!g_lock_was_mine) g_heap.lock.reset_in_child();
 }

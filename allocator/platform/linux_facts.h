@@ -121,6 +121,7 @@ inline SeccompState seccomp_state() {
   SeccompState state;
   const char *const names[] = {"Seccomp", "Seccomp_filters"};
   size_t values[] = {0, 0};
+  errno = 0;
   int found = status_numbers("/proc/thread-self/status", names, values, 2);
   state.for_now = found < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM);
   state.known = found > 0 && (found & 1) != 0;

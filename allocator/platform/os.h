@@ -53,12 +53,10 @@ int map_fd_fixed(int fd, void *addr, size_t len, size_t offset = 0);
 // The fork staging files (chunks/fork.cpp): a memfd_secret file of len bytes,
 // not mapped (0 or errno, as map_secret_fixed); a mapping of one anywhere,
 // left out of fork children (MADV_DONTFORK); which of its pages are in memory
-// (mincore: one byte per page, bit 0); write faults on present pages in one
-// call (MADV_POPULATE_WRITE; a no-op where the kernel lacks it).
+// (mincore: one byte per page, bit 0).
 int secret_file(size_t len, int *fd);
 int map_fd_not_inherited(int fd, size_t len, void **out);
 int pages_in_memory(void *addr, size_t len, unsigned char *vec);
-void populate_write(void *addr, size_t len);
 
 // Whether a process this one forked is still there: waitid(WNOHANG |
 // WNOWAIT), which leaves its exit status to the program. kGone: it exited
