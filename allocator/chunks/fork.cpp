@@ -78,7 +78,7 @@ bool staged_copy_takes(const Chunk *chunk, uint32_t page) {
 // files' children are gone: those files are free again. A child is asked
 // after through waitid, where a seccomp filter allows it (TierMapper::may_call
 // reads /proc, so this runs after a fork, while the child runs, and before
-// one only when no file is free).
+// one only when every slot holds a file and none is free).
 void ChunkPool::refresh_staging() {
   if (staging_pipe_[0] < 0) return;
   StagingMessage msgs[8];
@@ -125,7 +125,13 @@ void ChunkPool::check_staging_fds() {
 int ChunkPool::take_staging(size_t bytes) {
   int best = -1;
   for (int pass = 0; pass < 2 && best < 0; ++pass) {
-    if (pass == 1) refresh_staging(); // none known to be free: ask now
+    // None known to be free: a new file while a slot is empty (the check
+    // after each fork then frees the last child's file for the next fork,
+    // and two files take turns); else ask now.
+    bool empty_slot = false;
+    for (const StagingFile &file : staging_) empty_slot = empty_slot || file.fd < 0;
+    if (pass == 1 && empty_slot) break;
+    if (pass == 1) refresh_staging();
     for (int slot = 0; slot < kStagingFiles; ++slot) {
       StagingFile &file = staging_[slot];
       if (file.fd < 0 || file.in_use) continue;
