@@ -72,6 +72,23 @@ bool staged_copy_takes(const Chunk *chunk, uint32_t page) {
   return page < chunk->touched_pages && chunk->copied_in_fork(page) && !chunk->guard_page(page);
 }
 
+// A fork child's chunk, its copy in place: Chunk::cold from is_cold(page)
+// (pages the copy left out, faulted in when a run needs them), then guards
+// and seals again (the copy was mapped read-write).
+template <typename Cold> void settle_copy_in_child(Chunk *chunk, Cold is_cold) {
+  chunk->cold_pages = 0;
+  for (uint32_t page = 0; !chunk->huge && page < chunk->touched_pages; ++page) {
+    bool cold = is_cold(page);
+    if (cold)
+      bitmap::set(chunk->cold, page);
+    else
+      bitmap::clear(chunk->cold, page);
+    chunk->cold_pages += cold;
+  }
+  if (int err = protection::restore_restricted(chunk); err != 0)
+    diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
+}
+
 } // namespace
 
 // The children's messages (which file each took, and its pid), and which
@@ -375,7 +392,6 @@ void ChunkPool::stage_in_parent(Chunk *chunk) {
 
 // With the gate closed: the staged copy, and the hand-shake for the rest.
 void ChunkPool::prepare_fork() {
-  fork_pipe_[0] = fork_pipe_[1] = -1;
   if (fork_slot_ >= 0) fill_staging(true); // every page it writes is in memory
   bool by_child = false;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
@@ -491,20 +507,10 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
   if (err != 0) diag::fatal_errno("fork: cannot move the child's private copy of the secret heap", err);
   move_tier(chunk, tier);
   chunk->fork_staging = nullptr;
-  // The pages left out are free: zero in the new file, faulted in when used.
-  chunk->cold_pages = 0;
-  for (uint32_t page = 0; !chunk->huge && page < chunk->touched_pages; ++page) {
-    bool cold = made_here && tier == Tier::kSecret && !chunk->copied_in_fork(page);
-    if (cold)
-      bitmap::set(chunk->cold, page);
-    else
-      bitmap::clear(chunk->cold, page);
-    chunk->cold_pages += cold;
-  }
   fork_privatisations_++;
-  // The copy was mapped read-write: guards and seals again.
-  if (int prot_err = protection::restore_restricted(chunk); prot_err != 0)
-    diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", prot_err);
+  // The pages left out are free: zero in the new file, faulted in when used.
+  settle_copy_in_child(
+      chunk, [&](uint32_t page) { return made_here && tier == Tier::kSecret && !chunk->copied_in_fork(page); });
 }
 
 // In the child: the staged copy mapped over the chunk (one mapping in place
@@ -530,18 +536,8 @@ void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
   mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
   chunk->mapped_pages = chunk->touched_pages;
   chunk->free_pages -= dropped;
-  chunk->cold_pages = 0;
-  for (uint32_t page = 0; !chunk->huge && page < chunk->touched_pages; ++page) {
-    bool cold = !staged_copy_takes(chunk, page);
-    if (cold)
-      bitmap::set(chunk->cold, page);
-    else
-      bitmap::clear(chunk->cold, page);
-    chunk->cold_pages += cold;
-  }
   fork_privatisations_++;
-  if (int prot_err = protection::restore_restricted(chunk); prot_err != 0)
-    diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", prot_err);
+  settle_copy_in_child(chunk, [chunk](uint32_t page) { return !staged_copy_takes(chunk, page); });
 }
 
 void ChunkPool::prepare_nested_fork(unsigned depth) {

@@ -92,8 +92,6 @@ int map_secret_fixed(void *addr, size_t len) {
   return map_secret(addr, len, MAP_FIXED, &p);
 }
 
-int map_secret_anywhere(size_t len, void **out) { return map_secret(nullptr, len, 0, out); }
-
 int map_secret_anywhere_with_fd(size_t len, void **out, int *fd) { return map_secret(nullptr, len, 0, out, fd); }
 
 int map_fd_fixed(int fd, void *addr, size_t len, size_t offset) {

@@ -28,9 +28,6 @@ void release_to_reserve(void *addr, size_t len);
 // budget), ENOMEM/EMFILE/ENFILE (transient).
 int map_secret_fixed(void *addr, size_t len);
 
-// Same as map_secret_fixed, but the kernel picks the address (fork staging).
-int map_secret_anywhere(size_t len, void **out);
-
 // Anonymous private mapping at addr with MADV_DONTDUMP. Returns 0 or ENOMEM.
 int map_anon_fixed(void *addr, size_t len);
 
@@ -44,9 +41,10 @@ int touch_through_kernel(void *addr, size_t len);
 int open_zero_source();
 int touch_through_kernel(void *addr, size_t len, int zero_fd);
 
-// map_secret_anywhere that also hands back the file (the caller closes it),
-// and a second mapping of that file at addr, replacing what is there: how a
-// copy reaches its place in a fork child (mmap, not mremap).
+// map_secret_fixed, but the kernel picks the address and the file is handed
+// back (the caller closes it); and a second mapping of a file at addr,
+// replacing what is there: how a copy reaches its place in a fork child
+// (mmap, not mremap).
 int map_secret_anywhere_with_fd(size_t len, void **out, int *fd);
 int map_fd_fixed(int fd, void *addr, size_t len, size_t offset = 0);
 
