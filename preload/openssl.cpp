@@ -1,10 +1,14 @@
-// OpenSSL 3's secure heap, and the cleansing of OPENSSL_free'd memory.
+// OpenSSL 3's secure heap, the cleansing of OPENSSL_free'd memory, and the
+// private values OpenSSL derives outside its secure heap (Montgomery contexts
+// of RSA's primes, numbers exported for legacy key objects).
 //
 // Defined without a symbol version: an unversioned definition satisfies
 // libcrypto's references to CRYPTO_secure_*@OPENSSL_3.0.0, a named version
 // node of ours would not (and the calls would silently stay in OpenSSL).
 #include <cstring>
 #include <malloc.h>
+#include <openssl/bn.h>   // types only: the shim does not link libcrypto
+#include <openssl/core.h> // OSSL_PARAM, a public structure
 
 #include "shim.h"
 
@@ -72,4 +76,67 @@ SHIM_API void CRYPTO_free(void *ptr, const char *file, int line) {
   if (is_secret(ptr)) return secret_free(ptr);
   if (!bootstrap_owns(ptr)) explicit_bzero(ptr, malloc_usable_size(ptr));
   free(ptr);
+}
+
+// ---- private values OpenSSL derives into ordinary memory --------------------------------
+//
+// Interposed exported functions, with no knowledge of OpenSSL's structures:
+// a tag scope (secmem_tag_begin) around the real call sends every allocation
+// it makes to the secret heap (OPENSSL_malloc calls malloc, which is ours).
+// Looked up in the next object at each call, as above (libcrypto may be
+// loaded and unloaded at any time).
+
+namespace {
+
+// The BN_get_flags bit of a BIGNUM whose words live in the secure heap.
+constexpr int kBnFlagSecure = 0x08; // BN_FLG_SECURE, unchanged since OpenSSL 1.1.0
+
+bool bn_is_secure(const BIGNUM *bn) {
+  auto get_flags = next_in_loaded_library<int (*)(const BIGNUM *, int)>("BN_get_flags");
+  return bn != nullptr && get_flags != nullptr && get_flags(bn, kBnFlagSecure) != 0;
+}
+
+struct TagScope {
+  TagScope() { secmem_tag_begin(); }
+  ~TagScope() { secmem_tag_end(); }
+  TagScope(const TagScope &) = delete;
+  TagScope &operator=(const TagScope &) = delete;
+};
+
+} // namespace
+
+// A Montgomery context keeps its modulus and two values derived from it
+// (R^2 mod m, and -m^-1 mod R). For a secret modulus, RSA's p and q (OpenSSL
+// caches a context for each after the key's first private operation), all
+// three reveal the key: they are made in the secret heap.
+SHIM_API int BN_MONT_CTX_set(BN_MONT_CTX *mont, const BIGNUM *mod, BN_CTX *ctx) {
+  auto real = next_in_loaded_library<int (*)(BN_MONT_CTX *, const BIGNUM *, BN_CTX *)>("BN_MONT_CTX_set");
+  if (real == nullptr || real == &BN_MONT_CTX_set) return 0;
+  if (!bn_is_secure(mod)) return real(mont, mod, ctx);
+  TagScope secret;
+  return real(mont, mod, ctx);
+}
+
+// A number read out of a parameter that OpenSSL built in the secure heap
+// (a private component being exported, as EVP_PKEY_get1_RSA does to make a
+// legacy RSA object for libcurl or python3-cryptography) lands in a secure
+// BIGNUM: OpenSSL then keeps it, and every copy it makes of it, secure.
+SHIM_API int OSSL_PARAM_get_BN(const OSSL_PARAM *p, BIGNUM **val) {
+  auto real = next_in_loaded_library<int (*)(const OSSL_PARAM *, BIGNUM **)>("OSSL_PARAM_get_BN");
+  if (real == nullptr || real == &OSSL_PARAM_get_BN) return 0;
+  if (p == nullptr || val == nullptr || p->data == nullptr || !is_secret(p->data)) return real(p, val);
+  BIGNUM *made = nullptr;
+  if (*val == nullptr) {
+    if (auto secure_new = next_in_loaded_library<BIGNUM *(*)()>("BN_secure_new")) made = *val = secure_new();
+  }
+  int ok = 0;
+  {
+    TagScope secret; // a BIGNUM the caller gave grows in the secret heap too
+    ok = real(p, val);
+  }
+  if (ok != 1 && made != nullptr && *val == made) {
+    if (auto bn_free = next_in_loaded_library<void (*)(BIGNUM *)>("BN_clear_free")) bn_free(made);
+    *val = nullptr;
+  }
+  return ok;
 }

@@ -43,17 +43,20 @@ struct StatReport {
 
 int cmd_stat(int pid, bool json);
 
-// scan: readable copies of a byte pattern or a key's private scalar.
+// scan: readable copies of a byte pattern or of every private component of a key.
 struct ScanReport {
   int pid = 0;
   std::string name;
-  std::string key_file; // empty when the pattern was given in hex
+  std::string key_file;               // empty when the pattern was given in hex
+  std::string key;                    // "RSA key (PEM): d, p, q, dP, dQ, qInv"
+  std::vector<std::string> too_short; // components not looked for
   size_t hex_bytes = 0;
   ScanResult result;
   uint64_t unreadable_secret_bytes = 0;
 };
 
-int cmd_scan(int pid, const std::string &hex, const std::string &key_file, bool json);
+int cmd_scan(int pid, const std::string &hex, const std::string &key_file, const std::string &passphrase_file,
+             bool json);
 
 // run: a command under the preload shim.
 struct RunOptions {

@@ -50,7 +50,7 @@ DemoRun run_signer(const std::string &key, bool under_shim, const std::string &r
   DemoRun run;
   run.signed_ok = line == "ready signed";
   if (line.rfind("ready", 0) == 0) {
-    run.scan = scan(pid, private_scalar_patterns(key));
+    run.scan = scan(pid, key_patterns(load_key_material(key)));
     for (const Region &region : read_regions(pid))
       if (region.secret()) {
         ++run.secret_mappings;

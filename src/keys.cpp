@@ -1,76 +1,459 @@
 #include "keys.h"
 
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
 #include <memory>
+#include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/decoder.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-
-#include "proc.h"
+#include <sstream>
+#include <string_view>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace secmem::tool {
 
 namespace {
+
 struct PkeyFree {
   void operator()(EVP_PKEY *key) const { EVP_PKEY_free(key); }
 };
 using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
-// Tries PEM, then DER, as a private key; then as a public key, to say so.
-Pkey load_private(const std::string &path) {
-  FILE *file = fopen(path.c_str(), "rb");
-  if (file == nullptr) throw ToolError{2, "cannot open key file " + path};
-  Pkey key;
+struct BnFree {
+  void operator()(BIGNUM *bn) const { BN_clear_free(bn); }
+};
+using Bn = std::unique_ptr<BIGNUM, BnFree>;
+
+// The whole file; secrets read from it are wiped by the caller.
+std::string read_whole(const std::string &path, const char *what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ToolError{2, std::string("cannot open ") + what + " " + path + ": " + strerror(errno)};
+  std::ostringstream data;
+  data << in.rdbuf();
+  return data.str();
+}
+
+void wipe(std::string &text) {
+  OPENSSL_cleanse(text.data(), text.size());
+  text.clear();
+}
+
+// The passphrase: the file's first line, without its line end.
+std::string read_passphrase(const std::string &passphrase_file) {
+  std::string data = read_whole(passphrase_file, "passphrase file");
+  std::string pass = data.substr(0, data.find('\n'));
+  if (!pass.empty() && pass.back() == '\r') pass.pop_back();
+  wipe(data);
+  return pass;
+}
+
+std::vector<unsigned char> bn_bytes(const BIGNUM *bn) {
+  std::vector<unsigned char> bytes(static_cast<size_t>(BN_num_bytes(bn)));
+  BN_bn2bin(bn, bytes.data());
+  return bytes;
+}
+
+void add(KeyMaterial &key, std::string name, std::vector<unsigned char> bytes) {
+  if (bytes.size() < kMinComponentBytes)
+    key.too_short.push_back(std::move(name));
+  else
+    key.components.push_back({std::move(name), std::move(bytes)});
+}
+
+// ---- keys OpenSSL reads --------------------------------------------------------------
+
+// Asked for the passphrase of an encrypted key: gives it when there is one.
+struct PassphraseAsk {
+  const std::string *pass = nullptr; // null: none was given
+  bool asked = false;
+};
+
+int give_passphrase(char *buf, int size, int, void *user) {
+  auto *ask = static_cast<PassphraseAsk *>(user);
+  ask->asked = true;
+  if (ask->pass == nullptr || static_cast<int>(ask->pass->size()) > size) return -1;
+  memcpy(buf, ask->pass->data(), ask->pass->size());
+  return static_cast<int>(ask->pass->size());
+}
+
+// PEM: the first private key in the file, wherever it is; then DER.
+Pkey read_openssl_key(const std::string &data, PassphraseAsk *ask, std::string *format) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())), BIO_free);
+  Pkey key(PEM_read_bio_PrivateKey_ex(bio.get(), nullptr, give_passphrase, ask, nullptr, nullptr));
+  *format = "PEM";
+  if (key || data.find("-----BEGIN") != std::string::npos) return key;
+  EVP_PKEY *loaded = nullptr;
+  OSSL_DECODER_CTX *ctx =
+      OSSL_DECODER_CTX_new_for_pkey(&loaded, "DER", nullptr, nullptr, EVP_PKEY_KEYPAIR, nullptr, nullptr);
+  const auto *bytes = reinterpret_cast<const unsigned char *>(data.data());
+  size_t left = data.size();
+  if (ctx != nullptr && OSSL_DECODER_CTX_set_pem_password_cb(ctx, give_passphrase, ask) == 1 &&
+      OSSL_DECODER_from_data(ctx, &bytes, &left) == 1)
+    key.reset(loaded);
+  OSSL_DECODER_CTX_free(ctx);
+  *format = "DER";
+  return key;
+}
+
+bool holds_public_key(const std::string &data) {
   for (const char *format : {"PEM", "DER"}) {
     EVP_PKEY *loaded = nullptr;
     OSSL_DECODER_CTX *ctx =
-        OSSL_DECODER_CTX_new_for_pkey(&loaded, format, nullptr, nullptr, EVP_PKEY_KEYPAIR, nullptr, nullptr);
-    rewind(file);
-    if (ctx != nullptr && OSSL_DECODER_from_fp(ctx, file) == 1) key.reset(loaded);
+        OSSL_DECODER_CTX_new_for_pkey(&loaded, format, nullptr, nullptr, EVP_PKEY_PUBLIC_KEY, nullptr, nullptr);
+    const auto *bytes = reinterpret_cast<const unsigned char *>(data.data());
+    size_t left = data.size();
+    bool ok = ctx != nullptr && OSSL_DECODER_from_data(ctx, &bytes, &left) == 1;
+    EVP_PKEY_free(loaded);
     OSSL_DECODER_CTX_free(ctx);
-    if (key) break;
+    if (ok) return true;
   }
-  if (!key) {
-    bool is_public = false;
-    for (const char *format : {"PEM", "DER"}) {
-      EVP_PKEY *loaded = nullptr;
-      OSSL_DECODER_CTX *ctx =
-          OSSL_DECODER_CTX_new_for_pkey(&loaded, format, nullptr, nullptr, EVP_PKEY_PUBLIC_KEY, nullptr, nullptr);
-      rewind(file);
-      if (ctx != nullptr && OSSL_DECODER_from_fp(ctx, file) == 1) is_public = true;
-      EVP_PKEY_free(loaded);
-      OSSL_DECODER_CTX_free(ctx);
-    }
-    fclose(file);
-    throw ToolError{2, is_public ? path + " holds a public key: scan needs the private key to know what to look for"
-                                 : path + " is not a PEM or DER private key"};
-  }
-  fclose(file);
-  return key;
+  return false;
 }
-} // namespace
 
-std::vector<std::vector<unsigned char>> private_scalar_patterns(const std::string &path) {
-  Pkey key = load_private(path);
-  std::vector<unsigned char> bytes;
-  BIGNUM *bn = nullptr;
-  if (EVP_PKEY_get_bn_param(key.get(), OSSL_PKEY_PARAM_RSA_D, &bn) == 1 ||
-      EVP_PKEY_get_bn_param(key.get(), OSSL_PKEY_PARAM_PRIV_KEY, &bn) == 1) {
-    bytes.resize(static_cast<size_t>(BN_num_bytes(bn)));
-    BN_bn2bin(bn, bytes.data());
-    BN_clear_free(bn);
+void add_bn_param(KeyMaterial &key, EVP_PKEY *pkey, const char *param, const std::string &name) {
+  BIGNUM *raw = nullptr;
+  if (EVP_PKEY_get_bn_param(pkey, param, &raw) != 1) return;
+  Bn bn(raw);
+  add(key, name, bn_bytes(bn.get()));
+}
+
+void components_of(EVP_PKEY *pkey, KeyMaterial &key) {
+  const char *type = EVP_PKEY_get0_type_name(pkey);
+  key.type = type == nullptr ? "unknown" : type;
+  if (key.type == "ED25519" || key.type == "ED448") key.type = key.type == "ED25519" ? "Ed25519" : "Ed448";
+  if (EVP_PKEY_is_a(pkey, "RSA") || EVP_PKEY_is_a(pkey, "RSA-PSS")) {
+    key.type = "RSA";
+    add_bn_param(key, pkey, OSSL_PKEY_PARAM_RSA_D, "RSA d");
+    // Multi-prime keys have up to 10 primes, 10 exponents, 9 coefficients.
+    for (int i = 1; i <= 10; ++i)
+      add_bn_param(key, pkey, ("rsa-factor" + std::to_string(i)).c_str(),
+                   i == 1   ? "RSA p"
+                   : i == 2 ? "RSA q"
+                            : "RSA prime " + std::to_string(i));
+    for (int i = 1; i <= 10; ++i)
+      add_bn_param(key, pkey, ("rsa-exponent" + std::to_string(i)).c_str(),
+                   i == 1   ? "RSA dP"
+                   : i == 2 ? "RSA dQ"
+                            : "RSA exponent " + std::to_string(i));
+    for (int i = 1; i <= 9; ++i)
+      add_bn_param(key, pkey, ("rsa-coefficient" + std::to_string(i)).c_str(),
+                   i == 1 ? "RSA qInv" : "RSA coefficient " + std::to_string(i + 1));
+  } else if (EVP_PKEY_is_a(pkey, "EC") || EVP_PKEY_is_a(pkey, "SM2")) {
+    add_bn_param(key, pkey, OSSL_PKEY_PARAM_PRIV_KEY, "EC private scalar");
+  } else if (EVP_PKEY_is_a(pkey, "DH") || EVP_PKEY_is_a(pkey, "DHX")) {
+    add_bn_param(key, pkey, OSSL_PKEY_PARAM_PRIV_KEY, "DH private value");
+  } else if (EVP_PKEY_is_a(pkey, "DSA")) {
+    add_bn_param(key, pkey, OSSL_PKEY_PARAM_PRIV_KEY, "DSA private value");
   } else {
     size_t len = 0;
-    if (EVP_PKEY_get_raw_private_key(key.get(), nullptr, &len) != 1)
-      throw ToolError{2, path + ": this key type's private part cannot be extracted"};
-    bytes.resize(len);
-    EVP_PKEY_get_raw_private_key(key.get(), bytes.data(), &len);
+    if (EVP_PKEY_get_raw_private_key(pkey, nullptr, &len) == 1) {
+      std::vector<unsigned char> bytes(len);
+      if (EVP_PKEY_get_raw_private_key(pkey, bytes.data(), &len) == 1) {
+        bytes.resize(len);
+        add(key, key.type + " private key", std::move(bytes));
+      }
+    }
   }
-  if (bytes.size() < 16) throw ToolError{2, path + ": private scalar too short to search for reliably"};
-  return {bytes, std::vector<unsigned char>(bytes.rbegin(), bytes.rend())};
+}
+
+// ---- OpenSSH-format keys (PROTOCOL.key: "openssh-key-v1") -----------------------------
+
+const char kOpensshBegin[] = "-----BEGIN OPENSSH PRIVATE KEY-----";
+const char kOpensshEnd[] = "-----END OPENSSH PRIVATE KEY-----";
+
+// Big-endian length-prefixed fields; any overrun is a malformed file.
+struct SshReader {
+  const unsigned char *at;
+  size_t left;
+  const std::string *path;
+
+  [[noreturn]] void bad() const { throw ToolError{2, *path + " is not a well-formed OpenSSH private key"}; }
+  uint32_t u32() {
+    if (left < 4) bad();
+    uint32_t value = (uint32_t{at[0]} << 24) | (uint32_t{at[1]} << 16) | (uint32_t{at[2]} << 8) | at[3];
+    at += 4;
+    left -= 4;
+    return value;
+  }
+  std::string_view string() {
+    uint32_t len = u32();
+    if (len > left) bad();
+    std::string_view value(reinterpret_cast<const char *>(at), len);
+    at += len;
+    left -= len;
+    return value;
+  }
+  // An mpint as an unsigned value: its leading zero bytes dropped.
+  std::vector<unsigned char> mpint() {
+    std::string_view value = string();
+    size_t skip = 0;
+    while (skip < value.size() && value[skip] == 0) ++skip;
+    return {value.begin() + static_cast<long>(skip), value.end()};
+  }
+};
+
+std::string base64_decode(std::string_view text, const std::string &path) {
+  std::string compact;
+  for (char c : text)
+    if (!isspace(static_cast<unsigned char>(c))) compact += c;
+  std::string out(compact.size() / 4 * 3 + 3, '\0');
+  EVP_ENCODE_CTX *ctx = EVP_ENCODE_CTX_new();
+  int len = 0, tail = 0;
+  EVP_DecodeInit(ctx);
+  bool ok = EVP_DecodeUpdate(ctx, reinterpret_cast<unsigned char *>(out.data()), &len,
+                             reinterpret_cast<const unsigned char *>(compact.data()),
+                             static_cast<int>(compact.size())) >= 0 &&
+            EVP_DecodeFinal(ctx, reinterpret_cast<unsigned char *>(out.data()) + len, &tail) == 1;
+  EVP_ENCODE_CTX_free(ctx);
+  wipe(compact);
+  if (!ok) {
+    wipe(out);
+    throw ToolError{2, path + ": its OpenSSH key block is not valid base64"};
+  }
+  out.resize(static_cast<size_t>(len + tail));
+  return out;
+}
+
+// The blob of an OpenSSH-format key between its armour lines.
+std::string openssh_blob(const std::string &data, const std::string &path) {
+  size_t begin = data.find(kOpensshBegin), end = data.find(kOpensshEnd);
+  if (begin == std::string::npos || end == std::string::npos || end < begin)
+    throw ToolError{2, path + " is not a well-formed OpenSSH private key"};
+  begin += sizeof kOpensshBegin - 1;
+  return base64_decode(std::string_view(data).substr(begin, end - begin), path);
+}
+
+// The cipher an OpenSSH-format key is encrypted with ("none" when it is not).
+std::string openssh_cipher(const std::string &blob, const std::string &path) {
+  static const char kMagic[] = "openssh-key-v1";
+  if (blob.size() < sizeof kMagic || memcmp(blob.data(), kMagic, sizeof kMagic) != 0)
+    throw ToolError{2, path + " is not a well-formed OpenSSH private key"};
+  SshReader in{reinterpret_cast<const unsigned char *>(blob.data()) + sizeof kMagic, blob.size() - sizeof kMagic,
+               &path};
+  return std::string(in.string());
+}
+
+void openssh_components(const std::string &blob, const std::string &path, KeyMaterial &key) {
+  static const char kMagic[] = "openssh-key-v1";
+  SshReader in{reinterpret_cast<const unsigned char *>(blob.data()) + sizeof kMagic, blob.size() - sizeof kMagic,
+               &path};
+  in.string(); // cipher: none here
+  in.string(); // kdf
+  in.string(); // kdf options
+  uint32_t keys = in.u32();
+  if (keys != 1) throw ToolError{2, path + ": an OpenSSH file with " + std::to_string(keys) + " keys (one is read)"};
+  in.string(); // public key
+  std::string_view secret = in.string();
+  SshReader priv{reinterpret_cast<const unsigned char *>(secret.data()), secret.size(), &path};
+  if (priv.u32() != priv.u32()) in.bad(); // the check numbers of a decrypted section agree
+  std::string type(priv.string());
+  key.format = "OpenSSH";
+  if (type == "ssh-rsa") {
+    key.type = "RSA";
+    priv.mpint(); // n
+    priv.mpint(); // e
+    std::vector<unsigned char> d = priv.mpint(), iqmp = priv.mpint(), p = priv.mpint(), q = priv.mpint();
+    // OpenSSH keeps no dP and dQ: they are d mod (p-1) and d mod (q-1).
+    Bn bd(BN_bin2bn(d.data(), static_cast<int>(d.size()), BN_secure_new()));
+    Bn bp(BN_bin2bn(p.data(), static_cast<int>(p.size()), BN_secure_new()));
+    Bn bq(BN_bin2bn(q.data(), static_cast<int>(q.size()), BN_secure_new()));
+    Bn dp(BN_secure_new()), dq(BN_secure_new()), pm1(BN_secure_new()), qm1(BN_secure_new());
+    std::unique_ptr<BN_CTX, decltype(&BN_CTX_free)> ctx(BN_CTX_secure_new(), BN_CTX_free);
+    if (!bd || !bp || !bq || !dp || !dq || !pm1 || !qm1 || !ctx || BN_sub(pm1.get(), bp.get(), BN_value_one()) != 1 ||
+        BN_sub(qm1.get(), bq.get(), BN_value_one()) != 1 || BN_mod(dp.get(), bd.get(), pm1.get(), ctx.get()) != 1 ||
+        BN_mod(dq.get(), bd.get(), qm1.get(), ctx.get()) != 1)
+      throw ToolError{3, path + ": cannot derive the RSA key's CRT exponents"};
+    add(key, "RSA d", d);
+    add(key, "RSA p", p);
+    add(key, "RSA q", q);
+    add(key, "RSA dP", bn_bytes(dp.get()));
+    add(key, "RSA dQ", bn_bytes(dq.get()));
+    add(key, "RSA qInv", iqmp);
+    for (auto *bytes : {&d, &iqmp, &p, &q}) OPENSSL_cleanse(bytes->data(), bytes->size());
+  } else if (type == "ssh-ed25519") {
+    key.type = "Ed25519";
+    priv.string();                               // public key
+    std::string_view secret_key = priv.string(); // the 32-byte seed, then the public key
+    if (secret_key.size() != 64) in.bad();
+    add(key, "Ed25519 private key", {secret_key.begin(), secret_key.begin() + 32});
+  } else if (type.rfind("ecdsa-sha2-", 0) == 0) {
+    key.type = "EC";
+    priv.string(); // curve
+    priv.string(); // public point
+    add(key, "EC private scalar", priv.mpint());
+  } else if (type == "ssh-dss") {
+    key.type = "DSA";
+    for (int i = 0; i < 4; ++i) priv.mpint(); // p, q, g, y
+    add(key, "DSA private value", priv.mpint());
+  } else if (type.rfind("sk-", 0) == 0) {
+    throw ToolError{2, path + " holds a security-key (FIDO) key: its private part is in the token, not in the file"};
+  } else {
+    throw ToolError{2, path + ": OpenSSH key type " + type + " is not one scan knows"};
+  }
+}
+
+// A directory where a file may be written and run: /dev/shm first (memory,
+// so that a decrypted key is not written to a disk), then TMPDIR and /tmp;
+// one mounted noexec cannot hold the askpass helper.
+std::string private_dir() {
+  const char *tmpdir = getenv("TMPDIR");
+  for (const char *base : {"/dev/shm", tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp", "/tmp"}) {
+    struct statvfs fs {};
+    if (statvfs(base, &fs) != 0 || (fs.f_flag & ST_NOEXEC) != 0 || (fs.f_flag & ST_RDONLY) != 0) continue;
+    std::string pattern = std::string(base) + "/secmem-scan-XXXXXX";
+    if (mkdtemp(pattern.data()) != nullptr) return pattern;
+  }
+  throw ToolError{3, "no writable directory that allows running a program (/dev/shm, TMPDIR, /tmp) for ssh-keygen"};
+}
+
+// An encrypted OpenSSH-format key, decrypted by ssh-keygen: a copy, in a
+// directory only this user can enter, rewritten without a passphrase; the
+// passphrase goes to ssh-keygen through an SSH_ASKPASS helper that reads the
+// passphrase file, never on a command line (which every user can read in
+// /proc). Returns the decrypted file; the copy is overwritten and removed.
+std::string decrypt_openssh(const std::string &path, const std::string &passphrase_file) {
+  std::string dir = private_dir(), copy = dir + "/key", askpass = dir + "/askpass";
+  std::string data = read_whole(path, "key file");
+  auto write_file = [](const std::string &file, const std::string &text, mode_t mode) {
+    FILE *out = fopen(file.c_str(), "w");
+    bool ok = out != nullptr && fwrite(text.data(), 1, text.size(), out) == text.size();
+    if (out != nullptr) ok = fclose(out) == 0 && ok;
+    return ok && chmod(file.c_str(), mode) == 0;
+  };
+  char *absolute = realpath(passphrase_file.c_str(), nullptr);
+  std::string pass_path = absolute != nullptr ? absolute : passphrase_file;
+  free(absolute);
+  std::string quoted;
+  for (char c : pass_path) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  bool written = write_file(copy, data, 0600) &&
+                 write_file(askpass, "#!/bin/sh\nhead -n 1 '" + quoted + "' | tr -d '\\r\\n'\n", 0700);
+  wipe(data);
+  auto cleanup = [&] { // the clear key overwritten before it is unlinked
+    struct stat left {};
+    if (stat(copy.c_str(), &left) == 0) write_file(copy, std::string(static_cast<size_t>(left.st_size), '\0'), 0600);
+    unlink(copy.c_str());
+    unlink(askpass.c_str());
+    rmdir(dir.c_str());
+  };
+  if (!written) {
+    cleanup();
+    throw ToolError{3, "cannot write to the private directory " + dir};
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    cleanup();
+    throw ToolError{3, "fork failed"};
+  }
+  if (pid == 0) {
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      dup2(null, 0);
+      dup2(null, 1);
+      dup2(null, 2);
+    }
+    setsid(); // no terminal: ssh-keygen asks SSH_ASKPASS
+    setenv("SSH_ASKPASS", askpass.c_str(), 1);
+    setenv("SSH_ASKPASS_REQUIRE", "force", 1);
+    execlp("ssh-keygen", "ssh-keygen", "-q", "-p", "-N", "", "-f", copy.c_str(), nullptr);
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    cleanup();
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+      throw ToolError{3, path + " is an encrypted OpenSSH key: reading it needs ssh-keygen (Debian's openssh-client)"};
+    throw ToolError{2, "cannot decrypt " + path + " with the passphrase in " + passphrase_file};
+  }
+  std::string clear = read_whole(copy, "decrypted key");
+  cleanup();
+  return clear;
+}
+
+KeyMaterial read_openssh_key(const std::string &path, std::string data, const std::string &passphrase_file) {
+  std::string blob = openssh_blob(data, path);
+  wipe(data);
+  KeyMaterial key;
+  if (openssh_cipher(blob, path) != "none") {
+    wipe(blob);
+    if (passphrase_file.empty())
+      throw ToolError{2, path + " is encrypted: give its passphrase with --passphrase-file FILE"};
+    read_passphrase(passphrase_file); // a missing or unreadable file is said as such
+    std::string clear = decrypt_openssh(path, passphrase_file);
+    blob = openssh_blob(clear, path);
+    wipe(clear);
+  }
+  try {
+    openssh_components(blob, path, key);
+  } catch (...) {
+    wipe(blob);
+    throw;
+  }
+  wipe(blob);
+  return key;
+}
+
+} // namespace
+
+KeyMaterial load_key_material(const std::string &path, const std::string &passphrase_file) {
+  std::string data = read_whole(path, "key file");
+  if (data.find(kOpensshBegin) != std::string::npos) return read_openssh_key(path, std::move(data), passphrase_file);
+  std::string pass;
+  PassphraseAsk ask;
+  if (!passphrase_file.empty()) {
+    pass = read_passphrase(passphrase_file);
+    ask.pass = &pass;
+  }
+  KeyMaterial key;
+  Pkey pkey = read_openssl_key(data, &ask, &key.format);
+  wipe(pass);
+  ERR_clear_error();
+  if (!pkey) {
+    bool is_public = !ask.asked && holds_public_key(data);
+    wipe(data);
+    if (ask.asked && passphrase_file.empty())
+      throw ToolError{2, path + " is encrypted: give its passphrase with --passphrase-file FILE"};
+    if (ask.asked) throw ToolError{2, "cannot decrypt " + path + " with the passphrase in " + passphrase_file};
+    throw ToolError{2, is_public ? path + " holds a public key: scan needs the private key to know what to look for"
+                                 : path + " is not a PEM, DER or OpenSSH private key"};
+  }
+  wipe(data);
+  components_of(pkey.get(), key);
+  if (key.components.empty())
+    throw ToolError{2, path + ": no private component of this " + key.type + " key is long enough to look for"};
+  return key;
+}
+
+std::vector<Pattern> key_patterns(const KeyMaterial &key) {
+  std::vector<Pattern> patterns;
+  for (const KeyComponent &component : key.components) {
+    patterns.push_back({component.name, component.bytes});
+    std::vector<unsigned char> reversed(component.bytes.rbegin(), component.bytes.rend());
+    if (reversed != component.bytes) patterns.push_back({component.name, std::move(reversed)});
+  }
+  return patterns;
+}
+
+std::string describe_key(const KeyMaterial &key) {
+  std::string names;
+  std::string prefix = key.type + " ";
+  for (const KeyComponent &component : key.components) {
+    std::string name = component.name.rfind(prefix, 0) == 0 ? component.name.substr(prefix.size()) : component.name;
+    names += (names.empty() ? "" : ", ") + name;
+  }
+  return key.type + " key (" + key.format + "): " + names;
 }
 
 std::vector<unsigned char> parse_hex(const std::string &text) {

@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
   CLI::App *probe = app.add_subcommand("probe", "Can this machine and process have secret memory, and how much?");
   probe->add_flag("--json", json, "Machine-readable output");
 
-  std::string pid, hex, key_file;
+  std::string pid, hex, key_file, passphrase_file;
   CLI::App *stat = app.add_subcommand("stat", "What a running process holds in secret memory");
   stat->add_option("pid", pid, "Process ID")->required();
   stat->add_flag("--json", json, "Machine-readable output");
@@ -54,9 +54,11 @@ int main(int argc, char **argv) {
   CLI::App *scan = app.add_subcommand("scan", "Count readable copies of a byte pattern or a key in a process");
   scan->add_option("pid", pid, "Process ID")->required();
   auto *hex_option = scan->add_option("--hex", hex, "The bytes to look for, in hex");
-  auto *key_option =
-      scan->add_option("--key-file", key_file, "A PEM or DER private key: its private scalar, both byte orders");
+  auto *key_option = scan->add_option(
+      "--key-file", key_file,
+      "A private key (PEM, DER, PKCS#8, OpenSSH): every private component, both byte orders, each counted apart");
   hex_option->excludes(key_option);
+  scan->add_option("--passphrase-file", passphrase_file, "The passphrase of an encrypted key file: its first line");
   scan->add_flag("--json", json, "Machine-readable output");
 
   CLI::App *demo = app.add_subcommand("demo", "Show, with a real key, what secmem changes");
@@ -71,7 +73,7 @@ int main(int argc, char **argv) {
     if (run->parsed()) return cmd_run(run_options);
     if (probe->parsed()) return cmd_probe(json);
     if (stat->parsed()) return cmd_stat(parse_pid(pid), json);
-    if (scan->parsed()) return cmd_scan(parse_pid(pid), hex, key_file, json);
+    if (scan->parsed()) return cmd_scan(parse_pid(pid), hex, key_file, passphrase_file, json);
     if (demo->parsed()) return cmd_demo();
   } catch (const ToolError &error) {
     std::cerr << "secmem: " << error.message << "\n";

@@ -120,18 +120,40 @@ void print_stat(const StatReport &stat, bool json_output) {
 void print_scan(const ScanReport &scan, bool json_output) {
   const ScanResult &result = scan.result;
   if (json_output) {
+    json components = json::object();
+    for (const std::string &name : result.components) {
+      json where = json::object();
+      for (const auto &[region, n] : result.by_component.at(name)) where[region] = n;
+      components[name] = {{"copies", result.of(name)}, {"by_region", where}};
+    }
     print_json({{"pid", scan.pid},
                 {"readable_copies", result.total()},
                 {"by_region", result.copies},
+                {"components", components},
+                {"not_looked_for", scan.too_short},
                 {"unreadable_secret_mappings", result.unreadable_secret.size()},
                 {"unreadable_secret_bytes", scan.unreadable_secret_bytes}});
     return;
   }
   field("process", std::to_string(scan.pid) + " (" + scan.name + ")");
   field("looked for", scan.key_file.empty() ? std::to_string(scan.hex_bytes) + " bytes given in hex"
-                                            : "the private scalar of " + scan.key_file + ", both byte orders");
+                                            : scan.key + ", in " + scan.key_file + ", both byte orders");
+  if (!scan.too_short.empty()) {
+    std::string names;
+    for (const std::string &name : scan.too_short) names += (names.empty() ? "" : ", ") + name;
+    field("not looked for", names + " (too short to find reliably)");
+  }
   field("readable copies", std::to_string(result.total()));
   for (const auto &[where, n] : result.copies) field("", std::to_string(n) + " in " + where);
+  if (!scan.key_file.empty()) {
+    bool first = true;
+    for (const std::string &name : result.components) {
+      int n = result.of(name);
+      field(first ? "by component" : "",
+            name + ": " + std::to_string(n) + (n == 0 ? "" : " (" + describe_copies(result, name) + ")"));
+      first = false;
+    }
+  }
   field("secret mappings",
         std::to_string(result.unreadable_secret.size()) + " (" + kib(scan.unreadable_secret_bytes) + "), unreadable");
   if (!result.unreadable_other.empty())

@@ -92,12 +92,24 @@ int ScanResult::total() const {
   return sum;
 }
 
-ScanResult scan(int pid, const std::vector<std::vector<unsigned char>> &patterns) {
+int ScanResult::of(const std::string &component) const {
+  int sum = 0;
+  auto found = by_component.find(component);
+  if (found != by_component.end())
+    for (const auto &entry : found->second) sum += entry.second;
+  return sum;
+}
+
+ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
   std::vector<Region> regions = read_regions(pid);
   int fd = open_mem(pid);
   ScanResult result;
   size_t longest = 0;
-  for (const auto &pattern : patterns) longest = std::max(longest, pattern.size());
+  for (const Pattern &pattern : patterns) {
+    longest = std::max(longest, pattern.bytes.size());
+    if (result.by_component.emplace(pattern.component, std::map<std::string, int>{}).second)
+      result.components.push_back(pattern.component);
+  }
   std::vector<unsigned char> buf(1 << 20);
   for (const Region &region : regions) {
     if (region.perms[0] != 'r' || region.path.rfind("[vvar", 0) == 0 || region.path == "[vsyscall]") {
@@ -113,27 +125,41 @@ ScanResult scan(int pid, const std::vector<std::vector<unsigned char>> &patterns
         break;
       }
       read_any = true;
-      for (const auto &pattern : patterns) {
+      // Consecutive reads overlap by the longest pattern less a byte, so that
+      // a copy across the boundary is seen; a copy that starts in the overlap
+      // is counted by the next read only (patterns differ in length).
+      bool more = static_cast<size_t>(got) == want && at + static_cast<uintptr_t>(got) < region.end;
+      size_t advance = more && static_cast<size_t>(got) > longest ? static_cast<size_t>(got) - (longest - 1)
+                                                                  : static_cast<size_t>(got);
+      for (const Pattern &pattern : patterns) {
         const unsigned char *from = buf.data(), *end = buf.data() + got;
-        while (const void *hit = memmem(from, static_cast<size_t>(end - from), pattern.data(), pattern.size())) {
+        while (const void *hit =
+                   memmem(from, static_cast<size_t>(end - from), pattern.bytes.data(), pattern.bytes.size())) {
+          const unsigned char *start = static_cast<const unsigned char *>(hit);
+          if (static_cast<size_t>(start - buf.data()) >= advance) break;
           result.copies[region.label()]++;
-          from = static_cast<const unsigned char *>(hit) + 1;
+          result.by_component[pattern.component][region.label()]++;
+          from = start + 1;
         }
       }
-      // Overlap consecutive reads so that a copy across the boundary is seen once.
-      bool more = static_cast<size_t>(got) == want && at + static_cast<uintptr_t>(got) < region.end;
-      at += more && static_cast<size_t>(got) > longest ? static_cast<uintptr_t>(got) - (longest - 1)
-                                                       : static_cast<uintptr_t>(got);
+      at += advance;
     }
   }
   close(fd);
   return result;
 }
 
-std::string describe_copies(const ScanResult &result) {
+static std::string describe(const std::map<std::string, int> &copies) {
   std::string text;
-  for (const auto &[where, n] : result.copies) text += (text.empty() ? "" : ", ") + std::to_string(n) + " in " + where;
+  for (const auto &[where, n] : copies) text += (text.empty() ? "" : ", ") + std::to_string(n) + " in " + where;
   return text.empty() ? "none" : text;
+}
+
+std::string describe_copies(const ScanResult &result) { return describe(result.copies); }
+
+std::string describe_copies(const ScanResult &result, const std::string &component) {
+  auto found = result.by_component.find(component);
+  return found == result.by_component.end() ? "none" : describe(found->second);
 }
 
 } // namespace secmem::tool

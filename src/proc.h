@@ -35,16 +35,28 @@ std::string process_name(int pid); // /proc/PID/comm; "" when it is gone
 // Whether [start, start+len) of pid can be read through /proc/PID/mem, and the errno when not.
 bool readable(int pid, uintptr_t start, size_t len, int *err);
 
+// A byte string to look for, and the name it is reported under.
+struct Pattern {
+  std::string component; // "RSA p", or "pattern" for bytes given in hex
+  std::vector<unsigned char> bytes;
+};
+
 struct ScanResult {
-  std::map<std::string, int> copies;     // readable copies per region label
+  std::map<std::string, int> copies; // readable copies per region label, every component together
+  // Per component (each one looked for, found or not): copies per region label.
+  std::map<std::string, std::map<std::string, int>> by_component;
+  std::vector<std::string> components;   // the components looked for, in the key's order
   std::vector<Region> unreadable_secret; // secretmem regions that refused the read
   std::vector<Region> unreadable_other;  // other regions that refused the read
   int total() const;
+  int of(const std::string &component) const; // copies of one component
 };
 
 // Counts copies of every pattern in pid's readable memory.
-ScanResult scan(int pid, const std::vector<std::vector<unsigned char>> &patterns); // throws ToolError
+ScanResult scan(int pid, const std::vector<Pattern> &patterns); // throws ToolError
 
 std::string describe_copies(const ScanResult &result); // "3 in [heap], 1 in anonymous" or "none"
+// The same for one component.
+std::string describe_copies(const ScanResult &result, const std::string &component);
 
 } // namespace secmem::tool

@@ -1,4 +1,4 @@
-// secmem scan: readable copies of a byte pattern, or of a key's private scalar, in a process's memory.
+// secmem scan: readable copies of a byte pattern, or of every private component of a key, in a process's memory.
 #include <string>
 #include <vector>
 
@@ -8,14 +8,23 @@
 
 namespace secmem::tool {
 
-int cmd_scan(int pid, const std::string &hex, const std::string &key_file, bool json) {
+int cmd_scan(int pid, const std::string &hex, const std::string &key_file, const std::string &passphrase_file,
+             bool json) {
   if (hex.empty() == key_file.empty()) throw ToolError{2, "scan needs exactly one of --hex or --key-file"};
-  std::vector<std::vector<unsigned char>> patterns =
-      hex.empty() ? private_scalar_patterns(key_file) : std::vector<std::vector<unsigned char>>{parse_hex(hex)};
+  if (!passphrase_file.empty() && key_file.empty()) throw ToolError{2, "--passphrase-file goes with --key-file"};
   ScanReport report;
+  std::vector<Pattern> patterns;
+  if (hex.empty()) {
+    KeyMaterial key = load_key_material(key_file, passphrase_file);
+    report.key = describe_key(key);
+    report.too_short = key.too_short;
+    patterns = key_patterns(key);
+  } else {
+    patterns.push_back({"pattern", parse_hex(hex)});
+    report.hex_bytes = patterns[0].bytes.size();
+  }
   report.pid = pid;
   report.key_file = key_file;
-  report.hex_bytes = hex.empty() ? 0 : patterns[0].size();
   report.result = scan(pid, patterns);
   for (const Region &region : report.result.unreadable_secret)
     report.unreadable_secret_bytes += region.end - region.start;

@@ -1,7 +1,11 @@
 // No readable key: a child loads an RSA, EC P-256 or Ed25519 key through
-// OpenSSL's PEM API (shim_probe hold); this process then reads every readable
-// region of the child through /proc/PID/mem (with `secmem scan`'s scanner)
-// and counts copies of the private scalar in both byte orders, with and
+// OpenSSL's PEM API and holds it (shim_probe hold), or signs with it first
+// (shim_probe use: OpenSSL then keeps Montgomery contexts of RSA's p and q),
+// or also through the legacy RSA API (use legacy: EVP_PKEY_get1_RSA, as
+// libcurl and python3-cryptography 38 do). This process then reads every
+// readable region of the child through /proc/PID/mem (with `secmem scan`'s
+// scanner) and counts copies of every private component (RSA d, p, q, dP,
+// dQ, qInv; the EC scalar; the Ed25519 key) in both byte orders, with and
 // without the preload shim. The table in README.md ("Exposure") is this
 // test's output.
 #include <gtest/gtest.h>
@@ -20,7 +24,9 @@
 
 using namespace secmem::test;
 using secmem::tool::describe_copies;
-using secmem::tool::private_scalar_patterns;
+using secmem::tool::key_patterns;
+using secmem::tool::KeyMaterial;
+using secmem::tool::load_key_material;
 using secmem::tool::scan;
 using secmem::tool::ScanResult;
 
@@ -29,10 +35,12 @@ namespace {
 const std::string kShim = SECMEM_PRELOAD_PATH;
 const std::string kProbe = SECMEM_PROBE_PATH;
 
-// shim_probe hold KEY with env, once it has said the key is loaded (core:
-// with RLIMIT_CORE unlimited, through prlimit).
-Child start_holder(const std::string &key, const std::vector<std::string> &env, bool core = false) {
-  std::vector<std::string> argv = {kProbe, "hold", key};
+// shim_probe MODE KEY [ARGS] with env, once it has said the key is loaded
+// (core: with RLIMIT_CORE unlimited, through prlimit).
+Child start_holder(const std::string &key, const std::vector<std::string> &env, bool core = false,
+                   const std::vector<std::string> &mode = {"hold"}) {
+  std::vector<std::string> argv = {kProbe, mode[0], key};
+  argv.insert(argv.end(), mode.begin() + 1, mode.end());
   if (core) argv.insert(argv.begin(), {"prlimit", "--core=unlimited"});
   Child child = start(argv, env);
   char ready[6] = {};
@@ -40,13 +48,25 @@ Child start_holder(const std::string &key, const std::vector<std::string> &env, 
   return child;
 }
 
-// Runs shim_probe hold KEY (under the shim or not), scans it with the
-// secmem command's scanner, lets it go.
-ScanResult scan_holder(const std::string &key, bool shim) {
-  Child child = start_holder(key, shim ? std::vector<std::string>{"LD_PRELOAD=" + kShim} : std::vector<std::string>{});
-  ScanResult copies = scan(child.pid, private_scalar_patterns(key));
+// Runs shim_probe on KEY (under the shim or not), scans it with the secmem
+// command's scanner for every private component, lets it go.
+ScanResult scan_holder(const std::string &key, bool shim, const std::vector<std::string> &mode) {
+  Child child = start_holder(key, shim ? std::vector<std::string>{"LD_PRELOAD=" + kShim} : std::vector<std::string>{},
+                             false, mode);
+  ScanResult copies = scan(child.pid, key_patterns(load_key_material(key)));
   EXPECT_EQ(finish(child, "x").status, 0);
   return copies;
+}
+
+// "d 2 (2 in [heap]), p 0, ..." for the table.
+std::string per_component(const ScanResult &result) {
+  std::string text;
+  for (const std::string &name : result.components) {
+    int n = result.of(name);
+    text += (text.empty() ? "" : ", ") + name + " " + std::to_string(n) +
+            (n == 0 ? "" : " (" + describe_copies(result, name) + ")");
+  }
+  return text;
 }
 
 class Exposure : public testing::TestWithParam<const char *> {
@@ -65,21 +85,30 @@ protected:
 
 } // namespace
 
-TEST_P(Exposure, ShimLeavesNoReadableHeapCopy) {
+// Every private component, in each way of using the key: none readable under
+// the shim; without it the scan finds the key (so the scan is known to work).
+TEST_P(Exposure, ShimLeavesNoReadableCopyOfAnyComponent) {
   SECMEM_REQUIRE_SECRETMEM();
   std::string key = dir_ + "/" + GetParam() + ".pem";
-  ASSERT_GE(private_scalar_patterns(key)[0].size(), 24u); // an EC scalar can have leading zero bytes
-  ScanResult plain = scan_holder(key, false);
-  ScanResult shimmed = scan_holder(key, true);
-  std::printf("| %s | %d (%s) | %d (%s) |\n", GetParam(), plain.total(), describe_copies(plain).c_str(),
-              shimmed.total(), describe_copies(shimmed).c_str());
-  RecordProperty("without_shim", describe_copies(plain));
-  RecordProperty("with_shim", describe_copies(shimmed));
-  EXPECT_GT(plain.total(), 0) << "the scan finds the key where nothing protects it";
-  EXPECT_EQ(shimmed.copies["[heap]"], 0) << describe_copies(shimmed);
-  EXPECT_EQ(shimmed.copies["anonymous"], 0) << describe_copies(shimmed);
-  EXPECT_EQ(shimmed.total(), 0) << describe_copies(shimmed);
-  EXPECT_EQ(shimmed.unreadable_secret.size(), 1u) << "the key's secretmem chunk is there, and unreadable";
+  KeyMaterial material = load_key_material(key);
+  size_t expected = std::string(GetParam()) == "RSA" ? 6 : 1; // d, p, q, dP, dQ, qInv
+  ASSERT_EQ(material.components.size(), expected);
+  std::vector<std::vector<std::string>> modes = {{"hold"}, {"use"}};
+  if (std::string(GetParam()) == "RSA") modes.push_back({"use", "legacy"});
+  for (const auto &mode : modes) {
+    std::string how = mode.size() > 1 ? "use legacy" : mode[0];
+    SCOPED_TRACE(how);
+    ScanResult plain = scan_holder(key, false, mode);
+    ScanResult shimmed = scan_holder(key, true, mode);
+    std::printf("| %s | %s | %d: %s | %d: %s |\n", GetParam(), how.c_str(), plain.total(), per_component(plain).c_str(),
+                shimmed.total(), per_component(shimmed).c_str());
+    RecordProperty("without_shim_" + how, per_component(plain));
+    RecordProperty("with_shim_" + how, per_component(shimmed));
+    EXPECT_GT(plain.total(), 0) << "the scan finds the key where nothing protects it";
+    for (const std::string &name : shimmed.components)
+      EXPECT_EQ(shimmed.of(name), 0) << name << ": " << describe_copies(shimmed, name);
+    EXPECT_EQ(shimmed.unreadable_secret.size(), 1u) << "the key's secretmem chunk is there, and unreadable";
+  }
 }
 
 // ---- core dumps ----------------------------------------------------------------------
@@ -133,7 +162,8 @@ TEST_P(Exposure, CoreDumpHoldsNoKey) {
   std::string shimmed = core_of_holder(key, dir_, {"LD_PRELOAD=" + kShim});
   std::string fallback = core_of_holder(key, dir_, {"LD_PRELOAD=" + kShim, "SECMEM_BACKEND=mlock"});
   EXPECT_TRUE(write_file(kCorePattern, saved));
-  auto patterns = private_scalar_patterns(key);
+  std::vector<std::vector<unsigned char>> patterns;
+  for (const auto &pattern : key_patterns(load_key_material(key))) patterns.push_back(pattern.bytes);
   ASSERT_GT(plain.size(), 100000u) << "no core file was written";
   ASSERT_GT(shimmed.size(), 100000u);
   ASSERT_GT(fallback.size(), 100000u);

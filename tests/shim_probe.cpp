@@ -3,6 +3,10 @@
 //                                  prints, per key, whether its private
 //                                  components are in secret memory
 //   shim_probe hold KEY.pem...    loads the keys, prints "ready", waits for stdin
+//   shim_probe use KEY.pem [legacy]  loads the key, signs and verifies with it
+//                                  (legacy: an RSA key also through
+//                                  EVP_PKEY_get1_RSA and RSA_sign, as libcurl
+//                                  and python3-cryptography 38 do), then holds
 //   shim_probe forkgen KEY.pem N  loads a key, forks N children that each make
 //                                  and verify EC signatures; checks the key after
 //   shim_probe threads            4 threads of malloc/free churn with checks
@@ -94,6 +98,28 @@ int hold(int argc, char **argv) {
 }
 
 using secmem::tool::sign_and_verify;
+
+int use(int argc, char **argv) {
+  if (argc < 3) return 2;
+  EVP_PKEY *key = load(argv[2]);
+  if (key == nullptr || !sign_and_verify(key)) return 2;
+  RSA *legacy = nullptr;
+  if (argc > 3 && strcmp(argv[3], "legacy") == 0 && EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA) {
+    legacy = EVP_PKEY_get1_RSA(key);
+    unsigned char digest[32] = {1, 2, 3}, signature[512];
+    unsigned int length = 0;
+    if (legacy == nullptr || RSA_sign(NID_sha256, digest, sizeof digest, signature, &length, legacy) != 1 ||
+        RSA_verify(NID_sha256, digest, sizeof digest, signature, length, legacy) != 1)
+      return 2;
+  }
+  printf("ready\n");
+  fflush(stdout);
+  char c;
+  (void)!read(STDIN_FILENO, &c, 1);
+  RSA_free(legacy);
+  EVP_PKEY_free(key);
+  return 0;
+}
 
 int forkgen(int argc, char **argv) {
   if (argc < 4) return 2;
@@ -243,6 +269,7 @@ int main(int argc, char **argv) {
   std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "owned") return owned(argc, argv);
   if (mode == "hold") return hold(argc, argv);
+  if (mode == "use") return use(argc, argv);
   if (mode == "forkgen") return forkgen(argc, argv);
   if (mode == "threads") return threads();
   if (mode == "tag") return tag();

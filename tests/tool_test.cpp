@@ -3,8 +3,10 @@
 // limit without CAP_IPC_LOCK; bad arguments; the demo's table.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
+#include <openssl/evp.h>
 #include <string>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -13,6 +15,7 @@
 
 #include <seccomp.h>
 
+#include "keys.h"
 #include "platform/linux_facts.h"
 #include "test_support.h"
 
@@ -147,6 +150,30 @@ TEST_F(Tool, StatAndScanAProcessWithoutIt) {
   EXPECT_FALSE(contains(scan.out, "readable copies:   0")) << scan.out;
 }
 
+// Every private component, each counted apart, in a process that used an RSA
+// key (signed with it) without the shim, and under it.
+TEST_F(Tool, ScanCountsEveryComponentOfAnRsaKey) {
+  SECMEM_REQUIRE_SECRETMEM();
+  std::string rsa = dir_ + "/rsa.pem";
+  ASSERT_EQ(run({"openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsa}).status,
+            0);
+  for (bool shim : {false, true}) {
+    std::vector<std::string> argv = {kProbe, "use", rsa};
+    if (shim) argv.insert(argv.begin(), {kTool, "run", "--"});
+    Child child = start(argv);
+    char ready[6] = {};
+    ASSERT_EQ(read(child.out, ready, 6), 6);
+    Result scan = run({kTool, "scan", std::to_string(child.pid), "--key-file", rsa});
+    EXPECT_EQ(scan.status, shim ? 0 : 1) << scan.out << scan.err;
+    EXPECT_TRUE(contains(scan.out, "looked for:        RSA key (PEM): d, p, q, dP, dQ, qInv, in " + rsa)) << scan.out;
+    for (const char *name : {"RSA d", "RSA p", "RSA q", "RSA dP", "RSA dQ", "RSA qInv"})
+      EXPECT_EQ(contains(scan.out, std::string(name) + ": 0\n"), shim) << name << "\n" << scan.out;
+    Result json = run({kTool, "scan", std::to_string(child.pid), "--key-file", rsa, "--json"});
+    EXPECT_TRUE(contains(json.out, "\"RSA qInv\": {\"copies\": ")) << json.out;
+    EXPECT_EQ(finish(child, "x").status, 0);
+  }
+}
+
 TEST_F(Tool, ScanFindsAHexPattern) {
   // shim_probe's "ready" line is in its stdout buffer, and its own name in memory.
   Holder holder(key(), false);
@@ -173,7 +200,9 @@ TEST_F(Tool, BadArgumentsGetClearErrors) {
       {{"scan", holder.pid(), "--key-file", dir_ + "/public.pem"},
        "secmem: " + dir_ + "/public.pem holds a public key: scan needs the private key to know what to look for"},
       {{"scan", holder.pid(), "--key-file", dir_ + "/missing.pem"},
-       "secmem: cannot open key file " + dir_ + "/missing.pem"},
+       "secmem: cannot open key file " + dir_ + "/missing.pem: No such file or directory"},
+      {{"scan", holder.pid(), "--hex", "00112233", "--passphrase-file", key()},
+       "secmem: --passphrase-file goes with --key-file"},
       {{"stat", "abc"}, "secmem: 'abc' is not a PID"},
   };
   for (const Case &c : cases) {
@@ -260,3 +289,134 @@ TEST_F(Tool, DemoTellsTheTruthWithoutMemfdSecret) {
   EXPECT_FALSE(contains(demo.out, "no readable copy of the key is left")) << demo.out;
   EXPECT_TRUE(contains(demo.out, "readable copies remain")) << demo.out;
 }
+
+// ---- key files: every format a key comes in gives the same components ----------------
+
+namespace {
+
+class KeyFiles : public testing::TestWithParam<const char *> {
+protected:
+  static void SetUpTestSuite() {
+    char pattern[] = "/tmp/secmem-keys-XXXXXX";
+    dir_ = mkdtemp(pattern);
+    ASSERT_TRUE(write_text(pass(), "correct horse battery\n"));
+    ASSERT_TRUE(write_text(dir_ + "/wrong", "incorrect\n"));
+  }
+  static void TearDownTestSuite() { (void)!system(("rm -rf " + dir_).c_str()); }
+  static bool write_text(const std::string &path, const std::string &text) {
+    FILE *out = fopen(path.c_str(), "w");
+    bool ok = out != nullptr && fputs(text.c_str(), out) >= 0;
+    return out != nullptr && fclose(out) == 0 && ok;
+  }
+  static std::string pass() { return dir_ + "/pass"; }
+  static void sh(const std::string &command) { ASSERT_EQ(run({"sh", "-ec", command}).status, 0) << command; }
+  static inline std::string dir_;
+};
+
+std::vector<std::pair<std::string, std::vector<unsigned char>>> parts(const tool::KeyMaterial &key) {
+  std::vector<std::pair<std::string, std::vector<unsigned char>>> out;
+  for (const auto &component : key.components) out.emplace_back(component.name, component.bytes);
+  return out;
+}
+
+std::string load_error(const std::string &path, const std::string &pass = "") {
+  try {
+    tool::load_key_material(path, pass);
+  } catch (const tool::ToolError &error) {
+    return error.message;
+  }
+  return "";
+}
+
+} // namespace
+
+TEST_P(KeyFiles, EveryFormatGivesTheSameComponents) {
+  std::string type = GetParam(), d = dir_ + "/" + type;
+  ASSERT_EQ(mkdir(d.c_str(), 0700), 0);
+  std::string gen = type == "RSA"  ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
+                    : type == "EC" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"
+                                   : "-algorithm ED25519";
+  ASSERT_NO_FATAL_FAILURE(sh("cd " + d + "; openssl genpkey " + gen + " -out pkcs8.pem 2>/dev/null"));
+  tool::KeyMaterial original = tool::load_key_material(d + "/pkcs8.pem");
+  size_t expected = type == "RSA" ? 6 : 1;
+  ASSERT_EQ(original.components.size(), expected);
+  std::string pass_arg = "file:" + pass();
+  ASSERT_NO_FATAL_FAILURE(sh("cd " + d +
+                             "; openssl pkey -in pkcs8.pem -outform DER -out key.der"
+                             "; openssl pkcs8 -topk8 -in pkcs8.pem -v2 aes-256-cbc -passout " +
+                             pass_arg +
+                             " -out encrypted.pem"
+                             "; openssl pkcs8 -topk8 -in pkcs8.pem -v2 aes-256-cbc -passout " +
+                             pass_arg +
+                             " -outform DER -out encrypted.der"
+                             "; openssl req -x509 -key pkcs8.pem -subj /CN=bundle -days 1 -out bundle.pem 2>/dev/null; "
+                             "cat pkcs8.pem >> bundle.pem"));
+  std::vector<std::pair<std::string, std::string>> files = {
+      {"key.der", ""}, {"encrypted.pem", pass()}, {"encrypted.der", pass()}, {"bundle.pem", ""}};
+  if (type != "Ed25519") {
+    // Traditional PEM ("RSA PRIVATE KEY", "EC PRIVATE KEY"), also encrypted ("Proc-Type: 4,ENCRYPTED"), and the
+    // key in OpenSSH's format, plain and encrypted. (Neither exists for an Ed25519 key.)
+    ASSERT_NO_FATAL_FAILURE(
+        sh("cd " + d + "; openssl pkey -in pkcs8.pem -traditional -out traditional.pem" +
+           "; openssl pkey -in pkcs8.pem -traditional -aes256 -passout " + pass_arg + " -out proc-type.pem" +
+           "; cp pkcs8.pem openssh; chmod 600 openssh; ssh-keygen -q -p -P '' -N '' -f openssh >/dev/null" +
+           "; cp openssh openssh-encrypted; ssh-keygen -q -p -P '' -N 'correct horse battery' -f openssh-encrypted "
+           ">/dev/null"));
+    ASSERT_TRUE(contains(read_file(d + "/proc-type.pem"), "Proc-Type: 4,ENCRYPTED"));
+    ASSERT_TRUE(contains(read_file(d + "/openssh-encrypted"), "BEGIN OPENSSH PRIVATE KEY"));
+    files.insert(files.end(),
+                 {{"traditional.pem", ""}, {"proc-type.pem", pass()}, {"openssh", ""}, {"openssh-encrypted", pass()}});
+  }
+  for (const auto &[file, passphrase] : files) {
+    SCOPED_TRACE(file);
+    tool::KeyMaterial key = tool::load_key_material(d + "/" + file, passphrase);
+    EXPECT_EQ(parts(key), parts(original));
+    EXPECT_EQ(key.type, original.type);
+  }
+  // Encrypted, without the passphrase or with a wrong one: said so.
+  for (const char *file : {"encrypted.pem", "encrypted.der", "proc-type.pem", "openssh-encrypted"}) {
+    if (type == "Ed25519" && std::string(file) != "encrypted.pem" && std::string(file) != "encrypted.der") continue;
+    std::string path = d + "/" + file;
+    EXPECT_EQ(load_error(path), path + " is encrypted: give its passphrase with --passphrase-file FILE");
+    EXPECT_EQ(load_error(path, dir_ + "/wrong"),
+              "cannot decrypt " + path + " with the passphrase in " + dir_ + "/wrong");
+  }
+  EXPECT_EQ(load_error(d + "/pkcs8.pem", dir_ + "/absent"),
+            "cannot open passphrase file " + dir_ + "/absent: No such file or directory");
+  // A certificate alone is no key; nothing is left behind by the OpenSSH decryption.
+  ASSERT_NO_FATAL_FAILURE(sh("cd " + d + "; openssl x509 -in bundle.pem -out cert.pem"));
+  EXPECT_EQ(load_error(d + "/cert.pem"), d + "/cert.pem is not a PEM, DER or OpenSSH private key");
+  EXPECT_EQ(run({"sh", "-c", "ls -d /dev/shm/secmem-scan-* /tmp/secmem-scan-* 2>/dev/null"}).out, "");
+}
+
+// An Ed25519 key made by ssh-keygen (it cannot convert one from PEM): the
+// seed read from the file gives the public key that ssh-keygen prints.
+TEST_F(KeyFiles, AnOpensshEd25519KeyGivesItsSeed) {
+  std::string key = dir_ + "/id_ed25519";
+  ASSERT_NO_FATAL_FAILURE(sh("ssh-keygen -q -t ed25519 -N '' -C test -f " + key));
+  tool::KeyMaterial material = tool::load_key_material(key);
+  ASSERT_EQ(material.components.size(), 1u);
+  EXPECT_EQ(material.type, "Ed25519");
+  EXPECT_EQ(material.components[0].name, "Ed25519 private key");
+  ASSERT_EQ(material.components[0].bytes.size(), 32u);
+  EVP_PKEY *pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, material.components[0].bytes.data(), 32);
+  ASSERT_NE(pkey, nullptr);
+  unsigned char pub[32];
+  size_t len = sizeof pub;
+  ASSERT_EQ(EVP_PKEY_get_raw_public_key(pkey, pub, &len), 1);
+  EVP_PKEY_free(pkey);
+  // ssh-keygen -y: "ssh-ed25519 BASE64 comment"; the blob ends with the 32-byte key.
+  std::string line = run({"ssh-keygen", "-y", "-f", key}).out;
+  std::string b64 = line.substr(12, line.find(' ', 12) - 12);
+  std::vector<unsigned char> blob(b64.size());
+  int n =
+      EVP_DecodeBlock(blob.data(), reinterpret_cast<const unsigned char *>(b64.data()), static_cast<int>(b64.size()));
+  ASSERT_GE(n, 32);
+  size_t padding = std::count(b64.begin(), b64.end(), '=');
+  std::vector<unsigned char> tail(blob.begin() + n - static_cast<long>(padding) - 32,
+                                  blob.begin() + n - static_cast<long>(padding));
+  EXPECT_EQ(tail, std::vector<unsigned char>(pub, pub + 32));
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, KeyFiles, testing::Values("RSA", "EC", "Ed25519"),
+                         [](const testing::TestParamInfo<const char *> &info) { return std::string(info.param); });
