@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <link.h>
 #include <sched.h>
 
 #include "platform/diag.h"
@@ -73,6 +74,19 @@ size_t bootstrap_size(const void *p) {
   size_t n;
   memcpy(&n, static_cast<const unsigned char *>(p) - sizeof n, sizeof n);
   return n;
+}
+
+void *caller_scope_symbol(const char *name, const void *caller, const void *self) {
+  Dl_info info{};
+  link_map *object = nullptr;
+  if (dladdr1(caller, &info, reinterpret_cast<void **>(&object), RTLD_DL_LINKMAP) == 0 || object == nullptr ||
+      object->l_name == nullptr || object->l_name[0] == '\0') // the executable: its scope is the global one
+    return nullptr;
+  void *handle = dlopen(object->l_name, RTLD_LAZY | RTLD_NOLOAD);
+  if (handle == nullptr) return nullptr;
+  void *fn = dlsym(handle, name);
+  dlclose(handle);
+  return fn == self ? nullptr : fn;
 }
 
 namespace {

@@ -62,8 +62,7 @@ std::atomic<void (*)(void *, const char *, int)> g_openssl_custom_free{nullptr};
 SHIM_API int CRYPTO_set_mem_functions(void *(*m)(size_t, const char *, int),
                                       void *(*r)(void *, size_t, const char *, int),
                                       void (*f)(void *, const char *, int)) {
-  using Set = int (*)(decltype(m), decltype(r), decltype(f));
-  auto real = next_in_loaded_library<Set>("CRYPTO_set_mem_functions");
+  auto real = next_for_caller("CRYPTO_set_mem_functions", __builtin_return_address(0), &CRYPTO_set_mem_functions);
   if (real == nullptr || real(m, r, f) != 1) return 0;
   g_openssl_custom_free.store(f, std::memory_order_release);
   return 1;
@@ -91,8 +90,8 @@ namespace {
 // The BN_get_flags bit of a BIGNUM whose words live in the secure heap.
 constexpr int kBnFlagSecure = 0x08; // BN_FLG_SECURE, unchanged since OpenSSL 1.1.0
 
-bool bn_is_secure(const BIGNUM *bn) {
-  auto get_flags = next_in_loaded_library<int (*)(const BIGNUM *, int)>("BN_get_flags");
+bool bn_is_secure(const BIGNUM *bn, const void *caller) {
+  auto get_flags = next_for_caller<int (*)(const BIGNUM *, int)>("BN_get_flags", caller, nullptr);
   return bn != nullptr && get_flags != nullptr && get_flags(bn, kBnFlagSecure) != 0;
 }
 
@@ -110,9 +109,10 @@ struct TagScope {
 // caches a context for each after the key's first private operation), all
 // three reveal the key: they are made in the secret heap.
 SHIM_API int BN_MONT_CTX_set(BN_MONT_CTX *mont, const BIGNUM *mod, BN_CTX *ctx) {
-  auto real = next_in_loaded_library<int (*)(BN_MONT_CTX *, const BIGNUM *, BN_CTX *)>("BN_MONT_CTX_set");
-  if (real == nullptr || real == &BN_MONT_CTX_set) return 0;
-  if (!bn_is_secure(mod)) return real(mont, mod, ctx);
+  const void *caller = __builtin_return_address(0);
+  auto real = next_for_caller("BN_MONT_CTX_set", caller, &BN_MONT_CTX_set);
+  if (real == nullptr) return 0;
+  if (!bn_is_secure(mod, caller)) return real(mont, mod, ctx);
   TagScope secret;
   return real(mont, mod, ctx);
 }
@@ -122,12 +122,13 @@ SHIM_API int BN_MONT_CTX_set(BN_MONT_CTX *mont, const BIGNUM *mod, BN_CTX *ctx) 
 // legacy RSA object for libcurl or python3-cryptography) lands in a secure
 // BIGNUM: OpenSSL then keeps it, and every copy it makes of it, secure.
 SHIM_API int OSSL_PARAM_get_BN(const OSSL_PARAM *p, BIGNUM **val) {
-  auto real = next_in_loaded_library<int (*)(const OSSL_PARAM *, BIGNUM **)>("OSSL_PARAM_get_BN");
-  if (real == nullptr || real == &OSSL_PARAM_get_BN) return 0;
+  const void *caller = __builtin_return_address(0);
+  auto real = next_for_caller("OSSL_PARAM_get_BN", caller, &OSSL_PARAM_get_BN);
+  if (real == nullptr) return 0;
   if (p == nullptr || val == nullptr || p->data == nullptr || !is_secret(p->data)) return real(p, val);
   BIGNUM *made = nullptr;
   if (*val == nullptr) {
-    if (auto secure_new = next_in_loaded_library<BIGNUM *(*)()>("BN_secure_new")) made = *val = secure_new();
+    if (auto secure_new = next_for_caller<BIGNUM *(*)()>("BN_secure_new", caller, nullptr)) made = *val = secure_new();
   }
   int ok = 0;
   {
@@ -135,7 +136,7 @@ SHIM_API int OSSL_PARAM_get_BN(const OSSL_PARAM *p, BIGNUM **val) {
     ok = real(p, val);
   }
   if (ok != 1 && made != nullptr && *val == made) {
-    if (auto bn_free = next_in_loaded_library<void (*)(BIGNUM *)>("BN_clear_free")) bn_free(made);
+    if (auto bn_free = next_for_caller<void (*)(BIGNUM *)>("BN_clear_free", caller, nullptr)) bn_free(made);
     *val = nullptr;
   }
   return ok;

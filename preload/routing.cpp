@@ -76,15 +76,71 @@ void secret_free(void *p) {
   t_in_secret_heap = false;
 }
 
+namespace {
+
+// The symbol name in an object's dynamic symbol table (through its GNU hash
+// table, or its SysV one), or null.
+const ElfW(Sym) * dynamic_symbol(const link_map *object, const char *name) {
+  const ElfW(Sym) *symtab = nullptr;
+  const char *strtab = nullptr;
+  const uint32_t *gnu_hash = nullptr, *sysv_hash = nullptr;
+  // ld.so relocates these addresses in place on x86-64, except in a
+  // read-only dynamic section (the vDSO's): an address below the object's
+  // base is still an offset.
+  auto at = [object](ElfW(Addr) value) { return value < object->l_addr ? value + object->l_addr : value; };
+  for (const ElfW(Dyn) *dyn = object->l_ld; dyn != nullptr && dyn->d_tag != DT_NULL; ++dyn) {
+    if (dyn->d_tag == DT_SYMTAB) symtab = reinterpret_cast<const ElfW(Sym) *>(at(dyn->d_un.d_ptr));
+    if (dyn->d_tag == DT_STRTAB) strtab = reinterpret_cast<const char *>(at(dyn->d_un.d_ptr));
+    if (dyn->d_tag == DT_GNU_HASH) gnu_hash = reinterpret_cast<const uint32_t *>(at(dyn->d_un.d_ptr));
+    if (dyn->d_tag == DT_HASH) sysv_hash = reinterpret_cast<const uint32_t *>(at(dyn->d_un.d_ptr));
+  }
+  if (symtab == nullptr || strtab == nullptr) return nullptr;
+  if (gnu_hash != nullptr) {
+    uint32_t h = 5381;
+    for (const char *c = name; *c != '\0'; ++c) h = h * 33 + static_cast<unsigned char>(*c);
+    uint32_t buckets = gnu_hash[0], first = gnu_hash[1], bloom_words = gnu_hash[2];
+    if (buckets == 0) return nullptr;
+    const uint32_t *bucket = gnu_hash + 4 + bloom_words * (sizeof(ElfW(Addr)) / 4);
+    const uint32_t *chain = bucket + buckets;
+    uint32_t index = bucket[h % buckets];
+    if (index < first) return nullptr;
+    for (;; ++index) {
+      uint32_t h2 = chain[index - first];
+      if ((h | 1) == (h2 | 1) && strcmp(strtab + symtab[index].st_name, name) == 0) return &symtab[index];
+      if ((h2 & 1) != 0) return nullptr;
+    }
+  }
+  if (sysv_hash != nullptr)
+    for (uint32_t i = 0; i < sysv_hash[1]; ++i) // nchain: the number of symbols
+      if (strcmp(strtab + symtab[i].st_name, name) == 0) return &symtab[i];
+  return nullptr;
+}
+
+} // namespace
+
 // If the process's free() is not ours, another allocator comes first in
 // LD_PRELOAD: tagged blocks would be freed by it. Tags go off, with one line;
 // OpenSSL's secure heap still goes to secret memory (its frees come here).
+// The first object in the search order (the executable, then LD_PRELOAD,
+// then the rest) that defines free is the one every call reaches. dlsym
+// cannot tell: a non-PIE executable that takes free's address (Debian's
+// python3.11) holds a canonical PLT entry for it, an undefined symbol with an
+// address, which dlsym returns and which jumps to the first definition.
 void check_preload_order() {
   t_in_secret_heap = true;
-  Dl_info global_free{}, ours{};
-  bool first = dladdr(dlsym(RTLD_DEFAULT, "free"), &global_free) != 0 &&
-               dladdr(reinterpret_cast<void *>(&check_preload_order), &ours) != 0 &&
-               global_free.dli_fbase == ours.dli_fbase;
+  Dl_info info{};
+  link_map *ours = nullptr;
+  bool first = false;
+  if (dladdr1(reinterpret_cast<void *>(&check_preload_order), &info, reinterpret_cast<void **>(&ours),
+              RTLD_DL_LINKMAP) != 0 &&
+      ours != nullptr) {
+    for (const link_map *object = _r_debug.r_map; object != nullptr; object = object->l_next) {
+      const ElfW(Sym) *symbol = dynamic_symbol(object, "free");
+      if (symbol == nullptr || symbol->st_shndx == SHN_UNDEF || ELF64_ST_TYPE(symbol->st_info) != STT_FUNC) continue;
+      first = object == ours;
+      break;
+    }
+  }
   t_in_secret_heap = false;
   if (first) return;
   g_tags_enabled.store(false, std::memory_order_relaxed);

@@ -89,6 +89,18 @@ template <typename F> F next_fn(Next<F> &next, const char *name) {
 // dlclose and a later dlopen elsewhere leave no dangling pointer.
 template <typename F> F next_in_loaded_library(const char *name) { return reinterpret_cast<F>(dlsym(RTLD_NEXT, name)); }
 
+// The same for an interposer of such a library's function, called from
+// caller: when RTLD_NEXT cannot see it (a library dlopen'ed with RTLD_LOCAL,
+// as Python's _ssl module loads libcrypto), it is looked up in the calling
+// object's own scope (the object and its dependencies). Never self; null
+// when neither finds it.
+void *caller_scope_symbol(const char *name, const void *caller, const void *self);
+template <typename F> F next_for_caller(const char *name, const void *caller, F self) {
+  F fn = next_in_loaded_library<F>(name);
+  if (fn != nullptr && fn != self) return fn;
+  return reinterpret_cast<F>(caller_scope_symbol(name, caller, reinterpret_cast<const void *>(self)));
+}
+
 // Allocations made while dlsym runs, before the next allocator is known.
 inline constexpr size_t kBootstrapBytes = 256 * 1024;
 extern __attribute__((visibility("hidden"))) unsigned char g_bootstrap[kBootstrapBytes];

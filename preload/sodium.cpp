@@ -13,8 +13,8 @@ using namespace secmem::shim;
 namespace {
 
 // libsodium's function for a pointer that is not ours; -1 when libsodium is not loaded.
-int forward_protect(const char *name, void *ptr) {
-  auto fn = next_in_loaded_library<int (*)(void *)>(name);
+int forward_protect(const char *name, void *ptr, const void *caller, int (*self)(void *)) {
+  auto fn = next_for_caller(name, caller, self);
   return fn != nullptr ? fn(ptr) : -1;
 }
 
@@ -34,17 +34,23 @@ SHIM_API void *sodium_allocarray(size_t count, size_t size) {
 SHIM_API void sodium_free(void *ptr) {
   if (is_secret(ptr)) return secret_free(ptr);
   if (ptr == nullptr) return;
-  if (auto fn = next_in_loaded_library<void (*)(void *)>("sodium_free")) fn(ptr);
+  if (auto fn = next_for_caller("sodium_free", __builtin_return_address(0), &sodium_free)) fn(ptr);
 }
 
 SHIM_API int sodium_mprotect_noaccess(void *ptr) {
-  return is_secret(ptr) ? 0 : forward_protect("sodium_mprotect_noaccess", ptr);
+  return is_secret(ptr)
+             ? 0
+             : forward_protect("sodium_mprotect_noaccess", ptr, __builtin_return_address(0), &sodium_mprotect_noaccess);
 }
 
 SHIM_API int sodium_mprotect_readonly(void *ptr) {
-  return is_secret(ptr) ? 0 : forward_protect("sodium_mprotect_readonly", ptr);
+  return is_secret(ptr)
+             ? 0
+             : forward_protect("sodium_mprotect_readonly", ptr, __builtin_return_address(0), &sodium_mprotect_readonly);
 }
 
 SHIM_API int sodium_mprotect_readwrite(void *ptr) {
-  return is_secret(ptr) ? 0 : forward_protect("sodium_mprotect_readwrite", ptr);
+  return is_secret(ptr) ? 0
+                        : forward_protect("sodium_mprotect_readwrite", ptr, __builtin_return_address(0),
+                                          &sodium_mprotect_readwrite);
 }

@@ -12,8 +12,11 @@
 
 #include <csignal>
 #include <fstream>
+#include <netinet/in.h>
+#include <poll.h>
 #include <string>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -175,6 +178,198 @@ TEST_P(Exposure, CoreDumpHoldsNoKey) {
   EXPECT_EQ(in_shimmed, 0);
   EXPECT_EQ(in_fallback, 0);
 }
+
+// ---- real programs ---------------------------------------------------------------------
+//
+// Each with an RSA-2048, EC P-256 and Ed25519 key (and its self-signed
+// certificate), run plainly and under the shim, scanned once the key has
+// been used: under the shim no component is readable and the key holder has
+// a secretmem mapping; without it the scan finds the key.
+
+namespace {
+
+const std::string kPython = "/usr/bin/python3";
+const std::string kKeyUser = SECMEM_SOURCE_DIR "/tests/key_user.py";
+
+class Programs : public testing::TestWithParam<const char *> {
+protected:
+  static void SetUpTestSuite() {
+    char pattern[] = "/tmp/secmem-programs-XXXXXX";
+    dir_ = mkdtemp(pattern);
+    for (const char *type : {"RSA", "EC", "Ed25519"}) {
+      std::string gen = std::string(type) == "RSA"  ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
+                        : std::string(type) == "EC" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"
+                                                    : "-algorithm ED25519";
+      std::string key = dir_ + "/" + type + ".pem", cert = dir_ + "/" + type + ".crt";
+      ASSERT_EQ(
+          system(("openssl genpkey " + gen + " -out " + key + " 2>/dev/null && openssl req -x509 -key " + key +
+                  " -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 1 -out " + cert + " 2>/dev/null")
+                     .c_str()),
+          0);
+    }
+  }
+  static void TearDownTestSuite() { (void)!system(("rm -rf " + dir_).c_str()); }
+  static std::string key() { return dir_ + "/" + GetParam() + ".pem"; }
+  static std::string cert() { return dir_ + "/" + GetParam() + ".crt"; }
+  static std::vector<std::string> env(bool shim) {
+    return shim ? std::vector<std::string>{"LD_PRELOAD=" + kShim} : std::vector<std::string>{};
+  }
+
+  // Scans pid for every component of the key; under the shim, checks that
+  // none is readable and that a secretmem mapping is there.
+  static void check(int pid, bool shim, const std::string &what, int *plain_total) {
+    ScanResult result = scan(pid, key_patterns(load_key_material(key())));
+    std::printf("| %s | %s | %s | %d: %s |\n", what.c_str(), GetParam(), shim ? "shim" : "plain", result.total(),
+                per_component(result).c_str());
+    if (!shim) {
+      *plain_total = result.total();
+      return;
+    }
+    for (const std::string &name : result.components)
+      EXPECT_EQ(result.of(name), 0) << what << ", " << name << ": " << describe_copies(result, name);
+    EXPECT_GE(result.unreadable_secret.size(), 1u) << what << ": no secretmem mapping in the key holder";
+  }
+
+  static inline std::string dir_;
+};
+
+// A line of text from fd (up to the newline), or "" after 20 s.
+std::string read_line(int fd) {
+  std::string line;
+  char c;
+  for (int waited = 0; waited < 2000;) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 10) <= 0) {
+      ++waited;
+      continue;
+    }
+    if (read(fd, &c, 1) != 1 || c == '\n') break;
+    line += c;
+  }
+  return line;
+}
+
+// Lines of fd until one contains text (true), or 20 s pass or the stream ends.
+bool wait_for_text(int fd, const std::string &text) {
+  for (int lines = 0; lines < 500; ++lines) {
+    std::string line = read_line(fd);
+    if (line.find(text) != std::string::npos) return true;
+    if (line.empty()) return false;
+  }
+  return false;
+}
+
+bool wait_listening(const sockaddr_in &addr) {
+  for (int i = 0; i < 200; ++i) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok = connect(s, reinterpret_cast<const sockaddr *>(&addr), sizeof addr) == 0;
+    close(s);
+    if (ok) return true;
+    usleep(50000);
+  }
+  return false;
+}
+
+} // namespace
+
+// openssl s_server after three handshakes (its key signed each).
+TEST_P(Programs, OpensslServer) {
+  SECMEM_REQUIRE_SECRETMEM();
+  int plain = 0;
+  for (bool shim : {false, true}) {
+    sockaddr_in addr{};
+    int probe = bound_loopback_socket(&addr);
+    ASSERT_GE(probe, 0);
+    close(probe);
+    std::string port = std::to_string(ntohs(addr.sin_port));
+    Child server =
+        start({"openssl", "s_server", "-accept", "127.0.0.1:" + port, "-cert", cert(), "-key", key(), "-www", "-quiet"},
+              env(shim));
+    ASSERT_TRUE(wait_listening(addr));
+    for (int i = 0; i < 3; ++i) {
+      Result client = run({"openssl", "s_client", "-connect", "127.0.0.1:" + port, "-CAfile", cert(), "-servername",
+                           "localhost", "-verify_return_error", "-quiet"},
+                          {}, "GET / HTTP/1.0\r\n\r\n");
+      EXPECT_EQ(client.status, 0) << client.err;
+      EXPECT_NE(client.out.find("HTTP/1.0 200 ok"), std::string::npos) << client.out;
+    }
+    check(server.pid, shim, "openssl s_server", &plain);
+    kill(server.pid, SIGTERM);
+    finish(server);
+  }
+  EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+}
+
+// Python's ssl module: a server context that has made a handshake.
+TEST_P(Programs, PythonSsl) {
+  SECMEM_REQUIRE_SECRETMEM();
+  int plain = 0;
+  for (bool shim : {false, true}) {
+    Child user = start({kPython, kKeyUser, "ssl", cert(), key()}, env(shim));
+    ASSERT_EQ(read_line(user.out), "ready");
+    check(user.pid, shim, "python3 ssl", &plain);
+    EXPECT_EQ(finish(user, "x\n").status, 0);
+  }
+  EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+}
+
+// python3-cryptography loads the key and signs (version 38 reaches an RSA
+// key through the legacy EVP_PKEY_get1_RSA).
+TEST_P(Programs, PythonCryptography) {
+  SECMEM_REQUIRE_SECRETMEM();
+  int plain = 0;
+  for (bool shim : {false, true}) {
+    Child user = start({kPython, kKeyUser, "cryptography", key()}, env(shim));
+    ASSERT_EQ(read_line(user.out), "ready");
+    check(user.pid, shim, "python3-cryptography", &plain);
+    EXPECT_EQ(finish(user, "x\n").status, 0);
+  }
+  EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+}
+
+// curl with a client certificate and key, held in a TLS connection to a
+// server that asks for it and then says nothing.
+TEST_P(Programs, CurlWithAClientKey) {
+  SECMEM_REQUIRE_SECRETMEM();
+  int plain = 0;
+  sockaddr_in addr{};
+  int probe = bound_loopback_socket(&addr);
+  ASSERT_GE(probe, 0);
+  close(probe);
+  std::string port = std::to_string(ntohs(addr.sin_port));
+  // The server: an EC key of its own; it verifies the client against the client's self-signed certificate.
+  std::string server_key = dir_ + "/EC.pem", server_cert = dir_ + "/EC.crt";
+  Child server = start({"openssl", "s_server", "-accept", "127.0.0.1:" + port, "-cert", server_cert, "-key", server_key,
+                        "-Verify", "1", "-CAfile", cert(), "-quiet"});
+  ASSERT_TRUE(wait_listening(addr));
+  for (bool shim : {false, true}) {
+    std::vector<std::string> argv = {"curl",
+                                     "-sv",
+                                     "--max-time",
+                                     "30",
+                                     "--cacert",
+                                     server_cert,
+                                     "--cert",
+                                     cert(),
+                                     "--key",
+                                     key(),
+                                     "https://localhost:" + port + "/",
+                                     "--resolve",
+                                     "localhost:" + port + ":127.0.0.1"};
+    Child curl = start(argv, env(shim));
+    ASSERT_TRUE(wait_for_text(curl.err, "SSL connection using")) << "curl made no TLS connection";
+    usleep(100000); // the request is sent; curl waits for an answer that does not come
+    check(curl.pid, shim, "curl --key", &plain);
+    kill(curl.pid, SIGTERM);
+    finish(curl);
+  }
+  kill(server.pid, SIGTERM);
+  finish(server);
+  EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+}
+
+INSTANTIATE_TEST_SUITE_P(Keys, Programs, testing::Values("RSA", "EC", "Ed25519"),
+                         [](const testing::TestParamInfo<const char *> &info) { return std::string(info.param); });
 
 INSTANTIATE_TEST_SUITE_P(Keys, Exposure, testing::Values("RSA", "EC", "Ed25519"),
                          [](const testing::TestParamInfo<const char *> &info) { return std::string(info.param); });

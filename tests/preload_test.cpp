@@ -176,6 +176,30 @@ TEST_F(Preload, PemKeysPrivateComponentsAreSecret) {
   EXPECT_EQ(without.out, key("ec") + ": ordinary\n");
 }
 
+// Debian's python3.11 is a non-PIE executable that takes free's address: its
+// canonical PLT entry for free is no allocator of its own. No warning, and tags
+// work in Python (through ctypes).
+TEST_F(Preload, PythonIsNotTakenForAnotherAllocator) {
+  Result result = run({kPython, "-c",
+                       "import ctypes\n"
+                       "c = ctypes.CDLL(None)\n"
+                       "c.malloc.restype = ctypes.c_void_p\n"
+                       "c.secmem_tag_begin()\n"
+                       "p = c.malloc(64)\n"
+                       "c.secmem_tag_end()\n"
+                       "q = c.malloc(64)\n"
+                       "print(c.secmem_owns(ctypes.c_void_p(p)), c.secmem_owns(ctypes.c_void_p(q)))\n"
+                       "c.free(ctypes.c_void_p(p)); c.free(ctypes.c_void_p(q))\n"},
+                      shim_env());
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "1 0\n") << result.err;
+  EXPECT_EQ(result.err.find("another allocator"), std::string::npos) << result.err;
+  // An allocator really first in LD_PRELOAD is still said.
+  Result jemalloc = run({kPython, "-c", "pass"}, {"LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 " + kShim});
+  EXPECT_NE(jemalloc.err.find("another allocator comes before libsecmem_preload.so"), std::string::npos)
+      << jemalloc.err;
+}
+
 TEST_F(Preload, TagsRouteMallocOnlyUnderTheShim) {
   Result with = run({kProbe, "tag"}, shim_env());
   EXPECT_EQ(with.status, 0) << with.out;
