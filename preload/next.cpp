@@ -98,6 +98,7 @@ __attribute__((constructor)) void start_shim() {
   parse_tag_callers();
   resolve();
   check_preload_order();
+  open_report();
 }
 
 } // namespace

@@ -1,19 +1,70 @@
 // SECMEM_REPORT: one line per process, at exit, saying what went to secret
 // memory and from where.
 #include <fcntl.h>
+#include <link.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno> // program_invocation_short_name
+#include <cstdio>
 #include <cstring>
 
 #include "config/environ.h"
 #include "platform/diag.h"
+#include "platform/own_openssl.h"
 #include "shim.h"
 
 using namespace secmem;
 using namespace secmem::shim;
 
 namespace {
+
+// The executable's name as it started: a program may rewrite its argv, where
+// program_invocation_short_name points (PostgreSQL's process titles).
+char g_name[64];
+
+// SECMEM_REPORT's file, opened at start-up (close-on-exec, out of the low
+// descriptor numbers): a child that drops privileges after fork (a server's
+// worker) appends through it where it could no longer open the path. Checked
+// by device and inode before use: a program may close it and reuse the number.
+int g_report_fd = -1;
+dev_t g_report_dev = 0;
+ino_t g_report_ino = 0;
+
+bool report_fd_intact() {
+  struct stat st {};
+  return g_report_fd >= 0 && fstat(g_report_fd, &st) == 0 && st.st_dev == g_report_dev && st.st_ino == g_report_ino;
+}
+
+// Objects that carry their own OpenSSL (platform/own_openssl.h): their keys
+// are out of the shim's reach, and the report says so. The marker string is
+// looked for in each object's read-only loaded segments.
+struct OwnOpenssl {
+  static constexpr int kMax = 3;
+  char names[kMax][64];
+  char versions[kMax][32];
+  int count = 0;
+};
+
+int find_own_openssl(dl_phdr_info *info, size_t, void *data) {
+  auto *found = static_cast<OwnOpenssl *>(data);
+  const char *name =
+      info->dlpi_name != nullptr && info->dlpi_name[0] != '\0' ? info->dlpi_name : program_invocation_name;
+  if (found->count == OwnOpenssl::kMax || own_openssl::is_shared_libcrypto(name)) return 0;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr) &segment = info->dlpi_phdr[i];
+    if (segment.p_type != PT_LOAD || (segment.p_flags & PF_R) == 0 || (segment.p_flags & PF_W) != 0) continue;
+    const void *start = reinterpret_cast<const void *>(info->dlpi_addr + segment.p_vaddr);
+    if (!own_openssl::holds_marker(start, segment.p_filesz)) continue;
+    const char *base = strrchr(name, '/');
+    base = base != nullptr ? base + 1 : name;
+    snprintf(found->names[found->count], sizeof found->names[0], "%s", base);
+    own_openssl::find_version(start, segment.p_filesz, found->versions[found->count], sizeof found->versions[0]);
+    ++found->count;
+    break;
+  }
+  return 0;
+}
 
 diag::Line report_line() {
   secmem_stats stats{};
@@ -22,7 +73,7 @@ diag::Line report_line() {
   line.add("pid ")
       .dec(static_cast<uint64_t>(getpid()))
       .add(" (")
-      .add(program_invocation_short_name)
+      .add(g_name[0] != '\0' ? g_name : program_invocation_short_name)
       .add("): backend ")
       .add(stats.backend)
       .add("; secret allocations");
@@ -41,15 +92,49 @@ diag::Line report_line() {
       .dec(stats.fallbacks_enosys + stats.fallbacks_eperm + stats.fallbacks_memlock + stats.fallbacks_other)
       .add("; failed ")
       .dec(stats.failed_chunks);
+  OwnOpenssl own;
+  dl_iterate_phdr(find_own_openssl, &own);
+  for (int i = 0; i < own.count; ++i) {
+    line.add(i == 0 ? "; own OpenSSL, not reached by the shim: " : ", ").add(own.names[i]);
+    if (own.versions[i][0] != '\0') line.add(" (").add(own.versions[i]).add(")");
+  }
   return line;
 }
+
+} // namespace
+
+void secmem::shim::open_report() {
+  snprintf(g_name, sizeof g_name, "%s", program_invocation_short_name);
+  const char *target = env_value(process_environment(), kSECMEM_REPORT);
+  if (target == nullptr || is_secure_exec() || strcmp(target, "stderr") == 0) return;
+  int fd = open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return; // tried again at exit, and said then
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, 100);
+  if (high >= 0) {
+    close(fd);
+    fd = high;
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return;
+  }
+  g_report_fd = fd;
+  g_report_dev = st.st_dev;
+  g_report_ino = st.st_ino;
+}
+
+namespace {
 
 __attribute__((destructor)) void write_report() {
   const char *target = env_value(process_environment(), kSECMEM_REPORT); // stderr or a path
   if (target == nullptr || is_secure_exec()) return;
   bool to_stderr = strcmp(target, "stderr") == 0;
   if (to_stderr && !diag::stderr_takes_lines()) return; // a data file took fd 2's place
-  int fd = to_stderr ? STDERR_FILENO : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  bool kept = !to_stderr && report_fd_intact();
+  int fd = to_stderr ? STDERR_FILENO
+           : kept    ? g_report_fd
+                     : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) {
     diag::Line()
         .add("cannot write the report to ")
@@ -61,7 +146,7 @@ __attribute__((destructor)) void write_report() {
     return;
   }
   report_line().emit_to(fd); // O_APPEND: one write per process keeps lines whole
-  if (!to_stderr) close(fd);
+  if (!to_stderr && !kept) close(fd);
 }
 
 } // namespace

@@ -165,5 +165,6 @@ void secret_free(void *p);
 
 void parse_tag_callers();   // SECMEM_TAG_CALLERS, at start-up
 void check_preload_order(); // at start-up, once the table is resolved
+void open_report();         // at start-up: the name, and SECMEM_REPORT's file (report.cpp)
 
 } // namespace secmem::shim

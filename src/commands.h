@@ -38,7 +38,8 @@ struct StatReport {
   std::string locked; // VmLck as /proc/PID/status says it ("0 kB")
   bool preload_loaded = false;
   bool libsecmem_loaded = false;
-  size_t unreadable = 0; // secret ranges that /proc/PID/mem refused
+  size_t unreadable = 0;               // secret ranges that /proc/PID/mem refused
+  std::vector<OwnOpenssl> own_openssl; // objects with their own OpenSSL, out of the shim's reach
 };
 
 int cmd_stat(int pid, bool json);

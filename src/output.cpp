@@ -59,6 +59,21 @@ std::string mappings(const DemoRun &run) {
 
 std::string kib(uint64_t bytes) { return std::to_string(bytes / 1024) + " KiB"; }
 
+namespace {
+
+// A path as the process sees it: without the /proc/PID/root prefix it was read through.
+std::string shown_path(const std::string &path, const std::string &root) {
+  return path.rfind(root, 0) == 0 ? path.substr(root.size()) : path;
+}
+
+json own_openssl_json(const std::vector<OwnOpenssl> &found, const std::string &root) {
+  json list = json::array();
+  for (const OwnOpenssl &own : found) list.push_back({{"path", shown_path(own.path, root)}, {"version", own.version}});
+  return list;
+}
+
+} // namespace
+
 std::string limit_text(rlim_t value) { return value == RLIM_INFINITY ? "unlimited" : std::to_string(value) + " bytes"; }
 
 std::string errno_text(int err) {
@@ -103,7 +118,8 @@ void print_stat(const StatReport &stat, bool json_output) {
                 {"locked", stat.locked},
                 {"preload_loaded", stat.preload_loaded},
                 {"libsecmem_loaded", stat.libsecmem_loaded},
-                {"secret_unreadable", stat.unreadable}});
+                {"secret_unreadable", stat.unreadable},
+                {"own_openssl", own_openssl_json(stat.own_openssl, "/proc/" + std::to_string(stat.pid) + "/root")}});
     return;
   }
   field("process", std::to_string(stat.pid) + " (" + stat.name + ")");
@@ -113,6 +129,13 @@ void print_stat(const StatReport &stat, bool json_output) {
   field("locked (VmLck)", stat.locked);
   field("secmem preload", stat.preload_loaded ? "loaded" : "not loaded");
   field("libsecmem", stat.libsecmem_loaded ? "loaded" : "not loaded");
+  std::string root = "/proc/" + std::to_string(stat.pid) + "/root";
+  if (stat.own_openssl.empty()) field("own OpenSSL", "none (every OpenSSL in it is the shared libcrypto)");
+  for (size_t i = 0; i < stat.own_openssl.size(); ++i)
+    field(i == 0 ? "own OpenSSL" : "",
+          shown_path(stat.own_openssl[i].path, root) +
+              (stat.own_openssl[i].version.empty() ? "" : " (" + stat.own_openssl[i].version + ")") +
+              ": linked in, out of the shim's reach");
   std::cout << "secret ranges unreadable through /proc/" << stat.pid << "/mem: " << stat.unreadable << " of "
             << stat.secret.size() << "\n";
 }

@@ -9,6 +9,8 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "platform/own_openssl.h"
+
 namespace secmem::tool {
 
 std::string Region::label() const {
@@ -147,6 +149,40 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
   }
   close(fd);
   return result;
+}
+
+std::vector<OwnOpenssl> own_openssl_in(const std::vector<std::string> &files) {
+  std::vector<OwnOpenssl> found;
+  constexpr size_t kChunk = 1 << 20, kOverlap = 64;
+  std::vector<char> buf(kChunk + kOverlap);
+  for (const std::string &path : files) {
+    if (own_openssl::is_shared_libcrypto(path.c_str())) continue;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    bool marker = false;
+    char version[32] = "";
+    size_t kept = 0;
+    for (ssize_t got; (got = read(fd, buf.data() + kept, kChunk)) > 0;) {
+      size_t n = kept + static_cast<size_t>(got);
+      marker = marker || own_openssl::holds_marker(buf.data(), n);
+      if (version[0] == '\0') own_openssl::find_version(buf.data(), n, version, sizeof version);
+      kept = std::min(kOverlap, n); // a string across the boundary is seen whole in the next round
+      memmove(buf.data(), buf.data() + n - kept, kept);
+    }
+    close(fd);
+    if (marker) found.push_back({path, version});
+  }
+  return found;
+}
+
+std::vector<std::string> mapped_objects(int pid) {
+  std::vector<std::string> files;
+  for (const Region &region : read_regions(pid)) {
+    if (region.perms.size() < 3 || region.perms[2] != 'x' || region.path.empty() || region.path[0] != '/') continue;
+    std::string file = proc_path(pid, "root") + region.path;
+    if (std::find(files.begin(), files.end(), file) == files.end()) files.push_back(file);
+  }
+  return files;
 }
 
 static std::string describe(const std::map<std::string, int> &copies) {

@@ -55,6 +55,18 @@ struct ScanResult {
 // Counts copies of every pattern in pid's readable memory.
 ScanResult scan(int pid, const std::vector<Pattern> &patterns); // throws ToolError
 
+// An executable or library that carries its own OpenSSL (platform/own_openssl.h).
+struct OwnOpenssl {
+  std::string path;
+  std::string version; // "OpenSSL 3.0.13", or "" when the file names none
+};
+// Those among files (read from disk; unreadable ones are left out). Shared
+// libcrypto itself is not one: the shim reaches it.
+std::vector<OwnOpenssl> own_openssl_in(const std::vector<std::string> &files);
+// The executable and library files pid has mapped executable, as seen from it
+// (/proc/PID/root/PATH).
+std::vector<std::string> mapped_objects(int pid);
+
 std::string describe_copies(const ScanResult &result); // "3 in [heap], 1 in anonymous" or "none"
 // The same for one component.
 std::string describe_copies(const ScanResult &result, const std::string &component);

@@ -67,9 +67,15 @@ void warn_unreachable(const std::string &where) {
   if (stat(where.c_str(), &info) == 0 && (info.st_mode & (S_ISUID | S_ISGID)) != 0)
     std::cerr << "secmem: run: " << where << " is setuid/setgid: the loader ignores LD_PRELOAD for it, so its "
               << "secrets stay where it puts them\n";
-  if (is_static_elf(where))
+  if (is_static_elf(where)) {
     std::cerr << "secmem: run: " << where << " is statically linked: LD_PRELOAD cannot reach it, so its secrets "
               << "stay where it puts them\n";
+    return;
+  }
+  for (const OwnOpenssl &own : own_openssl_in({where}))
+    std::cerr << "secmem: run: " << where << " carries its own OpenSSL"
+              << (own.version.empty() ? "" : " (" + own.version + ")")
+              << ", linked in: the shim cannot reach it, so the keys it loads stay in ordinary memory\n";
 }
 
 // Sanitizer runtimes must stay first; then the shim; then the rest.

@@ -23,6 +23,7 @@ int cmd_stat(int pid, bool json) {
     int err = 0;
     if (!readable(pid, region.start, region.end - region.start, &err)) ++stat.unreadable;
   }
+  stat.own_openssl = own_openssl_in(mapped_objects(pid));
   stat.locked = status["VmLck"];
   stat.name = process_name(pid);
   print_stat(stat, json);

@@ -200,6 +200,20 @@ TEST_F(Preload, PythonIsNotTakenForAnotherAllocator) {
       << jemalloc.err;
 }
 
+// A server's worker that drops privileges after fork still appends its line
+// to a report file only root may open, and its line names the executable,
+// not the title it wrote over its argv.
+TEST_F(Preload, ReportLinesOfWorkersThatDropPrivileges) {
+  SECMEM_REQUIRE_SECRETMEM();
+  Result result = run({kProbe, "dropchild"}, shim_env());
+  EXPECT_EQ(result.status, 0) << result.err;
+  std::vector<std::string> lines = reports();
+  ASSERT_EQ(lines.size(), 2u) << read_file(report_);
+  for (const std::string &line : lines) EXPECT_NE(line.find("(shim_probe): backend "), std::string::npos) << line;
+  EXPECT_NE(lines[0].find("backend memfd_secret; secret allocations openssl 1 (64 bytes)"), std::string::npos)
+      << "the worker's line comes first: " << lines[0];
+}
+
 TEST_F(Preload, TagsRouteMallocOnlyUnderTheShim) {
   Result with = run({kProbe, "tag"}, shim_env());
   EXPECT_EQ(with.status, 0) << with.out;

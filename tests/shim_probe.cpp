@@ -3,6 +3,8 @@
 //                                  prints, per key, whether its private
 //                                  components are in secret memory
 //   shim_probe hold KEY.pem...    loads the keys, prints "ready", waits for stdin
+//   shim_probe dropchild           forks a worker that retitles itself, drops
+//                                  to nobody, allocates a secret and exits
 //   shim_probe use KEY.pem [legacy]  loads the key, signs and verifies with it
 //                                  (legacy: an RSA key also through
 //                                  EVP_PKEY_get1_RSA and RSA_sign, as libcurl
@@ -98,6 +100,25 @@ int hold(int argc, char **argv) {
 }
 
 using secmem::tool::sign_and_verify;
+
+// A server's worker: forked, it rewrites its title over argv (as PostgreSQL
+// does), drops to nobody, allocates a secret and exits normally (so its
+// report line is written, through the report file the parent opened).
+int dropchild(char **argv) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    memset(argv[0], 0, strlen(argv[0]));
+    memcpy(argv[0], "retitled", 8);
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+    void *secret = CRYPTO_secure_malloc(64, __FILE__, __LINE__);
+    if (secret == nullptr || !secmem_owns(secret)) _exit(4);
+    CRYPTO_secure_free(secret, __FILE__, __LINE__);
+    exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 5;
+}
 
 int use(int argc, char **argv) {
   if (argc < 3) return 2;
@@ -270,6 +291,7 @@ int main(int argc, char **argv) {
   if (mode == "owned") return owned(argc, argv);
   if (mode == "hold") return hold(argc, argv);
   if (mode == "use") return use(argc, argv);
+  if (mode == "dropchild") return dropchild(argv);
   if (mode == "forkgen") return forkgen(argc, argv);
   if (mode == "threads") return threads();
   if (mode == "tag") return tag();

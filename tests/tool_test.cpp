@@ -27,6 +27,7 @@ namespace {
 const std::string kTool = SECMEM_TOOL_PATH;
 const std::string kProbe = SECMEM_PROBE_PATH;
 const std::string kStatic = SECMEM_STATIC_PATH;
+const std::string kOwnOpenssl = SECMEM_OWN_OPENSSL_PATH;
 
 // A shim_probe holding a key until destroyed, with or without the shim.
 class Holder {
@@ -172,6 +173,38 @@ TEST_F(Tool, ScanCountsEveryComponentOfAnRsaKey) {
     EXPECT_TRUE(contains(json.out, "\"RSA qInv\": {\"copies\": ")) << json.out;
     EXPECT_EQ(finish(child, "x").status, 0);
   }
+}
+
+// A program with its own OpenSSL linked in: run, stat and the exit report say
+// that the shim cannot reach it (and the scan shows its key is readable); a
+// program that uses the shared libcrypto is not named.
+TEST_F(Tool, AProgramWithItsOwnOpensslIsNamed) {
+  SECMEM_REQUIRE_SECRETMEM();
+  Child own = start({kTool, "run", "--report", "stderr", "--", kOwnOpenssl, key()});
+  std::string line;
+  char c;
+  while (read(own.out, &c, 1) == 1 && c != '\n') line += c;
+  ASSERT_EQ(line, "ready");
+  Result stat = run({kTool, "stat", std::to_string(own.pid)});
+  // (Its version text is not linked in: own_openssl never asks OpenSSL_version.)
+  EXPECT_TRUE(contains(stat.out, "own OpenSSL:       " + kOwnOpenssl + ": linked in, out of the shim's reach"))
+      << stat.out;
+  Result json = run({kTool, "stat", std::to_string(own.pid), "--json"});
+  EXPECT_TRUE(contains(json.out, "\"own_openssl\": [{\"path\": \"" + kOwnOpenssl + "\"")) << json.out;
+  Result scan = run({kTool, "scan", std::to_string(own.pid), "--key-file", key()});
+  EXPECT_EQ(scan.status, 1) << "its key is in its own OpenSSL's ordinary heap: " << scan.out;
+  Result done = finish(own, "x");
+  EXPECT_EQ(done.status, 0) << done.err;
+  EXPECT_TRUE(contains(done.err, "secmem: run: " + kOwnOpenssl + " carries its own OpenSSL, linked in")) << done.err;
+  EXPECT_TRUE(contains(done.err, "; own OpenSSL, not reached by the shim: own_openssl\n")) << done.err;
+  // The control: shim_probe uses the shared libcrypto.
+  Holder holder(key(), true);
+  Result plain = run({kTool, "stat", holder.pid()});
+  EXPECT_TRUE(contains(plain.out, "own OpenSSL:       none")) << plain.out;
+  Result report = run({kTool, "run", "--report", "stderr", "--", kProbe, "owned", key()});
+  EXPECT_EQ(report.status, 0) << report.err;
+  EXPECT_TRUE(contains(report.err, "secmem report: pid ")) << report.err;
+  EXPECT_FALSE(contains(report.err, "own OpenSSL")) << report.err;
 }
 
 TEST_F(Tool, ScanFindsAHexPattern) {
