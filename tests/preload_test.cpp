@@ -164,16 +164,16 @@ TEST_F(Preload, PythonSslHandshakeWithLibcryptoLoadedLate) {
   EXPECT_GT(openssl_allocations(reports()[0]), 0) << reports()[0];
 }
 
-// EC only: OpenSSL 3.0 offers no way to reach the BIGNUMs of a provider
-// RSA key without copying them (EVP_PKEY_get0_RSA makes a legacy copy in
-// ordinary memory). The RSA key is covered by the memory scan instead.
+// The private BIGNUMs of a PEM key are in the secret heap: the EC key's, and
+// the RSA key's d as EVP_PKEY_get0_RSA gives it (a legacy copy OpenSSL 3 builds
+// from the provider key through OSSL_PARAM_get_BN, made secure by the shim).
 TEST_F(Preload, PemKeysPrivateComponentsAreSecret) {
-  Result with = run({kProbe, "owned", key("ec")}, shim_env());
+  Result with = run({kProbe, "owned", key("ec"), key("rsa")}, shim_env());
   EXPECT_EQ(with.status, 0) << with.out;
-  EXPECT_EQ(with.out, key("ec") + ": secret\n");
+  EXPECT_EQ(with.out, key("ec") + ": secret\n" + key("rsa") + ": secret\n");
   // Control: without the shim they are in ordinary memory.
-  Result without = run({kProbe, "owned", key("ec")});
-  EXPECT_EQ(without.out, key("ec") + ": ordinary\n");
+  Result without = run({kProbe, "owned", key("ec"), key("rsa")});
+  EXPECT_EQ(without.out, key("ec") + ": ordinary\n" + key("rsa") + ": ordinary\n");
 }
 
 // Debian's python3.11 is a non-PIE executable that takes free's address: its
