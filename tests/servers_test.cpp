@@ -1,0 +1,267 @@
+// Real servers under the shim: stunnel, socat, HAProxy (2 threads) and
+// PostgreSQL (ssl=on, a backend per connection), each serving TLS with an
+// RSA-2048, an EC P-256 and an Ed25519 key, run
+// plainly and under the shim on 127.0.0.1. Each must answer the same way both
+// times; then every process of the server (its children too) is scanned for
+// every private component of its key with `secmem scan`'s scanner: none under
+// the shim, where each key holder has a secretmem mapping; some without it,
+// so that the scan is known to work.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdio>
+#include <dirent.h>
+#include <fstream>
+#include <netinet/in.h>
+#include <string>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+#include "keys.h"
+#include "proc.h"
+#include "test_support.h"
+
+using namespace secmem::test;
+using secmem::tool::describe_copies;
+using secmem::tool::key_patterns;
+using secmem::tool::load_key_material;
+using secmem::tool::scan;
+using secmem::tool::ScanResult;
+
+namespace {
+
+const std::string kShim = SECMEM_PRELOAD_PATH;
+const std::string kPgBin = "/usr/lib/postgresql/15/bin";
+
+std::string free_port(sockaddr_in *addr) {
+  int probe = bound_loopback_socket(addr);
+  EXPECT_GE(probe, 0);
+  close(probe);
+  return std::to_string(ntohs(addr->sin_port));
+}
+
+bool wait_listening(const sockaddr_in &addr) {
+  for (int i = 0; i < 300; ++i) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok = connect(s, reinterpret_cast<const sockaddr *>(&addr), sizeof addr) == 0;
+    close(s);
+    if (ok) return true;
+    usleep(50000);
+  }
+  return false;
+}
+
+// pid and its descendants, from /proc/*/stat.
+std::vector<int> process_tree(int pid) {
+  std::vector<std::pair<int, int>> parents; // (pid, ppid)
+  if (DIR *proc = opendir("/proc")) {
+    while (dirent *entry = readdir(proc)) {
+      int child = atoi(entry->d_name);
+      if (child <= 0) continue;
+      std::string stat = read_file("/proc/" + std::to_string(child) + "/stat");
+      size_t close_paren = stat.rfind(')');
+      if (close_paren == std::string::npos) continue;
+      int ppid = 0;
+      char state = 0;
+      if (sscanf(stat.c_str() + close_paren + 1, " %c %d", &state, &ppid) == 2) parents.emplace_back(child, ppid);
+    }
+    closedir(proc);
+  }
+  std::vector<int> tree = {pid};
+  for (size_t i = 0; i < tree.size(); ++i)
+    for (const auto &[child, ppid] : parents)
+      if (ppid == tree[i]) tree.push_back(child);
+  return tree;
+}
+
+class Servers : public testing::TestWithParam<const char *> {
+protected:
+  static void SetUpTestSuite() {
+    char pattern[] = "/tmp/secmem-servers-XXXXXX";
+    dir_ = mkdtemp(pattern);
+    chmod(dir_.c_str(), 0755); // PostgreSQL runs as its own user
+    for (const char *type : {"RSA", "EC", "Ed25519"}) {
+      std::string gen = std::string(type) == "RSA"  ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
+                        : std::string(type) == "EC" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"
+                                                    : "-algorithm ED25519";
+      std::string key = dir_ + "/" + type + ".pem", cert = dir_ + "/" + type + ".crt";
+      ASSERT_EQ(system(("openssl genpkey " + gen + " -out " + key + " 2>/dev/null && openssl req -x509 -key " + key +
+                        " -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 1 -out " + cert +
+                        " 2>/dev/null && cat " + cert + " " + key + " > " + dir_ + "/" + type + ".combined")
+                           .c_str()),
+                0);
+    }
+  }
+  static void TearDownTestSuite() { (void)!system(("rm -rf " + dir_).c_str()); }
+  static std::string key() { return dir_ + "/" + GetParam() + ".pem"; }
+  static std::string cert() { return dir_ + "/" + GetParam() + ".crt"; }
+  static std::vector<std::string> env(bool shim) {
+    return shim ? std::vector<std::string>{"LD_PRELOAD=" + kShim} : std::vector<std::string>{};
+  }
+
+  // What a TLS client gets back after sending line (openssl s_client, which
+  // leaves one second after its input ends).
+  static std::string exchange(const std::string &port, const std::string &line) {
+    Result client = run({"sh", "-c",
+                         "(printf '" + line + "'; sleep 1) | timeout 20 openssl s_client -connect 127.0.0.1:" + port +
+                             " -CAfile " + cert() + " -servername localhost -verify_return_error -quiet -no_ign_eof"});
+    EXPECT_EQ(client.status, 0) << client.err;
+    return client.out;
+  }
+
+  // Scans every process of the server's tree; under the shim no component may
+  // be readable and each process must have a secretmem mapping. Returns the
+  // copies found (every process, every component).
+  static int scan_tree(int pid, bool shim, const std::string &server) {
+    int total = 0;
+    std::vector<int> tree = process_tree(pid);
+    for (int member : tree) {
+      if (secmem::tool::process_name(member) == "runuser") continue; // PostgreSQL's: root's, before the preload
+      ScanResult result;
+      try {
+        result = scan(member, key_patterns(load_key_material(key())));
+      } catch (const secmem::tool::ToolError &error) {
+        // A child that served a connection may leave while it is read: that is
+        // fine; any other process must be scanned.
+        EXPECT_FALSE(secmem::tool::process_exists(member) && member == pid) << error.message;
+        continue;
+      }
+      std::string name = secmem::tool::process_name(member);
+      total += result.total();
+      std::printf("| %s | %s | %s | pid %d (%s) | %d (%s) |\n", server.c_str(), GetParam(), shim ? "shim" : "plain",
+                  member, name.c_str(), result.total(), describe_copies(result).c_str());
+      if (!shim) continue;
+      for (const std::string &component : result.components)
+        EXPECT_EQ(result.of(component), 0) << server << " pid " << member << " (" << name << "), " << component << ": "
+                                           << describe_copies(result, component);
+      EXPECT_GE(result.unreadable_secret.size(), 1u)
+          << server << " pid " << member << " (" << name << ") has no secretmem mapping";
+    }
+    return total;
+  }
+
+  static inline std::string dir_;
+};
+
+// A server process, stopped (SIGTERM, then SIGKILL) however the test ends.
+struct Running {
+  Child child;
+  explicit Running(Child started) : child(started) {}
+  ~Running() {
+    kill(child.pid, SIGTERM);
+    for (int i = 0; i < 100 && waitpid(child.pid, nullptr, WNOHANG) == 0; ++i) usleep(50000);
+    kill(child.pid, SIGKILL);
+    finish(child);
+  }
+  Running(const Running &) = delete;
+  Running &operator=(const Running &) = delete;
+};
+
+} // namespace
+
+// stunnel: TLS in front of /bin/cat (exec= forks a child per connection, which execs).
+TEST_P(Servers, Stunnel) {
+  SECMEM_REQUIRE_SECRETMEM();
+  int plain = 0;
+  for (bool shim : {false, true}) {
+    sockaddr_in addr{};
+    std::string port = free_port(&addr), conf = dir_ + "/stunnel-" + GetParam() + ".conf";
+    std::ofstream(conf) << "foreground = yes\npid =\ndebug = 0\n[echo]\naccept = 127.0.0.1:" << port
+                        << "\ncert = " << cert() << "\nkey = " << key() << "\nexec = /bin/cat\n";
+    Running server(start({"stunnel4", conf}, env(shim)));
+    ASSERT_TRUE(wait_listening(addr)) << "stunnel did not listen";
+    for (int i = 0; i < 2; ++i) EXPECT_EQ(exchange(port, "ping\\n"), "ping\n");
+    int found = scan_tree(server.child.pid, shim, "stunnel");
+    if (!shim) plain = found;
+  }
+  EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+}
+
+// socat: a TLS listener that forks a child per connection, in front of cat.
+TEST_P(Servers, Socat) {
+  SECMEM_REQUIRE_SECRETMEM();
+  int plain = 0;
+  for (bool shim : {false, true}) {
+    sockaddr_in addr{};
+    std::string port = free_port(&addr);
+    Running server(start(
+        {"socat", "OPENSSL-LISTEN:" + port + ",bind=127.0.0.1,reuseaddr,fork,verify=0,cert=" + cert() + ",key=" + key(),
+         "EXEC:/bin/cat"},
+        env(shim)));
+    ASSERT_TRUE(wait_listening(addr)) << "socat did not listen";
+    for (int i = 0; i < 2; ++i) EXPECT_EQ(exchange(port, "ping\\n"), "ping\n");
+    int found = scan_tree(server.child.pid, shim, "socat");
+    if (!shim) plain = found;
+  }
+  EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+}
+
+// HAProxy with 2 threads, answering every HTTPS request itself.
+TEST_P(Servers, Haproxy) {
+  SECMEM_REQUIRE_SECRETMEM();
+  int plain = 0;
+  for (bool shim : {false, true}) {
+    sockaddr_in addr{};
+    std::string port = free_port(&addr), conf = dir_ + "/haproxy-" + GetParam() + ".cfg";
+    std::ofstream(conf) << "global\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 5s\n"
+                        << "  timeout server 5s\nfrontend tls\n  bind 127.0.0.1:" << port << " ssl crt " << dir_ << "/"
+                        << GetParam() << ".combined\n"
+                        << "  http-request return status 200 content-type text/plain string ok\n";
+    Running server(start({"haproxy", "-db", "-f", conf}, env(shim)));
+    ASSERT_TRUE(wait_listening(addr)) << "haproxy did not listen";
+    for (int i = 0; i < 3; ++i) {
+      Result fetch = run({"curl", "-s", "--max-time", "20", "--cacert", cert(), "--resolve",
+                          "localhost:" + port + ":127.0.0.1", "https://localhost:" + port + "/"});
+      EXPECT_EQ(fetch.status, 0) << fetch.err;
+      EXPECT_EQ(fetch.out, "ok");
+    }
+    int found = scan_tree(server.child.pid, shim, "haproxy");
+    if (!shim) plain = found;
+  }
+  EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+}
+
+// PostgreSQL 15 with ssl=on: the postmaster, its auxiliary processes, and a
+// backend serving a TLS connection that is still open during the scan.
+TEST_P(Servers, Postgresql) {
+  SECMEM_REQUIRE_SECRETMEM();
+  ASSERT_EQ(access((kPgBin + "/postgres").c_str(), X_OK), 0)
+      << "PostgreSQL 15 is not installed (bootstrap installs it)";
+  std::string pg = dir_ + "/pg-" + GetParam();
+  std::vector<std::string> as_postgres = {"runuser", "-u", "postgres", "--"};
+  ASSERT_EQ(system(("mkdir -p " + pg + " && cp " + key() + " " + pg + "/server.key && cp " + cert() + " " + pg +
+                    "/server.crt && chmod 600 " + pg + "/server.key && chown -R postgres " + pg)
+                       .c_str()),
+            0);
+  std::vector<std::string> initdb = as_postgres;
+  initdb.insert(initdb.end(), {kPgBin + "/initdb", "-D", pg + "/db", "-A", "trust", "-U", "postgres"});
+  ASSERT_EQ(run(initdb).status, 0);
+  int plain = 0;
+  for (bool shim : {false, true}) {
+    sockaddr_in addr{};
+    std::string port = free_port(&addr);
+    std::vector<std::string> argv = as_postgres;
+    argv.push_back("env");
+    for (const std::string &entry : env(shim)) argv.push_back(entry);
+    argv.insert(argv.end(), {kPgBin + "/postgres", "-D", pg + "/db", "-c", "ssl=on", "-c",
+                             "ssl_cert_file=" + pg + "/server.crt", "-c", "ssl_key_file=" + pg + "/server.key", "-c",
+                             "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + pg, "-p", port});
+    Running server(start(argv));
+    ASSERT_TRUE(wait_listening(addr)) << "postgres did not listen";
+    std::string conn = "host=127.0.0.1 port=" + port + " user=postgres sslmode=require dbname=postgres";
+    Result query = run({"psql", conn, "-Atc", "select ssl from pg_stat_ssl where pid = pg_backend_pid()"});
+    EXPECT_EQ(query.out, "t\n") << query.err;
+    Child open_session = start({"psql", conn, "-Atc", "select pg_sleep(3)"});
+    usleep(800000); // its backend has made the handshake
+    // runuser is the parent: the postmaster and its children are below it.
+    int found = scan_tree(server.child.pid, shim, "postgres");
+    if (!shim) plain = found;
+    finish(open_session);
+  }
+  EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+}
+
+INSTANTIATE_TEST_SUITE_P(Keys, Servers, testing::Values("RSA", "EC", "Ed25519"),
+                         [](const testing::TestParamInfo<const char *> &info) { return std::string(info.param); });
