@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <linux/magic.h>
 #include <memory>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -15,9 +16,12 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <signal.h>
 #include <sstream>
 #include <string_view>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,19 +40,36 @@ struct BnFree {
 };
 using Bn = std::unique_ptr<BIGNUM, BnFree>;
 
-// The whole file; secrets read from it are wiped by the caller.
+// The whole file (a pipe too); secrets read from it are wiped by the caller.
+// Key and passphrase files are small: past 1 MiB it is no such file
+// (/dev/zero would never end).
 std::string read_whole(const std::string &path, const char *what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ToolError{2, std::string("cannot open ") + what + " " + path + ": " + strerror(errno)};
-  std::ostringstream data;
-  data << in.rdbuf();
-  return data.str();
+  constexpr size_t kMaxBytes = 1 << 20;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw ToolError{2, std::string("cannot open ") + what + " " + path + ": " + strerror(errno)};
+  std::string data;
+  char buf[65536];
+  ssize_t got = 0;
+  while (data.size() <= kMaxBytes && ((got = read(fd, buf, sizeof buf)) > 0 || (got < 0 && errno == EINTR)))
+    if (got > 0) data.append(buf, static_cast<size_t>(got));
+  int err = errno;
+  close(fd);
+  OPENSSL_cleanse(buf, sizeof buf);
+  if (data.size() > kMaxBytes) {
+    OPENSSL_cleanse(data.data(), data.size());
+    throw ToolError{2, std::string(what) + " " + path + " is longer than 1 MiB: not a key or passphrase file"};
+  }
+  if (got < 0) throw ToolError{2, std::string("cannot read ") + what + " " + path + ": " + strerror(err)};
+  return data;
 }
 
 void wipe(std::string &text) {
   OPENSSL_cleanse(text.data(), text.size());
   text.clear();
 }
+
+// The passphrase file named on the command line, for messages.
+std::string g_passphrase_file;
 
 // The passphrase: the file's first line, without its line end.
 std::string read_passphrase(const std::string &passphrase_file) {
@@ -274,7 +295,7 @@ void openssh_components(const std::string &blob, const std::string &path, KeyMat
     if (!bd || !bp || !bq || !dp || !dq || !pm1 || !qm1 || !ctx || BN_sub(pm1.get(), bp.get(), BN_value_one()) != 1 ||
         BN_sub(qm1.get(), bq.get(), BN_value_one()) != 1 || BN_mod(dp.get(), bd.get(), pm1.get(), ctx.get()) != 1 ||
         BN_mod(dq.get(), bd.get(), qm1.get(), ctx.get()) != 1)
-      throw ToolError{3, path + ": cannot derive the RSA key's CRT exponents"};
+      throw ToolError{2, path + ": its RSA key's numbers are not a valid key (no CRT exponents can be derived)"};
     add(key, "RSA d", d);
     add(key, "RSA p", p);
     add(key, "RSA q", q);
@@ -304,81 +325,144 @@ void openssh_components(const std::string &blob, const std::string &path, KeyMat
   }
 }
 
-// A directory where a file may be written and run: /dev/shm first (memory,
-// so that a decrypted key is not written to a disk), then TMPDIR and /tmp;
-// one mounted noexec cannot hold the askpass helper.
-std::string private_dir() {
+// A private directory (mode 0700) on a memory file system (tmpfs), so that a
+// decrypted key is never written to a disk: /dev/shm, then XDG_RUNTIME_DIR.
+// exec: it must also let the askpass helper run (not mounted noexec).
+std::string private_dir(bool exec) {
+  const char *runtime = getenv("XDG_RUNTIME_DIR");
   const char *tmpdir = getenv("TMPDIR");
-  for (const char *base : {"/dev/shm", tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp", "/tmp"}) {
+  std::vector<std::string> bases = {"/dev/shm"};
+  if (runtime != nullptr && *runtime == '/') bases.emplace_back(runtime);
+  if (exec) bases = {tmpdir != nullptr && *tmpdir == '/' ? tmpdir : "/tmp", "/tmp", "/dev/shm"};
+  for (const std::string &base : bases) {
+    struct statfs type {};
     struct statvfs fs {};
-    if (statvfs(base, &fs) != 0 || (fs.f_flag & ST_NOEXEC) != 0 || (fs.f_flag & ST_RDONLY) != 0) continue;
-    std::string pattern = std::string(base) + "/secmem-scan-XXXXXX";
+    if (statvfs(base.c_str(), &fs) != 0 || (fs.f_flag & ST_RDONLY) != 0) continue;
+    if (exec && (fs.f_flag & ST_NOEXEC) != 0) continue;
+    if (!exec && (statfs(base.c_str(), &type) != 0 || (type.f_type != TMPFS_MAGIC && type.f_type != RAMFS_MAGIC)))
+      continue;
+    std::string pattern = base + "/secmem-scan-XXXXXX";
     if (mkdtemp(pattern.data()) != nullptr) return pattern;
   }
-  throw ToolError{3, "no writable directory that allows running a program (/dev/shm, TMPDIR, /tmp) for ssh-keygen"};
+  throw ToolError{3, exec ? "no writable directory that allows running a program (TMPDIR, /tmp, /dev/shm) for "
+                            "ssh-keygen's askpass helper"
+                          : "no memory file system (/dev/shm, XDG_RUNTIME_DIR) to decrypt an OpenSSH key in without "
+                            "writing it to a disk"};
 }
 
-// An encrypted OpenSSH-format key, decrypted by ssh-keygen: a copy, in a
-// directory only this user can enter, rewritten without a passphrase; the
-// passphrase goes to ssh-keygen through an SSH_ASKPASS helper that reads the
-// passphrase file, never on a command line (which every user can read in
-// /proc). Returns the decrypted file; the copy is overwritten and removed.
-std::string decrypt_openssh(const std::string &path, const std::string &passphrase_file) {
-  std::string dir = private_dir(), copy = dir + "/key", askpass = dir + "/askpass";
+bool write_private(const std::string &file, const std::string &text, mode_t mode) {
+  int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return false;
+  bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  return close(fd) == 0 && ok;
+}
+
+// What a signal arriving while ssh-keygen works must remove: fixed buffers,
+// for a handler that may only make async-signal-safe calls.
+struct Decryption {
+  char files[3][512];
+  char dirs[2][512];
+  pid_t child;
+};
+Decryption g_decryption;
+volatile sig_atomic_t g_decrypting = 0;
+
+void remove_decryption() {
+  if (g_decryption.child > 0) {
+    kill(g_decryption.child, SIGKILL);
+    waitpid(g_decryption.child, nullptr, 0);
+    g_decryption.child = 0;
+  }
+  for (const char *file : g_decryption.files)
+    if (file[0] != '\0') unlink(file);
+  for (const char *dir : g_decryption.dirs)
+    if (dir[0] != '\0') rmdir(dir);
+}
+
+void on_interrupt(int sig) {
+  if (g_decrypting) remove_decryption();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+// An encrypted OpenSSH-format key, decrypted by ssh-keygen: a copy in a
+// private directory on tmpfs, rewritten without a passphrase. The passphrase
+// (read once, here) waits in that directory for an SSH_ASKPASS helper, and is
+// never on a command line (which every user can read in /proc). ssh-keygen
+// gets 30 s (a key whose KDF asks for billions of rounds would never end), dies
+// with this process (PR_SET_PDEATHSIG), and an interrupt removes everything
+// first. Returns the decrypted file's text.
+std::string decrypt_openssh(const std::string &path, const std::string &passphrase) {
+  std::string dir = private_dir(false), helper_dir = private_dir(true);
+  std::string copy = dir + "/key", pass = dir + "/pass", askpass = helper_dir + "/askpass";
+  Decryption &state = g_decryption;
+  state = Decryption{};
+  snprintf(state.files[0], sizeof state.files[0], "%s", copy.c_str());
+  snprintf(state.files[1], sizeof state.files[1], "%s", pass.c_str());
+  snprintf(state.files[2], sizeof state.files[2], "%s", askpass.c_str());
+  snprintf(state.dirs[0], sizeof state.dirs[0], "%s", dir.c_str());
+  snprintf(state.dirs[1], sizeof state.dirs[1], "%s", helper_dir.c_str());
+  struct sigaction interrupt {
+  }, saved[3];
+  interrupt.sa_handler = on_interrupt;
+  const int signals[3] = {SIGINT, SIGTERM, SIGHUP};
+  for (int i = 0; i < 3; ++i) sigaction(signals[i], &interrupt, &saved[i]);
+  g_decrypting = 1;
+  auto done = [&] {
+    remove_decryption();
+    g_decrypting = 0;
+    for (int i = 0; i < 3; ++i) sigaction(signals[i], &saved[i], nullptr);
+  };
   std::string data = read_whole(path, "key file");
-  auto write_file = [](const std::string &file, const std::string &text, mode_t mode) {
-    FILE *out = fopen(file.c_str(), "w");
-    bool ok = out != nullptr && fwrite(text.data(), 1, text.size(), out) == text.size();
-    if (out != nullptr) ok = fclose(out) == 0 && ok;
-    return ok && chmod(file.c_str(), mode) == 0;
-  };
-  char *absolute = realpath(passphrase_file.c_str(), nullptr);
-  std::string pass_path = absolute != nullptr ? absolute : passphrase_file;
-  free(absolute);
   std::string quoted;
-  for (char c : pass_path) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  bool written = write_file(copy, data, 0600) &&
-                 write_file(askpass, "#!/bin/sh\nhead -n 1 '" + quoted + "' | tr -d '\\r\\n'\n", 0700);
+  for (char c : pass) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  bool written = write_private(copy, data, 0600) && write_private(pass, passphrase, 0600) &&
+                 write_private(askpass, "#!/bin/sh\ncat '" + quoted + "'\n", 0700);
   wipe(data);
-  auto cleanup = [&] { // the clear key overwritten before it is unlinked
-    struct stat left {};
-    if (stat(copy.c_str(), &left) == 0) write_file(copy, std::string(static_cast<size_t>(left.st_size), '\0'), 0600);
-    unlink(copy.c_str());
-    unlink(askpass.c_str());
-    rmdir(dir.c_str());
-  };
   if (!written) {
-    cleanup();
+    done();
     throw ToolError{3, "cannot write to the private directory " + dir};
   }
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
-    cleanup();
+    done();
     throw ToolError{3, "fork failed"};
   }
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(126);
     int null = open("/dev/null", O_RDWR);
     if (null >= 0) {
       dup2(null, 0);
       dup2(null, 1);
       dup2(null, 2);
     }
-    setsid(); // no terminal: ssh-keygen asks SSH_ASKPASS
     setenv("SSH_ASKPASS", askpass.c_str(), 1);
-    setenv("SSH_ASKPASS_REQUIRE", "force", 1);
+    setenv("SSH_ASKPASS_REQUIRE", "force", 1); // the helper, with or without a terminal
     execlp("ssh-keygen", "ssh-keygen", "-q", "-p", "-N", "", "-f", copy.c_str(), nullptr);
     _exit(127);
   }
+  state.child = pid;
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    cleanup();
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-      throw ToolError{3, path + " is an encrypted OpenSSH key: reading it needs ssh-keygen (Debian's openssh-client)"};
-    throw ToolError{2, "cannot decrypt " + path + " with the passphrase in " + passphrase_file};
+  bool finished = false;
+  for (int waited = 0; waited < 3000 && !finished; ++waited) { // 30 s
+    pid_t got = waitpid(pid, &status, WNOHANG);
+    finished = got == pid;
+    if (!finished) usleep(10000);
   }
-  std::string clear = read_whole(copy, "decrypted key");
-  cleanup();
+  if (finished) state.child = 0;
+  std::string clear;
+  bool decrypted = finished && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  if (decrypted) clear = read_whole(copy, "decrypted key");
+  done();
+  if (!finished)
+    throw ToolError{2, "ssh-keygen did not decrypt " + path +
+                           " within 30 s (its key derivation asks for too many "
+                           "rounds); it was stopped"};
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+    throw ToolError{3, path + " is an encrypted OpenSSH key: reading it needs ssh-keygen (Debian's openssh-client)"};
+  if (!decrypted) throw ToolError{2, "cannot decrypt " + path + " with the passphrase in " + g_passphrase_file};
   return clear;
 }
 
@@ -390,8 +474,16 @@ KeyMaterial read_openssh_key(const std::string &path, std::string data, const st
     wipe(blob);
     if (passphrase_file.empty())
       throw ToolError{2, path + " is encrypted: give its passphrase with --passphrase-file FILE"};
-    read_passphrase(passphrase_file); // a missing or unreadable file is said as such
-    std::string clear = decrypt_openssh(path, passphrase_file);
+    std::string passphrase = read_passphrase(passphrase_file); // read once: it may be a pipe
+    g_passphrase_file = passphrase_file;
+    std::string clear;
+    try {
+      clear = decrypt_openssh(path, passphrase);
+    } catch (...) {
+      wipe(passphrase);
+      throw;
+    }
+    wipe(passphrase);
     blob = openssh_blob(clear, path);
     wipe(clear);
   }
@@ -402,6 +494,8 @@ KeyMaterial read_openssh_key(const std::string &path, std::string data, const st
     throw;
   }
   wipe(blob);
+  if (key.components.empty())
+    throw ToolError{2, path + ": no private component of this " + key.type + " key is long enough to look for"};
   return key;
 }
 

@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdlib>
 #include <iostream>
+#include <new>
 #include <string>
 
 #include "commands.h"
@@ -78,6 +79,12 @@ int main(int argc, char **argv) {
   } catch (const ToolError &error) {
     std::cerr << "secmem: " << error.message << "\n";
     return error.exit_code;
+  } catch (const std::bad_alloc &) {
+    std::cerr << "secmem: out of memory\n";
+    return 3;
+  } catch (const std::exception &error) {
+    std::cerr << "secmem: " << error.what() << "\n";
+    return 3;
   }
   return 2;
 }

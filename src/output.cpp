@@ -154,6 +154,8 @@ void print_scan(const ScanReport &scan, bool json_output) {
                 {"by_region", result.copies},
                 {"components", components},
                 {"not_looked_for", scan.too_short},
+                {"not_read_regions", result.unreadable_other.size()},
+                {"not_read_bytes", result.not_read_bytes},
                 {"unreadable_secret_mappings", result.unreadable_secret.size()},
                 {"unreadable_secret_bytes", scan.unreadable_secret_bytes}});
     return;
@@ -180,7 +182,8 @@ void print_scan(const ScanReport &scan, bool json_output) {
   field("secret mappings",
         std::to_string(result.unreadable_secret.size()) + " (" + kib(scan.unreadable_secret_bytes) + "), unreadable");
   if (!result.unreadable_other.empty())
-    field("not read", std::to_string(result.unreadable_other.size()) + " other regions refused the read");
+    field("not read", kib(result.not_read_bytes) + " in " + std::to_string(result.unreadable_other.size()) +
+                          " other regions refused the read (the count covers the rest)");
 }
 
 void print_demo(const DemoReport &demo) {

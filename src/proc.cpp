@@ -119,13 +119,26 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
       continue;
     }
     bool read_any = false;
+    uint64_t not_read = 0;
+    int failed_in_a_row = 0;
     for (uintptr_t at = region.start; at < region.end;) {
       size_t want = std::min<uintptr_t>(buf.size(), region.end - at);
       ssize_t got = pread(fd, buf.data(), want, static_cast<off_t>(at));
-      if (got <= 0) {
-        if (!read_any) (region.secret() ? result.unreadable_secret : result.unreadable_other).push_back(region);
+      if (got <= 0 && region.secret() && !read_any) {
+        result.unreadable_secret.push_back(region); // memfd_secret: the point
         break;
       }
+      if (got <= 0) {
+        // A page that cannot be read (a guard, a userfaultfd range, a file
+        // hole past its end) does not end the region: the scan goes on past
+        // it, page by page, then by 1 MiB after 256 pages refused in a row.
+        size_t step = ++failed_in_a_row > 256 ? size_t{1} << 20 : 4096;
+        uintptr_t next = std::min<uintptr_t>((at & ~(uintptr_t{step} - 1)) + step, region.end);
+        not_read += next - at;
+        at = next;
+        continue;
+      }
+      failed_in_a_row = 0;
       read_any = true;
       // Consecutive reads overlap by the longest pattern less a byte, so that
       // a copy across the boundary is seen; a copy that starts in the overlap
@@ -145,6 +158,10 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
         }
       }
       at += advance;
+    }
+    if (not_read > 0) {
+      result.unreadable_other.push_back(region);
+      result.not_read_bytes += not_read;
     }
   }
   close(fd);

@@ -47,7 +47,8 @@ struct ScanResult {
   std::map<std::string, std::map<std::string, int>> by_component;
   std::vector<std::string> components;   // the components looked for, in the key's order
   std::vector<Region> unreadable_secret; // secretmem regions that refused the read
-  std::vector<Region> unreadable_other;  // other regions that refused the read
+  std::vector<Region> unreadable_other;  // other regions that refused the read, in part or whole
+  uint64_t not_read_bytes = 0;           // how much of them
   int total() const;
   int of(const std::string &component) const; // copies of one component
 };

@@ -3,6 +3,8 @@
 //                                  prints, per key, whether its private
 //                                  components are in secret memory
 //   shim_probe hold KEY.pem...    loads the keys, prints "ready", waits for stdin
+//   shim_probe hole                3 pages whose middle one cannot be read
+//                                  (userfaultfd), a pattern before and after
 //   shim_probe dropchild           forks a worker that retitles itself, drops
 //                                  to nobody, allocates a secret and exits
 //   shim_probe use KEY.pem [legacy]  loads the key, signs and verifies with it
@@ -28,7 +30,11 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <linux/userfaultfd.h>
 #include <string>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <thread>
@@ -118,6 +124,34 @@ int dropchild(char **argv) {
   int status = 0;
   waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 5;
+}
+
+// Memory a scan cannot read in the middle of a mapping: 3 pages, the middle
+// one registered with userfaultfd (missing mode) and never served; a 32-byte
+// pattern in the first and the last page. Prints the pattern in hex, then
+// holds until stdin ends.
+int hole() {
+  auto *pages =
+      static_cast<unsigned char *>(mmap(nullptr, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  if (pages == MAP_FAILED) return 2;
+  unsigned char pattern[32];
+  for (int i = 0; i < 32; ++i) pattern[i] = static_cast<unsigned char>(0xc3 ^ (i * 37));
+  memcpy(pages + 100, pattern, sizeof pattern);
+  memcpy(pages + 2 * 4096 + 100, pattern, sizeof pattern);
+  int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC));
+  uffdio_api api{};
+  api.api = UFFD_API;
+  uffdio_register reg{};
+  reg.range.start = reinterpret_cast<uintptr_t>(pages + 4096);
+  reg.range.len = 4096;
+  reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+  if (fd < 0 || ioctl(fd, UFFDIO_API, &api) != 0 || ioctl(fd, UFFDIO_REGISTER, &reg) != 0) return 3;
+  for (unsigned char byte : pattern) printf("%02x", byte);
+  printf("\n");
+  fflush(stdout);
+  char c;
+  while (read(STDIN_FILENO, &c, 1) > 0) {}
+  return 0;
 }
 
 int use(int argc, char **argv) {
@@ -292,6 +326,7 @@ int main(int argc, char **argv) {
   if (mode == "hold") return hold(argc, argv);
   if (mode == "use") return use(argc, argv);
   if (mode == "dropchild") return dropchild(argv);
+  if (mode == "hole") return hole();
   if (mode == "forkgen") return forkgen(argc, argv);
   if (mode == "threads") return threads();
   if (mode == "tag") return tag();

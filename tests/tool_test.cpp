@@ -217,6 +217,23 @@ TEST_F(Tool, ScanFindsAHexPattern) {
   EXPECT_TRUE(contains(absent.out, "readable copies:   0")) << absent.out;
 }
 
+// A page that cannot be read in the middle of a mapping does not end the
+// scan of that mapping: the copy after it is found, and the unread part said.
+TEST_F(Tool, ScanReadsPastAnUnreadablePage) {
+  Child hole = start({kProbe, "hole"});
+  std::string pattern;
+  char c;
+  while (read(hole.out, &c, 1) == 1 && c != '\n') pattern += c;
+  ASSERT_EQ(pattern.size(), 64u);
+  Result scan = run({kTool, "scan", std::to_string(hole.pid), "--hex", pattern});
+  EXPECT_EQ(scan.status, 1) << scan.out << scan.err;
+  EXPECT_TRUE(contains(scan.out, "                   2 in anonymous\n")) << scan.out; // (the compiler's constant too)
+  EXPECT_TRUE(contains(scan.out, "not read:          4 KiB in 1 other regions refused the read")) << scan.out;
+  Result json = run({kTool, "scan", std::to_string(hole.pid), "--hex", pattern, "--json"});
+  EXPECT_TRUE(contains(json.out, "\"not_read_regions\": 1, \"not_read_bytes\": 4096")) << json.out;
+  EXPECT_EQ(finish(hole, "x").status, 0);
+}
+
 TEST_F(Tool, BadArgumentsGetClearErrors) {
   Holder holder(key(), false);
   struct Case {
@@ -420,6 +437,40 @@ TEST_P(KeyFiles, EveryFormatGivesTheSameComponents) {
   ASSERT_NO_FATAL_FAILURE(sh("cd " + d + "; openssl x509 -in bundle.pem -out cert.pem"));
   EXPECT_EQ(load_error(d + "/cert.pem"), d + "/cert.pem is not a PEM, DER or OpenSSH private key");
   EXPECT_EQ(run({"sh", "-c", "ls -d /dev/shm/secmem-scan-* /tmp/secmem-scan-* 2>/dev/null"}).out, "");
+}
+
+// An encrypted OpenSSH-format key: its passphrase may come through a pipe
+// (it is read once); and a scan interrupted while ssh-keygen decrypts leaves
+// no decrypted copy and no ssh-keygen behind.
+TEST_F(KeyFiles, DecryptingAnOpensshKeyLeavesNothingBehind) {
+  std::string key = dir_ + "/slow_ed25519";
+  // 200 bcrypt rounds: about 2 s to decrypt.
+  ASSERT_NO_FATAL_FAILURE(sh("ssh-keygen -q -t ed25519 -a 200 -N 'correct horse battery' -C slow -f " + key));
+  auto leftovers = [] {
+    return run({"sh", "-c",
+                "ls -d /dev/shm/secmem-scan-* /tmp/secmem-scan-* 2>/dev/null; pgrep -x -r R,S,D,T ssh-keygen"})
+        .out;
+  };
+  Result piped = run({kTool, "scan", std::to_string(getpid()), "--key-file", key, "--passphrase-file", "/dev/stdin"},
+                     {}, "correct horse battery\n");
+  EXPECT_EQ(piped.status, 0) << piped.out << piped.err;
+  EXPECT_TRUE(contains(piped.out, "Ed25519 key (OpenSSH): private key")) << piped.out;
+  for (int sig : {SIGTERM, SIGINT}) {
+    Child scan = start({kTool, "scan", std::to_string(getpid()), "--key-file", key, "--passphrase-file", pass()});
+    usleep(500000); // ssh-keygen is at work
+    kill(scan.pid, sig);
+    Result done = finish(scan);
+    EXPECT_EQ(done.status, 128 + sig) << done.err;
+    usleep(100000);
+    EXPECT_EQ(leftovers(), "") << "after signal " << sig;
+  }
+  Child killed = start({kTool, "scan", std::to_string(getpid()), "--key-file", key, "--passphrase-file", pass()});
+  usleep(500000);
+  kill(killed.pid, SIGKILL); // nothing can clean up: ssh-keygen dies with it all the same
+  finish(killed);
+  usleep(100000);
+  EXPECT_EQ(run({"pgrep", "-x", "-r", "R,S,D,T", "ssh-keygen"}).out, "");
+  (void)!system("rm -rf /dev/shm/secmem-scan-* /tmp/secmem-scan-*");
 }
 
 // An Ed25519 key made by ssh-keygen (it cannot convert one from PEM): the
