@@ -1,5 +1,6 @@
-// Real servers under the shim: stunnel, socat, HAProxy (2 threads) and
-// PostgreSQL (ssl=on, a backend per connection), each serving TLS with an
+// Real servers under the shim: stunnel, socat, HAProxy (2 threads),
+// PostgreSQL (ssl=on, a backend per connection) and Apache (prefork and event,
+// and a graceful restart to a new key), each serving TLS with an
 // RSA-2048, an EC P-256 and an Ed25519 key, run
 // plainly and under the shim on 127.0.0.1. Each must answer the same way both
 // times; then every process of the server (its children too) is scanned for
@@ -114,14 +115,14 @@ protected:
   // Scans every process of the server's tree; under the shim no component may
   // be readable and each process must have a secretmem mapping. Returns the
   // copies found (every process, every component).
-  static int scan_tree(int pid, bool shim, const std::string &server) {
+  static int scan_tree(int pid, bool shim, const std::string &server, const std::string &key_file = key()) {
     int total = 0;
     std::vector<int> tree = process_tree(pid);
     for (int member : tree) {
       if (secmem::tool::process_name(member) == "runuser") continue; // PostgreSQL's: root's, before the preload
       ScanResult result;
       try {
-        result = scan(member, key_patterns(load_key_material(key())));
+        result = scan(member, key_patterns(load_key_material(key_file)));
       } catch (const secmem::tool::ToolError &error) {
         // A child that served a connection may leave while it is read: that is
         // fine; any other process must be scanned.
@@ -150,9 +151,10 @@ struct Running {
   Child child;
   explicit Running(Child started) : child(started) {}
   ~Running() {
+    std::vector<int> tree = process_tree(child.pid);
     kill(child.pid, SIGTERM);
     for (int i = 0; i < 100 && waitpid(child.pid, nullptr, WNOHANG) == 0; ++i) usleep(50000);
-    kill(child.pid, SIGKILL);
+    for (int member : tree) kill(member, SIGKILL); // children that outlive it would hold its pipes open
     finish(child);
   }
   Running(const Running &) = delete;
@@ -261,6 +263,74 @@ TEST_P(Servers, Postgresql) {
     finish(open_session);
   }
   EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+}
+
+// Apache 2.4 with mod_ssl, prefork and event MPMs (children run as www-data),
+// then a graceful restart (SIGUSR1) to a new key: the new key's holders and
+// the old key, everywhere, are scanned.
+TEST_P(Servers, Apache) {
+  SECMEM_REQUIRE_SECRETMEM();
+  std::string type = GetParam();
+  std::string gen = type == "RSA"  ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
+                    : type == "EC" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"
+                                   : "-algorithm ED25519";
+  for (const char *mpm : {"prefork", "event"}) {
+    int plain = 0, plain_after = 0;
+    for (bool shim : {false, true}) {
+      SCOPED_TRACE(std::string(mpm) + (shim ? " under the shim" : " plain"));
+      std::string root = dir_ + "/apache-" + mpm + "-" + type + (shim ? "-shim" : "-plain");
+      ASSERT_EQ(system(("mkdir -p " + root + " && echo hello > " + root + "/index.html && cp " + key() + " " + root +
+                        "/key.pem && cp " + cert() + " " + root + "/cert.pem && openssl genpkey " + gen + " -out " +
+                        root + "/new.pem 2>/dev/null && openssl req -x509 -key " + root +
+                        "/new.pem -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 1 -out " + root +
+                        "/new.crt 2>/dev/null && chmod -R a+rX " + root)
+                           .c_str()),
+                0);
+      sockaddr_in addr{};
+      std::string port = free_port(&addr), conf = root + "/httpd.conf";
+      std::ofstream(conf) << "ServerRoot " << root << "\nPidFile " << root << "/httpd.pid\nErrorLog " << root
+                          << "/error.log\nServerName localhost\nListen 127.0.0.1:" << port << "\nLoadModule mpm_" << mpm
+                          << "_module /usr/lib/apache2/modules/mod_mpm_" << mpm
+                          << ".so\nLoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so\n"
+                          << "LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so\n"
+                          << "User www-data\nGroup www-data\nStartServers 2\nDocumentRoot " << root << "\n<Directory "
+                          << root << ">\n  Require all granted\n</Directory>\nSSLEngine on\nSSLCertificateFile " << root
+                          << "/cert.pem\nSSLCertificateKeyFile " << root << "/key.pem\nSSLSessionCache none\n";
+      // Its own session: a graceful restart signals the whole process group.
+      Running server(start({"apache2", "-f", conf, "-DFOREGROUND"}, env(shim), [] { setsid(); }));
+      ASSERT_TRUE(wait_listening(addr)) << read_file(root + "/error.log");
+      auto fetch = [&](const std::string &ca) {
+        return run({"curl", "-s", "--max-time", "20", "--cacert", ca, "--resolve", "localhost:" + port + ":127.0.0.1",
+                    "https://localhost:" + port + "/index.html"});
+      };
+      for (int i = 0; i < 3; ++i) {
+        Result page = fetch(cert());
+        EXPECT_EQ(page.status, 0) << page.err << read_file(root + "/error.log");
+        EXPECT_EQ(page.out, "hello\n");
+      }
+      int found = scan_tree(server.child.pid, shim, std::string("apache ") + mpm);
+      // A graceful restart to the new key: the parent reloads it, new children serve it.
+      ASSERT_EQ(system(("cp " + root + "/new.pem " + root + "/key.pem && cp " + root + "/new.crt " + root + "/cert.pem")
+                           .c_str()),
+                0);
+      kill(server.child.pid, SIGUSR1);
+      bool renewed = false;
+      for (int i = 0; i < 100 && !renewed; ++i) {
+        usleep(100000);
+        renewed = fetch(root + "/new.crt").out == "hello\n";
+      }
+      ASSERT_TRUE(renewed) << read_file(root + "/error.log");
+      usleep(500000); // the old children finish
+      int found_new = scan_tree(server.child.pid, shim, std::string("apache ") + mpm + ", new key", root + "/new.pem");
+      int found_old = scan_tree(server.child.pid, shim, std::string("apache ") + mpm + ", old key", key());
+      if (!shim) {
+        plain = found;
+        plain_after = found_new + found_old;
+      }
+    }
+    EXPECT_GT(plain, 0) << mpm << ": the scan finds the key where nothing protects it";
+    EXPECT_GT(plain_after, 0) << mpm << ": the scan finds a key after the restart where nothing protects it";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Keys, Servers, testing::Values("RSA", "EC", "Ed25519"),
