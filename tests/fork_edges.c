@@ -110,7 +110,15 @@ static int init_race_round(uint64_t delay_ns) {
   if (pid == 0) {
     alarm(10);
     char *p = secmem_malloc(64);
-    if (p == NULL) _exit(2);
+    if (p == NULL) {
+      int err = errno;
+      struct secmem_stats stats;
+      secmem_get_stats(&stats);
+      printf("init-race child: secmem_malloc failed (errno %d, backend %s, chunks failed %llu)\n", err, stats.backend,
+             (unsigned long long)stats.failed_chunks);
+      fflush(stdout);
+      _exit(2);
+    }
     memset(p, 0x5a, 64);
     secmem_free(p);
     _exit(0);

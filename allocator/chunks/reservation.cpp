@@ -20,7 +20,13 @@ size_t floor_power_of_two(size_t n) { return size_t{1} << (63 - __builtin_clzll(
 constexpr uint32_t kMaxSlots = kLargestReservation / kChunkSize;
 
 bool Reservation::init() {
-  if (top_ != 0) return true; // a fork child finishing its parent's start-up
+  // A fork child finishing its parent's start-up: done if the parent got as far
+  // as the size (stored last); if the fork cut it short, the child starts over
+  // (what the parent had mapped stays reserved here, unused).
+  if (size_.load(std::memory_order_acquire) != 0) return true;
+  top_ = window_ = 0;
+  slot_table_ = nullptr;
+  slot_used_ = nullptr;
   void *raw = nullptr;
   size_t len = kLargestReservation;
   if (size_t left = os::address_space_left(); left != SIZE_MAX) {
