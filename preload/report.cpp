@@ -48,8 +48,10 @@ struct OwnOpenssl {
 
 int find_own_openssl(dl_phdr_info *info, size_t, void *data) {
   auto *found = static_cast<OwnOpenssl *>(data);
-  const char *name =
-      info->dlpi_name != nullptr && info->dlpi_name[0] != '\0' ? info->dlpi_name : program_invocation_name;
+  // The executable as it started (a later argv[0] may be anything).
+  const char *name = info->dlpi_name != nullptr && info->dlpi_name[0] != '\0' ? info->dlpi_name
+                     : g_name[0] != '\0'                                      ? g_name
+                                                                              : program_invocation_name;
   if (found->count == OwnOpenssl::kMax || own_openssl::is_shared_libcrypto(name)) return 0;
   for (int i = 0; i < info->dlpi_phnum; ++i) {
     const ElfW(Phdr) &segment = info->dlpi_phdr[i];
@@ -107,18 +109,23 @@ void secmem::shim::open_report() {
   snprintf(g_name, sizeof g_name, "%s", program_invocation_short_name);
   const char *target = env_value(process_environment(), kSECMEM_REPORT);
   if (target == nullptr || is_secure_exec() || strcmp(target, "stderr") == 0) return;
-  int fd = open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  // O_NONBLOCK: a FIFO there must not stop the program before main.
+  int fd = open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0600);
   if (fd < 0) return; // tried again at exit, and said then
   int high = fcntl(fd, F_DUPFD_CLOEXEC, 100);
   if (high >= 0) {
     close(fd);
     fd = high;
   }
+  // Kept only when it is a regular file (a pipe kept open would keep its
+  // reader waiting for the end), and not in a standard stream's place (with
+  // few descriptors allowed and stdout closed, it would take fd 1).
   struct stat st {};
-  if (fstat(fd, &st) != 0) {
+  if (fd <= STDERR_FILENO || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
     return;
   }
+  fcntl(fd, F_SETFL, O_APPEND); // blocking writes again, as at exit
   g_report_fd = fd;
   g_report_dev = st.st_dev;
   g_report_ino = st.st_ino;
@@ -134,7 +141,7 @@ __attribute__((destructor)) void write_report() {
   bool kept = !to_stderr && report_fd_intact();
   int fd = to_stderr ? STDERR_FILENO
            : kept    ? g_report_fd
-                     : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+                     : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0600); // no wait on a FIFO
   if (fd < 0) {
     diag::Line()
         .add("cannot write the report to ")

@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -328,6 +329,8 @@ void openssh_components(const std::string &blob, const std::string &path, KeyMat
 // A private directory (mode 0700) on a memory file system (tmpfs), so that a
 // decrypted key is never written to a disk: /dev/shm, then XDG_RUNTIME_DIR.
 // exec: it must also let the askpass helper run (not mounted noexec).
+constexpr size_t kMaxPrivatePath = 4000; // the signal handler's buffers are PATH_MAX long
+
 std::string private_dir(bool exec) {
   const char *runtime = getenv("XDG_RUNTIME_DIR");
   const char *tmpdir = getenv("TMPDIR");
@@ -337,11 +340,20 @@ std::string private_dir(bool exec) {
   for (const std::string &base : bases) {
     struct statfs type {};
     struct statvfs fs {};
+    // Only a directory no other user can rename entries in: owned by root or
+    // by this user, and, when others may write to it, sticky (as /tmp is).
+    // Else another user could put a directory of their own in place of ours,
+    // with their own askpass helper in it, run by ssh-keygen as this user.
+    struct stat dir {};
+    if (lstat(base.c_str(), &dir) != 0 || !S_ISDIR(dir.st_mode) || (dir.st_uid != 0 && dir.st_uid != geteuid()) ||
+        ((dir.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (dir.st_mode & S_ISVTX) == 0))
+      continue;
     if (statvfs(base.c_str(), &fs) != 0 || (fs.f_flag & ST_RDONLY) != 0) continue;
     if (exec && (fs.f_flag & ST_NOEXEC) != 0) continue;
     if (!exec && (statfs(base.c_str(), &type) != 0 || (type.f_type != TMPFS_MAGIC && type.f_type != RAMFS_MAGIC)))
       continue;
     std::string pattern = base + "/secmem-scan-XXXXXX";
+    if (pattern.size() > kMaxPrivatePath) continue; // its files' paths must fit the handler's buffers
     if (mkdtemp(pattern.data()) != nullptr) return pattern;
   }
   throw ToolError{3, exec ? "no writable directory that allows running a program (TMPDIR, /tmp, /dev/shm) for "
@@ -360,8 +372,8 @@ bool write_private(const std::string &file, const std::string &text, mode_t mode
 // What a signal arriving while ssh-keygen works must remove: fixed buffers,
 // for a handler that may only make async-signal-safe calls.
 struct Decryption {
-  char files[3][512];
-  char dirs[2][512];
+  char files[3][PATH_MAX];
+  char dirs[2][PATH_MAX];
   pid_t child;
 };
 Decryption g_decryption;
@@ -402,16 +414,23 @@ std::string decrypt_openssh(const std::string &path, const std::string &passphra
   snprintf(state.files[2], sizeof state.files[2], "%s", askpass.c_str());
   snprintf(state.dirs[0], sizeof state.dirs[0], "%s", dir.c_str());
   snprintf(state.dirs[1], sizeof state.dirs[1], "%s", helper_dir.c_str());
-  struct sigaction interrupt {
-  }, saved[3];
+  // Every signal whose default is to end the process, unless it is ignored
+  // (a scan under nohup keeps ignoring SIGHUP).
+  const int signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM, SIGVTALRM, SIGPROF};
+  constexpr int kSignals = sizeof signals / sizeof signals[0];
+  struct sigaction interrupt {};
+  struct sigaction saved[kSignals] = {};
   interrupt.sa_handler = on_interrupt;
-  const int signals[3] = {SIGINT, SIGTERM, SIGHUP};
-  for (int i = 0; i < 3; ++i) sigaction(signals[i], &interrupt, &saved[i]);
+  bool taken[kSignals] = {};
+  for (int i = 0; i < kSignals; ++i)
+    if (sigaction(signals[i], nullptr, &saved[i]) == 0 && saved[i].sa_handler != SIG_IGN)
+      taken[i] = sigaction(signals[i], &interrupt, nullptr) == 0;
   g_decrypting = 1;
   auto done = [&] {
     remove_decryption();
     g_decrypting = 0;
-    for (int i = 0; i < 3; ++i) sigaction(signals[i], &saved[i], nullptr);
+    for (int i = 0; i < kSignals; ++i)
+      if (taken[i]) sigaction(signals[i], &saved[i], nullptr);
   };
   std::string data = read_whole(path, "key file");
   std::string quoted;

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
 #include <signal.h>
 #include <sstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "platform/own_openssl.h"
@@ -120,7 +122,7 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
     }
     bool read_any = false;
     uint64_t not_read = 0;
-    int failed_in_a_row = 0;
+    int failed_pages = 0;
     for (uintptr_t at = region.start; at < region.end;) {
       size_t want = std::min<uintptr_t>(buf.size(), region.end - at);
       ssize_t got = pread(fd, buf.data(), want, static_cast<off_t>(at));
@@ -131,14 +133,15 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
       if (got <= 0) {
         // A page that cannot be read (a guard, a userfaultfd range, a file
         // hole past its end) does not end the region: the scan goes on past
-        // it, page by page, then by 1 MiB after 256 pages refused in a row.
-        size_t step = ++failed_in_a_row > 256 ? size_t{1} << 20 : 4096;
-        uintptr_t next = std::min<uintptr_t>((at & ~(uintptr_t{step} - 1)) + step, region.end);
+        // it, page by page. After 1 GiB refused in this region the rest is
+        // counted as not read, unread (a mapping of terabytes past its file's
+        // end would take hours).
+        uintptr_t next = std::min<uintptr_t>((at & ~uintptr_t{4095}) + 4096, region.end);
+        if (++failed_pages > (1 << 18)) next = region.end;
         not_read += next - at;
         at = next;
         continue;
       }
-      failed_in_a_row = 0;
       read_any = true;
       // Consecutive reads overlap by the longest pattern less a byte, so that
       // a copy across the boundary is seen; a copy that starts in the overlap
@@ -168,13 +171,19 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
   return result;
 }
 
-std::vector<OwnOpenssl> own_openssl_in(const std::vector<std::string> &files) {
+std::vector<OwnOpenssl> own_openssl_in(const std::vector<ObjectFile> &files) {
   std::vector<OwnOpenssl> found;
   constexpr size_t kChunk = 1 << 20, kOverlap = 64;
   std::vector<char> buf(kChunk + kOverlap);
-  for (const std::string &path : files) {
-    if (own_openssl::is_shared_libcrypto(path.c_str())) continue;
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  for (const ObjectFile &file : files) {
+    if (own_openssl::is_shared_libcrypto(file.path.c_str())) continue;
+    // O_NONBLOCK and regular files only: a FIFO or /dev/zero mapped executable would never end.
+    int fd = open(file.read_path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st {};
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+      close(fd);
+      continue;
+    }
     if (fd < 0) continue;
     bool marker = false;
     char version[32] = "";
@@ -187,17 +196,23 @@ std::vector<OwnOpenssl> own_openssl_in(const std::vector<std::string> &files) {
       memmove(buf.data(), buf.data() + n - kept, kept);
     }
     close(fd);
-    if (marker) found.push_back({path, version});
+    if (marker) found.push_back({file.path, version});
   }
   return found;
 }
 
-std::vector<std::string> mapped_objects(int pid) {
-  std::vector<std::string> files;
+std::vector<ObjectFile> mapped_objects(int pid) {
+  std::vector<ObjectFile> files;
   for (const Region &region : read_regions(pid)) {
     if (region.perms.size() < 3 || region.perms[2] != 'x' || region.path.empty() || region.path[0] != '/') continue;
-    std::string file = proc_path(pid, "root") + region.path;
-    if (std::find(files.begin(), files.end(), file) == files.end()) files.push_back(file);
+    char range[64];
+    snprintf(range, sizeof range, "%lx-%lx", static_cast<unsigned long>(region.start),
+             static_cast<unsigned long>(region.end));
+    std::string through_map = proc_path(pid, "map_files/") + range;
+    std::string read_path = access(through_map.c_str(), R_OK) == 0 ? through_map : proc_path(pid, "root") + region.path;
+    bool seen = false;
+    for (const ObjectFile &file : files) seen = seen || file.path == region.path;
+    if (!seen) files.push_back({read_path, region.path});
   }
   return files;
 }

@@ -61,12 +61,18 @@ struct OwnOpenssl {
   std::string path;
   std::string version; // "OpenSSL 3.0.13", or "" when the file names none
 };
-// Those among files (read from disk; unreadable ones are left out). Shared
-// libcrypto itself is not one: the shim reaches it.
-std::vector<OwnOpenssl> own_openssl_in(const std::vector<std::string> &files);
-// The executable and library files pid has mapped executable, as seen from it
-// (/proc/PID/root/PATH).
-std::vector<std::string> mapped_objects(int pid);
+// A file to look into, and the path to name it by.
+struct ObjectFile {
+  std::string read_path;
+  std::string path;
+};
+// Those among files that carry their own OpenSSL (regular files only; those
+// that cannot be read are left out). Shared libcrypto itself is not one: the
+// shim reaches it.
+std::vector<OwnOpenssl> own_openssl_in(const std::vector<ObjectFile> &files);
+// The files pid has mapped executable, read through /proc/PID/map_files (a
+// deleted or replaced binary, a chroot), else /proc/PID/root/PATH.
+std::vector<ObjectFile> mapped_objects(int pid);
 
 std::string describe_copies(const ScanResult &result); // "3 in [heap], 1 in anonymous" or "none"
 // The same for one component.

@@ -72,7 +72,7 @@ void warn_unreachable(const std::string &where) {
               << "stay where it puts them\n";
     return;
   }
-  for (const OwnOpenssl &own : own_openssl_in({where}))
+  for (const OwnOpenssl &own : own_openssl_in({{where, where}}))
     std::cerr << "secmem: run: " << where << " carries its own OpenSSL"
               << (own.version.empty() ? "" : " (" + own.version + ")")
               << ", linked in: the shim cannot reach it, so the keys it loads stay in ordinary memory\n";
