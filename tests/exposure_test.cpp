@@ -196,17 +196,8 @@ protected:
   static void SetUpTestSuite() {
     char pattern[] = "/tmp/secmem-programs-XXXXXX";
     dir_ = mkdtemp(pattern);
-    for (const char *type : {"RSA", "EC", "Ed25519"}) {
-      std::string gen = std::string(type) == "RSA"  ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
-                        : std::string(type) == "EC" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"
-                                                    : "-algorithm ED25519";
-      std::string key = dir_ + "/" + type + ".pem", cert = dir_ + "/" + type + ".crt";
-      ASSERT_EQ(
-          system(("openssl genpkey " + gen + " -out " + key + " 2>/dev/null && openssl req -x509 -key " + key +
-                  " -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 1 -out " + cert + " 2>/dev/null")
-                     .c_str()),
-          0);
-    }
+    for (const std::string type : {"RSA", "EC", "Ed25519"})
+      ASSERT_TRUE(make_key_and_cert(type, dir_ + "/" + type + ".pem", dir_ + "/" + type + ".crt"));
   }
   static void TearDownTestSuite() { (void)!system(("rm -rf " + dir_).c_str()); }
   static std::string key() { return dir_ + "/" + GetParam() + ".pem"; }
@@ -229,6 +220,8 @@ protected:
       EXPECT_EQ(result.of(name), 0) << what << ", " << name << ": " << describe_copies(result, name);
     EXPECT_GE(result.unreadable_secret.size(), 1u) << what << ": no secretmem mapping in the key holder";
   }
+
+  static void check_key_user(const std::vector<std::string> &args, const std::string &what);
 
   static inline std::string dir_;
 };
@@ -259,17 +252,6 @@ bool wait_for_text(int fd, const std::string &text) {
   return false;
 }
 
-bool wait_listening(const sockaddr_in &addr) {
-  for (int i = 0; i < 200; ++i) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    bool ok = connect(s, reinterpret_cast<const sockaddr *>(&addr), sizeof addr) == 0;
-    close(s);
-    if (ok) return true;
-    usleep(50000);
-  }
-  return false;
-}
-
 } // namespace
 
 // openssl s_server after three handshakes (its key signed each).
@@ -278,14 +260,12 @@ TEST_P(Programs, OpensslServer) {
   int plain = 0;
   for (bool shim : {false, true}) {
     sockaddr_in addr{};
-    int probe = bound_loopback_socket(&addr);
-    ASSERT_GE(probe, 0);
-    close(probe);
-    std::string port = std::to_string(ntohs(addr.sin_port));
+    std::string port = free_loopback_port(&addr);
+    ASSERT_NE(port, "");
     Child server =
         start({"openssl", "s_server", "-accept", "127.0.0.1:" + port, "-cert", cert(), "-key", key(), "-www", "-quiet"},
               env(shim));
-    ASSERT_TRUE(wait_listening(addr));
+    ASSERT_TRUE(wait_listening(addr, 10));
     for (int i = 0; i < 3; ++i) {
       Result client = run({"openssl", "s_client", "-connect", "127.0.0.1:" + port, "-CAfile", cert(), "-servername",
                            "localhost", "-verify_return_error", "-quiet"},
@@ -300,31 +280,31 @@ TEST_P(Programs, OpensslServer) {
   EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
 }
 
-// Python's ssl module: a server context that has made a handshake.
-TEST_P(Programs, PythonSsl) {
-  SECMEM_REQUIRE_SECRETMEM();
+// tests/key_user.py MODE ARGS (plainly, then under the shim), scanned once it says it used the key.
+void Programs::check_key_user(const std::vector<std::string> &args, const std::string &what) {
   int plain = 0;
   for (bool shim : {false, true}) {
-    Child user = start({kPython, kKeyUser, "ssl", cert(), key()}, env(shim));
+    std::vector<std::string> argv = {kPython, kKeyUser};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Child user = start(argv, env(shim));
     ASSERT_EQ(read_line(user.out), "ready");
-    check(user.pid, shim, "python3 ssl", &plain);
+    check(user.pid, shim, what, &plain);
     EXPECT_EQ(finish(user, "x\n").status, 0);
   }
   EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+}
+
+// Python's ssl module: a server context that has made a handshake.
+TEST_P(Programs, PythonSsl) {
+  SECMEM_REQUIRE_SECRETMEM();
+  check_key_user({"ssl", cert(), key()}, "python3 ssl");
 }
 
 // python3-cryptography loads the key and signs (version 38 reaches an RSA
 // key through the legacy EVP_PKEY_get1_RSA).
 TEST_P(Programs, PythonCryptography) {
   SECMEM_REQUIRE_SECRETMEM();
-  int plain = 0;
-  for (bool shim : {false, true}) {
-    Child user = start({kPython, kKeyUser, "cryptography", key()}, env(shim));
-    ASSERT_EQ(read_line(user.out), "ready");
-    check(user.pid, shim, "python3-cryptography", &plain);
-    EXPECT_EQ(finish(user, "x\n").status, 0);
-  }
-  EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+  check_key_user({"cryptography", key()}, "python3-cryptography");
 }
 
 // curl with a client certificate and key, held in a TLS connection to a
@@ -333,15 +313,13 @@ TEST_P(Programs, CurlWithAClientKey) {
   SECMEM_REQUIRE_SECRETMEM();
   int plain = 0;
   sockaddr_in addr{};
-  int probe = bound_loopback_socket(&addr);
-  ASSERT_GE(probe, 0);
-  close(probe);
-  std::string port = std::to_string(ntohs(addr.sin_port));
+  std::string port = free_loopback_port(&addr);
+  ASSERT_NE(port, "");
   // The server: an EC key of its own; it verifies the client against the client's self-signed certificate.
   std::string server_key = dir_ + "/EC.pem", server_cert = dir_ + "/EC.crt";
   Child server = start({"openssl", "s_server", "-accept", "127.0.0.1:" + port, "-cert", server_cert, "-key", server_key,
                         "-Verify", "1", "-CAfile", cert(), "-quiet"});
-  ASSERT_TRUE(wait_listening(addr));
+  ASSERT_TRUE(wait_listening(addr, 10));
   for (bool shim : {false, true}) {
     std::vector<std::string> argv = {"curl",
                                      "-sv",

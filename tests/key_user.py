@@ -5,34 +5,15 @@ Usage: key_user.py ssl CERT KEY       -- a TLS server context of the ssl
                                          module, and one handshake with it
        key_user.py cryptography KEY   -- python3-cryptography loads the key
                                          and signs with it"""
-import socket
-import ssl
 import sys
-import threading
 
 
 def ssl_server(cert, key):
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.load_verify_locations(cert)
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    from tls_handshake import handshake  # beside this file
 
-    def serve():
-        conn, _ = listener.accept()
-        with server_ctx.wrap_socket(conn, server_side=True) as tls:
-            tls.sendall(tls.recv(64))
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with client_ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(b"ping")
-            if tls.recv(64) != b"ping":
-                sys.exit("no echo")
-    thread.join(timeout=10)
-    listener.close()
+    server_ctx, _, ok = handshake(cert, key)
+    if not ok:
+        sys.exit("no TLS exchange")
     return server_ctx
 
 

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <dirent.h>
 #include <fstream>
+#include <functional>
 #include <netinet/in.h>
 #include <string>
 #include <sys/socket.h>
@@ -35,24 +36,6 @@ namespace {
 
 const std::string kShim = SECMEM_PRELOAD_PATH;
 const std::string kPgBin = "/usr/lib/postgresql/15/bin";
-
-std::string free_port(sockaddr_in *addr) {
-  int probe = bound_loopback_socket(addr);
-  EXPECT_GE(probe, 0);
-  close(probe);
-  return std::to_string(ntohs(addr->sin_port));
-}
-
-bool wait_listening(const sockaddr_in &addr) {
-  for (int i = 0; i < 300; ++i) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    bool ok = connect(s, reinterpret_cast<const sockaddr *>(&addr), sizeof addr) == 0;
-    close(s);
-    if (ok) return true;
-    usleep(50000);
-  }
-  return false;
-}
 
 // pid and its descendants, from /proc/*/stat.
 std::vector<int> process_tree(int pid) {
@@ -83,16 +66,10 @@ protected:
     char pattern[] = "/tmp/secmem-servers-XXXXXX";
     dir_ = mkdtemp(pattern);
     chmod(dir_.c_str(), 0755); // PostgreSQL runs as its own user
-    for (const char *type : {"RSA", "EC", "Ed25519"}) {
-      std::string gen = std::string(type) == "RSA"  ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
-                        : std::string(type) == "EC" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"
-                                                    : "-algorithm ED25519";
+    for (const std::string type : {"RSA", "EC", "Ed25519"}) {
       std::string key = dir_ + "/" + type + ".pem", cert = dir_ + "/" + type + ".crt";
-      ASSERT_EQ(system(("openssl genpkey " + gen + " -out " + key + " 2>/dev/null && openssl req -x509 -key " + key +
-                        " -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 1 -out " + cert +
-                        " 2>/dev/null && cat " + cert + " " + key + " > " + dir_ + "/" + type + ".combined")
-                           .c_str()),
-                0);
+      ASSERT_TRUE(make_key_and_cert(type, key, cert));
+      ASSERT_EQ(system(("cat " + cert + " " + key + " > " + dir_ + "/" + type + ".combined").c_str()), 0); // HAProxy's
     }
   }
   static void TearDownTestSuite() { (void)!system(("rm -rf " + dir_).c_str()); }
@@ -143,6 +120,9 @@ protected:
     return total;
   }
 
+  static void check_echo_server(const std::string &name,
+                                const std::function<std::vector<std::string>(const std::string &)> &argv_for);
+
   static inline std::string dir_;
 };
 
@@ -163,41 +143,43 @@ struct Running {
 
 } // namespace
 
-// stunnel: TLS in front of /bin/cat (exec= forks a child per connection, which execs).
-TEST_P(Servers, Stunnel) {
-  SECMEM_REQUIRE_SECRETMEM();
+// An echo server over TLS started by argv_for(port), plainly then under the
+// shim: it echoes twice, then its process tree is scanned.
+void Servers::check_echo_server(const std::string &name,
+                                const std::function<std::vector<std::string>(const std::string &)> &argv_for) {
   int plain = 0;
   for (bool shim : {false, true}) {
     sockaddr_in addr{};
-    std::string port = free_port(&addr), conf = dir_ + "/stunnel-" + GetParam() + ".conf";
-    std::ofstream(conf) << "foreground = yes\npid =\ndebug = 0\n[echo]\naccept = 127.0.0.1:" << port
-                        << "\ncert = " << cert() << "\nkey = " << key() << "\nexec = /bin/cat\n";
-    Running server(start({"stunnel4", conf}, env(shim)));
-    ASSERT_TRUE(wait_listening(addr)) << "stunnel did not listen";
+    std::string port = free_loopback_port(&addr);
+    ASSERT_NE(port, "");
+    Running server(start(argv_for(port), env(shim)));
+    ASSERT_TRUE(wait_listening(addr, 15)) << name << " did not listen";
     for (int i = 0; i < 2; ++i) EXPECT_EQ(exchange(port, "ping\\n"), "ping\n");
-    int found = scan_tree(server.child.pid, shim, "stunnel");
+    int found = scan_tree(server.child.pid, shim, name);
     if (!shim) plain = found;
   }
   EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
 }
 
+// stunnel: TLS in front of /bin/cat (exec= forks a child per connection, which execs).
+TEST_P(Servers, Stunnel) {
+  SECMEM_REQUIRE_SECRETMEM();
+  check_echo_server("stunnel", [](const std::string &port) {
+    std::string conf = dir_ + "/stunnel-" + GetParam() + ".conf";
+    std::ofstream(conf) << "foreground = yes\npid =\ndebug = 0\n[echo]\naccept = 127.0.0.1:" << port
+                        << "\ncert = " << cert() << "\nkey = " << key() << "\nexec = /bin/cat\n";
+    return std::vector<std::string>{"stunnel4", conf};
+  });
+}
+
 // socat: a TLS listener that forks a child per connection, in front of cat.
 TEST_P(Servers, Socat) {
   SECMEM_REQUIRE_SECRETMEM();
-  int plain = 0;
-  for (bool shim : {false, true}) {
-    sockaddr_in addr{};
-    std::string port = free_port(&addr);
-    Running server(start(
-        {"socat", "OPENSSL-LISTEN:" + port + ",bind=127.0.0.1,reuseaddr,fork,verify=0,cert=" + cert() + ",key=" + key(),
-         "EXEC:/bin/cat"},
-        env(shim)));
-    ASSERT_TRUE(wait_listening(addr)) << "socat did not listen";
-    for (int i = 0; i < 2; ++i) EXPECT_EQ(exchange(port, "ping\\n"), "ping\n");
-    int found = scan_tree(server.child.pid, shim, "socat");
-    if (!shim) plain = found;
-  }
-  EXPECT_GT(plain, 0) << "the scan finds the key where nothing protects it";
+  check_echo_server("socat", [](const std::string &port) {
+    return std::vector<std::string>{
+        "socat", "OPENSSL-LISTEN:" + port + ",bind=127.0.0.1,reuseaddr,fork,verify=0,cert=" + cert() + ",key=" + key(),
+        "EXEC:/bin/cat"};
+  });
 }
 
 // HAProxy with 2 threads, answering every HTTPS request itself.
@@ -206,13 +188,13 @@ TEST_P(Servers, Haproxy) {
   int plain = 0;
   for (bool shim : {false, true}) {
     sockaddr_in addr{};
-    std::string port = free_port(&addr), conf = dir_ + "/haproxy-" + GetParam() + ".cfg";
+    std::string port = free_loopback_port(&addr), conf = dir_ + "/haproxy-" + GetParam() + ".cfg";
     std::ofstream(conf) << "global\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 5s\n"
                         << "  timeout server 5s\nfrontend tls\n  bind 127.0.0.1:" << port << " ssl crt " << dir_ << "/"
                         << GetParam() << ".combined\n"
                         << "  http-request return status 200 content-type text/plain string ok\n";
     Running server(start({"haproxy", "-db", "-f", conf}, env(shim)));
-    ASSERT_TRUE(wait_listening(addr)) << "haproxy did not listen";
+    ASSERT_TRUE(wait_listening(addr, 15)) << "haproxy did not listen";
     for (int i = 0; i < 3; ++i) {
       Result fetch = run({"curl", "-s", "--max-time", "20", "--cacert", cert(), "--resolve",
                           "localhost:" + port + ":127.0.0.1", "https://localhost:" + port + "/"});
@@ -243,7 +225,7 @@ TEST_P(Servers, Postgresql) {
   int plain = 0;
   for (bool shim : {false, true}) {
     sockaddr_in addr{};
-    std::string port = free_port(&addr);
+    std::string port = free_loopback_port(&addr);
     std::vector<std::string> argv = as_postgres;
     argv.push_back("env");
     for (const std::string &entry : env(shim)) argv.push_back(entry);
@@ -251,7 +233,7 @@ TEST_P(Servers, Postgresql) {
                              "ssl_cert_file=" + pg + "/server.crt", "-c", "ssl_key_file=" + pg + "/server.key", "-c",
                              "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + pg, "-p", port});
     Running server(start(argv));
-    ASSERT_TRUE(wait_listening(addr)) << "postgres did not listen";
+    ASSERT_TRUE(wait_listening(addr, 15)) << "postgres did not listen";
     std::string conn = "host=127.0.0.1 port=" + port + " user=postgres sslmode=require dbname=postgres";
     Result query = run({"psql", conn, "-Atc", "select ssl from pg_stat_ssl where pid = pg_backend_pid()"});
     EXPECT_EQ(query.out, "t\n") << query.err;
@@ -271,23 +253,19 @@ TEST_P(Servers, Postgresql) {
 TEST_P(Servers, Apache) {
   SECMEM_REQUIRE_SECRETMEM();
   std::string type = GetParam();
-  std::string gen = type == "RSA"  ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
-                    : type == "EC" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"
-                                   : "-algorithm ED25519";
   for (const char *mpm : {"prefork", "event"}) {
     int plain = 0, plain_after = 0;
     for (bool shim : {false, true}) {
       SCOPED_TRACE(std::string(mpm) + (shim ? " under the shim" : " plain"));
       std::string root = dir_ + "/apache-" + mpm + "-" + type + (shim ? "-shim" : "-plain");
       ASSERT_EQ(system(("mkdir -p " + root + " && echo hello > " + root + "/index.html && cp " + key() + " " + root +
-                        "/key.pem && cp " + cert() + " " + root + "/cert.pem && openssl genpkey " + gen + " -out " +
-                        root + "/new.pem 2>/dev/null && openssl req -x509 -key " + root +
-                        "/new.pem -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 1 -out " + root +
-                        "/new.crt 2>/dev/null && chmod -R a+rX " + root)
+                        "/key.pem && cp " + cert() + " " + root + "/cert.pem")
                            .c_str()),
                 0);
+      ASSERT_TRUE(make_key_and_cert(type, root + "/new.pem", root + "/new.crt")); // the key it restarts to
+      ASSERT_EQ(system(("chmod -R a+rX " + root).c_str()), 0);
       sockaddr_in addr{};
-      std::string port = free_port(&addr), conf = root + "/httpd.conf";
+      std::string port = free_loopback_port(&addr), conf = root + "/httpd.conf";
       std::ofstream(conf) << "ServerRoot " << root << "\nPidFile " << root << "/httpd.pid\nErrorLog " << root
                           << "/error.log\nServerName localhost\nListen 127.0.0.1:" << port << "\nLoadModule mpm_" << mpm
                           << "_module /usr/lib/apache2/modules/mod_mpm_" << mpm
@@ -298,7 +276,7 @@ TEST_P(Servers, Apache) {
                           << "/cert.pem\nSSLCertificateKeyFile " << root << "/key.pem\nSSLSessionCache none\n";
       // Its own session: a graceful restart signals the whole process group.
       Running server(start({"apache2", "-f", conf, "-DFOREGROUND"}, env(shim), [] { setsid(); }));
-      ASSERT_TRUE(wait_listening(addr)) << read_file(root + "/error.log");
+      ASSERT_TRUE(wait_listening(addr, 15)) << read_file(root + "/error.log");
       auto fetch = [&](const std::string &ca) {
         return run({"curl", "-s", "--max-time", "20", "--cacert", ca, "--resolve", "localhost:" + port + ":127.0.0.1",
                     "https://localhost:" + port + "/index.html"});

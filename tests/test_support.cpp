@@ -241,4 +241,35 @@ int bound_loopback_socket(sockaddr_in *addr) {
   return fd;
 }
 
+std::string free_loopback_port(sockaddr_in *addr) {
+  int probe = bound_loopback_socket(addr);
+  if (probe < 0) return "";
+  close(probe);
+  return std::to_string(ntohs(addr->sin_port));
+}
+
+bool wait_listening(const sockaddr_in &addr, int seconds) {
+  for (int i = 0; i < seconds * 20; ++i) {
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = connect(s, reinterpret_cast<const sockaddr *>(&addr), sizeof addr) == 0;
+    close(s);
+    if (ok) return true;
+    usleep(50000);
+  }
+  return false;
+}
+
+std::string genpkey_args(const std::string &type) {
+  return type == "RSA"  ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
+         : type == "EC" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"
+                        : "-algorithm ED25519";
+}
+
+bool make_key_and_cert(const std::string &type, const std::string &key, const std::string &cert) {
+  return system(("openssl genpkey " + genpkey_args(type) + " -out " + key + " 2>/dev/null && openssl req -x509 -key " +
+                 key + " -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 1 -out " + cert +
+                 " 2>/dev/null")
+                    .c_str()) == 0;
+}
+
 } // namespace secmem::test

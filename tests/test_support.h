@@ -99,5 +99,17 @@ bool all_zero(const void *p, size_t n);
 // A TCP socket bound to 127.0.0.1 on a port the kernel picked; *addr gets
 // the address. -1 on failure.
 int bound_loopback_socket(sockaddr_in *addr);
+// A port on 127.0.0.1 that was free a moment ago (*addr gets the address),
+// as text for a command line; "" when none could be had.
+std::string free_loopback_port(sockaddr_in *addr);
+// Whether something accepts connections at addr within the given seconds.
+bool wait_listening(const sockaddr_in &addr, int seconds);
+
+// openssl genpkey's arguments for a test key: "RSA" (2048 bits), "EC"
+// (P-256) or "Ed25519".
+std::string genpkey_args(const std::string &type);
+// A fresh key of that type in key, and a self-signed certificate for
+// localhost in cert. False when openssl failed.
+bool make_key_and_cert(const std::string &type, const std::string &key, const std::string &cert);
 
 } // namespace secmem::test

@@ -385,10 +385,7 @@ std::string load_error(const std::string &path, const std::string &pass = "") {
 TEST_P(KeyFiles, EveryFormatGivesTheSameComponents) {
   std::string type = GetParam(), d = dir_ + "/" + type;
   ASSERT_EQ(mkdir(d.c_str(), 0700), 0);
-  std::string gen = type == "RSA"  ? "-algorithm RSA -pkeyopt rsa_keygen_bits:2048"
-                    : type == "EC" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"
-                                   : "-algorithm ED25519";
-  ASSERT_NO_FATAL_FAILURE(sh("cd " + d + "; openssl genpkey " + gen + " -out pkcs8.pem 2>/dev/null"));
+  ASSERT_NO_FATAL_FAILURE(sh("cd " + d + "; openssl genpkey " + genpkey_args(type) + " -out pkcs8.pem 2>/dev/null"));
   tool::KeyMaterial original = tool::load_key_material(d + "/pkcs8.pem");
   size_t expected = type == "RSA" ? 6 : 1;
   ASSERT_EQ(original.components.size(), expected);
