@@ -43,6 +43,21 @@
 //                   every process keeps its own heap
 //   live-children   children that live on (one closing every descriptor, one
 //                   exec'ing) while the parent forks more: each keeps its heap
+//   start-up-in-fork
+//                   another thread starts the heap and writes a secret while a
+//                   fork runs its prepare handlers (a slow one of the
+//                   program's): the child has a copy of its own and a working
+//                   heap
+//   first-in-prepare
+//                   the process's first secret allocation comes from a fork
+//                   prepare handler: no hang; NULL (ENOMEM) where secmem's
+//                   prepare ran first (it holds the start-up), and the heap
+//                   works after the fork in parent and child
+//
+// fork_edges_late (the same modes, tests/late_secmem.c) loads libsecmem with
+// dlopen at its first secmem call, after the mode registered its own fork
+// handlers: those run around secmem's (prepare after it, child and parent
+// handlers before it) instead of inside them.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -818,6 +833,86 @@ static int pid_namespace(void) {
   _exit(kept == 0 ? 0 : 1);
 }
 
+// ---- start-up-in-fork ----
+
+static atomic_int g_go, g_started;
+static char *volatile g_late_block;
+
+static void *start_and_write(void *arg) {
+  (void)arg;
+  while (!atomic_load(&g_go)) usleep(100);
+  char *p = secmem_malloc(64);
+  if (p != NULL) memset(p, 'B', 64);
+  g_late_block = p;
+  atomic_store(&g_started, 1);
+  return NULL;
+}
+
+// The program's own prepare handler, slow: the other thread starts the heap
+// meanwhile (or, where secmem's prepare handler ran first, waits for the
+// fork to end: then it cannot finish here, and this waits 300 ms only).
+static void slow_prepare(void) {
+  if (atomic_load(&g_go)) return;
+  atomic_store(&g_go, 1);
+  for (int i = 0; i < 3000 && !atomic_load(&g_started); ++i) usleep(100);
+  usleep(2000);
+}
+
+static int start_up_in_fork(void) {
+  if (pthread_atfork(slow_prepare, NULL, NULL) != 0) return fail("pthread_atfork");
+  (void)secmem_owns(NULL); // fork_edges_late: loads libsecmem (a load during a fork is not this test's case)
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, start_and_write, NULL) != 0) return fail("pthread_create");
+  alarm(30);
+  pid_t pid = fork();
+  if (pid == 0) {
+    // The heap must work here, and be this child's own.
+    char *mine = secmem_malloc(64);
+    if (mine == NULL) _exit(2);
+    memset(mine, 'C', 64);
+    if (g_late_block != NULL) memset(g_late_block, 'C', 64);
+    secmem_free(mine);
+    _exit(0);
+  }
+  if (pid < 0) return fail("fork");
+  int before = atomic_load(&g_started);
+  int status = wait_status(pid);
+  pthread_join(thread, NULL);
+  int kept = g_late_block != NULL && all_bytes(g_late_block, 'B', 64);
+  printf("start-up-in-fork: block written %s the fork, child status %d, parent's block %s\n",
+         before ? "before" : "after", status, kept ? "kept" : "CHANGED");
+  return status == 0 && kept ? 0 : 1;
+}
+
+// ---- first-in-prepare ----
+
+static void *g_prepare_first = (void *)1;
+static int g_prepare_errno;
+
+static void first_in_prepare(void) {
+  errno = 0;
+  g_prepare_first = secmem_malloc(32);
+  g_prepare_errno = errno;
+}
+
+static int first_allocation_in_prepare(void) {
+  if (pthread_atfork(first_in_prepare, NULL, NULL) != 0) return fail("pthread_atfork");
+  (void)secmem_owns(NULL); // fork_edges_late: loads libsecmem
+  alarm(30);
+  pid_t pid = fork();
+  if (pid == 0) {
+    char *p = secmem_malloc(64);
+    _exit(p != NULL && secmem_owns(p) ? 0 : 1);
+  }
+  if (pid < 0) return fail("fork");
+  int status = wait_status(pid);
+  char *after = secmem_malloc(64);
+  printf("first-in-prepare: prepare's allocation %s (errno %d), child %d, parent's next allocation %s\n",
+         g_prepare_first != NULL ? "made" : "NULL", g_prepare_errno, status, after != NULL ? "made" : "NULL");
+  if (g_prepare_first == NULL && g_prepare_errno != ENOMEM) return fail("NULL without ENOMEM");
+  return status == 0 && after != NULL ? 0 : 1;
+}
+
 // ---- data-stderr ----
 
 static int data_stderr(const char *path) {
@@ -848,5 +943,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "no-fds") == 0) return no_fds();
   if (strcmp(argv[1], "pid-namespace") == 0) return pid_namespace();
   if (strcmp(argv[1], "fork-in-handler") == 0 && argc > 2) return fork_inside_a_handler(argv[2]);
+  if (strcmp(argv[1], "start-up-in-fork") == 0) return start_up_in_fork();
+  if (strcmp(argv[1], "first-in-prepare") == 0) return first_allocation_in_prepare();
   return fail("unknown mode");
 }

@@ -324,17 +324,12 @@ TEST(Fork, TheChildCopiesThePagesInUseOnly) {
 namespace {
 // tests/fork_edges.c, in a fresh process under a time limit: success when it
 // exits 0; its output otherwise.
-testing::AssertionResult fork_edges(const std::vector<std::string> &args) {
+testing::AssertionResult fork_edges(const std::vector<std::string> &args, const char *binary = SECMEM_FORK_EDGES_PATH) {
   // ThreadSanitizer counts the threads a fork child does not have as leaked,
   // and glibc's own allocation in a child forked from a signal handler as
   // signal-unsafe: neither is secmem's.
-  std::vector<std::string> argv = {"env",
-                                   "TSAN_OPTIONS=report_thread_leaks=0:report_signal_unsafe=0",
-                                   "timeout",
-                                   "-s",
-                                   "KILL",
-                                   "120",
-                                   SECMEM_FORK_EDGES_PATH};
+  std::vector<std::string> argv = {
+      "env", "TSAN_OPTIONS=report_thread_leaks=0:report_signal_unsafe=0", "timeout", "-s", "KILL", "120", binary};
   argv.insert(argv.end(), args.begin(), args.end());
   Result result = run(argv);
   if (result.status == 0) return testing::AssertionSuccess();
@@ -350,12 +345,32 @@ TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) { EXPECT_TRUE(fork_edges({
 // lock-free) used to deadlock in the prepare handler.
 TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) { EXPECT_TRUE(fork_edges({"signal-fork", "2"})); }
 
-// Fork handlers registered before the heap started run inside secmem's: a
-// prepare handler that frees made fork hang; a child handler that frees
-// wrote the parent's pages.
+// Fork handlers that use the heap, registered after secmem's (when the
+// program starts) and before them (fork_edges_late loads libsecmem later):
+// the latter run inside secmem's. A prepare handler that frees made fork
+// hang; a child handler that frees wrote the parent's pages.
 TEST(ForkEdges, OtherForkHandlersMayUseTheHeap) {
-  EXPECT_TRUE(fork_edges({"atfork-order"}));
-  EXPECT_TRUE(fork_edges({"atfork-parent"}));
+  for (const char *binary : {SECMEM_FORK_EDGES_PATH, SECMEM_FORK_EDGES_LATE_PATH}) {
+    EXPECT_TRUE(fork_edges({"atfork-order"}, binary)) << binary;
+    EXPECT_TRUE(fork_edges({"atfork-parent"}, binary)) << binary;
+  }
+}
+
+// Another thread starts the heap and writes a secret while a fork runs its
+// prepare handlers: secmem's handlers used to be registered at start-up, so
+// a start-up inside that window went unseen by the fork (glibc lets
+// pthread_atfork in while handlers run), and the child shared the parent's
+// secret pages (and could inherit its heap lock held). Now they are
+// registered when the library loads: before the program's (the start-up
+// completes, then secmem's prepare copies) or after them (secmem's prepare
+// holds the start-up until the fork is done).
+TEST(ForkEdges, StartUpWhileAForkRunsItsHandlers) {
+  for (const char *binary : {SECMEM_FORK_EDGES_PATH, SECMEM_FORK_EDGES_LATE_PATH}) {
+    EXPECT_TRUE(fork_edges({"start-up-in-fork"}, binary)) << binary;
+    // The first secret allocation from a prepare handler: where secmem's ran
+    // first (it holds the start-up), NULL and ENOMEM, not a wait for itself.
+    EXPECT_TRUE(fork_edges({"first-in-prepare"}, binary)) << binary;
+  }
 }
 
 // Two threads forking at once: glibc runs their handlers side by side; the
@@ -383,7 +398,9 @@ TEST(ForkEdges, LiveChildrenKeepTheirHeapsWhileTheParentForksMore) { EXPECT_TRUE
 // parent's pages, or the outer child's staging file) or to end the outer
 // parent's wait early with its byte.
 TEST(ForkEdges, AForkInsideAForkHandler) {
-  for (const char *mode : {"prepare", "parent", "child"}) EXPECT_TRUE(fork_edges({"fork-in-handler", mode})) << mode;
+  for (const char *binary : {SECMEM_FORK_EDGES_PATH, SECMEM_FORK_EDGES_LATE_PATH})
+    for (const char *mode : {"prepare", "parent", "child"})
+      EXPECT_TRUE(fork_edges({"fork-in-handler", mode}, binary)) << binary << " " << mode;
 }
 
 // The staging file and pipe are descriptors kept between forks: a daemon

@@ -26,14 +26,23 @@ std::atomic<State> g_state{State::kUninitialised};
 
 namespace {
 
-// The process whose thread is starting the heap, or 0. A fork child of a
-// process that was starting up finds its parent's pid here (the starting
-// thread is not in the child) and starts the heap itself, from the step its
-// parent had reached.
+// The process whose thread is starting the heap, or 0, and that thread (0
+// when none: cleared before the process is). A fork child of a process whose
+// start-up a fork cut short (a signal handler's, on the starting thread)
+// finds its parent's pid here; a thread of its own other than the starting
+// one starts the heap itself, from the step its parent had reached. A fork
+// holds the start-up for its whole length (prepare_fork), so another
+// thread's start-up never completes between the prepare handlers and the
+// copy of the process.
 std::atomic<pid_t> g_init_owner{0};
-enum InitStep : int { kNothing, kConfigured, kPoolReady, kHandlersRegistered };
+std::atomic<pthread_t> g_init_thread{0};
+enum InitStep : int { kNothing, kConfigured, kPoolReady };
 int g_init_step = kNothing;
 bool g_cache_key_created = false;
+
+enum class InitLock { kTaken, kDone, kMine };
+InitLock take_init_lock();
+void release_init_lock();
 
 // ---- fork: the lock, the gate and the caches (the chunk copies are the pool's, chunks/fork.cpp) ----
 
@@ -42,6 +51,14 @@ bool g_cache_key_created = false;
 // keep them apart). Handlers registered twice (a fork child that finished its
 // parent's start-up) run once: g_fork_nest counts the forker's extra calls.
 unsigned g_fork_nest = 0;
+// What secmem's prepare handler did for the fork in progress, which its
+// parent and child handlers undo: the heap's whole half (a ready heap), a
+// hold on the start-up (a heap not started: it cannot complete during the
+// fork; g_start_up_holds counts nested forks), or nothing (a failed heap,
+// or a fork from a signal handler that interrupted this thread's start-up).
+enum class ForkMode : uint8_t { kNone, kHeap, kStartUpHeld };
+std::atomic<ForkMode> g_fork_mode{ForkMode::kNone};
+unsigned g_start_up_holds = 0;
 pid_t g_fork_parent = 0;
 // The fork came from a signal handler that interrupted this thread's own
 // locked heap operation: the lock stays as it is, and the interrupted
@@ -63,7 +80,47 @@ bool forking_here() {
          g_heap.lock.held_by_me();
 }
 
-void prepare_fork() NO_THREAD_SAFETY_ANALYSIS {
+void prepare_heap_fork();
+
+// Registered when the library is loaded, so for every fork: before the heap
+// is ready it holds the start-up off until the fork is done (another
+// thread's start-up in progress finishes first).
+void prepare_fork() {
+  for (;;) {
+    State state = g_state.load(std::memory_order_acquire);
+    if (state == State::kReady) {
+      prepare_heap_fork();
+      return;
+    }
+    if (state == State::kFailed) {
+      g_fork_mode.store(ForkMode::kNone, std::memory_order_relaxed);
+      return;
+    }
+    switch (take_init_lock()) {
+    case InitLock::kTaken:
+      if (g_state.load(std::memory_order_acquire) != State::kUninitialised) {
+        release_init_lock();
+        continue;
+      }
+      g_start_up_holds = 1;
+      g_fork_mode.store(ForkMode::kStartUpHeld, std::memory_order_relaxed);
+      return;
+    case InitLock::kDone: continue;
+    case InitLock::kMine:
+      if (g_start_up_holds > 0) { // a fork inside this thread's fork
+        ++g_start_up_holds;
+        return;
+      }
+      // A signal handler that interrupted this thread's start-up: the
+      // start-up goes on in parent and child when the handler returns.
+      g_fork_mode.store(ForkMode::kNone, std::memory_order_relaxed);
+      return;
+    }
+  }
+}
+
+void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
+  g_fork_mode.store(ForkMode::kHeap, std::memory_order_relaxed);
   if (forking_here()) {
     // A fork inside a fork: a handler registered before secmem's forks (or
     // handlers registered twice). This process gets its own copy first, if
@@ -98,7 +155,19 @@ void prepare_fork() NO_THREAD_SAFETY_ANALYSIS {
   g_heap.pool.prepare_fork();
 }
 
+// The start-up held for this fork: the last of nested forks lets it go.
+// In a child the owner becomes the child (its only thread is the holder).
+void after_fork_with_start_up_held(bool child) {
+  if (--g_start_up_holds == 0)
+    release_init_lock();
+  else if (child)
+    g_init_owner.store(getpid(), std::memory_order_relaxed);
+}
+
 void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
+  ForkMode mode = g_fork_mode.load(std::memory_order_relaxed);
+  if (mode == ForkMode::kStartUpHeld) return after_fork_with_start_up_held(false);
+  if (mode == ForkMode::kNone) return;
   if (g_fork_nest != 0) {
     g_heap.pool.after_nested_fork_parent(--g_fork_nest);
     return;
@@ -130,6 +199,9 @@ void finish_child() NO_THREAD_SAFETY_ANALYSIS {
 }
 
 void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
+  ForkMode mode = g_fork_mode.load(std::memory_order_relaxed);
+  if (mode == ForkMode::kStartUpHeld) return after_fork_with_start_up_held(true);
+  if (mode == ForkMode::kNone) return;
   if (g_fork_nest != 0) {
     finish_child();
     --g_fork_nest;
@@ -179,30 +251,62 @@ void read_configuration() {
 }
 
 // Without its fork handlers a child would write the parent's secret pages:
-// the heap does not start.
-bool register_fork_handlers() {
-  int err = pthread_atfork(prepare_fork, after_fork_parent, after_fork_child);
-  if (err != 0)
-    diag::Line().add("cannot register the fork handlers (").err(err).add("); every allocation will return NULL").emit();
-  return err == 0;
+// the heap does not start. They are registered when the library is loaded
+// (a constructor): registered at start-up, they would miss a fork whose
+// prepare handlers had run before, and they run after every handler
+// registered later (a program's prepare handler that frees secret memory
+// runs before secmem's). Start-up registers them itself if it comes first
+// (a static constructor elsewhere in a program linked with libsecmem.a).
+enum HandlerState : int { kNotRegistered, kRegistering, kRegistered, kNotAllowed };
+std::atomic<int> g_handlers{kNotRegistered};
+int g_handlers_err = 0;
+
+bool fork_handlers_registered() {
+  int state = kNotRegistered;
+  if (g_handlers.compare_exchange_strong(state, kRegistering, std::memory_order_acquire)) {
+    g_handlers_err = pthread_atfork(prepare_fork, after_fork_parent, after_fork_child);
+    state = g_handlers_err == 0 ? kRegistered : kNotAllowed;
+    g_handlers.store(state, std::memory_order_release);
+  }
+  while (state == kRegistering) {
+    sched_yield();
+    state = g_handlers.load(std::memory_order_acquire);
+  }
+  return state == kRegistered;
 }
 
-// Takes the start-up lock, or returns false when another thread of this
-// process has finished starting the heap meanwhile.
-bool take_init_lock() NO_THREAD_SAFETY_ANALYSIS {
+__attribute__((constructor)) void register_fork_handlers_at_load() { fork_handlers_registered(); }
+
+// Takes the start-up lock; kDone when another thread of this process has
+// finished starting the heap meanwhile, kMine when this thread holds it (a
+// fork handler or a signal handler on the thread that is starting the heap
+// or holds the start-up for a fork).
+InitLock take_init_lock() NO_THREAD_SAFETY_ANALYSIS {
   pid_t me = getpid();
+  pthread_t self = pthread_self();
   for (;;) {
     pid_t owner = 0;
-    if (g_init_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) return true;
+    if (g_init_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) {
+      g_init_thread.store(self, std::memory_order_relaxed);
+      return InitLock::kTaken;
+    }
+    // Only this thread stores itself here, and clears it before it lets go.
+    if (pthread_equal(g_init_thread.load(std::memory_order_relaxed), self)) return InitLock::kMine;
     // A fork child whose parent was starting up: the starting thread is not
     // here, nor is any other that could hold the heap lock yet.
     if (owner != me && g_init_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) {
+      g_init_thread.store(self, std::memory_order_relaxed);
       g_heap.lock.reset_in_child();
-      return true;
+      return InitLock::kTaken;
     }
-    if (g_state.load(std::memory_order_acquire) != State::kUninitialised) return false;
+    if (g_state.load(std::memory_order_acquire) != State::kUninitialised) return InitLock::kDone;
     sched_yield();
   }
+}
+
+void release_init_lock() {
+  g_init_thread.store(0, std::memory_order_relaxed);
+  g_init_owner.store(0, std::memory_order_release);
 }
 
 // dlclose of the last object that needs libsecmem (a plugin): no thread may
@@ -224,28 +328,42 @@ void finish_fork_in_child_now() NO_THREAD_SAFETY_ANALYSIS {
 }
 
 bool init_slow() {
-  if (!take_init_lock()) return is_ready();
+  switch (take_init_lock()) {
+  case InitLock::kTaken: break;
+  case InitLock::kDone: return is_ready();
+  case InitLock::kMine: {
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true, std::memory_order_relaxed))
+      diag::Line()
+          .add("the secret heap cannot start inside a fork handler or a signal handler on the thread that holds its "
+               "start-up; this allocation fails (ENOMEM)")
+          .emit();
+    return false;
+  }
+  }
   if (g_state.load(std::memory_order_acquire) == State::kUninitialised) {
-    bool ok = true;
-    if (g_init_step < kConfigured) {
+    bool ok = fork_handlers_registered();
+    if (!ok)
+      diag::Line()
+          .add("cannot register the fork handlers (")
+          .err(g_handlers_err)
+          .add("); every allocation will return NULL")
+          .emit();
+    if (ok && g_init_step < kConfigured) {
       read_configuration();
       checkers::detect();
       g_init_step = kConfigured;
     }
-    if (g_init_step < kPoolReady) {
+    if (ok && g_init_step < kPoolReady) {
       ScopedLock lock(g_heap.lock);
       g_heap.central.init(policy::keeps_memory(g_ro.config));
       ok = g_heap.pool.init(g_ro.config);
       if (ok && policy::undumpable_from_start(g_ro.config)) g_heap.pool.make_undumpable();
       if (ok) g_init_step = kPoolReady;
     }
-    if (ok && g_init_step < kHandlersRegistered) {
-      ok = register_fork_handlers();
-      if (ok) g_init_step = kHandlersRegistered;
-    }
     g_state.store(ok ? State::kReady : State::kFailed, std::memory_order_release);
   }
-  g_init_owner.store(0, std::memory_order_release);
+  release_init_lock();
   return g_state.load(std::memory_order_acquire) == State::kReady;
 }
 

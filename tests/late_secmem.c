@@ -1,0 +1,50 @@
+// The secmem C API for fork_edges_late: libsecmem is loaded with dlopen at
+// the first call (not when the program starts), so that fork handlers the
+// program registered before that call were registered before secmem's.
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "secmem/secmem.h"
+
+static void *g_lib;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void load(void) {
+  g_lib = dlopen(SECMEM_LIBRARY_PATH, RTLD_NOW | RTLD_GLOBAL);
+  if (g_lib == NULL) {
+    printf("FAIL dlopen %s: %s\n", SECMEM_LIBRARY_PATH, dlerror());
+    exit(1);
+  }
+}
+
+static void *find(const char *name) {
+  pthread_once(&g_once, load);
+  void *fn = dlsym(g_lib, name);
+  if (fn == NULL) {
+    printf("FAIL dlsym %s\n", name);
+    exit(1);
+  }
+  return fn;
+}
+
+#define LATE(ret, name, params, args)                                                             \
+  ret name params {                                                                               \
+    static ret(*fn) params;                                                                       \
+    ret(*call) params = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);                                   \
+    if (call == NULL) __atomic_store_n(&fn, call = (ret(*) params)find(#name), __ATOMIC_RELEASE); \
+    return call args;                                                                             \
+  }
+
+LATE(void *, secmem_malloc, (size_t size), (size))
+LATE(void *, secmem_calloc, (size_t n, size_t size), (n, size))
+LATE(void *, secmem_sealed_alloc, (size_t size), (size))
+LATE(void, secmem_free, (void *p), (p))
+LATE(int, secmem_owns, (const void *p), (p))
+LATE(int, secmem_get_stats, (struct secmem_stats * out), (out))
+LATE(const char *, secmem_backend_name, (void), ())
+LATE(void, secmem_tag_begin, (void), ())
+LATE(void, secmem_tag_end, (void), ())
+LATE(void, secmem_reserved_range, (uintptr_t * base, size_t *size), (base, size))
