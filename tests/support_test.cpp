@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
+#include <sys/mman.h>
+
 #include "support/bitmap.h"
 #include "support/list.h"
+#include "support/object_pool.h"
 
 using namespace secmem;
 
@@ -124,4 +128,39 @@ TEST(Bitmap, FindClearRunMatchesABruteForceSearch) {
       ASSERT_EQ(first, expected) << "round " << round;
     }
   }
+}
+
+// Metadata objects: zero when taken (also when reused), and a slab's pages
+// are touched only as objects are taken from it (each page touched is one
+// more for every fork to copy; the pool used to link every object of a new
+// slab, touching all of its pages).
+struct Meta {
+  unsigned char bytes[1000];
+};
+
+TEST(ObjectPool, TakesZeroObjectsAndTouchesOnlyThePagesTaken) {
+  ObjectPool<Meta> pool;
+  Meta *first = pool.take();
+  ASSERT_NE(first, nullptr);
+  EXPECT_TRUE(std::all_of(first->bytes, first->bytes + sizeof first->bytes, [](unsigned char b) { return b == 0; }));
+  auto *slab = reinterpret_cast<char *>(first); // the first object starts the slab
+  unsigned char in_memory[16] = {};
+  ASSERT_EQ(mincore(slab, sizeof in_memory * 4096, in_memory), 0);
+  int pages = 0;
+  for (unsigned char page : in_memory) pages += page & 1;
+  EXPECT_EQ(pages, 1) << "a new slab of 64 KiB: only the page of the one object taken is in memory";
+  std::vector<Meta *> taken{first};
+  for (int i = 0; i < 200; ++i) { // past the first slab
+    Meta *m = pool.take();
+    ASSERT_NE(m, nullptr);
+    memset(m->bytes, 0xAB, sizeof m->bytes);
+    taken.push_back(m);
+  }
+  std::sort(taken.begin(), taken.end());
+  EXPECT_EQ(std::adjacent_find(taken.begin(), taken.end()), taken.end()) << "an object handed out twice";
+  Meta *back = taken[7];
+  pool.give(back);
+  Meta *again = pool.take();
+  EXPECT_EQ(again, back) << "a given-back object is taken first";
+  EXPECT_TRUE(std::all_of(again->bytes, again->bytes + sizeof again->bytes, [](unsigned char b) { return b == 0; }));
 }

@@ -1,7 +1,9 @@
 // Fixed-size metadata objects (chunks, spans, thread caches) carved from
 // private anonymous mappings: allocator metadata never lives in the secret
-// pages it describes, and never comes from the libc heap. Not thread-safe:
-// callers hold the heap lock.
+// pages it describes, and never comes from the libc heap. A slab is carved
+// one object at a time, so its pages are touched only as objects are taken
+// (each page touched is one more for every fork to copy and every child to
+// tear down). Not thread-safe: callers hold the heap lock.
 #pragma once
 
 #include <cstddef>
@@ -15,9 +17,13 @@ template <typename T> class ObjectPool {
 public:
   // A zero-initialised T, or nullptr when no memory could be mapped.
   T *take() {
-    if (free_ == nullptr && !grow()) return nullptr;
     Node *node = free_;
-    free_ = node->next;
+    if (node != nullptr) {
+      free_ = node->next;
+    } else {
+      if (next_ == end_ && !grow()) return nullptr;
+      node = next_++;
+    }
     return new (node) T();
   }
 
@@ -38,15 +44,13 @@ private:
   bool grow() {
     auto *slab = static_cast<Node *>(os::map_metadata(kSlabBytes));
     if (slab == nullptr) return false;
-    size_t n = kSlabBytes / sizeof(Node);
-    for (size_t i = 0; i < n; ++i) {
-      slab[i].next = free_;
-      free_ = &slab[i];
-    }
+    next_ = slab;
+    end_ = slab + kSlabBytes / sizeof(Node);
     return true;
   }
 
   Node *free_ = nullptr;
+  Node *next_ = nullptr, *end_ = nullptr;
 };
 
 } // namespace secmem
