@@ -137,11 +137,13 @@ __attribute__((destructor)) void write_report() {
   const char *target = env_value(process_environment(), kSECMEM_REPORT); // stderr or a path
   if (target == nullptr || is_secure_exec()) return;
   bool to_stderr = strcmp(target, "stderr") == 0;
-  if (to_stderr && !diag::stderr_takes_lines()) return; // a data file took fd 2's place
+  if (to_stderr) { // or syslog, when fd 2 is closed or is not stderr any more (a data file, /dev/null)
+    report_line().emit();
+    return;
+  }
   bool kept = !to_stderr && report_fd_intact();
-  int fd = to_stderr ? STDERR_FILENO
-           : kept    ? g_report_fd
-                     : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0600); // no wait on a FIFO
+  int fd = kept ? g_report_fd
+                : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0600); // no wait on a FIFO
   if (fd < 0) {
     diag::Line()
         .add("cannot write the report to ")
@@ -153,7 +155,7 @@ __attribute__((destructor)) void write_report() {
     return;
   }
   report_line().emit_to(fd); // O_APPEND: one write per process keeps lines whole
-  if (!to_stderr && !kept) close(fd);
+  if (!kept) close(fd);
 }
 
 } // namespace

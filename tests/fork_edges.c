@@ -35,6 +35,8 @@
 //                   that lives on keeps its heap while the parent forks more
 //   data-stderr P   closes stderr, opens the file P (it takes fd 2), writes
 //                   "DATA", allocates, exits (the shim's report must not land in P)
+//   closed-stderr   closes stderr, allocates, exits
+//   null-stderr     points fd 2 at /dev/null (as a daemon does), allocates, exits
 //   staging-reuse N N children one after another, each leaving a secret of
 //                   its own in its heap: no child finds the previous one's,
 //                   and the parent keeps a few staging files, not one per child
@@ -924,6 +926,18 @@ static int data_stderr(const char *path) {
   return 0;
 }
 
+static int other_stderr(int to_null) {
+  if (to_null) {
+    int null = open("/dev/null", O_WRONLY);
+    if (null < 0 || dup2(null, STDERR_FILENO) != STDERR_FILENO) return fail("/dev/null");
+    close(null);
+  } else {
+    close(STDERR_FILENO);
+  }
+  secmem_free(secmem_malloc(32));
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return fail("usage: fork_edges MODE [ARG]");
   long arg = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
@@ -936,6 +950,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "two-forkers") == 0) return two_forkers((int)arg);
   if (strcmp(argv[1], "signal-and-thread-fork") == 0) return signal_and_thread_fork((int)arg);
   if (strcmp(argv[1], "data-stderr") == 0 && argc > 2) return data_stderr(argv[2]);
+  if (strcmp(argv[1], "closed-stderr") == 0) return other_stderr(0);
+  if (strcmp(argv[1], "null-stderr") == 0) return other_stderr(1);
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
   if (strcmp(argv[1], "range-grow") == 0) return range_grow();

@@ -3,6 +3,10 @@
 // the shim's SECMEM_REPORT line and the secretmem mappings in /proc/PID/maps.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <sys/un.h>
+
 #include <regex>
 
 #include <arpa/inet.h>
@@ -336,13 +340,78 @@ TEST_F(Preload, StrictSandboxAfterStartUpLikeOpenSshPreauth) {
       << nodump.err;
 }
 
+namespace {
+// A syslog of the test's own: a datagram socket that a program run by
+// run_logged finds at /dev/log (a private mount namespace whose /dev holds
+// null and that socket only).
+struct Syslog {
+  std::string dir, path;
+  int fd = -1;
+  explicit Syslog(const std::string &parent) : dir(parent + "/syslog"), path(dir + "/log") {
+    mkdir(dir.c_str(), 0755);
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+    unlink(path.c_str());
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr), 0) << strerror(errno);
+  }
+  ~Syslog() { close(fd); }
+  std::string messages() const {
+    std::string all;
+    char buf[4096];
+    for (ssize_t n; (n = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0;) all += std::string(buf, n) + "\n";
+    return all;
+  }
+  // argv with its stderr as given to sh ("" leaves it as run's pipe).
+  Result run_logged(const std::vector<std::string> &argv, const std::vector<std::string> &env,
+                    const std::string &stderr_redirect = "") const {
+    std::string script = "mkdir -p " + dir + "/dev && mount -t tmpfs none " + dir + "/dev && touch " + dir +
+                         "/dev/null && mount --bind /dev/null " + dir + "/dev/null && ln -s " + path + " " + dir +
+                         "/dev/log && mount --rbind " + dir + "/dev /dev && exec \"$0\" \"$@\" " + stderr_redirect;
+    std::vector<std::string> full = {"unshare", "-m", "--propagation", "private", "sh", "-c", script, "env"};
+    full.insert(full.end(), env.begin(), env.end()); // the program's only, not the mounts'
+    full.insert(full.end(), argv.begin(), argv.end());
+    return run(full);
+  }
+};
+} // namespace
+
 // SECMEM_REPORT=stderr in a program that closed stderr and opened a data
-// file, which took fd 2: the report line stays out of the data.
-TEST_F(Preload, TheReportStaysOutOfADataFileInFdTwosPlace) {
+// file, which took fd 2: the report line stays out of the data, and goes to
+// syslog instead; so it does when the program closed stderr, or pointed it
+// at /dev/null (as daemons do). A program started with stderr on /dev/null
+// chose that: nothing goes to syslog.
+TEST_F(Preload, TheReportGoesToSyslogWhenStderrIsGone) {
+  ASSERT_EQ(geteuid(), 0u) << "a private mount namespace needs root (the suite runs as root)";
+  Syslog log(dir_);
+  std::vector<std::string> env = {"LD_PRELOAD=" + kShim, "SECMEM_REPORT=stderr"};
   std::string data = dir_ + "/data.bin";
-  Result r = run({SECMEM_FORK_EDGES_PATH, "data-stderr", data}, {"LD_PRELOAD=" + kShim, "SECMEM_REPORT=stderr"});
+  Result r = log.run_logged({SECMEM_FORK_EDGES_PATH, "data-stderr", data}, env);
   EXPECT_EQ(r.status, 0) << r.out << r.err;
   EXPECT_EQ(read_file(data), "DATA");
+  std::regex report("<12>secmem\\[[0-9]+\\]: secmem report: pid [0-9]+ \\(fork_edges\\): backend [a-z_]+; [^\n]*\n");
+  EXPECT_TRUE(std::regex_match(log.messages(), report)) << "data-stderr";
+  for (const char *mode : {"closed-stderr", "null-stderr"}) {
+    r = log.run_logged({SECMEM_FORK_EDGES_PATH, mode}, env);
+    EXPECT_EQ(r.status, 0) << mode << r.out << r.err;
+    EXPECT_EQ(r.err, "") << mode;
+    EXPECT_TRUE(std::regex_match(log.messages(), report)) << mode;
+  }
+  // stderr on /dev/null from the start (and still): the user's choice.
+  r = log.run_logged({SECMEM_FORK_EDGES_PATH, "null-stderr"}, env, "2>/dev/null");
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(log.messages(), "");
+  // Under a kill-by-default seccomp filter (socket not allowed), stderr
+  // closed: the report is lost, not the process.
+  r = log.run_logged({SECMEM_PREAUTH_PATH}, env, "2>&-");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out, "ok\n");
+  EXPECT_EQ(log.messages(), "");
+  // stderr left as it was: the report is there, and not in syslog.
+  r = log.run_logged({SECMEM_FORK_EDGES_PATH, "range-grow"}, env);
+  EXPECT_NE(r.err.find("secmem report: pid"), std::string::npos) << r.err;
+  EXPECT_EQ(log.messages(), "");
 }
 
 // The reserved range grows (downwards) for a tagged block larger than it:

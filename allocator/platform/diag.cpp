@@ -2,10 +2,14 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "platform/linux_facts.h"
@@ -79,17 +83,56 @@ __attribute__((constructor(101))) void note_startup_stderr() {
   g_startup_stderr = {true, st.st_dev, st.st_ino};
 }
 
+bool is_dev_null(const struct stat &st) {
+  return S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3;
+}
+
 } // namespace
 
 bool stderr_takes_lines() {
   struct stat st;
-  // Closed: nothing to write to. fstat refused (OpenSSH's sandbox answers
-  // EACCES): fd 2 cannot be checked, and is written as it always was.
+  // Closed: nothing to write to (syslog instead). fstat refused (OpenSSH's
+  // sandbox answers EACCES): fd 2 cannot be checked, and is written as it always was.
   if (fstat(STDERR_FILENO, &st) != 0) return errno != EBADF;
-  if (!S_ISREG(st.st_mode)) return true; // a terminal, pipe or socket: a reader of diagnostics
+  // Where it was at start-up, even /dev/null: the place the user chose.
   if (g_startup_stderr.open && st.st_dev == g_startup_stderr.dev && st.st_ino == g_startup_stderr.ino) return true;
+  if (is_dev_null(st)) return false;     // discarded since start-up (a daemon's): syslog instead
+  if (!S_ISREG(st.st_mode)) return true; // a terminal, pipe or socket: a reader of diagnostics
   int flags = fcntl(STDERR_FILENO, F_GETFL);
   return flags >= 0 && (flags & O_APPEND) != 0;
+}
+
+bool to_syslog(const char *text, size_t len) {
+  int saved = errno;
+  // A socket and a send are calls a sandbox's filter may kill on: none where
+  // a filter is in force, or where that cannot be known.
+  linux_facts::SeccompState sandbox = linux_facts::seccomp_state();
+  bool sent = false;
+  if (sandbox.known && !sandbox.filtered) {
+    constexpr const char kPrefix[] = "secmem: ";
+    if (len >= sizeof kPrefix - 1 && memcmp(text, kPrefix, sizeof kPrefix - 1) == 0) {
+      text += sizeof kPrefix - 1;
+      len -= sizeof kPrefix - 1;
+    }
+    Line message("<12>secmem["); // facility user, severity warning
+    message.dec(static_cast<uint64_t>(syscall(SYS_getpid))).add("]: ");
+    size_t head = message.length();
+    char out[sizeof(Line) + 32];
+    size_t n = 0;
+    for (; n < head; ++n) out[n] = message.text()[n];
+    for (size_t i = 0; i < len && n < sizeof out; ++i) out[n++] = text[i];
+    long fd = syscall(SYS_socket, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      memcpy(addr.sun_path, kSyslogSocket, sizeof kSyslogSocket);
+      // Never waits: a stuck log daemon costs this line, not the program.
+      sent = syscall(SYS_sendto, fd, out, n, MSG_DONTWAIT | MSG_NOSIGNAL, &addr, sizeof addr) == static_cast<long>(n);
+      syscall(SYS_close, fd);
+    }
+  }
+  errno = saved;
+  return sent;
 }
 
 bool write_all(int fd, const char *text, size_t len) {
@@ -120,7 +163,10 @@ void Line::emit() const {
   int saved = errno;
   bool takes = stderr_takes_lines();
   errno = saved;
-  if (takes) emit_to(STDERR_FILENO);
+  if (takes)
+    emit_to(STDERR_FILENO);
+  else
+    to_syslog(buf_, len_);
 }
 
 void fatal(const char *what) {

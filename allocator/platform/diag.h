@@ -23,8 +23,10 @@ public:
   Line &hex(uintptr_t value);
   Line &err(int errnum); // "EPERM" style name
   // The line and a newline to stderr, when fd 2 is still a place for
-  // diagnostics: not a regular file, or the file stderr was at start-up, or a
-  // file opened for appending (never a data file that took fd 2's place).
+  // diagnostics: what it was at start-up, or a terminal, pipe or socket, or
+  // a file opened for appending (never a data file that took fd 2's place).
+  // Otherwise (fd 2 closed since, a data file, /dev/null since start-up: a
+  // daemon's) the line goes to syslog, so that nothing is lost.
   void emit() const;
   // The line and a newline to fd in one write; false if it did not all go out.
   bool emit_to(int fd) const;
@@ -38,6 +40,13 @@ private:
 
 // Whether fd 2 is still a place for diagnostics (see Line::emit).
 bool stderr_takes_lines();
+
+// The syslog socket, and a line sent to it ("<12>secmem[PID]: " and the text
+// without its "secmem: ") with raw system calls and without waiting; not
+// where a seccomp filter is in force (socket and sendto may kill there).
+// False when it did not go out.
+inline constexpr char kSyslogSocket[] = "/dev/log";
+bool to_syslog(const char *text, size_t len);
 
 // Writes len bytes to fd with the raw system call, retrying on EINTR; keeps
 // errno. Writes nothing to a regular file that RLIMIT_FSIZE would let them
