@@ -6,7 +6,11 @@
 // per call name, and leave errno as it was. Their next functions are resolved
 // at start-up (next.cpp), never at a first call from a signal handler.
 #include <cerrno>
+#include <climits>
 #include <fcntl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "platform/diag.h"
 #include "shim.h"
@@ -81,14 +85,30 @@ SHIM_API ssize_t shim_pwrite(int fd, const void *buf, size_t n, off_t offset) __
 ssize_t shim_pread(int fd, void *buf, size_t n, off_t offset) { return pread64(fd, buf, n, offset); }
 ssize_t shim_pwrite(int fd, const void *buf, size_t n, off_t offset) { return pwrite64(fd, buf, n, offset); }
 
+// The EFAULT may be the iovec array's own (NULL, unmapped): its entries are
+// read through the kernel (process_vm_readv of this process), which fails
+// where a load would fault, a few at a time.
 SHIM_API ssize_t vmsplice(int fd, const struct iovec *iov, unsigned long count, unsigned int flags) {
   ssize_t result = next_fn(g_next.vmsplice, "vmsplice")(fd, iov, count, flags);
-  if (__builtin_expect(result < 0, 0) && errno == EFAULT)
-    for (unsigned long i = 0; i < count; ++i)
-      if (is_secret(iov[i].iov_base)) {
-        explain(kVmsplice, "vmsplice", fd, iov[i].iov_base);
-        break;
+  if (__builtin_expect(result >= 0 || errno != EFAULT, 1)) return result;
+  int saved = errno;
+  pid_t self = static_cast<pid_t>(syscall(SYS_getpid));
+  for (unsigned long done = 0; done < count && count <= IOV_MAX;) {
+    struct iovec entries[16];
+    unsigned long n = count - done < 16 ? count - done : 16;
+    struct iovec local = {entries, n * sizeof(struct iovec)};
+    struct iovec remote = {const_cast<struct iovec *>(iov + done), n * sizeof(struct iovec)};
+    if (syscall(SYS_process_vm_readv, self, &local, 1, &remote, 1, 0) != static_cast<long>(local.iov_len)) break;
+    bool found = false;
+    for (unsigned long i = 0; i < n && !found; ++i)
+      if (is_secret(entries[i].iov_base)) {
+        explain(kVmsplice, "vmsplice", fd, entries[i].iov_base);
+        found = true;
       }
+    if (found) break;
+    done += n;
+  }
+  errno = saved;
   return result;
 }
 
