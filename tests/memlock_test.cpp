@@ -115,3 +115,71 @@ TEST(Memlock, ExhaustionFollowsThePolicyAndLosesNothing) {
   }
   for (const Held &h : held) secmem_free(h.p);
 }
+
+size_t mem_total() {
+  FILE *f = fopen("/proc/meminfo", "r");
+  size_t kib = 0;
+  if (f != nullptr) {
+    if (fscanf(f, "MemTotal: %zu kB", &kib) != 1) kib = 0;
+    fclose(f);
+  }
+  return kib << 10;
+}
+
+// Blocks of 4 GiB and more, up to the documented 1 TiB, past the budget: on
+// the unlocked tier (fallback policy: mapped, never touched but for a byte at
+// each end, so they cost no RAM) or NULL with ENOMEM. Each keeps its size
+// (a 32-bit block size used to wrap: secmem_malloc(4 GiB) segfaulted, and
+// free zeroed size mod 4 GiB bytes), and free does not fault in pages that
+// were never touched. Each case in a fresh child.
+TEST(Memlock, BlocksOfFourGibAndMoreWorkOrReturnEnomem) {
+  constexpr size_t kGib = size_t{1} << 30;
+  for (size_t size :
+       {4 * kGib - 1, 4 * kGib, 4 * kGib + 1, 5 * kGib + 123, 17 * kGib, size_t{1} << 40, (size_t{1} << 40) + 1}) {
+    std::string err;
+    int status = run_in_child(
+        [size] {
+          errno = 0;
+          auto *p = static_cast<unsigned char *>(secmem_malloc(size));
+          // Past the budget: the fail policy refuses; the fallback policy must
+          // give blocks that the machine's memory could hold (the kernel's
+          // overcommit check may refuse larger ones).
+          if (p == nullptr)
+            return errno == ENOMEM && (exhaustion_policy_fail() || size > (size_t{1} << 40) || size > mem_total() / 2);
+          if (exhaustion_policy_fail()) return false;
+          p[0] = 'a';
+          p[size - 1] = 'z';
+          bool ok = secmem_owns(p) && secmem_owns(p + size - 1) && secmem_usable_size(p) == size;
+          size_t rss_before = secmem::linux_facts::status_kib_field_bytes("VmRSS");
+          secmem_free(p);
+          size_t rss_after = secmem::linux_facts::status_kib_field_bytes("VmRSS");
+          ok = ok && rss_after < rss_before + (64u << 20); // free touched no page it had not
+          // The range is free again: the next block of the same size fits.
+          p = static_cast<unsigned char *>(secmem_malloc(size));
+          ok = ok && p != nullptr && p[size / 2] == 0;
+          secmem_free(p);
+          return ok;
+        },
+        &err);
+    EXPECT_EQ(status, 0) << size << " bytes: " << err;
+  }
+}
+
+// A second free of a huge block (over 1 MiB: a chunk of its own, gone once
+// freed) is the documented double free, not "no block starts here".
+TEST(Memlock, DoubleFreeOfAHugeBlockIsCalledThat) {
+  for (size_t size : {size_t{3} << 20, size_t{5} << 30}) {
+    std::string err;
+    int status = run_in_child(
+        [size] {
+          void *p = secmem_malloc(size);
+          if (p == nullptr) return exhaustion_policy_fail();
+          secmem_free(p);
+          secmem_free(p);
+          return false;
+        },
+        &err);
+    if (err.empty() && status == 0) continue; // refused under the fail policy
+    EXPECT_NE(err.find("secmem: double free of 0x"), std::string::npos) << size << ": " << err;
+  }
+}

@@ -217,6 +217,7 @@ int ChunkPool::protect_guarded(const GuardedRun &run, int prot) {
 void ChunkPool::release_chunk(Chunk *chunk) {
   chunks_.remove(chunk);
   reservation_.publish(*chunk, nullptr);
+  if (chunk->huge) reservation_.mark_freed_huge(*chunk);
   os::release_to_reserve(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes());
   mapped_bytes_[static_cast<int>(chunk->tier)] -= chunk->mapped_bytes();
   pages_touched_ -= chunk->touched_pages;

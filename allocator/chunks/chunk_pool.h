@@ -50,6 +50,7 @@ public:
 
   bool in_range(const void *p) const { return reservation_.in_range(p); }
   Chunk *chunk_of(const void *p) const { return reservation_.chunk_of(p); }
+  bool freed_huge_at(const void *p) const { return reservation_.freed_huge_at(p); }
 
   // pages read-write pages in a chunk, faulted in. False with errno ENOMEM.
   bool alloc_run(uint32_t pages, Chunk **chunk, uint32_t *first_page);

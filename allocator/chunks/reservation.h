@@ -34,7 +34,19 @@ public:
   // The chunk whose slot holds p, or nullptr (outside the range, or unmapped).
   Chunk *chunk_of(const void *p) const {
     if (!in_range(p)) return nullptr;
-    return slot_table_[(reinterpret_cast<uintptr_t>(p) - window_) / kChunkSize].load(std::memory_order_acquire);
+    Chunk *chunk = slot_table_[(reinterpret_cast<uintptr_t>(p) - window_) / kChunkSize].load(std::memory_order_acquire);
+    return chunk == freed_huge_mark() ? nullptr : chunk;
+  }
+  // A released huge chunk's first slot keeps a mark until a chunk takes the
+  // slot again: a second free of its block (which started there) is then a
+  // double free, not a pointer to nothing.
+  void mark_freed_huge(const Chunk &chunk) {
+    slot_table_[slot_of(chunk.base)].store(freed_huge_mark(), std::memory_order_release);
+  }
+  bool freed_huge_at(const void *p) const {
+    auto addr = reinterpret_cast<uintptr_t>(p);
+    return in_range(p) && (addr - window_) % kChunkSize == 0 &&
+           slot_table_[(addr - window_) / kChunkSize].load(std::memory_order_acquire) == freed_huge_mark();
   }
 
   // count free slots in a row: their first number, or -1. When the range has
@@ -53,6 +65,7 @@ public:
 
 private:
   bool grow(uint32_t count);
+  static Chunk *freed_huge_mark() { return reinterpret_cast<Chunk *>(uintptr_t{alignof(Chunk)}); } // never a chunk
 
   uintptr_t top_ = 0;
   uintptr_t window_ = 0;        // top_ - kLargestReservation: slot 0

@@ -107,7 +107,7 @@ Span *Central::new_large_span(const GuardedRun &run) {
   span->first_page = run.first_page;
   span->pages = run.pages;
   span->cls = -1;
-  span->block_size = run.pages * static_cast<uint32_t>(os::kPageSize);
+  span->block_size = size_t{run.pages} * os::kPageSize;
   span->blocks = 1;
   span->run = run;
   span->live[0].store(1, std::memory_order_relaxed);

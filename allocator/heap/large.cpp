@@ -30,6 +30,35 @@ void give_back(Span *span, bool zeroed) REQUIRES(g_heap.lock) {
   g_heap.central.drop_large_span(span);
 }
 
+// Zeroes the pages of a huge block (a chunk of its own, released when it is
+// freed) that are in memory: pages never touched (a huge block mapped and
+// barely used) are not faulted in to be zeroed; they hold nothing, and go
+// back to the kernel with the chunk. (A block in a shared chunk stays mapped
+// for reuse: every byte of it is zeroed, swapped-out pages too.) A window
+// whose residency cannot be read is zeroed whole.
+void zero_in_memory(char *p, size_t len) {
+  constexpr size_t kWindowPages = 512;
+  unsigned char in_memory[kWindowPages];
+  for (size_t at = 0; at < len;) {
+    size_t n = (len - at) / os::kPageSize < kWindowPages ? len - at : kWindowPages * os::kPageSize;
+    size_t pages = (n + os::kPageSize - 1) / os::kPageSize;
+    if (os::pages_in_memory(p + at, n, in_memory) != 0) {
+      zero(p + at, n);
+    } else {
+      for (size_t i = 0; i < pages;) {
+        size_t end = i + 1;
+        while (end < pages && (in_memory[end] & 1) == (in_memory[i] & 1)) ++end;
+        if ((in_memory[i] & 1) != 0) {
+          size_t from = i * os::kPageSize, to = end * os::kPageSize < n ? end * os::kPageSize : n;
+          zero(p + at + from, to - from);
+        }
+        i = end;
+      }
+    }
+    at += n;
+  }
+}
+
 int access_prot(uint32_t readers, uint32_t writers) {
   return writers != 0 ? kReadWrite : readers != 0 ? PROT_READ : PROT_NONE;
 }
@@ -81,7 +110,11 @@ void release_large(void *p, const BlockRef &ref) {
   checkers::freeing(p);
   checkers::expose(p, span->block_size);
   canary::check(g_ro.canary_key, p, span->large_requested, span->block_size);
-  zero(p, span->block_size); // outside the lock: blocks can be large
+  // Outside the lock: blocks can be large.
+  if (span->chunk->huge)
+    zero_in_memory(static_cast<char *>(p), span->block_size);
+  else
+    zero(p, span->block_size);
   ScopedLock lock(g_heap.lock);
   g_heap.central.note_large(-static_cast<ptrdiff_t>(span->block_size));
   g_heap.uncached_frees++;

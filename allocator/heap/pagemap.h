@@ -20,7 +20,8 @@ inline Span *const kFreedRun = reinterpret_cast<Span *>(uintptr_t{1});
 [[gnu::always_inline]] inline Found find_block(const void *p, BlockRef *ref) {
   const ChunkPool &pool = lookup_pool();
   Chunk *chunk = pool.chunk_of(p);
-  if (chunk == nullptr) return pool.in_range(p) ? Found::kNoBlock : Found::kForeign;
+  if (chunk == nullptr)
+    return !pool.in_range(p) ? Found::kForeign : pool.freed_huge_at(p) ? Found::kFreed : Found::kNoBlock;
   uintptr_t addr = reinterpret_cast<uintptr_t>(p);
   size_t page = (addr - chunk->base) / os::kPageSize;
   // A huge chunk's size never changes; in other chunks unmapped pages have no owner.

@@ -23,8 +23,8 @@ struct Span {
   Chunk *chunk = nullptr;
   uint32_t first_page = 0; // the pages the page map points at this span
   uint32_t pages = 0;
-  int32_t cls = -1;        // -1: one large block
-  uint32_t block_size = 0; // small: the class size; large: pages * page size
+  int32_t cls = -1;      // -1: one large block
+  size_t block_size = 0; // small: the class size; large: pages * page size (4 GiB and more too)
   uint32_t blocks = 0;
   uint32_t divide_magic = 0; // offset * magic >> 32 == offset / block_size within a span
   uint32_t central_free = 0;

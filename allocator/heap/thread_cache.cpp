@@ -97,7 +97,7 @@ void *finish_allocation(const BlockRef &ref, int cls, size_t size) {
 // Checks the canary and zeroes a block being freed.
 void scrub(void *p, const BlockRef &ref) {
   ref.clear_live();
-  uint32_t block = ref.span->block_size;
+  auto block = static_cast<uint32_t>(ref.span->block_size); // a small block
   checkers::freeing(p);
   checkers::expose(p, block);
   canary::check(g_ro.canary_key, p, ref.span->requested[ref.index], block);
