@@ -5,7 +5,9 @@
 // function answers, called exactly as the program called ours. A block keeps
 // the heap it came from: free, realloc and malloc_usable_size of a secret
 // pointer (a range check) go to the secret heap.
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "api/arg_checks.h"
@@ -67,12 +69,67 @@ SHIM_API void *calloc(size_t count, size_t size) {
   return route(16, total, CALLER(), [=] { return g_next.calloc.get()(count, size); });
 }
 
+// glibc's alignment rules, for requests that go to the secret heap (the
+// next allocator applies its own to the rest): memalign takes any alignment
+// up to SIZE_MAX / 2 + 1 (more: EINVAL), rounding it up to a power of two
+// (at most 16 is malloc's own); posix_memalign wants a power-of-two multiple
+// of sizeof(void *) (else EINVAL, returned); aligned_alloc is memalign up to
+// glibc 2.37 and wants a power of two from 2.38 (asked of glibc itself, once).
+namespace {
+
+size_t memalign_alignment(size_t alignment) {
+  if (alignment <= 16) return 16;
+  if (alignment > SIZE_MAX / 2 + 1) return 0;
+  if (args::is_power_of_two(alignment)) return alignment;
+  size_t rounded = 32;
+  while (rounded < alignment) rounded <<= 1;
+  return rounded;
+}
+
+void *secret_memalign(size_t alignment, size_t n, Source source) {
+  size_t rounded = memalign_alignment(alignment);
+  if (rounded == 0) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  return secret_alloc(rounded, n, source);
+}
+
+// Whether the next aligned_alloc refuses an alignment that is not a power of two.
+bool aligned_alloc_wants_power_of_two() {
+  static std::atomic<int> answer{-1};
+  int known = answer.load(std::memory_order_relaxed);
+  if (known < 0 && resolve()) {
+    int saved = errno;
+    void *p = g_next.aligned_alloc.get()(24, 1);
+    known = p == nullptr ? 1 : 0;
+    if (p != nullptr) g_next.free.get()(p);
+    errno = saved;
+    answer.store(known, std::memory_order_relaxed);
+  }
+  return known == 1;
+}
+
+} // namespace
+
 SHIM_API void *memalign(size_t alignment, size_t n) {
-  return route(alignment, n, CALLER(), [=] { return g_next.memalign.get()(alignment, n); });
+  Source source = secret_source(CALLER());
+  if (__builtin_expect(source != Source::kNone, 0)) return secret_memalign(alignment, n, source);
+  if (__builtin_expect(!resolve(), 0)) return bootstrap_alloc(n, memalign_alignment(alignment));
+  return g_next.memalign.get()(alignment, n);
 }
 
 SHIM_API void *aligned_alloc(size_t alignment, size_t n) {
-  return route(alignment, n, CALLER(), [=] { return g_next.aligned_alloc.get()(alignment, n); });
+  Source source = secret_source(CALLER());
+  if (__builtin_expect(source != Source::kNone, 0)) {
+    if (!args::is_power_of_two(alignment) && aligned_alloc_wants_power_of_two()) {
+      errno = EINVAL;
+      return nullptr;
+    }
+    return secret_memalign(alignment, n, source);
+  }
+  if (__builtin_expect(!resolve(), 0)) return bootstrap_alloc(n, memalign_alignment(alignment));
+  return g_next.aligned_alloc.get()(alignment, n);
 }
 
 // Answers with an error code and leaves errno alone (POSIX); its own shape
@@ -81,7 +138,9 @@ SHIM_API int posix_memalign(void **out, size_t alignment, size_t n) {
   Source source = secret_source(CALLER());
   if (__builtin_expect(source != Source::kNone, 0)) {
     if (!args::valid_posix_memalign_alignment(alignment)) return EINVAL;
-    void *p = secret_alloc(alignment, n, source);
+    int saved = errno;
+    void *p = secret_memalign(alignment, n, source);
+    errno = saved;
     if (p == nullptr) return ENOMEM;
     *out = p;
     return 0;

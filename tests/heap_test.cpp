@@ -165,11 +165,31 @@ TEST(Heap, AlignedAllocHonoursEveryPowerOfTwo) {
 }
 
 TEST(Heap, AlignedAllocRejectsBadAlignments) {
-  for (size_t alignment : {size_t{0}, size_t{3}, size_t{24}, size_t{4 << 20}, SIZE_MAX}) {
+  for (size_t alignment : {size_t{0}, size_t{3}, size_t{24}, (size_t{4} << 20) + 4096, SIZE_MAX}) {
     errno = 0;
     EXPECT_EQ(secmem_aligned_alloc(alignment, 16), nullptr) << alignment;
     EXPECT_EQ(errno, EINVAL) << alignment;
   }
+}
+
+// Alignments past a slot's (2 MiB): a chunk of its own at an aligned slot
+// (they used to be refused with EINVAL here, and with ENOMEM through the
+// shim's posix_memalign); the largest power of two cannot be placed: ENOMEM.
+TEST(Heap, AlignmentsPastTwoMibGetAChunkOfTheirOwn) {
+  for (size_t alignment : {size_t{4} << 20, size_t{64} << 20, size_t{1} << 30}) {
+    for (size_t size : {size_t{1}, size_t{5000}, (size_t{4} << 20) + 1}) {
+      auto *p = static_cast<unsigned char *>(secmem_aligned_alloc(alignment, size));
+      ASSERT_NE(p, nullptr) << alignment << " " << size;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % alignment, 0u) << alignment << " " << size;
+      p[0] = 1;
+      p[size - 1] = 2;
+      EXPECT_TRUE(secmem_owns(p + size - 1));
+      secmem_free(p);
+    }
+  }
+  errno = 0;
+  EXPECT_EQ(secmem_aligned_alloc(SIZE_MAX / 2 + 1, 16), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
 }
 
 TEST(Heap, AbsurdSizesFailWithEnomem) {

@@ -414,6 +414,29 @@ TEST_F(Preload, TheReportGoesToSyslogWhenStderrIsGone) {
   EXPECT_EQ(log.messages(), "");
 }
 
+// memalign, aligned_alloc and posix_memalign in a tag scope answer as glibc
+// does outside one, alignment by alignment (0, odd ones, ones that are not a
+// power of two, past 2 MiB, up to SIZE_MAX): the same success, EINVAL or
+// ENOMEM, and a secret block aligned as glibc aligns. memalign(48, n) used to
+// fail and alignments over 2 MiB returned ENOMEM.
+TEST_F(Preload, AlignedAllocationsInATagScopeFollowGlibcsRules) {
+  Result r = run({kProbe, "align"}, {"LD_PRELOAD=" + kShim});
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::regex line("(memalign|aligned_alloc|posix_memalign) ([0-9]+): plain (ok|EINVAL|ENOMEM), tagged "
+                  "(ok|EINVAL|ENOMEM)( aligned secret)?");
+  int lines = 0, ok = 0;
+  std::istringstream out(r.out);
+  for (std::string text; std::getline(out, text); ++lines) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(text, m, line)) << text;
+    EXPECT_EQ(m[3], m[4]) << text;
+    EXPECT_EQ(m[4] == "ok", m[5].matched) << text;
+    ok += m[4] == "ok";
+  }
+  EXPECT_EQ(lines, 57);
+  EXPECT_GE(ok, 30);
+}
+
 // The reserved range grows (downwards) for a tagged block larger than it:
 // the shim used to keep the range it read first, and handed the grown
 // part's blocks to glibc (a realloc of one crashed).

@@ -27,6 +27,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <malloc.h>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -327,6 +328,73 @@ int callers(const char *library) {
 
 } // namespace
 
+// align: memalign, aligned_alloc and posix_memalign over awkward alignments,
+// each called plainly (glibc answers) and in a tag scope (the secret heap
+// answers): one line per call with both outcomes (ok, EINVAL, ENOMEM), and for
+// the tagged block whether it is aligned as glibc would align it and secret.
+int align() {
+  using Memalign = void *(*)(size_t, size_t);
+  using PosixMemalign = int (*)(void **, size_t, size_t);
+  volatile Memalign fns[] = {memalign, aligned_alloc};
+  volatile PosixMemalign posix = posix_memalign;
+  const size_t alignments[] = {0,
+                               1,
+                               2,
+                               3,
+                               8,
+                               16,
+                               24,
+                               48,
+                               64,
+                               100,
+                               4096,
+                               12288,
+                               size_t{2} << 20,
+                               size_t{3} << 20,
+                               size_t{4} << 20,
+                               size_t{1} << 30,
+                               SIZE_MAX / 2 + 1,
+                               SIZE_MAX / 2 + 2,
+                               SIZE_MAX};
+  auto outcome = [](void *p, int err) {
+    return p != nullptr ? "ok" : err == EINVAL ? "EINVAL" : err == ENOMEM ? "ENOMEM" : "other";
+  };
+  for (size_t a : alignments) {
+    for (int f = 0; f < 3; ++f) {
+      const char *name = f == 0 ? "memalign" : f == 1 ? "aligned_alloc" : "posix_memalign";
+      void *plain = nullptr, *tagged = nullptr;
+      int plain_err = 0, tagged_err = 0;
+      for (int tag = 0; tag < 2; ++tag) {
+        if (tag) secmem_tag_begin();
+        errno = 0;
+        void *p = nullptr;
+        int err = 0;
+        if (f < 2) {
+          p = fns[f](a, 100);
+          err = errno;
+        } else {
+          err = posix(&p, a, 100);
+          if (err != 0) p = nullptr;
+        }
+        if (tag) secmem_tag_end();
+        (tag ? tagged : plain) = p;
+        (tag ? tagged_err : plain_err) = err;
+      }
+      // glibc's own alignment for the request: a power of two at least a (and 16).
+      size_t want = 16;
+      while (want < a && want <= SIZE_MAX / 4) want <<= 1;
+      bool aligned = tagged != nullptr && reinterpret_cast<uintptr_t>(tagged) % want == 0;
+      printf("%s %zu: plain %s, tagged %s%s\n", name, a, outcome(plain, plain_err), outcome(tagged, tagged_err),
+             tagged == nullptr                ? ""
+             : aligned && secmem_owns(tagged) ? " aligned secret"
+                                              : " MISALIGNED OR NOT SECRET");
+      free(plain);
+      free(tagged);
+    }
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "owned") return owned(argc, argv);
@@ -339,6 +407,7 @@ int main(int argc, char **argv) {
   if (mode == "tag") return tag();
   if (mode == "direct" && argc > 2) return direct(argv[2]);
   if (mode == "sodium") return sodium();
+  if (mode == "align") return align();
   if (mode == "callers" && argc > 2) return callers(argv[2]);
   fprintf(stderr, "usage: shim_probe owned|hold|forkgen|threads|tag ...\n");
   return 2;

@@ -20,9 +20,9 @@ bool ChunkPool::init(const Config &config) {
   return reservation_.init();
 }
 
-Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge) {
+Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge, size_t alignment) {
   uint32_t slots = huge ? (min_pages + 1 + kSlotPages - 1) / kSlotPages : 1;
-  long first_slot = reservation_.take_slots(slots);
+  long first_slot = reservation_.take_slots(slots, alignment);
   if (first_slot < 0) {
     errno = ENOMEM;
     return nullptr;
@@ -165,13 +165,18 @@ void ChunkPool::free_run(Chunk *chunk, uint32_t first_page, uint32_t pages) {
 // out. Larger blocks get a chunk of their own, which the slot layout already
 // surrounds with unmapped pages.
 bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out) {
-  uint32_t align_pages = alignment > os::kPageSize ? static_cast<uint32_t>(alignment / os::kPageSize) : 1;
-  if (pages > kHugePages || align_pages > kHugePages || align_pages + pages + 1 > kMaxChunkPages) {
+  // An alignment past a slot's: a chunk of its own, at an aligned slot.
+  bool slot_aligned = alignment > kChunkSize;
+  uint32_t align_pages = slot_aligned                ? 0
+                         : alignment > os::kPageSize ? static_cast<uint32_t>(alignment / os::kPageSize)
+                                                     : 1;
+  if (slot_aligned || pages > kHugePages || align_pages > kHugePages || align_pages + pages + 1 > kMaxChunkPages) {
     if (pages >= kLargestReservation / os::kPageSize) {
       errno = ENOMEM;
       return false;
     }
-    Chunk *chunk = new_chunk(static_cast<uint32_t>(pages), true); // touched in full
+    // At a slot whose address is aligned (slots are kChunkSize-aligned already).
+    Chunk *chunk = new_chunk(static_cast<uint32_t>(pages), true, alignment); // touched in full
     if (chunk == nullptr) return false;
     chunk->free_pages = 0;
     *out = GuardedRun{chunk, 0, static_cast<uint32_t>(pages), 0, 0};

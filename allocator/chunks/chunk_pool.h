@@ -90,7 +90,7 @@ public:
   void after_nested_fork_parent(unsigned depth);
 
 private:
-  Chunk *new_chunk(uint32_t min_pages, bool huge);
+  Chunk *new_chunk(uint32_t min_pages, bool huge, size_t alignment = kChunkSize);
   bool find_run(uint32_t pages, uint32_t align_pages, Chunk **chunk, uint32_t *first);
   bool ensure_touched(Chunk *chunk, uint32_t end_page);
   bool warm(Chunk *chunk, uint32_t first, uint32_t pages);

@@ -86,12 +86,25 @@ bool Reservation::grow(uint32_t count) {
   return true;
 }
 
-long Reservation::take_slots(uint32_t count) {
+long Reservation::take_slots(uint32_t count, size_t alignment) {
   uint32_t first = 0;
   if (size_.load(std::memory_order_relaxed) == 0) return -1;
-  if (!bitmap::find_clear_run(slot_used_, kMaxSlots, count, 1, &first) &&
-      (!grow(count) || !bitmap::find_clear_run(slot_used_, kMaxSlots, count, 1, &first)))
-    return -1;
+  // A run whose address is a multiple of alignment (a power of two): every
+  // slot is one of kChunkSize; a larger alignment steps through the
+  // candidates (rare: blocks aligned to more than a slot).
+  size_t step = alignment > kChunkSize ? alignment / kChunkSize : 1;
+  if (step > kMaxSlots) return -1;
+  auto find = [&] {
+    if (step == 1) return bitmap::find_clear_run(slot_used_, kMaxSlots, count, 1, &first);
+    uintptr_t aligned = (window_ + alignment - 1) & ~(alignment - 1);
+    for (size_t slot = (aligned - window_) / kChunkSize; slot + count <= kMaxSlots; slot += step)
+      if (bitmap::find_set_in(slot_used_, static_cast<uint32_t>(slot), count) == UINT32_MAX) {
+        first = static_cast<uint32_t>(slot);
+        return true;
+      }
+    return false;
+  };
+  if (!find() && (count + step - 1 > kMaxSlots || !grow(static_cast<uint32_t>(count + step - 1)) || !find())) return -1;
   bitmap::set_range(slot_used_, first, count);
   return first;
 }

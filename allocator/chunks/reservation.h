@@ -49,10 +49,11 @@ public:
            slot_table_[(addr - window_) / kChunkSize].load(std::memory_order_acquire) == freed_huge_mark();
   }
 
-  // count free slots in a row: their first number, or -1. When the range has
+  // count free slots in a row, the first at an address that is a multiple of
+  // alignment (a power of two): their first number, or -1. When the range has
   // no such run it grows, where the address space below it is free and
   // RLIMIT_AS leaves room.
-  long take_slots(uint32_t count);
+  long take_slots(uint32_t count, size_t alignment = kChunkSize);
   void give_slots(uint32_t first, uint32_t count);
   uintptr_t slot_address(uint32_t slot) const { return window_ + uintptr_t{slot} * kChunkSize; }
   uint32_t slot_of(uintptr_t addr) const { return static_cast<uint32_t>((addr - window_) / kChunkSize); }

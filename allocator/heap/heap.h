@@ -27,7 +27,7 @@ struct secmem_stats;
 namespace secmem::heap {
 
 inline constexpr size_t kMaxRequest = size_t{1} << 40; // larger requests fail with ENOMEM
-inline constexpr size_t kMaxAlignment = kChunkSize;    // aligned_alloc refuses more (EINVAL)
+inline constexpr size_t kMaxAlignment = SIZE_MAX / 2 + 1; // any power of two (past a slot's: a chunk of its own)
 
 void *allocate(size_t size);
 void *allocate_aligned(size_t alignment, size_t size); // alignment: a power of two <= kMaxAlignment

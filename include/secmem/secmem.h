@@ -35,7 +35,9 @@ SECMEM_API SECMEM_MALLOC_LIKE void *secmem_calloc(size_t nmemb, size_t size);
 /* Resizes p (NULL: like secmem_malloc; size 0: frees p and returns NULL).
  * The old block is zeroed when it moves. On failure p is left untouched. */
 SECMEM_API void *secmem_realloc(void *p, size_t size);
-/* alignment: a power of two up to 2 MiB, else NULL with errno EINVAL. */
+/* alignment: a power of two, else NULL with errno EINVAL. An alignment over
+ * 2 MiB gives the block a chunk of its own (NULL with ENOMEM when no aligned
+ * place is left in the reserved range). */
 SECMEM_API SECMEM_MALLOC_LIKE void *secmem_aligned_alloc(size_t alignment, size_t size);
 /* Zeroes the whole usable size, then frees. NULL is ignored. */
 SECMEM_API void secmem_free(void *p);
