@@ -55,6 +55,12 @@
 //                   prepare handler: no hang; NULL (ENOMEM) where secmem's
 //                   prepare ran first (it holds the start-up), and the heap
 //                   works after the fork in parent and child
+//   quiesce         a prepare handler that waits for a lock another thread
+//                   holds while it makes the process's first secret
+//                   allocation (libraries that quiesce their threads for
+//                   fork do this): no deadlock; where secmem's prepare ran
+//                   first (fork_edges_late) the other thread starts the heap
+//                   after a bounded wait, and the child gives the heap up
 //
 // fork_edges_late (the same modes, tests/late_secmem.c) loads libsecmem with
 // dlopen at its first secmem call, after the mode registered its own fork
@@ -852,11 +858,12 @@ static void *start_and_write(void *arg) {
 
 // The program's own prepare handler, slow: the other thread starts the heap
 // meanwhile (or, where secmem's prepare handler ran first, waits for the
-// fork to end: then it cannot finish here, and this waits 300 ms only).
+// fork to end: then it cannot finish here, and this waits 50 ms only, less
+// than a waiting thread's patience with a fork's hold on the start-up).
 static void slow_prepare(void) {
   if (atomic_load(&g_go)) return;
   atomic_store(&g_go, 1);
-  for (int i = 0; i < 3000 && !atomic_load(&g_started); ++i) usleep(100);
+  for (int i = 0; i < 500 && !atomic_load(&g_started); ++i) usleep(100);
   usleep(2000);
 }
 
@@ -915,6 +922,54 @@ static int first_allocation_in_prepare(void) {
   return status == 0 && after != NULL ? 0 : 1;
 }
 
+// ---- quiesce ----
+
+static pthread_mutex_t g_quiesce = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int g_quiesce_locked, g_quiesce_done;
+static char *volatile g_quiesce_block;
+
+static void quiesce_prepare(void) { pthread_mutex_lock(&g_quiesce); }
+static void quiesce_after(void) { pthread_mutex_unlock(&g_quiesce); }
+
+static void *quiesce_thread(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&g_quiesce);
+  atomic_store(&g_quiesce_locked, 1);
+  usleep(30000); // the fork is in its prepare handlers by now
+  char *p = secmem_malloc(64);
+  if (p != NULL) memset(p, 'A', 64);
+  g_quiesce_block = p;
+  pthread_mutex_unlock(&g_quiesce);
+  atomic_store(&g_quiesce_done, 1);
+  return NULL;
+}
+
+static int quiesce(void) {
+  if (pthread_atfork(quiesce_prepare, quiesce_after, quiesce_after) != 0) return fail("pthread_atfork");
+  (void)secmem_owns(NULL); // fork_edges_late: libsecmem loads now, its handlers registered after these
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, quiesce_thread, NULL) != 0) return fail("pthread_create");
+  while (!atomic_load(&g_quiesce_locked)) usleep(100);
+  alarm(30);
+  pid_t pid = fork();
+  if (pid == 0) {
+    char *mine = secmem_malloc(64); // NULL where the heap was given up
+    if (mine != NULL) memset(mine, 'C', 64);
+    _exit(mine != NULL ? 10 : 11);
+  }
+  if (pid < 0) return fail("fork");
+  int status = wait_status(pid);
+  pthread_join(thread, NULL);
+  char *after = secmem_malloc(64);
+  int kept = g_quiesce_block != NULL && all_bytes(g_quiesce_block, 'A', 64);
+  printf("quiesce: child %s, the thread's block %s, the parent's next allocation %s\n",
+         status == 10   ? "had a heap"
+         : status == 11 ? "had no heap"
+                        : "FAILED",
+         kept ? "kept" : "LOST", after != NULL ? "made" : "NULL");
+  return (status == 10 || status == 11) && kept && after != NULL ? 0 : 1;
+}
+
 // ---- data-stderr ----
 
 static int data_stderr(const char *path) {
@@ -961,5 +1016,6 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "fork-in-handler") == 0 && argc > 2) return fork_inside_a_handler(argv[2]);
   if (strcmp(argv[1], "start-up-in-fork") == 0) return start_up_in_fork();
   if (strcmp(argv[1], "first-in-prepare") == 0) return first_allocation_in_prepare();
+  if (strcmp(argv[1], "quiesce") == 0) return quiesce();
   return fail("unknown mode");
 }

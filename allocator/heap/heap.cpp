@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/environ.h"
@@ -26,22 +28,42 @@ std::atomic<State> g_state{State::kUninitialised};
 
 namespace {
 
-// The process whose thread is starting the heap, or 0, and that thread (0
-// when none: cleared before the process is). A fork child of a process whose
-// start-up a fork cut short (a signal handler's, on the starting thread)
-// finds its parent's pid here; a thread of its own other than the starting
-// one starts the heap itself, from the step its parent had reached. A fork
-// holds the start-up for its whole length (prepare_fork), so another
-// thread's start-up never completes between the prepare handlers and the
-// copy of the process.
-std::atomic<pid_t> g_init_owner{0};
-std::atomic<pthread_t> g_init_thread{0};
+// The start-up lock: one word, the owner's pid (high half) and thread id
+// (low half), 0 when free, so that "this thread holds it" is one load (a
+// signal handler on the owner's thread sees it at once). A fork child whose
+// parent's starting thread is not in it finds the parent's pid there, takes
+// the lock over and starts the heap from the step its parent had reached. A
+// fork holds the start-up for its whole length (prepare_fork), so that no
+// start-up completes between the prepare handlers and the copy of the
+// process; a thread that waited kHoldPatience for such a hold starts the
+// heap anyway (a prepare handler that runs after secmem's may be waiting for
+// a lock that thread holds): that fork's child then cannot use the heap.
+std::atomic<uint64_t> g_init_owner{0};
 enum InitStep : int { kNothing, kConfigured, kPoolReady };
 int g_init_step = kNothing;
 bool g_cache_key_created = false;
 
+uint64_t owner_word(pid_t pid, pid_t tid) {
+  return uint64_t{static_cast<uint32_t>(pid)} << 32 | static_cast<uint32_t>(tid);
+}
+pid_t owner_pid(uint64_t word) { return static_cast<pid_t>(word >> 32); }
+uint64_t this_thread_word() { return owner_word(getpid(), static_cast<pid_t>(syscall(SYS_gettid))); }
+
+// The forking thread's hold (nested forks counted) and the word it holds
+// the lock with; a hold broken by a waiting thread.
+std::atomic<unsigned> g_start_up_holds{0};
+std::atomic<uint64_t> g_hold_word{0};
+std::atomic<pthread_t> g_hold_thread{0}; // the same thread in a fork child
+
+bool holding_start_up() {
+  return g_start_up_holds.load(std::memory_order_acquire) > 0 &&
+         pthread_equal(g_hold_thread.load(std::memory_order_relaxed), pthread_self());
+}
+std::atomic<bool> g_hold_broken{false};
+constexpr uint64_t kHoldPatienceNs = 100'000'000;
+
 enum class InitLock { kTaken, kDone, kMine };
-InitLock take_init_lock();
+InitLock take_init_lock(bool for_fork);
 void release_init_lock();
 
 // ---- fork: the lock, the gate and the caches (the chunk copies are the pool's, chunks/fork.cpp) ----
@@ -51,14 +73,7 @@ void release_init_lock();
 // keep them apart). Handlers registered twice (a fork child that finished its
 // parent's start-up) run once: g_fork_nest counts the forker's extra calls.
 unsigned g_fork_nest = 0;
-// What secmem's prepare handler did for the fork in progress, which its
-// parent and child handlers undo: the heap's whole half (a ready heap), a
-// hold on the start-up (a heap not started: it cannot complete during the
-// fork; g_start_up_holds counts nested forks), or nothing (a failed heap,
-// or a fork from a signal handler that interrupted this thread's start-up).
-enum class ForkMode : uint8_t { kNone, kHeap, kStartUpHeld };
-std::atomic<ForkMode> g_fork_mode{ForkMode::kNone};
-unsigned g_start_up_holds = 0;
+
 pid_t g_fork_parent = 0;
 // The fork came from a signal handler that interrupted this thread's own
 // locked heap operation: the lock stays as it is, and the interrupted
@@ -86,41 +101,40 @@ void prepare_heap_fork();
 // is ready it holds the start-up off until the fork is done (another
 // thread's start-up in progress finishes first).
 void prepare_fork() {
+  if (holding_start_up()) { // a fork inside this thread's fork
+    g_start_up_holds.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   for (;;) {
     State state = g_state.load(std::memory_order_acquire);
     if (state == State::kReady) {
       prepare_heap_fork();
       return;
     }
-    if (state == State::kFailed) {
-      g_fork_mode.store(ForkMode::kNone, std::memory_order_relaxed);
-      return;
-    }
-    switch (take_init_lock()) {
+    if (state == State::kFailed) return;
+    switch (take_init_lock(true)) {
     case InitLock::kTaken:
       if (g_state.load(std::memory_order_acquire) != State::kUninitialised) {
         release_init_lock();
         continue;
       }
-      g_start_up_holds = 1;
-      g_fork_mode.store(ForkMode::kStartUpHeld, std::memory_order_relaxed);
+      g_hold_word.store(g_init_owner.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      g_hold_broken.store(false, std::memory_order_relaxed);
+      g_hold_thread.store(pthread_self(), std::memory_order_relaxed);
+      g_start_up_holds.store(1, std::memory_order_release); // last: the after handlers go by it
       return;
     case InitLock::kDone: continue;
     case InitLock::kMine:
-      if (g_start_up_holds > 0) { // a fork inside this thread's fork
-        ++g_start_up_holds;
-        return;
-      }
-      // A signal handler that interrupted this thread's start-up: the
-      // start-up goes on in parent and child when the handler returns.
-      g_fork_mode.store(ForkMode::kNone, std::memory_order_relaxed);
+      // A fork inside this thread's fork counts; a signal handler that
+      // interrupted this thread's start-up holds nothing (the start-up goes
+      // on in parent and child when the handler returns).
+      if (holding_start_up()) g_start_up_holds.fetch_add(1, std::memory_order_relaxed);
       return;
     }
   }
 }
 
 void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
-  g_fork_mode.store(ForkMode::kHeap, std::memory_order_relaxed);
   if (forking_here()) {
     // A fork inside a fork: a handler registered before secmem's forks (or
     // handlers registered twice). This process gets its own copy first, if
@@ -155,19 +169,52 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   g_heap.pool.prepare_fork();
 }
 
-// The start-up held for this fork: the last of nested forks lets it go.
-// In a child the owner becomes the child (its only thread is the holder).
+// A fork child whose parent's start-up hold was broken: the heap another
+// thread started meanwhile (its chunks shared with the parent) is given up:
+// the whole reserved range back to reserve, the heap failed, one message.
+void abandon_heap_in_child() NO_THREAD_SAFETY_ANALYSIS {
+  g_heap.pool.abandon_in_child();
+  g_state.store(State::kFailed, std::memory_order_release);
+  g_init_owner.store(0, std::memory_order_release);
+  diag::Line()
+      .add("fork: another thread started the secret heap while this process was being forked; it is not this "
+           "child's to use: secret allocations here return NULL")
+      .emit();
+}
+
+// The start-up held for this fork: the last of nested forks lets it go (if
+// no waiting thread broke the hold). A child keeps nested holds in its own
+// name; a child whose parent's hold was broken before the copy may hold
+// that thread's half-started heap, its chunks shared with the parent: it
+// gives the heap up.
 void after_fork_with_start_up_held(bool child) {
-  if (--g_start_up_holds == 0)
-    release_init_lock();
-  else if (child)
-    g_init_owner.store(getpid(), std::memory_order_relaxed);
+  if (child && g_hold_broken.load(std::memory_order_relaxed)) {
+    g_start_up_holds.store(0, std::memory_order_relaxed);
+    abandon_heap_in_child();
+    return;
+  }
+  if (g_start_up_holds.fetch_sub(1, std::memory_order_relaxed) == 1) {
+    uint64_t held = g_hold_word.load(std::memory_order_relaxed);
+    g_init_owner.compare_exchange_strong(held, 0, std::memory_order_release);
+    g_hold_broken.store(false, std::memory_order_relaxed);
+  } else if (child) {
+    uint64_t held = g_hold_word.load(std::memory_order_relaxed), now = this_thread_word();
+    g_hold_word.store(now, std::memory_order_relaxed);
+    g_init_owner.compare_exchange_strong(held, now, std::memory_order_relaxed);
+  }
+}
+
+// After the fork: the start-up's hold, the heap's half, or nothing (a heap
+// that failed or has not started, or a signal handler's fork during this
+// thread's start-up).
+bool after_start_up_hold(bool child) {
+  if (!holding_start_up()) return false;
+  after_fork_with_start_up_held(child);
+  return true;
 }
 
 void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
-  ForkMode mode = g_fork_mode.load(std::memory_order_relaxed);
-  if (mode == ForkMode::kStartUpHeld) return after_fork_with_start_up_held(false);
-  if (mode == ForkMode::kNone) return;
+  if (after_start_up_hold(false) || g_state.load(std::memory_order_acquire) != State::kReady) return;
   if (g_fork_nest != 0) {
     g_heap.pool.after_nested_fork_parent(--g_fork_nest);
     return;
@@ -199,9 +246,7 @@ void finish_child() NO_THREAD_SAFETY_ANALYSIS {
 }
 
 void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
-  ForkMode mode = g_fork_mode.load(std::memory_order_relaxed);
-  if (mode == ForkMode::kStartUpHeld) return after_fork_with_start_up_held(true);
-  if (mode == ForkMode::kNone) return;
+  if (after_start_up_hold(true) || g_state.load(std::memory_order_acquire) != State::kReady) return;
   if (g_fork_nest != 0) {
     finish_child();
     --g_fork_nest;
@@ -280,34 +325,52 @@ __attribute__((constructor)) void register_fork_handlers_at_load() { fork_handle
 // Takes the start-up lock; kDone when another thread of this process has
 // finished starting the heap meanwhile, kMine when this thread holds it (a
 // fork handler or a signal handler on the thread that is starting the heap
-// or holds the start-up for a fork).
-InitLock take_init_lock() NO_THREAD_SAFETY_ANALYSIS {
-  pid_t me = getpid();
-  pthread_t self = pthread_self();
-  for (;;) {
-    pid_t owner = 0;
-    if (g_init_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) {
-      g_init_thread.store(self, std::memory_order_relaxed);
-      return InitLock::kTaken;
-    }
-    // Only this thread stores itself here, and clears it before it lets go.
-    if (pthread_equal(g_init_thread.load(std::memory_order_relaxed), self)) return InitLock::kMine;
+// or holds the start-up for a fork). Waits back off to sleeps, so that a
+// waiter of higher priority lets the owner run.
+InitLock take_init_lock(bool for_fork) NO_THREAD_SAFETY_ANALYSIS {
+  uint64_t mine = this_thread_word();
+  pid_t me = owner_pid(mine);
+  uint64_t waited_ns = 0;
+  for (unsigned round = 0;; ++round) {
+    uint64_t owner = 0;
+    if (g_init_owner.compare_exchange_strong(owner, mine, std::memory_order_acquire)) return InitLock::kTaken;
+    if (owner == mine) return InitLock::kMine;
     // A fork child whose parent was starting up: the starting thread is not
     // here, nor is any other that could hold the heap lock yet.
-    if (owner != me && g_init_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) {
-      g_init_thread.store(self, std::memory_order_relaxed);
-      g_heap.lock.reset_in_child();
-      return InitLock::kTaken;
+    if (owner_pid(owner) != me) {
+      if (g_init_owner.compare_exchange_strong(owner, mine, std::memory_order_acquire)) {
+        g_heap.lock.reset_in_child();
+        return InitLock::kTaken;
+      }
+      continue;
     }
     if (g_state.load(std::memory_order_acquire) != State::kUninitialised) return InitLock::kDone;
-    sched_yield();
+    // A fork's hold that has lasted past patience: taken over (see g_init_owner).
+    if (!for_fork && waited_ns >= kHoldPatienceNs && g_start_up_holds.load(std::memory_order_acquire) > 0 &&
+        owner == g_hold_word.load(std::memory_order_relaxed)) {
+      if (g_init_owner.compare_exchange_strong(owner, mine, std::memory_order_acquire)) {
+        g_hold_broken.store(true, std::memory_order_relaxed); // before any start-up work
+        diag::Line()
+            .add("the secret heap started while another thread's fork was in progress (after waiting ")
+            .dec(kHoldPatienceNs / 1'000'000)
+            .add(" ms for it): that fork's child cannot use it")
+            .emit();
+        return InitLock::kTaken;
+      }
+      continue;
+    }
+    if (round < 64) {
+      sched_yield();
+    } else {
+      uint64_t ns = round < 128 ? 20'000 : 1'000'000;
+      timespec pause{0, static_cast<long>(ns)};
+      syscall(SYS_nanosleep, &pause, nullptr); // not a cancellation point, as nanosleep(3) is
+      waited_ns += ns;
+    }
   }
 }
 
-void release_init_lock() {
-  g_init_thread.store(0, std::memory_order_relaxed);
-  g_init_owner.store(0, std::memory_order_release);
-}
+void release_init_lock() { g_init_owner.store(0, std::memory_order_release); }
 
 // dlclose of the last object that needs libsecmem (a plugin): no thread may
 // call into the unloaded code when it exits (glibc drops the fork handlers
@@ -328,7 +391,7 @@ void finish_fork_in_child_now() NO_THREAD_SAFETY_ANALYSIS {
 }
 
 bool init_slow() {
-  switch (take_init_lock()) {
+  switch (take_init_lock(false)) {
   case InitLock::kTaken: break;
   case InitLock::kDone: return is_ready();
   case InitLock::kMine: {
@@ -341,6 +404,10 @@ bool init_slow() {
     return false;
   }
   }
+  // Not cancelled half-way (start-up opens and reads /proc, cancellation
+  // points): the lock would stay taken, and every fork would wait for it.
+  int cancel_state = 0;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
   if (g_state.load(std::memory_order_acquire) == State::kUninitialised) {
     bool ok = fork_handlers_registered();
     if (!ok)
@@ -364,6 +431,7 @@ bool init_slow() {
     g_state.store(ok ? State::kReady : State::kFailed, std::memory_order_release);
   }
   release_init_lock();
+  pthread_setcancelstate(cancel_state, nullptr);
   return g_state.load(std::memory_order_acquire) == State::kReady;
 }
 

@@ -63,13 +63,15 @@ inline const char *errno_name(int errnum) {
 
 // Numeric fields of a status file in one read ("VmLck:" in kB, "Seccomp:"...):
 // values[i] for names[i]. Returns a bit per field found (bit i: names[i]),
-// or -1 when the file cannot be read. Reads with open/read only: safe inside malloc.
+// or -1 when the file cannot be read. Raw open/read/close system calls: safe
+// inside malloc, and not cancellation points (a thread cancelled here would
+// leave the heap or start-up lock it holds taken for good).
 inline int status_numbers(const char *file, const char *const names[], size_t values[], int count) {
-  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, file, O_RDONLY | O_CLOEXEC));
   if (fd < 0) return -1;
   char buf[4096];
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
+  ssize_t n = syscall(SYS_read, fd, buf, sizeof buf - 1);
+  syscall(SYS_close, fd);
   if (n <= 0) return -1;
   buf[n] = '\0';
   int found = 0;

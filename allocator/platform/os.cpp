@@ -66,7 +66,7 @@ static int secret_fd(size_t len, int *out_fd) {
   if (fd < 0) return errno;
   if (ftruncate(fd, static_cast<off_t>(len)) != 0) {
     int err = errno;
-    close(fd);
+    syscall(SYS_close, fd);
     return err;
   }
   *out_fd = fd;
@@ -81,7 +81,7 @@ static int map_secret(void *hint, size_t len, int flags, void **out, int *keep_f
   if (err == 0 && keep_fd != nullptr) {
     *keep_fd = fd;
   } else {
-    close(fd);
+    syscall(SYS_close, fd);
   }
   if (err == 0) *out = p;
   return err;
@@ -109,7 +109,7 @@ int map_anon_fixed(void *addr, size_t len) {
 // The raw syscall: sanitizer runtimes intercept mlock() and make it a no-op.
 int lock_range(void *addr, size_t len) { return syscall(SYS_mlock, addr, len) == 0 ? 0 : errno; }
 
-int open_zero_source() { return open("/dev/zero", O_RDONLY | O_CLOEXEC); }
+int open_zero_source() { return static_cast<int>(syscall(SYS_openat, AT_FDCWD, "/dev/zero", O_RDONLY | O_CLOEXEC)); }
 
 int touch_through_kernel(void *addr, size_t len, int zero_fd) {
   if (zero_fd < 0) {
@@ -132,7 +132,7 @@ int touch_through_kernel(void *addr, size_t len, int zero_fd) {
 int touch_through_kernel(void *addr, size_t len) {
   int fd = open_zero_source();
   int err = touch_through_kernel(addr, len, fd);
-  if (fd >= 0) close(fd);
+  if (fd >= 0) syscall(SYS_close, fd);
   return err;
 }
 
