@@ -26,7 +26,7 @@ struct secmem_stats;
 
 namespace secmem::heap {
 
-inline constexpr size_t kMaxRequest = size_t{1} << 40; // larger requests fail with ENOMEM
+inline constexpr size_t kMaxRequest = size_t{1} << 40;    // larger requests fail with ENOMEM
 inline constexpr size_t kMaxAlignment = SIZE_MAX / 2 + 1; // any power of two (past a slot's: a chunk of its own)
 
 void *allocate(size_t size);
