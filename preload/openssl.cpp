@@ -68,10 +68,33 @@ SHIM_API int CRYPTO_set_mem_functions(void *(*m)(size_t, const char *, int),
   return 1;
 }
 
+namespace {
+
+// The free function libcrypto uses now, asked of libcrypto itself
+// (CRYPTO_get_mem_functions): a program may have set its own through a
+// dlsym'ed CRYPTO_set_mem_functions that never passed through the shim, or
+// set and reset them. What the shim saw set answers where libcrypto cannot
+// be asked. Null: libcrypto's default (CRYPTO_malloc's memory is malloc's).
+using OpensslFree = void (*)(void *, const char *, int);
+OpensslFree openssl_custom_free(const void *caller) {
+  using Get = void (*)(void *, void *, OpensslFree *);
+  OpensslFree current = nullptr;
+  if (auto get = next_for_caller<Get>("CRYPTO_get_mem_functions", caller, nullptr); get != nullptr)
+    get(nullptr, nullptr, &current);
+  else
+    current = g_openssl_custom_free.load(std::memory_order_acquire);
+  // libcrypto's own CRYPTO_free (set back by its address) is the default too:
+  // calling it would come back here.
+  auto real = next_for_caller<OpensslFree>("CRYPTO_free", caller, &CRYPTO_free);
+  return current == &CRYPTO_free || current == real ? nullptr : current;
+}
+
+} // namespace
+
 SHIM_API void CRYPTO_free(void *ptr, const char *file, int line) {
   if (ptr == nullptr) return;
-  auto custom = g_openssl_custom_free.load(std::memory_order_acquire);
-  if (custom != nullptr && custom != &CRYPTO_free) return custom(ptr, file, line);
+  if (OpensslFree custom = openssl_custom_free(__builtin_return_address(0)); custom != nullptr)
+    return custom(ptr, file, line);
   if (is_secret(ptr)) return secret_free(ptr);
   if (!bootstrap_owns(ptr)) explicit_bzero(ptr, malloc_usable_size(ptr));
   free(ptr);

@@ -437,6 +437,19 @@ TEST_F(Preload, AlignedAllocationsInATagScopeFollowGlibcsRules) {
   EXPECT_GE(ok, 30);
 }
 
+// OpenSSL's memory functions changed behind the shim's back (a dlsym'ed
+// CRYPTO_set_mem_functions, or a set and a reset): OPENSSL_free goes to the
+// free function libcrypto uses, never to glibc with the program's pointers
+// ("free(): invalid size", abort), and never to the program's free with glibc's.
+TEST_F(Preload, OpensslFreeFollowsTheMemoryFunctionsLibcryptoUses) {
+  Result custom = run({kProbe, "memfns", "dlsym"}, {"LD_PRELOAD=" + kShim});
+  EXPECT_EQ(custom.status, 0) << custom.err;
+  EXPECT_EQ(custom.out, "dlsym: program's mallocs some, frees some\n");
+  Result reset = run({kProbe, "memfns", "reset"}, {"LD_PRELOAD=" + kShim});
+  EXPECT_EQ(reset.status, 0) << reset.err;
+  EXPECT_EQ(reset.out, "reset: program's mallocs none, frees none\n");
+}
+
 // The reserved range grows (downwards) for a tagged block larger than it:
 // the shim used to keep the range it read first, and handed the grown
 // part's blocks to glibc (a realloc of one crashed).

@@ -25,13 +25,14 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <malloc.h>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <malloc.h>
 #include <string>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -395,6 +396,58 @@ int align() {
   return 0;
 }
 
+// memfns dlsym|reset: OpenSSL's memory functions changed behind the shim's
+// back. dlsym: the program's own allocator installed through
+// dlsym(libcrypto, "CRYPTO_set_mem_functions"), which the shim never sees;
+// reset: set through the shim, then set back to libcrypto's defaults through
+// dlsym. OPENSSL_malloc and OPENSSL_free (which the shim interposes) must go
+// to the functions libcrypto uses: prints how many of the program's frees
+// ran, and lives (glibc used to be handed the program's pointers: abort).
+namespace memfns {
+std::atomic<int> g_mallocs{0}, g_frees{0};
+void *custom_malloc(size_t n, const char *, int) {
+  g_mallocs++;
+  auto *p = static_cast<char *>(malloc(n + 16));
+  return p == nullptr ? nullptr : p + 16; // a pointer glibc's free would reject
+}
+void *custom_realloc(void *p, size_t n, const char *, int) {
+  auto *q = static_cast<char *>(realloc(p == nullptr ? nullptr : static_cast<char *>(p) - 16, n + 16));
+  return q == nullptr ? nullptr : q + 16;
+}
+void custom_free(void *p, const char *, int) {
+  if (p == nullptr) return;
+  g_frees++;
+  free(static_cast<char *>(p) - 16);
+}
+} // namespace memfns
+
+int memfns_probe(const std::string &how) {
+  using Set = int (*)(void *(*)(size_t, const char *, int), void *(*)(void *, size_t, const char *, int),
+                      void (*)(void *, const char *, int));
+  void *crypto = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_NOLOAD);
+  auto real_set = crypto == nullptr ? nullptr : reinterpret_cast<Set>(dlsym(crypto, "CRYPTO_set_mem_functions"));
+  if (real_set == nullptr) return 2;
+  if (how == "dlsym") {
+    if (real_set(memfns::custom_malloc, memfns::custom_realloc, memfns::custom_free) != 1) return 3;
+  } else {
+    if (CRYPTO_set_mem_functions(memfns::custom_malloc, memfns::custom_realloc, memfns::custom_free) != 1) return 4;
+    auto real_malloc = reinterpret_cast<void *(*)(size_t, const char *, int)>(dlsym(crypto, "CRYPTO_malloc"));
+    auto real_realloc = reinterpret_cast<void *(*)(void *, size_t, const char *, int)>(dlsym(crypto, "CRYPTO_realloc"));
+    auto real_free = reinterpret_cast<void (*)(void *, const char *, int)>(dlsym(crypto, "CRYPTO_free"));
+    if (real_set(real_malloc, real_realloc, real_free) != 1) return 5;
+  }
+  for (int i = 0; i < 10; ++i) OPENSSL_free(OPENSSL_malloc(100 + i));
+  EVP_PKEY *key = EVP_EC_gen("P-256"); // OpenSSL's own allocations and frees
+  if (key == nullptr) return 6;
+  EVP_PKEY_free(key);
+  // (OpenSSL keeps some of its allocations until exit: frees are fewer.)
+  printf("%s: program's mallocs %s, frees %s\n", how.c_str(), memfns::g_mallocs > 0 ? "some" : "none",
+         memfns::g_frees >= 10 ? "some"
+         : memfns::g_frees > 0 ? "too few"
+                               : "none");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "owned") return owned(argc, argv);
@@ -408,6 +461,7 @@ int main(int argc, char **argv) {
   if (mode == "direct" && argc > 2) return direct(argv[2]);
   if (mode == "sodium") return sodium();
   if (mode == "align") return align();
+  if (mode == "memfns" && argc > 2) return memfns_probe(argv[2]);
   if (mode == "callers" && argc > 2) return callers(argv[2]);
   fprintf(stderr, "usage: shim_probe owned|hold|forkgen|threads|tag ...\n");
   return 2;
