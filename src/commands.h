@@ -40,6 +40,11 @@ struct StatReport {
   bool libsecmem_loaded = false;
   size_t unreadable = 0;               // secret ranges that /proc/PID/mem refused
   std::vector<OwnOpenssl> own_openssl; // objects with their own OpenSSL, out of the shim's reach
+  // Secrets outside memfd_secret: anonymous read-write mappings kept out of
+  // core dumps (MADV_DONTDUMP), as secmem's mlock and unlocked tiers (and
+  // OpenSSL's own secure heap) are; readable through /proc/PID/mem.
+  std::vector<Region> outside;
+  uint64_t outside_locked_bytes = 0, outside_unlocked_bytes = 0;
 };
 
 int cmd_stat(int pid, bool json);
@@ -54,6 +59,10 @@ struct ScanReport {
   size_t hex_bytes = 0;
   ScanResult result;
   uint64_t unreadable_secret_bytes = 0;
+  // The process was gone (or a zombie) when the scan ended, or had no memory
+  // to read: what was not read is not a clean result (exit 3).
+  bool process_left = false;
+  bool complete() const { return !process_left && result.not_read_bytes == 0 && result.regions_read > 0; }
 };
 
 int cmd_scan(int pid, const std::string &hex, const std::string &key_file, const std::string &passphrase_file,

@@ -1,8 +1,9 @@
 // secmem: run programs with secret memory, and check what a process holds.
 //
 // Exit status: 0 success (probe: memfd_secret works; scan: no readable
-// copy), 1 a negative answer (probe: it does not; scan: copies found),
-// 2 bad usage or input, 3 a failure while doing the work; `run` exits with
+// copy, everything read), 1 a negative answer (probe: it does not; scan:
+// copies found), 2 bad usage or input, 3 a failure while doing the work
+// (scan: memory not read, or the process left, and no copy in the rest); `run` exits with
 // the command's status (127 when it cannot be started).
 #include <CLI/CLI.hpp>
 

@@ -119,6 +119,9 @@ void print_stat(const StatReport &stat, bool json_output) {
                 {"preload_loaded", stat.preload_loaded},
                 {"libsecmem_loaded", stat.libsecmem_loaded},
                 {"secret_unreadable", stat.unreadable},
+                {"outside_secret_mappings", stat.outside.size()},
+                {"outside_secret_bytes", stat.outside_locked_bytes + stat.outside_unlocked_bytes},
+                {"outside_locked_bytes", stat.outside_locked_bytes},
                 {"own_openssl", own_openssl_json(stat.own_openssl, "/proc/" + std::to_string(stat.pid) + "/root")}});
     return;
   }
@@ -136,8 +139,14 @@ void print_stat(const StatReport &stat, bool json_output) {
           shown_path(stat.own_openssl[i].path, root) +
               (stat.own_openssl[i].version.empty() ? "" : " (" + stat.own_openssl[i].version + ")") +
               ": linked in, out of the shim's reach");
+  if (!stat.outside.empty())
+    field("not memfd_secret", std::to_string(stat.outside.size()) + " anonymous mappings kept out of core dumps (" +
+                                  kib(stat.outside_locked_bytes + stat.outside_unlocked_bytes) + ", " +
+                                  kib(stat.outside_locked_bytes) +
+                                  " locked): secrets on the mlock or unlocked tier, readable through /proc/" +
+                                  std::to_string(stat.pid) + "/mem");
   std::cout << "secret ranges unreadable through /proc/" << stat.pid << "/mem: " << stat.unreadable << " of "
-            << stat.secret.size() << "\n";
+            << stat.secret.size() + stat.outside.size() << "\n";
 }
 
 void print_scan(const ScanReport &scan, bool json_output) {
@@ -150,6 +159,8 @@ void print_scan(const ScanReport &scan, bool json_output) {
       components[name] = {{"copies", result.of(name)}, {"by_region", where}};
     }
     print_json({{"pid", scan.pid},
+                {"complete", scan.complete()},
+                {"process_left", scan.process_left},
                 {"readable_copies", result.total()},
                 {"by_region", result.copies},
                 {"components", components},
@@ -168,7 +179,8 @@ void print_scan(const ScanReport &scan, bool json_output) {
     for (const std::string &name : scan.too_short) names += (names.empty() ? "" : ", ") + name;
     field("not looked for", names + " (too short to find reliably)");
   }
-  field("readable copies", std::to_string(result.total()));
+  field("readable copies",
+        std::to_string(result.total()) + (scan.complete() ? "" : " in what could be read: NOT a clean result"));
   for (const auto &[where, n] : result.copies) field("", std::to_string(n) + " in " + where);
   if (!scan.key_file.empty()) {
     bool first = true;
@@ -184,6 +196,10 @@ void print_scan(const ScanReport &scan, bool json_output) {
   if (!result.unreadable_other.empty())
     field("not read", kib(result.not_read_bytes) + " in " + std::to_string(result.unreadable_other.size()) +
                           " other regions refused the read (the count covers the rest)");
+  if (scan.process_left)
+    field("process", "gone or a zombie when the scan ended: what it held was not all read");
+  else if (result.regions_read == 0)
+    field("not read", "no memory could be read at all");
 }
 
 void print_demo(const DemoReport &demo) {

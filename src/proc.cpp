@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <iterator>
 #include <signal.h>
 #include <sstream>
 #include <sys/stat.h>
@@ -23,6 +24,14 @@ std::string Region::label() const {
 }
 
 bool process_exists(int pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+bool process_gone(int pid) {
+  if (!process_exists(pid)) return true;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  size_t paren = text.rfind(')');
+  return paren == std::string::npos || paren + 2 >= text.size() || text[paren + 2] == 'Z' || text[paren + 2] == 'X';
+}
 
 static std::string proc_path(int pid, const char *file) { return "/proc/" + std::to_string(pid) + "/" + file; }
 
@@ -162,6 +171,7 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
       }
       at += advance;
     }
+    if (read_any) ++result.regions_read;
     if (not_read > 0) {
       result.unreadable_other.push_back(region);
       result.not_read_bytes += not_read;

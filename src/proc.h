@@ -30,6 +30,8 @@ struct Region {
 std::vector<Region> read_regions(int pid);               // throws ToolError
 std::map<std::string, std::string> read_status(int pid); // "VmLck" -> "1024 kB", ...
 bool process_exists(int pid);
+// Gone, or a zombie (no memory left to read).
+bool process_gone(int pid);
 std::string process_name(int pid); // /proc/PID/comm; "" when it is gone
 
 // Whether [start, start+len) of pid can be read through /proc/PID/mem, and the errno when not.
@@ -49,6 +51,7 @@ struct ScanResult {
   std::vector<Region> unreadable_secret; // secretmem regions that refused the read
   std::vector<Region> unreadable_other;  // other regions that refused the read, in part or whole
   uint64_t not_read_bytes = 0;           // how much of them
+  size_t regions_read = 0;               // regions of which at least a page was read
   int total() const;
   int of(const std::string &component) const; // copies of one component
 };

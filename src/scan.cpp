@@ -25,12 +25,16 @@ int cmd_scan(int pid, const std::string &hex, const std::string &key_file, const
   }
   report.pid = pid;
   report.key_file = key_file;
+  report.name = process_name(pid);
   report.result = scan(pid, patterns);
+  report.process_left = process_gone(pid);
   for (const Region &region : report.result.unreadable_secret)
     report.unreadable_secret_bytes += region.end - region.start;
-  report.name = process_name(pid);
   print_scan(report, json);
-  return report.result.total() == 0 ? 0 : 1;
+  // Copies found stand however much was read; none found is clean only if
+  // everything was read.
+  if (report.result.total() != 0) return 1;
+  return report.complete() ? 0 : 3;
 }
 
 } // namespace secmem::tool

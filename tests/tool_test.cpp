@@ -141,6 +141,36 @@ TEST_F(Tool, StatAndScanAProcessUnderTheShim) {
   EXPECT_TRUE(contains(json.out, "\"unreadable_secret_mappings\": 1")) << json.out;
 }
 
+// Secrets on the mlock tier (SECMEM_BACKEND=mlock) and on the unlocked tier
+// (no CAP_IPC_LOCK, no memlock budget) are readable through /proc/PID/mem:
+// stat says where they are and exits 1 (it used to say "0 of 0", exit 0).
+TEST_F(Tool, StatOfSecretsOutsideMemfdSecretIsNegative) {
+  for (bool unlocked : {false, true}) {
+    SCOPED_TRACE(unlocked ? "unlocked tier" : "mlock tier");
+    std::vector<std::string> argv = {kTool, "run", "--backend", "mlock", "--", kProbe, "hold", key()};
+    if (unlocked)
+      argv.insert(argv.begin(),
+                  {"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=0"});
+    Child child = start(argv);
+    std::string line;
+    char c;
+    while (read(child.out, &c, 1) == 1 && c != '\n') line += c;
+    ASSERT_EQ(line, "ready");
+    Result stat = run({kTool, "stat", std::to_string(child.pid)});
+    Result json = run({kTool, "stat", std::to_string(child.pid), "--json"});
+    EXPECT_EQ(finish(child, "x").status, 0);
+    EXPECT_EQ(stat.status, 1) << stat.out << stat.err;
+    EXPECT_TRUE(contains(stat.out, "not memfd_secret: ")) << stat.out;
+    EXPECT_TRUE(contains(stat.out, "secrets on the mlock or unlocked tier, readable through /proc/")) << stat.out;
+    EXPECT_TRUE(contains(stat.out, "/mem: 0 of ")) << stat.out;
+    EXPECT_FALSE(contains(stat.out, "/mem: 0 of 0")) << stat.out;
+    EXPECT_EQ(json.status, 1);
+    EXPECT_FALSE(contains(json.out, "\"outside_secret_mappings\": 0,")) << json.out;
+    // Locked pages on the mlock tier; none without a memlock budget.
+    EXPECT_EQ(contains(json.out, "\"outside_locked_bytes\": 0,"), unlocked) << json.out;
+  }
+}
+
 TEST_F(Tool, StatAndScanAProcessWithoutIt) {
   Holder holder(key(), false);
   Result stat = run({kTool, "stat", holder.pid(), "--json"});
@@ -233,7 +263,30 @@ TEST_F(Tool, ScanReadsPastAnUnreadablePage) {
   EXPECT_TRUE(contains(scan.out, "not read:          4 KiB in 1 other regions refused the read")) << scan.out;
   Result json = run({kTool, "scan", std::to_string(hole.pid), "--hex", pattern, "--json"});
   EXPECT_TRUE(contains(json.out, "\"not_read_regions\": 1, \"not_read_bytes\": 4096")) << json.out;
+  EXPECT_TRUE(contains(json.out, "\"complete\": false")) << json.out;
+  // Nothing found, but a page was not read: not clean (it used to exit 0).
+  Result absent = run({kTool, "scan", std::to_string(hole.pid), "--hex", "5ec3e7a1b2c4d6f8091a2b3c4d5e6f70"});
+  EXPECT_EQ(absent.status, 3) << absent.out << absent.err;
+  EXPECT_TRUE(contains(absent.out, "readable copies:   0 in what could be read: NOT a clean result")) << absent.out;
   EXPECT_EQ(finish(hole, "x").status, 0);
+}
+
+// A process that has left (a zombie: no memory) or leaves during the scan
+// was not read: exit 3 and say so, never "0 copies", exit 0.
+TEST_F(Tool, ScanOfAProcessThatLeftIsNotClean) {
+  pid_t zombie = fork();
+  if (zombie == 0) _exit(0);
+  usleep(100000);
+  Result scan = run({kTool, "scan", std::to_string(zombie), "--hex", "5ec3e7a1b2c4d6f8"});
+  waitpid(zombie, nullptr, 0);
+  EXPECT_EQ(scan.status, 3) << scan.out << scan.err;
+  EXPECT_EQ(scan.out, "");
+  EXPECT_EQ(scan.err, "secmem: cannot open /proc/" + std::to_string(zombie) + "/mem: No such process\n");
+  // A clean scan says complete.
+  Holder holder(key(), false);
+  Result clean = run({kTool, "scan", holder.pid(), "--hex", "5ec3e7a1b2c4d6f8091a2b3c4d5e6f70", "--json"});
+  EXPECT_EQ(clean.status, 0) << clean.out << clean.err;
+  EXPECT_TRUE(contains(clean.out, "\"complete\": true, \"process_left\": false")) << clean.out;
 }
 
 TEST_F(Tool, BadArgumentsGetClearErrors) {
