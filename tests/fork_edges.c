@@ -58,9 +58,9 @@
 //   quiesce         a prepare handler that waits for a lock another thread
 //                   holds while it makes the process's first secret
 //                   allocation (libraries that quiesce their threads for
-//                   fork do this): no deadlock; where secmem's prepare ran
-//                   first (fork_edges_late) the other thread starts the heap
-//                   after a bounded wait, and the child gives the heap up
+//                   fork do this), registered after secmem's: no deadlock
+//                   (not run with fork_edges_late: secmem's prepare handler
+//                   would run first and hold the start-up, and it deadlocks)
 //
 // fork_edges_late (the same modes, tests/late_secmem.c) loads libsecmem with
 // dlopen at its first secmem call, after the mode registered its own fork

@@ -86,9 +86,6 @@ public:
   // of a fork made inside it (at that depth), which copies for itself while
   // its parent waits (prepare_nested_fork, after_nested_fork_parent).
   void after_fork_child(int nested_depth);
-  // In a fork child that must not use the parent's heap (started during the
-  // fork): every chunk's mapping goes back to reserve.
-  void abandon_in_child();
   void prepare_nested_fork(unsigned depth);
   void after_nested_fork_parent(unsigned depth);
 

@@ -540,11 +540,6 @@ void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
   settle_copy_in_child(chunk, [chunk](uint32_t page) { return !staged_copy_takes(chunk, page); });
 }
 
-void ChunkPool::abandon_in_child() {
-  size_t size = reservation_.size();
-  if (size != 0) os::release_to_reserve(reinterpret_cast<void *>(reservation_.top() - size), size);
-}
-
 void ChunkPool::prepare_nested_fork(unsigned depth) {
   if (depth >= kNestedForks) return;
   int *fds = nested_pipe_[depth];

@@ -28,16 +28,16 @@ std::atomic<State> g_state{State::kUninitialised};
 
 namespace {
 
-// The start-up lock: one word, the owner's pid (high half) and thread id
+// The start-up lock: one word, the owner's pid (high half) and thread number
 // (low half), 0 when free, so that "this thread holds it" is one load (a
 // signal handler on the owner's thread sees it at once). A fork child whose
 // parent's starting thread is not in it finds the parent's pid there, takes
 // the lock over and starts the heap from the step its parent had reached. A
 // fork holds the start-up for its whole length (prepare_fork), so that no
 // start-up completes between the prepare handlers and the copy of the
-// process; a thread that waited kHoldPatience for such a hold starts the
-// heap anyway (a prepare handler that runs after secmem's may be waiting for
-// a lock that thread holds): that fork's child then cannot use the heap.
+// process. (A prepare handler that runs after secmem's and waits for a lock
+// that a starting thread holds deadlocks there, as one that waits for a
+// thread in a heap operation does once the heap is ready: README, fork.)
 std::atomic<uint64_t> g_init_owner{0};
 enum InitStep : int { kNothing, kConfigured, kPoolReady };
 int g_init_step = kNothing;
@@ -47,10 +47,12 @@ uint64_t owner_word(pid_t pid, pid_t tid) {
   return uint64_t{static_cast<uint32_t>(pid)} << 32 | static_cast<uint32_t>(tid);
 }
 pid_t owner_pid(uint64_t word) { return static_cast<pid_t>(word >> 32); }
-uint64_t this_thread_word() { return owner_word(getpid(), static_cast<pid_t>(syscall(SYS_gettid))); }
+// The thread: the number the heap lock knows it by (no system call: a strict
+// seccomp allow-list may lack gettid); the same thread in a fork child.
+uint64_t this_thread_word() { return owner_word(getpid(), static_cast<pid_t>(this_thread())); }
 
 // The forking thread's hold (nested forks counted) and the word it holds
-// the lock with; a hold broken by a waiting thread.
+// the lock with.
 std::atomic<unsigned> g_start_up_holds{0};
 std::atomic<uint64_t> g_hold_word{0};
 std::atomic<pthread_t> g_hold_thread{0}; // the same thread in a fork child
@@ -59,11 +61,9 @@ bool holding_start_up() {
   return g_start_up_holds.load(std::memory_order_acquire) > 0 &&
          pthread_equal(g_hold_thread.load(std::memory_order_relaxed), pthread_self());
 }
-std::atomic<bool> g_hold_broken{false};
-constexpr uint64_t kHoldPatienceNs = 100'000'000;
 
 enum class InitLock { kTaken, kDone, kMine };
-InitLock take_init_lock(bool for_fork);
+InitLock take_init_lock();
 void release_init_lock();
 
 // ---- fork: the lock, the gate and the caches (the chunk copies are the pool's, chunks/fork.cpp) ----
@@ -112,14 +112,13 @@ void prepare_fork() {
       return;
     }
     if (state == State::kFailed) return;
-    switch (take_init_lock(true)) {
+    switch (take_init_lock()) {
     case InitLock::kTaken:
       if (g_state.load(std::memory_order_acquire) != State::kUninitialised) {
         release_init_lock();
         continue;
       }
       g_hold_word.store(g_init_owner.load(std::memory_order_relaxed), std::memory_order_relaxed);
-      g_hold_broken.store(false, std::memory_order_relaxed);
       g_hold_thread.store(pthread_self(), std::memory_order_relaxed);
       g_start_up_holds.store(1, std::memory_order_release); // last: the after handlers go by it
       return;
@@ -169,34 +168,12 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   g_heap.pool.prepare_fork();
 }
 
-// A fork child whose parent's start-up hold was broken: the heap another
-// thread started meanwhile (its chunks shared with the parent) is given up:
-// the whole reserved range back to reserve, the heap failed, one message.
-void abandon_heap_in_child() NO_THREAD_SAFETY_ANALYSIS {
-  g_heap.pool.abandon_in_child();
-  g_state.store(State::kFailed, std::memory_order_release);
-  g_init_owner.store(0, std::memory_order_release);
-  diag::Line()
-      .add("fork: another thread started the secret heap while this process was being forked; it is not this "
-           "child's to use: secret allocations here return NULL")
-      .emit();
-}
-
-// The start-up held for this fork: the last of nested forks lets it go (if
-// no waiting thread broke the hold). A child keeps nested holds in its own
-// name; a child whose parent's hold was broken before the copy may hold
-// that thread's half-started heap, its chunks shared with the parent: it
-// gives the heap up.
+// The start-up held for this fork: the last of nested forks lets it go; a
+// child keeps nested holds in its own name.
 void after_fork_with_start_up_held(bool child) {
-  if (child && g_hold_broken.load(std::memory_order_relaxed)) {
-    g_start_up_holds.store(0, std::memory_order_relaxed);
-    abandon_heap_in_child();
-    return;
-  }
   if (g_start_up_holds.fetch_sub(1, std::memory_order_relaxed) == 1) {
     uint64_t held = g_hold_word.load(std::memory_order_relaxed);
     g_init_owner.compare_exchange_strong(held, 0, std::memory_order_release);
-    g_hold_broken.store(false, std::memory_order_relaxed);
   } else if (child) {
     uint64_t held = g_hold_word.load(std::memory_order_relaxed), now = this_thread_word();
     g_hold_word.store(now, std::memory_order_relaxed);
@@ -327,17 +304,19 @@ __attribute__((constructor)) void register_fork_handlers_at_load() { fork_handle
 // fork handler or a signal handler on the thread that is starting the heap
 // or holds the start-up for a fork). Waits back off to sleeps, so that a
 // waiter of higher priority lets the owner run.
-InitLock take_init_lock(bool for_fork) NO_THREAD_SAFETY_ANALYSIS {
+InitLock take_init_lock() NO_THREAD_SAFETY_ANALYSIS {
   uint64_t mine = this_thread_word();
   pid_t me = owner_pid(mine);
-  uint64_t waited_ns = 0;
   for (unsigned round = 0;; ++round) {
     uint64_t owner = 0;
     if (g_init_owner.compare_exchange_strong(owner, mine, std::memory_order_acquire)) return InitLock::kTaken;
     if (owner == mine) return InitLock::kMine;
     // A fork child whose parent was starting up: the starting thread is not
-    // here, nor is any other that could hold the heap lock yet.
+    // here, nor is any other that could hold the heap lock yet; unless it is
+    // this thread, whose start-up a fork from its signal handler cut short
+    // (the start-up goes on when the handler returns).
     if (owner_pid(owner) != me) {
+      if (static_cast<uint32_t>(owner) == static_cast<uint32_t>(mine)) return InitLock::kMine;
       if (g_init_owner.compare_exchange_strong(owner, mine, std::memory_order_acquire)) {
         g_heap.lock.reset_in_child();
         return InitLock::kTaken;
@@ -345,27 +324,12 @@ InitLock take_init_lock(bool for_fork) NO_THREAD_SAFETY_ANALYSIS {
       continue;
     }
     if (g_state.load(std::memory_order_acquire) != State::kUninitialised) return InitLock::kDone;
-    // A fork's hold that has lasted past patience: taken over (see g_init_owner).
-    if (!for_fork && waited_ns >= kHoldPatienceNs && g_start_up_holds.load(std::memory_order_acquire) > 0 &&
-        owner == g_hold_word.load(std::memory_order_relaxed)) {
-      if (g_init_owner.compare_exchange_strong(owner, mine, std::memory_order_acquire)) {
-        g_hold_broken.store(true, std::memory_order_relaxed); // before any start-up work
-        diag::Line()
-            .add("the secret heap started while another thread's fork was in progress (after waiting ")
-            .dec(kHoldPatienceNs / 1'000'000)
-            .add(" ms for it): that fork's child cannot use it")
-            .emit();
-        return InitLock::kTaken;
-      }
-      continue;
-    }
     if (round < 64) {
       sched_yield();
     } else {
       uint64_t ns = round < 128 ? 20'000 : 1'000'000;
       timespec pause{0, static_cast<long>(ns)};
       syscall(SYS_nanosleep, &pause, nullptr); // not a cancellation point, as nanosleep(3) is
-      waited_ns += ns;
     }
   }
 }
@@ -391,7 +355,7 @@ void finish_fork_in_child_now() NO_THREAD_SAFETY_ANALYSIS {
 }
 
 bool init_slow() {
-  switch (take_init_lock(false)) {
+  switch (take_init_lock()) {
   case InitLock::kTaken: break;
   case InitLock::kDone: return is_ready();
   case InitLock::kMine: {
