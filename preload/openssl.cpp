@@ -89,12 +89,21 @@ OpensslFree openssl_custom_free(const void *caller) {
   return current == &CRYPTO_free || current == real ? nullptr : current;
 }
 
+// Once libcrypto answers with its default, the answer is kept: the pointer
+// being freed came from its default CRYPTO_malloc, after which OpenSSL
+// refuses new memory functions (so the lookups stay off the hot path: a TLS
+// handshake frees thousands of blocks).
+std::atomic<bool> g_openssl_default_kept{false};
+
 } // namespace
 
 SHIM_API void CRYPTO_free(void *ptr, const char *file, int line) {
   if (ptr == nullptr) return;
-  if (OpensslFree custom = openssl_custom_free(__builtin_return_address(0)); custom != nullptr)
-    return custom(ptr, file, line);
+  if (!g_openssl_default_kept.load(std::memory_order_relaxed)) {
+    if (OpensslFree custom = openssl_custom_free(__builtin_return_address(0)); custom != nullptr)
+      return custom(ptr, file, line);
+    g_openssl_default_kept.store(true, std::memory_order_relaxed);
+  }
   if (is_secret(ptr)) return secret_free(ptr);
   if (!bootstrap_owns(ptr)) explicit_bzero(ptr, malloc_usable_size(ptr));
   free(ptr);
