@@ -70,10 +70,10 @@ void release_init_lock();
 
 // Forks from several threads take turns: each forker holds the heap lock
 // from its prepare handler to its parent or child handler (glibc does not
-// keep them apart). Handlers registered twice (a fork child that finished its
-// parent's start-up) run once: g_fork_nest counts the forker's extra calls.
+// keep them apart). A fork inside a fork (a handler registered before
+// secmem's that forks) runs them again: g_fork_nest counts the forker's
+// extra calls.
 unsigned g_fork_nest = 0;
-
 pid_t g_fork_parent = 0;
 // The fork came from a signal handler that interrupted this thread's own
 // locked heap operation: the lock stays as it is, and the interrupted
@@ -135,8 +135,8 @@ void prepare_fork() {
 
 void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   if (forking_here()) {
-    // A fork inside a fork: a handler registered before secmem's forks (or
-    // handlers registered twice). This process gets its own copy first, if
+    // A fork inside a fork: a handler registered before secmem's forks.
+    // This process gets its own copy first, if
     // it is a fork child whose handler has not run; the inner child copies
     // from it, while this process waits.
     if (getpid() != g_fork_parent) finish_child();
