@@ -85,7 +85,7 @@ void *caller_scope_symbol(const char *name, const void *caller, const void *self
   void *handle = dlopen(object->l_name, RTLD_LAZY | RTLD_NOLOAD);
   if (handle == nullptr) return nullptr;
   void *fn = dlsym(handle, name);
-  dlclose(handle);
+  next_fn(g_next.dlclose, "dlclose")(handle); // glibc's: a reference dropped, nothing unloaded
   return fn == self ? nullptr : fn;
 }
 

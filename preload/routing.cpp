@@ -153,7 +153,8 @@ void check_preload_order() {
 // ---- SECMEM_TAG_CALLERS=libfoo.so,libbar.so ----
 // Allocations whose return address lies in one of these libraries (loaded at
 // start-up or dlopen'ed later) go to the secret heap. The calling object is
-// found with _dl_find_object (lock-free, so safe inside malloc) and cached.
+// found with _dl_find_object (lock-free, so safe inside malloc) and cached
+// until the next dlclose.
 
 namespace {
 
@@ -162,14 +163,21 @@ constexpr int kMaxCachedObjects = 64;
 char g_caller_names[kMaxCallerNames][64];
 int g_caller_name_count = 0;
 
+// The cache of objects seen: each one's address range and verdict. Entries
+// are written once per generation; dlclose starts a new generation (an object
+// loaded later may reuse an unloaded one's addresses). g_cache holds the
+// generation (above kCountBits) and the number of entries in it.
 struct CachedObject {
-  uintptr_t start;
-  uintptr_t end;
-  bool tagged;
+  std::atomic<uintptr_t> start;
+  std::atomic<uintptr_t> end;
+  std::atomic<bool> tagged;
 };
 CachedObject g_objects[kMaxCachedObjects];
-std::atomic<int> g_object_count{0};
-std::atomic<bool> g_objects_lock{false};
+constexpr uint64_t kCountBits = 8;
+constexpr uint64_t kCountMask = (uint64_t{1} << kCountBits) - 1;
+static_assert(kMaxCachedObjects <= kCountMask);
+std::atomic<uint64_t> g_cache{0};
+std::atomic<bool> g_objects_lock{false}; // between threads adding entries
 
 // "libfoo.so" names /path/libfoo.so and /path/libfoo.so.1.2.
 bool listed(const char *path) {
@@ -202,22 +210,54 @@ void parse_tag_callers() {
 
 bool from_tagged_caller(const void *return_address) {
   auto pc = reinterpret_cast<uintptr_t>(return_address);
-  int count = g_object_count.load(std::memory_order_acquire);
-  for (int i = 0; i < count; ++i)
-    if (pc - g_objects[i].start < g_objects[i].end - g_objects[i].start) return g_objects[i].tagged;
+  uint64_t cache = g_cache.load(std::memory_order_acquire);
+  for (uint64_t i = 0; i < (cache & kCountMask); ++i) {
+    uintptr_t start = g_objects[i].start.load(std::memory_order_relaxed);
+    uintptr_t end = g_objects[i].end.load(std::memory_order_relaxed);
+    bool tagged = g_objects[i].tagged.load(std::memory_order_relaxed);
+    if (pc - start >= end - start) continue;
+    // Read in this generation (the entry's stores are release: a newer
+    // generation's entry, read here, makes the newer generation visible).
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (g_cache.load(std::memory_order_relaxed) >> kCountBits == cache >> kCountBits) return tagged;
+    break;
+  }
   dl_find_object found{};
   if (_dl_find_object(const_cast<void *>(return_address), &found) != 0 || found.dlfo_link_map == nullptr) return false;
   bool tagged = listed(found.dlfo_link_map->l_name);
   if (!g_objects_lock.exchange(true, std::memory_order_acquire)) {
-    int n = g_object_count.load(std::memory_order_relaxed);
-    if (n < kMaxCachedObjects) {
-      g_objects[n] = {reinterpret_cast<uintptr_t>(found.dlfo_map_start),
-                      reinterpret_cast<uintptr_t>(found.dlfo_map_end), tagged};
-      g_object_count.store(n + 1, std::memory_order_release);
+    uint64_t now = g_cache.load(std::memory_order_acquire);
+    uint64_t n = now & kCountMask;
+    // Not cached when a dlclose came between (the object found may be gone).
+    if (now >> kCountBits == cache >> kCountBits && n < kMaxCachedObjects) {
+      g_objects[n].start.store(reinterpret_cast<uintptr_t>(found.dlfo_map_start), std::memory_order_release);
+      g_objects[n].end.store(reinterpret_cast<uintptr_t>(found.dlfo_map_end), std::memory_order_release);
+      g_objects[n].tagged.store(tagged, std::memory_order_release);
+      g_cache.compare_exchange_strong(now, now + 1, std::memory_order_release, std::memory_order_relaxed);
     }
     g_objects_lock.store(false, std::memory_order_release);
   }
   return tagged;
 }
 
+// A new generation, empty: the verdicts of the objects a dlclose may unload
+// are forgotten (their addresses may go to another object).
+void forget_tagged_callers() {
+  uint64_t cache = g_cache.load(std::memory_order_relaxed);
+  while (!g_cache.compare_exchange_weak(cache, ((cache >> kCountBits) + 1) << kCountBits, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed)) {}
+}
+
 } // namespace secmem::shim
+
+// dlclose: the objects it unloads leave their addresses free for the next
+// dlopen, so the callers' cache starts again, before (destructors may
+// allocate) and after. glibc's own unloads (gconv modules) do not come here.
+SHIM_API int dlclose(void *handle) {
+  using namespace secmem::shim;
+  auto real = next_fn(g_next.dlclose, "dlclose");
+  forget_tagged_callers();
+  int result = real(handle);
+  forget_tagged_callers();
+  return result;
+}

@@ -58,6 +58,7 @@ template <typename F> struct Next {
   X(pwrite64, ssize_t (*)(int, const void *, size_t, off_t), "pwrite64")                          \
   X(vmsplice, ssize_t (*)(int, const struct iovec *, unsigned long, unsigned int), "vmsplice")    \
   X(send, ssize_t (*)(int, const void *, size_t, int), "send")                                    \
+  X(dlclose, int (*)(void *), "dlclose")                                                          \
   X(malloc, void *(*)(size_t), "malloc")
 
 struct NextTable {
@@ -142,6 +143,7 @@ inline bool is_secret(const void *p) {
 }
 
 bool from_tagged_caller(const void *return_address);
+void forget_tagged_callers(); // at each dlclose
 
 // Where an allocation made from return_address belongs.
 inline Source secret_source(const void *return_address) {

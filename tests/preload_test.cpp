@@ -317,6 +317,20 @@ TEST_F(Preload, TagCallersRoutesAllocationsMadeInsideAListedLibrary) {
   EXPECT_EQ(without.out, "from the library: ordinary, ordinary; from here: ordinary\n");
 }
 
+// A listed library loaded at the addresses of an unloaded one that was not
+// (and the reverse): each one's allocations go where its own name says.
+TEST_F(Preload, TagCallersForgetsUnloadedLibraries) {
+  const std::string listed = SECMEM_TAGME_PATH, unlisted = SECMEM_UNTAGGED_PATH;
+  std::vector<std::string> env = shim_env();
+  env.push_back("SECMEM_TAG_CALLERS=libtagme.so");
+  Result forward = run({kProbe, "callers-reuse", unlisted, listed}, env);
+  EXPECT_EQ(forward.status, 0) << forward.err;
+  EXPECT_EQ(forward.out, "ordinary, secret; same address\n") << forward.err;
+  Result reverse = run({kProbe, "callers-reuse", listed, unlisted}, env);
+  EXPECT_EQ(reverse.status, 0) << reverse.err;
+  EXPECT_EQ(reverse.out, "secret, ordinary; same address\n") << reverse.err;
+}
+
 // As OpenSSH's pre-auth child: keys made, then a kill-by-default allow-list
 // (open and stat refused, no memfd_secret, no mlock), then signatures, ECDH,
 // X25519 and a new chunk of secure heap. The heap made no call the filter

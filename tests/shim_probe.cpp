@@ -327,6 +327,37 @@ int callers(const char *library) {
   return 0;
 }
 
+// callers-reuse A B: A (not listed) then B (listed), each loaded, asked
+// for a block, unloaded; again until B lands at A's address (both are built
+// from the same source: the loader reuses the hole). One line per library,
+// in order, then whether the addresses were reused.
+int callers_reuse(const char *first, const char *second) {
+  std::string line;
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    line.clear();
+    uintptr_t bases[2] = {};
+    for (int i = 0; i < 2; ++i) {
+      const char *path = i == 0 ? first : second;
+      void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+      if (handle == nullptr) return 2;
+      auto lib_malloc = reinterpret_cast<void *(*)(size_t)>(dlsym(handle, "tagme_malloc"));
+      Dl_info info{};
+      if (lib_malloc == nullptr || dladdr(reinterpret_cast<void *>(lib_malloc), &info) == 0) return 2;
+      bases[i] = reinterpret_cast<uintptr_t>(info.dli_fbase);
+      void *block = lib_malloc(64);
+      line += std::string(i == 0 ? "" : ", ") + (secmem_owns(block) ? "secret" : "ordinary");
+      free(block);
+      dlclose(handle);
+    }
+    if (bases[0] == bases[1]) {
+      printf("%s; same address\n", line.c_str());
+      return 0;
+    }
+  }
+  printf("%s; never at the same address\n", line.c_str());
+  return 1;
+}
+
 } // namespace
 
 // align: memalign, aligned_alloc and posix_memalign over awkward alignments,
@@ -463,6 +494,7 @@ int main(int argc, char **argv) {
   if (mode == "align") return align();
   if (mode == "memfns" && argc > 2) return memfns_probe(argv[2]);
   if (mode == "callers" && argc > 2) return callers(argv[2]);
+  if (mode == "callers-reuse" && argc > 3) return callers_reuse(argv[2], argv[3]);
   fprintf(stderr, "usage: shim_probe owned|hold|forkgen|threads|tag ...\n");
   return 2;
 }
