@@ -521,7 +521,10 @@ KeyMaterial read_openssh_key(const std::string &path, std::string data, const st
 } // namespace
 
 KeyMaterial load_key_material(const std::string &path, const std::string &passphrase_file) {
-  std::string data = read_whole(path, "key file");
+  return parse_key_material(read_whole(path, "key file"), path, passphrase_file);
+}
+
+KeyMaterial parse_key_material(std::string data, const std::string &path, const std::string &passphrase_file) {
   if (data.find(kOpensshBegin) != std::string::npos) return read_openssh_key(path, std::move(data), passphrase_file);
   std::string pass;
   PassphraseAsk ask;

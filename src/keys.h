@@ -39,6 +39,10 @@ inline constexpr size_t kMinComponentBytes = 16;
 // encrypted key without its passphrase or with a wrong one, or garbage.
 KeyMaterial load_key_material(const std::string &path, const std::string &passphrase_file = "");
 
+// The same for a file's contents, read already (path names it in errors);
+// data is wiped. The key-file fuzzer's entry point.
+KeyMaterial parse_key_material(std::string data, const std::string &path, const std::string &passphrase_file = "");
+
 // What a scan looks for: each component in both byte orders (big-endian, as
 // in DER and OpenSSH files; little-endian, as in OpenSSL's BIGNUMs on x86).
 std::vector<Pattern> key_patterns(const KeyMaterial &key);
