@@ -8,8 +8,12 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <string>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/user.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "secmem/secmem.h"
@@ -69,6 +73,68 @@ TEST(FileSizeLimit, AChunkFallsBackAndDiagnosticsWithinTheLimitAreWritten) {
             "falling back to mlock'ed anonymous memory (MADV_DONTDUMP) (set SECMEM_ON_EXHAUSTION=fail to "
             "refuse instead)\n");
 }
+
+// Another writer appends to the log between secmem's check of the file
+// against RLIMIT_FSIZE and its write (the test, as a ptrace tracer, at the
+// write's entry): the write fails with EFBIG and raises SIGXFSZ, which secmem
+// blocks and takes back. The process lives; the line is dropped.
+#if defined(__x86_64__)
+TEST(FileSizeLimit, ALogThatGrowsPastTheLimitDuringTheWriteDoesNotKill) {
+  constexpr rlim_t kLimit = 8192;
+  char path[] = "/tmp/secmem-fsize-race-XXXXXX";
+  int file = mkstemp(path);
+  ASSERT_GE(file, 0);
+  std::string filler(kLimit - 400, 'x'); // room for the line, as the check sees it
+  ASSERT_EQ(write(file, filler.data(), filler.size()), static_cast<ssize_t>(filler.size()));
+  fcntl(file, F_SETFL, O_APPEND);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(file, STDERR_FILENO);
+    rlimit lim{kLimit, kLimit};
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0 || ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) != 0) _exit(3);
+    setenv("SECMEM_BACKEND", "no-such-backend", 1); // a line at start-up
+    raise(SIGSTOP);
+    void *p = secmem_malloc(32);
+    secmem_free(p);
+    _exit(p != nullptr ? 0 : 4);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSTOPPED(status));
+  ASSERT_EQ(ptrace(PTRACE_SETOPTIONS, pid, nullptr, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL), 0);
+  bool entering = true, grown = false;
+  int deliver = 0;
+  for (;;) {
+    ASSERT_EQ(ptrace(PTRACE_SYSCALL, pid, nullptr, deliver), 0);
+    deliver = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status) || WIFSIGNALED(status)) break;
+    if (WSTOPSIG(status) != (SIGTRAP | 0x80)) {
+      deliver = WSTOPSIG(status); // a signal for the child: on its way
+      continue;
+    }
+    if (entering && !grown) {
+      user_regs_struct regs{};
+      ASSERT_EQ(ptrace(PTRACE_GETREGS, pid, nullptr, &regs), 0);
+      if (regs.orig_rax == SYS_write && regs.rdi == STDERR_FILENO) {
+        std::string other(600, 'y'); // the other writer, unlimited
+        ASSERT_EQ(write(file, other.data(), other.size()), static_cast<ssize_t>(other.size()));
+        grown = true;
+      }
+    }
+    entering = !entering;
+  }
+  close(file);
+  std::string text = read_file(path);
+  unlink(path);
+  EXPECT_TRUE(grown) << "no write to fd 2 was seen";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << (WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status)) + " (25 is SIGXFSZ)"
+                              : "exit status " + std::to_string(WEXITSTATUS(status)));
+  EXPECT_EQ(text, filler + std::string(600, 'y')); // no line past the limit, nor a part of one
+}
+#endif
 
 // A program that closed stderr and opened a data file, which took fd 2: a
 // diagnostic (here the line before an abort) never lands inside the data.

@@ -1,9 +1,11 @@
 #include "platform/diag.h"
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -53,18 +55,57 @@ Line &Line::err(int errnum) { return add(linux_facts::errno_name(errnum)); }
 
 namespace {
 
-// Whether len more bytes would take the regular file behind fd past
-// RLIMIT_FSIZE, where write(2) raises SIGXFSZ, which kills (OpenSSH's
-// sandboxed child sets the limit to 0). Pipes, terminals and sockets have no such limit.
-bool over_file_size_limit(int fd, size_t len) {
+// Where the regular file behind fd stands against RLIMIT_FSIZE, past which
+// write(2) raises SIGXFSZ, which kills (OpenSSH's sandboxed child sets the
+// limit to 0). Pipes, terminals and sockets have no such limit.
+struct FileLimit {
+  bool limited = false; // a regular file under a finite limit
+  bool over = false;    // len more bytes would pass it now
+};
+FileLimit file_size_limit(int fd, size_t len) {
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return {};
   rlimit lim{};
-  if (getrlimit(RLIMIT_FSIZE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return false;
+  if (getrlimit(RLIMIT_FSIZE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return {};
   int flags = fcntl(fd, F_GETFL);
   off_t at = flags >= 0 && (flags & O_APPEND) != 0 ? st.st_size : lseek(fd, 0, SEEK_CUR);
-  return at < 0 || static_cast<uint64_t>(at) + len > lim.rlim_cur;
+  return {true, at < 0 || static_cast<uint64_t>(at) + len > lim.rlim_cur};
 }
+
+// Another writer (a process appending to the same log or report) may take
+// the file past the limit between the check and the write: SIGXFSZ is blocked
+// in this thread for the write, and a SIGXFSZ the write raised is taken back
+// (rt_sigtimedwait, not where a seccomp filter is in force: it may kill on
+// it; the check alone stands there).
+class FileLimitGuard {
+public:
+  explicit FileLimitGuard(bool limited) {
+    if (!limited) return;
+    linux_facts::SeccompState sandbox = linux_facts::seccomp_state();
+    if (!sandbox.known || sandbox.filtered) return;
+    sigset_t pending;
+    sigemptyset(&xfsz_);
+    sigaddset(&xfsz_, SIGXFSZ);
+    if (sigpending(&pending) != 0 || pthread_sigmask(SIG_BLOCK, &xfsz_, &old_) != 0) return;
+    // One already pending (or blocked by the program) is the program's.
+    take_back_ = sigismember(&pending, SIGXFSZ) == 0 && sigismember(&old_, SIGXFSZ) == 0;
+    active_ = true;
+  }
+  ~FileLimitGuard() {
+    if (!active_) return;
+    if (raised_ && take_back_) {
+      timespec now{};
+      syscall(SYS_rt_sigtimedwait, &xfsz_, nullptr, &now, kKernelSigsetBytes);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  void wrote(long result, int err) { raised_ = raised_ || (result < 0 && err == EFBIG); }
+
+private:
+  static constexpr size_t kKernelSigsetBytes = 8; // _NSIG / 8 on Linux
+  bool active_ = false, take_back_ = false, raised_ = false;
+  sigset_t xfsz_{}, old_{};
+};
 
 // fd 2 as it was when this object was loaded: lines go to a regular file
 // only if it is that file, or one opened for appending (a log). A program
@@ -137,12 +178,15 @@ bool to_syslog(const char *text, size_t len) {
 
 bool write_all(int fd, const char *text, size_t len) {
   int saved = errno;
-  if (over_file_size_limit(fd, len)) {
+  FileLimit limit = file_size_limit(fd, len);
+  if (limit.over) {
     errno = saved;
     return false;
   }
+  FileLimitGuard guard(limit.limited);
   while (len > 0) {
     long n = syscall(SYS_write, fd, text, len);
+    guard.wrote(n, errno);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     text += n;

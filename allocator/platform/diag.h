@@ -50,7 +50,9 @@ bool to_syslog(const char *text, size_t len);
 
 // Writes len bytes to fd with the raw system call, retrying on EINTR; keeps
 // errno. Writes nothing to a regular file that RLIMIT_FSIZE would let them
-// overflow (the write would raise SIGXFSZ and kill the process).
+// overflow (the write would raise SIGXFSZ and kill the process); when another
+// writer takes the file past the limit meanwhile, the SIGXFSZ is blocked for
+// the write and taken back (not under a seccomp filter).
 bool write_all(int fd, const char *text, size_t len);
 
 [[noreturn]] void fatal(const char *what);
