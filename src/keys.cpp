@@ -17,6 +17,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <signal.h>
 #include <sstream>
 #include <string_view>
@@ -108,6 +109,109 @@ int give_passphrase(char *buf, int size, int, void *user) {
   if (ask->pass == nullptr || static_cast<int>(ask->pass->size()) > size) return -1;
   memcpy(buf, ask->pass->data(), ask->pass->size());
   return static_cast<int>(ask->pass->size());
+}
+
+// ---- the cost of an encrypted PKCS#8 key's derivation --------------------------------
+// OpenSSL runs whatever PBKDF2 round count a file asks for (scrypt it bounds by
+// memory only): a file asking for billions would hold the scan for hours. The
+// cost is read from the file before the passphrase is given, and refused past
+// twice what careful tools use today (OWASP: 600,000 PBKDF2-SHA256 rounds;
+// scrypt's N = 2^20, r = 8).
+constexpr uint64_t kMaxPbkdfRounds = 10'000'000;
+constexpr uint64_t kMaxScryptWork = uint64_t{1} << 24; // N * r * p
+
+template <typename T> struct Asn1Free;
+#define SECMEM_ASN1_FREE(T)                      \
+  template <> struct Asn1Free<T> {               \
+    void operator()(T *p) const { T##_free(p); } \
+  };
+SECMEM_ASN1_FREE(X509_SIG)
+SECMEM_ASN1_FREE(PBE2PARAM)
+SECMEM_ASN1_FREE(PBKDF2PARAM)
+SECMEM_ASN1_FREE(SCRYPT_PARAMS)
+SECMEM_ASN1_FREE(PBEPARAM)
+#undef SECMEM_ASN1_FREE
+template <typename T> using Asn1 = std::unique_ptr<T, Asn1Free<T>>;
+
+// An algorithm's parameters as type T (null: not a sequence of that shape).
+template <typename T> Asn1<T> parameters(const X509_ALGOR *alg, const ASN1_ITEM *item) {
+  int type = 0;
+  const void *value = nullptr;
+  X509_ALGOR_get0(nullptr, &type, &value, alg);
+  if (type != V_ASN1_SEQUENCE || value == nullptr) return nullptr;
+  return Asn1<T>(static_cast<T *>(ASN1_item_unpack(static_cast<const ASN1_STRING *>(value), item)));
+}
+
+uint64_t asn1_count(const ASN1_INTEGER *n) {
+  uint64_t value = 0;
+  return n != nullptr && ASN1_INTEGER_get_uint64(&value, n) == 1 ? value : UINT64_MAX; // negative or huge: too much
+}
+
+// What the key derivation of sig asks for, when it is more than is decrypted
+// here ("" otherwise, and for what OpenSSL will refuse on its own).
+std::string derivation_too_costly(const X509_SIG *sig) {
+  const X509_ALGOR *alg = nullptr;
+  X509_SIG_get0(sig, &alg, nullptr);
+  const ASN1_OBJECT *oid = nullptr;
+  X509_ALGOR_get0(&oid, nullptr, nullptr, alg);
+  uint64_t rounds = 0;
+  if (OBJ_obj2nid(oid) == NID_pbes2) {
+    Asn1<PBE2PARAM> pbes2 = parameters<PBE2PARAM>(alg, ASN1_ITEM_rptr(PBE2PARAM));
+    if (!pbes2) return "";
+    X509_ALGOR_get0(&oid, nullptr, nullptr, pbes2->keyfunc);
+    if (OBJ_obj2nid(oid) == NID_id_scrypt) {
+      Asn1<SCRYPT_PARAMS> scrypt = parameters<SCRYPT_PARAMS>(pbes2->keyfunc, ASN1_ITEM_rptr(SCRYPT_PARAMS));
+      if (!scrypt) return "";
+      uint64_t n = asn1_count(scrypt->costParameter), r = asn1_count(scrypt->blockSize),
+               p = asn1_count(scrypt->parallelizationParameter), work = 0;
+      if (!__builtin_mul_overflow(n, r, &work) && !__builtin_mul_overflow(work, p, &work) && work <= kMaxScryptWork)
+        return "";
+      return "scrypt with N = " + std::to_string(n) + ", r = " + std::to_string(r) + ", p = " + std::to_string(p) +
+             " (N * r * p past " + std::to_string(kMaxScryptWork) + ")";
+    }
+    if (OBJ_obj2nid(oid) != NID_id_pbkdf2) return "";
+    Asn1<PBKDF2PARAM> pbkdf2 = parameters<PBKDF2PARAM>(pbes2->keyfunc, ASN1_ITEM_rptr(PBKDF2PARAM));
+    if (!pbkdf2) return "";
+    rounds = asn1_count(pbkdf2->iter);
+  } else {
+    Asn1<PBEPARAM> pbes1 = parameters<PBEPARAM>(alg, ASN1_ITEM_rptr(PBEPARAM)); // PKCS#5 v1, PKCS#12
+    if (!pbes1) return "";
+    rounds = asn1_count(pbes1->iter);
+  }
+  if (rounds <= kMaxPbkdfRounds) return "";
+  return (rounds == UINT64_MAX ? std::string("an unreadable number of") : std::to_string(rounds)) + " rounds (past " +
+         std::to_string(kMaxPbkdfRounds) + ")";
+}
+
+// The first private key in data, if it is an encrypted PKCS#8 one (PEM, in a
+// bundle too, or DER): what its derivation asks for, when that is too much.
+std::string encrypted_key_too_costly(const std::string &data) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())), BIO_free);
+  for (;;) {
+    char *name = nullptr, *header = nullptr;
+    unsigned char *der = nullptr;
+    long len = 0;
+    if (PEM_read_bio(bio.get(), &name, &header, &der, &len) != 1) break;
+    std::string block = name;
+    Asn1<X509_SIG> sig;
+    if (block == "ENCRYPTED PRIVATE KEY") {
+      const unsigned char *at = der;
+      sig.reset(d2i_X509_SIG(nullptr, &at, len));
+    }
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_clear_free(der, static_cast<size_t>(len)); // a plain key's bytes
+    if (block.find("PRIVATE KEY") != std::string::npos) {
+      ERR_clear_error();
+      return sig ? derivation_too_costly(sig.get()) : "";
+    }
+  }
+  ERR_clear_error();
+  if (data.find("-----BEGIN") != std::string::npos) return "";
+  const auto *at = reinterpret_cast<const unsigned char *>(data.data());
+  Asn1<X509_SIG> sig(d2i_X509_SIG(nullptr, &at, static_cast<long>(data.size())));
+  ERR_clear_error();
+  return sig ? derivation_too_costly(sig.get()) : "";
 }
 
 // PEM: the first private key in the file, wherever it is; then DER.
@@ -529,6 +633,11 @@ KeyMaterial parse_key_material(std::string data, const std::string &path, const 
   std::string pass;
   PassphraseAsk ask;
   if (!passphrase_file.empty()) {
+    if (std::string cost = encrypted_key_too_costly(data); !cost.empty()) {
+      wipe(data);
+      throw ToolError{2, path + " is encrypted with a key derivation of " + cost +
+                             ", more than secmem decrypts: decrypt it first (openssl pkcs8)"};
+    }
     pass = read_passphrase(passphrase_file);
     ask.pass = &pass;
   }

@@ -585,3 +585,79 @@ TEST_F(KeyFiles, AnOpensshEd25519KeyGivesItsSeed) {
 
 INSTANTIATE_TEST_SUITE_P(Types, KeyFiles, testing::Values("RSA", "EC", "Ed25519"),
                          [](const testing::TestParamInfo<const char *> &info) { return std::string(info.param); });
+
+// An encrypted PKCS#8 file whose key derivation asks for more than careful
+// tools use (2^31 - 1 PBKDF2 rounds would hold the scan for an hour; scrypt
+// with a huge p; PKCS#12's PBE): refused before the passphrase is even read,
+// in a bundle and in DER too. The same structure with one round is tried
+// (and its made-up ciphertext does not decrypt). The files are built field
+// by field with `openssl asn1parse -genconf`.
+TEST(KeyFileCost, AKeyDerivationAskingForTooMuchIsRefusedBeforeItRuns) {
+  char pattern[] = "/tmp/secmem-kdf-XXXXXX";
+  std::string d = mkdtemp(pattern);
+  auto make = [&](const std::string &name, const std::string &alg_sections) {
+    std::string conf = d + "/" + name + ".conf";
+    FILE *out = fopen(conf.c_str(), "w");
+    ASSERT_NE(out, nullptr);
+    fprintf(out,
+            "asn1 = SEQUENCE:epki\n[epki]\nalg = SEQUENCE:alg\n"
+            "data = FORMAT:HEX,OCTETSTRING:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n%s",
+            alg_sections.c_str());
+    ASSERT_EQ(fclose(out), 0);
+    ASSERT_EQ(run({"sh", "-ec",
+                   "cd " + d + "; openssl asn1parse -genconf " + name + ".conf -out " + name +
+                       ".der >/dev/null; { echo '-----BEGIN ENCRYPTED PRIVATE KEY-----'; base64 " + name +
+                       ".der; echo '-----END ENCRYPTED PRIVATE KEY-----'; } > " + name + ".pem"})
+                  .status,
+              0);
+  };
+  auto pbkdf2 = [](const std::string &rounds) {
+    return "[alg]\noid = OID:PBES2\nparams = SEQUENCE:pbes2\n[pbes2]\nkdf = SEQUENCE:kdf\nenc = SEQUENCE:enc\n"
+           "[kdf]\noid = OID:PBKDF2\nparams = SEQUENCE:pbkdf2\n"
+           "[pbkdf2]\nsalt = FORMAT:HEX,OCTETSTRING:0102030405060708\niter = INTEGER:" +
+           rounds +
+           "\nprf = SEQUENCE:prf\n[prf]\noid = OID:hmacWithSHA256\nnull = NULL\n"
+           "[enc]\noid = OID:aes-128-cbc\niv = FORMAT:HEX,OCTETSTRING:000102030405060708090a0b0c0d0e0f\n";
+  };
+  ASSERT_NO_FATAL_FAILURE(make("pbkdf2-huge", pbkdf2("2147483647")));
+  ASSERT_NO_FATAL_FAILURE(make("pbkdf2-one", pbkdf2("1")));
+  ASSERT_NO_FATAL_FAILURE(make(
+      "scrypt-huge", "[alg]\noid = OID:PBES2\nparams = SEQUENCE:pbes2\n[pbes2]\nkdf = SEQUENCE:kdf\n"
+                     "enc = SEQUENCE:enc\n[kdf]\noid = OID:id-scrypt\nparams = SEQUENCE:scrypt\n"
+                     "[scrypt]\nsalt = FORMAT:HEX,OCTETSTRING:0102030405060708\nn = INTEGER:16384\n"
+                     "r = INTEGER:8\np = INTEGER:1048576\n"
+                     "[enc]\noid = OID:aes-128-cbc\niv = FORMAT:HEX,OCTETSTRING:000102030405060708090a0b0c0d0e0f\n"));
+  ASSERT_NO_FATAL_FAILURE(make("pkcs12-huge", "[alg]\noid = OID:pbeWithSHA1And3-KeyTripleDES-CBC\n"
+                                              "params = SEQUENCE:pbe\n[pbe]\n"
+                                              "salt = FORMAT:HEX,OCTETSTRING:0102030405060708\n"
+                                              "iter = INTEGER:2147483647\n"));
+  ASSERT_EQ(
+      run({"sh", "-ec",
+           "cd " + d + "; printf 'secret\\n' > pass; openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 " +
+               "-out ec.pem; openssl req -x509 -key ec.pem -subj /CN=b -days 1 -out bundle.pem 2>/dev/null; " +
+               "cat pbkdf2-huge.pem >> bundle.pem"})
+          .status,
+      0);
+  const std::string pass = d + "/pass";
+  const std::string pbkdf2_huge = "a key derivation of 2147483647 rounds (past 10000000), more than secmem decrypts: "
+                                  "decrypt it first (openssl pkcs8)";
+  for (const char *file : {"pbkdf2-huge.pem", "pbkdf2-huge.der", "bundle.pem"}) {
+    std::string path = d + "/" + file;
+    EXPECT_EQ(load_error(path, pass), path + " is encrypted with " + pbkdf2_huge);
+    // Without a passphrase nothing is derived: the usual message.
+    EXPECT_EQ(load_error(path), path + " is encrypted: give its passphrase with --passphrase-file FILE");
+  }
+  EXPECT_EQ(load_error(d + "/pkcs12-huge.pem", pass), d + "/pkcs12-huge.pem is encrypted with " + pbkdf2_huge);
+  EXPECT_EQ(
+      load_error(d + "/scrypt-huge.der", pass),
+      d + "/scrypt-huge.der is encrypted with a key derivation of scrypt with N = 16384, r = 8, p = 1048576 (N * r "
+          "* p past 16777216), more than secmem decrypts: decrypt it first (openssl pkcs8)");
+  EXPECT_EQ(load_error(d + "/pbkdf2-one.pem", pass),
+            "cannot decrypt " + d + "/pbkdf2-one.pem with the passphrase in " + pass);
+  // The command says it too, exit status 2.
+  Result scan =
+      run({kTool, "scan", std::to_string(getpid()), "--key-file", d + "/pbkdf2-huge.pem", "--passphrase-file", pass});
+  EXPECT_EQ(scan.status, 2);
+  EXPECT_EQ(scan.err, "secmem: " + d + "/pbkdf2-huge.pem is encrypted with " + pbkdf2_huge + "\n");
+  (void)!system(("rm -rf " + d).c_str());
+}
