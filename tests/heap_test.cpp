@@ -295,6 +295,24 @@ TEST(Heap, HugeBlocksReturnTheirMemoryWhenFreed) {
 // Misuse aborts with one fixed line on stderr.
 using HeapDeathTest = testing::Test;
 
+// Correctness only: no timing is measured.
+TEST(Heap, CtEqualComparesEveryByteOfEveryLength) {
+  unsigned char a[70];
+  unsigned char b[70];
+  for (size_t i = 0; i < sizeof a; ++i) a[i] = b[i] = static_cast<unsigned char>(i * 11);
+  for (size_t n = 0; n <= sizeof a; ++n) {
+    EXPECT_EQ(secmem_ct_equal(a, b, n), 1) << n;
+    for (size_t i = 0; i < n; ++i) {
+      for (int bit = 0; bit < 8; ++bit) {
+        b[i] ^= static_cast<unsigned char>(1u << bit);
+        EXPECT_EQ(secmem_ct_equal(a, b, n), 0) << n << " byte " << i << " bit " << bit;
+        b[i] ^= static_cast<unsigned char>(1u << bit);
+      }
+    }
+  }
+  EXPECT_EQ(secmem_ct_equal(nullptr, nullptr, 0), 1);
+}
+
 TEST(HeapDeathTest, DoubleFree) {
   void *volatile p = secmem_malloc(32);
   secmem_free(p);

@@ -1,5 +1,7 @@
 // The C API: argument checks and errno, then the heap does the work.
 #include <cerrno>
+#include <cstdint>
+#include <cstring>
 
 #include "api/arg_checks.h"
 #include "heap/heap.h"
@@ -36,6 +38,29 @@ void secmem_free(void *p) { heap::release(p); }
 size_t secmem_usable_size(const void *p) { return heap::usable_size(p); }
 
 int secmem_owns(const void *p) { return heap::owns(p) ? 1 : 0; }
+
+// Accumulates the XOR of all the bytes, 8 at a time, then turns "any bit set"
+// into 0 without a branch. The empty asm makes `diff` opaque at every step, so
+// the compiler cannot end the loop early once a difference is seen.
+int secmem_ct_equal(const void *a, const void *b, size_t n) {
+  const auto *x = static_cast<const unsigned char *>(a);
+  const auto *y = static_cast<const unsigned char *>(b);
+  uint64_t diff = 0;
+  size_t i = 0;
+  for (; n - i >= sizeof(uint64_t); i += sizeof(uint64_t)) {
+    uint64_t u = 0;
+    uint64_t v = 0;
+    memcpy(&u, x + i, sizeof u);
+    memcpy(&v, y + i, sizeof v);
+    diff |= u ^ v;
+    __asm__ volatile("" : "+r"(diff));
+  }
+  for (; i < n; ++i) {
+    diff |= static_cast<uint64_t>(x[i] ^ y[i]);
+    __asm__ volatile("" : "+r"(diff));
+  }
+  return static_cast<int>(1 ^ ((diff | (0 - diff)) >> 63));
+}
 
 static_assert(SECMEM_READ == heap::kAccessRead && SECMEM_WRITE == heap::kAccessWrite);
 

@@ -48,6 +48,12 @@ SECMEM_API size_t secmem_usable_size(const void *p);
 /* 1 if p points into a live allocation of this heap, else 0. O(1), safe for
  * any pointer value. */
 SECMEM_API int secmem_owns(const void *p);
+/* 1 if the n bytes at a and at b are equal, else 0, in time that depends on
+ * n only: every byte is read, with no exit at the first difference, so the
+ * timing does not tell where two secrets (MACs, tokens, passwords) differ.
+ * n == 0 gives 1 (a and b may then be NULL). Compare lengths first: they are
+ * not hidden. */
+SECMEM_API int secmem_ct_equal(const void *a, const void *b, size_t n);
 
 /* Sealed secrets: a block of its own pages, between PROT_NONE guard pages,
  * that stays inaccessible (PROT_NONE) except inside access scopes. A stray
