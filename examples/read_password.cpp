@@ -1,9 +1,7 @@
 // Reads a password from the terminal, without echo, straight into secret
-// memory: one character at a time into a secure_string, never through a
-// std::string or a stdio buffer.
-#include <cerrno>
+// memory: secmem::read_line reads one byte at a time into a secure_string,
+// never through a std::string or a stdio buffer, and nothing past the newline.
 #include <cstdio>
-#include <cstring>
 #include <termios.h>
 #include <unistd.h>
 
@@ -31,34 +29,19 @@ private:
   bool active_ = false;
 };
 
-// Reads one line from fd into out; false on read error or end of input before any character.
-bool read_line(int fd, secmem::secure_string &out) {
-  char c = 0;
-  bool any = false;
-  while (true) {
-    ssize_t n = read(fd, &c, 1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    any = true;
-    if (c == '\n' || c == '\r') break;
-    out.push_back(c);
-  }
-  c = 0;
-  return any;
-}
-
 } // namespace
 
 int main() {
   fputs("password: ", stderr);
   secmem::secure_string password;
-  bool ok;
+  ssize_t got;
   {
     NoEcho quiet;
-    ok = read_line(STDIN_FILENO, password);
+    got = secmem::read_line(STDIN_FILENO, password);
   }
   fputs("\n", stderr);
-  if (!ok) {
+  if (password.ends_with('\r')) password.pop_back(); // CR LF from a terminal without ICRNL
+  if (got <= 0) {
     fputs("read_password: no input\n", stderr);
     return 1;
   }

@@ -11,9 +11,13 @@
 // - secure_string never keeps characters inside the string object: unlike
 //   std::basic_string it has no small-string buffer, so a 5-character
 //   password is in secret memory too. A moved-from secure_string is empty and
-//   owns no memory.
+//   owns no memory. Its == (and secmem::equal, constant_time_equal for
+//   bytes) does not stop at the first difference; ordering comparisons do.
+// - secmem::getline and secmem::read_line read a line straight into a
+//   secure_string, with no std::string or stack buffer in between.
 // - Allocation failure throws std::bad_alloc (std::bad_array_new_length when
-//   the byte count overflows). The core library itself never throws.
+//   the byte count overflows; std::length_error for a string longer than
+//   max_size()). The core library itself never throws.
 // - Not covered: copies a program makes elsewhere (std::string, the stack,
 //   I/O buffers), and std::pmr::string's own small-string buffer (use
 //   secure_string for text).
@@ -23,15 +27,21 @@
 #include <algorithm>
 #include <cerrno>
 #include <compare>
+#include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <deque>
+#include <initializer_list>
+#include <istream>
+#include <iterator>
 #include <limits>
 #include <list>
 #include <map>
 #include <memory>
 #include <memory_resource>
 #include <new>
+#include <span>
 #include <stdexcept>
 #include <string_view>
 #include <system_error>
@@ -39,6 +49,9 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include <sys/types.h>
+#include <unistd.h>
 
 #include "secmem/secmem.h"
 
@@ -141,10 +154,50 @@ requires std::is_unbounded_array_v<T> secure_unique_ptr<T> make_secure(std::size
   return secure_unique_ptr<T>(raw, secure_delete<T>{n});
 }
 
+// ---- comparing secrets ------------------------------------------------------------
+
+// Equality of two byte blocks in time that depends on their lengths only:
+// for equal lengths every byte is read, with no exit at the first difference
+// (secmem_ct_equal), so the timing does not tell where two secrets differ.
+// The length is not secret: unequal lengths return false at once.
+inline bool constant_time_equal(std::span<const std::byte> a, std::span<const std::byte> b) noexcept {
+  return a.size() == b.size() && secmem_ct_equal(a.data(), b.data(), a.size()) == 1;
+}
+
+// The same for secure vectors of bytes, integers, or any type whose value is
+// its bytes. (std::vector's own == stops at the first difference.)
+template <typename T>
+requires std::has_unique_object_representations_v<T>
+bool equal(const secure_vector<T> &a, const secure_vector<T> &b) noexcept {
+  return constant_time_equal(std::as_bytes(std::span(a)), std::as_bytes(std::span(b)));
+}
+
 // ---- strings --------------------------------------------------------------------
+
+namespace detail {
+// basic_secure_string's iterators are pointers: its iterator overloads are
+// templates on these, so that a literal 0 stays a position (s.insert(0, 3, 'x')).
+template <typename It, typename CharT>
+concept string_iterator = std::same_as<It, CharT *> || std::same_as<It, const CharT *>;
+} // namespace detail
 
 // A string whose characters are always in the secret heap: no small-string
 // buffer, and a buffer even when empty (so data() is secret at every length).
+// It has std::basic_string's operations that suit secrets, with its
+// exceptions: std::out_of_range for a position past size(), and
+// std::length_error for a length over max_size(), thrown before anything is
+// allocated, read or written. Operations that allocate give the strong
+// guarantee (the allocation comes before any change). Characters dropped by
+// erase, replace, resize, pop_back and clear are zeroed at once (the bytes
+// from size() to capacity() are always zero), and text that overlaps the
+// string itself is first copied into another secure_string.
+//
+// Comparing: == and != take time that depends on the lengths only; for equal
+// lengths every character is read, without an early exit. The length is not
+// secret: unequal lengths return false at once. == compares the characters'
+// bits (which is Traits::eq for std::char_traits). Ordering (<, <=>,
+// compare()) and searching (find, starts_with, ...) are NOT constant time:
+// their answer and their timing depend on where the contents differ or match.
 template <typename CharT, typename Traits = std::char_traits<CharT>> class basic_secure_string {
 public:
   using traits_type = Traits;
@@ -157,20 +210,28 @@ public:
   using const_pointer = const CharT *;
   using iterator = CharT *;
   using const_iterator = const CharT *;
+  using reverse_iterator = std::reverse_iterator<iterator>;
+  using const_reverse_iterator = std::reverse_iterator<const_iterator>;
   using view_type = std::basic_string_view<CharT, Traits>;
   static constexpr size_type npos = static_cast<size_type>(-1);
 
-  basic_secure_string() { allocate(kMinCapacity); }
+  basic_secure_string() { init(0); }
   // Explicit: each of these makes a new secret copy of text.
-  explicit basic_secure_string(view_type text) { assign_new(text); }
+  explicit basic_secure_string(view_type text) { init_copy(text.data(), text.size()); }
   explicit basic_secure_string(const CharT *text) : basic_secure_string(view_type(text)) {}
-  basic_secure_string(const CharT *text, size_type n) : basic_secure_string(view_type(text, n)) {}
+  basic_secure_string(const CharT *text, size_type n) { init_copy(text, n); }
+  basic_secure_string(view_type text, size_type pos, size_type n = npos) : basic_secure_string(text.substr(pos, n)) {}
   basic_secure_string(size_type n, CharT c) {
-    allocate(n);
+    init(n);
     Traits::assign(data_, n, c);
     set_size(n);
   }
-  basic_secure_string(const basic_secure_string &other) : basic_secure_string(other.view()) {}
+  template <std::input_iterator It> basic_secure_string(It first, It last) : basic_secure_string() {
+    append(first, last);
+  }
+  explicit basic_secure_string(std::initializer_list<CharT> chars) { init_copy(chars.begin(), chars.size()); }
+  basic_secure_string(std::nullptr_t) = delete;
+  basic_secure_string(const basic_secure_string &other) { init_copy(other.data(), other.size()); }
   basic_secure_string(basic_secure_string &&other) noexcept
       : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)),
         capacity_(std::exchange(other.capacity_, 0)) {}
@@ -191,19 +252,23 @@ public:
   }
   basic_secure_string &operator=(view_type text) { return assign(text); }
   basic_secure_string &operator=(const CharT *text) { return assign(view_type(text)); }
+  basic_secure_string &operator=(CharT c) { return assign(size_type{1}, c); }
+  basic_secure_string &operator=(std::initializer_list<CharT> chars) { return assign(chars); }
+  basic_secure_string &operator=(std::nullptr_t) = delete;
 
-  basic_secure_string &assign(view_type text) {
-    if (data_ == nullptr || text.size() > capacity_ || overlaps(text)) {
-      basic_secure_string copy(text);
-      swap(copy);
-    } else {
-      Traits::copy(data_, text.data(), text.size());
-      shrink_size(text.size());
-    }
-    return *this;
+  basic_secure_string &assign(view_type text) { return replace_text(0, size_, text.data(), text.size()); }
+  basic_secure_string &assign(const basic_secure_string &other) { return *this = other; }
+  basic_secure_string &assign(basic_secure_string &&other) noexcept { return *this = std::move(other); }
+  basic_secure_string &assign(view_type text, size_type pos, size_type n = npos) { return assign(text.substr(pos, n)); }
+  basic_secure_string &assign(const CharT *text, size_type n) { return replace_text(0, size_, text, n); }
+  basic_secure_string &assign(const CharT *text) { return assign(view_type(text)); }
+  basic_secure_string &assign(size_type n, CharT c) { return replace_fill(0, size_, n, c); }
+  template <std::input_iterator It> basic_secure_string &assign(It first, It last) {
+    return replace(begin(), end(), first, last);
   }
+  basic_secure_string &assign(std::initializer_list<CharT> chars) { return assign(chars.begin(), chars.size()); }
 
-  // Access. A moved-from string has no buffer: data() is then "".
+  // ---- access. A moved-from string has no buffer: data() is then "".
   const CharT *data() const noexcept { return data_ != nullptr ? data_ : empty_text(); }
   CharT *data() noexcept { return data_ != nullptr ? data_ : const_cast<CharT *>(empty_text()); }
   const CharT *c_str() const noexcept { return data(); }
@@ -211,7 +276,9 @@ public:
   size_type length() const noexcept { return size_; }
   size_type capacity() const noexcept { return capacity_; }
   bool empty() const noexcept { return size_ == 0; }
-  size_type max_size() const noexcept { return std::numeric_limits<size_type>::max() / sizeof(CharT) - 1; }
+  static constexpr size_type max_size() noexcept {
+    return static_cast<size_type>(std::numeric_limits<difference_type>::max()) / sizeof(CharT) - 1;
+  }
   CharT &operator[](size_type i) noexcept { return data()[i]; }
   const CharT &operator[](size_type i) const noexcept { return data()[i]; }
   CharT &at(size_type i) { return i < size_ ? data_[i] : throw std::out_of_range("secmem::secure_string::at"); }
@@ -219,25 +286,33 @@ public:
     return i < size_ ? data_[i] : throw std::out_of_range("secmem::secure_string::at");
   }
   CharT &front() noexcept { return data_[0]; }
+  const CharT &front() const noexcept { return data_[0]; }
   CharT &back() noexcept { return data_[size_ - 1]; }
+  const CharT &back() const noexcept { return data_[size_ - 1]; }
   iterator begin() noexcept { return data(); }
   iterator end() noexcept { return data() + size_; }
   const_iterator begin() const noexcept { return data(); }
   const_iterator end() const noexcept { return data() + size_; }
   const_iterator cbegin() const noexcept { return data(); }
   const_iterator cend() const noexcept { return data() + size_; }
+  reverse_iterator rbegin() noexcept { return reverse_iterator(end()); }
+  reverse_iterator rend() noexcept { return reverse_iterator(begin()); }
+  const_reverse_iterator rbegin() const noexcept { return const_reverse_iterator(end()); }
+  const_reverse_iterator rend() const noexcept { return const_reverse_iterator(begin()); }
+  const_reverse_iterator crbegin() const noexcept { return rbegin(); }
+  const_reverse_iterator crend() const noexcept { return rend(); }
   view_type view() const noexcept { return view_type(data(), size_); }
   operator view_type() const noexcept { return view(); }
 
-  // Changing the size. Characters dropped from the end are zeroed.
+  // ---- size and capacity. Characters dropped from the end are zeroed.
   void reserve(size_type n) {
-    if (data_ == nullptr || n > capacity_) reallocate(n);
+    check_length(n);
+    if (data_ == nullptr || n > capacity_) reallocate(data_ == nullptr ? std::max(n, size_) : grown_capacity(n));
   }
   void resize(size_type n, CharT c = CharT()) {
+    check_length(n);
     if (n > size_) {
-      reserve(grown(n));
-      Traits::assign(data_ + size_, n - size_, c);
-      set_size(n);
+      replace_fill(size_, 0, n - size_, c);
     } else if (data_ != nullptr) {
       shrink_size(n);
     }
@@ -248,50 +323,130 @@ public:
   void shrink_to_fit() {
     if (data_ == nullptr || capacity_ > size_) reallocate(size_);
   }
+
+  // ---- adding characters
   void push_back(CharT c) {
-    if (size_ == capacity_ || data_ == nullptr) reserve(grown(size_ + 1));
+    if (data_ == nullptr || size_ == capacity_) {
+      check_length(size_ + 1);
+      reallocate(grown_capacity(size_ + 1));
+    }
     data_[size_] = c;
     set_size(size_ + 1);
   }
   void pop_back() noexcept { shrink_size(size_ - 1); }
-  basic_secure_string &append(view_type text) {
-    if (overlaps(text)) {
-      basic_secure_string copy(text);
-      return append(copy.view());
-    }
-    if (size_ + text.size() > capacity_ || data_ == nullptr) reserve(grown(size_ + text.size()));
-    Traits::copy(data_ + size_, text.data(), text.size());
-    set_size(size_ + text.size());
-    return *this;
+  basic_secure_string &append(view_type text) { return replace_text(size_, 0, text.data(), text.size()); }
+  basic_secure_string &append(view_type text, size_type pos, size_type n = npos) { return append(text.substr(pos, n)); }
+  basic_secure_string &append(const CharT *text, size_type n) { return replace_text(size_, 0, text, n); }
+  basic_secure_string &append(const CharT *text) { return append(view_type(text)); }
+  basic_secure_string &append(size_type n, CharT c) { return replace_fill(size_, 0, n, c); }
+  template <std::input_iterator It> basic_secure_string &append(It first, It last) {
+    return replace(end(), end(), first, last);
   }
-  basic_secure_string &append(size_type n, CharT c) {
-    reserve(grown(size_ + n));
-    Traits::assign(data_ + size_, n, c);
-    set_size(size_ + n);
-    return *this;
-  }
+  basic_secure_string &append(std::initializer_list<CharT> chars) { return append(chars.begin(), chars.size()); }
   basic_secure_string &operator+=(view_type text) { return append(text); }
   basic_secure_string &operator+=(const CharT *text) { return append(view_type(text)); }
   basic_secure_string &operator+=(CharT c) {
     push_back(c);
     return *this;
   }
+  basic_secure_string &operator+=(std::initializer_list<CharT> chars) { return append(chars); }
 
-  // Searching and comparing (through string_view: no copies).
-  size_type find(view_type text, size_type pos = 0) const noexcept { return view().find(text, pos); }
-  size_type find(CharT c, size_type pos = 0) const noexcept { return view().find(c, pos); }
-  basic_secure_string substr(size_type pos = 0, size_type n = npos) const {
-    if (pos > size_) throw std::out_of_range("secmem::secure_string::substr");
-    return basic_secure_string(view().substr(pos, n));
+  basic_secure_string &insert(size_type pos, view_type text) {
+    return replace_text(checked_pos(pos, "secmem::secure_string::insert"), 0, text.data(), text.size());
   }
-  int compare(view_type text) const noexcept { return view().compare(text); }
-  friend bool operator==(const basic_secure_string &a, view_type b) noexcept { return a.view() == b; }
-  friend auto operator<=>(const basic_secure_string &a, view_type b) noexcept { return a.view() <=> b; }
-  friend bool operator==(const basic_secure_string &a, const basic_secure_string &b) noexcept {
-    return a.view() == b.view();
+  basic_secure_string &insert(size_type pos, view_type text, size_type pos2, size_type n = npos) {
+    return insert(pos, text.substr(pos2, n));
   }
-  friend auto operator<=>(const basic_secure_string &a, const basic_secure_string &b) noexcept {
-    return a.view() <=> b.view();
+  basic_secure_string &insert(size_type pos, const CharT *text, size_type n) {
+    return replace_text(checked_pos(pos, "secmem::secure_string::insert"), 0, text, n);
+  }
+  basic_secure_string &insert(size_type pos, const CharT *text) { return insert(pos, view_type(text)); }
+  basic_secure_string &insert(size_type pos, size_type n, CharT c) {
+    return replace_fill(checked_pos(pos, "secmem::secure_string::insert"), 0, n, c);
+  }
+  template <detail::string_iterator<CharT> It> iterator insert(It p, CharT c) { return insert(p, size_type{1}, c); }
+  template <detail::string_iterator<CharT> It> iterator insert(It p, size_type n, CharT c) {
+    size_type pos = offset(p);
+    replace_fill(pos, 0, n, c);
+    return data() + pos;
+  }
+  template <detail::string_iterator<CharT> It, std::input_iterator In> iterator insert(It p, In first, In last) {
+    size_type pos = offset(p);
+    replace(p, p, first, last);
+    return data() + pos;
+  }
+  template <detail::string_iterator<CharT> It> iterator insert(It p, std::initializer_list<CharT> chars) {
+    size_type pos = offset(p);
+    replace_text(pos, 0, chars.begin(), chars.size());
+    return data() + pos;
+  }
+
+  // ---- removing and replacing characters (those dropped are zeroed)
+  basic_secure_string &erase(size_type pos = 0, size_type n = npos) {
+    checked_pos(pos, "secmem::secure_string::erase");
+    erase_chars(pos, std::min(n, size_ - pos));
+    return *this;
+  }
+  template <detail::string_iterator<CharT> It> iterator erase(It p) noexcept {
+    size_type pos = offset(p);
+    erase_chars(pos, 1);
+    return data() + pos;
+  }
+  template <detail::string_iterator<CharT> It1, detail::string_iterator<CharT> It2>
+  iterator erase(It1 first, It2 last) noexcept {
+    size_type pos = offset(first);
+    erase_chars(pos, offset(last) - pos);
+    return data() + pos;
+  }
+
+  basic_secure_string &replace(size_type pos, size_type n, view_type text) {
+    return replace_text(checked_pos(pos, "secmem::secure_string::replace"), n, text.data(), text.size());
+  }
+  basic_secure_string &replace(size_type pos, size_type n, view_type text, size_type pos2, size_type n2 = npos) {
+    return replace(pos, n, text.substr(pos2, n2));
+  }
+  basic_secure_string &replace(size_type pos, size_type n, const CharT *text, size_type n2) {
+    return replace_text(checked_pos(pos, "secmem::secure_string::replace"), n, text, n2);
+  }
+  basic_secure_string &replace(size_type pos, size_type n, const CharT *text) {
+    return replace(pos, n, view_type(text));
+  }
+  basic_secure_string &replace(size_type pos, size_type n, size_type n2, CharT c) {
+    return replace_fill(checked_pos(pos, "secmem::secure_string::replace"), n, n2, c);
+  }
+  template <detail::string_iterator<CharT> It1, detail::string_iterator<CharT> It2>
+  basic_secure_string &replace(It1 first, It2 last, view_type text) {
+    return replace_text(offset(first), offset(last) - offset(first), text.data(), text.size());
+  }
+  template <detail::string_iterator<CharT> It1, detail::string_iterator<CharT> It2>
+  basic_secure_string &replace(It1 first, It2 last, const CharT *text, size_type n) {
+    return replace_text(offset(first), offset(last) - offset(first), text, n);
+  }
+  template <detail::string_iterator<CharT> It1, detail::string_iterator<CharT> It2>
+  basic_secure_string &replace(It1 first, It2 last, const CharT *text) {
+    return replace(first, last, view_type(text));
+  }
+  template <detail::string_iterator<CharT> It1, detail::string_iterator<CharT> It2>
+  basic_secure_string &replace(It1 first, It2 last, size_type n, CharT c) {
+    return replace_fill(offset(first), offset(last) - offset(first), n, c);
+  }
+  // A range of characters: contiguous ones are used in place (copied first
+  // when they lie in this string); any other range is gathered into a
+  // secure_string first.
+  template <detail::string_iterator<CharT> It1, detail::string_iterator<CharT> It2, std::input_iterator In>
+  basic_secure_string &replace(It1 first, It2 last, In first2, In last2) {
+    if constexpr (std::contiguous_iterator<In> && std::same_as<std::iter_value_t<In>, CharT>) {
+      return replace(first, last, std::to_address(first2), static_cast<size_type>(last2 - first2));
+    } else {
+      basic_secure_string gathered;
+      if constexpr (std::forward_iterator<In>) gathered.reserve(static_cast<size_type>(std::distance(first2, last2)));
+      for (; first2 != last2; ++first2) gathered.push_back(*first2);
+      return replace(first, last, gathered.view());
+    }
+  }
+  template <detail::string_iterator<CharT> It1, detail::string_iterator<CharT> It2>
+  basic_secure_string &replace(It1 first, It2 last, std::initializer_list<CharT> chars) {
+    return replace(first, last, chars.begin(), chars.size());
   }
 
   void swap(basic_secure_string &other) noexcept {
@@ -301,6 +456,131 @@ public:
   }
   friend void swap(basic_secure_string &a, basic_secure_string &b) noexcept { a.swap(b); }
 
+  // ---- searching (through string_view: no copies; not constant time)
+  size_type find(view_type t, size_type pos = 0) const noexcept { return view().find(t, pos); }
+  size_type find(const CharT *s, size_type pos, size_type n) const noexcept { return view().find(s, pos, n); }
+  size_type find(const CharT *s, size_type pos = 0) const noexcept { return view().find(s, pos); }
+  size_type find(CharT c, size_type pos = 0) const noexcept { return view().find(c, pos); }
+  size_type rfind(view_type t, size_type pos = npos) const noexcept { return view().rfind(t, pos); }
+  size_type rfind(const CharT *s, size_type pos, size_type n) const noexcept { return view().rfind(s, pos, n); }
+  size_type rfind(const CharT *s, size_type pos = npos) const noexcept { return view().rfind(s, pos); }
+  size_type rfind(CharT c, size_type pos = npos) const noexcept { return view().rfind(c, pos); }
+  size_type find_first_of(view_type t, size_type pos = 0) const noexcept { return view().find_first_of(t, pos); }
+  size_type find_first_of(const CharT *s, size_type pos, size_type n) const noexcept {
+    return view().find_first_of(s, pos, n);
+  }
+  size_type find_first_of(const CharT *s, size_type pos = 0) const noexcept { return view().find_first_of(s, pos); }
+  size_type find_first_of(CharT c, size_type pos = 0) const noexcept { return view().find_first_of(c, pos); }
+  size_type find_last_of(view_type t, size_type pos = npos) const noexcept { return view().find_last_of(t, pos); }
+  size_type find_last_of(const CharT *s, size_type pos, size_type n) const noexcept {
+    return view().find_last_of(s, pos, n);
+  }
+  size_type find_last_of(const CharT *s, size_type pos = npos) const noexcept { return view().find_last_of(s, pos); }
+  size_type find_last_of(CharT c, size_type pos = npos) const noexcept { return view().find_last_of(c, pos); }
+  size_type find_first_not_of(view_type t, size_type pos = 0) const noexcept {
+    return view().find_first_not_of(t, pos);
+  }
+  size_type find_first_not_of(const CharT *s, size_type pos, size_type n) const noexcept {
+    return view().find_first_not_of(s, pos, n);
+  }
+  size_type find_first_not_of(const CharT *s, size_type pos = 0) const noexcept {
+    return view().find_first_not_of(s, pos);
+  }
+  size_type find_first_not_of(CharT c, size_type pos = 0) const noexcept { return view().find_first_not_of(c, pos); }
+  size_type find_last_not_of(view_type t, size_type pos = npos) const noexcept {
+    return view().find_last_not_of(t, pos);
+  }
+  size_type find_last_not_of(const CharT *s, size_type pos, size_type n) const noexcept {
+    return view().find_last_not_of(s, pos, n);
+  }
+  size_type find_last_not_of(const CharT *s, size_type pos = npos) const noexcept {
+    return view().find_last_not_of(s, pos);
+  }
+  size_type find_last_not_of(CharT c, size_type pos = npos) const noexcept { return view().find_last_not_of(c, pos); }
+  bool starts_with(view_type t) const noexcept { return view().starts_with(t); }
+  bool starts_with(CharT c) const noexcept { return view().starts_with(c); }
+  bool starts_with(const CharT *s) const noexcept { return view().starts_with(s); }
+  bool ends_with(view_type t) const noexcept { return view().ends_with(t); }
+  bool ends_with(CharT c) const noexcept { return view().ends_with(c); }
+  bool ends_with(const CharT *s) const noexcept { return view().ends_with(s); }
+  bool contains(view_type t) const noexcept { return view().find(t) != npos; }
+  bool contains(CharT c) const noexcept { return view().find(c) != npos; }
+  bool contains(const CharT *s) const noexcept { return view().find(s) != npos; }
+
+  basic_secure_string substr(size_type pos = 0, size_type n = npos) const {
+    checked_pos(pos, "secmem::secure_string::substr");
+    return basic_secure_string(view().substr(pos, n));
+  }
+  // Copies characters out of secret memory into dest (like std::string::copy).
+  size_type copy(CharT *dest, size_type n, size_type pos = 0) const {
+    checked_pos(pos, "secmem::secure_string::copy");
+    return view().copy(dest, n, pos);
+  }
+
+  // ---- comparing. compare() and <=> are lexicographic, NOT constant time;
+  // == is (for equal lengths), as the class comment says.
+  int compare(view_type t) const noexcept { return view().compare(t); }
+  int compare(size_type pos, size_type n, view_type t) const {
+    checked_pos(pos, "secmem::secure_string::compare");
+    return view().compare(pos, n, t);
+  }
+  int compare(size_type pos, size_type n, view_type t, size_type pos2, size_type n2 = npos) const {
+    checked_pos(pos, "secmem::secure_string::compare");
+    return view().compare(pos, n, t, pos2, n2);
+  }
+  int compare(const CharT *s) const { return view().compare(s); }
+  int compare(size_type pos, size_type n, const CharT *s) const { return compare(pos, n, view_type(s)); }
+  int compare(size_type pos, size_type n, const CharT *s, size_type n2) const {
+    return compare(pos, n, view_type(s, n2));
+  }
+  friend bool operator==(const basic_secure_string &a, view_type b) noexcept { return equal_chars(a.view(), b); }
+  friend bool operator==(const basic_secure_string &a, const basic_secure_string &b) noexcept {
+    return equal_chars(a.view(), b.view());
+  }
+  friend auto operator<=>(const basic_secure_string &a, view_type b) noexcept { return a.view() <=> b; }
+  friend auto operator<=>(const basic_secure_string &a, const basic_secure_string &b) noexcept {
+    return a.view() <=> b.view();
+  }
+
+  // ---- concatenation: always a secure_string; an rvalue operand lends its buffer.
+  friend basic_secure_string operator+(const basic_secure_string &a, const basic_secure_string &b) {
+    return concat(a.view(), b.view());
+  }
+  friend basic_secure_string operator+(const basic_secure_string &a, view_type b) { return concat(a.view(), b); }
+  friend basic_secure_string operator+(view_type a, const basic_secure_string &b) { return concat(a, b.view()); }
+  friend basic_secure_string operator+(const basic_secure_string &a, const CharT *b) {
+    return concat(a.view(), view_type(b));
+  }
+  friend basic_secure_string operator+(const CharT *a, const basic_secure_string &b) {
+    return concat(view_type(a), b.view());
+  }
+  friend basic_secure_string operator+(const basic_secure_string &a, CharT b) {
+    return concat(a.view(), view_type(&b, 1));
+  }
+  friend basic_secure_string operator+(CharT a, const basic_secure_string &b) {
+    return concat(view_type(&a, 1), b.view());
+  }
+  friend basic_secure_string operator+(basic_secure_string &&a, const basic_secure_string &b) {
+    return std::move(a.append(b.view()));
+  }
+  friend basic_secure_string operator+(basic_secure_string &&a, basic_secure_string &&b) {
+    return std::move(a.append(b.view()));
+  }
+  friend basic_secure_string operator+(basic_secure_string &&a, view_type b) { return std::move(a.append(b)); }
+  friend basic_secure_string operator+(basic_secure_string &&a, const CharT *b) { return std::move(a.append(b)); }
+  friend basic_secure_string operator+(basic_secure_string &&a, CharT b) {
+    a.push_back(b);
+    return std::move(a);
+  }
+  friend basic_secure_string operator+(const basic_secure_string &a, basic_secure_string &&b) {
+    return std::move(b.insert(0, a.view()));
+  }
+  friend basic_secure_string operator+(view_type a, basic_secure_string &&b) { return std::move(b.insert(0, a)); }
+  friend basic_secure_string operator+(const CharT *a, basic_secure_string &&b) { return std::move(b.insert(0, a)); }
+  friend basic_secure_string operator+(CharT a, basic_secure_string &&b) {
+    return std::move(b.insert(size_type{0}, size_type{1}, a));
+  }
+
 private:
   static constexpr size_type kMinCapacity = 15;
 
@@ -308,31 +588,64 @@ private:
     static const CharT nothing[1] = {};
     return nothing;
   }
-  static size_type grown(size_type needed) noexcept { return std::max(needed, size_type{kMinCapacity}); }
-  size_type grow_target(size_type n) const noexcept { return std::max(n, capacity_ + capacity_ / 2); }
-  bool overlaps(view_type text) const noexcept {
-    return data_ != nullptr && text.data() >= data_ && text.data() <= data_ + capacity_;
+  [[noreturn]] static void too_long() { throw std::length_error("secmem::secure_string: length over max_size()"); }
+  static void check_length(size_type n) {
+    if (n > max_size()) too_long();
+  }
+  size_type checked_pos(size_type pos, const char *what) const {
+    if (pos > size_) throw std::out_of_range(what);
+    return pos;
+  }
+  template <typename It> size_type offset(It p) const noexcept { return static_cast<size_type>(p - data()); }
+  // Amortised growth: at least half as much again, never past max_size().
+  size_type grown_capacity(size_type needed) const noexcept {
+    return std::max({needed, std::min(capacity_ + capacity_ / 2, max_size()), kMinCapacity});
+  }
+  // Whether [text, text + n) touches this string's buffer (then it must be
+  // copied before the buffer changes). Integer comparisons: the pointers may
+  // belong to unrelated objects.
+  bool overlaps(const CharT *text, size_type n) const noexcept {
+    if (data_ == nullptr || n == 0) return false;
+    auto begin = reinterpret_cast<std::uintptr_t>(data_);
+    auto end = begin + (capacity_ + 1) * sizeof(CharT);
+    auto first = reinterpret_cast<std::uintptr_t>(text);
+    return first < end && first + n * sizeof(CharT) > begin;
+  }
+  static bool equal_chars(view_type a, view_type b) noexcept {
+    return a.size() == b.size() && secmem_ct_equal(a.data(), b.data(), a.size() * sizeof(CharT)) == 1;
+  }
+  static basic_secure_string concat(view_type a, view_type b) {
+    check_length(a.size());
+    if (b.size() > max_size() - a.size()) too_long();
+    basic_secure_string joined;
+    joined.reserve(a.size() + b.size());
+    joined.append(a);
+    joined.append(b);
+    return joined;
   }
 
-  void allocate(size_type n) {
-    data_ = static_cast<CharT *>(detail::allocate_bytes(n + 1, sizeof(CharT), alignof(CharT)));
-    capacity_ = n;
+  static CharT *allocate_buffer(size_type capacity) {
+    check_length(capacity);
+    return static_cast<CharT *>(detail::allocate_bytes(capacity + 1, sizeof(CharT), alignof(CharT)));
+  }
+  static void copy_chars(CharT *dest, const CharT *src, size_type n) noexcept {
+    if (n != 0) Traits::copy(dest, src, n);
+  }
+  void init(size_type capacity) {
+    data_ = allocate_buffer(std::max(capacity, kMinCapacity));
+    capacity_ = std::max(capacity, kMinCapacity);
     size_ = 0;
-    data_[0] = CharT();
   }
-  void assign_new(view_type text) {
-    allocate(std::max(text.size(), size_type{kMinCapacity}));
-    Traits::copy(data_, text.data(), text.size());
-    set_size(text.size());
+  void init_copy(const CharT *text, size_type n) {
+    init(n);
+    copy_chars(data_, text, n);
+    set_size(n);
   }
-  // Moves to a buffer of capacity max(n, size) (more when growing, for
-  // amortised appends); the old buffer is zeroed as it is freed.
-  void reallocate(size_type n) {
-    size_type capacity = std::max(n, size_);
-    if (n > capacity_ && data_ != nullptr) capacity = grow_target(n);
-    auto *fresh = static_cast<CharT *>(detail::allocate_bytes(capacity + 1, sizeof(CharT), alignof(CharT)));
-    if (data_ != nullptr) Traits::copy(fresh, data_, size_);
-    fresh[size_] = CharT();
+  // Moves to a buffer of capacity max(capacity, size); the old one is zeroed as it is freed.
+  void reallocate(size_type capacity) {
+    capacity = std::max(capacity, size_);
+    CharT *fresh = allocate_buffer(capacity);
+    copy_chars(fresh, data_, size_);
     secmem_free(data_);
     data_ = fresh;
     capacity_ = capacity;
@@ -345,6 +658,54 @@ private:
     std::memset(static_cast<void *>(data_ + n), 0, (size_ - n) * sizeof(CharT));
     set_size(n);
   }
+  void erase_chars(size_type pos, size_type n) noexcept {
+    if (n == 0) return;
+    Traits::move(data_ + pos, data_ + pos + n, size_ - pos - n);
+    shrink_size(size_ - n);
+  }
+
+  // The one body behind append, insert, replace and assign: replaces the
+  // `count` characters at pos (pos <= size; count clamped) with n characters
+  // that write(dest) puts at dest. Checks the length and allocates before it
+  // changes anything.
+  template <typename Writer> basic_secure_string &splice(size_type pos, size_type count, size_type n, Writer write) {
+    count = std::min(count, size_ - pos);
+    size_type kept = size_ - count;
+    if (n > max_size() - kept) too_long();
+    size_type new_size = kept + n;
+    size_type tail = size_ - pos - count;
+    if (data_ == nullptr || new_size > capacity_) {
+      size_type capacity = grown_capacity(new_size);
+      CharT *fresh = allocate_buffer(capacity);
+      copy_chars(fresh, data_, pos);
+      write(fresh + pos);
+      copy_chars(fresh + pos + n, data_ + pos + count, tail);
+      secmem_free(data_);
+      data_ = fresh;
+      capacity_ = capacity;
+      size_ = new_size; // the fresh buffer is zero past it
+      return *this;
+    }
+    if (n != count && tail != 0) Traits::move(data_ + pos + n, data_ + pos + count, tail);
+    write(data_ + pos);
+    if (new_size < size_) std::memset(static_cast<void *>(data_ + new_size), 0, (size_ - new_size) * sizeof(CharT));
+    set_size(new_size);
+    return *this;
+  }
+  basic_secure_string &replace_text(size_type pos, size_type count, const CharT *text, size_type n) {
+    // The length first: text is not read when the result would be too long.
+    if (n > max_size() - (size_ - std::min(count, size_ - pos))) too_long();
+    if (overlaps(text, n)) {
+      basic_secure_string copy(text, n);
+      return replace_text(pos, count, copy.data_, n);
+    }
+    return splice(pos, count, n, [text, n](CharT *dest) { copy_chars(dest, text, n); });
+  }
+  basic_secure_string &replace_fill(size_type pos, size_type count, size_type n, CharT c) {
+    return splice(pos, count, n, [n, c](CharT *dest) {
+      if (n != 0) Traits::assign(dest, n, c);
+    });
+  }
 
   CharT *data_ = nullptr;
   size_type size_ = 0;
@@ -353,6 +714,98 @@ private:
 
 using secure_string = basic_secure_string<char>;
 using secure_wstring = basic_secure_string<wchar_t>;
+
+// ---- reading a line ----------------------------------------------------------------
+
+// std::getline for a secure_string: reads from the stream buffer one
+// character at a time straight into line (replacing its contents), with no
+// std::string in between. Stream state as std::getline: eofbit at the end of
+// input, failbit when nothing was extracted; the delimiter is extracted and
+// not stored. (The stream's own buffer may still hold a copy of the input.)
+template <typename CharT, typename Traits> std::basic_istream<CharT, Traits> &
+getline(std::basic_istream<CharT, Traits> &in, basic_secure_string<CharT, Traits> &line, CharT delim) {
+  using stream = std::basic_istream<CharT, Traits>;
+  std::ios_base::iostate state = std::ios_base::goodbit;
+  bool extracted = false;
+  typename stream::sentry ok(in, true);
+  if (ok) {
+    try {
+      line.clear();
+      auto *buffer = in.rdbuf();
+      while (true) {
+        typename Traits::int_type next = buffer->sgetc();
+        if (Traits::eq_int_type(next, Traits::eof())) {
+          state |= std::ios_base::eofbit;
+          break;
+        }
+        if (Traits::eq(Traits::to_char_type(next), delim)) {
+          buffer->sbumpc();
+          extracted = true;
+          break;
+        }
+        if (line.size() == line.max_size()) {
+          state |= std::ios_base::failbit;
+          break;
+        }
+        line.push_back(Traits::to_char_type(next));
+        buffer->sbumpc();
+        extracted = true;
+      }
+    } catch (...) {
+      // As the standard library does: badbit, and the exception again when the stream asks for it.
+      if ((in.exceptions() & std::ios_base::badbit) == 0) {
+        in.setstate(std::ios_base::badbit);
+        return in;
+      }
+      try {
+        in.setstate(std::ios_base::badbit);
+      } catch (const std::ios_base::failure &) {}
+      throw;
+    }
+  }
+  if (!extracted) state |= std::ios_base::failbit;
+  if (state != std::ios_base::goodbit) in.setstate(state);
+  return in;
+}
+
+template <typename CharT, typename Traits> std::basic_istream<CharT, Traits> &
+getline(std::basic_istream<CharT, Traits> &in, basic_secure_string<CharT, Traits> &line) {
+  return getline(in, line, in.widen('\n'));
+}
+
+// Reads one line from a file descriptor into line (replacing its contents),
+// as a password prompt needs: read(2) one byte at a time, straight into the
+// string's secret buffer (no byte of the line passes through the stack), so
+// nothing after the delimiter is consumed: it stays for the next reader.
+// Retries on EINTR. Returns the number of bytes consumed, the delimiter
+// included (an empty line gives 1); 0 at end of input before any byte; -1
+// with errno from read(2) on an error, line then cleared (its characters
+// zeroed). The delimiter is not stored. Throws std::bad_alloc like push_back.
+inline ssize_t read_line(int fd, secure_string &line, char delim = '\n') {
+  line.clear();
+  ssize_t consumed = 0;
+  while (true) {
+    line.push_back('\0'); // the slot the next byte is read into
+    char *slot = line.data() + line.size() - 1;
+    ssize_t got = 0;
+    do {
+      got = ::read(fd, slot, 1);
+    } while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+      int saved = errno;
+      line.pop_back();
+      if (got == 0) return consumed;
+      line.clear();
+      errno = saved;
+      return -1;
+    }
+    ++consumed;
+    if (*slot == delim) {
+      line.pop_back(); // zeroes it
+      return consumed;
+    }
+  }
+}
 
 // ---- std::pmr -------------------------------------------------------------------
 
@@ -459,5 +912,16 @@ private:
 };
 
 } // namespace secmem
+
+// Hashing a secure_string hashes its characters (as std::string_view's hash
+// does), for unordered containers. The hash of a secret is derived from the
+// secret: keep it inside the process, never log or send it.
+namespace std {
+template <typename CharT, typename Traits> struct hash<secmem::basic_secure_string<CharT, Traits>> {
+  size_t operator()(const secmem::basic_secure_string<CharT, Traits> &s) const noexcept {
+    return hash<basic_string_view<CharT, Traits>>{}(s.view());
+  }
+};
+} // namespace std
 
 #endif // SECMEM_SECURE_ALLOC_HPP
