@@ -79,6 +79,23 @@ struct RunOptions {
 
 int cmd_run(const RunOptions &options);
 
+// Shared by run and systemd: warnings (on stderr, "secmem: COMMAND: ...") for
+// a program the shim cannot reach (setuid, static, its own OpenSSL); and an
+// LD_PRELOAD list with the shim in it: sanitizer runtimes first, then the
+// shim, then what existing held (an earlier shim left out).
+void warn_unreachable(const std::string &where, const std::string &command);
+std::string preload_list(const std::string &existing, const std::string &shim, const std::string &command);
+// Where a command lives, as execvp would find it ("" when nowhere).
+std::string find_command(const std::string &command);
+
+// systemd: a drop-in that runs a service under the shim.
+struct SystemdOptions {
+  std::string unit;         // a name (nginx, nginx.service, postgresql@15-main.service) or a unit file's path
+  std::string heap = "16M"; // the secret heap a process may grow to (LimitMEMLOCK= is sized from it)
+};
+
+int cmd_systemd(const SystemdOptions &options);
+
 // demo: one run of the signing program, and what its memory showed.
 struct DemoRun {
   bool signed_ok = false;

@@ -65,6 +65,14 @@ int main(int argc, char **argv) {
 
   CLI::App *demo = app.add_subcommand("demo", "Show, with a real key, what secmem changes");
 
+  SystemdOptions systemd_options;
+  CLI::App *systemd =
+      app.add_subcommand("systemd", "Print a drop-in that runs a systemd service under the preload shim");
+  systemd->add_option("unit", systemd_options.unit, "A service (nginx, postgresql@15-main.service) or a unit file")
+      ->required();
+  systemd->add_option("--heap", systemd_options.heap,
+                      "The secret heap a process may grow to; LimitMEMLOCK= is three times it (default 16M)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &error) {
@@ -77,6 +85,7 @@ int main(int argc, char **argv) {
     if (stat->parsed()) return cmd_stat(parse_pid(pid), json);
     if (scan->parsed()) return cmd_scan(parse_pid(pid), hex, key_file, passphrase_file, json);
     if (demo->parsed()) return cmd_demo();
+    if (systemd->parsed()) return cmd_systemd(systemd_options);
   } catch (const ToolError &error) {
     std::cerr << "secmem: " << error.message << "\n";
     return error.exit_code;

@@ -33,18 +33,6 @@ bool is_allocator(const std::string &entry) {
   return mentions_any(entry, {"jemalloc", "tcmalloc", "mimalloc", "hoard", "scudo", "snmalloc", "libc_malloc_debug"});
 }
 
-// Where the command lives, as execvp would find it.
-std::string find_command(const std::string &command) {
-  if (command.find('/') != std::string::npos) return file_exists(command) ? command : "";
-  const char *path = getenv("PATH");
-  std::istringstream dirs(path != nullptr ? path : "/usr/bin:/bin");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    std::string candidate = (dir.empty() ? "." : dir) + "/" + command;
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
 // An ELF executable without a PT_INTERP program header is statically linked.
 bool is_static_elf(const std::string &path) {
   std::ifstream file(path, std::ios::binary);
@@ -61,40 +49,53 @@ bool is_static_elf(const std::string &path) {
   return true;
 }
 
-// Warns about commands the loader will not preload anything into.
-void warn_unreachable(const std::string &where) {
+} // namespace
+
+// Where the command lives, as execvp would find it.
+std::string find_command(const std::string &command) {
+  if (command.find('/') != std::string::npos) return file_exists(command) ? command : "";
+  const char *path = getenv("PATH");
+  std::istringstream dirs(path != nullptr ? path : "/usr/bin:/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + command;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+void warn_unreachable(const std::string &where, const std::string &command) {
   struct stat info {};
   if (stat(where.c_str(), &info) == 0 && (info.st_mode & (S_ISUID | S_ISGID)) != 0)
-    std::cerr << "secmem: run: " << where << " is setuid/setgid: the loader ignores LD_PRELOAD for it, so its "
+    std::cerr << "secmem: " << command << ": " << where
+              << " is setuid/setgid: the loader ignores LD_PRELOAD for it, so its "
               << "secrets stay where it puts them\n";
   if (is_static_elf(where)) {
-    std::cerr << "secmem: run: " << where << " is statically linked: LD_PRELOAD cannot reach it, so its secrets "
+    std::cerr << "secmem: " << command << ": " << where
+              << " is statically linked: LD_PRELOAD cannot reach it, so its secrets "
               << "stay where it puts them\n";
     return;
   }
   for (const OwnOpenssl &own : own_openssl_in({{where, where}}))
-    std::cerr << "secmem: run: " << where << " carries its own OpenSSL"
+    std::cerr << "secmem: " << command << ": " << where << " carries its own OpenSSL"
               << (own.version.empty() ? "" : " (" + own.version + ")")
               << ", linked in: the shim cannot reach it, so the keys it loads stay in ordinary memory\n";
 }
 
-// Sanitizer runtimes must stay first; then the shim; then the rest.
-std::string preload_list(const std::string &shim) {
+std::string preload_list(const std::string &existing, const std::string &shim, const std::string &command) {
   std::vector<std::string> first, rest;
-  if (const char *existing = getenv("LD_PRELOAD")) {
-    std::string entries = existing;
-    std::replace(entries.begin(), entries.end(), ' ', ':');
-    std::istringstream split(entries);
-    for (std::string entry; std::getline(split, entry, ':');) {
-      if (entry.empty() || entry.find("libsecmem_preload.so") != std::string::npos) continue;
-      if (is_sanitizer_runtime(entry)) {
-        first.push_back(entry);
-      } else {
-        if (is_allocator(entry))
-          std::cerr << "secmem: run: " << entry << " is also preloaded; secmem's shim goes before it, so untagged "
-                    << "allocations still go to it\n";
-        rest.push_back(entry);
-      }
+  std::string entries = existing;
+  std::replace(entries.begin(), entries.end(), ' ', ':');
+  std::istringstream split(entries);
+  for (std::string entry; std::getline(split, entry, ':');) {
+    if (entry.empty() || entry.find("libsecmem_preload.so") != std::string::npos) continue;
+    if (is_sanitizer_runtime(entry)) {
+      first.push_back(entry);
+    } else {
+      if (is_allocator(entry))
+        std::cerr << "secmem: " << command << ": " << entry
+                  << " is also preloaded; secmem's shim goes before it, so untagged "
+                  << "allocations still go to it\n";
+      rest.push_back(entry);
     }
   }
   std::string preload;
@@ -102,8 +103,6 @@ std::string preload_list(const std::string &shim) {
     for (const std::string &entry : list) preload += (preload.empty() ? "" : ":") + entry;
   return preload;
 }
-
-} // namespace
 
 int cmd_run(const RunOptions &options) {
   if (options.command.empty()) throw ToolError{2, "run needs a command after --"};
@@ -113,8 +112,9 @@ int cmd_run(const RunOptions &options) {
     std::cerr << "secmem: run: " << options.command[0] << ": command not found\n";
     return 127;
   }
-  warn_unreachable(where);
-  setenv("LD_PRELOAD", preload_list(shim).c_str(), 1);
+  warn_unreachable(where, "run");
+  const char *existing = getenv("LD_PRELOAD");
+  setenv("LD_PRELOAD", preload_list(existing != nullptr ? existing : "", shim, "run").c_str(), 1);
   if (!options.backend.empty()) setenv("SECMEM_BACKEND", options.backend.c_str(), 1);
   if (options.strict) setenv("SECMEM_ON_EXHAUSTION", "fail", 1);
   if (!options.tag_callers.empty()) setenv("SECMEM_TAG_CALLERS", options.tag_callers.c_str(), 1);

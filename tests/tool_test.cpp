@@ -661,3 +661,156 @@ TEST(KeyFileCost, AKeyDerivationAskingForTooMuchIsRefusedBeforeItRuns) {
   EXPECT_EQ(scan.err, "secmem: " + d + "/pbkdf2-huge.pem is encrypted with " + pbkdf2_huge + "\n");
   (void)!system(("rm -rf " + d).c_str());
 }
+
+// ---- secmem systemd: a drop-in for a service ------------------------------------
+
+namespace {
+
+class SystemdDropIn : public testing::Test {
+protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/secmem-units-XXXXXX";
+    dir_ = mkdtemp(pattern);
+  }
+  void TearDown() override { (void)!system(("rm -rf " + dir_).c_str()); }
+  void write(const std::string &relative, const std::string &text) {
+    std::string path = dir_ + "/" + relative;
+    ASSERT_EQ(system(("mkdir -p " + path.substr(0, path.rfind('/'))).c_str()), 0);
+    FILE *out = fopen(path.c_str(), "w");
+    ASSERT_NE(out, nullptr);
+    fputs(text.c_str(), out);
+    ASSERT_EQ(fclose(out), 0);
+  }
+  // secmem systemd ARGS with the unit search path set to the test's directory.
+  Result systemd(std::vector<std::string> args) {
+    args.insert(args.begin(), {"env", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd"});
+    return run(args);
+  }
+  static std::string shim() {
+    char *real = realpath(SECMEM_PRELOAD_PATH, nullptr);
+    std::string path = real != nullptr ? real : "";
+    free(real);
+    return path;
+  }
+  // The drop-in's settings, without its comments.
+  static std::string settings(const std::string &dropin) {
+    std::istringstream in(dropin);
+    std::string out;
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty() && line[0] != '#') out += line + "\n";
+    return out;
+  }
+  std::string dir_;
+};
+
+} // namespace
+
+TEST_F(SystemdDropIn, APlainServiceGetsThePreloadAndTheMemlockBudget) {
+  ASSERT_NO_FATAL_FAILURE(write("web.service", "[Unit]\nDescription=web\n[Service]\nExecStart=/bin/true\n"));
+  Result r = systemd({"web"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(settings(r.out), "[Service]\nEnvironment=\"LD_PRELOAD=" + shim() + "\"\nLimitMEMLOCK=48M\n");
+  EXPECT_TRUE(contains(r.out, "# secmem for web.service (" + dir_ + "/web.service)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "#   secmem systemd web > /etc/systemd/system/web.service.d/secmem.conf")) << r.out;
+  Result bigger = systemd({"web.service", "--heap", "64M"});
+  EXPECT_EQ(settings(bigger.out), "[Service]\nEnvironment=\"LD_PRELOAD=" + shim() + "\"\nLimitMEMLOCK=192M\n");
+}
+
+// What the unit says already, in its file, its drop-ins, its template's drop-ins
+// and an EnvironmentFile=: another preloaded library stays (after the shim, with
+// a warning for an allocator), a large enough LimitMEMLOCK= is kept, and a
+// SystemCallFilter= gets memfd_secret.
+TEST_F(SystemdDropIn, WhatTheUnitSaysAlreadyIsKeptOrExtended) {
+  ASSERT_NO_FATAL_FAILURE(write("db@.service", "[Service]\nExecStart=-/bin/true %i\nSystemCallFilter=@system-service\n"
+                                               "LimitMEMLOCK=8M\n"));
+  ASSERT_NO_FATAL_FAILURE(write("db@.service.d/10-preload.conf",
+                                "[Service]\nEnvironment=\"LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\" "
+                                "OTHER=1\n"));
+  ASSERT_NO_FATAL_FAILURE(write("db@main.service.d/20-limit.conf", "[Service]\nLimitMEMLOCK=infinity\n"));
+  ASSERT_NO_FATAL_FAILURE(write("db@main.service.d/secmem.conf", "[Service]\nEnvironment=LD_PRELOAD=/old/secmem.so\n"));
+  Result r = systemd({"db@main"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(settings(r.out), "[Service]\nEnvironment=\"LD_PRELOAD=" + shim() +
+                                 ":/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\"\nSystemCallFilter=memfd_secret\n");
+  EXPECT_TRUE(contains(r.out, "# LimitMEMLOCK=infinity (the unit's) holds a secret heap of 16M")) << r.out;
+  EXPECT_EQ(r.err, "secmem: systemd: /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 is also preloaded; secmem's shim "
+                   "goes before it, so untagged allocations still go to it\n");
+  // A filter reset by an empty assignment is no filter; LD_PRELOAD from an EnvironmentFile=.
+  ASSERT_NO_FATAL_FAILURE(write("env", "# comment\nLD_PRELOAD=\"/opt/lib/libaudit.so\"\n"));
+  ASSERT_NO_FATAL_FAILURE(write("app.service", "[Service]\nExecStart=/bin/true\nSystemCallFilter=@system-service\n"
+                                               "SystemCallFilter=\nEnvironmentFile=-" +
+                                                   dir_ + "/env\nEnvironmentFile=-/nonexistent\nLimitMEMLOCK=1G\n"));
+  Result app = systemd({"app"});
+  EXPECT_EQ(app.status, 0) << app.err;
+  EXPECT_EQ(settings(app.out), "[Service]\nEnvironment=\"LD_PRELOAD=" + shim() + ":/opt/lib/libaudit.so\"\n");
+}
+
+// The drop-in, in place next to its unit, is one systemd reads without a word.
+TEST_F(SystemdDropIn, SystemdAnalyzeVerifyAcceptsIt) {
+  ASSERT_NO_FATAL_FAILURE(write("svc.service", "[Unit]\nDescription=svc\n[Service]\nExecStart=/bin/true\n"
+                                               "SystemCallFilter=@system-service\n[Install]\n"
+                                               "WantedBy=multi-user.target\n"));
+  Result r = systemd({dir_ + "/svc.service"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_NO_FATAL_FAILURE(write("svc.service.d/secmem.conf", r.out));
+  Result verify = run({"systemd-analyze", "verify", dir_ + "/svc.service"});
+  EXPECT_EQ(verify.status, 0) << verify.err;
+  EXPECT_FALSE(contains(verify.err, "secmem.conf")) << verify.err;
+  EXPECT_FALSE(contains(verify.err, "Unknown")) << verify.err;
+  // The control: verify does read the drop-in, and says so when a line is wrong.
+  ASSERT_NO_FATAL_FAILURE(write("svc.service.d/secmem.conf", r.out + "LimitMEMLOCK=lots\n"));
+  Result broken = run({"systemd-analyze", "verify", dir_ + "/svc.service"});
+  EXPECT_TRUE(contains(broken.err, "secmem.conf")) << broken.err;
+}
+
+// A service whose program the shim cannot reach is named, as `secmem run` names it.
+TEST_F(SystemdDropIn, AStaticProgramIsNamed) {
+  ASSERT_NO_FATAL_FAILURE(write("static.service", "[Service]\nExecStart=@" SECMEM_STATIC_PATH " static-true\n"));
+  Result r = systemd({"static"});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.err, "secmem: systemd: " SECMEM_STATIC_PATH " is statically linked: LD_PRELOAD cannot reach it, so "
+                   "its secrets stay where it puts them\n");
+}
+
+TEST_F(SystemdDropIn, BadInputIsSaid) {
+  Result missing = systemd({"nothere"});
+  EXPECT_EQ(missing.status, 2);
+  EXPECT_EQ(missing.err, "secmem: no unit file for nothere.service in " + dir_ + "\n");
+  Result socket = systemd({"web.socket"});
+  EXPECT_EQ(socket.status, 2);
+  EXPECT_EQ(socket.err, "secmem: web.socket is not a service: only services run programs to preload\n");
+  ASSERT_NO_FATAL_FAILURE(write("web.service", "[Service]\nExecStart=/bin/true\nUnsetEnvironment=LD_PRELOAD\n"));
+  Result heap = systemd({"web", "--heap", "lots"});
+  EXPECT_EQ(heap.status, 2);
+  EXPECT_EQ(heap.err, "secmem: --heap lots is not a size (16M, 512K, 1G)\n");
+  Result unset = systemd({"web"});
+  EXPECT_EQ(unset.status, 0);
+  EXPECT_EQ(unset.err, "secmem: systemd: web.service has UnsetEnvironment=LD_PRELOAD: it removes the shim again; "
+                       "take that out\n");
+  Result file = systemd({dir_ + "/absent.service"});
+  EXPECT_EQ(file.status, 2);
+  EXPECT_EQ(file.err, "secmem: no unit file " + dir_ + "/absent.service\n");
+}
+
+// Debian 12's own units for the servers the README names.
+TEST(SystemdDropInDebian, TheServersUnitsGiveTheirDropIns) {
+  for (const char *unit : {"nginx", "apache2", "haproxy", "postgresql@15-main", "ssh"}) {
+    SCOPED_TRACE(unit);
+    Result r = run({kTool, "systemd", unit});
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_TRUE(contains(r.out, "Environment=\"LD_PRELOAD=")) << r.out;
+    EXPECT_TRUE(contains(r.out, "LimitMEMLOCK=48M")) << r.out;
+    if (std::string(unit) == "postgresql@15-main") {
+      EXPECT_TRUE(contains(r.err, "postgresql@15-main.service starts PostgreSQL through pg_ctlcluster, which clears "
+                                  "the environment: add LD_PRELOAD = '"))
+          << r.err;
+      EXPECT_TRUE(contains(r.err, "' to /etc/postgresql/15/main/environment\n")) << r.err;
+      EXPECT_TRUE(contains(r.out, "# pg_ctlcluster starts the server with only what "
+                                  "/etc/postgresql/15/main/environment sets: add\n"))
+          << r.out;
+    } else {
+      EXPECT_EQ(r.err, "");
+    }
+  }
+}
