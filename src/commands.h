@@ -24,9 +24,14 @@ struct ProbeReport {
   uint64_t locked_now = 0;
   std::string auto_backend;
   std::vector<std::string> advice;
+  std::vector<std::string> notes;
 };
 
 ProbeReport run_probe();
+// What to change, from what the probe found (its kernel, errno, filter,
+// limits); and what to know (hibernation).
+std::vector<std::string> probe_advice(const ProbeReport &probe);
+std::vector<std::string> probe_notes(const ProbeReport &probe);
 int cmd_probe(bool json);
 
 // stat: what a running process holds in secret memory.

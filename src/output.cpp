@@ -74,13 +74,6 @@ json own_openssl_json(const std::vector<OwnOpenssl> &found, const std::string &r
 
 } // namespace
 
-std::string limit_text(rlim_t value) { return value == RLIM_INFINITY ? "unlimited" : std::to_string(value) + " bytes"; }
-
-std::string errno_text(int err) {
-  std::string name = linux_facts::errno_name(err);
-  return name == "errno" ? "errno " + std::to_string(err) : name;
-}
-
 void print_probe(const ProbeReport &probe, bool json_output) {
   bool works = probe.secret_errno == 0, unlimited = probe.memlock.rlim_cur == RLIM_INFINITY;
   if (json_output) {
@@ -93,7 +86,8 @@ void print_probe(const ProbeReport &probe, bool json_output) {
                 {"memlock_soft", unlimited ? json(nullptr) : json(probe.memlock.rlim_cur)},
                 {"locked_bytes", probe.locked_now},
                 {"auto_backend", probe.auto_backend},
-                {"advice", probe.advice}});
+                {"advice", probe.advice},
+                {"notes", probe.notes}});
     return;
   }
   field("kernel", probe.kernel);
@@ -107,6 +101,7 @@ void print_probe(const ProbeReport &probe, bool json_output) {
                               std::to_string(probe.locked_now) + " bytes locked now");
   field("auto backend", probe.auto_backend);
   for (const std::string &line : probe.advice) field("advice", line);
+  for (const std::string &line : probe.notes) field("note", line);
 }
 
 void print_stat(const StatReport &stat, bool json_output) {

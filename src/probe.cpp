@@ -47,46 +47,6 @@ int try_secret_page(std::string *step, bool *killed) {
   return err;
 }
 
-std::vector<std::string> advice_for(const ProbeReport &probe) {
-  std::vector<std::string> advice;
-  switch (probe.secret_errno) {
-  case 0: break;
-  case ENOSYS:
-    advice.push_back("this kernel has no memfd_secret: it needs Linux 5.14 or later built with CONFIG_SECRETMEM "
-                     "(and, on 5.14 to 6.4, secretmem.enable=1 on the kernel command line)");
-    break;
-  case EPERM:
-  case EACCES:
-    if (probe.secret_killed)
-      advice.push_back("a seccomp filter here kills on memfd_secret (syscall " +
-                       std::to_string(linux_facts::kSysMemfdSecret) +
-                       " on x86_64, SIGSYS): secmem does not call it and falls back; allow it in the filter "
-                       "(systemd: SystemCallFilter=memfd_secret, or SystemCallErrorNumber=EPERM)");
-    else if (probe.seccomp_mode == 2)
-      advice.push_back("a seccomp filter refuses memfd_secret (syscall " +
-                       std::to_string(linux_facts::kSysMemfdSecret) +
-                       " on x86_64), as many container runtimes' default profiles do: allow it in the profile "
-                       "(docker/podman: --security-opt seccomp=FILE)");
-    else
-      advice.push_back("memfd_secret was refused (EPERM) without a seccomp filter here: check LSM policies "
-                       "(SELinux, AppArmor)");
-    break;
-  case EAGAIN:
-  case ENOMEM:
-  case EFAULT:
-    advice.push_back("the RLIMIT_MEMLOCK budget is spent: raise it (ulimit -l, LimitMEMLOCK= in a systemd unit, "
-                     "--ulimit memlock= for docker) or grant CAP_IPC_LOCK");
-    break;
-  default: advice.push_back("memfd_secret failed at " + probe.secret_step + " with " + errno_text(probe.secret_errno));
-  }
-  if (probe.secret_errno == 0 && !probe.cap_ipc_lock && probe.memlock.rlim_cur != RLIM_INFINITY &&
-      probe.memlock.rlim_cur < (rlim_t{8} << 20))
-    advice.push_back("RLIMIT_MEMLOCK is small (" + limit_text(probe.memlock.rlim_cur) +
-                     "): every secret byte counts against it; secmem falls back (or fails, with "
-                     "SECMEM_ON_EXHAUSTION=fail) once it is spent");
-  return advice;
-}
-
 } // namespace
 
 ProbeReport run_probe() {
@@ -102,7 +62,8 @@ ProbeReport run_probe() {
   bool budget = probe.cap_ipc_lock || probe.memlock.rlim_cur == RLIM_INFINITY ||
                 probe.memlock.rlim_cur >= probe.locked_now + 4096;
   probe.auto_backend = probe.secret_errno == 0 ? "memfd_secret" : budget ? "mlock" : "unlocked";
-  probe.advice = advice_for(probe);
+  probe.advice = probe_advice(probe);
+  probe.notes = probe_notes(probe);
   return probe;
 }
 

@@ -17,6 +17,7 @@
 
 #include <seccomp.h>
 
+#include "commands.h"
 #include "keys.h"
 #include "platform/linux_facts.h"
 #include "test_support.h"
@@ -75,6 +76,9 @@ TEST_F(Tool, ProbeSaysMemfdSecretWorks) {
   EXPECT_EQ(text.status, 0) << text.out << text.err;
   EXPECT_TRUE(contains(text.out, "memfd_secret:      works")) << text.out;
   EXPECT_TRUE(contains(text.out, "auto backend:      memfd_secret")) << text.out;
+  EXPECT_TRUE(contains(text.out, "note:              while any process holds secret memory the kernel refuses to "
+                                 "hibernate"))
+      << text.out;
   Result json = run({kTool, "probe", "--json"});
   EXPECT_EQ(json.status, 0);
   EXPECT_TRUE(contains(json.out, "\"memfd_secret\": true")) << json.out;
@@ -92,6 +96,13 @@ TEST_F(Tool, ProbeReportsASeccompRefusal) {
   EXPECT_TRUE(contains(out, "seccomp:           a filter is active")) << out;
   EXPECT_TRUE(contains(out, "auto backend:      mlock")) << out;
   EXPECT_TRUE(contains(out, "advice:            a seccomp filter refuses memfd_secret")) << out;
+  // ENOSYS, as a kernel without it would answer: the filter is named as the likely cause.
+  Result enosys = finish(start({kTool, "probe"}, {}, [] {
+    if (!refuse_memfd_secret(ENOSYS)) _exit(99);
+  }));
+  EXPECT_EQ(enosys.status, 1) << enosys.out;
+  EXPECT_TRUE(contains(enosys.out, "advice:            memfd_secret answered ENOSYS under a seccomp filter"))
+      << enosys.out;
 }
 
 // A filter that kills on memfd_secret (systemd's SystemCallFilter= without
@@ -108,6 +119,41 @@ TEST_F(Tool, ProbeSurvivesAFilterThatKillsOnMemfdSecret) {
   }));
   EXPECT_TRUE(contains(text.out, "memfd_secret:      a seccomp filter here kills on memfd_secret (tried in a child)"))
       << text.out;
+}
+
+// What probe advises on each kernel: Debian 12's 6.1 keeps memfd_secret off
+// unless booted with secretmem.enable=1; before 5.14 there is none; from 6.5
+// on only a kernel built without it refuses. Where it works: hibernation.
+TEST(ProbeAdvice, TheKernelDecidesWhatToSay) {
+  tool::ProbeReport probe;
+  probe.memlock = {RLIM_INFINITY, RLIM_INFINITY};
+  probe.secret_errno = ENOSYS;
+  probe.kernel = "6.1.0-28-amd64";
+  ASSERT_EQ(tool::probe_advice(probe).size(), 1u);
+  EXPECT_EQ(tool::probe_advice(probe)[0],
+            "Linux 6.1.0-28-amd64 keeps memfd_secret off unless booted with secretmem.enable=1 (Debian 12's 6.1 "
+            "kernel has it built in): add it to GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub and reboot");
+  probe.kernel = "5.10.0-33-amd64";
+  EXPECT_EQ(tool::probe_advice(probe)[0], "Linux 5.10.0-33-amd64 has no memfd_secret: it came in Linux 5.14");
+  probe.kernel = "6.8.0";
+  EXPECT_EQ(tool::probe_advice(probe)[0], "this kernel has no memfd_secret: it needs CONFIG_SECRETMEM (and, on 5.14 "
+                                          "to 6.4, secretmem.enable=1 on the kernel command line)");
+  probe.seccomp_mode = 2; // ENOSYS from a filter looks the same
+  EXPECT_EQ(tool::probe_advice(probe).size(), 2u);
+  EXPECT_TRUE(contains(tool::probe_advice(probe)[0], "memfd_secret answered ENOSYS under a seccomp filter"));
+  probe = {};
+  probe.kernel = "6.1.0-28-amd64";
+  probe.memlock = {8 << 20, 8 << 20};
+  EXPECT_TRUE(tool::probe_advice(probe).empty());
+  std::vector<std::string> notes = tool::probe_notes(probe);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_EQ(notes[0], "while any process holds secret memory the kernel refuses to hibernate (suspend to disk; "
+                      "suspend to RAM is not affected)");
+  probe.memlock = {1 << 20, 1 << 20};
+  EXPECT_TRUE(contains(tool::probe_advice(probe)[0], "for a service, LimitMEMLOCK=48M holds a 16M secret heap"));
+  probe.secret_errno = EAGAIN;
+  EXPECT_TRUE(contains(tool::probe_advice(probe)[0], "LimitMEMLOCK=48M in a systemd unit, which `secmem systemd "
+                                                     "UNIT` prints"));
 }
 
 TEST_F(Tool, ProbeUnderASmallMemlockLimitWithoutCapIpcLock) {
@@ -319,7 +365,7 @@ TEST_F(Tool, BadArgumentsGetClearErrors) {
   }
   EXPECT_EQ(run({kTool, "frobnicate"}).status, 2);
   EXPECT_EQ(run({kTool}).status, 2);
-  for (const char *sub : {"run", "probe", "stat", "scan", "demo"}) {
+  for (const char *sub : {"run", "probe", "stat", "scan", "demo", "systemd"}) {
     Result help = run({kTool, sub, "--help"});
     EXPECT_EQ(help.status, 0) << sub;
     EXPECT_TRUE(contains(help.out, "Usage:")) << sub;
