@@ -178,6 +178,10 @@ constexpr uint64_t kCountMask = (uint64_t{1} << kCountBits) - 1;
 static_assert(kMaxCachedObjects <= kCountMask);
 std::atomic<uint64_t> g_cache{0};
 std::atomic<bool> g_objects_lock{false}; // between threads adding entries
+// dlcloses under way: nothing is cached meanwhile (an unloading library's
+// destructors allocate, and its addresses may be another's before the
+// wrapper's second forget).
+std::atomic<int> g_unloading{0};
 
 // "libfoo.so" names /path/libfoo.so and /path/libfoo.so.1.2.
 bool listed(const char *path) {
@@ -228,8 +232,10 @@ bool from_tagged_caller(const void *return_address) {
   if (!g_objects_lock.exchange(true, std::memory_order_acquire)) {
     uint64_t now = g_cache.load(std::memory_order_acquire);
     uint64_t n = now & kCountMask;
-    // Not cached when a dlclose came between (the object found may be gone).
-    if (now >> kCountBits == cache >> kCountBits && n < kMaxCachedObjects) {
+    // Not cached during a dlclose, nor when one came between (the object
+    // found may be gone).
+    if (g_unloading.load(std::memory_order_seq_cst) == 0 && now >> kCountBits == cache >> kCountBits &&
+        n < kMaxCachedObjects) {
       g_objects[n].start.store(reinterpret_cast<uintptr_t>(found.dlfo_map_start), std::memory_order_release);
       g_objects[n].end.store(reinterpret_cast<uintptr_t>(found.dlfo_map_end), std::memory_order_release);
       g_objects[n].tagged.store(tagged, std::memory_order_release);
@@ -238,6 +244,14 @@ bool from_tagged_caller(const void *return_address) {
     g_objects_lock.store(false, std::memory_order_release);
   }
   return tagged;
+}
+
+void unloading(bool begins) {
+  if (begins) {
+    g_unloading.fetch_add(1, std::memory_order_seq_cst);
+  } else {
+    g_unloading.fetch_sub(1, std::memory_order_seq_cst);
+  }
 }
 
 // A new generation, empty: the verdicts of the objects a dlclose may unload
@@ -251,13 +265,18 @@ void forget_tagged_callers() {
 } // namespace secmem::shim
 
 // dlclose: the objects it unloads leave their addresses free for the next
-// dlopen, so the callers' cache starts again, before (destructors may
-// allocate) and after. glibc's own unloads (gconv modules) do not come here.
+// dlopen, so the callers' cache starts again, before and after, and caches
+// nothing in between (destructors allocate; another thread's dlopen may map
+// a library where the unloaded one was before this returns). glibc's own
+// unloads (gconv modules), and a dlclose called through libc's own symbol
+// (dlsym on libc, dlvsym), do not come here.
 SHIM_API int dlclose(void *handle) {
   using namespace secmem::shim;
   auto real = next_fn(g_next.dlclose, "dlclose");
+  unloading(true);
   forget_tagged_callers();
   int result = real(handle);
   forget_tagged_callers();
+  unloading(false);
   return result;
 }

@@ -144,6 +144,7 @@ inline bool is_secret(const void *p) {
 
 bool from_tagged_caller(const void *return_address);
 void forget_tagged_callers(); // at each dlclose
+void unloading(bool begins);  // a dlclose begins or ends
 
 // Where an allocation made from return_address belongs.
 inline Source secret_source(const void *return_address) {

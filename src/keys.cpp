@@ -147,6 +147,8 @@ uint64_t asn1_count(const ASN1_INTEGER *n) {
   return n != nullptr && ASN1_INTEGER_get_uint64(&value, n) == 1 ? value : UINT64_MAX; // negative or huge: too much
 }
 
+std::string count_text(uint64_t n) { return n == UINT64_MAX ? "a negative or unreadable number" : std::to_string(n); }
+
 // What the key derivation of sig asks for, when it is more than is decrypted
 // here ("" otherwise, and for what OpenSSL will refuse on its own).
 std::string derivation_too_costly(const X509_SIG *sig) {
@@ -166,7 +168,7 @@ std::string derivation_too_costly(const X509_SIG *sig) {
                p = asn1_count(scrypt->parallelizationParameter), work = 0;
       if (!__builtin_mul_overflow(n, r, &work) && !__builtin_mul_overflow(work, p, &work) && work <= kMaxScryptWork)
         return "";
-      return "scrypt with N = " + std::to_string(n) + ", r = " + std::to_string(r) + ", p = " + std::to_string(p) +
+      return "scrypt with N = " + count_text(n) + ", r = " + count_text(r) + ", p = " + count_text(p) +
              " (N * r * p past " + std::to_string(kMaxScryptWork) + ")";
     }
     if (OBJ_obj2nid(oid) != NID_id_pbkdf2) return "";
@@ -179,39 +181,47 @@ std::string derivation_too_costly(const X509_SIG *sig) {
     rounds = asn1_count(pbes1->iter);
   }
   if (rounds <= kMaxPbkdfRounds) return "";
-  return (rounds == UINT64_MAX ? std::string("an unreadable number of") : std::to_string(rounds)) + " rounds (past " +
-         std::to_string(kMaxPbkdfRounds) + ")";
+  return count_text(rounds) + " rounds (past " + std::to_string(kMaxPbkdfRounds) + ")";
 }
 
-// The first private key in data, if it is an encrypted PKCS#8 one (PEM, in a
-// bundle too, or DER): what its derivation asks for, when that is too much.
-std::string encrypted_key_too_costly(const std::string &data) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())), BIO_free);
-  for (;;) {
+// Every block of data that holds an encrypted PKCS#8 key, as OpenSSL's
+// decoder may try any of them (it skips blocks it cannot read): PEM blocks of
+// any name, after their traditional encryption (Proc-Type: 4,ENCRYPTED, one
+// round of MD5 with the passphrase) when they have it, and the whole of a DER
+// file. What the first too costly derivation asks for, or "".
+std::string encrypted_key_too_costly(const std::string &data, const std::string &passphrase) {
+  auto costly = [](const unsigned char *der, long len) {
+    const unsigned char *at = der;
+    Asn1<X509_SIG> sig(d2i_X509_SIG(nullptr, &at, len));
+    return sig ? derivation_too_costly(sig.get()) : std::string();
+  };
+  std::string found;
+  for (size_t begin = data.find("-----BEGIN "); begin != std::string::npos && found.empty();
+       begin = data.find("-----BEGIN ", begin + 1)) {
+    size_t end = data.find("-----END ", begin);
+    if (end == std::string::npos) break;
+    end = data.find('\n', end);
+    std::string block = data.substr(begin, end == std::string::npos ? std::string::npos : end - begin + 1);
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(block.data(), static_cast<int>(block.size())),
+                                                  BIO_free);
     char *name = nullptr, *header = nullptr;
     unsigned char *der = nullptr;
     long len = 0;
-    if (PEM_read_bio(bio.get(), &name, &header, &der, &len) != 1) break;
-    std::string block = name;
-    Asn1<X509_SIG> sig;
-    if (block == "ENCRYPTED PRIVATE KEY") {
-      const unsigned char *at = der;
-      sig.reset(d2i_X509_SIG(nullptr, &at, len));
+    if (PEM_read_bio(bio.get(), &name, &header, &der, &len) == 1) {
+      EVP_CIPHER_INFO cipher{};
+      bool plain = PEM_get_EVP_CIPHER_INFO(header, &cipher) == 1 && cipher.cipher == nullptr;
+      PassphraseAsk ask{&passphrase, false};
+      if (plain || PEM_do_header(&cipher, der, &len, give_passphrase, &ask) == 1) found = costly(der, len);
+      OPENSSL_clear_free(der, static_cast<size_t>(len)); // a plain key's bytes
     }
     OPENSSL_free(name);
     OPENSSL_free(header);
-    OPENSSL_clear_free(der, static_cast<size_t>(len)); // a plain key's bytes
-    if (block.find("PRIVATE KEY") != std::string::npos) {
-      ERR_clear_error();
-      return sig ? derivation_too_costly(sig.get()) : "";
-    }
+    OPENSSL_cleanse(block.data(), block.size());
   }
+  if (found.empty() && data.find("-----BEGIN") == std::string::npos)
+    found = costly(reinterpret_cast<const unsigned char *>(data.data()), static_cast<long>(data.size()));
   ERR_clear_error();
-  if (data.find("-----BEGIN") != std::string::npos) return "";
-  const auto *at = reinterpret_cast<const unsigned char *>(data.data());
-  Asn1<X509_SIG> sig(d2i_X509_SIG(nullptr, &at, static_cast<long>(data.size())));
-  ERR_clear_error();
-  return sig ? derivation_too_costly(sig.get()) : "";
+  return found;
 }
 
 // PEM: the first private key in the file, wherever it is; then DER.
@@ -633,13 +643,14 @@ KeyMaterial parse_key_material(std::string data, const std::string &path, const 
   std::string pass;
   PassphraseAsk ask;
   if (!passphrase_file.empty()) {
-    if (std::string cost = encrypted_key_too_costly(data); !cost.empty()) {
+    pass = read_passphrase(passphrase_file);
+    ask.pass = &pass;
+    if (std::string cost = encrypted_key_too_costly(data, pass); !cost.empty()) {
       wipe(data);
+      wipe(pass);
       throw ToolError{2, path + " is encrypted with a key derivation of " + cost +
                              ", more than secmem decrypts: decrypt it first (openssl pkcs8)"};
     }
-    pass = read_passphrase(passphrase_file);
-    ask.pass = &pass;
   }
   KeyMaterial key;
   Pkey pkey = read_openssl_key(data, &ask, &key.format);

@@ -331,6 +331,23 @@ TEST_F(Preload, TagCallersForgetsUnloadedLibraries) {
   EXPECT_EQ(reverse.out, "secret, ordinary; same address\n") << reverse.err;
 }
 
+// The same while the unload runs: the unloaded library's destructor
+// allocates, and a SCHED_FIFO thread on the same CPU loads the other library
+// where it was as soon as the unmap is done, before dlclose returns (the
+// verdict of the destructor's call was the old library's). 5 rounds each way.
+TEST_F(Preload, TagCallersCachesNothingDuringAnUnload) {
+  std::vector<std::string> env = shim_env();
+  env.push_back("SECMEM_TAG_CALLERS=libtagrace.so");
+  for (int round = 0; round < 5; ++round) {
+    Result forward = run({kProbe, "callers-unload-race", SECMEM_PLAINRACE_PATH, SECMEM_TAGRACE_PATH}, env);
+    EXPECT_EQ(forward.status, 0) << forward.out << forward.err;
+    EXPECT_EQ(forward.out, "constructor's block secret, allocation secret; same address\n") << forward.err;
+    Result reverse = run({kProbe, "callers-unload-race", SECMEM_TAGRACE_PATH, SECMEM_PLAINRACE_PATH}, env);
+    EXPECT_EQ(reverse.status, 0) << reverse.out << reverse.err;
+    EXPECT_EQ(reverse.out, "constructor's block ordinary, allocation ordinary; same address\n") << reverse.err;
+  }
+}
+
 // As OpenSSH's pre-auth child: keys made, then a kill-by-default allow-list
 // (open and stat refused, no memfd_secret, no mlock), then signatures, ECDH,
 // X25519 and a new chunk of secure heap. The heap made no call the filter

@@ -31,8 +31,12 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <link.h>
 #include <linux/userfaultfd.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <string>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -358,6 +362,72 @@ int callers_reuse(const char *first, const char *second) {
   return 1;
 }
 
+// callers-unload-race A B: A is unloaded; its destructor wakes a SCHED_FIFO
+// thread on the same CPU that loads B, which lands where A was and runs as
+// soon as the unload lets go of the loader's lock, before dlclose returns.
+// B's constructor's block and a block B allocates: their verdicts, and
+// whether B took A's addresses.
+namespace unload_race {
+sem_t wake;
+const char *second;
+uintptr_t second_base = 0;
+int ctor_owned = -1, alloc_owned = -1;
+
+void pin_to_cpu0() {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  CPU_SET(0, &cpus);
+  pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);
+}
+
+void woken_in_unload() { sem_post(&wake); }
+
+void *load_second(void *) {
+  pin_to_cpu0();
+  sem_wait(&wake);                         // from the first library's destructor, inside dlclose
+  void *handle = dlopen(second, RTLD_NOW); // waits for that dlclose's unmap, then runs first
+  if (handle == nullptr) return nullptr;
+  link_map *map = nullptr;
+  if (dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0) second_base = map->l_addr;
+  ctor_owned = secmem_owns(*static_cast<void **>(dlsym(handle, "race_ctor_block")));
+  auto lib_malloc = reinterpret_cast<void *(*)(size_t)>(dlsym(handle, "race_malloc"));
+  void *block = lib_malloc(64);
+  alloc_owned = secmem_owns(block);
+  free(block);
+  return nullptr;
+}
+} // namespace unload_race
+
+int callers_unload_race(const char *first, const char *second) {
+  using namespace unload_race;
+  unload_race::second = second;
+  sem_init(&wake, 0, 0);
+  pin_to_cpu0();
+  void *handle = dlopen(first, RTLD_NOW);
+  if (handle == nullptr) return 2;
+  link_map *map = nullptr;
+  if (dlinfo(handle, RTLD_DI_LINKMAP, &map) != 0) return 2;
+  uintptr_t first_base = map->l_addr;
+  *static_cast<void (**)()>(dlsym(handle, "race_dtor_hook")) = woken_in_unload;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+  pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
+  sched_param priority{};
+  priority.sched_priority = 10;
+  pthread_attr_setschedparam(&attr, &priority);
+  pthread_t loader;
+  if (int err = pthread_create(&loader, &attr, load_second, nullptr); err != 0) {
+    printf("no SCHED_FIFO thread: %s\n", strerror(err));
+    return 3;
+  }
+  dlclose(handle);
+  pthread_join(loader, nullptr);
+  printf("constructor's block %s, allocation %s; %s address\n", ctor_owned == 1 ? "secret" : "ordinary",
+         alloc_owned == 1 ? "secret" : "ordinary", second_base == first_base ? "same" : "another");
+  return 0;
+}
+
 } // namespace
 
 // align: memalign, aligned_alloc and posix_memalign over awkward alignments,
@@ -495,6 +565,7 @@ int main(int argc, char **argv) {
   if (mode == "memfns" && argc > 2) return memfns_probe(argv[2]);
   if (mode == "callers" && argc > 2) return callers(argv[2]);
   if (mode == "callers-reuse" && argc > 3) return callers_reuse(argv[2], argv[3]);
+  if (mode == "callers-unload-race" && argc > 3) return callers_unload_race(argv[2], argv[3]);
   fprintf(stderr, "usage: shim_probe owned|hold|forkgen|threads|tag ...\n");
   return 2;
 }

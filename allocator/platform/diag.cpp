@@ -87,8 +87,8 @@ public:
     sigemptyset(&xfsz_);
     sigaddset(&xfsz_, SIGXFSZ);
     if (sigpending(&pending) != 0 || pthread_sigmask(SIG_BLOCK, &xfsz_, &old_) != 0) return;
-    // One already pending (or blocked by the program) is the program's.
-    take_back_ = sigismember(&pending, SIGXFSZ) == 0 && sigismember(&old_, SIGXFSZ) == 0;
+    // One already pending is the program's (a second one merges with it).
+    take_back_ = sigismember(&pending, SIGXFSZ) == 0;
     active_ = true;
   }
   ~FileLimitGuard() {
