@@ -104,7 +104,9 @@ int cmd_systemd(const SystemdOptions &options);
 // demo: one run of the signing program, and what its memory showed.
 struct DemoRun {
   bool signed_ok = false;
-  ScanResult scan;
+  bool refused = false; // the process made itself non-dumpable: its memory could not be read
+  int copies = 0;       // readable copies of the key's components
+  std::string where;    // "2 in [heap]"
   size_t secret_mappings = 0;
   uint64_t secret_bytes = 0;
   std::string backend = "-";

@@ -1,8 +1,13 @@
 // secmem demo: a real key in a signing program, read through /proc/PID/mem with and without the shim.
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <grp.h>
 #include <iostream>
 #include <iterator>
+#include <pwd.h>
+#include <sstream>
 #include <string>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,8 +28,17 @@ std::string reported_backend(const std::string &report) {
   return at == std::string::npos ? "-" : text.substr(at + 8, text.find(';', at) - at - 8);
 }
 
-// Runs the signer (under the shim or not), scans it while it holds the key.
-DemoRun run_signer(const std::string &key, bool under_shim, const std::string &report) {
+// Who reads the signer: the demo's user, or nobody for a root demo.
+struct Nobody {
+  bool use = false;
+  uid_t uid = 65534;
+  gid_t gid = 65534;
+};
+
+// Runs the signer (under the shim or not) and reads its memory while it
+// holds the key, from this process, the signer's parent: as another process
+// of its user would (Yama's ptrace_scope=1 lets a parent read its child).
+DemoRun sign_and_read(const std::string &key, bool under_shim, const std::string &report) {
   int to_child[2], from_child[2];
   if (pipe(to_child) != 0 || pipe(from_child) != 0) throw ToolError{3, "pipe failed"};
   std::string signer = signer_path(), shim = under_shim ? shim_path() : "";
@@ -50,18 +64,70 @@ DemoRun run_signer(const std::string &key, bool under_shim, const std::string &r
   DemoRun run;
   run.signed_ok = line == "ready signed";
   if (line.rfind("ready", 0) == 0) {
-    run.scan = scan(pid, key_patterns(load_key_material(key)));
-    for (const Region &region : read_regions(pid))
-      if (region.secret()) {
-        ++run.secret_mappings;
-        run.secret_bytes += region.end - region.start;
-      }
+    try {
+      ScanResult found = scan(pid, key_patterns(load_key_material(key)));
+      run.copies = found.total();
+      run.where = describe_copies(found);
+      for (const Region &region : read_regions(pid))
+        if (region.secret()) {
+          ++run.secret_mappings;
+          run.secret_bytes += region.end - region.start;
+        }
+    } catch (const ToolError &) {
+      run.refused = true; // its own child, same user: only a non-dumpable process refuses
+    }
   }
   close(to_child[1]);
   close(from_child[0]);
   int status = 0;
   waitpid(pid, &status, 0);
   if (line.rfind("ready", 0) != 0) throw ToolError{3, "the demo's signing program did not start (" + signer + ")"};
+  return run;
+}
+
+// The reading is done in a child of the demo, as nobody when the demo runs
+// as root (root could read any process): one line comes back,
+// "signed refused copies mappings bytes where" or "error MESSAGE".
+DemoRun run_signer(const std::string &key, bool under_shim, const std::string &report, const Nobody &nobody) {
+  int result[2];
+  if (pipe(result) != 0) throw ToolError{3, "pipe failed"};
+  pid_t reader = fork();
+  if (reader < 0) throw ToolError{3, "fork failed"};
+  if (reader == 0) {
+    close(result[0]);
+    std::string line;
+    if (nobody.use && (setgroups(0, nullptr) != 0 || setresgid(nobody.gid, nobody.gid, nobody.gid) != 0 ||
+                       setresuid(nobody.uid, nobody.uid, nobody.uid) != 0)) {
+      line = "error cannot become nobody to read the signer as a process of its own user";
+    } else {
+      try {
+        DemoRun run = sign_and_read(key, under_shim, report);
+        line = std::to_string(run.signed_ok) + " " + std::to_string(run.refused) + " " + std::to_string(run.copies) +
+               " " + std::to_string(run.secret_mappings) + " " + std::to_string(run.secret_bytes) + " " + run.where;
+      } catch (const ToolError &error) {
+        line = "error " + error.message;
+      }
+    }
+    ssize_t ignored = write(result[1], line.data(), line.size());
+    (void)ignored;
+    _exit(0);
+  }
+  close(result[1]);
+  std::string line;
+  char buf[512];
+  for (ssize_t n; (n = read(result[0], buf, sizeof buf)) > 0;) line.append(buf, static_cast<size_t>(n));
+  close(result[0]);
+  int status = 0;
+  waitpid(reader, &status, 0);
+  if (line.rfind("error ", 0) == 0) throw ToolError{3, line.substr(6)};
+  DemoRun run;
+  std::istringstream in(line);
+  int signed_ok = 0, refused = 0;
+  if (!(in >> signed_ok >> refused >> run.copies >> run.secret_mappings >> run.secret_bytes))
+    throw ToolError{3, "the demo's reader stopped (" + std::to_string(status) + ")"};
+  std::getline(in >> std::ws, run.where);
+  run.signed_ok = signed_ok != 0;
+  run.refused = refused != 0;
   run.backend = under_shim ? reported_backend(report) : "ordinary heap";
   return run;
 }
@@ -81,11 +147,24 @@ int cmd_demo() {
   } cleanup{dir};
   std::cerr << "==> generating an EC P-256 key\n";
   write_ec_key(key);
+  // As root, the signer and its reader run as nobody (the directory, the key
+  // and the report theirs): a reader of the signer's own user, without root's
+  // right to read every process.
+  Nobody nobody;
+  if (geteuid() == 0) {
+    if (const passwd *entry = getpwnam("nobody")) {
+      nobody.uid = entry->pw_uid;
+      nobody.gid = entry->pw_gid;
+    }
+    nobody.use = chown(dir.c_str(), nobody.uid, nobody.gid) == 0 && chown(key.c_str(), nobody.uid, nobody.gid) == 0;
+    if (!nobody.use) throw ToolError{3, "cannot give the demo's directory to nobody: " + std::string(strerror(errno))};
+  }
   DemoReport demo;
-  std::cerr << "==> running the signing program with plain OpenSSL, and reading its memory\n";
-  demo.plain = run_signer(key, false, report);
+  std::cerr << "==> running the signing program with plain OpenSSL, and reading its memory"
+            << (nobody.use ? " (both as nobody)" : "") << "\n";
+  demo.plain = run_signer(key, false, report, nobody);
   std::cerr << "==> running it again under secmem's preload, and reading its memory\n";
-  demo.shimmed = run_signer(key, true, report);
+  demo.shimmed = run_signer(key, true, report, nobody);
   demo.probe_errno = run_probe().secret_errno;
   print_demo(demo);
   return demo.plain.signed_ok && demo.shimmed.signed_ok ? 0 : 3;

@@ -47,10 +47,12 @@ void table_row(const std::string &what, const std::string &plain, const std::str
 }
 
 std::string copies(const DemoRun &run) {
-  return run.scan.total() == 0 ? "0" : std::to_string(run.scan.total()) + " (" + describe_copies(run.scan) + ")";
+  if (run.refused) return "none: reading refused";
+  return run.copies == 0 ? "0" : std::to_string(run.copies) + " (" + run.where + ")";
 }
 
 std::string mappings(const DemoRun &run) {
+  if (run.refused) return "-";
   if (run.secret_mappings == 0) return "0";
   return std::to_string(run.secret_mappings) + " (" + kib(run.secret_bytes) + ", unreadable)";
 }
@@ -200,20 +202,31 @@ void print_scan(const ScanReport &scan, bool json_output) {
 void print_demo(const DemoReport &demo) {
   const DemoRun &plain = demo.plain, &shimmed = demo.shimmed;
   std::cout << "\nsecmem demo: an EC P-256 private key, loaded with OpenSSL's PEM_read_PrivateKey by a small\n"
-               "signing program, run twice. Meanwhile its memory is read the way a debugger, or an attacker\n"
-               "with ptrace rights, would read it (/proc/PID/mem).\n\n";
+               "signing program, run twice. Meanwhile its memory is read the way a debugger, or another\n"
+               "process of the same user, would read it (/proc/PID/mem).\n\n";
   table_row("", "plain OpenSSL", "under secmem (LD_PRELOAD)");
   table_row("signature made and verified", plain.signed_ok ? "yes" : "NO", shimmed.signed_ok ? "yes" : "NO");
   table_row("readable copies of the private key", copies(plain), copies(shimmed));
   table_row("secretmem mappings", mappings(plain), mappings(shimmed));
   table_row("where the key's secure memory was", plain.backend, shimmed.backend);
   std::cout << "\n";
-  if (shimmed.scan.total() == 0 && shimmed.backend == "memfd_secret") {
+  if (shimmed.refused) {
+    std::cout << "Under secmem the key was in its fallback tier (" << shimmed.backend
+              << "), where a process of the same user\n"
+                 "could read it; so the program made itself non-dumpable (SECMEM_NODUMP=fallback), and this\n"
+                 "reader, of the same user, got nothing. Root with CAP_SYS_PTRACE still could: memfd_secret\n"
+                 "stops that too.\n";
+    if (demo.probe_errno != 0)
+      std::cout << "memfd_secret is refused on this machine (" << errno_text(demo.probe_errno)
+                << "): run `secmem probe` for what to change.\n";
+    return;
+  }
+  if (shimmed.copies == 0 && shimmed.backend == "memfd_secret") {
     std::cout << "Under secmem no readable copy of the key is left: OpenSSL's secure heap is in memfd_secret\n"
                  "pages, which /proc/PID/mem, process_vm_readv and ptrace cannot read.\n";
     return;
   }
-  std::cout << "Under secmem " << shimmed.scan.total() << " readable copies remain: ";
+  std::cout << "Under secmem " << shimmed.copies << " readable copies remain: ";
   if (shimmed.backend == "memfd_secret") {
     std::cout << "run `secmem scan` on the program to see where they are.\n";
     return;

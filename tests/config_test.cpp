@@ -59,7 +59,7 @@ TEST(Config, SetuidProgramsIgnoreTheEnvironment) {
 TEST(Config, PrintShowsEveryOption) {
   EXPECT_EQ(stderr_of([] { print_config(parse({"SECMEM_BACKEND=mlock"})); }),
             "secmem: config SECMEM_BACKEND=mlock SECMEM_ON_EXHAUSTION=fallback "
-            "SECMEM_RELEASE=never SECMEM_NODUMP=0 SECMEM_VERBOSE=0\n");
+            "SECMEM_RELEASE=never SECMEM_NODUMP=fallback SECMEM_VERBOSE=0\n");
 }
 
 // The README's configuration table is the user's only view of the options:

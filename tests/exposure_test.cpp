@@ -12,6 +12,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <string>
@@ -163,20 +164,75 @@ TEST_P(Exposure, CoreDumpHoldsNoKey) {
   ASSERT_TRUE(write_file(kCorePattern, dir_ + "/core.%p")) << "cannot set " << kCorePattern << " (root is needed)";
   std::string plain = core_of_holder(key, dir_, {});
   std::string shimmed = core_of_holder(key, dir_, {"LD_PRELOAD=" + kShim});
-  std::string fallback = core_of_holder(key, dir_, {"LD_PRELOAD=" + kShim, "SECMEM_BACKEND=mlock"});
+  // On the mlock tier: MADV_DONTDUMP alone (SECMEM_NODUMP=0), and by default
+  // (SECMEM_NODUMP=fallback) no core at all where fs.suid_dumpable is 0.
+  std::string fallback = core_of_holder(key, dir_, {"LD_PRELOAD=" + kShim, "SECMEM_BACKEND=mlock", "SECMEM_NODUMP=0"});
+  std::string undumpable = core_of_holder(key, dir_, {"LD_PRELOAD=" + kShim, "SECMEM_BACKEND=mlock"});
   EXPECT_TRUE(write_file(kCorePattern, saved));
   std::vector<std::vector<unsigned char>> patterns;
   for (const auto &pattern : key_patterns(load_key_material(key))) patterns.push_back(pattern.bytes);
   ASSERT_GT(plain.size(), 100000u) << "no core file was written";
   ASSERT_GT(shimmed.size(), 100000u);
   ASSERT_GT(fallback.size(), 100000u);
+  if (read_file("/proc/sys/fs/suid_dumpable") == "0\n") {
+    EXPECT_EQ(undumpable.size(), 0u);
+  }
   int in_plain = count_copies(plain, patterns), in_shimmed = count_copies(shimmed, patterns),
       in_fallback = count_copies(fallback, patterns);
-  std::printf("core dump, %s: %d copies plain, %d under the shim, %d under the shim on the mlock tier\n", GetParam(),
-              in_plain, in_shimmed, in_fallback);
+  std::printf("core dump, %s: %d copies plain, %d under the shim, %d under the shim on the mlock tier "
+              "(SECMEM_NODUMP=0; by default no core: %zu bytes)\n",
+              GetParam(), in_plain, in_shimmed, in_fallback, undumpable.size());
   EXPECT_GT(in_plain, 0) << "the core of an unprotected process holds the key";
   EXPECT_EQ(in_shimmed, 0);
   EXPECT_EQ(in_fallback, 0);
+  EXPECT_EQ(count_copies(undumpable, patterns), 0);
+}
+
+// On the fallback tiers (a Debian 12 kernel without secretmem.enable=1) a
+// process of the same user can read the key through /proc/PID/mem. By default
+// (SECMEM_NODUMP=fallback) the key holder makes itself non-dumpable and that
+// reader gets nothing: not even the list of its mappings. The reader is the
+// holder's parent (as Yama's ptrace_scope=1 allows), running as nobody, with
+// no capability. With SECMEM_NODUMP=0 it finds the key, every component.
+TEST_P(Exposure, ASameUserReaderGetsNothingOnTheFallbackTier) {
+  char pattern[] = "/tmp/secmem-sameuser-XXXXXX";
+  std::string dir = mkdtemp(pattern), key = dir + "/key.pem";
+  ASSERT_EQ(
+      system(
+          ("cp " + dir_ + "/" + GetParam() + ".pem " + key + " && chmod 755 " + dir + " && chmod 644 " + key).c_str()),
+      0);
+  std::vector<secmem::tool::Pattern> patterns = key_patterns(load_key_material(key));
+  for (bool nodump : {true, false}) {
+    SCOPED_TRACE(nodump ? "SECMEM_NODUMP unset (fallback)" : "SECMEM_NODUMP=0");
+    pid_t reader = fork();
+    ASSERT_GE(reader, 0);
+    if (reader == 0) {
+      if (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0)
+        _exit(10);
+      std::vector<std::string> env = {"LD_PRELOAD=" + kShim, "SECMEM_BACKEND=mlock"};
+      if (!nodump) env.push_back("SECMEM_NODUMP=0");
+      Child holder = start({kProbe, "hold", key}, env);
+      char ready[6] = {};
+      if (read(holder.out, ready, 6) != 6) _exit(11);
+      int outcome = 0;
+      try {
+        ScanResult result = scan(holder.pid, patterns);
+        bool every = !result.components.empty();
+        for (const std::string &component : result.components) every = every && result.of(component) > 0;
+        outcome = every ? 1 : result.total() > 0 ? 3 : 0;
+      } catch (const secmem::tool::ToolError &) {
+        outcome = 2; // refused
+      }
+      if (finish(holder, "x").status != 0) _exit(12);
+      _exit(outcome);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(reader, &status, 0), reader);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), nodump ? 2 : 1)
+        << "2: the reader was refused; 1: it read every component; 3: some; 0: none";
+  }
+  (void)!system(("rm -rf " + dir).c_str());
 }
 
 // ---- real programs ---------------------------------------------------------------------

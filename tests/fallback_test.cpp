@@ -35,8 +35,8 @@ bool fill_and_check(size_t n, size_t size) {
 
 std::string fallback_line(const char *err) {
   return std::string("secmem: memfd_secret unavailable (") + err +
-         "); falling back to mlock'ed anonymous memory (MADV_DONTDUMP) (set SECMEM_ON_EXHAUSTION=fail to "
-         "refuse instead)\n";
+         "); falling back to mlock'ed anonymous memory (MADV_DONTDUMP), and the process is made non-dumpable so "
+         "that its user cannot read it (SECMEM_NODUMP=fallback) (set SECMEM_ON_EXHAUSTION=fail to refuse instead)\n";
 }
 
 } // namespace
@@ -147,7 +147,7 @@ TEST(FreshHeap, VerbosePrintsTheConfigurationAndEachChunk) {
   EXPECT_EQ(status, 0);
   EXPECT_TRUE(testing::internal::RE::FullMatch(
       stderr_text, testing::internal::RE("secmem: config SECMEM_BACKEND=auto SECMEM_ON_EXHAUSTION=fallback "
-                                         "SECMEM_RELEASE=never SECMEM_NODUMP=0 SECMEM_VERBOSE=1\n"
+                                         "SECMEM_RELEASE=never SECMEM_NODUMP=fallback SECMEM_VERBOSE=1\n"
                                          "secmem: mapped chunk 0x[0-9a-f]+ \\(2044 KiB, memfd_secret\\)\n")))
       << stderr_text;
 }

@@ -357,7 +357,7 @@ TEST(NoDump, FollowsTheSetting) {
   void *p = secmem_malloc(64); // the first chunk is placed: the setting acts
   ASSERT_NE(p, nullptr);
   const char *setting = getenv("SECMEM_NODUMP");
-  std::string nodump = setting == nullptr ? "0" : setting;
+  std::string nodump = setting == nullptr ? "fallback" : setting; // the default
   bool fallback_used = std::string(secmem_backend_name()) != "memfd_secret";
   bool expect_undumpable = nodump == "always" || (nodump == "fallback" && fallback_used);
   EXPECT_EQ(prctl(PR_GET_DUMPABLE), expect_undumpable ? 0 : 1)

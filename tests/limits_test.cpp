@@ -70,8 +70,9 @@ TEST(FileSizeLimit, AChunkFallsBackAndDiagnosticsWithinTheLimitAreWritten) {
   EXPECT_EQ(child.stderr_text,
             "secmem: SECMEM_BACKEND=no-such-backend is not one of auto|memfd_secret|mlock; using the default\n"
             "secmem: memfd_secret unavailable (EFBIG: RLIMIT_FSIZE is below the size of a memfd_secret file); "
-            "falling back to mlock'ed anonymous memory (MADV_DONTDUMP) (set SECMEM_ON_EXHAUSTION=fail to "
-            "refuse instead)\n");
+            "falling back to mlock'ed anonymous memory (MADV_DONTDUMP), and the process is made non-dumpable so "
+            "that its user cannot read it (SECMEM_NODUMP=fallback) (set SECMEM_ON_EXHAUSTION=fail to refuse "
+            "instead)\n");
 }
 
 // Another writer appends to the log between secmem's check of the file

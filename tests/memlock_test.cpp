@@ -100,7 +100,8 @@ TEST(Memlock, ExhaustionFollowsThePolicyAndLosesNothing) {
     EXPECT_EQ(std::string(s.backend), "unlocked");
     EXPECT_EQ(err, "secmem: " + top +
                        " unavailable (EAGAIN: RLIMIT_MEMLOCK budget spent); falling back to unlocked anonymous "
-                       "memory (MADV_DONTDUMP; it can be swapped) (set SECMEM_ON_EXHAUSTION=fail to refuse "
+                       "memory (MADV_DONTDUMP; it can be swapped), and the process is made non-dumpable so that its "
+                       "user cannot read it (SECMEM_NODUMP=fallback) (set SECMEM_ON_EXHAUSTION=fail to refuse "
                        "instead)\n");
   }
   for (const Held &h : held) ASSERT_TRUE(intact(h));

@@ -65,8 +65,9 @@ TEST_P(SandboxTest, FilterBeforeTheFirstAllocationIsProbedNotHit) {
   const char *reason = action.action == SCMP_ACT_ERRNO(EPERM) ? "(EPERM: refused, as by a seccomp filter)"
                                                               : "(SIGSYS: a seccomp filter here kills on it)";
   EXPECT_EQ(err, std::string("secmem: memfd_secret unavailable ") + reason +
-                     "; falling back to mlock'ed anonymous memory (MADV_DONTDUMP) (set SECMEM_ON_EXHAUSTION=fail to "
-                     "refuse instead)\n");
+                     "; falling back to mlock'ed anonymous memory (MADV_DONTDUMP), and the process is made "
+                     "non-dumpable so that its user cannot read it (SECMEM_NODUMP=fallback) (set "
+                     "SECMEM_ON_EXHAUSTION=fail to refuse instead)\n");
 }
 
 // SECMEM_BACKEND=mlock under a filter that kills on mlock: unlocked memory, one message.

@@ -433,12 +433,22 @@ TEST_F(Tool, DemoPrintsTheSideBySideTable) {
   EXPECT_TRUE(contains(demo.err, "==> running it again under secmem's preload")) << demo.err;
 }
 
+// On the mlock tier the signer makes itself non-dumpable (SECMEM_NODUMP's
+// default): the demo, reading as a process of the same user, gets nothing.
+// With SECMEM_NODUMP=0 it reads the key there.
 TEST_F(Tool, DemoTellsTheTruthWithoutMemfdSecret) {
   Result demo = run({kTool, "demo"}, {"SECMEM_BACKEND=mlock"});
   ASSERT_EQ(demo.status, 0) << demo.out << demo.err;
   EXPECT_TRUE(contains(demo.out, "ordinary heap              mlock\n")) << demo.out;
-  EXPECT_FALSE(contains(demo.out, "no readable copy of the key is left")) << demo.out;
-  EXPECT_TRUE(contains(demo.out, "readable copies remain")) << demo.out;
+  EXPECT_TRUE(contains(demo.out, "  readable copies of the private key   ")) << demo.out;
+  EXPECT_TRUE(contains(demo.out, "none: reading refused\n")) << demo.out;
+  EXPECT_TRUE(contains(demo.out, "so the program made itself non-dumpable (SECMEM_NODUMP=fallback), and this\n"
+                                 "reader, of the same user, got nothing."))
+      << demo.out;
+  Result dumpable = run({kTool, "demo"}, {"SECMEM_BACKEND=mlock", "SECMEM_NODUMP=0"});
+  ASSERT_EQ(dumpable.status, 0) << dumpable.out << dumpable.err;
+  EXPECT_FALSE(contains(dumpable.out, "no readable copy of the key is left")) << dumpable.out;
+  EXPECT_TRUE(contains(dumpable.out, "readable copies remain")) << dumpable.out;
 }
 
 // ---- key files: every format a key comes in gives the same components ----------------
@@ -652,7 +662,7 @@ TEST(KeyFileCost, AKeyDerivationAskingForTooMuchIsRefusedBeforeItRuns) {
     ASSERT_EQ(fclose(out), 0);
     ASSERT_EQ(run({"sh", "-ec",
                    "cd " + d + "; openssl asn1parse -genconf " + name + ".conf -out " + name +
-                       ".der >/dev/null; { echo '-----BEGIN ENCRYPTED PRIVATE KEY-----'; base64 " + name +
+                       ".der >/dev/null; { echo '-----BEGIN ENCRYPTED PRIVATE KEY-----'; base64 -w 64 " + name +
                        ".der; echo '-----END ENCRYPTED PRIVATE KEY-----'; } > " + name + ".pem"})
                   .status,
               0);
@@ -684,10 +694,29 @@ TEST(KeyFileCost, AKeyDerivationAskingForTooMuchIsRefusedBeforeItRuns) {
                "cat pbkdf2-huge.pem >> bundle.pem"})
           .status,
       0);
+  // OpenSSL's decoder skips blocks it cannot read and tries the next: a key
+  // block of garbage, or a block that is not base64, before the costly key;
+  // and the costly key inside traditional PEM encryption (one MD5 round).
+  ASSERT_EQ(
+      run({"sh", "-ec",
+           "cd " + d +
+               "; printf -- '-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----\\n' > garbage-first.pem"
+               "; cat pbkdf2-huge.pem >> garbage-first.pem"
+               "; printf -- '-----BEGIN CERTIFICATE-----\\n!!!!\\n-----END CERTIFICATE-----\\n' > bad-first.pem"
+               "; cat pbkdf2-huge.pem >> bad-first.pem"
+               "; key=$(openssl enc -aes-128-cbc -md md5 -S 0011223344556677 -pass pass:secret -P | "
+               "sed -n 's/^key=//p')"
+               "; { echo '-----BEGIN ENCRYPTED PRIVATE KEY-----'; echo 'Proc-Type: 4,ENCRYPTED'"
+               "; echo 'DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF'; echo"
+               "; openssl enc -aes-128-cbc -K $key -iv 00112233445566778899AABBCCDDEEFF -in pbkdf2-huge.der | "
+               "base64 -w 64; echo '-----END ENCRYPTED PRIVATE KEY-----'; } > dek-info.pem"})
+          .status,
+      0);
   const std::string pass = d + "/pass";
   const std::string pbkdf2_huge = "a key derivation of 2147483647 rounds (past 10000000), more than secmem decrypts: "
                                   "decrypt it first (openssl pkcs8)";
-  for (const char *file : {"pbkdf2-huge.pem", "pbkdf2-huge.der", "bundle.pem"}) {
+  for (const char *file :
+       {"pbkdf2-huge.pem", "pbkdf2-huge.der", "bundle.pem", "garbage-first.pem", "bad-first.pem", "dek-info.pem"}) {
     std::string path = d + "/" + file;
     EXPECT_EQ(load_error(path, pass), path + " is encrypted with " + pbkdf2_huge);
     // Without a passphrase nothing is derived: the usual message.

@@ -199,7 +199,10 @@ void TierMapper::report_fallback(Tier to, FallbackReason why, int err) {
   diag::Line line;
   line.add(tier_name(policy::top_tier(*config_))).add(" unavailable (");
   describe(line, why, err);
-  line.add("); falling back to ").add(tier_description(to)).add(" (set SECMEM_ON_EXHAUSTION=fail to refuse instead)");
+  line.add("); falling back to ").add(tier_description(to));
+  if (policy::undumpable_once_in(*config_, to))
+    line.add(", and the process is made non-dumpable so that its user cannot read it (SECMEM_NODUMP=fallback)");
+  line.add(" (set SECMEM_ON_EXHAUSTION=fail to refuse instead)");
   line.emit();
 }
 

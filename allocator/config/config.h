@@ -10,7 +10,7 @@ namespace secmem {
 enum class Backend : uint8_t { kAuto, kMemfdSecret, kMlock };
 enum class OnExhaustion : uint8_t { kFallback, kFail };
 enum class Release : uint8_t { kNever, kEmpty };
-enum class NoDump : uint8_t { kOff, kFallback, kAlways };
+enum class NoDump : uint8_t { kFallback, kOff, kAlways }; // options.inc's order: the first is the default
 
 struct Config {
 #define SECMEM_OPTION(NAME, field, Type, values, doc) Type field{};
