@@ -15,7 +15,7 @@ meson install -C "$build" --destdir "$tmp/root" --no-rebuild --quiet >/dev/null
 eval "$(meson introspect "$build" --buildoptions | python3 -c '
 import json, sys
 o = {x["name"]: x["value"] for x in json.load(sys.stdin)}
-for k in ("prefix", "libdir", "includedir", "bindir", "libexecdir"):
+for k in ("prefix", "libdir", "includedir", "bindir", "libexecdir", "mandir"):
     print("%s=%s" % (k, o[k]))')"
 root=$tmp/root$prefix
 lib=$root/$libdir
@@ -23,7 +23,8 @@ for f in "$lib/libsecmem.so.0" "$lib/libsecmem.so" "$lib/libsecmem.a" "$lib/libs
          "$lib/pkgconfig/secmem.pc" "$lib/cmake/secmem/secmemConfig.cmake" \
          "$lib/cmake/secmem/secmemConfigVersion.cmake" "$root/$includedir/secmem/secmem.h" \
          "$root/$includedir/secmem/secure_alloc.hpp" "$root/$bindir/secmem" \
-         "$root/$libexecdir/secmem/secmem-demo-signer"; do
+         "$root/$libexecdir/secmem/secmem-demo-signer" "$root/$mandir/man1/secmem.1" "$root/$mandir/man7/secmem.7" \
+         "$root/$mandir/man3/secmem_malloc.3" "$root/$mandir/man3/secmem_calloc.3"; do
   [ -e "$f" ] || fail "not installed: ${f#"$tmp"/root}"
 done
 [ ! -e "$root/$includedir/secmem/internal" ] || fail "internal headers installed"
