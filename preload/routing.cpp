@@ -216,14 +216,15 @@ bool from_tagged_caller(const void *return_address) {
   auto pc = reinterpret_cast<uintptr_t>(return_address);
   uint64_t cache = g_cache.load(std::memory_order_acquire);
   for (uint64_t i = 0; i < (cache & kCountMask); ++i) {
-    uintptr_t start = g_objects[i].start.load(std::memory_order_relaxed);
-    uintptr_t end = g_objects[i].end.load(std::memory_order_relaxed);
-    bool tagged = g_objects[i].tagged.load(std::memory_order_relaxed);
+    // Acquire loads of release stores: an entry of a newer generation, read
+    // here, makes that generation visible to the check below (no fence:
+    // ThreadSanitizer does not support them).
+    uintptr_t start = g_objects[i].start.load(std::memory_order_acquire);
+    uintptr_t end = g_objects[i].end.load(std::memory_order_acquire);
+    bool tagged = g_objects[i].tagged.load(std::memory_order_acquire);
     if (pc - start >= end - start) continue;
-    // Read in this generation (the entry's stores are release: a newer
-    // generation's entry, read here, makes the newer generation visible).
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (g_cache.load(std::memory_order_relaxed) >> kCountBits == cache >> kCountBits) return tagged;
+    // Read in this generation, or not used.
+    if (g_cache.load(std::memory_order_acquire) >> kCountBits == cache >> kCountBits) return tagged;
     break;
   }
   dl_find_object found{};
