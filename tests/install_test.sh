@@ -19,7 +19,7 @@ for k in ("prefix", "libdir", "includedir", "bindir", "libexecdir", "mandir"):
     print("%s=%s" % (k, o[k]))')"
 root=$tmp/root$prefix
 lib=$root/$libdir
-for f in "$lib/libsecmem.so.0" "$lib/libsecmem.so" "$lib/libsecmem.a" "$lib/libsecmem_preload.so" \
+for f in "$lib/libsecmem.so.0" "$lib/libsecmem.so" "$lib/libsecmem.a" "$lib/secmem/libsecmem_preload.so" \
          "$lib/pkgconfig/secmem.pc" "$lib/cmake/secmem/secmemConfig.cmake" \
          "$lib/cmake/secmem/secmemConfigVersion.cmake" "$root/$includedir/secmem/secmem.h" \
          "$root/$includedir/secmem/secure_alloc.hpp" "$root/$bindir/secmem" \
