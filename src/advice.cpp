@@ -45,7 +45,8 @@ std::vector<std::string> probe_advice(const ProbeReport &probe) {
                        "(Debian 12's 6.1 kernel has it built in): add it to GRUB_CMDLINE_LINUX in " +
                        "/etc/default/grub, run update-grub and reboot");
     else
-      advice.push_back("this kernel has no memfd_secret: it needs CONFIG_SECRETMEM (and, on 5.14 to 6.4, "
+      advice.push_back(std::string(probe.seccomp_mode == 2 ? "if not the filter, " : "") +
+                       "this kernel has no memfd_secret: it needs CONFIG_SECRETMEM (and, on 5.14 to 6.4, "
                        "secretmem.enable=1 on the kernel command line)");
     break;
   case EPERM:
@@ -67,6 +68,13 @@ std::vector<std::string> probe_advice(const ProbeReport &probe) {
   case EAGAIN:
   case ENOMEM:
   case EFAULT:
+    if (probe.cap_ipc_lock) {
+      advice.push_back("memfd_secret failed with " + errno_text(probe.secret_errno) + " at " + probe.secret_step +
+                       " although RLIMIT_MEMLOCK does not apply here (CAP_IPC_LOCK): the machine is short of "
+                       "memory" +
+                       (probe.seccomp_mode == 2 ? ", or the seccomp filter answers so" : ""));
+      break;
+    }
     advice.push_back("the RLIMIT_MEMLOCK budget is spent: raise it (ulimit -l; LimitMEMLOCK=48M in a systemd unit, "
                      "which `secmem systemd UNIT` prints; --ulimit memlock= for docker) or grant CAP_IPC_LOCK");
     break;

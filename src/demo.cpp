@@ -1,7 +1,9 @@
 // secmem demo: a real key in a signing program, read through /proc/PID/mem with and without the shim.
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
 #include <grp.h>
 #include <iostream>
@@ -26,6 +28,23 @@ std::string reported_backend(const std::string &report) {
   std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   size_t at = text.find("backend ");
   return at == std::string::npos ? "-" : text.substr(at + 8, text.find(';', at) - at - 8);
+}
+
+// The demo's files, removed at its end or when a signal interrupts it (the
+// paths are set before the handler, and only read by it).
+std::string g_cleanup_files[2];
+std::string g_cleanup_dir;
+
+void remove_demo_files() {
+  for (const std::string &file : g_cleanup_files)
+    if (!file.empty()) unlink(file.c_str());
+  if (!g_cleanup_dir.empty()) rmdir(g_cleanup_dir.c_str());
+}
+
+void remove_and_die(int sig) {
+  remove_demo_files(); // unlink and rmdir: async-signal-safe
+  signal(sig, SIG_DFL);
+  raise(sig);
 }
 
 // Who reads the signer: the demo's user, or nobody for a root demo.
@@ -74,7 +93,17 @@ DemoRun sign_and_read(const std::string &key, bool under_shim, const std::string
           run.secret_bytes += region.end - region.start;
         }
     } catch (const ToolError &) {
-      run.refused = true; // its own child, same user: only a non-dumpable process refuses
+      // Its own child, same user: refused only when it made itself
+      // non-dumpable; any other failure is one.
+      int fd = open(("/proc/" + std::to_string(pid) + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+      int err = errno;
+      if (fd >= 0) close(fd);
+      if (fd >= 0 || (err != EACCES && err != EPERM)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+        throw;
+      }
+      run.refused = true;
     }
   }
   close(to_child[1]);
@@ -135,16 +164,23 @@ DemoRun run_signer(const std::string &key, bool under_shim, const std::string &r
 } // namespace
 
 int cmd_demo() {
-  char pattern[] = "/tmp/secmem-demo-XXXXXX";
-  if (mkdtemp(pattern) == nullptr) throw ToolError{3, "cannot make a temporary directory"};
+  // Descriptors 0 to 2 open: the pipes to the signer must not take them.
+  for (int fd = 0; fd <= 2; ++fd)
+    if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0)
+      throw ToolError{3, "cannot open /dev/null: " + std::string(strerror(errno))};
+  const char *tmp = getenv("TMPDIR");
+  std::string pattern = std::string(tmp != nullptr && *tmp == '/' ? tmp : "/tmp") + "/secmem-demo-XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr)
+    throw ToolError{3, "cannot make a temporary directory (" + pattern + "): " + strerror(errno)};
   std::string dir = pattern, key = dir + "/key.pem", report = dir + "/report";
+  // The key is removed at the end, also when the demo is interrupted.
+  g_cleanup_files[0] = key;
+  g_cleanup_files[1] = report;
+  g_cleanup_dir = dir;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, remove_and_die);
   struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      for (const char *file : {"/key.pem", "/report"}) unlink((dir + file).c_str());
-      rmdir(dir.c_str());
-    }
-  } cleanup{dir};
+    ~Cleanup() { remove_demo_files(); }
+  } cleanup;
   std::cerr << "==> generating an EC P-256 key\n";
   write_ec_key(key);
   // As root, the signer and its reader run as nobody (the directory, the key

@@ -716,7 +716,7 @@ void write_ec_key(const std::string &path) {
     if (file != nullptr) fclose(file);
     throw ToolError{3, "cannot write a key to " + path};
   }
-  fclose(file);
+  if (fclose(file) != 0) throw ToolError{3, "cannot write a key to " + path + ": " + strerror(errno)};
 }
 
 } // namespace secmem::tool

@@ -210,7 +210,7 @@ void print_demo(const DemoReport &demo) {
   table_row("secretmem mappings", mappings(plain), mappings(shimmed));
   table_row("where the key's secure memory was", plain.backend, shimmed.backend);
   std::cout << "\n";
-  if (shimmed.refused) {
+  if (shimmed.refused && shimmed.backend != "memfd_secret") {
     std::cout << "Under secmem the key was in its fallback tier (" << shimmed.backend
               << "), where a process of the same user\n"
                  "could read it; so the program made itself non-dumpable (SECMEM_NODUMP=fallback), and this\n"
@@ -221,12 +221,18 @@ void print_demo(const DemoReport &demo) {
                 << "): run `secmem probe` for what to change.\n";
     return;
   }
+  if (shimmed.refused) {
+    std::cout << "Under secmem the key was in memfd_secret pages, and the program had made itself non-dumpable\n"
+                 "(SECMEM_NODUMP=always): this reader, of the same user, could read none of its memory.\n";
+    return;
+  }
   if (shimmed.copies == 0 && shimmed.backend == "memfd_secret") {
     std::cout << "Under secmem no readable copy of the key is left: OpenSSL's secure heap is in memfd_secret\n"
                  "pages, which /proc/PID/mem, process_vm_readv and ptrace cannot read.\n";
     return;
   }
-  std::cout << "Under secmem " << shimmed.copies << " readable copies remain: ";
+  std::cout << "Under secmem " << shimmed.copies
+            << (shimmed.copies == 1 ? " readable copy remains: " : " readable copies remain: ");
   if (shimmed.backend == "memfd_secret") {
     std::cout << "run `secmem scan` on the program to see where they are.\n";
     return;

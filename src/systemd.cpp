@@ -1,19 +1,25 @@
 // secmem systemd UNIT: a drop-in that runs a service under the preload shim.
 // The unit's files are read as systemd would (the unit search path, or
-// $SYSTEMD_UNIT_PATH; the unit's own drop-ins and its template's), without a
-// running systemd: what the drop-in must add depends on what the unit already
-// says about LD_PRELOAD, LimitMEMLOCK= and SystemCallFilter=.
+// $SYSTEMD_UNIT_PATH; the drop-ins of the unit, of its aliases, of its
+// template, of its dash prefixes and of all services), without a running
+// systemd: what the drop-in must add depends on what the unit already says
+// about LD_PRELOAD, LimitMEMLOCK= and SystemCallFilter=.
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <dirent.h>
-#include <fstream>
+#include <fcntl.h>
+#include <glob.h>
 #include <iostream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 #include "commands.h"
@@ -21,6 +27,9 @@
 namespace secmem::tool {
 
 namespace {
+
+constexpr uint64_t kDefaultMemlock = uint64_t{8} << 20; // systemd's DefaultLimitMEMLOCK on Debian 12
+constexpr size_t kMaxFileBytes = 1 << 20;               // a unit or environment file is small
 
 // systemd's system unit search path, highest priority first (Debian 12: /lib
 // is /usr/lib). $SYSTEMD_UNIT_PATH replaces it; a trailing ':' appends it.
@@ -39,20 +48,34 @@ std::vector<std::string> unit_search_path() {
   return dirs;
 }
 
-// What the unit says, after its drop-ins.
-struct UnitSettings {
-  std::string path;                       // the unit file
-  std::vector<std::string> files;         // it and its drop-ins, in the order read
-  std::map<std::string, std::string> env; // Environment=
-  std::vector<std::string> env_files;     // EnvironmentFile=
-  std::vector<std::string> unset;         // UnsetEnvironment=
-  std::string exec_start;                 // the first ExecStart='s program
-  bool syscall_filter = false;            // a SystemCallFilter= in force
-  std::string memlock;                    // LimitMEMLOCK=, as written
-};
+// A regular file's contents (no FIFO, device or directory: systemd reads
+// none of those as unit or environment files), up to 1 MiB. false with
+// errno when it cannot be read.
+bool read_regular(const std::string &path, std::string *text) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return false;
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    return false;
+  }
+  text->clear();
+  char buf[8192];
+  ssize_t n = 0;
+  while (text->size() <= kMaxFileBytes && ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)))
+    if (n > 0) text->append(buf, static_cast<size_t>(n));
+  int err = errno;
+  close(fd);
+  if (n < 0) {
+    errno = err;
+    return false;
+  }
+  return true;
+}
 
-// Splits a value into words as systemd does: whitespace between them, "..."
-// and '...' quoting (with C escapes in both), a backslash escaping outside.
+// The words of a setting's value, as systemd splits them: whitespace between
+// them, "..." and '...' quoting, C escapes (\n, \t, \\, \", \', \xHH, \NNN).
 std::vector<std::string> words(const std::string &value) {
   std::vector<std::string> out;
   std::string word;
@@ -73,7 +96,16 @@ std::vector<std::string> words(const std::string &value) {
       quote = 0;
     } else if (c == '\\' && i + 1 < value.size()) {
       char next = value[++i];
-      word += next == 'n' ? '\n' : next == 't' ? '\t' : next;
+      if (next == 'x' && i + 2 < value.size() && isxdigit(static_cast<unsigned char>(value[i + 1])) &&
+          isxdigit(static_cast<unsigned char>(value[i + 2]))) {
+        word += static_cast<char>(std::stoi(value.substr(i + 1, 2), nullptr, 16));
+        i += 2;
+      } else if (next >= '0' && next <= '7' && i + 2 < value.size()) {
+        word += static_cast<char>(std::stoi(value.substr(i, 3), nullptr, 8));
+        i += 2;
+      } else {
+        word += next == 'n' ? '\n' : next == 't' ? '\t' : next == 'r' ? '\r' : next;
+      }
     } else {
       word += c;
     }
@@ -89,18 +121,31 @@ std::string trim(const std::string &text) {
   return text.substr(start, end - start + 1);
 }
 
-// KEY=VALUE lines (an EnvironmentFile=): '#' and ';' comments, quotes removed.
-void read_environment_file(const std::string &path, std::map<std::string, std::string> &env) {
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    line = trim(line);
-    if (line.empty() || line[0] == '#' || line[0] == ';') continue;
-    size_t eq = line.find('=');
-    if (eq == std::string::npos) continue;
-    std::vector<std::string> value = words(line.substr(eq + 1));
-    env[trim(line.substr(0, eq))] = value.empty() ? "" : value[0];
-  }
+bool printable(const std::string &text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
 }
+
+// Text from a unit, for a comment: no control character may end the comment.
+std::string shown(const std::string &text) {
+  std::string out;
+  for (char c : text) out += printable(std::string(1, c)) ? std::string(1, c) : std::string("?");
+  return out;
+}
+
+// What the unit says, after its drop-ins.
+struct UnitSettings {
+  std::string path;                       // the unit file
+  std::map<std::string, std::string> env; // Environment=
+  std::vector<std::string> env_files;     // EnvironmentFile=
+  std::vector<std::string> unset;         // UnsetEnvironment=
+  std::string exec_start;                 // the first ExecStart='s program
+  int filter = 0;                         // SystemCallFilter=: 0 none, 1 an allow-list, -1 a deny-list
+  bool filter_denies_secret = false;      // a deny entry names memfd_secret
+  bool filter_allows_secret = false;      // an allow entry names it
+  std::string memlock;                    // LimitMEMLOCK=, as written
+  std::vector<std::string> problems;      // files or directories that could not be read
+};
 
 void apply(UnitSettings &unit, const std::string &key, const std::string &value) {
   if (key == "Environment") {
@@ -115,6 +160,7 @@ void apply(UnitSettings &unit, const std::string &key, const std::string &value)
     else
       unit.env_files.push_back(value);
   } else if (key == "UnsetEnvironment") {
+    if (value.empty()) unit.unset.clear();
     for (const std::string &name : words(value)) unit.unset.push_back(name);
   } else if (key == "ExecStart") {
     if (value.empty()) {
@@ -128,26 +174,58 @@ void apply(UnitSettings &unit, const std::string &key, const std::string &value)
       }
     }
   } else if (key == "SystemCallFilter") {
-    unit.syscall_filter = !value.empty();
+    if (value.empty()) {
+      unit.filter = 0;
+      unit.filter_denies_secret = unit.filter_allows_secret = false;
+      return;
+    }
+    bool deny = value[0] == '~';
+    if (unit.filter == 0) unit.filter = deny ? -1 : 1; // the first assignment decides
+    std::string list = deny ? value.substr(1) : value;
+    for (const std::string &call : words(list)) {
+      std::string name = call.substr(0, call.find(':')); // "memfd_secret:EPERM"
+      if (name != "memfd_secret") continue;
+      unit.filter_denies_secret = deny;
+      unit.filter_allows_secret = !deny;
+    }
   } else if (key == "LimitMEMLOCK") {
     unit.memlock = value;
   }
 }
 
+// Lines as systemd reads them: a line ending in an odd number of backslashes
+// goes on with the next line (comment lines in between are skipped), and
+// '#' or ';' starts a comment line.
+std::vector<std::string> logical_lines(const std::string &text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line, pending;
+  bool continuing = false;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::string stripped = trim(line);
+    if (continuing && !stripped.empty() && (stripped[0] == '#' || stripped[0] == ';')) continue;
+    size_t backslashes = 0;
+    while (backslashes < line.size() && line[line.size() - 1 - backslashes] == '\\') ++backslashes;
+    if (backslashes % 2 == 1) {
+      pending += line.substr(0, line.size() - 1) + " ";
+      continuing = true;
+      continue;
+    }
+    out.push_back(pending + line);
+    pending.clear();
+    continuing = false;
+  }
+  if (!pending.empty()) out.push_back(pending);
+  return out;
+}
+
 // One unit file's [Service] section, into unit.
 void read_unit_file(const std::string &path, UnitSettings &unit) {
-  std::ifstream in(path);
-  if (!in) throw ToolError{2, "cannot read " + path + ": " + strerror(errno)};
-  unit.files.push_back(path);
+  std::string text;
+  if (!read_regular(path, &text)) throw ToolError{2, "cannot read " + path + ": " + strerror(errno)};
   bool in_service = false;
-  std::string line;
-  while (std::getline(in, line)) {
-    while (!line.empty() && line.back() == '\\') { // continued on the next line
-      line.pop_back();
-      std::string next;
-      if (!std::getline(in, next)) break;
-      line += " " + next;
-    }
+  for (std::string line : logical_lines(text)) {
     line = trim(line);
     if (line.empty() || line[0] == '#' || line[0] == ';') continue;
     if (line[0] == '[') {
@@ -160,21 +238,68 @@ void read_unit_file(const std::string &path, UnitSettings &unit) {
   }
 }
 
-bool is_file(const std::string &path) {
-  std::ifstream in(path);
-  return in.good();
+// KEY=VALUE lines (an EnvironmentFile=): comments, "export ", quotes; the
+// whole value (spaces in it kept), as systemd reads it.
+void read_environment_file(const std::string &pattern, UnitSettings &unit, std::map<std::string, std::string> &env) {
+  bool optional = !pattern.empty() && pattern[0] == '-';
+  std::string spec = optional ? pattern.substr(1) : pattern;
+  glob_t found{};
+  std::vector<std::string> files;
+  if (glob(spec.c_str(), GLOB_NOCHECK, nullptr, &found) == 0)
+    for (size_t i = 0; i < found.gl_pathc; ++i) files.push_back(found.gl_pathv[i]);
+  globfree(&found);
+  for (const std::string &file : files) {
+    std::string text;
+    if (!read_regular(file, &text)) {
+      if (!optional || errno != ENOENT) unit.problems.push_back(file + ": " + strerror(errno));
+      continue;
+    }
+    for (std::string line : logical_lines(text)) {
+      line = trim(line);
+      if (line.empty() || line[0] == '#' || line[0] == ';') continue;
+      if (line.rfind("export ", 0) == 0) line = trim(line.substr(7));
+      size_t eq = line.find('=');
+      if (eq == std::string::npos) continue;
+      std::string value = trim(line.substr(eq + 1));
+      if (value.size() >= 2 && (value[0] == '"' || value[0] == '\'') && value.back() == value[0]) {
+        std::vector<std::string> unquoted = words(value);
+        value = unquoted.empty() ? "" : unquoted[0];
+      }
+      env[trim(line.substr(0, eq))] = value;
+    }
+  }
 }
 
-// The drop-ins of a unit (NAME.d/*.conf in every directory of the path, and
-// the template's for an instance), by file name, a name in a directory of
-// higher priority hiding the same name further down.
-std::vector<std::string> drop_ins(const std::vector<std::string> &dirs, const std::vector<std::string> &names) {
+// The names whose NAME.d directories hold the unit's drop-ins, least specific
+// first: all services, each dash prefix (foo-.service for foo-bar-baz), the
+// template of an instance, each alias, the unit itself.
+std::vector<std::string> drop_in_names(const std::string &name, const std::vector<std::string> &aliases) {
+  std::vector<std::string> names = {"service"};
+  std::string stem = name.substr(0, name.size() - 8); // without ".service"
+  for (size_t dash = stem.find('-'); dash != std::string::npos; dash = stem.find('-', dash + 1))
+    names.push_back(stem.substr(0, dash + 1) + ".service");
+  size_t at = stem.find('@');
+  if (at != std::string::npos && at + 1 < stem.size()) names.push_back(stem.substr(0, at + 1) + ".service");
+  for (const std::string &alias : aliases)
+    if (alias != name) names.push_back(alias);
+  names.push_back(name);
+  return names;
+}
+
+// The drop-ins, by file name (a name in a more specific directory, then in a
+// directory of higher priority, hides the same name elsewhere), read in the
+// order of their names. Directories that exist but cannot be read are noted.
+std::vector<std::string> drop_ins(const std::vector<std::string> &dirs, const std::vector<std::string> &names,
+                                  UnitSettings &unit) {
   std::map<std::string, std::string> by_name;
-  for (auto dir = dirs.rbegin(); dir != dirs.rend(); ++dir)
-    for (const std::string &name : names) {
+  for (const std::string &name : names) // least specific first: later ones win
+    for (auto dir = dirs.rbegin(); dir != dirs.rend(); ++dir) {
       std::string d = *dir + "/" + name + ".d";
       DIR *listing = opendir(d.c_str());
-      if (listing == nullptr) continue;
+      if (listing == nullptr) {
+        if (errno != ENOENT && errno != ENOTDIR) unit.problems.push_back(d + ": " + strerror(errno));
+        continue;
+      }
       while (dirent *entry = readdir(listing)) {
         std::string file = entry->d_name;
         if (file.size() > 5 && file.compare(file.size() - 5, 5, ".conf") == 0) by_name[file] = d + "/" + file;
@@ -186,28 +311,40 @@ std::vector<std::string> drop_ins(const std::vector<std::string> &dirs, const st
   return out;
 }
 
+bool known_non_service(const std::string &name) {
+  for (const char *suffix :
+       {".socket", ".timer", ".target", ".mount", ".automount", ".path", ".slice", ".scope", ".swap", ".device"}) {
+    size_t n = strlen(suffix);
+    if (name.size() > n && name.compare(name.size() - n, n, suffix) == 0) return true;
+  }
+  return false;
+}
+
 UnitSettings read_unit(const std::string &unit_arg, std::string *name) {
   UnitSettings unit;
   std::vector<std::string> dirs = unit_search_path();
-  std::vector<std::string> names;
+  std::vector<std::string> aliases;
   if (unit_arg.find('/') != std::string::npos) { // a file: its drop-ins next to it
-    if (!is_file(unit_arg)) throw ToolError{2, "no unit file " + unit_arg};
     unit.path = unit_arg;
     *name = unit_arg.substr(unit_arg.rfind('/') + 1);
     dirs = {unit_arg.substr(0, unit_arg.rfind('/'))};
-    names = {*name};
+    struct stat st {};
+    if (stat(unit_arg.c_str(), &st) != 0) throw ToolError{2, "no unit file " + unit_arg};
   } else {
-    *name = unit_arg.find('.') == std::string::npos ? unit_arg + ".service" : unit_arg;
-    if (name->size() < 8 || name->compare(name->size() - 8, 8, ".service") != 0)
-      throw ToolError{2, *name + " is not a service: only services run programs to preload"};
-    names = {*name};
+    if (known_non_service(unit_arg))
+      throw ToolError{2, unit_arg + " is not a service: only services run programs to preload"};
+    *name = unit_arg.size() > 8 && unit_arg.compare(unit_arg.size() - 8, 8, ".service") == 0 ? unit_arg
+                                                                                             : unit_arg + ".service";
     size_t at = name->find('@');
     std::string template_name = at != std::string::npos ? name->substr(0, at + 1) + ".service" : "";
-    if (!template_name.empty() && template_name != *name) names.insert(names.begin(), template_name);
     for (const std::string &candidate : {*name, template_name}) {
-      for (const std::string &dir : dirs)
-        if (!candidate.empty() && unit.path.empty() && is_file(dir + "/" + candidate))
-          unit.path = dir + "/" + candidate;
+      for (const std::string &dir : dirs) {
+        std::string path = dir + "/" + candidate;
+        struct stat st {};
+        if (candidate.empty() || !unit.path.empty() || lstat(path.c_str(), &st) != 0) continue;
+        if (S_ISDIR(st.st_mode)) continue; // not a unit file: systemd looks further
+        unit.path = path;
+      }
     }
     if (unit.path.empty()) {
       std::string searched;
@@ -215,63 +352,71 @@ UnitSettings read_unit(const std::string &unit_arg, std::string *name) {
       throw ToolError{2, "no unit file for " + *name + " in " + searched};
     }
   }
+  char *real = realpath(unit.path.c_str(), nullptr);
+  std::string target = real != nullptr ? real : unit.path;
+  free(real);
+  if (target == "/dev/null") throw ToolError{2, *name + " is masked (" + unit.path + " is /dev/null)"};
+  std::string target_name = target.substr(target.rfind('/') + 1);
+  if (target_name != *name) aliases.push_back(target_name); // an alias: the real unit's drop-ins count too
+  if (access(unit.path.c_str(), R_OK) != 0)
+    throw ToolError{2, "cannot read " + unit.path + ": " + strerror(errno) + " (run as root)"};
   read_unit_file(unit.path, unit);
-  for (const std::string &file : drop_ins(dirs, names))
+  for (const std::string &file : drop_ins(dirs, drop_in_names(*name, aliases), unit))
     if (file.substr(file.rfind('/') + 1) != "secmem.conf") read_unit_file(file, unit); // ours is being replaced
-  for (std::string file : unit.env_files) {
-    if (!file.empty() && file[0] == '-') file.erase(0, 1);
-    read_environment_file(file, unit.env);
-  }
   return unit;
 }
 
-// LimitMEMLOCK= in bytes (its soft value): UINT64_MAX for infinity, 0 when
-// unset or unreadable.
-uint64_t memlock_bytes(const std::string &value) {
-  std::string soft = value.substr(0, value.find(':'));
-  if (soft == "infinity") return UINT64_MAX;
+// A size as systemd writes it (LimitMEMLOCK=, and --heap): bytes, with an
+// optional K, M, G, T, P or E (powers of 1024), decimals allowed; "infinity"
+// is UINT64_MAX. 0 when it is not one.
+uint64_t size_bytes(const std::string &text) {
+  std::string value = trim(text);
+  if (value == "infinity") return UINT64_MAX;
+  if (value.empty() || !isdigit(static_cast<unsigned char>(value[0]))) return 0;
   char *end = nullptr;
   errno = 0;
-  unsigned long long n = strtoull(soft.c_str(), &end, 10);
-  if (errno != 0 || end == soft.c_str()) return 0;
-  std::string suffix = trim(end);
+  double n = strtod(value.c_str(), &end);
+  if (errno != 0 || end == value.c_str()) return 0;
+  std::string suffix = end;
   const std::string units = "KMGTPE";
-  uint64_t scale = 1;
+  double scale = 1;
   if (!suffix.empty()) {
-    size_t power = units.find(static_cast<char>(toupper(static_cast<unsigned char>(suffix[0]))));
-    if (power == std::string::npos) return 0;
-    for (size_t i = 0; i <= power; ++i) scale *= 1024;
+    size_t power = units.find(suffix[0]);
+    if (suffix.size() != 1 || power == std::string::npos) return 0;
+    scale = std::pow(1024.0, static_cast<double>(power + 1));
   }
-  return n > UINT64_MAX / scale ? UINT64_MAX : n * scale;
+  double bytes = n * scale;
+  return bytes >= 1.8e19 ? 0 : static_cast<uint64_t>(bytes);
 }
 
 std::string size_text(uint64_t bytes) {
-  const char *units[] = {"", "K", "M", "G", "T"};
+  if (bytes == UINT64_MAX) return "infinity";
+  const char *units[] = {"", "K", "M", "G", "T", "P"};
   int unit = 0;
-  while (unit < 4 && bytes % 1024 == 0 && bytes >= 1024) {
+  while (unit < 5 && bytes % 1024 == 0 && bytes >= 1024) {
     bytes /= 1024;
     ++unit;
   }
   return std::to_string(bytes) + units[unit];
 }
 
-// A value for Environment="...": quotes and backslashes escaped, and '%',
-// which systemd expands as a specifier.
-std::string unit_quoted(const std::string &text) {
-  std::string out = "\"";
+// A value for Environment="...": quotes and backslashes escaped; '%' too in
+// text of ours (systemd expands it as a specifier), not in the unit's own.
+std::string unit_escaped(const std::string &text, bool ours) {
+  std::string out;
   for (char c : text) {
     if (c == '"' || c == '\\') out += '\\';
-    out += c == '%' ? std::string("%%") : std::string(1, c);
+    out += ours && c == '%' ? std::string("%%") : std::string(1, c);
   }
-  return out + "\"";
+  return out;
 }
 
 } // namespace
 
 int cmd_systemd(const SystemdOptions &options) {
-  uint64_t heap = memlock_bytes(options.heap);
-  if (heap == 0 || heap == UINT64_MAX || options.heap.find(':') != std::string::npos)
-    throw ToolError{2, "--heap " + options.heap + " is not a size (16M, 512K, 1G)"};
+  uint64_t heap = size_bytes(options.heap);
+  if (heap == 0 || heap == UINT64_MAX || heap > (uint64_t{1} << 50))
+    throw ToolError{2, "--heap " + options.heap + " is not a size (16M, 512K, 1G; at most 1P)"};
   std::string name;
   UnitSettings unit = read_unit(options.unit, &name);
   std::string shim = shim_path();
@@ -279,10 +424,24 @@ int cmd_systemd(const SystemdOptions &options) {
     shim = real;
     free(real);
   }
+  if (shim.find_first_of(" :\t\n") != std::string::npos)
+    throw ToolError{3, "the shim's path, " + shim + ", holds a space or a colon: LD_PRELOAD cannot name it"};
   if (!unit.exec_start.empty()) {
     std::string program = unit.exec_start[0] == '/' ? unit.exec_start : find_command(unit.exec_start);
     if (!program.empty()) warn_unreachable(program, "systemd");
   }
+  for (const std::string &unset : unit.unset)
+    if (unset == "LD_PRELOAD" || unset.rfind("LD_PRELOAD=", 0) == 0)
+      std::cerr << "secmem: systemd: " << name << " has UnsetEnvironment=" << unset
+                << ": it removes the shim again; take that out\n";
+  std::map<std::string, std::string> file_env;
+  for (const std::string &file : unit.env_files) read_environment_file(file, unit, file_env);
+  for (const std::string &problem : unit.problems)
+    std::cerr << "secmem: systemd: cannot read " << problem << ": what it says is not taken into account\n";
+  bool preload_in_file = file_env.count("LD_PRELOAD") != 0;
+  if (preload_in_file)
+    std::cerr << "secmem: systemd: " << name << "'s EnvironmentFile= sets LD_PRELOAD, which overrides Environment=: "
+              << "put the shim first in that file's LD_PRELOAD (" << shim << ")\n";
   // Debian's PostgreSQL units start the server through pg_ctlcluster, which
   // empties the environment but for the cluster's environment file.
   std::string cluster_env;
@@ -292,48 +451,84 @@ int cmd_systemd(const SystemdOptions &options) {
                       ? "/etc/postgresql/" + name.substr(at + 1, dash - at - 1) + "/" +
                             name.substr(dash + 1, name.size() - 8 - dash - 1) + "/environment"
                       : "/etc/postgresql/VERSION/CLUSTER/environment";
-  }
-  for (const std::string &unset : unit.unset)
-    if (unset == "LD_PRELOAD" || unset.rfind("LD_PRELOAD=", 0) == 0)
-      std::cerr << "secmem: systemd: " << name << " has UnsetEnvironment=" << unset
-                << ": it removes the shim again; take that out\n";
-
-  auto existing = unit.env.find("LD_PRELOAD");
-  std::string preload = preload_list(existing != unit.env.end() ? existing->second : "", shim, "systemd");
-  uint64_t wanted = 3 * heap; // the heap, and the copies a fork stages (two files at most)
-  uint64_t has = memlock_bytes(unit.memlock);
-
-  std::ostringstream out;
-  out << "# secmem for " << name << " (" << unit.path << "), by `secmem systemd`. Install it with\n"
-      << "#   mkdir -p /etc/systemd/system/" << name << ".d\n"
-      << "#   secmem systemd " << options.unit << " > /etc/systemd/system/" << name << ".d/secmem.conf\n"
-      << "#   systemctl daemon-reload && systemctl restart " << name << "\n"
-      << "[Service]\n";
-  if (existing != unit.env.end() && !existing->second.empty())
-    out << "# The shim, with what the unit preloads already (" << existing->second << ").\n";
-  else
-    out << "# The preload shim: OpenSSL's secure heap and tagged allocations go to memfd_secret.\n";
-  out << "Environment=" << unit_quoted("LD_PRELOAD=" + preload) << "\n";
-  if (has >= wanted) {
-    out << "# LimitMEMLOCK=" << unit.memlock << " (the unit's) holds a secret heap of " << size_text(heap)
-        << " and the copies its forks take.\n";
-  } else {
-    out << "# Room for a secret heap of " << size_text(heap) << " per process and the copies its forks take"
-        << " (3 x " << size_text(heap) << "; the default is 8M";
-    if (!unit.memlock.empty()) out << ", the unit says " << unit.memlock;
-    out << ").\nLimitMEMLOCK=" << size_text(wanted) << "\n";
-  }
-  if (unit.syscall_filter)
-    out << "# The unit's SystemCallFilter= does not name memfd_secret (systemd 252's @system-service lacks it):\n"
-        << "# without this line the first secret would kill the service, or fall back to mlock.\n"
-        << "SystemCallFilter=memfd_secret\n";
-  if (!cluster_env.empty()) {
-    out << "# pg_ctlcluster starts the server with only what " << cluster_env << " sets: add\n"
-        << "#   LD_PRELOAD = '" << shim << "'\n"
-        << "# there as well (the limit above still applies: it is inherited).\n";
     std::cerr << "secmem: systemd: " << name << " starts PostgreSQL through pg_ctlcluster, which clears the "
               << "environment: add LD_PRELOAD = '" << shim << "' to " << cluster_env << "\n";
   }
+
+  // The unit's own entries stay, after the shim (written as the unit wrote
+  // them: its specifiers are the unit's); one that cannot be written back
+  // (a control character) is left out, and said so.
+  std::string existing = unit.env.count("LD_PRELOAD") != 0 ? unit.env["LD_PRELOAD"] : "";
+  // ld.so separates entries with spaces and colons.
+  std::string kept, part;
+  for (size_t i = 0; i <= existing.size(); ++i) {
+    if (i < existing.size() && existing[i] != ' ' && existing[i] != ':') {
+      part += existing[i];
+      continue;
+    }
+    if (part.empty() || part.find("libsecmem_preload.so") != std::string::npos) {
+      part.clear();
+      continue;
+    }
+    if (printable(part))
+      kept += ":" + part;
+    else
+      std::cerr << "secmem: systemd: " << name << "'s LD_PRELOAD holds an entry with a control character ("
+                << shown(part) << "): left out\n";
+    part.clear();
+  }
+  preload_list(kept, shim, "systemd"); // for its warnings (another allocator preloaded)
+  std::string line = "LD_PRELOAD=" + unit_escaped(shim, true) + unit_escaped(kept, false);
+
+  // LimitMEMLOCK=: the heap and the two staging copies its forks take, at
+  // least systemd's default; the unit's hard limit kept when it is higher.
+  uint64_t wanted = heap > UINT64_MAX / 3 ? UINT64_MAX : std::max(3 * heap, kDefaultMemlock);
+  std::string soft_text = unit.memlock.substr(0, unit.memlock.find(':'));
+  std::string hard_text =
+      unit.memlock.find(':') != std::string::npos ? unit.memlock.substr(unit.memlock.find(':') + 1) : soft_text;
+  uint64_t soft = unit.memlock.empty() ? kDefaultMemlock : size_bytes(soft_text);
+  uint64_t hard = unit.memlock.empty() ? kDefaultMemlock : size_bytes(hard_text);
+  bool unit_limit_valid = unit.memlock.empty() || (soft != 0 && hard != 0 && soft <= hard);
+
+  std::ostringstream out;
+  out << "# secmem for " << name << " (" << shown(unit.path) << "), by `secmem systemd`. Install it with\n"
+      << "#   mkdir -p /etc/systemd/system/" << name << ".d\n"
+      << "#   secmem systemd " << shown(options.unit) << " > /etc/systemd/system/" << name << ".d/secmem.conf\n"
+      << "#   systemctl daemon-reload && systemctl restart " << name << "\n"
+      << "[Service]\n";
+  if (!kept.empty())
+    out << "# The shim, with what the unit preloads already (" << shown(kept.substr(1)) << ").\n";
+  else
+    out << "# The preload shim: OpenSSL's secure heap and tagged allocations go to memfd_secret.\n";
+  if (preload_in_file) out << "# The unit's EnvironmentFile= sets LD_PRELOAD and overrides this: put the shim there.\n";
+  out << "Environment=\"" << line << "\"\n";
+  if (unit_limit_valid && soft != 0 && soft >= wanted) {
+    out << "# "
+        << (unit.memlock.empty() ? "The default LimitMEMLOCK=8M"
+                                 : "LimitMEMLOCK=" + shown(unit.memlock) + " (the unit's)")
+        << " holds a secret heap of " << size_text(heap) << " and the copies its forks take.\n";
+  } else {
+    out << "# Room for a secret heap of " << size_text(heap) << " per process and the copies its forks take"
+        << " (3 x " << size_text(heap) << ", at least the default 8M";
+    if (!unit.memlock.empty())
+      out << "; the unit says " << shown(unit.memlock) << (unit_limit_valid ? "" : ", which systemd ignores");
+    out << ").\nLimitMEMLOCK=" << size_text(wanted);
+    if (unit_limit_valid && hard > wanted) out << ":" << size_text(hard);
+    out << "\n";
+  }
+  if (unit.filter_denies_secret) {
+    out << "# The unit's SystemCallFilter= denies memfd_secret on purpose: left so; secrets go to mlock'ed memory.\n";
+    std::cerr << "secmem: systemd: " << name << " denies memfd_secret in its SystemCallFilter=: the drop-in leaves "
+              << "that as it is, and secrets go to mlock'ed memory (the process made non-dumpable)\n";
+  } else if (unit.filter == 1 && !unit.filter_allows_secret) {
+    out << "# The unit's SystemCallFilter= allow-list does not name memfd_secret (systemd 252's @system-service\n"
+        << "# lacks it): without this line secmem finds it refused (it tries in a child) and falls back to mlock.\n"
+        << "SystemCallFilter=memfd_secret\n";
+  }
+  if (!cluster_env.empty())
+    out << "# pg_ctlcluster starts the server with only what " << cluster_env << " sets: add\n"
+        << "#   LD_PRELOAD = '" << shim << "'\n"
+        << "# there as well (the limit above still applies: it is inherited).\n";
   std::cout << out.str();
   return 0;
 }

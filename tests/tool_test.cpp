@@ -448,7 +448,35 @@ TEST_F(Tool, DemoTellsTheTruthWithoutMemfdSecret) {
   Result dumpable = run({kTool, "demo"}, {"SECMEM_BACKEND=mlock", "SECMEM_NODUMP=0"});
   ASSERT_EQ(dumpable.status, 0) << dumpable.out << dumpable.err;
   EXPECT_FALSE(contains(dumpable.out, "no readable copy of the key is left")) << dumpable.out;
-  EXPECT_TRUE(contains(dumpable.out, "readable copies remain")) << dumpable.out;
+  EXPECT_TRUE(contains(dumpable.out, "readable copy remains") || contains(dumpable.out, "readable copies remain"))
+      << dumpable.out;
+}
+
+// Closed standard descriptors do not confuse the demo (its pipes took fd 0,
+// and the plain run read as "refused"); an interrupted demo leaves nothing
+// in its directory (TMPDIR), the key least of all.
+TEST_F(Tool, DemoWithClosedDescriptorsAndInterrupted) {
+  SECMEM_REQUIRE_SECRETMEM();
+  Result closed = run({"sh", "-c", std::string(kTool) + " demo <&- 2>/dev/null"});
+  EXPECT_EQ(closed.status, 0) << closed.out;
+  EXPECT_TRUE(contains(closed.out, "Under secmem no readable copy of the key is left")) << closed.out;
+  EXPECT_FALSE(contains(closed.out, "reading refused")) << closed.out;
+  char pattern[] = "/tmp/secmem-demo-tmp-XXXXXX";
+  std::string tmp = mkdtemp(pattern);
+  ASSERT_EQ(chmod(tmp.c_str(), 0755), 0);
+  for (int round = 0; round < 3; ++round) {
+    Child demo = start({kTool, "demo"}, {"TMPDIR=" + tmp});
+    std::string err;
+    char c;
+    while (!contains(err, "==> running") && read(demo.err, &c, 1) == 1) err += c;
+    ASSERT_TRUE(contains(err, "==> running")) << err;
+    EXPECT_EQ(run({"sh", "-c", "ls " + tmp + " | wc -l"}).out, "1\n") << "the demo's directory is there";
+    kill(demo.pid, SIGINT);
+    Result r = finish(demo);
+    EXPECT_EQ(r.status, 128 + SIGINT) << r.out << r.err;
+    EXPECT_EQ(run({"sh", "-c", "ls -A " + tmp}).out, "") << "left behind after SIGINT";
+  }
+  (void)!system(("rm -rf " + tmp).c_str());
 }
 
 // ---- key files: every format a key comes in gives the same components ----------------
@@ -818,7 +846,12 @@ TEST_F(SystemdDropIn, WhatTheUnitSaysAlreadyIsKeptOrExtended) {
                                                    dir_ + "/env\nEnvironmentFile=-/nonexistent\nLimitMEMLOCK=1G\n"));
   Result app = systemd({"app"});
   EXPECT_EQ(app.status, 0) << app.err;
-  EXPECT_EQ(settings(app.out), "[Service]\nEnvironment=\"LD_PRELOAD=" + shim() + ":/opt/lib/libaudit.so\"\n");
+  // An EnvironmentFile= overrides Environment=: the drop-in cannot set
+  // LD_PRELOAD over it, and says where the shim must go.
+  EXPECT_EQ(settings(app.out), "[Service]\nEnvironment=\"LD_PRELOAD=" + shim() + "\"\n");
+  EXPECT_EQ(app.err, "secmem: systemd: app.service's EnvironmentFile= sets LD_PRELOAD, which overrides Environment=: "
+                     "put the shim first in that file's LD_PRELOAD (" +
+                         shim() + ")\n");
 }
 
 // The drop-in, in place next to its unit, is one systemd reads without a word.
@@ -858,7 +891,11 @@ TEST_F(SystemdDropIn, BadInputIsSaid) {
   ASSERT_NO_FATAL_FAILURE(write("web.service", "[Service]\nExecStart=/bin/true\nUnsetEnvironment=LD_PRELOAD\n"));
   Result heap = systemd({"web", "--heap", "lots"});
   EXPECT_EQ(heap.status, 2);
-  EXPECT_EQ(heap.err, "secmem: --heap lots is not a size (16M, 512K, 1G)\n");
+  EXPECT_EQ(heap.err, "secmem: --heap lots is not a size (16M, 512K, 1G; at most 1P)\n");
+  for (const char *bad : {"-5", "16Mfoo", "0", "6E", "16 M"}) {
+    Result r = systemd({"web", "--heap", bad});
+    EXPECT_EQ(r.status, 2) << bad;
+  }
   Result unset = systemd({"web"});
   EXPECT_EQ(unset.status, 0);
   EXPECT_EQ(unset.err, "secmem: systemd: web.service has UnsetEnvironment=LD_PRELOAD: it removes the shim again; "
@@ -866,6 +903,88 @@ TEST_F(SystemdDropIn, BadInputIsSaid) {
   Result file = systemd({dir_ + "/absent.service"});
   EXPECT_EQ(file.status, 2);
   EXPECT_EQ(file.err, "secmem: no unit file " + dir_ + "/absent.service\n");
+}
+
+// The unit's files as systemd reads them (each case found by an adversarial
+// pass): the drop-ins of all services, of a dash prefix and of the unit an
+// alias points to; continuation lines with a comment inside, and a line that
+// ends in an escaped backslash; escapes and specifiers in LD_PRELOAD; the
+// forms of LimitMEMLOCK=; deny-lists; a masked unit; a FIFO as an
+// EnvironmentFile=; a name with a dot.
+TEST_F(SystemdDropIn, TheUnitIsReadAsSystemdReadsIt) {
+  auto filter_line = [](const Result &r) { return contains(r.out, "\nSystemCallFilter=memfd_secret\n"); };
+  ASSERT_NO_FATAL_FAILURE(write("foo-bar.service", "[Service]\nExecStart=/bin/true\n"));
+  ASSERT_NO_FATAL_FAILURE(write("service.d/10-all.conf", "[Service]\nSystemCallFilter=@system-service\n"));
+  EXPECT_TRUE(filter_line(systemd({"foo-bar"}))) << "service.d/";
+  ASSERT_EQ(system(("rm -r " + dir_ + "/service.d").c_str()), 0);
+  ASSERT_NO_FATAL_FAILURE(write("foo-.service.d/10.conf", "[Service]\nSystemCallFilter=@system-service\n"));
+  EXPECT_TRUE(filter_line(systemd({"foo-bar"}))) << "foo-.service.d/";
+  ASSERT_NO_FATAL_FAILURE(write("real.service", "[Service]\nExecStart=/bin/true\n"));
+  ASSERT_NO_FATAL_FAILURE(write("real.service.d/10.conf", "[Service]\nSystemCallFilter=@system-service\n"));
+  ASSERT_EQ(symlink((dir_ + "/real.service").c_str(), (dir_ + "/alias.service").c_str()), 0);
+  EXPECT_TRUE(filter_line(systemd({"alias"}))) << "the aliased unit's drop-ins";
+
+  ASSERT_NO_FATAL_FAILURE(write("cont.service", "[Service]\nExecStart=/bin/true\nEnvironment=\"A=1\" \\\n"
+                                                "# a comment inside\n \"LD_PRELOAD=/opt/c.so\"\n"
+                                                "Environment=B=x\\\\\nSystemCallFilter=@system-service\n"));
+  Result cont = systemd({"cont"});
+  EXPECT_TRUE(contains(cont.out, ":/opt/c.so\"\n")) << cont.out;
+  EXPECT_TRUE(filter_line(cont)) << cont.out;
+
+  ASSERT_NO_FATAL_FAILURE(write("esc@.service", "[Service]\nExecStart=/bin/true\n"
+                                                "Environment=\"LD_PRELOAD=/opt/%i/lib.so /opt/a.so\\n[Service]\\n"
+                                                "ExecStartPre=/bin/touch /tmp/x /opt/\\x41.so\"\n"));
+  Result esc = systemd({"esc@one"});
+  EXPECT_EQ(esc.status, 0) << esc.err;
+  EXPECT_EQ(settings(esc.out),
+            "[Service]\nEnvironment=\"LD_PRELOAD=" + shim() + ":/opt/%i/lib.so:/tmp/x:/opt/A.so\"\nLimitMEMLOCK=48M\n");
+  EXPECT_TRUE(contains(esc.err,
+                       "holds an entry with a control character (/opt/a.so?[Service]?ExecStartPre=/bin/touch): "
+                       "left out"))
+      << esc.err;
+
+  for (const auto &[limit, expected] :
+       std::vector<std::pair<std::string, std::string>>{{"-1", "LimitMEMLOCK=48M"},
+                                                        {"64m", "LimitMEMLOCK=48M"},
+                                                        {"16M:infinity", "LimitMEMLOCK=48M:infinity"},
+                                                        {"1.5G", ""},
+                                                        {"64M:128M", ""}}) {
+    ASSERT_NO_FATAL_FAILURE(write("lim.service", "[Service]\nExecStart=/bin/true\nLimitMEMLOCK=" + limit + "\n"));
+    Result r = systemd({"lim"});
+    std::string line = expected.empty() ? "" : expected + "\n";
+    EXPECT_EQ(settings(r.out), "[Service]\nEnvironment=\"LD_PRELOAD=" + shim() + "\"\n" + line) << limit;
+  }
+  ASSERT_NO_FATAL_FAILURE(write("lim.service", "[Service]\nExecStart=/bin/true\n"));
+  Result small = systemd({"lim", "--heap", "1M"}); // never below the default: none needed
+  EXPECT_FALSE(contains(small.out, "\nLimitMEMLOCK=")) << small.out;
+  EXPECT_TRUE(contains(small.out, "# The default LimitMEMLOCK=8M holds a secret heap of 1M")) << small.out;
+
+  ASSERT_NO_FATAL_FAILURE(write("deny.service", "[Service]\nExecStart=/bin/true\nSystemCallFilter=@system-service\n"
+                                                "SystemCallFilter=~memfd_secret mlock\n"));
+  Result deny = systemd({"deny"});
+  EXPECT_FALSE(filter_line(deny)) << deny.out;
+  EXPECT_TRUE(contains(deny.err, "denies memfd_secret in its SystemCallFilter=")) << deny.err;
+  ASSERT_NO_FATAL_FAILURE(write("denyother.service", "[Service]\nExecStart=/bin/true\nSystemCallFilter=~@mount\n"));
+  EXPECT_FALSE(filter_line(systemd({"denyother"})));
+
+  ASSERT_EQ(symlink("/dev/null", (dir_ + "/masked.service").c_str()), 0);
+  Result masked = systemd({"masked"});
+  EXPECT_EQ(masked.status, 2);
+  EXPECT_EQ(masked.err, "secmem: masked.service is masked (" + dir_ + "/masked.service is /dev/null)\n");
+
+  ASSERT_NO_FATAL_FAILURE(write("unset.service", "[Service]\nExecStart=/bin/true\nUnsetEnvironment=LD_PRELOAD\n"
+                                                 "UnsetEnvironment=\n"));
+  EXPECT_EQ(systemd({"unset"}).err, "");
+
+  ASSERT_EQ(mkfifo((dir_ + "/fifo").c_str(), 0600), 0);
+  ASSERT_NO_FATAL_FAILURE(
+      write("fifo.service", "[Service]\nExecStart=/bin/true\nEnvironmentFile=-" + dir_ + "/fifo\n"));
+  Result fifo = run({"timeout", "10", "env", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd", "fifo"});
+  EXPECT_EQ(fifo.status, 0) << "124: it waited on the FIFO";
+  EXPECT_TRUE(contains(fifo.err, "fifo: Invalid argument: what it says is not taken into account")) << fifo.err;
+
+  ASSERT_NO_FATAL_FAILURE(write("foo.bar.service", "[Service]\nExecStart=/bin/true\n"));
+  EXPECT_EQ(systemd({"foo.bar"}).status, 0);
 }
 
 // Debian 12's own units for the servers the README names.
