@@ -53,12 +53,17 @@ void thread_exit(void *value) {
 ThreadCache *my_cache() { return t_cache; }
 
 // In a fork child only the forking thread exists: the other caches' blocks
-// are free, except in a cache whose operation a signal handler interrupted
-// to fork (in_op 2): it may be half done, and its blocks stay out of use.
+// are free, except in a cache whose thread was in an operation (or entering
+// one) at the fork: its blocks stay out of use, and the cache leaves the list
+// all the same (a later fork in this child would wait for its operation to
+// end, for ever: seen under TSan, a child hung in its own fork).
 void retire_other_caches() {
   for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr;) {
     ThreadCache *next = CacheList::next(cache);
-    if (cache != t_cache && cache->in_op.load(std::memory_order_relaxed) == 0) retire_cache(cache);
+    if (cache != t_cache && cache->in_op.load(std::memory_order_relaxed) == 0)
+      retire_cache(cache);
+    else if (cache != t_cache)
+      g_heap.caches.remove(cache); // its memory and blocks are lost to this child only
     cache = next;
   }
 }
