@@ -410,9 +410,8 @@ TEST_P(Servers, Sshd) {
                            "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-p", port,
                            "root@127.0.0.1", "echo ok; sleep 3"});
     // Logged in once the command has spoken: before that the connection's
-    // process may be between loading the host key and shielding it (OpenSSH
-    // completes an RSA key's CRT numbers in BIGNUMs of its own there), a
-    // moment that a scan on the process count alone caught once in a few runs.
+    // process may be between loading the host key and shielding it (every
+    // component of an RSA key was seen in its heap then, once in three runs).
     std::string said;
     pollfd wait_out{session.out, POLLIN, 0};
     char c;
