@@ -1,5 +1,6 @@
 // Where the files secmem ships (the preload shim, the demo's signer) are.
 #include <climits>
+#include <cstdlib>
 #include <string>
 #include <unistd.h>
 
@@ -30,7 +31,18 @@ std::string shipped(const std::string &build_relative, const std::string &instal
 
 bool file_exists(const std::string &path) { return access(path.c_str(), F_OK) == 0; }
 
-std::string shim_path() { return shipped("../preload/libsecmem_preload.so", SECMEM_INSTALLED_PRELOAD); }
+// Resolved (a unit file wants no "../"), and a path LD_PRELOAD can name:
+// ld.so splits the variable at spaces and colons.
+std::string shim_path() {
+  std::string shim = shipped("../preload/libsecmem_preload.so", SECMEM_INSTALLED_PRELOAD);
+  if (char *real = realpath(shim.c_str(), nullptr)) {
+    shim = real;
+    free(real);
+  }
+  if (shim.find_first_of(" :\t\n") != std::string::npos)
+    throw ToolError{3, "the shim's path, " + shim + ", holds a space or a colon: LD_PRELOAD cannot name it"};
+  return shim;
+}
 std::string signer_path() { return shipped("secmem-demo-signer", SECMEM_INSTALLED_SIGNER); }
 
 } // namespace secmem::tool

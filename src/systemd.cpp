@@ -420,12 +420,6 @@ int cmd_systemd(const SystemdOptions &options) {
   std::string name;
   UnitSettings unit = read_unit(options.unit, &name);
   std::string shim = shim_path();
-  if (char *real = realpath(shim.c_str(), nullptr)) { // a unit file wants no "../"
-    shim = real;
-    free(real);
-  }
-  if (shim.find_first_of(" :\t\n") != std::string::npos)
-    throw ToolError{3, "the shim's path, " + shim + ", holds a space or a colon: LD_PRELOAD cannot name it"};
   if (!unit.exec_start.empty()) {
     std::string program = unit.exec_start[0] == '/' ? unit.exec_start : find_command(unit.exec_start);
     if (!program.empty()) warn_unreachable(program, "systemd");
