@@ -138,6 +138,10 @@ private:
   uint32_t staging_evict_ = 0;
   uint32_t staging_stale_pages_ = 0; // in memory, not in use: left by earlier forks (fill_staging)
   uint32_t staging_taken_pages_ = 0; // and those this fork's copy takes
+  // mincore's answer for a window of the staging mapping (fill_staging): here
+  // rather than on the stack, whose pages past the fork's own depth would
+  // each take a copy-on-write fault at every fork.
+  unsigned char in_memory_[kSlotPages] = {};
   static constexpr uint32_t kStaleStagingPages = 64;
   static constexpr size_t kStagingSlackBytes = size_t{64} << 12;
   bool fork_staging_stale_ = false; // fork_reentered found no pipe: the staged copy is out of date

@@ -56,8 +56,7 @@ struct StagingMessage {
 
 // Calls fn(first, pages, in_memory) for windows of a chunk's region in a
 // staging mapping; in_memory[i] & 1: page first+i of the file is in memory.
-template <typename Fn> bool for_each_window(char *region, uint32_t pages, Fn fn) {
-  unsigned char in_memory[kSlotPages];
+template <typename Fn> bool for_each_window(char *region, uint32_t pages, unsigned char *in_memory, Fn fn) {
   for (uint32_t first = 0; first < pages; first += kSlotPages) {
     uint32_t n = pages - first < kSlotPages ? pages - first : kSlotPages;
     if (os::pages_in_memory(region + size_t{first} * os::kPageSize, size_t{n} * os::kPageSize, in_memory) != 0)
@@ -65,6 +64,13 @@ template <typename Fn> bool for_each_window(char *region, uint32_t pages, Fn fn)
     if (!fn(first, n, in_memory)) return false;
   }
   return true;
+}
+
+// Fork state is written only where it changes: after a fork every page of
+// the parent is copy-on-write, and storing an unchanged value costs a page
+// fault at the next fork.
+template <typename T> void set_if_changed(T &field, T value) {
+  if (field != value) field = value;
 }
 
 // A page the staged copy takes from the parent (guards hold nothing: zero).
@@ -244,33 +250,36 @@ bool ChunkPool::fill_staging(bool copy) {
       }
       continue;
     }
-    bitmap::clear_range(chunk->stale, 0, kSlotPages);
+    for (uint64_t &word : chunk->stale) set_if_changed(word, uint64_t{0});
     int zero_fd = -2; // opened when a page must be made
-    bool ok = for_each_window(region, chunk->touched_pages, [&](uint32_t first, uint32_t n, const unsigned char *mem) {
-      for (uint32_t i = 0; i < n;) {
-        uint32_t page = first + i;
-        bool takes = staged_copy_takes(chunk, page), in_memory = (mem[i] & 1) != 0;
-        uint32_t end = i + 1;
-        while (end < n && staged_copy_takes(chunk, first + end) == takes && ((mem[end] & 1) != 0) == in_memory) ++end;
-        char *to = region + size_t{page} * os::kPageSize;
-        uint32_t pages = end - i;
-        // A page not in memory is made through the kernel; one that is (an
-        // earlier fork's) is charged already, and a store maps it here.
-        if (takes && !in_memory) {
-          if (zero_fd == -2) zero_fd = os::open_zero_source();
-          if (os::touch_through_kernel(to, size_t{pages} * os::kPageSize, zero_fd) != 0) return false;
-        }
-        if (takes && in_memory)
-          for (uint32_t k = 0; k < pages; ++k) *reinterpret_cast<volatile char *>(to + size_t{k} * os::kPageSize) = 0;
-        if (!takes && in_memory && !chunk->huge) {
-          bitmap::set_range(chunk->stale, page, pages);
-          staging_stale_pages_ += pages;
-        }
-        staging_taken_pages_ += takes ? pages : 0;
-        i = end;
-      }
-      return true;
-    });
+    bool ok = for_each_window(
+        region, chunk->touched_pages, in_memory_, [&](uint32_t first, uint32_t n, const unsigned char *mem) {
+          for (uint32_t i = 0; i < n;) {
+            uint32_t page = first + i;
+            bool takes = staged_copy_takes(chunk, page), in_memory = (mem[i] & 1) != 0;
+            uint32_t end = i + 1;
+            while (end < n && staged_copy_takes(chunk, first + end) == takes && ((mem[end] & 1) != 0) == in_memory)
+              ++end;
+            char *to = region + size_t{page} * os::kPageSize;
+            uint32_t pages = end - i;
+            // A page not in memory is made through the kernel; one that is (an
+            // earlier fork's) is charged already, and a store maps it here.
+            if (takes && !in_memory) {
+              if (zero_fd == -2) zero_fd = os::open_zero_source();
+              if (os::touch_through_kernel(to, size_t{pages} * os::kPageSize, zero_fd) != 0) return false;
+            }
+            if (takes && in_memory)
+              for (uint32_t k = 0; k < pages; ++k)
+                *reinterpret_cast<volatile char *>(to + size_t{k} * os::kPageSize) = 0;
+            if (!takes && in_memory && !chunk->huge) {
+              bitmap::set_range(chunk->stale, page, pages);
+              staging_stale_pages_ += pages;
+            }
+            staging_taken_pages_ += takes ? pages : 0;
+            i = end;
+          }
+          return true;
+        });
     if (zero_fd >= 0) os::close_fd(zero_fd);
     if (!ok) return false;
   }
@@ -290,15 +299,17 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   size_t bytes = 0;
   bool by_child = false;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
-    chunk->fork_copy = Chunk::ForkCopy::kNone;
-    if (chunk->tier != Tier::kSecret) continue;
+    if (chunk->tier != Tier::kSecret) {
+      set_if_changed(chunk->fork_copy, Chunk::ForkCopy::kNone);
+      continue;
+    }
     bool hidden = interrupted; // protections may be halfway changed
     for (uint32_t page = 0; page < chunk->touched_pages && !hidden; ++page)
       hidden = chunk->copied_in_fork(page) && chunk->hidden_from_parent(page);
-    chunk->fork_copy = hidden ? Chunk::ForkCopy::kByChild : Chunk::ForkCopy::kStaged;
+    set_if_changed(chunk->fork_copy, hidden ? Chunk::ForkCopy::kByChild : Chunk::ForkCopy::kStaged);
     by_child = by_child || hidden;
     if (hidden) continue;
-    chunk->fork_offset_pages = static_cast<uint32_t>(bytes / os::kPageSize);
+    set_if_changed(chunk->fork_offset_pages, static_cast<uint32_t>(bytes / os::kPageSize));
     bytes += size_t{chunk->touched_pages} * os::kPageSize;
   }
   if (bytes != 0) {

@@ -22,7 +22,8 @@
 
 namespace secmem::heap {
 
-constinit Heap g_heap;
+alignas(os::kPageSize) constinit Heap g_heap;
+static_assert(sizeof(Heap) <= os::kPageSize, "what a fork writes stays on one page (Heap's fork fields)");
 constinit ReadOnly g_ro;
 std::atomic<State> g_state{State::kUninitialised};
 
@@ -72,22 +73,22 @@ void release_init_lock();
 // from its prepare handler to its parent or child handler (glibc does not
 // keep them apart). A fork inside a fork (a handler registered before
 // secmem's that forks) runs them again: g_fork_nest counts the forker's
-// extra calls.
-unsigned g_fork_nest = 0;
-pid_t g_fork_parent = 0;
+// extra calls. (These are g_heap's, on the lock's page.)
+unsigned &g_fork_nest = g_heap.fork_nest;
+pid_t &g_fork_parent = g_heap.fork_parent;
 // The fork came from a signal handler that interrupted this thread's own
 // locked heap operation: the lock stays as it is, and the interrupted
 // operation finishes (in parent and child) when the handler returns.
-bool g_lock_was_mine = false;
-bool g_child_done = false;
-bool g_nested_child_done = false; // the same, in the child of a nested fork
+bool &g_lock_was_mine = g_heap.lock_was_mine;
+bool &g_child_done = g_heap.child_done;
+bool &g_nested_child_done = g_heap.nested_child_done; // the same, in the child of a nested fork
 
 void finish_child();
 
 // From the moment the forking thread holds the lock in its prepare handler
 // (before the gate closes), so that a signal handler that forks on that
 // thread meanwhile takes the nested path.
-std::atomic<bool> g_fork_handlers_running{false};
+std::atomic<bool> &g_fork_handlers_running = g_heap.fork_handlers_running;
 
 bool forking_here() {
   return (g_heap.forking.load(std::memory_order_relaxed) != 0 ||
