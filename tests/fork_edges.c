@@ -45,6 +45,11 @@
 //                   every process keeps its own heap
 //   live-children   children that live on (one closing every descriptor, one
 //                   exec'ing) while the parent forks more: each keeps its heap
+//   thread-left     children whose forking (main) thread calls pthread_exit
+//                   while a thread it started lives on: the parent forks
+//                   more, and each such child keeps its heap (the kernel
+//                   marks the slot's robust mutex owner-died when that thread
+//                   ends, not when the process does)
 //   start-up-in-fork
 //                   another thread starts the heap and writes a secret while a
 //                   fork runs its prepare handlers (a slow one of the
@@ -590,6 +595,63 @@ static int live_children(void) {
   return bad == 0 && execer_status == 0 ? 0 : 1;
 }
 
+// ---- thread-left ----
+
+static unsigned char *g_left_key, *g_left_own;
+static int *g_left_board; // shared with the children: atomics (the watcher is a thread too)
+static int g_left_index;
+
+static void *left_watcher(void *arg) {
+  (void)arg;
+  int s = g_left_index, ok = 1;
+  __atomic_store_n(&g_left_board[2 + s], 1, __ATOMIC_RELEASE); // ready: the forking thread may leave
+  while (ok && __atomic_load_n(&g_left_board[1], __ATOMIC_ACQUIRE) == 0) {
+    ok = all_bytes(g_left_key, 'A' + s, 64) && all_bytes(g_left_own, 'a' + s, 200);
+    usleep(200);
+  }
+  _exit(ok && all_bytes(g_left_key, 'A' + s, 64) && all_bytes(g_left_own, 'a' + s, 200) ? 0 : 1);
+}
+
+static int thread_left(void) {
+  enum { kChildren = 3 };
+  g_left_key = secmem_malloc(64);
+  if (g_left_key == NULL) return fail("malloc");
+  g_left_board = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (g_left_board == MAP_FAILED) return fail("mmap");
+  pid_t children[kChildren];
+  for (int s = 0; s < kChildren; ++s) {
+    memset(g_left_key, 'A' + s, 64);
+    children[s] = fork();
+    if (children[s] == 0) {
+      g_left_index = s;
+      g_left_own = secmem_malloc(200);
+      if (g_left_own == NULL) _exit(3);
+      memset(g_left_own, 'a' + s, 200);
+      pthread_t watcher;
+      if (pthread_create(&watcher, NULL, left_watcher, NULL) != 0) _exit(4);
+      while (__atomic_load_n(&g_left_board[2 + s], __ATOMIC_ACQUIRE) == 0) usleep(100);
+      pthread_exit(NULL); // the process lives on in the watcher
+    }
+    while (__atomic_load_n(&g_left_board[2 + s], __ATOMIC_ACQUIRE) == 0) usleep(100);
+    usleep(20000); // the forking thread has ended
+  }
+  for (int i = 0; i < 12; ++i) {
+    memset(g_left_key, 'p' + i % 8, 64);
+    pid_t pid = fork();
+    if (pid == 0) _exit(all_bytes(g_left_key, 'p' + i % 8, 64) ? 0 : 1);
+    if (wait_status(pid) != 0) return fail("a short-lived child saw another key");
+  }
+  __atomic_store_n(&g_left_board[1], 1, __ATOMIC_RELEASE);
+  int bad = 0;
+  for (int s = 0; s < kChildren; ++s) {
+    int status = wait_status(children[s]);
+    if (status != 0) printf("child %d (its forking thread left): status %d\n", s, status);
+    bad |= status != 0;
+  }
+  printf("thread-left: %d children lived on without their forking thread while 12 more were forked\n", kChildren);
+  return bad == 0 ? 0 : 1;
+}
+
 // ---- fork-in-handler ----
 
 static const char *g_nest_mode;
@@ -1009,6 +1071,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "null-stderr") == 0) return other_stderr(1);
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
+  if (strcmp(argv[1], "thread-left") == 0) return thread_left();
   if (strcmp(argv[1], "range-grow") == 0) return range_grow();
   if (strcmp(argv[1], "closed-fds") == 0 && argc > 2) return closed_fds(argv[2]);
   if (strcmp(argv[1], "no-fds") == 0) return no_fds();

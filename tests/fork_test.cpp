@@ -397,6 +397,10 @@ TEST(ForkEdges, AStagingFileServesTheNextChildWithNothingOfTheLast) {
   EXPECT_TRUE(fork_edges({"staging-reuse", "40"}));
 }
 TEST(ForkEdges, LiveChildrenKeepTheirHeapsWhileTheParentForksMore) { EXPECT_TRUE(fork_edges({"live-children"})); }
+// A child's forking thread ends (pthread_exit) while the child lives on: its
+// staging file must not be taken for the next child (the robust mutex it
+// held is owner-died, but the process is not gone).
+TEST(ForkEdges, ChildWhoseForkingThreadLeftKeepsItsHeap) { EXPECT_TRUE(fork_edges({"thread-left"})); }
 
 // A fork handler registered before secmem's forks, from the prepare, parent
 // or child handler: the inner child used to get no copy (it wrote the

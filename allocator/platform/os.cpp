@@ -184,7 +184,12 @@ ChildState child_state(int pid) {
 
 FileId file_id(int fd) {
   struct stat st {};
-  if (fd < 0 || fstat(fd, &st) != 0) return FileId{};
+  // newfstatat through syscall(), as fstat(3) does, with the empty path on
+  // the stack: a fork child calls this, and each page of libc it reads for
+  // the first time (fstat's code, its "" in libc's read-only data) is a
+  // page fault in the child.
+  char empty_path[1] = {'\0'};
+  if (fd < 0 || syscall(SYS_newfstatat, fd, empty_path, &st, AT_EMPTY_PATH) != 0) return FileId{};
   return FileId{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
 }
 
@@ -261,6 +266,11 @@ int make_undumpable() { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : err
 
 void *map_metadata(size_t len) {
   void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+void *map_shared_metadata(size_t len) {
+  void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? nullptr : p;
 }
 
