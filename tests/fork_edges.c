@@ -45,11 +45,11 @@
 //                   every process keeps its own heap
 //   live-children   children that live on (one closing every descriptor, one
 //                   exec'ing) while the parent forks more: each keeps its heap
-//   thread-left     children whose forking (main) thread calls pthread_exit
-//                   while a thread it started lives on: the parent forks
-//                   more, and each such child keeps its heap (the kernel
-//                   marks the slot's robust mutex owner-died when that thread
-//                   ends, not when the process does)
+//   thread-left [1] children whose forking (main) thread ends while a thread
+//                   it started lives on (pthread_exit, or with 1 a raw exit
+//                   system call that runs no destructor): the parent forks
+//                   more, and each such child keeps its heap (the end of the
+//                   thread that forked is not the end of the child)
 //   start-up-in-fork
 //                   another thread starts the heap and writes a secret while a
 //                   fork runs its prepare handlers (a slow one of the
@@ -84,6 +84,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -612,7 +613,7 @@ static void *left_watcher(void *arg) {
   _exit(ok && all_bytes(g_left_key, 'A' + s, 64) && all_bytes(g_left_own, 'a' + s, 200) ? 0 : 1);
 }
 
-static int thread_left(void) {
+static int thread_left(int raw_exit) {
   enum { kChildren = 3 };
   g_left_key = secmem_malloc(64);
   if (g_left_key == NULL) return fail("malloc");
@@ -630,7 +631,8 @@ static int thread_left(void) {
       pthread_t watcher;
       if (pthread_create(&watcher, NULL, left_watcher, NULL) != 0) _exit(4);
       while (__atomic_load_n(&g_left_board[2 + s], __ATOMIC_ACQUIRE) == 0) usleep(100);
-      pthread_exit(NULL); // the process lives on in the watcher
+      if (raw_exit) syscall(SYS_exit, 0); // this thread only, no destructor
+      pthread_exit(NULL);                 // the process lives on in the watcher
     }
     while (__atomic_load_n(&g_left_board[2 + s], __ATOMIC_ACQUIRE) == 0) usleep(100);
     usleep(20000); // the forking thread has ended
@@ -1071,7 +1073,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "null-stderr") == 0) return other_stderr(1);
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
-  if (strcmp(argv[1], "thread-left") == 0) return thread_left();
+  if (strcmp(argv[1], "thread-left") == 0) return thread_left(arg == 1);
   if (strcmp(argv[1], "range-grow") == 0) return range_grow();
   if (strcmp(argv[1], "closed-fds") == 0 && argc > 2) return closed_fds(argv[2]);
   if (strcmp(argv[1], "no-fds") == 0) return no_fds();

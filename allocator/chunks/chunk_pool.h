@@ -11,7 +11,6 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "chunks/child_watch.h"
 #include "chunks/chunk.h"
 #include "chunks/reservation.h"
 #include "chunks/tiers.h"
@@ -131,10 +130,8 @@ private:
     uint32_t handout = 0; // counts the children given this slot's file
     int holder = 0;       // the pid of the child that maps it (0: not told yet)
     bool in_use = false;  // a child may still map it
-    bool watched = false; // the child holds its slot in watch_ (it said so)
   };
-  static constexpr int kStagingFiles = ChildWatch::kSlots;
-  ChildWatch watch_; // whether a slot's child is gone, without a system call
+  static constexpr int kStagingFiles = 4;
   StagingFile staging_[kStagingFiles];
   int fork_slot_ = -1;       // this fork's staging file, or -1
   char *fork_map_ = nullptr; // and its mapping, open while the fork lasts

@@ -47,13 +47,11 @@ template <typename Fn> int for_each_copied_run(const Chunk *chunk, Fn fn) {
 }
 
 // What a child tells its parent through the staging pipe: which file it
-// took (the slot, and which hand-out of it), its pid, and whether it holds
-// the slot in the parent's ChildWatch.
+// took (the slot, and which hand-out of it) and its pid.
 struct StagingMessage {
   uint32_t slot;
   uint32_t handout;
   int32_t pid;
-  uint32_t watched;
 };
 
 // Calls fn(first, pages, in_memory) for windows of a chunk's region in a
@@ -100,11 +98,10 @@ template <typename Cold> void settle_copy_in_child(Chunk *chunk, Cold is_cold) {
 } // namespace
 
 // The children's messages (which file each took, and its pid), and which
-// files' children are gone: those files are free again. A child that holds
-// its slot in watch_ is asked there (no system call); any other through
-// waitid, where a seccomp filter allows it (TierMapper::may_call reads /proc,
-// so this runs after a fork, while the child runs, and before one only when
-// every slot holds a file and none is free).
+// files' children are gone: those files are free again. A child is asked
+// after through waitid, where a seccomp filter allows it (TierMapper::may_call
+// reads /proc, so this runs after a fork, while the child runs, and before
+// one only when every slot holds a file and none is free).
 void ChunkPool::refresh_staging() {
   if (staging_pipe_[0] < 0) return;
   StagingMessage msgs[8];
@@ -112,31 +109,18 @@ void ChunkPool::refresh_staging() {
     got = os::take_messages(staging_pipe_[0], msgs, sizeof msgs);
     for (size_t i = 0; i < got / sizeof msgs[0]; ++i) {
       StagingFile *file = msgs[i].slot < kStagingFiles ? &staging_[msgs[i].slot] : nullptr;
-      if (file != nullptr && file->in_use && file->handout == msgs[i].handout) {
-        file->holder = msgs[i].pid;
-        file->watched = msgs[i].watched != 0;
-      }
+      if (file != nullptr && file->in_use && file->handout == msgs[i].handout) file->holder = msgs[i].pid;
     }
   }
   bool asked = false, may_wait = false;
-  for (int slot = 0; slot < kStagingFiles; ++slot) {
-    StagingFile &file = staging_[slot];
+  for (StagingFile &file : staging_) {
     if (file.fd < 0 || !file.in_use || file.holder == 0) continue;
-    if (file.watched) {
-      ChildWatch::Verdict verdict = watch_.check(slot);
-      if (verdict == ChildWatch::Verdict::kAlive) continue;
-      file.watched = false; // kAsk: from now on through waitid
-      if (verdict == ChildWatch::Verdict::kGone) {
-        file.in_use = false;
-        file.holder = 0;
-        continue;
-      }
-    }
     if (!asked) {
       may_wait = tiers_.may_call(linux_facts::ProbeCall::kWaitid);
       asked = true;
     }
-    if (may_wait && os::child_state(file.holder) == os::ChildState::kGone) {
+    if (!may_wait) return;
+    if (os::child_state(file.holder) == os::ChildState::kGone) {
       file.in_use = false;
       file.holder = 0;
     }
@@ -334,7 +318,6 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
       if (os::make_message_pipe(staging_pipe_) != 0) staging_pipe_[0] = staging_pipe_[1] = -1;
       staging_pipe_id_ = os::file_id(staging_pipe_[0]);
     }
-    watch_.ready(); // without it, children are asked after through waitid
     // A file that an earlier, larger heap filled is given up (the pages it
     // holds would be zeroed at every fork, and held for nothing).
     int slot = -1;
@@ -442,7 +425,6 @@ void ChunkPool::after_fork_parent() {
     close_staging(fork_slot_);
     staging_[fork_slot_].in_use = true; // until the child (it says its pid) is gone
     staging_[fork_slot_].holder = 0;
-    staging_[fork_slot_].watched = false;
     fork_slot_ = -1;
     fork_map_ = nullptr;
     refresh_staging(); // earlier children, while this one runs
@@ -649,12 +631,8 @@ void ChunkPool::after_fork_child(int nested_depth) {
                    os::file_id(staging_pipe_[1]) == staging_pipe_id_;
   // Only to a parent that sees this child's pid as this child does (not
   // across a pid namespace the parent entered).
-  bool says =
-      fork_slot_ >= 0 && !nested && !fork_reentered_ && staging_fd_ours && pipe_ours && getppid() == fork_parent_pid_;
-  bool watched = watch_.take_in_child(says ? fork_slot_ : -1); // and forgets the parent's page
-  if (says) {
-    StagingMessage msg{static_cast<uint32_t>(fork_slot_), staging_[fork_slot_].handout, static_cast<int32_t>(getpid()),
-                       watched};
+  if (fork_slot_ >= 0 && !nested && !fork_reentered_ && staging_fd_ours && pipe_ours && getppid() == fork_parent_pid_) {
+    StagingMessage msg{static_cast<uint32_t>(fork_slot_), staging_[fork_slot_].handout, static_cast<int32_t>(getpid())};
     os::send_message(staging_pipe_[1], &msg, sizeof msg);
   }
   for (int slot = 0; slot < kStagingFiles; ++slot) {

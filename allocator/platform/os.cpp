@@ -269,11 +269,6 @@ void *map_metadata(size_t len) {
   return p == MAP_FAILED ? nullptr : p;
 }
 
-void *map_shared_metadata(size_t len) {
-  void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? nullptr : p;
-}
-
 void *map_anon_anywhere(size_t len) {
   void *p = map_metadata(len);
   if (p != nullptr) madvise(p, len, MADV_DONTDUMP);

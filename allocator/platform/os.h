@@ -90,10 +90,6 @@ int make_undumpable();
 // Private read-write anonymous memory for allocator metadata (never secret). nullptr on failure.
 void *map_metadata(size_t len);
 
-// Shared read-write anonymous memory (never secret): what a process shares
-// with its fork children. nullptr on failure.
-void *map_shared_metadata(size_t len);
-
 // Anonymous private read-write mapping anywhere, MADV_DONTDUMP (fork staging).
 void *map_anon_anywhere(size_t len);
 
