@@ -273,3 +273,43 @@ bool make_key_and_cert(const std::string &type, const std::string &key, const st
 }
 
 } // namespace secmem::test
+
+namespace {
+
+// The failures once more at the end of the program: a CI log that keeps only
+// its last lines shows the failed tests' names and, with this, why.
+class FailureRecap : public testing::EmptyTestEventListener {
+public:
+  // The test's name from here: asking the UnitTest in OnTestPartResult
+  // would take the lock it holds while it calls this (a deadlock).
+  void OnTestStart(const testing::TestInfo &test) override {
+    current_ = std::string(test.test_suite_name()) + "." + test.name();
+    if (test.value_param() != nullptr) current_ += std::string(" [") + test.value_param() + "]";
+  }
+  void OnTestEnd(const testing::TestInfo &) override { current_ = "(outside a test)"; }
+  void OnTestPartResult(const testing::TestPartResult &result) override {
+    if (!result.failed()) return;
+    const std::string &where = current_;
+    std::string message = result.message();
+    if (message.size() > 1500) message = message.substr(0, 1500) + " ...";
+    failures_.push_back(where + " at " + (result.file_name() != nullptr ? result.file_name() : "?") + ":" +
+                        std::to_string(result.line_number()) + ": " + message);
+  }
+  void OnTestProgramEnd(const testing::UnitTest &) override {
+    if (failures_.empty()) return;
+    std::printf("\n==== the failures above, once more ====\n");
+    for (const std::string &failure : failures_) std::printf("%s\n", failure.c_str());
+    std::fflush(stdout);
+  }
+
+private:
+  std::string current_ = "(outside a test)";
+  std::vector<std::string> failures_;
+};
+
+const bool g_recap_installed = [] {
+  testing::UnitTest::GetInstance()->listeners().Append(new FailureRecap);
+  return true;
+}();
+
+} // namespace
