@@ -31,8 +31,9 @@ struct Heap {
   uint64_t uncached_frees GUARDED_BY(lock) = 0;
   pthread_key_t cache_key{};
   // The fork handlers' own state (heap/heap.cpp), on the lock's page: after a
-  // fork every page is copy-on-write in parent and child, and each page
-  // either writes before the next fork costs a fault (g_heap is one page).
+  // fork every page is copy-on-write in parent and child, and each page that
+  // either of them writes before the next fork costs a fault (g_heap is one
+  // page).
   unsigned fork_nest = 0;
   pid_t fork_parent = 0;
   bool lock_was_mine = false;
