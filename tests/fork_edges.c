@@ -116,6 +116,22 @@ static int all_bytes(const void *p, int byte, size_t n) {
   return 1;
 }
 
+// n short-lived children, one after another, while other children live on:
+// before each fork the 64-byte key becomes first + i % 8, and each child must
+// see its own. 0 (after fail's line) when one saw another key.
+static int short_lived_children_see_their_key(unsigned char *key, int first, int n) {
+  for (int i = 0; i < n; ++i) {
+    memset(key, first + i % 8, 64);
+    pid_t pid = fork();
+    if (pid == 0) _exit(all_bytes(key, first + i % 8, 64) ? 0 : 1);
+    if (wait_status(pid) != 0) {
+      fail("a short-lived child saw another key");
+      return 0;
+    }
+  }
+  return 1;
+}
+
 // ---- init-race ----
 
 static atomic_int g_starting;
@@ -577,12 +593,7 @@ static int live_children(void) {
     execl("/bin/sleep", "sleep", "0.3", (char *)NULL);
     _exit(4);
   }
-  for (int i = 0; i < 12; ++i) {
-    memset(key, 'p' + i % 8, 64);
-    pid_t pid = fork();
-    if (pid == 0) _exit(all_bytes(key, 'p' + i % 8, 64) ? 0 : 1);
-    if (wait_status(pid) != 0) return fail("a short-lived child saw another key");
-  }
+  if (!short_lived_children_see_their_key(key, 'p', 12)) return 1;
   board[1] = 1;
   int bad = 0;
   for (int s = 0; s < kSleepers; ++s) {
@@ -637,12 +648,7 @@ static int thread_left(int raw_exit) {
     while (__atomic_load_n(&g_left_board[2 + s], __ATOMIC_ACQUIRE) == 0) usleep(100);
     usleep(20000); // the forking thread has ended
   }
-  for (int i = 0; i < 12; ++i) {
-    memset(g_left_key, 'p' + i % 8, 64);
-    pid_t pid = fork();
-    if (pid == 0) _exit(all_bytes(g_left_key, 'p' + i % 8, 64) ? 0 : 1);
-    if (wait_status(pid) != 0) return fail("a short-lived child saw another key");
-  }
+  if (!short_lived_children_see_their_key(g_left_key, 'p', 12)) return 1;
   __atomic_store_n(&g_left_board[1], 1, __ATOMIC_RELEASE);
   int bad = 0;
   for (int s = 0; s < kChildren; ++s) {
@@ -888,12 +894,7 @@ static int pid_namespace(void) {
     _exit(ok && all_bytes(key, 'L', 64) && all_bytes(own, 'o', 300) ? 0 : 1);
   }
   while (board[0] == 0) usleep(100);
-  for (int i = 0; i < 8; ++i) {
-    memset(key, 'a' + i, 64);
-    pid_t pid = fork();
-    if (pid == 0) _exit(all_bytes(key, 'a' + i, 64) ? 0 : 1);
-    if (wait_status(pid) != 0) return fail("a short-lived child saw another key");
-  }
+  if (!short_lived_children_see_their_key(key, 'a', 8)) return 1;
   board[1] = 1;
   int kept = wait_status(keeper);
   board[2] = 1;
