@@ -97,6 +97,7 @@ namespace {
 __attribute__((constructor)) void start_shim() {
   parse_tag_callers();
   resolve();
+  secmem_interpose_watch_reaping(); // reaping.cpp
   check_preload_order();
   open_report();
 }

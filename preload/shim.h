@@ -10,15 +10,18 @@
 // Files: next.cpp (the symbol table, the bootstrap arena, start-up),
 // routing.cpp (where an allocation goes, tags, SECMEM_TAG_CALLERS, counters),
 // malloc.cpp (the malloc family), openssl.cpp, sodium.cpp, io_explain.cpp
-// (EFAULT explanations), report.cpp (SECMEM_REPORT at exit).
+// (EFAULT explanations), report.cpp (SECMEM_REPORT at exit), reaping.cpp
+// (the wait calls: which fork children are gone).
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <dlfcn.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 
 #include "secmem/internal/interpose.h"
 #include "secmem/secmem.h"
@@ -59,6 +62,11 @@ template <typename F> struct Next {
   X(vmsplice, ssize_t (*)(int, const struct iovec *, unsigned long, unsigned int), "vmsplice")    \
   X(send, ssize_t (*)(int, const void *, size_t, int), "send")                                    \
   X(dlclose, int (*)(void *), "dlclose")                                                          \
+  X(wait, pid_t (*)(int *), "wait")                                                               \
+  X(waitpid, pid_t (*)(pid_t, int *, int), "waitpid")                                             \
+  X(wait3, pid_t (*)(int *, int, struct rusage *), "wait3")                                       \
+  X(wait4, pid_t (*)(pid_t, int *, int, struct rusage *), "wait4")                                \
+  X(waitid, int (*)(idtype_t, id_t, siginfo_t *, int), "waitid")                                  \
   X(malloc, void *(*)(size_t), "malloc")
 
 struct NextTable {

@@ -45,6 +45,10 @@
 //                   every process keeps its own heap
 //   live-children   children that live on (one closing every descriptor, one
 //                   exec'ing) while the parent forks more: each keeps its heap
+//   reaped-reuse    children reaped with waitpid under a filter added after
+//                   start-up that refuses memfd_secret and waitid: under the
+//                   preload shim each keeps its copy in memfd_secret (exit 2
+//                   when one does not: the library alone)
 //   thread-left [1] children whose forking (main) thread ends while a thread
 //                   it started lives on (pthread_exit, or with 1 a raw exit
 //                   system call that runs no destructor): the parent forks
@@ -76,6 +80,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <seccomp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -551,6 +556,58 @@ static int staging_reuse(int rounds) {
   int open_files = secret_fds();
   printf("staging-reuse: %d rounds, %d secretmem files open in the parent\n", rounds, open_files);
   return open_files <= 2 ? 0 : fail("a new staging file for every child");
+}
+
+// ---- reaped-reuse ----
+
+// 1 when p lies in a /secretmem mapping of this process, 0 when not, -1 when
+// the maps cannot be read.
+static int in_secret_mapping(const void *p) {
+  FILE *maps = fopen("/proc/self/maps", "r");
+  if (maps == NULL) return -1;
+  char line[512];
+  int found = 0;
+  while (!found && fgets(line, sizeof line, maps) != NULL) {
+    unsigned long start, end;
+    if (sscanf(line, "%lx-%lx", &start, &end) == 2 && (unsigned long)p >= start && (unsigned long)p < end)
+      found = strstr(line, "/secretmem") != NULL;
+  }
+  fclose(maps);
+  return found;
+}
+
+// A program that reaps its children (waitpid), under a filter installed
+// after start-up that refuses memfd_secret and waitid: the staging file of a
+// child it reaped must serve its next child, so that every child keeps its
+// copy in memfd_secret. Under the preload shim its waitpid says which child
+// is gone. The library alone cannot ask the kernel (a filter came after
+// start-up) nor make a new file: its later children copy into the next tier
+// (exit 2).
+static int reaped_reuse(void) {
+  unsigned char *key = secmem_malloc(64);
+  if (key == NULL) return fail("malloc");
+  memset(key, 'P', 64);
+  if (!short_lived_children_see_their_key(key, 'p', 2)) return 1;
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == NULL || seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(memfd_secret), 0) != 0 ||
+      seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(waitid), 0) != 0 || seccomp_load(ctx) != 0)
+    return fail("seccomp");
+  seccomp_release(ctx);
+  enum { kChildren = 12 };
+  for (int i = 0; i < kChildren; ++i) {
+    memset(key, 'a' + i, 64);
+    pid_t pid = fork();
+    if (pid < 0) return fail("fork");
+    if (pid == 0) _exit(!all_bytes(key, 'a' + i, 64) ? 1 : in_secret_mapping(key) == 1 ? 0 : 2);
+    int status = wait_status(pid);
+    if (status != 0) {
+      printf("reaped-reuse: child %d %s\n", i,
+             status == 2 ? "holds its copy outside memfd_secret" : "saw another key or failed");
+      return status == 2 ? 2 : 1;
+    }
+  }
+  printf("reaped-reuse: %d children, each reaped, kept their copies in memfd_secret under the filter\n", kChildren);
+  return 0;
 }
 
 // ---- live-children ----
@@ -1074,6 +1131,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "null-stderr") == 0) return other_stderr(1);
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
+  if (strcmp(argv[1], "reaped-reuse") == 0) return reaped_reuse();
   if (strcmp(argv[1], "thread-left") == 0) return thread_left(arg == 1);
   if (strcmp(argv[1], "range-grow") == 0) return range_grow();
   if (strcmp(argv[1], "closed-fds") == 0 && argc > 2) return closed_fds(argv[2]);

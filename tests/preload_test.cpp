@@ -251,6 +251,71 @@ TEST_F(Preload, ForkHeavyProgramKeepsEveryKeyWorking) {
   EXPECT_NE(lines[0].find("(shim_probe): backend memfd_secret"), std::string::npos) << lines[0];
 }
 
+// The wait calls say which fork children are gone (preload/reaping.cpp): the
+// staging file of a child the program reaped serves its next child without
+// a /proc read or waitid, and a live child's file is never given away.
+TEST_F(Preload, ChildrenTheProgramReapsGiveTheirStagingFilesBack) {
+  // Under a filter added after start-up that refuses memfd_secret and
+  // waitid, the heap can neither ask the kernel nor make a new file: only
+  // the program's reaping says a file is free.
+  Result shim = run({"timeout", "-s", "KILL", "60", SECMEM_FORK_EDGES_PATH, "reaped-reuse"}, {"LD_PRELOAD=" + kShim});
+  EXPECT_EQ(shim.status, 0) << shim.out << shim.err;
+  Result alone = run({"timeout", "-s", "KILL", "60", SECMEM_FORK_EDGES_PATH, "reaped-reuse"});
+  EXPECT_EQ(alone.status, 2) << "the library alone, no word of the reaping: " << alone.out << alone.err;
+  // Reaped children among children that live on (closing their descriptors,
+  // exec'ing, or whose forking thread leaves) and children that leave
+  // secrets behind for the next one.
+  const std::vector<std::vector<std::string>> modes = {
+      {"live-children"}, {"thread-left"}, {"thread-left", "1"}, {"staging-reuse", "40"}};
+  for (const std::vector<std::string> &mode : modes) {
+    std::vector<std::string> argv = {"timeout", "-s", "KILL", "120", SECMEM_FORK_EDGES_PATH};
+    argv.insert(argv.end(), mode.begin(), mode.end());
+    Result r = run(argv, {"LD_PRELOAD=" + kShim});
+    EXPECT_EQ(r.status, 0) << mode[0] << ": " << r.out << r.err;
+  }
+}
+
+// The wait calls under the shim return what glibc's return: statuses, a
+// NULL status, WNOHANG with nothing to reap, WNOWAIT, stopped children, errno.
+TEST_F(Preload, WaitCallsBehaveAsGlibcs) {
+  const char *script = R"(
+import os, signal, sys
+def child(code):
+    pid = os.fork()
+    if pid == 0: os._exit(code)
+    return pid
+p = child(3); assert os.waitpid(p, 0) == (p, 3 << 8)
+p = child(4); q, st = os.wait(); assert (q, os.waitstatus_to_exitcode(st)) == (p, 4)
+p = child(5); q, st, ru = os.wait3(0); assert (q, st >> 8) == (p, 5) and ru.ru_maxrss >= 0
+p = child(6); q, st, ru = os.wait4(p, 0); assert (q, st >> 8) == (p, 6)
+p = child(7); info = os.waitid(os.P_PID, p, os.WEXITED | os.WNOWAIT); assert info.si_pid == p and info.si_status == 7
+info = os.waitid(os.P_PID, p, os.WEXITED); assert info.si_pid == p and info.si_status == 7
+r, w = os.pipe()
+p = os.fork()
+if p == 0:
+    os.read(r, 1); os._exit(0)
+assert os.waitpid(p, os.WNOHANG) == (0, 0)
+assert os.waitid(os.P_PID, p, os.WEXITED | os.WNOHANG) is None
+os.kill(p, signal.SIGSTOP); q, st = os.waitpid(p, os.WUNTRACED); assert q == p and os.WIFSTOPPED(st)
+os.kill(p, signal.SIGCONT); os.write(w, b"x"); assert os.waitpid(p, 0) == (p, 0)
+try:
+    os.waitpid(-1, 0); sys.exit("no ECHILD")
+except ChildProcessError:
+    pass
+p = os.fork()
+if p == 0:
+    os.kill(os.getpid(), signal.SIGKILL)
+q, st = os.waitpid(p, 0); assert os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGKILL
+print("ok")
+)";
+  for (bool shim : {false, true}) {
+    Result r = run({kPython, "-c", script},
+                   shim ? std::vector<std::string>{"LD_PRELOAD=" + kShim} : std::vector<std::string>{});
+    EXPECT_EQ(r.status, 0) << (shim ? "under the shim: " : "plain: ") << r.out << r.err;
+    EXPECT_EQ(r.out, "ok\n") << (shim ? "under the shim" : "plain");
+  }
+}
+
 TEST_F(Preload, ProgramsThatNeverTouchOpensslAreUnaffected) {
   Result result = run({"sh", "-c", "echo hello | tr a-z A-Z"}, shim_env());
   EXPECT_EQ(result.status, 0);

@@ -99,4 +99,14 @@ unsigned secmem_tag_depth(void) { return secmem_tag_depth_tls; }
 
 void secmem_reserved_range(uintptr_t *base, size_t *size) { heap::reserved_range(base, size); }
 
+__attribute__((visibility("default"))) void secmem_interpose_watch_reaping(void) { heap::watch_reaping(); }
+
+__attribute__((visibility("default"))) unsigned long long secmem_interpose_forks_done(void) {
+  return heap::forks_done();
+}
+
+__attribute__((visibility("default"))) void secmem_interpose_child_reaped(int pid, unsigned long long before) {
+  heap::child_reaped(pid, before);
+}
+
 } // extern "C"

@@ -81,13 +81,20 @@ public:
   void stage_fork(bool interrupted, int parent_pid);
   void prepare_fork();
   void fork_reentered();
-  void after_fork_parent();
+  // forks_done: this fork's number (heap/state.h Heap::forks_done).
+  void after_fork_parent(uint64_t forks_done);
   // nested_depth: -1 for the fork whose handlers run first; else the child
   // of a fork made inside it (at that depth), which copies for itself while
   // its parent waits (prepare_nested_fork, after_nested_fork_parent).
   void after_fork_child(int nested_depth);
   void prepare_nested_fork(unsigned depth);
   void after_nested_fork_parent(unsigned depth);
+  // An interposer of the wait calls sees the program reap its children
+  // (secmem/internal/interpose.h): watch_reaping once, note_reaped for each
+  // child reaped by a call that began when forks_done_before forks were done.
+  // Async-signal-safe: a lock-free log, read under the heap lock.
+  static void watch_reaping();
+  static void note_reaped(int pid, uint64_t forks_done_before);
 
 private:
   Chunk *new_chunk(uint32_t min_pages, bool huge, size_t alignment = kChunkSize);
@@ -100,7 +107,7 @@ private:
   void stage_in_parent(Chunk *chunk);
   void privatise_in_child(Chunk *chunk, bool use_staged_copy);
   void map_staged_in_child(Chunk *chunk, int fd, bool fd_ours);
-  void refresh_staging();
+  void refresh_staging(bool ask_kernel);
   void check_staging_fds();
   int take_staging(size_t bytes);
   char *open_staging(int slot);
@@ -129,6 +136,7 @@ private:
     char *map = nullptr;  // the parent's mapping (PROT_NONE between forks), or nullptr
     uint32_t handout = 0; // counts the children given this slot's file
     int holder = 0;       // the pid of the child that maps it (0: not told yet)
+    uint64_t forked = 0;  // that child's fork's number (Heap::forks_done), 0: not yet
     bool in_use = false;  // a child may still map it
   };
   static constexpr int kStagingFiles = 4;

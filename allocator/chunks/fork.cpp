@@ -17,6 +17,7 @@
 // Sealed blocks and guards stay closed to the parent's threads, and no copy
 // lands in memory readable in the parent. The heap's half (its lock, the
 // thread caches and the gate) is in heap/heap.cpp.
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <sys/mman.h>
@@ -29,6 +30,20 @@
 namespace secmem {
 
 namespace {
+
+// Children the program reaped, as an interposer of the wait calls saw them:
+// {pid, forks done when the wait call began}, one word each (pids stay below
+// 2^22, the kernel's PID_MAX_LIMIT). Written by any thread or signal handler,
+// read and cleared under the heap lock. An entry overwritten before it is
+// read frees nothing: the kernel is asked instead.
+constexpr int kReapLogEntries = 64;
+constexpr unsigned kPidBits = 22;
+struct ReapLog {
+  std::atomic<uint64_t> entries[kReapLogEntries];
+  std::atomic<uint32_t> next;
+  std::atomic<bool> watched;
+};
+constinit ReapLog g_reaped{};
 
 // Calls fn(first_page, pages) for each run of pages a fork child copies; the
 // first non-zero result stops the walk and is returned.
@@ -97,12 +112,26 @@ template <typename Cold> void settle_copy_in_child(Chunk *chunk, Cold is_cold) {
 
 } // namespace
 
+void ChunkPool::watch_reaping() { g_reaped.watched.store(true, std::memory_order_relaxed); }
+
+void ChunkPool::note_reaped(int pid, uint64_t forks_done_before) {
+  if (pid <= 0 || static_cast<uint64_t>(pid) >= (uint64_t{1} << kPidBits) || forks_done_before == 0 ||
+      forks_done_before >= (uint64_t{1} << (64 - kPidBits)))
+    return;
+  uint32_t at = g_reaped.next.fetch_add(1, std::memory_order_relaxed) % kReapLogEntries;
+  g_reaped.entries[at].store(forks_done_before << kPidBits | static_cast<uint64_t>(pid), std::memory_order_release);
+}
+
 // The children's messages (which file each took, and its pid), and which
-// files' children are gone: those files are free again. A child is asked
-// after through waitid, where a seccomp filter allows it (TierMapper::may_call
-// reads /proc, so this runs after a fork, while the child runs, and before
-// one only when every slot holds a file and none is free).
-void ChunkPool::refresh_staging() {
+// files' children are gone: those files are free again. What an interposer
+// saw the program reap is read first: a child forked before the wait call
+// that reaped its pid began is that child (two processes never hold one pid
+// at once, and this one existed, holding it, from before the call until
+// now). Then, with ask_kernel, the rest are asked after through waitid, where
+// a seccomp filter allows it (TierMapper::may_call reads /proc). That runs
+// after a fork, while the child runs, unless an interposer watches the
+// program reap; and before a fork when no file is free.
+void ChunkPool::refresh_staging(bool ask_kernel) {
   if (staging_pipe_[0] < 0) return;
   StagingMessage msgs[8];
   for (size_t got = sizeof msgs; got == sizeof msgs;) {
@@ -112,6 +141,23 @@ void ChunkPool::refresh_staging() {
       if (file != nullptr && file->in_use && file->handout == msgs[i].handout) file->holder = msgs[i].pid;
     }
   }
+  bool held = false;
+  for (const StagingFile &file : staging_) held = held || (file.fd >= 0 && file.in_use && file.holder != 0);
+  if (held && g_reaped.watched.load(std::memory_order_relaxed)) {
+    for (std::atomic<uint64_t> &entry : g_reaped.entries) {
+      if (entry.load(std::memory_order_relaxed) == 0) continue;
+      uint64_t word = entry.exchange(0, std::memory_order_acquire);
+      int pid = static_cast<int>(word & ((uint64_t{1} << kPidBits) - 1));
+      uint64_t before = word >> kPidBits;
+      for (StagingFile &file : staging_) {
+        if (word == 0 || file.fd < 0 || !file.in_use || file.holder != pid || file.forked == 0 || file.forked > before)
+          continue;
+        file.in_use = false;
+        file.holder = 0;
+      }
+    }
+  }
+  if (!ask_kernel) return;
   bool asked = false, may_wait = false;
   for (StagingFile &file : staging_) {
     if (file.fd < 0 || !file.in_use || file.holder == 0) continue;
@@ -147,6 +193,8 @@ void ChunkPool::check_staging_fds() {
 // an earlier fork, or a new one. -1 when none can be had.
 int ChunkPool::take_staging(size_t bytes) {
   int best = -1;
+  // Children the program reaped since the last fork: their files first.
+  if (g_reaped.watched.load(std::memory_order_relaxed)) refresh_staging(false);
   for (int pass = 0; pass < 2 && best < 0; ++pass) {
     // None known to be free: a new file while a slot is empty (the check
     // after each fork then frees the last child's file for the next fork,
@@ -154,7 +202,7 @@ int ChunkPool::take_staging(size_t bytes) {
     bool empty_slot = false;
     for (const StagingFile &file : staging_) empty_slot = empty_slot || file.fd < 0;
     if (pass == 1 && empty_slot) break;
-    if (pass == 1) refresh_staging();
+    if (pass == 1) refresh_staging(true);
     for (int slot = 0; slot < kStagingFiles; ++slot) {
       StagingFile &file = staging_[slot];
       if (file.fd < 0 || file.in_use) continue;
@@ -420,14 +468,19 @@ void ChunkPool::prepare_fork() {
   }
 }
 
-void ChunkPool::after_fork_parent() {
+void ChunkPool::after_fork_parent(uint64_t forks_done) {
   if (fork_slot_ >= 0) {
     close_staging(fork_slot_);
     staging_[fork_slot_].in_use = true; // until the child (it says its pid) is gone
     staging_[fork_slot_].holder = 0;
+    staging_[fork_slot_].forked = forks_done;
     fork_slot_ = -1;
     fork_map_ = nullptr;
-    refresh_staging(); // earlier children, while this one runs
+    // Earlier children, while this one runs; unless an interposer watches
+    // the program reap them: asking the kernel costs a /proc read and a
+    // waitid (30 us of copy-on-write faults and /proc formatting here), and
+    // the next fork reads what the interposer saw instead.
+    if (!g_reaped.watched.load(std::memory_order_relaxed)) refresh_staging(true);
   }
   if (fork_pipe_[0] >= 0) {
     os::close_fd(fork_pipe_[1]);

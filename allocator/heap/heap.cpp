@@ -197,7 +197,11 @@ void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
     g_heap.pool.after_nested_fork_parent(--g_fork_nest);
     return;
   }
-  g_heap.pool.after_fork_parent();
+  // The count goes up once the child exists: a wait call that read it
+  // before began after this child was made (ChunkPool::note_reaped).
+  uint64_t done = g_heap.forks_done.load(std::memory_order_relaxed) + 1;
+  g_heap.pool.after_fork_parent(done);
+  g_heap.forks_done.store(done, std::memory_order_seq_cst);
   g_heap.forking.store(0, kGateOrder);
   g_fork_handlers_running.store(false, std::memory_order_relaxed);
   g_heap.lock.allow_reentry(false);
@@ -354,6 +358,12 @@ void finish_fork_in_child_now() NO_THREAD_SAFETY_ANALYSIS {
   else
     g_heap.pool.fork_reentered(); // the staged copy would miss what this operation changes
 }
+
+void watch_reaping() { ChunkPool::watch_reaping(); }
+
+uint64_t forks_done() { return g_heap.forks_done.load(std::memory_order_seq_cst); }
+
+void child_reaped(int pid, uint64_t forks_done_before) { ChunkPool::note_reaped(pid, forks_done_before); }
 
 bool init_slow() {
   switch (take_init_lock()) {

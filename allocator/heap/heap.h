@@ -48,4 +48,10 @@ void get_stats(secmem_stats *out);
 const char *backend_name();
 void reserved_range(uintptr_t *base, size_t *size);
 
+// Children reaped, as an interposer of the wait calls sees them
+// (secmem/internal/interpose.h). Async-signal-safe.
+void watch_reaping();
+uint64_t forks_done();
+void child_reaped(int pid, uint64_t forks_done_before);
+
 } // namespace secmem::heap

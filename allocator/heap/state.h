@@ -40,6 +40,9 @@ struct Heap {
   bool child_done = false;
   bool nested_child_done = false;
   std::atomic<bool> fork_handlers_running{false};
+  // Forks whose parent handler has run (their child exists): read without
+  // the lock by an interposer's wait call (heap::forks_done).
+  std::atomic<uint64_t> forks_done{0};
 };
 
 // Written once at start-up, then read-only (os::seal_readonly): a stray

@@ -6,7 +6,18 @@
  *   it with one load, without a call.
  * - secmem_reserved_range (public, secmem.h): every secret pointer lies in
  *   that range once the heap has started; its end never changes, and it
- *   grows downwards before it returns a pointer in the new part. */
+ *   grows downwards before it returns a pointer in the new part.
+ * - Children reaped (the shim's wait, waitpid, wait3, wait4 and waitid): a
+ *   fork child maps a staging file of its parent's until it is gone, and
+ *   only the kernel can say when it is. An interposer that sees the program
+ *   reap its children says so, and the heap gives their files to the next
+ *   fork without asking the kernel itself (a /proc read and waitid per
+ *   fork). secmem_interpose_watch_reaping: the interposer does (once, at
+ *   start-up). secmem_interpose_forks_done, read before the wait call, and
+ *   secmem_interpose_child_reaped(pid, that count), after it reaped pid: a
+ *   file is given again only to a child forked before the wait began, so a
+ *   pid used again by a later child frees nothing. All three are
+ *   async-signal-safe (programs reap in SIGCHLD handlers). */
 #ifndef SECMEM_INTERNAL_INTERPOSE_H
 #define SECMEM_INTERNAL_INTERPOSE_H
 
@@ -15,6 +26,10 @@ extern "C" {
 #endif
 
 extern __attribute__((tls_model("initial-exec"))) __thread unsigned secmem_tag_depth_tls;
+
+void secmem_interpose_watch_reaping(void);
+unsigned long long secmem_interpose_forks_done(void);
+void secmem_interpose_child_reaped(int pid, unsigned long long forks_done_before);
 
 #ifdef __cplusplus
 }
