@@ -69,15 +69,16 @@ SHIM_API pid_t wait4(pid_t which, int *status, int options, struct rusage *usage
   return pid;
 }
 
-// WNOWAIT leaves the child waitable: not reaped. With WNOHANG and no child
-// ready the kernel leaves si_pid at the 0 written here.
+// WNOWAIT leaves the child waitable: not reaped. The kernel fills the whole
+// siginfo whenever it returns 0 (si_pid 0 with WNOHANG and no child ready);
+// the caller's is not written here (it may not be writable: EFAULT, as
+// glibc's).
 SHIM_API int waitid(idtype_t type, id_t id, siginfo_t *info, int options) {
   using namespace secmem::shim;
   auto real = next_fn(g_next.waitid, "waitid");
   unsigned long long before = secmem_interpose_forks_done();
   siginfo_t mine{};
   siginfo_t *out = info != nullptr ? info : &mine;
-  out->si_pid = 0;
   int rc = real(type, id, out, options);
   bool gone = rc == 0 && (options & WNOWAIT) == 0 &&
               (out->si_code == CLD_EXITED || out->si_code == CLD_KILLED || out->si_code == CLD_DUMPED);

@@ -45,6 +45,9 @@
 //                   every process keeps its own heap
 //   live-children   children that live on (one closing every descriptor, one
 //                   exec'ing) while the parent forks more: each keeps its heap
+//   foreign-reaper  a process sharing this one's memory, in a pid namespace
+//                   of its own, reaps a child of its own numbered as a live
+//                   child of ours (root): the live child keeps its heap
 //   reaped-reuse    children reaped with waitpid under a filter added after
 //                   start-up that refuses memfd_secret and waitid: under the
 //                   preload shim each keeps its copy in memfd_secret (exit 2
@@ -610,6 +613,79 @@ static int reaped_reuse(void) {
   return 0;
 }
 
+// ---- foreign-reaper ----
+
+static pid_t g_foreign_target;
+
+// Shares the memory of the process that made it (CLONE_VM), as pid 1 of a
+// pid namespace of its own: it makes a child under the number a live child
+// of that process has there (ns_last_pid), and reaps it with waitpid (the
+// shim's, whose log is in the shared memory). 0 when the child got the number.
+static int foreign_reaper(void *arg) {
+  (void)arg;
+  int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
+  if (fd < 0) return 3;
+  char number[32];
+  int n = snprintf(number, sizeof number, "%d", (int)g_foreign_target - 1);
+  int wrote = write(fd, number, (size_t)n) == n;
+  close(fd);
+  if (!wrote) return 3;
+  long child = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0); // raw: no fork handlers
+  if (child == 0) syscall(SYS_exit_group, 0);
+  int status = 0;
+  return waitpid((pid_t)child, &status, 0) == g_foreign_target ? 0 : 4;
+}
+
+static int raw_wait(pid_t pid) { // behind the shim's wrappers
+  int status = 0;
+  while (syscall(SYS_wait4, pid, &status, 0, NULL) < 0 && errno == EINTR) {}
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// A live child's pid, reaped by a process that shares this one's memory in
+// another pid namespace, says nothing about that child: its staging file
+// stays its own while the parent forks on with a new key.
+static int foreign_reaper_mode(void) {
+  unsigned char *key = secmem_malloc(64);
+  if (key == NULL) return fail("malloc");
+  memset(key, 'A', 64);
+  volatile int *board = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (board == MAP_FAILED) return fail("mmap");
+  pid_t live = fork();
+  if (live == 0) {
+    unsigned char *own = secmem_malloc(200);
+    if (own == NULL) _exit(3);
+    memset(own, 'o', 200);
+    board[2] = 1;
+    int ok = 1;
+    while (ok && board[1] == 0) {
+      ok = all_bytes(key, 'A', 64) && all_bytes(own, 'o', 200);
+      usleep(200);
+    }
+    _exit(ok && all_bytes(key, 'A', 64) && all_bytes(own, 'o', 200) ? 0 : 1);
+  }
+  while (board[2] == 0) usleep(100);
+  memset(key, 'X', 64);
+  pid_t other = fork(); // this fork reads the live child's pid from its message
+  if (other == 0) _exit(0);
+  raw_wait(other);
+  g_foreign_target = live;
+  static char stack[1 << 16];
+  pid_t helper = clone(foreign_reaper, stack + sizeof stack, CLONE_VM | CLONE_NEWPID | SIGCHLD, NULL);
+  if (helper < 0) return fail("clone");
+  int helper_status = raw_wait(helper);
+  if (helper_status != 0) {
+    printf("foreign-reaper: the helper's child did not get pid %d (status %d)\n", (int)live, helper_status);
+    return 1;
+  }
+  memset(key, 'B', 64);
+  if (!short_lived_children_see_their_key(key, 'b', 4)) return 1;
+  board[1] = 1;
+  int status = wait_status(live);
+  printf("foreign-reaper: the live child %s\n", status == 0 ? "kept its key" : "saw a later key");
+  return status == 0 ? 0 : 1;
+}
+
 // ---- live-children ----
 
 // Children that live on while the parent forks more: more of them than the
@@ -1132,6 +1208,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
   if (strcmp(argv[1], "reaped-reuse") == 0) return reaped_reuse();
+  if (strcmp(argv[1], "foreign-reaper") == 0) return foreign_reaper_mode();
   if (strcmp(argv[1], "thread-left") == 0) return thread_left(arg == 1);
   if (strcmp(argv[1], "range-grow") == 0) return range_grow();
   if (strcmp(argv[1], "closed-fds") == 0 && argc > 2) return closed_fds(argv[2]);

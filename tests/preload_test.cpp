@@ -265,8 +265,11 @@ TEST_F(Preload, ChildrenTheProgramReapsGiveTheirStagingFilesBack) {
   // Reaped children among children that live on (closing their descriptors,
   // exec'ing, or whose forking thread leaves) and children that leave
   // secrets behind for the next one.
+  // And a process that shares the program's memory (CLONE_VM) in a pid
+  // namespace of its own (as root), reaping a child numbered as a live one.
+  ASSERT_EQ(geteuid(), 0u) << "a pid namespace and ns_last_pid need root (the suite runs as root)";
   const std::vector<std::vector<std::string>> modes = {
-      {"live-children"}, {"thread-left"}, {"thread-left", "1"}, {"staging-reuse", "40"}};
+      {"live-children"}, {"thread-left"}, {"thread-left", "1"}, {"staging-reuse", "40"}, {"foreign-reaper"}};
   for (const std::vector<std::string> &mode : modes) {
     std::vector<std::string> argv = {"timeout", "-s", "KILL", "120", SECMEM_FORK_EDGES_PATH};
     argv.insert(argv.end(), mode.begin(), mode.end());
@@ -276,7 +279,9 @@ TEST_F(Preload, ChildrenTheProgramReapsGiveTheirStagingFilesBack) {
 }
 
 // The wait calls under the shim return what glibc's return: statuses, a
-// NULL status, WNOHANG with nothing to reap, WNOWAIT, stopped children, errno.
+// NULL status, WNOHANG with nothing to reap, WNOWAIT, stopped children, errno
+// (EFAULT for a siginfo that cannot be written: the wrapper used to write it
+// first, and crashed).
 TEST_F(Preload, WaitCallsBehaveAsGlibcs) {
   const char *script = R"(
 import os, signal, sys
@@ -306,6 +311,14 @@ p = os.fork()
 if p == 0:
     os.kill(os.getpid(), signal.SIGKILL)
 q, st = os.waitpid(p, 0); assert os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGKILL
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+read_only = libc.mmap(None, 4096, 1, 0x22, -1, 0)  # PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS
+p = child(9)
+rc = libc.waitid(1, p, ctypes.c_void_p(read_only), 4)  # P_PID, WEXITED: the siginfo cannot be written
+assert rc == -1 and ctypes.get_errno() == 14, (rc, ctypes.get_errno())  # EFAULT
 print("ok")
 )";
   for (bool shim : {false, true}) {

@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <cstring>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "chunks/chunk_pool.h"
@@ -35,13 +36,17 @@ namespace {
 // {pid, forks done when the wait call began}, one word each (pids stay below
 // 2^22, the kernel's PID_MAX_LIMIT). Written by any thread or signal handler,
 // read and cleared under the heap lock. An entry overwritten before it is
-// read frees nothing: the kernel is asked instead.
+// read frees nothing: the kernel is asked instead. Only this process's own
+// calls count (owner: the pid that forks): another process sharing its
+// memory (clone with CLONE_VM, a vfork child) may reap its own children, in
+// a pid namespace of its own, under the same numbers.
 constexpr int kReapLogEntries = 64;
 constexpr unsigned kPidBits = 22;
 struct ReapLog {
   std::atomic<uint64_t> entries[kReapLogEntries];
   std::atomic<uint32_t> next;
   std::atomic<bool> watched;
+  std::atomic<int> owner;
 };
 constinit ReapLog g_reaped{};
 
@@ -118,6 +123,7 @@ void ChunkPool::note_reaped(int pid, uint64_t forks_done_before) {
   if (pid <= 0 || static_cast<uint64_t>(pid) >= (uint64_t{1} << kPidBits) || forks_done_before == 0 ||
       forks_done_before >= (uint64_t{1} << (64 - kPidBits)))
     return;
+  if (g_reaped.owner.load(std::memory_order_relaxed) != static_cast<int>(syscall(SYS_getpid))) return;
   uint32_t at = g_reaped.next.fetch_add(1, std::memory_order_relaxed) % kReapLogEntries;
   g_reaped.entries[at].store(forks_done_before << kPidBits | static_cast<uint64_t>(pid), std::memory_order_release);
 }
@@ -339,6 +345,8 @@ bool ChunkPool::fill_staging(bool copy) {
 // done here, while other threads' cache operations go on.
 void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   fork_parent_pid_ = parent_pid;
+  if (g_reaped.owner.load(std::memory_order_relaxed) != parent_pid) // stored once: its page stays shared
+    g_reaped.owner.store(parent_pid, std::memory_order_relaxed);
   fork_staging_stale_ = false;
   fork_pipe_[0] = fork_pipe_[1] = -1;
   fork_reentered_ = false;
