@@ -79,13 +79,14 @@ using OpensslFree = void (*)(void *, const char *, int);
 OpensslFree openssl_custom_free(const void *caller) {
   using Get = void (*)(void *, void *, OpensslFree *);
   OpensslFree current = nullptr;
-  if (auto get = next_for_caller<Get>("CRYPTO_get_mem_functions", caller, nullptr); get != nullptr)
+  static NextCache get_cache, free_cache; // every free, in a program with functions of its own (stunnel)
+  if (auto get = next_for_caller<Get>(get_cache, "CRYPTO_get_mem_functions", caller, nullptr); get != nullptr)
     get(nullptr, nullptr, &current);
   else
     current = g_openssl_custom_free.load(std::memory_order_acquire);
   // libcrypto's own CRYPTO_free (set back by its address) is the default too:
   // calling it would come back here.
-  auto real = next_for_caller<OpensslFree>("CRYPTO_free", caller, &CRYPTO_free);
+  auto real = next_for_caller<OpensslFree>(free_cache, "CRYPTO_free", caller, &CRYPTO_free);
   return current == &CRYPTO_free || current == real ? nullptr : current;
 }
 
@@ -114,8 +115,9 @@ SHIM_API void CRYPTO_free(void *ptr, const char *file, int line) {
 // Interposed exported functions, with no knowledge of OpenSSL's structures:
 // a tag scope (secmem_tag_begin) around the real call sends every allocation
 // it makes to the secret heap (OPENSSL_malloc calls malloc, which is ours).
-// Looked up in the next object at each call, as above (libcrypto may be
-// loaded and unloaded at any time).
+// The functions called on every handshake are looked up once per dlclose
+// generation (libcrypto may be unloaded and loaded elsewhere), the rest at
+// each call.
 
 namespace {
 
@@ -123,7 +125,8 @@ namespace {
 constexpr int kBnFlagSecure = 0x08; // BN_FLG_SECURE, unchanged since OpenSSL 1.1.0
 
 bool bn_is_secure(const BIGNUM *bn, const void *caller) {
-  auto get_flags = next_for_caller<int (*)(const BIGNUM *, int)>("BN_get_flags", caller, nullptr);
+  static NextCache cache;
+  auto get_flags = next_for_caller<int (*)(const BIGNUM *, int)>(cache, "BN_get_flags", caller, nullptr);
   return bn != nullptr && get_flags != nullptr && get_flags(bn, kBnFlagSecure) != 0;
 }
 
@@ -142,7 +145,8 @@ struct TagScope {
 // three reveal the key: they are made in the secret heap.
 SHIM_API int BN_MONT_CTX_set(BN_MONT_CTX *mont, const BIGNUM *mod, BN_CTX *ctx) {
   const void *caller = __builtin_return_address(0);
-  auto real = next_for_caller("BN_MONT_CTX_set", caller, &BN_MONT_CTX_set);
+  static NextCache cache;
+  auto real = next_for_caller(cache, "BN_MONT_CTX_set", caller, &BN_MONT_CTX_set);
   if (real == nullptr) return 0;
   if (!bn_is_secure(mod, caller)) return real(mont, mod, ctx);
   TagScope secret;
@@ -155,7 +159,8 @@ SHIM_API int BN_MONT_CTX_set(BN_MONT_CTX *mont, const BIGNUM *mod, BN_CTX *ctx) 
 // BIGNUM: OpenSSL then keeps it, and every copy it makes of it, secure.
 SHIM_API int OSSL_PARAM_get_BN(const OSSL_PARAM *p, BIGNUM **val) {
   const void *caller = __builtin_return_address(0);
-  auto real = next_for_caller("OSSL_PARAM_get_BN", caller, &OSSL_PARAM_get_BN);
+  static NextCache cache;
+  auto real = next_for_caller(cache, "OSSL_PARAM_get_BN", caller, &OSSL_PARAM_get_BN);
   if (real == nullptr) return 0;
   if (p == nullptr || val == nullptr || p->data == nullptr || !is_secret(p->data)) return real(p, val);
   BIGNUM *made = nullptr;

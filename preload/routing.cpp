@@ -255,6 +255,11 @@ void unloading(bool begins) {
   }
 }
 
+uint64_t unload_generation() {
+  if (g_unloading.load(std::memory_order_seq_cst) != 0) return kNoGeneration;
+  return g_cache.load(std::memory_order_acquire) >> kCountBits;
+}
+
 // A new generation, empty: the verdicts of the objects a dlclose may unload
 // are forgotten (their addresses may go to another object).
 void forget_tagged_callers() {
