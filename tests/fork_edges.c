@@ -48,6 +48,9 @@
 //   foreign-reaper  a process sharing this one's memory, in a pid namespace
 //                   of its own, reaps a child of its own numbered as a live
 //                   child of ours (root): the live child keeps its heap
+//   forged-message  a child opens the parent's message channel again through
+//                   /proc/PPID/fd and names a short-lived sibling as the
+//                   holder of every file (root): it keeps its heap
 //   reaped-reuse    children reaped with waitpid under a filter added after
 //                   start-up that refuses memfd_secret and waitid: under the
 //                   preload shim each keeps its copy in memfd_secret (exit 2
@@ -686,6 +689,71 @@ static int foreign_reaper_mode(void) {
   return status == 0 ? 0 : 1;
 }
 
+// ---- forged-message ----
+
+// A child that can read its parent's /proc/PID/fd (same user, the parent
+// dumpable; here root) opens the parent's message channel again and says, for
+// every slot and hand-out, that its file is held by a short-lived sibling: once
+// the parent reaps that sibling, the next fork must not give this live child's
+// file away. Exit 0: the live child kept its key; 1: it saw a later one.
+static int forged_message(void) {
+  unsigned char *key = secmem_malloc(64);
+  if (key == NULL) return fail("malloc");
+  memset(key, 'A', 64);
+  volatile int *board = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (board == MAP_FAILED) return fail("mmap");
+  pid_t liar = fork();
+  if (liar == 0) {
+    while (board[3] == 0) usleep(100); // the sibling's pid
+    pid_t parent = getppid();
+    int forged = 0, opened = 0;
+    for (int fd = 3; fd < 256; ++fd) {
+      char path[64], target[64];
+      snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)parent, fd);
+      ssize_t n = readlink(path, target, sizeof target - 1);
+      if (n <= 0) continue;
+      target[n] = '\0';
+      if (strncmp(target, "pipe:", 5) != 0 && strncmp(target, "socket:", 7) != 0) continue;
+      int channel = open(path, O_WRONLY | O_NONBLOCK);
+      if (channel < 0) continue;
+      opened++;
+      for (uint32_t slot = 0; slot < 4; ++slot)
+        for (uint32_t handout = 1; handout <= 8; ++handout) {
+          struct {
+            uint32_t slot, handout;
+            int32_t pid;
+          } message = {slot, handout, board[3]};
+          forged += write(channel, &message, sizeof message) == (ssize_t)sizeof message;
+        }
+      close(channel);
+    }
+    board[4] = opened;
+    board[2] = 1;
+    int ok = 1;
+    while (ok && board[1] == 0) {
+      ok = all_bytes(key, 'A', 64);
+      usleep(200);
+    }
+    _exit(ok && all_bytes(key, 'A', 64) ? 0 : 1);
+  }
+  usleep(20000);
+  memset(key, 'X', 64);
+  pid_t sibling = fork();
+  if (sibling == 0) {
+    while (board[2] == 0) usleep(100); // until the lies are told
+    _exit(0);
+  }
+  board[3] = sibling;
+  wait_status(sibling); // reaped as programs do
+  memset(key, 'B', 64);
+  if (!short_lived_children_see_their_key(key, 'b', 4)) return 1;
+  board[1] = 1;
+  int status = wait_status(liar);
+  printf("forged-message: the child %s (it opened %d of the parent's channels again)\n",
+         status == 0 ? "kept its key" : "saw a later key", board[4]);
+  return status == 0 ? 0 : 1;
+}
+
 // ---- live-children ----
 
 // Children that live on while the parent forks more: more of them than the
@@ -1209,6 +1277,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "live-children") == 0) return live_children();
   if (strcmp(argv[1], "reaped-reuse") == 0) return reaped_reuse();
   if (strcmp(argv[1], "foreign-reaper") == 0) return foreign_reaper_mode();
+  if (strcmp(argv[1], "forged-message") == 0) return forged_message();
   if (strcmp(argv[1], "thread-left") == 0) return thread_left(arg == 1);
   if (strcmp(argv[1], "range-grow") == 0) return range_grow();
   if (strcmp(argv[1], "closed-fds") == 0 && argc > 2) return closed_fds(argv[2]);

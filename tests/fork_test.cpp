@@ -430,6 +430,16 @@ TEST(ForkEdges, DescriptorsClosedOrUsedUp) {
   EXPECT_TRUE(fork_edges({"no-fds"}));
 }
 
+// A child that can read its parent's /proc/PID/fd opened the staging message
+// pipe again and named a short-lived sibling as the holder of its own file:
+// once the parent reaped the sibling, the next child got that file while the
+// liar still mapped it, and the liar read the parent's later key. The
+// channel is a socket pair now, which cannot be opened again.
+TEST(ForkEdges, AChildCannotSpeakForAnother) {
+  ASSERT_EQ(geteuid(), 0u) << "the lying child opens /proc/PPID/fd (the suite runs as root)";
+  EXPECT_TRUE(fork_edges({"forged-message"}));
+}
+
 // A parent that cannot see its children in /proc (hidepid=4, what systemd's
 // ProtectProc=ptraceable mounts; children made non-dumpable by
 // SECMEM_NODUMP=always) used to take them for gone and give a live child's

@@ -160,8 +160,8 @@ private:
   // A nested fork's child writes a byte to its pipe when its copies are in place.
   int nested_pipe_[kNestedForks][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
   os::FileId nested_pipe_id_[kNestedForks];
-  int staging_pipe_[2] = {-1, -1}; // each child says which file it took, and its pid
-  os::FileId staging_pipe_id_;
+  int staging_pipe_[2] = {-1, -1}; // each child says which file it took, and its pid (a socket pair, or a pipe)
+  os::FileId staging_pipe_id_[2];
   bool fork_may_map_secret_ = false; // the seccomp check for memfd_secret, once per fork (prepare_fork)
   FallbackReason degraded_why_ = FallbackReason::kOther; // the child's copy of a chunk left memfd_secret
   int degraded_err_ = 0;

@@ -186,7 +186,7 @@ void ChunkPool::refresh_staging(bool ask_kernel) {
 // closed: the number is not ours any more.
 void ChunkPool::check_staging_fds() {
   if (staging_pipe_[0] >= 0 &&
-      !(os::file_id(staging_pipe_[0]) == staging_pipe_id_ && os::file_id(staging_pipe_[1]) == staging_pipe_id_))
+      !(os::file_id(staging_pipe_[0]) == staging_pipe_id_[0] && os::file_id(staging_pipe_[1]) == staging_pipe_id_[1]))
     staging_pipe_[0] = staging_pipe_[1] = -1;
   for (int slot = 0; slot < kStagingFiles; ++slot) {
     if (staging_[slot].fd < 0 || os::file_id(staging_[slot].fd) == staging_[slot].id) continue;
@@ -371,8 +371,14 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   if (bytes != 0) {
     check_staging_fds();
     if (staging_pipe_[0] < 0) {
-      if (os::make_message_pipe(staging_pipe_) != 0) staging_pipe_[0] = staging_pipe_[1] = -1;
-      staging_pipe_id_ = os::file_id(staging_pipe_[0]);
+      // A socket pair where a seccomp filter allows it: a child that can
+      // read this process's /proc/PID/fd could open a pipe again and say
+      // another child's pid for its own file (which would then be given
+      // away while it maps it).
+      bool socket = tiers_.may_call(linux_facts::ProbeCall::kSocketpair) && os::make_message_socket(staging_pipe_) == 0;
+      if (!socket && os::make_message_pipe(staging_pipe_) != 0) staging_pipe_[0] = staging_pipe_[1] = -1;
+      staging_pipe_id_[0] = os::file_id(staging_pipe_[0]); // a socket's two ends are two files
+      staging_pipe_id_[1] = os::file_id(staging_pipe_[1]);
     }
     // A file that an earlier, larger heap filled is given up (the pages it
     // holds would be zeroed at every fork, and held for nothing).
@@ -688,8 +694,8 @@ void ChunkPool::after_fork_child(int nested_depth) {
   // took (so that the parent knows when it is free again) and keeps none.
   // (Checked again here: a child handler registered earlier may have
   // closed and reused the numbers.)
-  bool pipe_ours = staging_pipe_[0] >= 0 && os::file_id(staging_pipe_[0]) == staging_pipe_id_ &&
-                   os::file_id(staging_pipe_[1]) == staging_pipe_id_;
+  bool pipe_ours = staging_pipe_[0] >= 0 && os::file_id(staging_pipe_[0]) == staging_pipe_id_[0] &&
+                   os::file_id(staging_pipe_[1]) == staging_pipe_id_[1];
   // Only to a parent that sees this child's pid as this child does (not
   // across a pid namespace the parent entered).
   if (fork_slot_ >= 0 && !nested && !fork_reentered_ && staging_fd_ours && pipe_ours && getppid() == fork_parent_pid_) {

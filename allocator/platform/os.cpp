@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -196,6 +197,10 @@ FileId file_id(int fd) {
 int make_pipe(int fds[2]) { return syscall(SYS_pipe2, fds, O_CLOEXEC) == 0 ? 0 : errno; }
 
 int make_message_pipe(int fds[2]) { return syscall(SYS_pipe2, fds, O_CLOEXEC | O_NONBLOCK) == 0 ? 0 : errno; }
+
+int make_message_socket(int fds[2]) {
+  return syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : errno;
+}
 
 void send_message(int fd, const void *msg, size_t len) {
   while (syscall(SYS_write, fd, msg, len) < 0 && errno == EINTR) {}

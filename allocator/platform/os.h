@@ -104,6 +104,9 @@ int make_pipe(int fds[2]);
 // whole): O_NONBLOCK | O_CLOEXEC. take_messages reads what is there, up to
 // len bytes (whole messages when len is a multiple of their size): the bytes read.
 int make_message_pipe(int fds[2]);
+// The same on a Unix stream socket pair: another process that may read this
+// one's /proc/PID/fd cannot open it again (a pipe it can, and write to).
+int make_message_socket(int fds[2]);
 void send_message(int fd, const void *msg, size_t len);
 size_t take_messages(int fd, void *buf, size_t len);
 void send_byte(int fd);
