@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <dlfcn.h>
+#include <link.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -110,25 +111,36 @@ template <typename F> F next_for_caller(const char *name, const void *caller, F 
   return reinterpret_cast<F>(caller_scope_symbol(name, caller, reinterpret_cast<const void *>(self)));
 }
 
-// The same, kept from one call to the next until a dlclose (routing.cpp's
-// generations: a new one as each dlclose begins and ends, none while one is
-// under way): a TLS handshake calls BN_MONT_CTX_set dozens of times, and each
-// lookup (dlsym across every loaded object) cost a few microseconds, 0.3 ms
-// of server CPU per connection. Only what the next objects in the global
-// scope define is kept; a lookup in the caller's own scope (a libcrypto
-// loaded with RTLD_LOCAL) depends on the caller and is made each time.
+// The same, kept from one call to the next: a TLS handshake calls
+// BN_MONT_CTX_set dozens of times, and each lookup (dlsym across every loaded
+// object) cost a few microseconds, 0.3 ms of server CPU per connection. Kept
+// until a dlclose (routing.cpp's generations: a new one as each dlclose
+// begins and ends, none while one is under way), and only while the object
+// that defines it is still the one mapped there (_dl_find_object, lock-free:
+// a dlclose that bypasses the shim's wrapper, through libc's own symbol or
+// from a library loaded with RTLD_DEEPBIND, unloads unseen). Only what the
+// next objects in the global scope define is kept; a lookup in the caller's
+// own scope (a libcrypto loaded with RTLD_LOCAL) depends on the caller and is
+// made each time.
 inline constexpr uint64_t kNoGeneration = ~uint64_t{0};
 uint64_t unload_generation(); // kNoGeneration while a dlclose is under way
 struct NextCache {
   std::atomic<uint64_t> generation{kNoGeneration};
   std::atomic<void *> fn{nullptr};
-  std::atomic<bool> writing{false}; // between threads that store a lookup
+  std::atomic<void *> object{nullptr}; // fn's object (its link_map)
+  std::atomic<bool> writing{false};    // between threads that store a lookup
 };
+inline void *defining_object(const void *fn) {
+  dl_find_object found{};
+  return _dl_find_object(const_cast<void *>(fn), &found) == 0 ? found.dlfo_link_map : nullptr;
+}
 template <typename F> F next_for_caller(NextCache &cache, const char *name, const void *caller, F self) {
   uint64_t now = unload_generation();
   if (now != kNoGeneration && cache.generation.load(std::memory_order_acquire) == now) {
     void *fn = cache.fn.load(std::memory_order_acquire);
-    if (cache.generation.load(std::memory_order_acquire) == now) return reinterpret_cast<F>(fn);
+    void *object = cache.object.load(std::memory_order_acquire);
+    if (cache.generation.load(std::memory_order_acquire) == now && object != nullptr && defining_object(fn) == object)
+      return reinterpret_cast<F>(fn);
   }
   F fn = next_in_loaded_library<F>(name);
   if (fn == nullptr || fn == self)
@@ -136,6 +148,7 @@ template <typename F> F next_for_caller(NextCache &cache, const char *name, cons
   if (now != kNoGeneration && !cache.writing.exchange(true, std::memory_order_acquire)) {
     cache.generation.store(kNoGeneration, std::memory_order_release);
     cache.fn.store(reinterpret_cast<void *>(fn), std::memory_order_release);
+    cache.object.store(defining_object(reinterpret_cast<const void *>(fn)), std::memory_order_release);
     // Kept only if no dlclose began meanwhile (the object may be gone).
     if (unload_generation() == now) cache.generation.store(now, std::memory_order_release);
     cache.writing.store(false, std::memory_order_release);

@@ -51,6 +51,10 @@
 //   forged-message  a child opens the parent's message channel again through
 //                   /proc/PPID/fd and names a short-lived sibling as the
 //                   holder of every file (root): it keeps its heap
+//   no-status       a filter before the first allocation that refuses open
+//                   and kills on memfd_secret: the process lives
+//   socketpair-killed  a filter that kills socketpair(SOCK_NONBLOCK) before
+//                   the first fork: the process forks on
 //   reaped-reuse    children reaped with waitpid under a filter added after
 //                   start-up that refuses memfd_secret and waitid: under the
 //                   preload shim each keeps its copy in memfd_secret (exit 2
@@ -95,6 +99,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -754,6 +759,50 @@ static int forged_message(void) {
   return status == 0 ? 0 : 1;
 }
 
+// ---- socketpair-killed ----
+
+// A filter in force before the first fork that kills socketpair with the
+// flags the heap uses (SOCK_NONBLOCK): the process forks on, its children
+// see their keys (the heap used to try the call in a child without that
+// flag, find it allowed, and die of it itself).
+static int socketpair_killed(void) {
+  unsigned char *key = secmem_malloc(64);
+  if (key == NULL) return fail("malloc");
+  memset(key, 'P', 64);
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == NULL ||
+      seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(socketpair), 1,
+                       SCMP_A1(SCMP_CMP_MASKED_EQ, SOCK_NONBLOCK, SOCK_NONBLOCK)) != 0 ||
+      seccomp_load(ctx) != 0)
+    return fail("seccomp");
+  seccomp_release(ctx);
+  if (!short_lived_children_see_their_key(key, 'p', 6)) return 1;
+  printf("socketpair-killed: 6 children under the filter\n");
+  return 0;
+}
+
+// ---- no-status ----
+
+// A sandbox in force before the first secret allocation that refuses open
+// (EACCES, as OpenSSH's does) and kills on memfd_secret: the status file
+// that says whether a filter is in force was never readable, and the heap
+// used to take that for "no filter" and die of its first memfd_secret. It
+// tries the call in a child first: the process lives, on the next tier.
+static int no_status(void) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == NULL || seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(open), 0) != 0 ||
+      seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 0) != 0 ||
+      seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(memfd_secret), 0) != 0 || seccomp_load(ctx) != 0)
+    return fail("seccomp");
+  seccomp_release(ctx);
+  unsigned char *key = secmem_malloc(64);
+  if (key == NULL) return fail("malloc");
+  memset(key, 'P', 64);
+  if (!short_lived_children_see_their_key(key, 'p', 3)) return 1;
+  printf("no-status: alive on %s\n", secmem_backend_name());
+  return 0;
+}
+
 // ---- live-children ----
 
 // Children that live on while the parent forks more: more of them than the
@@ -1278,6 +1327,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "reaped-reuse") == 0) return reaped_reuse();
   if (strcmp(argv[1], "foreign-reaper") == 0) return foreign_reaper_mode();
   if (strcmp(argv[1], "forged-message") == 0) return forged_message();
+  if (strcmp(argv[1], "socketpair-killed") == 0) return socketpair_killed();
+  if (strcmp(argv[1], "no-status") == 0) return no_status();
   if (strcmp(argv[1], "thread-left") == 0) return thread_left(arg == 1);
   if (strcmp(argv[1], "range-grow") == 0) return range_grow();
   if (strcmp(argv[1], "closed-fds") == 0 && argc > 2) return closed_fds(argv[2]);

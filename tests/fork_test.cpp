@@ -438,6 +438,8 @@ TEST(ForkEdges, DescriptorsClosedOrUsedUp) {
 TEST(ForkEdges, AChildCannotSpeakForAnother) {
   ASSERT_EQ(geteuid(), 0u) << "the lying child opens /proc/PPID/fd (the suite runs as root)";
   EXPECT_TRUE(fork_edges({"forged-message"}));
+  // Where a filter is in force the channel stays a pipe: never killed for it.
+  EXPECT_TRUE(fork_edges({"socketpair-killed"}));
 }
 
 // A parent that cannot see its children in /proc (hidepid=4, what systemd's

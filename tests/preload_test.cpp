@@ -277,6 +277,22 @@ TEST_F(Preload, ChildrenTheProgramReapsGiveTheirStagingFilesBack) {
     Result r = run(argv, {"LD_PRELOAD=" + kShim});
     EXPECT_EQ(r.status, 0) << mode[0] << ": " << r.out << r.err;
   }
+  // The program as pid 1 of its namespace (a container's init): the other
+  // process is pid 1 of its own, and its reaping used to count as ours.
+  Result init = run({"timeout", "-s", "KILL", "120", "unshare", "--pid", "--fork", "--mount-proc", "env",
+                     "LD_PRELOAD=" + kShim, SECMEM_FORK_EDGES_PATH, "foreign-reaper"});
+  EXPECT_EQ(init.status, 0) << "as pid 1: " << init.out << init.err;
+}
+
+// A lookup the shim keeps (libcrypto's CRYPTO_get_mem_functions, asked at
+// each OPENSSL_free in a program with memory functions of its own) must not
+// outlive the library it points into when the library is unloaded without
+// the shim's dlclose wrapper (libc's own symbol; a library loaded with
+// RTLD_DEEPBIND): it jumped into the unmapped page.
+TEST_F(Preload, KeptLookupsFollowAnUnloadTheShimDidNotSee) {
+  Result r = run({SECMEM_STALE_LOOKUP_PATH, SECMEM_FAKECRYPTO_PATH}, {"LD_PRELOAD=" + kShim});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "own free: 1, then 1 (a page at the old place: yes)\n") << r.err;
 }
 
 // The wait calls under the shim return what glibc's return: statuses, a

@@ -118,6 +118,15 @@ TEST_P(SandboxTest, FilterInstalledLaterIsNeverTested) {
       << err;
 }
 
+// A filter before the first allocation that also refuses open, so that the
+// status file saying whether a filter is in force was never readable: the
+// heap took that for "no filter" and died of its first memfd_secret.
+TEST(Sandbox, NoStatusToReadIsNotTakenForNoFilter) {
+  Result r = run({"timeout", "-s", "KILL", "60", SECMEM_FORK_EDGES_PATH, "no-status"});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "no-status: alive on mlock\n") << r.err;
+}
+
 // SECMEM_ON_EXHAUSTION=fail under a killing filter: NULL with ENOMEM, one message, no death.
 TEST(Sandbox, FailPolicyRefusesInsteadOfDying) {
   std::string err;

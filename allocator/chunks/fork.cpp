@@ -37,9 +37,10 @@ namespace {
 // 2^22, the kernel's PID_MAX_LIMIT). Written by any thread or signal handler,
 // read and cleared under the heap lock. An entry overwritten before it is
 // read frees nothing: the kernel is asked instead. Only this process's own
-// calls count (owner: the pid that forks): another process sharing its
-// memory (clone with CLONE_VM, a vfork child) may reap its own children, in
-// a pid namespace of its own, under the same numbers.
+// calls count (owner: the pid that forks, and its pid namespace): another
+// process sharing its memory (clone with CLONE_VM, a vfork child) may reap
+// its own children, in a pid namespace of its own, under the same numbers,
+// and have the same pid there (1, when both are the first of theirs).
 constexpr int kReapLogEntries = 64;
 constexpr unsigned kPidBits = 22;
 struct ReapLog {
@@ -47,6 +48,7 @@ struct ReapLog {
   std::atomic<uint32_t> next;
   std::atomic<bool> watched;
   std::atomic<int> owner;
+  std::atomic<uint64_t> owner_namespace; // its pid namespace's inode; 0: unknown (entries are not taken)
 };
 constinit ReapLog g_reaped{};
 
@@ -123,7 +125,9 @@ void ChunkPool::note_reaped(int pid, uint64_t forks_done_before) {
   if (pid <= 0 || static_cast<uint64_t>(pid) >= (uint64_t{1} << kPidBits) || forks_done_before == 0 ||
       forks_done_before >= (uint64_t{1} << (64 - kPidBits)))
     return;
-  if (g_reaped.owner.load(std::memory_order_relaxed) != static_cast<int>(syscall(SYS_getpid))) return;
+  if (g_reaped.owner.load(std::memory_order_acquire) != static_cast<int>(syscall(SYS_getpid))) return;
+  uint64_t space = os::pid_namespace_id();
+  if (space == 0 || space != g_reaped.owner_namespace.load(std::memory_order_relaxed)) return;
   uint32_t at = g_reaped.next.fetch_add(1, std::memory_order_relaxed) % kReapLogEntries;
   g_reaped.entries[at].store(forks_done_before << kPidBits | static_cast<uint64_t>(pid), std::memory_order_release);
 }
@@ -345,8 +349,15 @@ bool ChunkPool::fill_staging(bool copy) {
 // done here, while other threads' cache operations go on.
 void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   fork_parent_pid_ = parent_pid;
-  if (g_reaped.owner.load(std::memory_order_relaxed) != parent_pid) // stored once: its page stays shared
-    g_reaped.owner.store(parent_pid, std::memory_order_relaxed);
+  // Stored when they change (a new process), so that the page stays shared.
+  // A process's own pid namespace never changes (unshare and setns change
+  // its children's); the reaped log is read only while watched.
+  if (g_reaped.watched.load(std::memory_order_relaxed) &&
+      g_reaped.owner.load(std::memory_order_relaxed) != parent_pid) {
+    g_reaped.owner.store(0, std::memory_order_relaxed);
+    g_reaped.owner_namespace.store(os::pid_namespace_id(), std::memory_order_relaxed);
+    g_reaped.owner.store(parent_pid, std::memory_order_release);
+  }
   fork_staging_stale_ = false;
   fork_pipe_[0] = fork_pipe_[1] = -1;
   fork_reentered_ = false;
@@ -371,11 +382,14 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   if (bytes != 0) {
     check_staging_fds();
     if (staging_pipe_[0] < 0) {
-      // A socket pair where a seccomp filter allows it: a child that can
-      // read this process's /proc/PID/fd could open a pipe again and say
-      // another child's pid for its own file (which would then be given
-      // away while it maps it).
-      bool socket = tiers_.may_call(linux_facts::ProbeCall::kSocketpair) && os::make_message_socket(staging_pipe_) == 0;
+      // A socket pair: a child that can read this process's /proc/PID/fd
+      // could open a pipe again and say another child's pid for its own
+      // file (which would then be given away while it maps it). Only where
+      // this thread has no seccomp filter at all (the status read says so):
+      // a filter is per thread, and a trial in a child would have to match
+      // it exactly; under one, the pipe as before.
+      linux_facts::SeccompState sandbox = linux_facts::seccomp_state();
+      bool socket = sandbox.known && !sandbox.filtered && os::make_message_socket(staging_pipe_) == 0;
       if (!socket && os::make_message_pipe(staging_pipe_) != 0) staging_pipe_[0] = staging_pipe_[1] = -1;
       staging_pipe_id_[0] = os::file_id(staging_pipe_[0]); // a socket's two ends are two files
       staging_pipe_id_[1] = os::file_id(staging_pipe_[1]);

@@ -67,7 +67,9 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
       // It was readable before: a sandbox (OpenSSH's refuses open) took it away.
       check.safe = false;
       check.why = "a seccomp filter installed after start-up may kill on it, so it is not tried again";
-    } else if (state.known && state.filtered) {
+    } else if (!state.known || state.filtered) {
+      // A filter in force, or no status to say (never readable: no /proc, or
+      // a sandbox that refused open from the start): tried in a child first.
       linux_facts::ProbeOutcome outcome = linux_facts::probe_in_child(call);
       check.safe = outcome == linux_facts::ProbeOutcome::kWorked || outcome == linux_facts::ProbeOutcome::kRefused;
       check.why = outcome == linux_facts::ProbeOutcome::kKilled

@@ -11,7 +11,6 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -139,8 +138,8 @@ inline constexpr int kMembarrierPrivateExpedited = 1 << 3;
 inline constexpr int kMembarrierRegisterPrivateExpedited = 1 << 4;
 
 // System calls a seccomp filter may kill on, tried in a short-lived child.
-enum class ProbeCall { kMemfdSecret, kMlock, kMembarrier, kDumpable, kWaitid, kSocketpair };
-inline constexpr int kProbeCalls = static_cast<int>(ProbeCall::kSocketpair) + 1;
+enum class ProbeCall { kMemfdSecret, kMlock, kMembarrier, kDumpable, kWaitid };
+inline constexpr int kProbeCalls = static_cast<int>(ProbeCall::kWaitid) + 1;
 enum class ProbeOutcome {
   kWorked,  // the call succeeded
   kRefused, // it failed with an errno (a filter's SECCOMP_RET_ERRNO, or the kernel)
@@ -166,9 +165,6 @@ inline ProbeOutcome probe_in_child(ProbeCall call) {
       siginfo_t info{};
       result = syscall(SYS_waitid, P_ALL, 0, &info, WEXITED | WNOHANG, nullptr);
       if (result < 0 && errno == ECHILD) result = 0; // no child of its own: the call went through
-    } else if (call == ProbeCall::kSocketpair) {
-      int fds[2];
-      result = syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds);
     } else {
       alignas(4096) static char page[4096];
       result = syscall(SYS_mlock, page, sizeof page);

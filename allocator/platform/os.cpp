@@ -198,6 +198,13 @@ int make_pipe(int fds[2]) { return syscall(SYS_pipe2, fds, O_CLOEXEC) == 0 ? 0 :
 
 int make_message_pipe(int fds[2]) { return syscall(SYS_pipe2, fds, O_CLOEXEC | O_NONBLOCK) == 0 ? 0 : errno; }
 
+uint64_t pid_namespace_id() {
+  struct stat st {};
+  char path[] = "/proc/self/ns/pid";
+  if (syscall(SYS_newfstatat, AT_FDCWD, path, &st, 0) != 0) return 0;
+  return static_cast<uint64_t>(st.st_ino);
+}
+
 int make_message_socket(int fds[2]) {
   return syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : errno;
 }

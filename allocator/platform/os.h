@@ -107,6 +107,9 @@ int make_message_pipe(int fds[2]);
 // The same on a Unix stream socket pair: another process that may read this
 // one's /proc/PID/fd cannot open it again (a pipe it can, and write to).
 int make_message_socket(int fds[2]);
+// The inode of this process's pid namespace (/proc/self/ns/pid); 0 when it
+// cannot be read. Async-signal-safe.
+uint64_t pid_namespace_id();
 void send_message(int fd, const void *msg, size_t len);
 size_t take_messages(int fd, void *buf, size_t len);
 void send_byte(int fd);
