@@ -23,50 +23,41 @@ void note(pid_t pid, bool gone, unsigned long long forks_done_before) {
 // A status that says the child is gone (not stopped, not continued).
 bool ended(int status) { return WIFEXITED(status) || WIFSIGNALED(status); }
 
+// The calls that return a pid and a status: call(status) with a status of
+// its own when the caller gave none, and the child it reaped noted.
+template <typename Call> pid_t reaping(int *status, Call call) {
+  unsigned long long before = secmem_interpose_forks_done();
+  int mine = 0;
+  int *out = status != nullptr ? status : &mine;
+  pid_t pid = call(out);
+  note(pid, pid > 0 && ended(*out), before);
+  return pid;
+}
+
 } // namespace
 
 SHIM_API pid_t wait(int *status) {
   using namespace secmem::shim;
   auto real = next_fn(g_next.wait, "wait");
-  unsigned long long before = secmem_interpose_forks_done();
-  int mine = 0;
-  int *out = status != nullptr ? status : &mine;
-  pid_t pid = real(out);
-  note(pid, pid > 0 && ended(*out), before);
-  return pid;
+  return reaping(status, [real](int *out) { return real(out); });
 }
 
 SHIM_API pid_t waitpid(pid_t which, int *status, int options) {
   using namespace secmem::shim;
   auto real = next_fn(g_next.waitpid, "waitpid");
-  unsigned long long before = secmem_interpose_forks_done();
-  int mine = 0;
-  int *out = status != nullptr ? status : &mine;
-  pid_t pid = real(which, out, options);
-  note(pid, pid > 0 && ended(*out), before);
-  return pid;
+  return reaping(status, [=](int *out) { return real(which, out, options); });
 }
 
 SHIM_API pid_t wait3(int *status, int options, struct rusage *usage) {
   using namespace secmem::shim;
   auto real = next_fn(g_next.wait3, "wait3");
-  unsigned long long before = secmem_interpose_forks_done();
-  int mine = 0;
-  int *out = status != nullptr ? status : &mine;
-  pid_t pid = real(out, options, usage);
-  note(pid, pid > 0 && ended(*out), before);
-  return pid;
+  return reaping(status, [=](int *out) { return real(out, options, usage); });
 }
 
 SHIM_API pid_t wait4(pid_t which, int *status, int options, struct rusage *usage) {
   using namespace secmem::shim;
   auto real = next_fn(g_next.wait4, "wait4");
-  unsigned long long before = secmem_interpose_forks_done();
-  int mine = 0;
-  int *out = status != nullptr ? status : &mine;
-  pid_t pid = real(which, out, options, usage);
-  note(pid, pid > 0 && ended(*out), before);
-  return pid;
+  return reaping(status, [=](int *out) { return real(which, out, options, usage); });
 }
 
 // WNOWAIT leaves the child waitable: not reaped. The kernel fills the whole

@@ -148,6 +148,23 @@ static int short_lived_children_see_their_key(unsigned char *key, int first, int
   return 1;
 }
 
+// A child that lives on: a block of its own (own_len bytes of own_byte),
+// ready set once it is written; until stop is set it checks that the key is
+// still key_byte and its block its own. Exits 0 when both held, 1 when not.
+__attribute__((noreturn)) static void live_child(const unsigned char *key, int key_byte, size_t own_len, int own_byte,
+                                                 volatile int *ready, volatile int *stop) {
+  unsigned char *own = secmem_malloc(own_len);
+  if (own == NULL) _exit(3);
+  memset(own, own_byte, own_len);
+  *ready = 1;
+  int ok = 1;
+  while (ok && *stop == 0) {
+    ok = all_bytes(key, key_byte, 64) && all_bytes(own, own_byte, own_len);
+    usleep(200);
+  }
+  _exit(ok && all_bytes(key, key_byte, 64) && all_bytes(own, own_byte, own_len) ? 0 : 1);
+}
+
 // ---- init-race ----
 
 static atomic_int g_starting;
@@ -660,18 +677,7 @@ static int foreign_reaper_mode(void) {
   volatile int *board = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (board == MAP_FAILED) return fail("mmap");
   pid_t live = fork();
-  if (live == 0) {
-    unsigned char *own = secmem_malloc(200);
-    if (own == NULL) _exit(3);
-    memset(own, 'o', 200);
-    board[2] = 1;
-    int ok = 1;
-    while (ok && board[1] == 0) {
-      ok = all_bytes(key, 'A', 64) && all_bytes(own, 'o', 200);
-      usleep(200);
-    }
-    _exit(ok && all_bytes(key, 'A', 64) && all_bytes(own, 'o', 200) ? 0 : 1);
-  }
+  if (live == 0) live_child(key, 'A', 200, 'o', &board[2], &board[1]);
   while (board[2] == 0) usleep(100);
   memset(key, 'X', 64);
   pid_t other = fork(); // this fork reads the live child's pid from its message
@@ -825,16 +831,7 @@ static int live_children(void) {
     if (sleepers[s] == 0) {
       if (s == 0)
         for (int fd = 3; fd < 1024; ++fd) close(fd);
-      unsigned char *own = secmem_malloc(200);
-      if (own == NULL) _exit(3);
-      memset(own, 'a' + s, 200);
-      board[2 + s] = 1; // ready
-      int ok = 1;
-      while (ok && board[1] == 0) {
-        ok = all_bytes(key, 'A' + s, 64) && all_bytes(own, 'a' + s, 200);
-        usleep(200);
-      }
-      _exit(ok && all_bytes(key, 'A' + s, 64) && all_bytes(own, 'a' + s, 200) ? 0 : 1);
+      live_child(key, 'A' + s, 200, 'a' + s, &board[2 + s], &board[1]);
     }
     while (board[2 + s] == 0) usleep(100);
   }
@@ -1131,18 +1128,7 @@ static int pid_namespace(void) {
   }
   memset(key, 'L', 64);
   pid_t keeper = fork();
-  if (keeper == 0) {
-    unsigned char *own = secmem_malloc(300);
-    if (own == NULL) _exit(3);
-    memset(own, 'o', 300);
-    board[0] = 1;
-    int ok = 1;
-    while (ok && board[1] == 0) {
-      ok = all_bytes(key, 'L', 64) && all_bytes(own, 'o', 300);
-      usleep(200);
-    }
-    _exit(ok && all_bytes(key, 'L', 64) && all_bytes(own, 'o', 300) ? 0 : 1);
-  }
+  if (keeper == 0) live_child(key, 'L', 300, 'o', &board[0], &board[1]);
   while (board[0] == 0) usleep(100);
   if (!short_lived_children_see_their_key(key, 'a', 8)) return 1;
   board[1] = 1;
