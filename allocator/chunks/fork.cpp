@@ -421,7 +421,19 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   }
   // Decided here, for the child: the forking thread's filters are the
   // child's, and /proc is slower to read in a new process.
-  fork_may_map_secret_ = by_child && tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
+  bool locked = false;
+  for (Chunk *chunk = chunks_.front(); chunk != nullptr && !locked; chunk = ChunkList::next(chunk))
+    locked = chunk->tier == Tier::kLocked;
+  decide_child_calls(by_child, locked || by_child);
+}
+
+// The child's seccomp verdicts, asked in the parent (a child made now has its
+// forking thread's filters): memfd_secret for the copies it makes, mlock for
+// the locks it takes again (a chunk of the locked tier, or a copy that lands
+// there). One status read for both.
+void ChunkPool::decide_child_calls(bool map_secret, bool lock) {
+  fork_may_map_secret_ = map_secret && tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
+  fork_may_lock_ = lock && tiers_.may_call(linux_facts::ProbeCall::kMlock);
 }
 
 // Another fork handler uses the heap on the forking thread while the fork is
@@ -446,7 +458,7 @@ void ChunkPool::fork_reentered() {
   fork_reentered_ = true;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
     if (chunk->fork_copy == Chunk::ForkCopy::kStaged) chunk->fork_copy = Chunk::ForkCopy::kByChild;
-  fork_may_map_secret_ = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
+  decide_child_calls(true, true);
 }
 
 // The fallback when no pipe can be had: a copy staged by the parent before fork.
@@ -637,7 +649,7 @@ void ChunkPool::prepare_nested_fork(unsigned depth) {
   int *fds = nested_pipe_[depth];
   if (os::make_pipe(fds) != 0) fds[0] = fds[1] = -1; // then the inner child copies unwaited for
   nested_pipe_id_[depth] = os::file_id(fds[0]);
-  fork_may_map_secret_ = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
+  decide_child_calls(true, true);
 }
 
 void ChunkPool::after_nested_fork_parent(unsigned depth) {
@@ -691,9 +703,12 @@ void ChunkPool::after_fork_child(int nested_depth) {
     chunk->fork_copy = Chunk::ForkCopy::kNone;
     // Locks are not inherited across fork: take them again.
     if (before == Tier::kLocked || (before == Tier::kSecret && chunk->tier != Tier::kSecret)) {
-      protection::open_all_in_child(chunk); // mlock cannot fault in PROT_NONE pages
-      bool locked = tiers_.fault_in(Tier::kLocked, reinterpret_cast<void *>(chunk->base),
-                                    size_t{chunk->touched_pages} * os::kPageSize) == 0;
+      // mlock cannot fault in PROT_NONE pages (a chunk without any needs no
+      // mprotect: in a new process the first change to its mappings costs
+      // most, 10-20 us here)
+      if (chunk->restricted_pages != 0) protection::open_all_in_child(chunk);
+      bool locked = fork_may_lock_ && os::lock_range(reinterpret_cast<void *>(chunk->base),
+                                                     size_t{chunk->touched_pages} * os::kPageSize) == 0;
       if (int err = protection::restore_restricted(chunk); err != 0)
         diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
       move_tier(chunk, locked ? Tier::kLocked : Tier::kUnlocked);
