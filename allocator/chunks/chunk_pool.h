@@ -93,8 +93,8 @@ public:
   // (secmem/internal/interpose.h): watch_reaping once, note_reaped for each
   // child reaped by a call that began when forks_done_before forks were done.
   // Async-signal-safe: a lock-free log, read under the heap lock.
-  static void watch_reaping();
-  static void note_reaped(int pid, uint64_t forks_done_before);
+  void watch_reaping();
+  void note_reaped(int pid, uint64_t forks_done_before);
 
 private:
   Chunk *new_chunk(uint32_t min_pages, bool huge, size_t alignment = kChunkSize);
@@ -142,6 +142,26 @@ private:
   };
   static constexpr int kStagingFiles = 4;
   StagingFile staging_[kStagingFiles];
+  // Children the program reaped, as an interposer of the wait calls saw them:
+  // {pid, forks done when the wait call began}, one word each. Written by any
+  // thread or signal handler without the lock, read and cleared under it. An
+  // entry overwritten before it is read frees nothing: the kernel is asked
+  // instead. Only this process's own calls count (owner: the pid that forks,
+  // and its pid namespace): another process sharing its memory (clone with
+  // CLONE_VM, a vfork child) may reap its own children, in a pid namespace
+  // of its own, under the same numbers, and have the same pid there (1, when
+  // both are the first of theirs). On the heap's page, which the parent's
+  // fork handler writes anyway: a wait call after the fork takes no fault.
+  struct ReapLog {
+    static constexpr int kEntries = 64;
+    std::atomic<uint64_t> entries[kEntries];
+    std::atomic<uint32_t> next;
+    std::atomic<bool> watched;
+    std::atomic<bool> tracking; // a staging file may be held by a child
+    std::atomic<int> owner;
+    std::atomic<uint64_t> owner_namespace; // its pid namespace's inode; 0: unknown (entries are not taken)
+  };
+  ReapLog reaped_{};
   int fork_slot_ = -1;       // this fork's staging file, or -1
   char *fork_map_ = nullptr; // and its mapping, open while the fork lasts
   uint32_t staging_evict_ = 0;

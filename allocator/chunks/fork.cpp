@@ -32,25 +32,7 @@ namespace secmem {
 
 namespace {
 
-// Children the program reaped, as an interposer of the wait calls saw them:
-// {pid, forks done when the wait call began}, one word each (pids stay below
-// 2^22, the kernel's PID_MAX_LIMIT). Written by any thread or signal handler,
-// read and cleared under the heap lock. An entry overwritten before it is
-// read frees nothing: the kernel is asked instead. Only this process's own
-// calls count (owner: the pid that forks, and its pid namespace): another
-// process sharing its memory (clone with CLONE_VM, a vfork child) may reap
-// its own children, in a pid namespace of its own, under the same numbers,
-// and have the same pid there (1, when both are the first of theirs).
-constexpr int kReapLogEntries = 64;
-constexpr unsigned kPidBits = 22;
-struct ReapLog {
-  std::atomic<uint64_t> entries[kReapLogEntries];
-  std::atomic<uint32_t> next;
-  std::atomic<bool> watched;
-  std::atomic<int> owner;
-  std::atomic<uint64_t> owner_namespace; // its pid namespace's inode; 0: unknown (entries are not taken)
-};
-constinit ReapLog g_reaped{};
+constexpr unsigned kPidBits = 22; // pids stay below 2^22, the kernel's PID_MAX_LIMIT
 
 // Calls fn(first_page, pages) for each run of pages a fork child copies; the
 // first non-zero result stops the walk and is returned.
@@ -119,17 +101,22 @@ template <typename Cold> void settle_copy_in_child(Chunk *chunk, Cold is_cold) {
 
 } // namespace
 
-void ChunkPool::watch_reaping() { g_reaped.watched.store(true, std::memory_order_relaxed); }
+void ChunkPool::watch_reaping() { reaped_.watched.store(true, std::memory_order_relaxed); }
 
 void ChunkPool::note_reaped(int pid, uint64_t forks_done_before) {
   if (pid <= 0 || static_cast<uint64_t>(pid) >= (uint64_t{1} << kPidBits) || forks_done_before == 0 ||
       forks_done_before >= (uint64_t{1} << (64 - kPidBits)))
     return;
-  if (g_reaped.owner.load(std::memory_order_acquire) != static_cast<int>(syscall(SYS_getpid))) return;
+  // No child holds a staging file (the mlock tier, or a heap with nothing to
+  // copy): nothing to note, and no system call made. Set before the fork
+  // that hands a file out; a stale false drops the entry (the kernel is
+  // asked instead).
+  if (!reaped_.tracking.load(std::memory_order_seq_cst)) return;
+  if (reaped_.owner.load(std::memory_order_acquire) != static_cast<int>(syscall(SYS_getpid))) return;
   uint64_t space = os::pid_namespace_id();
-  if (space == 0 || space != g_reaped.owner_namespace.load(std::memory_order_relaxed)) return;
-  uint32_t at = g_reaped.next.fetch_add(1, std::memory_order_relaxed) % kReapLogEntries;
-  g_reaped.entries[at].store(forks_done_before << kPidBits | static_cast<uint64_t>(pid), std::memory_order_release);
+  if (space == 0 || space != reaped_.owner_namespace.load(std::memory_order_relaxed)) return;
+  uint32_t at = reaped_.next.fetch_add(1, std::memory_order_relaxed) % ReapLog::kEntries;
+  reaped_.entries[at].store(forks_done_before << kPidBits | static_cast<uint64_t>(pid), std::memory_order_release);
 }
 
 // The children's messages (which file each took, and its pid), and which
@@ -151,10 +138,14 @@ void ChunkPool::refresh_staging(bool ask_kernel) {
       if (file != nullptr && file->in_use && file->handout == msgs[i].handout) file->holder = msgs[i].pid;
     }
   }
-  bool held = false;
-  for (const StagingFile &file : staging_) held = held || (file.fd >= 0 && file.in_use && file.holder != 0);
-  if (held && g_reaped.watched.load(std::memory_order_relaxed)) {
-    for (std::atomic<uint64_t> &entry : g_reaped.entries) {
+  bool held = false, in_use = false;
+  for (const StagingFile &file : staging_) {
+    held = held || (file.fd >= 0 && file.in_use && file.holder != 0);
+    in_use = in_use || (file.fd >= 0 && file.in_use);
+  }
+  if (!in_use) reaped_.tracking.store(false, std::memory_order_relaxed);
+  if (held && reaped_.watched.load(std::memory_order_relaxed)) {
+    for (std::atomic<uint64_t> &entry : reaped_.entries) {
       if (entry.load(std::memory_order_relaxed) == 0) continue;
       uint64_t word = entry.exchange(0, std::memory_order_acquire);
       int pid = static_cast<int>(word & ((uint64_t{1} << kPidBits) - 1));
@@ -204,7 +195,7 @@ void ChunkPool::check_staging_fds() {
 int ChunkPool::take_staging(size_t bytes) {
   int best = -1;
   // Children the program reaped since the last fork: their files first.
-  if (g_reaped.watched.load(std::memory_order_relaxed)) refresh_staging(false);
+  if (reaped_.watched.load(std::memory_order_relaxed)) refresh_staging(false);
   for (int pass = 0; pass < 2 && best < 0; ++pass) {
     // None known to be free: a new file while a slot is empty (the check
     // after each fork then frees the last child's file for the next fork,
@@ -352,11 +343,10 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   // Stored when they change (a new process), so that the page stays shared.
   // A process's own pid namespace never changes (unshare and setns change
   // its children's); the reaped log is read only while watched.
-  if (g_reaped.watched.load(std::memory_order_relaxed) &&
-      g_reaped.owner.load(std::memory_order_relaxed) != parent_pid) {
-    g_reaped.owner.store(0, std::memory_order_relaxed);
-    g_reaped.owner_namespace.store(os::pid_namespace_id(), std::memory_order_relaxed);
-    g_reaped.owner.store(parent_pid, std::memory_order_release);
+  if (reaped_.watched.load(std::memory_order_relaxed) && reaped_.owner.load(std::memory_order_relaxed) != parent_pid) {
+    reaped_.owner.store(0, std::memory_order_relaxed);
+    reaped_.owner_namespace.store(os::pid_namespace_id(), std::memory_order_relaxed);
+    reaped_.owner.store(parent_pid, std::memory_order_release);
   }
   fork_staging_stale_ = false;
   fork_pipe_[0] = fork_pipe_[1] = -1;
@@ -402,6 +392,7 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
       if (slot < 0 || (fork_map_ = open_staging(slot)) == nullptr) break;
       bool filled = fill_staging(false);
       if (filled && staging_stale_pages_ <= kStaleStagingPages + staging_taken_pages_) {
+        reaped_.tracking.store(true, std::memory_order_seq_cst); // before the child exists
         fork_slot_ = slot;
         staging_[slot].handout++;
         break;
@@ -520,7 +511,7 @@ void ChunkPool::after_fork_parent(uint64_t forks_done) {
     // the program reap them: asking the kernel costs a /proc read and a
     // waitid (30 us of copy-on-write faults and /proc formatting here), and
     // the next fork reads what the interposer saw instead.
-    if (!g_reaped.watched.load(std::memory_order_relaxed)) refresh_staging(true);
+    if (!reaped_.watched.load(std::memory_order_relaxed)) refresh_staging(true);
   }
   if (fork_pipe_[0] >= 0) {
     os::close_fd(fork_pipe_[1]);

@@ -359,11 +359,17 @@ void finish_fork_in_child_now() NO_THREAD_SAFETY_ANALYSIS {
     g_heap.pool.fork_reentered(); // the staged copy would miss what this operation changes
 }
 
-void watch_reaping() { ChunkPool::watch_reaping(); }
+namespace {
+// The pool's reap log is lock-free (atomics written from any thread or
+// signal handler): reached without the heap lock.
+ChunkPool &reap_log_owner() NO_THREAD_SAFETY_ANALYSIS { return g_heap.pool; }
+} // namespace
+
+void watch_reaping() { reap_log_owner().watch_reaping(); }
 
 uint64_t forks_done() { return g_heap.forks_done.load(std::memory_order_seq_cst); }
 
-void child_reaped(int pid, uint64_t forks_done_before) { ChunkPool::note_reaped(pid, forks_done_before); }
+void child_reaped(int pid, uint64_t forks_done_before) { reap_log_owner().note_reaped(pid, forks_done_before); }
 
 bool init_slow() {
   switch (take_init_lock()) {
