@@ -118,6 +118,35 @@ TEST_P(SandboxTest, FilterInstalledLaterIsNeverTested) {
       << err;
 }
 
+// The mlock tier's fork child locks its copy again (locks are not
+// inherited). Under a filter on mlock installed after the heap started, the
+// child must not call it: the verdict is asked in the parent before the
+// fork (the child has the forking thread's filters). The child lives,
+// unlocked, and says why.
+TEST_P(SandboxTest, FilterOnMlockInstalledLaterSparesTheForkChild) {
+  const Action action = GetParam();
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        setenv("SECMEM_BACKEND", "mlock", 1);
+        if (!secret_works(64) || strcmp(secmem_backend_name(), "mlock") != 0) return false;
+        void *kept = secmem_malloc(64); // the locked chunk stays in use
+        if (!filter_syscalls(action.action, {SCMP_SYS(mlock)})) return false;
+        pid_t pid = fork();
+        if (pid == 0) _exit(secret_works(128) && strcmp(secmem_backend_name(), "unlocked") == 0 ? 0 : 1);
+        int child = -1;
+        waitpid(pid, &child, 0);
+        secmem_free(kept);
+        return WIFEXITED(child) && WEXITSTATUS(child) == 0 && strcmp(secmem_backend_name(), "mlock") == 0;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  EXPECT_NE(err.find("secmem: mlock unavailable (SIGSYS: a seccomp filter installed after start-up may kill on it, "
+                     "so it is not tried again); falling back to unlocked anonymous memory"),
+            std::string::npos)
+      << err;
+}
+
 // A filter before the first allocation that also refuses open, so that the
 // status file saying whether a filter is in force was never readable: the
 // heap took that for "no filter" and died of its first memfd_secret.

@@ -698,15 +698,20 @@ void ChunkPool::after_fork_child(int nested_depth) {
       // mprotect: in a new process the first change to its mappings costs
       // most, 10-20 us here)
       if (chunk->restricted_pages != 0) protection::open_all_in_child(chunk);
-      bool locked = fork_may_lock_ && os::lock_range(reinterpret_cast<void *>(chunk->base),
-                                                     size_t{chunk->touched_pages} * os::kPageSize) == 0;
+      int lock_err = fork_may_lock_ ? os::lock_range(reinterpret_cast<void *>(chunk->base),
+                                                     size_t{chunk->touched_pages} * os::kPageSize)
+                                    : EPERM;
       if (int err = protection::restore_restricted(chunk); err != 0)
         diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
-      move_tier(chunk, locked ? Tier::kLocked : Tier::kUnlocked);
+      move_tier(chunk, lock_err == 0 ? Tier::kLocked : Tier::kUnlocked);
+      // Why, as for any chunk: a filter (the verdict asked before the fork),
+      // or mlock's own errno (EAGAIN or ENOMEM, and EPERM from an ERRNO
+      // filter: the budget).
       if (degraded_err_ != 0)
         tiers_.report_fallback(chunk->tier, degraded_why_, degraded_err_);
-      else if (!locked)
-        tiers_.report_fallback(Tier::kUnlocked, FallbackReason::kMemlock, EAGAIN);
+      else if (lock_err != 0)
+        tiers_.report_fallback(Tier::kUnlocked, fork_may_lock_ ? FallbackReason::kMemlock : FallbackReason::kSandbox,
+                               lock_err);
     }
     tiers_.note_tier(chunk->tier);
   }
