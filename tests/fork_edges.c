@@ -53,6 +53,14 @@
 //                   holder of every file (root): it keeps its heap
 //   no-status       a filter before the first allocation that refuses open
 //                   and kills on memfd_secret: the process lives
+//   late-filter W   a filter that kills on mlock and memfd_secret, installed
+//                   by a handler of the program's where secmem's prepare
+//                   handler could not see it (in fork_edges_late: a child
+//                   handler, W 0 and 2, or a prepare handler, W 1): the child
+//                   lives with its secrets (W 0, 1: the mlock tier; W 2:
+//                   memfd_secret with a sealed block, which the child copies;
+//                   W 3: the mlock tier under SECMEM_ON_EXHAUSTION=fail, child
+//                   handler: the child stops, SIGABRT)
 //   socketpair-killed  a filter that kills socketpair(SOCK_NONBLOCK) before
 //                   the first fork: the process forks on
 //   reaped-reuse    children reaped with waitpid under a filter added after
@@ -787,6 +795,68 @@ static int socketpair_killed(void) {
   return 0;
 }
 
+// ---- late-filter ----
+
+// The child decides for itself whether it may call mlock (to lock its copy
+// of the mlock tier again) and memfd_secret (for a copy it makes): a
+// filter may reach it after secmem's prepare handler ran, from a handler of
+// the program's or another thread's TSYNC. Asked in the parent instead, the
+// child died of SIGSYS.
+static int g_late_filter_where, g_late_filter_armed;
+
+static void kill_mlock_and_memfd_secret(void) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == NULL || seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(mlock), 0) != 0 ||
+      seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(memfd_secret), 0) != 0 || seccomp_load(ctx) != 0)
+    _exit(90);
+  seccomp_release(ctx);
+}
+
+static void late_filter_prepare(void) {
+  if (g_late_filter_armed && g_late_filter_where == 1) kill_mlock_and_memfd_secret();
+}
+
+static void late_filter_child(void) {
+  if (g_late_filter_armed && g_late_filter_where == 0) kill_mlock_and_memfd_secret();
+}
+
+static int late_filter(long where) {
+  setenv("SECMEM_BACKEND", where == 2 ? "auto" : "mlock", 1); // whatever the suite's configuration
+  if (where == 3) setenv("SECMEM_ON_EXHAUSTION", "fail", 1);
+  g_late_filter_where = where == 1;
+  if (pthread_atfork(late_filter_prepare, NULL, late_filter_child) != 0) return fail("pthread_atfork");
+  unsigned char *key = secmem_malloc(64); // fork_edges_late loads libsecmem here, after the handlers
+  unsigned char *sealed = where == 2 ? secmem_sealed_alloc(32) : NULL;
+  if (key == NULL || (where == 2 && sealed == NULL)) return fail("malloc");
+  memset(key, 'K', 64);
+  if (sealed != NULL) {
+    if (secmem_access_begin(sealed, SECMEM_WRITE) != 0) return fail("access_begin");
+    memset(sealed, 'S', 32);
+    secmem_access_end(sealed, SECMEM_WRITE);
+  }
+  if (strcmp(secmem_backend_name(), where == 2 ? "memfd_secret" : "mlock") != 0) return fail(secmem_backend_name());
+  g_late_filter_armed = 1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    int ok = all_bytes(key, 'K', 64);
+    if (sealed != NULL) {
+      ok = ok && secmem_access_begin(sealed, SECMEM_READ) == 0 && all_bytes(sealed, 'S', 32);
+      secmem_access_end(sealed, SECMEM_READ);
+    }
+    _exit(ok ? 0 : 1);
+  }
+  if (pid < 0) return fail("fork");
+  int status = wait_status(pid);
+  if (where == 3) { // SECMEM_ON_EXHAUSTION=fail: no unlocked copy; the child stops, and says why
+    if (status != 128 + SIGABRT) return fail("the child did not stop (it lived on unlocked memory)");
+    printf("late-filter 3: the child stopped\n");
+    return 0;
+  }
+  if (status != 0) return fail("the child died, or lost its secrets");
+  printf("late-filter %ld: the child lives\n", where);
+  return 0;
+}
+
 // ---- no-status ----
 
 // A sandbox in force before the first secret allocation that refuses open
@@ -1315,6 +1385,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "forged-message") == 0) return forged_message();
   if (strcmp(argv[1], "socketpair-killed") == 0) return socketpair_killed();
   if (strcmp(argv[1], "no-status") == 0) return no_status();
+  if (strcmp(argv[1], "late-filter") == 0) return late_filter(arg);
   if (strcmp(argv[1], "thread-left") == 0) return thread_left(arg == 1);
   if (strcmp(argv[1], "range-grow") == 0) return range_grow();
   if (strcmp(argv[1], "closed-fds") == 0 && argc > 2) return closed_fds(argv[2]);

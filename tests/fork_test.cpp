@@ -442,6 +442,22 @@ TEST(ForkEdges, AChildCannotSpeakForAnother) {
   EXPECT_TRUE(fork_edges({"socketpair-killed"}));
 }
 
+// A filter that kills on mlock and memfd_secret reaches the child after
+// secmem's prepare handler ran: from a child handler registered before
+// secmem's, or a prepare handler that runs after it (fork_edges_late loads
+// libsecmem after the program registered them). The child asks for itself
+// before it locks its copy of the mlock tier again, or makes a copy of a
+// sealed block: it lives, with its secrets (a verdict asked in the parent
+// killed it). Under SECMEM_ON_EXHAUSTION=fail a copy that cannot be locked
+// stops the child, as one that memfd_secret cannot hold does (it lived on,
+// unlocked, without a word).
+TEST(ForkEdges, AFilterThatReachesTheChildLateIsSeen) {
+  for (const char *binary : {SECMEM_FORK_EDGES_PATH, SECMEM_FORK_EDGES_LATE_PATH})
+    for (const char *where : {"0", "1", "2"})
+      EXPECT_TRUE(fork_edges({"late-filter", where}, binary)) << binary << " " << where;
+  EXPECT_TRUE(fork_edges({"late-filter", "3"}, SECMEM_FORK_EDGES_LATE_PATH));
+}
+
 // A parent that cannot see its children in /proc (hidepid=4, what systemd's
 // ProtectProc=ptraceable mounts; children made non-dumpable by
 // SECMEM_NODUMP=always) used to take them for gone and give a live child's

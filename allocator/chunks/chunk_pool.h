@@ -108,7 +108,6 @@ private:
   void privatise_in_child(Chunk *chunk, bool use_staged_copy);
   void map_staged_in_child(Chunk *chunk, int fd, bool fd_ours);
   void refresh_staging(bool ask_kernel);
-  void decide_child_calls(bool map_secret, bool lock);
   void check_staging_fds();
   int take_staging(size_t bytes);
   char *open_staging(int slot);
@@ -183,8 +182,6 @@ private:
   os::FileId nested_pipe_id_[kNestedForks];
   int staging_pipe_[2] = {-1, -1}; // each child says which file it took, and its pid (a socket pair, or a pipe)
   os::FileId staging_pipe_id_[2];
-  bool fork_may_map_secret_ = false; // the seccomp check for memfd_secret, once per fork (prepare_fork)
-  bool fork_may_lock_ = false;       // and for mlock: the child reads no /proc (30 us in a new process)
   FallbackReason degraded_why_ = FallbackReason::kOther; // the child's copy of a chunk left memfd_secret
   int degraded_err_ = 0;
 };

@@ -354,7 +354,6 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   fork_slot_ = -1;
   fork_map_ = nullptr;
   size_t bytes = 0;
-  bool by_child = false;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     if (chunk->tier != Tier::kSecret) {
       set_if_changed(chunk->fork_copy, Chunk::ForkCopy::kNone);
@@ -364,7 +363,6 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
     for (uint32_t page = 0; page < chunk->touched_pages && !hidden; ++page)
       hidden = chunk->copied_in_fork(page) && chunk->hidden_from_parent(page);
     set_if_changed(chunk->fork_copy, hidden ? Chunk::ForkCopy::kByChild : Chunk::ForkCopy::kStaged);
-    by_child = by_child || hidden;
     if (hidden) continue;
     set_if_changed(chunk->fork_offset_pages, static_cast<uint32_t>(bytes / os::kPageSize));
     bytes += size_t{chunk->touched_pages} * os::kPageSize;
@@ -407,24 +405,8 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
       if (slot >= 0) drop_staging(slot); // refused (memlock budget): no use keeping it
       for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
         if (chunk->fork_copy == Chunk::ForkCopy::kStaged) chunk->fork_copy = Chunk::ForkCopy::kByChild;
-      by_child = true;
     }
   }
-  // Decided here, for the child: the forking thread's filters are the
-  // child's, and /proc is slower to read in a new process.
-  bool locked = false;
-  for (Chunk *chunk = chunks_.front(); chunk != nullptr && !locked; chunk = ChunkList::next(chunk))
-    locked = chunk->tier == Tier::kLocked;
-  decide_child_calls(by_child, locked || by_child);
-}
-
-// The child's seccomp verdicts, asked in the parent (a child made now has its
-// forking thread's filters): memfd_secret for the copies it makes, mlock for
-// the locks it takes again (a chunk of the locked tier, or a copy that lands
-// there). One status read for both.
-void ChunkPool::decide_child_calls(bool map_secret, bool lock) {
-  fork_may_map_secret_ = map_secret && tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
-  fork_may_lock_ = lock && tiers_.may_call(linux_facts::ProbeCall::kMlock);
 }
 
 // Another fork handler uses the heap on the forking thread while the fork is
@@ -449,7 +431,6 @@ void ChunkPool::fork_reentered() {
   fork_reentered_ = true;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
     if (chunk->fork_copy == Chunk::ForkCopy::kStaged) chunk->fork_copy = Chunk::ForkCopy::kByChild;
-  decide_child_calls(true, true);
 }
 
 // The fallback when no pipe can be had: a copy staged by the parent before fork.
@@ -459,7 +440,8 @@ void ChunkPool::stage_in_parent(Chunk *chunk) {
   void *staging = nullptr;
   chunk->fork_staging_tier = Tier::kSecret;
   int fd = -1;
-  if (!fork_may_map_secret_ || os::memlock_budget() < len || os::map_secret_anywhere_with_fd(len, &staging, &fd) != 0) {
+  if (!tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret) || os::memlock_budget() < len ||
+      os::map_secret_anywhere_with_fd(len, &staging, &fd) != 0) {
     staging = nullptr;
   } else if (os::touch_through_kernel(staging, live) != 0) {
     os::unmap(staging, len);
@@ -548,9 +530,15 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
     // merge, which frees room under vm.max_map_count for the copy's.
     protection::open_all_in_child(chunk);
     tier = Tier::kSecret;
-    bool allowed = fork_may_map_secret_; // may_call, asked in prepare_fork
-    int err = allowed ? os::map_secret_anywhere_with_fd(len, &copy, &copy_fd) : EPERM;
-    FallbackReason why = allowed ? TierMapper::secret_refusal(err) : FallbackReason::kSandbox;
+    // Asked here, in the child: a filter may have come since the parent's
+    // prepare handler (another thread's with TSYNC, a prepare handler that
+    // runs after secmem's, a child handler that runs before it).
+    bool allowed = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
+    bool for_now = !allowed && tiers_.last_check_for_now(); // no descriptor to read /proc with
+    int err = allowed ? os::map_secret_anywhere_with_fd(len, &copy, &copy_fd) : for_now ? EMFILE : EPERM;
+    FallbackReason why = allowed   ? TierMapper::secret_refusal(err)
+                         : for_now ? FallbackReason::kOther
+                                   : FallbackReason::kSandbox;
     if (err == 0 && (err = for_each_copied_run(chunk, [copy](uint32_t page, uint32_t pages) {
                        return os::touch_through_kernel(static_cast<char *>(copy) + size_t{page} * os::kPageSize,
                                                        size_t{pages} * os::kPageSize);
@@ -583,6 +571,13 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
       return 0;
     });
     made_here = true;
+  } else if (tier != Tier::kSecret && !tiers_.may_degrade()) {
+    // Staged by the parent in its own memory (no descriptor for a pipe).
+    diag::Line()
+        .add("fork: memfd_secret could not hold the copy of the secret heap staged for the child (EMFILE: no "
+             "descriptor for the hand-shake); the configuration allows no other tier")
+        .emit();
+    abort();
   }
   // In place of the chunk without mremap (a sandbox that allows mmap may not
   // allow it, and it wants mapping-count headroom): the copy's file mapped
@@ -640,7 +635,6 @@ void ChunkPool::prepare_nested_fork(unsigned depth) {
   int *fds = nested_pipe_[depth];
   if (os::make_pipe(fds) != 0) fds[0] = fds[1] = -1; // then the inner child copies unwaited for
   nested_pipe_id_[depth] = os::file_id(fds[0]);
-  decide_child_calls(true, true);
 }
 
 void ChunkPool::after_nested_fork_parent(unsigned depth) {
@@ -677,6 +671,8 @@ void ChunkPool::after_fork_child(int nested_depth) {
   }
   int staging_fd = fork_slot_ >= 0 ? staging_[fork_slot_].fd : -1;
   bool staging_fd_ours = false, checked = false;
+  int lock_check = -1; // may mlock be called here: -1 not asked yet
+  bool lock_check_for_now = false;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     Tier before = chunk->tier;
     degraded_err_ = 0;
@@ -698,20 +694,39 @@ void ChunkPool::after_fork_child(int nested_depth) {
       // mprotect: in a new process the first change to its mappings costs
       // most, 10-20 us here)
       if (chunk->restricted_pages != 0) protection::open_all_in_child(chunk);
-      int lock_err = fork_may_lock_ ? os::lock_range(reinterpret_cast<void *>(chunk->base),
-                                                     size_t{chunk->touched_pages} * os::kPageSize)
-                                    : EPERM;
+      // Asked here, in the child, once (its own filters: see privatise_in_child).
+      if (lock_check < 0) {
+        lock_check = tiers_.may_call(linux_facts::ProbeCall::kMlock) ? 1 : 0;
+        lock_check_for_now = lock_check == 0 && tiers_.last_check_for_now();
+      }
+      bool may_lock = lock_check == 1, for_now = lock_check_for_now;
+      int lock_err =
+          may_lock ? os::lock_range(reinterpret_cast<void *>(chunk->base), size_t{chunk->touched_pages} * os::kPageSize)
+          : for_now ? EMFILE
+                    : EPERM;
       if (int err = protection::restore_restricted(chunk); err != 0)
         diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
+      FallbackReason why = may_lock  ? FallbackReason::kMemlock
+                           : for_now ? FallbackReason::kOther
+                                     : FallbackReason::kSandbox;
+      // A copy on the locked tier that cannot be locked again: unlocked
+      // memory where the policy allows it; else, as for memfd_secret, the
+      // child stops (its secrets would be swappable).
+      if (lock_err != 0 && degraded_err_ == 0 && !tiers_.may_degrade()) {
+        diag::Line line;
+        line.add("fork: the child cannot lock its copy of the secret heap again (");
+        tiers_.describe(line, why, lock_err);
+        line.add("); the configuration allows no other tier").emit();
+        abort();
+      }
       move_tier(chunk, lock_err == 0 ? Tier::kLocked : Tier::kUnlocked);
-      // Why, as for any chunk: a filter (the verdict asked before the fork),
-      // or mlock's own errno (EAGAIN or ENOMEM, and EPERM from an ERRNO
-      // filter: the budget).
+      // Why, as for any chunk: a filter, no descriptor to read /proc with,
+      // or mlock's own errno (EAGAIN or ENOMEM; EPERM from an ERRNO filter
+      // looks like the budget).
       if (degraded_err_ != 0)
         tiers_.report_fallback(chunk->tier, degraded_why_, degraded_err_);
       else if (lock_err != 0)
-        tiers_.report_fallback(Tier::kUnlocked, fork_may_lock_ ? FallbackReason::kMemlock : FallbackReason::kSandbox,
-                               lock_err);
+        tiers_.report_fallback(Tier::kUnlocked, why, lock_err);
     }
     tiers_.note_tier(chunk->tier);
   }

@@ -45,6 +45,10 @@ public:
   // A filter that appears later (Seccomp_filters grew) is never tested: the
   // call is not made again, and the tiers degrade as the policy says.
   bool may_call(linux_facts::ProbeCall call);
+  // may_call's last answer was for now only: no descriptor to read /proc with.
+  bool last_check_for_now() const { return last_for_now_; }
+  // Why a tier was refused, as the messages say it ("SIGSYS: ...", "EAGAIN: ...").
+  void describe(diag::Line &line, FallbackReason why, int err) const;
   // A kernel that charges memlock at first touch refused a batch of a chunk's pages.
   void note_touch_refused() { counters_.fallbacks[static_cast<int>(FallbackReason::kMemlock)]++; }
   // A chunk now lives in tier (new, or degraded in a fork child): SECMEM_NODUMP may act.
@@ -65,7 +69,6 @@ public:
 private:
   int map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out, FallbackReason *why);
   void report_failure(FallbackReason why, int err);
-  void describe(diag::Line &line, FallbackReason why, int err) const;
   bool refused_by_sandbox(linux_facts::ProbeCall call) const; // may_call said no
 
   // What may_call learnt of one call.
