@@ -147,6 +147,38 @@ TEST_P(SandboxTest, FilterOnMlockInstalledLaterSparesTheForkChild) {
       << err;
 }
 
+// Filters are per thread: the heap's verdict on mlock was taken on a thread
+// with two harmless filters; another thread with one filter that kills on
+// mlock then maps a chunk. It compared the counts (1 is not more than 2)
+// and called mlock there: the process died.
+TEST_P(SandboxTest, AnotherThreadsFewerFiltersAreNotTakenForTheSame) {
+  const Action action = GetParam();
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        setenv("SECMEM_BACKEND", "mlock", 1);
+        bool started = false;
+        std::thread other([&] {
+          started = filter_syscalls(SCMP_ACT_ERRNO(EPERM), {SCMP_SYS(acct)}) &&
+                    filter_syscalls(SCMP_ACT_ERRNO(EPERM), {SCMP_SYS(acct)}) && secret_works(64) &&
+                    strcmp(secmem_backend_name(), "mlock") == 0;
+        });
+        other.join();
+        if (!started || !filter_syscalls(action.action, {SCMP_SYS(mlock)})) return false;
+        void *big = secmem_malloc(size_t{3} << 20); // a chunk of its own, mapped on this thread
+        bool unlocked = big != nullptr && strcmp(secmem_backend_name(), "unlocked") == 0;
+        secmem_free(big);
+        return unlocked && secret_works(64);
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  EXPECT_NE(err.find("secmem: mlock unavailable (SIGSYS: this thread's seccomp filters are not those it was tried "
+                     "under (filters are per thread) and may kill on it, so it is not tried again); falling back to "
+                     "unlocked anonymous memory"),
+            std::string::npos)
+      << err;
+}
+
 // A filter before the first allocation that also refuses open, so that the
 // status file saying whether a filter is in force was never readable: the
 // heap took that for "no filter" and died of its first memfd_secret.

@@ -79,6 +79,13 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
   } else if ((check.status_known && !state.known) || state.filters > check.filters) {
     check.safe = false;
     check.why = "a seccomp filter installed after start-up may kill on it, so it is not tried again";
+  } else if (state.filtered && state.filters < check.filters) {
+    // Filters are per thread: fewer here than where the verdict was taken
+    // means other filters, which may kill on it (a thread without any is
+    // safe as it is).
+    check.safe = false;
+    check.why = "this thread's seccomp filters are not those it was tried under (filters are per thread) and may "
+                "kill on it, so it is not tried again";
   }
   if (state.known) status_seen_ = true;
   if (!check.safe) sandbox_why_ = check.why;
