@@ -60,7 +60,8 @@
 //                   lives with its secrets (W 0, 1: the mlock tier; W 2:
 //                   memfd_secret with a sealed block, which the child copies;
 //                   W 3: the mlock tier under SECMEM_ON_EXHAUSTION=fail, child
-//                   handler: the child stops, SIGABRT)
+//                   handler: the child stops, SIGABRT; W 4: as 1, with
+//                   no descriptor free for the child to read its status)
 //   socketpair-killed  a filter that kills socketpair(SOCK_NONBLOCK) before
 //                   the first fork: the process forks on
 //   reaped-reuse    children reaped with waitpid under a filter added after
@@ -823,7 +824,7 @@ static void late_filter_child(void) {
 static int late_filter(long where) {
   setenv("SECMEM_BACKEND", where == 2 ? "auto" : "mlock", 1); // whatever the suite's configuration
   if (where == 3) setenv("SECMEM_ON_EXHAUSTION", "fail", 1);
-  g_late_filter_where = where == 1;
+  g_late_filter_where = where == 1 || where == 4;
   if (pthread_atfork(late_filter_prepare, NULL, late_filter_child) != 0) return fail("pthread_atfork");
   unsigned char *key = secmem_malloc(64); // fork_edges_late loads libsecmem here, after the handlers
   unsigned char *sealed = where == 2 ? secmem_sealed_alloc(32) : NULL;
@@ -835,6 +836,15 @@ static int late_filter(long where) {
     secmem_access_end(sealed, SECMEM_WRITE);
   }
   if (strcmp(secmem_backend_name(), where == 2 ? "memfd_secret" : "mlock") != 0) return fail(secmem_backend_name());
+  // W 4: and no descriptor free in the child to read its status with (the
+  // parent's verdict, from before the filter, must not stand).
+  int first_dup = -1, last_dup = -1;
+  if (where == 4) {
+    struct rlimit few = {64, 64};
+    if (setrlimit(RLIMIT_NOFILE, &few) != 0) return fail("setrlimit");
+    for (int fd; (fd = dup(1)) >= 0; last_dup = fd)
+      if (first_dup < 0) first_dup = fd;
+  }
   g_late_filter_armed = 1;
   pid_t pid = fork();
   if (pid == 0) {
@@ -846,6 +856,7 @@ static int late_filter(long where) {
     _exit(ok ? 0 : 1);
   }
   if (pid < 0) return fail("fork");
+  for (int fd = first_dup; first_dup >= 0 && fd <= last_dup; ++fd) close(fd);
   int status = wait_status(pid);
   if (where == 3) { // SECMEM_ON_EXHAUSTION=fail: no unlocked copy; the child stops, and says why
     if (status != 128 + SIGABRT) return fail("the child did not stop (it lived on unlocked memory)");

@@ -456,6 +456,7 @@ TEST(ForkEdges, AFilterThatReachesTheChildLateIsSeen) {
     for (const char *where : {"0", "1", "2"})
       EXPECT_TRUE(fork_edges({"late-filter", where}, binary)) << binary << " " << where;
   EXPECT_TRUE(fork_edges({"late-filter", "3"}, SECMEM_FORK_EDGES_LATE_PATH));
+  EXPECT_TRUE(fork_edges({"late-filter", "4"}, SECMEM_FORK_EDGES_LATE_PATH));
 }
 
 // A parent that cannot see its children in /proc (hidepid=4, what systemd's

@@ -173,10 +173,37 @@ TEST_P(SandboxTest, AnotherThreadsFewerFiltersAreNotTakenForTheSame) {
       &err);
   EXPECT_EQ(status, 0) << err;
   EXPECT_NE(err.find("secmem: mlock unavailable (SIGSYS: this thread's seccomp filters are not those it was tried "
-                     "under (filters are per thread) and may kill on it, so it is not tried again); falling back to "
+                     "under (filters are per thread) and may kill on it, so it is not made here); falling back to "
                      "unlocked anonymous memory"),
             std::string::npos)
       << err;
+}
+
+// A thread without a filter cannot be killed: another thread whose filter
+// (allowing everything) came after the heap started had its chunk sent down
+// a tier, and memfd_secret then stayed off for every thread of the process.
+TEST(Sandbox, AThreadWithoutFiltersKeepsMemfdSecret) {
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        if (!secret_works(64) || strcmp(secmem_backend_name(), "memfd_secret") != 0) return false;
+        void *kept = secmem_malloc(64);
+        bool worker = false;
+        std::thread other([&] {
+          void *big = nullptr;
+          worker = filter_syscalls(SCMP_ACT_ERRNO(EPERM), {SCMP_SYS(acct)}) &&
+                   (big = secmem_malloc(size_t{3} << 20)) != nullptr && strcmp(secmem_backend_name(), "mlock") == 0;
+          secmem_free(big);
+        });
+        other.join();
+        void *mine = secmem_malloc(size_t{3} << 20); // a chunk of its own, mapped on this thread
+        bool secret = mine != nullptr && strcmp(secmem_backend_name(), "memfd_secret") == 0;
+        secmem_free(mine);
+        secmem_free(kept);
+        return worker && secret;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
 }
 
 // A filter before the first allocation that also refuses open, so that the

@@ -533,8 +533,10 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
     // Asked here, in the child: a filter may have come since the parent's
     // prepare handler (another thread's with TSYNC, a prepare handler that
     // runs after secmem's, a child handler that runs before it).
-    bool allowed = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret);
-    bool for_now = !allowed && tiers_.last_check_for_now(); // no descriptor to read /proc with
+    // Without a descriptor to read the status with, the parent's verdict
+    // may be stale: not made.
+    bool allowed = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret) && !tiers_.last_check_for_now();
+    bool for_now = tiers_.last_check_for_now();
     int err = allowed ? os::map_secret_anywhere_with_fd(len, &copy, &copy_fd) : for_now ? EMFILE : EPERM;
     FallbackReason why = allowed   ? TierMapper::secret_refusal(err)
                          : for_now ? FallbackReason::kOther
@@ -696,8 +698,8 @@ void ChunkPool::after_fork_child(int nested_depth) {
       if (chunk->restricted_pages != 0) protection::open_all_in_child(chunk);
       // Asked here, in the child, once (its own filters: see privatise_in_child).
       if (lock_check < 0) {
-        lock_check = tiers_.may_call(linux_facts::ProbeCall::kMlock) ? 1 : 0;
-        lock_check_for_now = lock_check == 0 && tiers_.last_check_for_now();
+        lock_check = tiers_.may_call(linux_facts::ProbeCall::kMlock) && !tiers_.last_check_for_now() ? 1 : 0;
+        lock_check_for_now = tiers_.last_check_for_now();
       }
       bool may_lock = lock_check == 1, for_now = lock_check_for_now;
       int lock_err =

@@ -50,7 +50,6 @@ int TierMapper::fault_in(Tier tier, void *addr, size_t len) {
 
 bool TierMapper::may_call(linux_facts::ProbeCall call) {
   CallCheck &check = calls_[static_cast<int>(call)];
-  if (check.checked && !check.safe) return false;
   linux_facts::SeccompState state = linux_facts::seccomp_state();
   last_for_now_ = state.for_now;
   if (state.for_now) {
@@ -58,6 +57,20 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
     // verdict stands; a call never checked is not made this time.
     if (check.checked && !check.safe) sandbox_why_ = check.why;
     return check.checked && check.safe;
+  }
+  // Filters are per thread: one without any cannot be killed, whatever
+  // other threads' filters made of the call.
+  if (state.known && !state.filtered) {
+    if (!check.checked) {
+      check.checked = check.status_known = true;
+      check.filters = 0;
+    }
+    status_seen_ = true;
+    return true;
+  }
+  if (check.checked && !check.safe) {
+    sandbox_why_ = check.why;
+    return false;
   }
   if (!check.checked) {
     check.checked = true;
@@ -80,12 +93,12 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
     check.safe = false;
     check.why = "a seccomp filter installed after start-up may kill on it, so it is not tried again";
   } else if (state.filtered && state.filters < check.filters) {
-    // Filters are per thread: fewer here than where the verdict was taken
-    // means other filters, which may kill on it (a thread without any is
-    // safe as it is).
-    check.safe = false;
-    check.why = "this thread's seccomp filters are not those it was tried under (filters are per thread) and may "
-                "kill on it, so it is not tried again";
+    // Fewer here than where the verdict was taken: other filters, which may
+    // kill on it. Not made on this thread; the verdict stands for the others.
+    if (state.known) status_seen_ = true;
+    sandbox_why_ = "this thread's seccomp filters are not those it was tried under (filters are per thread) and may "
+                   "kill on it, so it is not made here";
+    return false;
   }
   if (state.known) status_seen_ = true;
   if (!check.safe) sandbox_why_ = check.why;
@@ -100,9 +113,10 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
       *why = FallbackReason::kOther;
       return EMFILE;
     }
-    secret_refused_ = true;
-    secret_refusal_ = FallbackReason::kSandbox;
-    secret_refusal_errno_ = EPERM;
+    // Refused by the verdict on this thread's filters (may_call keeps it
+    // for the threads it applies to): not for every thread from now on.
+    *why = FallbackReason::kSandbox;
+    return EPERM;
   }
   if (tier == Tier::kSecret && secret_refused_) {
     *why = secret_refusal_;
@@ -250,7 +264,10 @@ bool TierMapper::make_undumpable() {
   if (!may_call(linux_facts::ProbeCall::kDumpable)) {
     diag::Line line;
     line.add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) not made (");
-    describe(line, FallbackReason::kSandbox, EPERM);
+    if (last_for_now_)
+      line.add("EMFILE: no descriptor to read the seccomp status with");
+    else
+      describe(line, FallbackReason::kSandbox, EPERM);
     line.add(")").emit();
     return false;
   }
