@@ -808,6 +808,7 @@ static int g_late_filter_where, g_late_filter_armed;
 static void kill_mlock_and_memfd_secret(void) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == NULL || seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(mlock), 0) != 0 ||
+      seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(mlock2), 0) != 0 ||
       seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(memfd_secret), 0) != 0 || seccomp_load(ctx) != 0)
     _exit(90);
   seccomp_release(ctx);

@@ -45,6 +45,8 @@ public:
   // A filter that appears later (Seccomp_filters grew) is never tested: the
   // call is not made again, and the tiers degrade as the policy says.
   bool may_call(linux_facts::ProbeCall call);
+  // Whether may_call has a verdict on call (a fork child inherits it).
+  bool checked(linux_facts::ProbeCall call) const { return calls_[static_cast<int>(call)].checked; }
   // may_call's last answer was for now only: no descriptor to read /proc with.
   bool last_check_for_now() const { return last_for_now_; }
   // Why a tier was refused, as the messages say it ("SIGSYS: ...", "EAGAIN: ...").

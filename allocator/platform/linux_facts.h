@@ -137,9 +137,13 @@ inline SeccompState seccomp_state() {
 inline constexpr int kMembarrierPrivateExpedited = 1 << 3;
 inline constexpr int kMembarrierRegisterPrivateExpedited = 1 << 4;
 
+// mlock2(2)'s MLOCK_ONFAULT (linux/mman.h): lock pages as they are faulted
+// in, and those in memory now, without populating the range.
+inline constexpr unsigned kMlockOnFault = 1;
+
 // System calls a seccomp filter may kill on, tried in a short-lived child.
-enum class ProbeCall { kMemfdSecret, kMlock, kMembarrier, kDumpable, kWaitid };
-inline constexpr int kProbeCalls = static_cast<int>(ProbeCall::kWaitid) + 1;
+enum class ProbeCall { kMemfdSecret, kMlock, kMembarrier, kDumpable, kWaitid, kMlockOnFault };
+inline constexpr int kProbeCalls = static_cast<int>(ProbeCall::kMlockOnFault) + 1;
 enum class ProbeOutcome {
   kWorked,  // the call succeeded
   kRefused, // it failed with an errno (a filter's SECCOMP_RET_ERRNO, or the kernel)
@@ -161,6 +165,9 @@ inline ProbeOutcome probe_in_child(ProbeCall call) {
       result = syscall(SYS_membarrier, kMembarrierRegisterPrivateExpedited, 0, 0);
     } else if (call == ProbeCall::kDumpable) {
       result = syscall(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
+    } else if (call == ProbeCall::kMlockOnFault) {
+      alignas(4096) static char page[4096];
+      result = syscall(SYS_mlock2, page, sizeof page, kMlockOnFault);
     } else if (call == ProbeCall::kWaitid) {
       siginfo_t info{};
       result = syscall(SYS_waitid, P_ALL, 0, &info, WEXITED | WNOHANG, nullptr);

@@ -110,6 +110,10 @@ int map_anon_fixed(void *addr, size_t len) {
 // The raw syscall: sanitizer runtimes intercept mlock() and make it a no-op.
 int lock_range(void *addr, size_t len) { return syscall(SYS_mlock, addr, len) == 0 ? 0 : errno; }
 
+int lock_range_on_fault(void *addr, size_t len) {
+  return syscall(SYS_mlock2, addr, len, linux_facts::kMlockOnFault) == 0 ? 0 : errno;
+}
+
 int open_zero_source() { return static_cast<int>(syscall(SYS_openat, AT_FDCWD, "/dev/zero", O_RDONLY | O_CLOEXEC)); }
 
 int touch_through_kernel(void *addr, size_t len, int zero_fd) {

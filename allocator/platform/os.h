@@ -33,6 +33,11 @@ int map_anon_fixed(void *addr, size_t len);
 
 // mlock an existing range: 0 or errno.
 int lock_range(void *addr, size_t len);
+// mlock2(MLOCK_ONFAULT): the pages in memory now are locked, the others as
+// they are faulted in; nothing is populated (a fork child's copy-on-write
+// pages stay shared until written). 0 or an errno (ENOSYS, EINVAL: a kernel
+// before 4.4).
+int lock_range_on_fault(void *addr, size_t len);
 
 // First touch of fresh pages through the kernel (read from /dev/zero), so a
 // refusal to charge them comes back as an errno (EFAULT) instead of SIGBUS.
