@@ -99,6 +99,42 @@ template <typename Cold> void settle_copy_in_child(Chunk *chunk, Cold is_cold) {
     diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
 }
 
+// How a fork child locks its copies again (locks are not inherited), asked
+// once per fork, in the child (its own filters: see privatise_in_child).
+struct ChildLock {
+  enum Way { kUnasked, kRefused, kMlock, kOnFault } way = kUnasked;
+  bool for_now = false; // refused for want of a descriptor to read the status with
+};
+
+// Locks [range, range + len) of a fork child's copy again: 0 or an errno,
+// with why. mlock2(MLOCK_ONFAULT) where allowed: the copy-on-write pages in
+// memory are locked as they are (shared with the parent until either
+// writes, locked in both), where mlock would copy every one of them (460-590
+// us for 256 pages here, against 65); else mlock.
+int relock_in_child(TierMapper &tiers, ChildLock *lock, void *range, size_t len, FallbackReason *why) {
+  if (lock->way == ChildLock::kUnasked) {
+    lock->way = tiers.may_call_now(linux_facts::ProbeCall::kMlockOnFault) ? ChildLock::kOnFault
+                : tiers.may_call_now(linux_facts::ProbeCall::kMlock)      ? ChildLock::kMlock
+                                                                          : ChildLock::kRefused;
+    lock->for_now = tiers.last_check_for_now();
+  }
+  int err = 0;
+  if (lock->way == ChildLock::kOnFault) {
+    err = os::lock_range_on_fault(range, len);
+    if (err == ENOSYS || err == EINVAL) // a kernel before 4.4
+      lock->way = tiers.may_call_now(linux_facts::ProbeCall::kMlock) ? ChildLock::kMlock : ChildLock::kRefused;
+  }
+  if (lock->way == ChildLock::kMlock) err = os::lock_range(range, len);
+  if (lock->way == ChildLock::kRefused) {
+    *why = lock->for_now ? FallbackReason::kOther : FallbackReason::kSandbox;
+    return lock->for_now ? EMFILE : EPERM;
+  }
+  // mlock's own errno: EAGAIN or ENOMEM (EPERM from an ERRNO filter looks
+  // like the budget, as for any chunk).
+  *why = FallbackReason::kMemlock;
+  return err;
+}
+
 } // namespace
 
 void ChunkPool::watch_reaping() { reaped_.watched.store(true, std::memory_order_relaxed); }
@@ -540,7 +576,7 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
     // runs after secmem's, a child handler that runs before it).
     // Without a descriptor to read the status with, the parent's verdict
     // may be stale: not made.
-    bool allowed = tiers_.may_call(linux_facts::ProbeCall::kMemfdSecret) && !tiers_.last_check_for_now();
+    bool allowed = tiers_.may_call_now(linux_facts::ProbeCall::kMemfdSecret);
     bool for_now = tiers_.last_check_for_now();
     int err = allowed ? os::map_secret_anywhere_with_fd(len, &copy, &copy_fd) : for_now ? EMFILE : EPERM;
     FallbackReason why = allowed   ? TierMapper::secret_refusal(err)
@@ -678,8 +714,7 @@ void ChunkPool::after_fork_child(int nested_depth) {
   }
   int staging_fd = fork_slot_ >= 0 ? staging_[fork_slot_].fd : -1;
   bool staging_fd_ours = false, checked = false;
-  int lock_check = -1; // may mlock be called here: -1 not asked yet
-  bool lock_check_for_now = false;
+  ChildLock child_lock;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     Tier before = chunk->tier;
     degraded_err_ = 0;
@@ -701,33 +736,11 @@ void ChunkPool::after_fork_child(int nested_depth) {
       // mprotect: in a new process the first change to its mappings costs
       // most, 10-20 us here)
       if (chunk->restricted_pages != 0) protection::open_all_in_child(chunk);
-      // Asked here, in the child, once (its own filters: see privatise_in_child).
-      // mlock2(MLOCK_ONFAULT) where allowed: the copy-on-write pages in
-      // memory are locked as they are (shared with the parent until either
-      // writes, locked in both), where mlock would copy every one of them
-      // (460-590 us for 256 pages here, against 65); else mlock.
-      if (lock_check < 0) {
-        lock_check = tiers_.may_call(linux_facts::ProbeCall::kMlockOnFault) && !tiers_.last_check_for_now() ? 2
-                     : tiers_.may_call(linux_facts::ProbeCall::kMlock) && !tiers_.last_check_for_now()      ? 1
-                                                                                                            : 0;
-        lock_check_for_now = tiers_.last_check_for_now();
-      }
-      bool may_lock = lock_check != 0, for_now = lock_check_for_now;
-      void *range = reinterpret_cast<void *>(chunk->base);
-      size_t range_len = size_t{chunk->touched_pages} * os::kPageSize;
-      int lock_err = !may_lock         ? (for_now ? EMFILE : EPERM)
-                     : lock_check == 2 ? os::lock_range_on_fault(range, range_len)
-                                       : os::lock_range(range, range_len);
-      if (lock_check == 2 && (lock_err == ENOSYS || lock_err == EINVAL)) { // a kernel before 4.4
-        lock_check = tiers_.may_call(linux_facts::ProbeCall::kMlock) && !tiers_.last_check_for_now() ? 1 : 0;
-        lock_err = lock_check == 1 ? os::lock_range(range, range_len) : EPERM;
-        may_lock = lock_check == 1;
-      }
+      FallbackReason why = FallbackReason::kOther;
+      int lock_err = relock_in_child(tiers_, &child_lock, reinterpret_cast<void *>(chunk->base),
+                                     size_t{chunk->touched_pages} * os::kPageSize, &why);
       if (int err = protection::restore_restricted(chunk); err != 0)
         diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
-      FallbackReason why = may_lock  ? FallbackReason::kMemlock
-                           : for_now ? FallbackReason::kOther
-                                     : FallbackReason::kSandbox;
       // A copy on the locked tier that cannot be locked again: unlocked
       // memory where the policy allows it; else, as for memfd_secret, the
       // child stops (its secrets would be swappable).
@@ -739,9 +752,6 @@ void ChunkPool::after_fork_child(int nested_depth) {
         abort();
       }
       move_tier(chunk, lock_err == 0 ? Tier::kLocked : Tier::kUnlocked);
-      // Why, as for any chunk: a filter, no descriptor to read /proc with,
-      // or mlock's own errno (EAGAIN or ENOMEM; EPERM from an ERRNO filter
-      // looks like the budget).
       if (degraded_err_ != 0)
         tiers_.report_fallback(chunk->tier, degraded_why_, degraded_err_);
       else if (lock_err != 0)

@@ -49,6 +49,9 @@ public:
   bool checked(linux_facts::ProbeCall call) const { return calls_[static_cast<int>(call)].checked; }
   // may_call's last answer was for now only: no descriptor to read /proc with.
   bool last_check_for_now() const { return last_for_now_; }
+  // may_call from this thread's status as it is now, not the last verdict
+  // standing (a fork child: a filter may have reached it since the parent's).
+  bool may_call_now(linux_facts::ProbeCall call) { return may_call(call) && !last_for_now_; }
   // Why a tier was refused, as the messages say it ("SIGSYS: ...", "EAGAIN: ...").
   void describe(diag::Line &line, FallbackReason why, int err) const;
   // A kernel that charges memlock at first touch refused a batch of a chunk's pages.
