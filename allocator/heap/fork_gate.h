@@ -54,9 +54,10 @@ inline constexpr std::memory_order kGateOrder = std::memory_order_relaxed;
 // Out of line: a fork is in progress.
 void wait_out_fork(ThreadCache *cache);
 
-inline void light_barrier() {
+// kMayFence false: the caller knows the gate does not fence each operation (ReadOnly::plain_ops).
+template <bool kMayFence = true> inline void light_barrier() {
 #if !defined(SECMEM_TSAN)
-  if (__builtin_expect(g_ro.fence_each_op, 0)) {
+  if (kMayFence && __builtin_expect(g_ro.fence_each_op, 0)) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     return;
   }
@@ -64,9 +65,9 @@ inline void light_barrier() {
   std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
-inline void enter_gate(ThreadCache *cache) {
+template <bool kMayFence = true> inline void enter_gate(ThreadCache *cache) {
   cache->in_op.store(1, kGateOrder);
-  light_barrier();
+  light_barrier<kMayFence>();
   if (__builtin_expect(g_heap.forking.load(kGateOrder) != 0, 0)) wait_out_fork(cache);
 }
 

@@ -14,6 +14,7 @@
 #include "config/environ.h"
 #include "config/policy.h"
 #include "heap/blocks.h"
+#include "heap/cache_ops.h"
 #include "heap/canary.h"
 #include "heap/fork_gate.h"
 #include "heap/pagemap.h"
@@ -273,6 +274,8 @@ void read_configuration() {
   for (int cls = 0; cls < kNumClasses; ++cls)
     g_ro.cache_cap[cls] = g_cache_key_created ? policy::cache_capacity(config, kClassSizes[cls], kCacheSlots) : 0;
   g_ro.fence_each_op = !thread_barrier_available();
+  checkers::detect();
+  g_ro.plain_ops = !g_ro.fence_each_op && !checkers::g_active;
   if (int seal_err = os::seal_readonly(&g_ro, sizeof g_ro); seal_err != 0)
     diag::Line().add("cannot make the configuration read-only (").err(seal_err).add(")").emit();
 }
@@ -399,7 +402,6 @@ bool init_slow() {
           .emit();
     if (ok && g_init_step < kConfigured) {
       read_configuration();
-      checkers::detect();
       g_init_step = kConfigured;
     }
     if (ok && g_init_step < kPoolReady) {
@@ -454,8 +456,13 @@ void resize_in_place(void *p, const BlockRef &ref, size_t size) {
 } // namespace
 
 void *allocate(size_t size) {
+  if (size <= kMaxSmallSize) {
+    int cls = size_to_class(size);
+    size_t asked = size == 0 ? 1 : size;
+    if (void *p = pop_cached(cls, asked)) return p; // a thread with a cache: the heap is ready
+    return ready() ? allocate_small(cls, asked) : fail_enomem();
+  }
   if (size > kMaxRequest || !ready()) return fail_enomem();
-  if (size <= kMaxSmallSize) return allocate_small(size_to_class(size), size == 0 ? 1 : size);
   return allocate_large(size, os::kPageSize, false);
 }
 
@@ -475,10 +482,10 @@ void *allocate_sealed(size_t size) {
 void release(void *p) {
   if (p == nullptr) return;
   BlockRef ref = checked_block(p, Misuse::kFree);
-  if (ref.span->cls >= 0)
-    release_small(p, ref);
-  else
+  if (ref.span->cls < 0)
     release_large(p, ref);
+  else if (!push_cached(p, ref))
+    release_small(p, ref);
 }
 
 void *reallocate(void *p, size_t size) {

@@ -8,7 +8,8 @@
 // without the lock. Large requests take page runs inside a chunk; huge ones
 // (> 1 MiB) a chunk of their own.
 //
-// Files: heap.cpp (start-up, fork, dispatch), thread_cache.cpp (small
+// Files: heap.cpp (start-up, fork, dispatch), cache_ops.h (the common small
+// operations, inlined into the dispatch), thread_cache.cpp (the rest of small
 // blocks), central.cpp (central lists), large.cpp (large and sealed blocks),
 // stats.cpp; pagemap.h finds a pointer's block.
 //

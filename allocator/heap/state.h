@@ -53,6 +53,9 @@ struct alignas(os::kPageSize) ReadOnly {
   uint32_t cache_cap[kNumClasses] = {}; // per-thread cache slots per class (0: none)
   // membarrier(2) could not be registered: the fork gate's fast side fences.
   bool fence_each_op = false;
+  // No memory checker to tell, no fence in the gate: small blocks go to and
+  // from the thread caches inline (heap/cache_ops.h).
+  bool plain_ops = false;
 };
 
 enum class State : int { kUninitialised, kReady, kFailed };

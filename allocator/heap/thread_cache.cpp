@@ -3,15 +3,14 @@
 #include <sched.h>
 
 #include "heap/blocks.h"
-#include "heap/canary.h"
-#include "heap/fork_gate.h"
+#include "heap/cache_ops.h"
 #include "platform/checkers.h"
 
 namespace secmem::heap {
 
-namespace {
+constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadCache *t_cache = nullptr;
 
-__attribute__((tls_model("initial-exec"))) thread_local ThreadCache *t_cache = nullptr;
+namespace {
 
 ThreadCache *make_cache() {
   ThreadCache *cache;
@@ -24,10 +23,6 @@ ThreadCache *make_cache() {
   pthread_setspecific(g_heap.cache_key, cache);
   t_cache = cache;
   return cache;
-}
-
-void bump(std::atomic<uint64_t> &counter) {
-  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 } // namespace
@@ -89,24 +84,20 @@ namespace {
 
 namespace {
 
+// take_block and scrub_block (heap/cache_ops.h), and what the memory checkers are told.
 void *finish_allocation(const BlockRef &ref, int cls, size_t size) {
-  void *p = ref.address();
-  ref.set_live();
-  ref.span->requested[ref.index] = static_cast<uint16_t>(size);
-  checkers::expose(p, kClassSizes[cls]);
-  canary::write(g_ro.canary_key, p, size, kClassSizes[cls]);
-  checkers::allocated(p, size, kClassSizes[cls]);
+  uint32_t block = kClassSizes[cls];
+  checkers::expose(ref.address(), block);
+  void *p = take_block(ref, block, size);
+  checkers::allocated(p, size, block);
   return p;
 }
 
-// Checks the canary and zeroes a block being freed.
 void scrub(void *p, const BlockRef &ref) {
-  ref.clear_live();
-  auto block = static_cast<uint32_t>(ref.span->block_size); // a small block
+  uint32_t block = kClassSizes[ref.span->cls];
   checkers::freeing(p);
   checkers::expose(p, block);
-  canary::check(g_ro.canary_key, p, ref.span->requested[ref.index], block);
-  zero(p, block);
+  scrub_block(p, ref, block);
   checkers::freed(p, block);
 }
 

@@ -1,0 +1,97 @@
+// The common small-block operations, inlined into heap::allocate and
+// heap::release: a block taken from, or given to, this thread's cache
+// without the lock, in one function each (measured in instructions: the
+// calls, the memset call and the memory checkers' branches were a third of
+// an alloc+free of 32 bytes).
+//
+// pop_cached and push_cached answer "not here" (nullptr, false) when the
+// thread has no cache yet, its cache is empty or full for the class, or the
+// process runs the plain operations' alternative (ReadOnly::plain_ops false:
+// a memory checker is active, or the fork gate fences each operation); the
+// out-of-line paths of thread_cache.cpp then do the work, with the same
+// block steps (take_block, scrub_block) and the checkers' calls.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+
+#include "heap/canary.h"
+#include "heap/fork_gate.h"
+#include "heap/span.h"
+#include "heap/state.h"
+#include "heap/thread_cache.h"
+
+namespace secmem::heap {
+
+// This thread's cache, once it has one (made after the heap is ready).
+extern constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadCache *t_cache;
+
+// Zeroes a small block: up to 128 bytes in 16-byte stores inline (blocks are
+// 16-byte aligned, their sizes multiples of 16), larger ones with memset.
+// The stores must happen: the block may be reused by anyone.
+inline void zero_small(void *p, uint32_t n) {
+  if (n > 128) return zero(p, n);
+  using Vec = unsigned long long __attribute__((vector_size(16)));
+  for (char *q = static_cast<char *>(p), *end = q + n; q < end; q += 16) {
+    const Vec none{};
+    memcpy(q, &none, sizeof none);
+    asm volatile("" : : : "memory"); // each store as written (not a call to memset)
+  }
+}
+
+// A block taken out of the free lists becomes live: its requested size and canary.
+inline void *take_block(const BlockRef &ref, uint32_t block, size_t size) {
+  void *p = ref.address();
+  ref.set_live();
+  ref.span->requested[ref.index] = static_cast<uint16_t>(size);
+  canary::write(g_ro.canary_key, p, size, block);
+  return p;
+}
+
+// A live block being freed: its live mark cleared (a double free aborts), its canary checked, its bytes zeroed.
+inline void scrub_block(void *p, const BlockRef &ref, uint32_t block) {
+  ref.clear_live();
+  canary::check(g_ro.canary_key, p, ref.span->requested[ref.index], block);
+  zero_small(p, block);
+}
+
+inline void bump(std::atomic<uint64_t> &counter) {
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+[[gnu::always_inline]] inline void *pop_cached(int cls, size_t size) {
+  ThreadCache *cache = t_cache;
+  if (cache == nullptr || !g_ro.plain_ops) return nullptr;
+  enter_gate<false>(cache);
+  uint32_t n = cache->count[cls];
+  if (__builtin_expect(n == 0, 0)) {
+    leave_gate(cache);
+    return nullptr;
+  }
+  cache->count[cls] = n - 1;
+  void *p = take_block(cache->blocks[cls][n - 1].ref(), kClassSizes[cls], size);
+  bump(cache->allocations);
+  leave_gate(cache);
+  return p;
+}
+
+[[gnu::always_inline]] inline bool push_cached(void *p, const BlockRef &ref) {
+  ThreadCache *cache = t_cache;
+  if (cache == nullptr || !g_ro.plain_ops) return false;
+  int cls = ref.span->cls;
+  enter_gate<false>(cache);
+  uint32_t n = cache->count[cls];
+  if (__builtin_expect(n == g_ro.cache_cap[cls], 0)) { // full (or no cache for the class)
+    leave_gate(cache);
+    return false;
+  }
+  scrub_block(p, ref, kClassSizes[cls]);
+  cache->blocks[cls][n] = ref;
+  cache->count[cls] = n + 1;
+  bump(cache->frees);
+  leave_gate(cache);
+  return true;
+}
+
+} // namespace secmem::heap
