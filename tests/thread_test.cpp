@@ -2,10 +2,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include "block_model.h"
@@ -104,4 +107,92 @@ TEST(Threads, ExitingThreadsReturnTheirCaches) {
   EXPECT_EQ(second.pages_touched, first.pages_touched);
   EXPECT_EQ(second.chunks, first.chunks);
   EXPECT_EQ(second.allocations - first.allocations, 50u * 200u);
+}
+
+namespace {
+
+// Allocates a batch of blocks of one size and frees them all, rounds times:
+// a working set larger than a first-sized thread cache (about 16 KiB per
+// class), so that every round overflows the cache and refills it.
+void bounce(size_t size, int rounds) {
+  std::vector<void *> blocks(64);
+  for (int round = 0; round < rounds; ++round) {
+    for (void *&p : blocks) {
+      p = secmem_malloc(size);
+      ASSERT_NE(p, nullptr);
+      memset(p, 0x5a, size);
+    }
+    for (void *p : blocks) secmem_free(p);
+  }
+}
+
+size_t peak_held() {
+  secmem_stats s{};
+  secmem_get_stats(&s);
+  return s.peak_held;
+}
+
+// The two cases below, each in a fresh process (peak_held is the
+// process's): they print the peak and exit 0 when it is as expected.
+
+// A thread bounces with 64 blocks of 4 KiB and stays alive with its cache;
+// then this thread holds 64 blocks of 4 KiB: at the peak, those and the
+// blocks the other thread kept: with its cache grown, at least half a batch;
+// with the first cache (4 blocks), at most 4.
+[[noreturn]] void bounce_and_report_growth() {
+  std::atomic<bool> bounced{false}, leave{false};
+  std::thread other([&bounced, &leave] {
+    bounce(4096, 12);
+    bounced.store(true);
+    while (!leave.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  while (!bounced.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::vector<void *> blocks;
+  for (int i = 0; i < 64; ++i) blocks.push_back(secmem_malloc(4096));
+  size_t peak = peak_held();
+  for (void *p : blocks) secmem_free(p);
+  leave.store(true);
+  other.join();
+  fprintf(stderr, "peak held %zu\n", peak);
+  _exit(peak >= (64 + 32) * 4096 ? 0 : 1);
+}
+
+// Six threads bounce in turn with 64 blocks of 8 KiB (a cache of 128 would
+// hold 1 MiB each) and stay alive with their caches: at the peak no more
+// than one batch, the growth budget (1 MiB) and the first caches.
+[[noreturn]] void bounce_in_threads_and_report_peak() {
+  constexpr int kThreads = 6;
+  std::atomic<int> done{0};
+  std::atomic<bool> leave{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&done, &leave] {
+      bounce(8192, 12);
+      done.fetch_add(1);
+      while (!leave.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    });
+    while (done.load() != t + 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  size_t peak = peak_held();
+  leave.store(true);
+  for (std::thread &thread : threads) thread.join();
+  fprintf(stderr, "peak held %zu\n", peak);
+  constexpr size_t kBatch = 64 * 8192, kBudget = size_t{1} << 20, kFirstCaches = kThreads * 2 * 8192;
+  _exit(peak <= kBatch + kBudget + kFirstCaches + 64 * 1024 ? 0 : 1);
+}
+
+} // namespace
+
+// A thread whose working set outgrows its cache gets a larger one: the
+// blocks it frees stay with it instead of going back under the heap lock
+// (what made two threads slower than one with batches of 1-4 KiB).
+TEST(Threads, ABouncingThreadsCacheGrows) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(bounce_and_report_growth(), testing::ExitedWithCode(0), "peak held");
+}
+
+// The growth of all caches together is bounded for the process.
+TEST(Threads, CacheGrowthIsBoundedForTheProcess) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(bounce_in_threads_and_report_peak(), testing::ExitedWithCode(0), "peak held");
 }

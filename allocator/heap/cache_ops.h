@@ -82,7 +82,7 @@ inline void bump(std::atomic<uint64_t> &counter) {
   int cls = ref.span->cls;
   enter_gate<false>(cache);
   uint32_t n = cache->count[cls];
-  if (__builtin_expect(n == g_ro.cache_cap[cls], 0)) { // full (or no cache for the class)
+  if (__builtin_expect(n == cache->cap[cls], 0)) { // full (or no cache for the class)
     leave_gate(cache);
     return false;
   }

@@ -18,6 +18,7 @@ ThreadCache *make_cache() {
     ScopedLock lock(g_heap.lock);
     cache = g_heap.cache_meta.take();
     if (cache == nullptr) return nullptr;
+    for (int cls = 0; cls < kNumClasses; ++cls) cache->cap[cls] = g_ro.cache_cap[cls];
     g_heap.caches.push_front(cache);
   }
   pthread_setspecific(g_heap.cache_key, cache);
@@ -34,6 +35,7 @@ void retire_cache(ThreadCache *cache) {
   }
   g_heap.uncached_allocations += cache->allocations.load(std::memory_order_relaxed);
   g_heap.uncached_frees += cache->frees.load(std::memory_order_relaxed);
+  g_heap.cache_growth -= cache->grown_bytes;
   g_heap.caches.remove(cache);
   g_heap.cache_meta.give(cache);
 }
@@ -57,20 +59,38 @@ void retire_other_caches() {
     ThreadCache *next = CacheList::next(cache);
     if (cache != t_cache && cache->in_op.load(std::memory_order_relaxed) == 0)
       retire_cache(cache);
-    else if (cache != t_cache)
+    else if (cache != t_cache) {
+      g_heap.cache_growth -= cache->grown_bytes;
       g_heap.caches.remove(cache); // its memory and blocks are lost to this child only
+    }
     cache = next;
   }
 }
 
 namespace {
 
+// A class that overflowed since its last refill bounces: its cap doubles,
+// within the process's growth budget (thread_cache.h).
+void grow_if_bouncing(ThreadCache *cache, int cls) REQUIRES(g_heap.lock) {
+  if (!cache->overflowed[cls]) return;
+  cache->overflowed[cls] = false;
+  uint32_t cap = cache->cap[cls], grown = cap * 2 > kCacheSlots ? kCacheSlots : cap * 2;
+  size_t bytes = size_t{grown - cap} * kClassSizes[cls];
+  if (grown == cap || g_heap.cache_growth + bytes > kCacheGrowthBudget) return;
+  g_heap.cache_growth += bytes;
+  cache->grown_bytes += bytes;
+  cache->cap[cls] = grown;
+}
+
 // A block from the central lists: a refill of half the cache, or one block
 // when this thread has no cache. span == nullptr when none is left.
-[[gnu::noinline]] BlockRef take_central(int cls, ThreadCache *cache, uint32_t cap) {
+[[gnu::noinline]] BlockRef take_central(int cls, ThreadCache *cache) {
   BlockRef ref;
   ScopedLock lock(g_heap.lock);
-  if (cache != nullptr && cap != 0) {
+  uint32_t cap = cache != nullptr ? cache->cap[cls] : 0;
+  if (cap != 0) {
+    grow_if_bouncing(cache, cls);
+    cap = cache->cap[cls];
     uint32_t n = g_heap.central.take(g_heap.pool, cls, cache->blocks[cls], (cap + 1) / 2);
     if (n != 0) ref = cache->blocks[cls][--n].ref();
     cache->count[cls] = n;
@@ -115,9 +135,8 @@ void *allocate_small(int cls, size_t size) {
     }
     leave_gate(cache);
   }
-  uint32_t cap = g_ro.cache_cap[cls];
-  if (cache == nullptr && cap != 0) cache = make_cache();
-  BlockRef ref = take_central(cls, cache, cap);
+  if (cache == nullptr && g_ro.cache_cap[cls] != 0) cache = make_cache();
+  BlockRef ref = take_central(cls, cache);
   if (ref.span == nullptr) {
     errno = ENOMEM;
     return nullptr;
@@ -131,9 +150,9 @@ void *allocate_small(int cls, size_t size) {
 void release_small(void *p, const BlockRef &ref) {
   int cls = ref.span->cls;
   ThreadCache *cache = t_cache;
-  uint32_t cap = g_ro.cache_cap[cls];
-  if (cache == nullptr && cap != 0) cache = make_cache();
-  if (cache == nullptr || cap == 0) {
+  if (cache == nullptr && g_ro.cache_cap[cls] != 0) cache = make_cache();
+  uint32_t cap = cache != nullptr ? cache->cap[cls] : 0;
+  if (cap == 0) {
     ScopedLock lock(g_heap.lock);
     scrub(p, ref);
     g_heap.central.put(g_heap.pool, cls, &ref, 1);
@@ -149,6 +168,7 @@ void release_small(void *p, const BlockRef &ref) {
       g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], half);
       memmove(cache->blocks[cls], cache->blocks[cls] + half, (cap - half) * sizeof(CachedBlock));
       cache->count[cls] = cap - half;
+      cache->overflowed[cls] = true;
     }
     enter_gate(cache);
   }

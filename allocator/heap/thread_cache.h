@@ -1,7 +1,11 @@
 // Per-thread caches of free small blocks, so that the common malloc and free
-// take no lock. Each holds up to cache_cap[cls] blocks per class (about
-// 16 KiB); a miss refills half from the central lists, an overflow flushes
-// half back.
+// take no lock. Each holds up to cap[cls] blocks per class: at first
+// ReadOnly::cache_cap[cls] (about 16 KiB); a miss refills half from the
+// central lists, an overflow flushes half back. A class that bounces (a
+// refill after an overflow: the thread's working set is larger than its
+// cache, and every few operations take the heap lock) doubles its cap, up to
+// kCacheSlots, while the process's caches have grown by less than
+// kCacheGrowthBudget bytes in all; an exiting thread gives its growth back.
 #pragma once
 
 #include <atomic>
@@ -14,12 +18,16 @@
 namespace secmem::heap {
 
 inline constexpr uint32_t kCacheSlots = 128;
+inline constexpr size_t kCacheGrowthBudget = size_t{1} << 20;
 
 struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   // 1 while the owning thread is inside a lock-free operation on this cache
   // (the fork gate, heap/fork_gate.h).
   std::atomic<uint32_t> in_op{0};
   uint32_t count[kNumClasses] = {};
+  uint32_t cap[kNumClasses] = {}; // read by the owning thread; changed by it under the heap lock
+  bool overflowed[kNumClasses] = {};
+  size_t grown_bytes = 0; // this cache's share of Heap::cache_growth (heap lock)
   CachedBlock blocks[kNumClasses][kCacheSlots] = {};
   // Written by the owning thread only; read by secmem_get_stats.
   std::atomic<uint64_t> allocations{0};
