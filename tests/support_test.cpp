@@ -111,22 +111,53 @@ TEST(Bitmap, FindClearRunHonoursAlignmentAndTheLimit) {
   EXPECT_FALSE(bitmap::find_clear_run(words, 260, 70, 64, &first)); // 192+70 passes the limit
 }
 
+// The word-at-a-time searches and ranges against a bit-at-a-time model, over
+// 8 words (a chunk's 512 pages), runs up to 80 bits long, alignments up to 64.
 TEST(Bitmap, FindClearRunMatchesABruteForceSearch) {
   std::mt19937 rng(11);
-  for (int round = 0; round < 2000; ++round) {
-    uint64_t words[2] = {rng() | (uint64_t{rng()} << 32), rng() | (uint64_t{rng()} << 32)};
-    words[0] &= rng() | (uint64_t{rng()} << 32); // sparser
-    words[1] &= rng() | (uint64_t{rng()} << 32);
-    uint32_t limit = rng() % 129, count = 1 + rng() % 8, align = 1u << (rng() % 4);
+  auto random_word = [&rng] { return rng() | (uint64_t{rng()} << 32); };
+  for (int round = 0; round < 4000; ++round) {
+    uint64_t words[8];
+    int sparseness = static_cast<int>(rng() % 6); // more and more clear bits
+    for (uint64_t &word : words) {
+      word = random_word();
+      for (int i = 0; i < sparseness; ++i) word &= random_word();
+    }
+    uint32_t limit = rng() % 513, count = 1 + rng() % 80, align = 1u << (rng() % 7);
+    auto clear_from = [&words](uint32_t start, uint32_t n) {
+      for (uint32_t bit = start; bit < start + n; ++bit)
+        if (bitmap::test(words, bit)) return false;
+      return true;
+    };
     uint32_t expected = UINT32_MAX;
     for (uint32_t start = 0; start + count <= limit && expected == UINT32_MAX; start += align)
-      if (bitmap::find_set_in(words, start, count) == UINT32_MAX) expected = start;
+      if (clear_from(start, count)) expected = start;
     uint32_t first = UINT32_MAX;
     bool found = bitmap::find_clear_run(words, limit, count, align, &first);
     ASSERT_EQ(found, expected != UINT32_MAX) << "round " << round;
     if (found) {
       ASSERT_EQ(first, expected) << "round " << round;
     }
+    uint32_t from = rng() % 512, n = rng() % (513 - from), set = UINT32_MAX;
+    for (uint32_t bit = from; bit < from + n && set == UINT32_MAX; ++bit)
+      if (bitmap::test(words, bit)) set = bit;
+    ASSERT_EQ(bitmap::find_set_in(words, from, n), set) << "round " << round;
+  }
+}
+
+TEST(Bitmap, RangesMatchBitAtATime) {
+  std::mt19937 rng(12);
+  uint64_t words[8] = {};
+  bool model[512] = {};
+  for (int round = 0; round < 4000; ++round) {
+    uint32_t first = rng() % 512, count = rng() % (513 - first);
+    bool set = rng() % 2 == 0;
+    if (set)
+      bitmap::set_range(words, first, count);
+    else
+      bitmap::clear_range(words, first, count);
+    for (uint32_t bit = first; bit < first + count; ++bit) model[bit] = set;
+    for (uint32_t bit = 0; bit < 512; ++bit) ASSERT_EQ(bitmap::test(words, bit), model[bit]) << "round " << round;
   }
 }
 
