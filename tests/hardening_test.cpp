@@ -149,6 +149,31 @@ TEST(Guard, LargeBlocksHaveInaccessiblePagesOnBothSides) {
   }
 }
 
+// A large block its thread kept and handed out again: guards in place, and
+// a canary at its new size.
+TEST(Guard, AReusedLargeBlockKeepsItsGuards) {
+  char *p = static_cast<char *>(secmem_malloc(12288));
+  ASSERT_NE(p, nullptr);
+  secmem_free(p);
+  char *q = static_cast<char *>(secmem_malloc(12000));
+  ASSERT_EQ(q, p);
+  EXPECT_TRUE(faults([&] { return peek(q, -1) == 0; }));
+  EXPECT_TRUE(faults([&] { return peek(q, 12288) == 0; }));
+  secmem_free(q);
+}
+
+TEST(CanaryDeathTest, OverflowOfAReusedLargeBlockAbortsAtFree) {
+  EXPECT_SECMEM_DEATH(
+      {
+        char *p = static_cast<char *>(secmem_malloc(10000));
+        secmem_free(p);
+        char *q = static_cast<char *>(secmem_malloc(9000)); // the same 3 pages
+        flip(q, 9000);
+        secmem_free(q);
+      },
+      kOverflow);
+}
+
 TEST(Guard, AlignedLargeBlocksAreAlignedAndGuarded) {
   char *p = static_cast<char *>(secmem_aligned_alloc(65536, 20000));
   ASSERT_NE(p, nullptr);

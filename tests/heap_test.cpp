@@ -2,6 +2,8 @@
 // runs this binary once per backend).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -311,6 +313,38 @@ TEST(Heap, CtEqualComparesEveryByteOfEveryLength) {
     }
   }
   EXPECT_EQ(secmem_ct_equal(nullptr, nullptr, 0), 1);
+}
+
+// A thread keeps a few freed large blocks (up to 256 KiB) for its next
+// request of as many pages: zeroed when freed, not owned while kept, its
+// guards in place, the size asked for its own.
+TEST(Heap, AFreedLargeBlockIsReusedByItsThreadZeroed) {
+  auto *p = static_cast<unsigned char *>(secmem_malloc(20000));
+  ASSERT_NE(p, nullptr);
+  memset(p, 0xab, 20000);
+  secmem_free(p);
+  EXPECT_FALSE(secmem_owns(p));
+  EXPECT_EQ(secmem_usable_size(p), 0u);
+  auto *q = static_cast<unsigned char *>(secmem_calloc(1, 17000)); // 5 pages, as 20000 takes
+  ASSERT_EQ(q, p) << "the thread's kept block";
+  EXPECT_TRUE(std::all_of(q, q + 17000, [](unsigned char b) { return b == 0; }));
+  // past the canary's 8 bytes, the slack is zero too
+  EXPECT_TRUE(std::all_of(q + 17008, q + 5 * kPage, [](unsigned char b) { return b == 0; }));
+  EXPECT_EQ(secmem_usable_size(q), 17000u);
+  EXPECT_TRUE(secmem_owns(q + 16999));
+  void *other = secmem_malloc(30000); // 8 pages: another block
+  EXPECT_NE(other, q);
+  secmem_free(other);
+  secmem_free(q);
+}
+
+TEST(HeapDeathTest, DoubleFreeOfAKeptLargeBlock) {
+  void *volatile p = secmem_malloc(20000);
+  secmem_free(p);
+  EXPECT_SECMEM_DEATH(secmem_free(p), "^secmem: double free of 0x[0-9a-f]+\n$");
+  void *q = secmem_malloc(20000); // the kept block is whole
+  EXPECT_EQ(q, p);
+  secmem_free(q);
 }
 
 TEST(HeapDeathTest, DoubleFree) {

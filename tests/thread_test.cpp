@@ -181,6 +181,35 @@ size_t peak_held() {
   _exit(peak <= kBatch + kBudget + kFirstCaches + 64 * 1024 ? 0 : 1);
 }
 
+// Six threads in turn free four blocks of 200 KiB each and stay alive: the
+// large blocks their caches keep (four each) stay within 1 MiB for the
+// process: at the peak no more than one thread's four blocks and the budget.
+[[noreturn]] void keep_large_blocks_in_threads_and_report_peak() {
+  constexpr int kThreads = 6;
+  constexpr size_t kBlock = 200 * 1024;
+  std::atomic<int> done{0};
+  std::atomic<bool> leave{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&done, &leave] {
+      void *blocks[4];
+      for (void *&p : blocks) {
+        p = secmem_malloc(kBlock);
+        memset(p, 0x5a, kBlock);
+      }
+      for (void *p : blocks) secmem_free(p);
+      done.fetch_add(1);
+      while (!leave.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    });
+    while (done.load() != t + 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  size_t peak = peak_held();
+  leave.store(true);
+  for (std::thread &thread : threads) thread.join();
+  fprintf(stderr, "peak held %zu\n", peak);
+  _exit(peak <= 4 * kBlock + (size_t{1} << 20) + 4 * 4096 ? 0 : 1);
+}
+
 } // namespace
 
 // A thread whose working set outgrows its cache gets a larger one: the
@@ -195,4 +224,10 @@ TEST(Threads, ABouncingThreadsCacheGrows) {
 TEST(Threads, CacheGrowthIsBoundedForTheProcess) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(bounce_in_threads_and_report_peak(), testing::ExitedWithCode(0), "peak held");
+}
+
+// Freed large blocks kept by threads for reuse are bounded for the process too.
+TEST(Threads, KeptLargeBlocksAreBoundedForTheProcess) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(keep_large_blocks_in_threads_and_report_peak(), testing::ExitedWithCode(0), "peak held");
 }

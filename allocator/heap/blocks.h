@@ -15,6 +15,9 @@ void *allocate_small(int cls, size_t size);
 void release_small(void *p, const BlockRef &ref);
 // Flushes a cache's blocks to the central lists and forgets the cache.
 void retire_cache(ThreadCache *cache) REQUIRES(g_heap.lock);
+// Flushes this thread's cache (a fork: the blocks a cache keeps hold their
+// spans' pages, which the copy for the child would take).
+void empty_my_cache() REQUIRES(g_heap.lock);
 void thread_exit(void *cache); // the cache key's destructor
 // In a fork child, where only the forking thread exists: every other cache's blocks are free.
 void retire_other_caches() REQUIRES(g_heap.lock);
@@ -22,5 +25,9 @@ void retire_other_caches() REQUIRES(g_heap.lock);
 // large.cpp: page-granular blocks between guard pages; sealed ones start PROT_NONE.
 void *allocate_large(size_t bytes, size_t alignment, bool sealed);
 void release_large(void *p, const BlockRef &ref);
+// A page-aligned block of bytes from this thread's cache of large blocks, or nullptr.
+void *pop_large(size_t bytes);
+// Gives a cached large block back to the pool (a retiring cache).
+void drop_cached_large(Span *span) REQUIRES(g_heap.lock);
 
 } // namespace secmem::heap

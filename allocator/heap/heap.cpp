@@ -162,6 +162,13 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   g_fork_parent = getpid();
   g_child_done = false;
   g_fork_handlers_running.store(true, std::memory_order_relaxed); // after g_fork_parent: a nested fork reads it
+  // This thread's cached blocks go back first, so that the copy leaves out
+  // the spans and runs they alone held (not when a signal handler
+  // interrupted this thread's own heap operation: the cache or the central
+  // lists may be halfway through a change). Other threads' caches stay
+  // (within their growth budgets, thread_cache.h).
+  ThreadCache *own = my_cache();
+  if (!was_mine && (own == nullptr || own->in_op.load(std::memory_order_relaxed) == 0)) empty_my_cache();
   // Makes pages: before the gate holds other threads. A signal handler that
   // interrupted this thread's heap operation finds the pool halfway through
   // a change: its child copies instead.
@@ -463,6 +470,7 @@ void *allocate(size_t size) {
     return ready() ? allocate_small(cls, asked) : fail_enomem();
   }
   if (size > kMaxRequest || !ready()) return fail_enomem();
+  if (void *p = pop_large(size)) return p;
   return allocate_large(size, os::kPageSize, false);
 }
 

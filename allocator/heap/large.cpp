@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include "heap/blocks.h"
+#include "heap/cache_ops.h"
 #include "heap/canary.h"
 #include "heap/heap.h"
 #include "heap/pagemap.h"
@@ -59,6 +60,25 @@ void zero_in_memory(char *p, size_t len) {
   }
 }
 
+// A large block that this thread's cache may keep once freed and zeroed.
+bool cacheable(const Span *span) { return !span->sealed && !span->chunk->huge && span->block_size <= kLargeCacheBlock; }
+
+// Keeps a freed, zeroed large block in this thread's cache (heap/thread_cache.h).
+bool push_large(Span *span) {
+  ThreadCache *cache = t_cache;
+  if (cache == nullptr || !g_ro.plain_ops || !cacheable(span) || cache->large_count == kLargeSlots) return false;
+  size_t bytes = span->block_size;
+  if (g_heap.large_cached.fetch_add(bytes, std::memory_order_relaxed) + bytes > kLargeCacheBudget) {
+    g_heap.large_cached.fetch_sub(bytes, std::memory_order_relaxed);
+    return false;
+  }
+  enter_gate<false>(cache);
+  cache->large[cache->large_count++] = span;
+  bump(cache->frees);
+  leave_gate(cache);
+  return true;
+}
+
 int access_prot(uint32_t readers, uint32_t writers) {
   return writers != 0 ? kReadWrite : readers != 0 ? PROT_READ : PROT_NONE;
 }
@@ -98,6 +118,34 @@ void *allocate_large(size_t bytes, size_t alignment, bool sealed) {
   return p;
 }
 
+void *pop_large(size_t bytes) {
+  ThreadCache *cache = t_cache;
+  if (cache == nullptr || cache->large_count == 0 || !g_ro.plain_ops) return nullptr;
+  enter_gate<false>(cache);
+  for (uint32_t i = 0; i < cache->large_count; ++i) {
+    Span *span = cache->large[i];
+    // The same number of pages: a block is never larger than its request rounded up to pages.
+    if ((bytes + os::kPageSize - 1) / os::kPageSize != span->pages) continue;
+    cache->large[i] = cache->large[--cache->large_count];
+    g_heap.large_cached.fetch_sub(span->block_size, std::memory_order_relaxed);
+    BlockRef{span, 0}.set_live();
+    span->large_requested = bytes;
+    void *p = reinterpret_cast<void *>(span->start);
+    canary::write(g_ro.canary_key, p, bytes, span->block_size);
+    bump(cache->allocations);
+    leave_gate(cache);
+    return p;
+  }
+  leave_gate(cache);
+  return nullptr;
+}
+
+void drop_cached_large(Span *span) {
+  g_heap.large_cached.fetch_sub(span->block_size, std::memory_order_relaxed);
+  g_heap.central.note_large(-static_cast<ptrdiff_t>(span->block_size));
+  give_back(span, true);
+}
+
 void release_large(void *p, const BlockRef &ref) {
   ref.clear_live();
   Span *span = ref.span;
@@ -115,6 +163,7 @@ void release_large(void *p, const BlockRef &ref) {
     zero_in_memory(static_cast<char *>(p), span->block_size);
   else
     zero(p, span->block_size);
+  if (push_large(span)) return;
   ScopedLock lock(g_heap.lock);
   g_heap.central.note_large(-static_cast<ptrdiff_t>(span->block_size));
   g_heap.uncached_frees++;

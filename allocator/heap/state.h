@@ -30,6 +30,7 @@ struct Heap {
   uint64_t uncached_allocations GUARDED_BY(lock) = 0;
   uint64_t uncached_frees GUARDED_BY(lock) = 0;
   size_t cache_growth GUARDED_BY(lock) = 0; // bytes of cache capacity past the first caps (thread_cache.h)
+  std::atomic<size_t> large_cached{0};      // bytes of large blocks in thread caches
   pthread_key_t cache_key{};
   // The fork handlers' own state (heap/heap.cpp), on the lock's page: after a
   // fork every page is copy-on-write in parent and child, and each page that

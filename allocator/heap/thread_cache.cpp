@@ -28,11 +28,25 @@ ThreadCache *make_cache() {
 
 } // namespace
 
-void retire_cache(ThreadCache *cache) {
+namespace {
+
+void empty_cache(ThreadCache *cache) REQUIRES(g_heap.lock) {
   for (int cls = 0; cls < kNumClasses; ++cls) {
     g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], cache->count[cls]);
     cache->count[cls] = 0;
   }
+  for (uint32_t i = 0; i < cache->large_count; ++i) drop_cached_large(cache->large[i]);
+  cache->large_count = 0;
+}
+
+} // namespace
+
+void empty_my_cache() {
+  if (t_cache != nullptr) empty_cache(t_cache);
+}
+
+void retire_cache(ThreadCache *cache) {
+  empty_cache(cache);
   g_heap.uncached_allocations += cache->allocations.load(std::memory_order_relaxed);
   g_heap.uncached_frees += cache->frees.load(std::memory_order_relaxed);
   g_heap.cache_growth -= cache->grown_bytes;
@@ -61,6 +75,8 @@ void retire_other_caches() {
       retire_cache(cache);
     else if (cache != t_cache) {
       g_heap.cache_growth -= cache->grown_bytes;
+      for (uint32_t i = 0; i < cache->large_count; ++i)
+        g_heap.large_cached.fetch_sub(cache->large[i]->block_size, std::memory_order_relaxed);
       g_heap.caches.remove(cache); // its memory and blocks are lost to this child only
     }
     cache = next;
@@ -165,10 +181,14 @@ void release_small(void *p, const BlockRef &ref) {
     {
       uint32_t half = cap / 2;
       ScopedLock lock(g_heap.lock);
-      g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], half);
-      memmove(cache->blocks[cls], cache->blocks[cls] + half, (cap - half) * sizeof(CachedBlock));
-      cache->count[cls] = cap - half;
-      cache->overflowed[cls] = true;
+      // Counted again: a fork from a signal handler that interrupted this
+      // thread here (out of the gate) has emptied the cache (prepare_fork).
+      if (cache->count[cls] == cap) {
+        g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], half);
+        memmove(cache->blocks[cls], cache->blocks[cls] + half, (cap - half) * sizeof(CachedBlock));
+        cache->count[cls] = cap - half;
+        cache->overflowed[cls] = true;
+      }
     }
     enter_gate(cache);
   }

@@ -20,6 +20,14 @@ namespace secmem::heap {
 inline constexpr uint32_t kCacheSlots = 128;
 inline constexpr size_t kCacheGrowthBudget = size_t{1} << 20;
 
+// Freed large blocks (8 KiB to 256 KiB, zeroed, their page runs and guards
+// kept) that the thread reuses for a request of as many pages, without the
+// lock: up to kLargeSlots per thread, and
+// kLargeCacheBudget bytes for the process (Heap::large_cached).
+inline constexpr uint32_t kLargeSlots = 4;
+inline constexpr size_t kLargeCacheBlock = size_t{256} << 10;
+inline constexpr size_t kLargeCacheBudget = size_t{1} << 20;
+
 struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   // 1 while the owning thread is inside a lock-free operation on this cache
   // (the fork gate, heap/fork_gate.h).
@@ -29,6 +37,8 @@ struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   bool overflowed[kNumClasses] = {};
   size_t grown_bytes = 0; // this cache's share of Heap::cache_growth (heap lock)
   CachedBlock blocks[kNumClasses][kCacheSlots] = {};
+  Span *large[kLargeSlots] = {};
+  uint32_t large_count = 0;
   // Written by the owning thread only; read by secmem_get_stats.
   std::atomic<uint64_t> allocations{0};
   std::atomic<uint64_t> frees{0};
