@@ -62,6 +62,13 @@
 //                   W 3: the mlock tier under SECMEM_ON_EXHAUSTION=fail, child
 //                   handler: the child stops, SIGABRT; W 4: as 1, with
 //                   no descriptor free for the child to read its status)
+//   published-blocks S
+//                   for S seconds threads allocate blocks (most of 8000 bytes,
+//                   whose class's cache holds 2: refills under the lock),
+//                   fill them and publish them while a thread forks: every
+//                   child frees every published block (live in it) without
+//                   an abort (a block made live after the parent's copy of
+//                   the secret pages used to lack its canary in the child)
 //   socketpair-killed  a filter that kills socketpair(SOCK_NONBLOCK) before
 //                   the first fork: the process forks on
 //   reaped-reuse    children reaped with waitpid under a filter added after
@@ -428,6 +435,51 @@ static int two_forkers(int rounds) {
   printf("two-forkers: %d forks, %d children wrote the parent's secret, %d hung\n", 2 * rounds, atomic_load(&g_crossed),
          atomic_load(&g_hung));
   return atomic_load(&g_crossed) == 0 && atomic_load(&g_hung) == 0 ? 0 : 1;
+}
+
+// ---- published-blocks ----
+
+enum { kPublishedSlots = 512 };
+static _Atomic(uintptr_t) g_published[kPublishedSlots];
+static atomic_int g_publishing_stop;
+
+static void *publisher(void *arg) {
+  unsigned seed = (unsigned)(uintptr_t)arg;
+  while (!atomic_load(&g_publishing_stop)) {
+    size_t n = rand_r(&seed) % 4 == 0 ? 1 + rand_r(&seed) % 1000 : 8000 + rand_r(&seed) % 190;
+    unsigned char *p = secmem_malloc(n);
+    if (p == NULL) continue;
+    memset(p, 0x5c, n);
+    uintptr_t old = atomic_exchange(&g_published[rand_r(&seed) % kPublishedSlots], (uintptr_t)p);
+    if (old != 0) secmem_free((void *)old);
+  }
+  return NULL;
+}
+
+static int published_blocks(int seconds) {
+  enum { kThreads = 4 };
+  pthread_t threads[kThreads];
+  for (int t = 0; t < kThreads; ++t) pthread_create(&threads[t], NULL, publisher, (void *)(uintptr_t)(t + 1));
+  int forks = 0, failed = 0;
+  time_t end = time(NULL) + seconds;
+  while (time(NULL) < end) {
+    pid_t pid = fork();
+    if (pid < 0) return fail("fork");
+    if (pid == 0) {
+      for (int i = 0; i < kPublishedSlots; ++i) {
+        void *p = (void *)atomic_load(&g_published[i]);
+        if (p != NULL) secmem_free(p);
+      }
+      _exit(0);
+    }
+    int status = wait_status(pid);
+    ++forks;
+    if (status != 0 && ++failed == 1) printf("published-blocks: a child ended with status %d\n", status);
+  }
+  atomic_store(&g_publishing_stop, 1);
+  for (int t = 0; t < kThreads; ++t) pthread_join(threads[t], NULL);
+  printf("published-blocks: %d forks, %d children failed\n", forks, failed);
+  return failed == 0 && forks > 0 ? 0 : 1;
 }
 
 // ---- signal-and-thread-fork ----
@@ -1395,6 +1447,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "reaped-reuse") == 0) return reaped_reuse();
   if (strcmp(argv[1], "foreign-reaper") == 0) return foreign_reaper_mode();
   if (strcmp(argv[1], "forged-message") == 0) return forged_message();
+  if (strcmp(argv[1], "published-blocks") == 0) return published_blocks((int)arg);
   if (strcmp(argv[1], "socketpair-killed") == 0) return socketpair_killed();
   if (strcmp(argv[1], "no-status") == 0) return no_status();
   if (strcmp(argv[1], "late-filter") == 0) return late_filter(arg);

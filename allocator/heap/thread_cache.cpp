@@ -85,41 +85,6 @@ void retire_other_caches() {
 
 namespace {
 
-// A class that overflowed since its last refill bounces: its cap doubles,
-// within the process's growth budget (thread_cache.h).
-void grow_if_bouncing(ThreadCache *cache, int cls) REQUIRES(g_heap.lock) {
-  if (!cache->overflowed[cls]) return;
-  cache->overflowed[cls] = false;
-  uint32_t cap = cache->cap[cls], grown = cap * 2 > kCacheSlots ? kCacheSlots : cap * 2;
-  size_t bytes = size_t{grown - cap} * kClassSizes[cls];
-  if (grown == cap || g_heap.cache_growth + bytes > kCacheGrowthBudget) return;
-  g_heap.cache_growth += bytes;
-  cache->grown_bytes += bytes;
-  cache->cap[cls] = grown;
-}
-
-// A block from the central lists: a refill of half the cache, or one block
-// when this thread has no cache. span == nullptr when none is left.
-[[gnu::noinline]] BlockRef take_central(int cls, ThreadCache *cache) {
-  BlockRef ref;
-  ScopedLock lock(g_heap.lock);
-  uint32_t cap = cache != nullptr ? cache->cap[cls] : 0;
-  if (cap != 0) {
-    grow_if_bouncing(cache, cls);
-    cap = cache->cap[cls];
-    uint32_t n = g_heap.central.take(g_heap.pool, cls, cache->blocks[cls], (cap + 1) / 2);
-    if (n != 0) ref = cache->blocks[cls][--n].ref();
-    cache->count[cls] = n;
-  } else if (g_heap.central.take(g_heap.pool, cls, &ref, 1) != 0) {
-    g_heap.uncached_allocations++;
-  }
-  return ref;
-}
-
-} // namespace
-
-namespace {
-
 // take_block and scrub_block (heap/cache_ops.h), and what the memory checkers are told.
 void *finish_allocation(const BlockRef &ref, int cls, size_t size) {
   uint32_t block = kClassSizes[cls];
@@ -137,6 +102,43 @@ void scrub(void *p, const BlockRef &ref) {
   checkers::freed(p, block);
 }
 
+// A class that overflowed since its last refill bounces: its cap doubles,
+// within the process's growth budget (thread_cache.h).
+void grow_if_bouncing(ThreadCache *cache, int cls) REQUIRES(g_heap.lock) {
+  if (!cache->overflowed[cls]) return;
+  cache->overflowed[cls] = false;
+  uint32_t cap = cache->cap[cls], grown = cap * 2 > kCacheSlots ? kCacheSlots : cap * 2;
+  size_t bytes = size_t{grown - cap} * kClassSizes[cls];
+  if (grown == cap || g_heap.cache_growth + bytes > kCacheGrowthBudget) return;
+  g_heap.cache_growth += bytes;
+  cache->grown_bytes += bytes;
+  cache->cap[cls] = grown;
+}
+
+// A block from the central lists, handed out (its live mark, size and
+// canary) before the lock goes: a fork copies the secret pages under the
+// lock, and a block made live after that copy but before the kernel's
+// would be live in the child without its canary. It comes with a refill of
+// half the cache, or alone when this thread has no cache. nullptr when none
+// is left.
+[[gnu::noinline]] void *take_central(int cls, ThreadCache *cache, size_t size) {
+  BlockRef ref;
+  ScopedLock lock(g_heap.lock);
+  uint32_t cap = cache != nullptr ? cache->cap[cls] : 0;
+  if (cap != 0) {
+    grow_if_bouncing(cache, cls);
+    cap = cache->cap[cls];
+    uint32_t n = g_heap.central.take(g_heap.pool, cls, cache->blocks[cls], (cap + 1) / 2);
+    if (n != 0) ref = cache->blocks[cls][--n].ref();
+    cache->count[cls] = n;
+  } else if (g_heap.central.take(g_heap.pool, cls, &ref, 1) != 0) {
+    g_heap.uncached_allocations++;
+  }
+  if (ref.span == nullptr) return nullptr;
+  if (cap != 0) bump(cache->allocations);
+  return finish_allocation(ref, cls, size);
+}
+
 } // namespace
 
 void *allocate_small(int cls, size_t size) {
@@ -152,14 +154,8 @@ void *allocate_small(int cls, size_t size) {
     leave_gate(cache);
   }
   if (cache == nullptr && g_ro.cache_cap[cls] != 0) cache = make_cache();
-  BlockRef ref = take_central(cls, cache);
-  if (ref.span == nullptr) {
-    errno = ENOMEM;
-    return nullptr;
-  }
-  // Taken under the lock: a fork from here on finds it neither free nor live.
-  void *p = finish_allocation(ref, cls, size);
-  if (cache != nullptr) bump(cache->allocations);
+  void *p = take_central(cls, cache, size);
+  if (p == nullptr) errno = ENOMEM;
   return p;
 }
 
