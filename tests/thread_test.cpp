@@ -157,17 +157,16 @@ size_t peak_held() {
   _exit(peak >= (64 + 32) * 4096 ? 0 : 1);
 }
 
-// Six threads bounce in turn with 64 blocks of 8 KiB (a cache of 128 would
-// hold 1 MiB each) and stay alive with their caches: at the peak no more
-// than one batch, the growth budget (1 MiB) and the first caches.
-[[noreturn]] void bounce_in_threads_and_report_peak() {
-  constexpr int kThreads = 6;
+// Runs work on kThreads threads in turn, each staying alive (with its
+// cache) once done; the process's peak held bytes when all are done.
+constexpr int kThreadsInTurn = 6;
+size_t peak_with_threads_in_turn(void (*work)()) {
   std::atomic<int> done{0};
   std::atomic<bool> leave{false};
   std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&done, &leave] {
-      bounce(8192, 12);
+  for (int t = 0; t < kThreadsInTurn; ++t) {
+    threads.emplace_back([&done, &leave, work] {
+      work();
       done.fetch_add(1);
       while (!leave.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     });
@@ -177,37 +176,32 @@ size_t peak_held() {
   leave.store(true);
   for (std::thread &thread : threads) thread.join();
   fprintf(stderr, "peak held %zu\n", peak);
-  constexpr size_t kBatch = 64 * 8192, kBudget = size_t{1} << 20, kFirstCaches = kThreads * 2 * 8192;
+  return peak;
+}
+
+// Six threads bounce in turn with 64 blocks of 8 KiB (a cache of 128 would
+// hold 1 MiB each) and stay alive with their caches: at the peak no more
+// than one batch, the growth budget (1 MiB) and the first caches.
+[[noreturn]] void bounce_in_threads_and_report_peak() {
+  size_t peak = peak_with_threads_in_turn([] { bounce(8192, 12); });
+  constexpr size_t kBatch = 64 * 8192, kBudget = size_t{1} << 20, kFirstCaches = kThreadsInTurn * 2 * 8192;
   _exit(peak <= kBatch + kBudget + kFirstCaches + 64 * 1024 ? 0 : 1);
 }
 
 // Six threads in turn free four blocks of 200 KiB each and stay alive: the
 // large blocks their caches keep (four each) stay within 1 MiB for the
 // process: at the peak no more than one thread's four blocks and the budget.
+constexpr size_t kKeptBlock = 200 * 1024;
 [[noreturn]] void keep_large_blocks_in_threads_and_report_peak() {
-  constexpr int kThreads = 6;
-  constexpr size_t kBlock = 200 * 1024;
-  std::atomic<int> done{0};
-  std::atomic<bool> leave{false};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&done, &leave] {
-      void *blocks[4];
-      for (void *&p : blocks) {
-        p = secmem_malloc(kBlock);
-        memset(p, 0x5a, kBlock);
-      }
-      for (void *p : blocks) secmem_free(p);
-      done.fetch_add(1);
-      while (!leave.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    });
-    while (done.load() != t + 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  size_t peak = peak_held();
-  leave.store(true);
-  for (std::thread &thread : threads) thread.join();
-  fprintf(stderr, "peak held %zu\n", peak);
-  _exit(peak <= 4 * kBlock + (size_t{1} << 20) + 4 * 4096 ? 0 : 1);
+  size_t peak = peak_with_threads_in_turn([] {
+    void *blocks[4];
+    for (void *&p : blocks) {
+      p = secmem_malloc(kKeptBlock);
+      memset(p, 0x5a, kKeptBlock);
+    }
+    for (void *p : blocks) secmem_free(p);
+  });
+  _exit(peak <= 4 * kKeptBlock + (size_t{1} << 20) + 4 * 4096 ? 0 : 1);
 }
 
 } // namespace
