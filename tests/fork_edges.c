@@ -10,8 +10,10 @@
 //   atfork-order    fork handlers registered before the heap started use it:
 //                   a prepare handler that frees and allocates, a parent
 //                   handler that allocates and frees, a child handler that
-//                   frees the parent's block and writes a new one; a child
-//                   that lives through 20 forks keeps its own block
+//                   frees the parent's block and writes a new one (first, in
+//                   turn: frees a large and a huge block, shrinks a large
+//                   one in place: the parent's stay whole); a child that
+//                   lives through 20 forks keeps its own block
 //   atfork-parent   the same with the parent handler only (it uses the heap
 //                   after the fork, before secmem's parent handler)
 //   map-limit H     fork with the mapping count H below vm.max_map_count: the
@@ -114,6 +116,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -169,6 +172,7 @@ static int short_lived_children_see_their_key(unsigned char *key, int first, int
 // still key_byte and its block its own. Exits 0 when both held, 1 when not.
 __attribute__((noreturn)) static void live_child(const unsigned char *key, int key_byte, size_t own_len, int own_byte,
                                                  volatile int *ready, volatile int *stop) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL); // a parent that failed never says stop
   unsigned char *own = secmem_malloc(own_len);
   if (own == NULL) _exit(3);
   memset(own, own_byte, own_len);
@@ -312,9 +316,15 @@ static int signal_fork(int seconds) {
 
 // ---- atfork-order ----
 
-static char *g_parent_block, *g_prepare_block;
+static char *g_parent_block, *g_prepare_block, *g_parent_large, *g_parent_huge, *g_parent_resized;
+static char *g_prepare_large;
+static int g_fork_round;
+#define LARGE_BLOCK 30001
+#define HUGE_BLOCK (5u << 20)
 
 static void early_prepare(void) { // runs after secmem's prepare handler (registered before it)
+  secmem_free(g_prepare_large);   // zeroed after secmem staged the child's copy: it must be free and zero there
+  g_prepare_large = NULL;
   secmem_free(g_prepare_block);
   g_prepare_block = secmem_malloc(48);
   if (g_prepare_block != NULL) memset(g_prepare_block, 'Q', 48);
@@ -325,7 +335,12 @@ static void early_parent(void) { // runs before secmem's parent handler, after t
 }
 
 static void early_child(void) { // runs before secmem's child handler
-  secmem_free(g_parent_block);  // the child's copy: the parent's block stays
+  // Each first in its turn: it writes the block outside the lock and the
+  // gate, before secmem's child handler has made the child's copy.
+  if (g_fork_round % 3 == 0) secmem_free(g_parent_large);
+  if (g_fork_round % 3 == 1) secmem_free(g_parent_huge);
+  if (g_fork_round % 3 == 2) (void)secmem_realloc(g_parent_resized, LARGE_BLOCK - 100); // in place
+  secmem_free(g_parent_block); // the child's copy: the parent's block stays
   char *mine = secmem_malloc(64);
   if (mine != NULL) memset(mine, 'C', 64);
 }
@@ -336,13 +351,22 @@ static int atfork_order(int parent_only) {
     return fail("pthread_atfork");
   g_parent_block = secmem_malloc(64);
   g_prepare_block = secmem_malloc(48);
-  if (g_parent_block == NULL || g_prepare_block == NULL) return fail("malloc");
+  g_parent_large = secmem_malloc(LARGE_BLOCK);
+  g_parent_huge = secmem_malloc(HUGE_BLOCK);
+  g_parent_resized = secmem_malloc(LARGE_BLOCK);
+  if (g_parent_block == NULL || g_prepare_block == NULL || g_parent_large == NULL || g_parent_huge == NULL ||
+      g_parent_resized == NULL)
+    return fail("malloc");
   memset(g_parent_block, 'P', 64);
+  memset(g_parent_large, 'L', LARGE_BLOCK);
+  memset(g_parent_huge, 'H', HUGE_BLOCK);
+  memset(g_parent_resized, 'R', LARGE_BLOCK);
   // A child that lives through the forks below keeps a heap of its own.
   volatile int *board = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (board == MAP_FAILED) return fail("mmap");
   pid_t keeper = fork();
   if (keeper == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); // a parent that failed never says stop
     memset(g_parent_block, 'K', 64);
     board[0] = 1;
     while (board[1] == 0) usleep(200);
@@ -351,11 +375,23 @@ static int atfork_order(int parent_only) {
   while (board[0] == 0) usleep(100);
   for (int i = 0; i < 20; ++i) {
     alarm(20);
+    g_fork_round = i;
+    if (!parent_only && (g_prepare_large = secmem_malloc(LARGE_BLOCK)) == NULL) return fail("malloc");
+    if (!parent_only) memset(g_prepare_large, 'Z', LARGE_BLOCK);
     pid_t pid = fork();
-    if (pid == 0) _exit(parent_only || (g_prepare_block != NULL && all_bytes(g_prepare_block, 'Q', 48)) ? 0 : 1);
+    if (pid == 0) {
+      char *reused = parent_only ? NULL : secmem_malloc(LARGE_BLOCK); // the block the prepare handler freed
+      _exit(parent_only || (g_prepare_block != NULL && all_bytes(g_prepare_block, 'Q', 48) && reused != NULL &&
+                            all_bytes(reused, 0, LARGE_BLOCK))
+                ? 0
+                : 1);
+    }
     if (pid < 0) return fail("fork");
     if (wait_status(pid) != 0) return fail("child");
     if (!all_bytes(g_parent_block, 'P', 64)) return fail("the child's handler changed the parent's block");
+    if (!all_bytes(g_parent_large, 'L', LARGE_BLOCK) || !all_bytes(g_parent_huge, 'H', HUGE_BLOCK) ||
+        !all_bytes(g_parent_resized, 'R', LARGE_BLOCK))
+      return fail("the child's handler changed a large block of the parent's");
     if (!parent_only && (g_prepare_block == NULL || !all_bytes(g_prepare_block, 'Q', 48))) return fail("prepare block");
   }
   board[1] = 1;

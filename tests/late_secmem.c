@@ -40,6 +40,7 @@ static void *find(const char *name) {
 
 LATE(void *, secmem_malloc, (size_t size), (size))
 LATE(void *, secmem_calloc, (size_t n, size_t size), (n, size))
+LATE(void *, secmem_realloc, (void *p, size_t size), (p, size))
 LATE(void *, secmem_sealed_alloc, (size_t size), (size))
 LATE(void, secmem_free, (void *p), (p))
 LATE(int, secmem_owns, (const void *p), (p))

@@ -7,8 +7,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <pthread.h>
+#include <random>
 #include <string>
 #include <sys/resource.h>
+#include <thread>
 #include <vector>
 
 #include "block_model.h"
@@ -183,4 +186,178 @@ TEST(Memlock, DoubleFreeOfAHugeBlockIsCalledThat) {
     if (err.empty() && status == 0) continue; // refused under the fail policy
     EXPECT_NE(err.find("secmem: double free of 0x"), std::string::npos) << size << ": " << err;
   }
+}
+
+namespace {
+
+// Blocks that thread caches keep for speed: freed large blocks (this
+// thread's or an idle thread's) and a small-block cache grown by bouncing.
+enum class Kept { kThisThreadsLarge, kIdleThreadsLarge, kGrownSmallCache };
+
+constexpr size_t kPage = 4096;
+constexpr size_t kRunPages = 17;                        // a 15-page block with its two guards
+constexpr size_t kBlock = (kRunPages - 2) * kPage;      // 60 KiB
+constexpr size_t kOtherBlock = (kRunPages - 3) * kPage; // 56 KiB: a page fewer, so never a kept block
+
+// Fills the one chunk the budget allows while caches keep blocks that the
+// last requests need: they must all fit, on the top tier, with no fallback,
+// failure or message (the caches give their blocks back when the budget
+// refuses a second chunk). In a fresh process (a death test: the budget is
+// spent once); says what went wrong, or "all fit".
+[[noreturn]] void fill_the_budget_past_kept_blocks(Kept kept) {
+  void *first = secmem_malloc(16);
+  secmem_stats s{};
+  secmem_get_stats(&s);
+  size_t chunk_pages = (s.mapped_secret + s.mapped_locked) / kPage;
+  if (first == nullptr || s.chunks != 1 || chunk_pages < 128 || chunk_pages > kLimit / kPage) {
+    fprintf(stderr, "unexpected start: %zu chunks of %zu pages\n", s.chunks, chunk_pages);
+    _exit(1);
+  }
+  std::vector<Held> held;
+  bool all_fit = true;
+  auto take = [&](size_t size) {
+    auto *p = static_cast<unsigned char *>(secmem_malloc(size));
+    if (p == nullptr) {
+      all_fit = false;
+      return;
+    }
+    fill_pattern(p, size, held.size());
+    held.push_back({p, size, held.size()});
+  };
+  // Blocks of kRunPages up to 4 pages short of the chunk (its first page
+  // holds the 16-byte block's span), then 4 of them freed and kept: 4 blocks
+  // of another size fit only in their pages.
+  size_t blocks = (chunk_pages - 4) / kRunPages;
+  if (kept == Kept::kThisThreadsLarge) {
+    for (size_t i = 0; i < blocks; ++i) take(kBlock);
+    for (int i = 0; i < 4 && all_fit; ++i) secmem_free(held[i].p);
+    if (all_fit) held.erase(held.begin(), held.begin() + 4);
+    for (int i = 0; i < 4; ++i) take(kOtherBlock);
+  } else if (kept == Kept::kIdleThreadsLarge) {
+    for (size_t i = 0; i < blocks - 4; ++i) take(kBlock);
+    static pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, nullptr, 2);
+    pthread_t idle;
+    pthread_create(
+        &idle, nullptr,
+        [](void *) -> void * {
+          secmem_free(secmem_malloc(16)); // a thread keeps large blocks once it has a cache
+          void *mine[4];
+          for (void *&p : mine) p = secmem_malloc(kBlock);
+          for (void *p : mine) secmem_free(p);
+          pthread_barrier_wait(&barrier); // freed, kept
+          pthread_barrier_wait(&barrier); // the main thread has its blocks
+          return nullptr;
+        },
+        nullptr);
+    pthread_barrier_wait(&barrier);
+    for (int i = 0; i < 4; ++i) take(kOtherBlock);
+    pthread_barrier_wait(&barrier);
+    pthread_join(idle, nullptr);
+  } else {
+    // 40 blocks of 8 KiB (80 pages), allocated and freed 12 times: the
+    // class's cache grows to hold them all.
+    void *bounce[40];
+    for (int round = 0; round < 12; ++round) {
+      for (void *&p : bounce) p = secmem_malloc(8192);
+      for (void *p : bounce) secmem_free(p);
+    }
+    for (size_t i = 0; i < (chunk_pages - 16) / kRunPages; ++i) take(kBlock);
+  }
+  secmem_get_stats(&s);
+  bool intact_all = true;
+  for (const Held &h : held) intact_all = intact_all && intact(h);
+  if (!all_fit || !intact_all || s.chunks != 1 || s.in_use_unlocked != 0 || s.fallbacks_memlock != 0 ||
+      s.failed_chunks != 0) {
+    fprintf(stderr, "all fit %d, intact %d, %zu chunks, %zu unlocked bytes, %llu memlock fallbacks, %llu failed\n",
+            all_fit, intact_all, s.chunks, s.in_use_unlocked, static_cast<unsigned long long>(s.fallbacks_memlock),
+            static_cast<unsigned long long>(s.failed_chunks));
+    _exit(1);
+  }
+  fprintf(stderr, "all fit\n");
+  _exit(0);
+}
+
+} // namespace
+
+// What fits in the budget fits with blocks kept by thread caches: they go
+// back when RLIMIT_MEMLOCK refuses a chunk, before the heap falls back to a
+// weaker tier or fails (they made allocations fail, or land in unlocked
+// memory, where the same program without them fitted).
+TEST(Memlock, BlocksKeptByThisThreadGoBackWhenTheBudgetIsSpent) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(fill_the_budget_past_kept_blocks(Kept::kThisThreadsLarge), testing::ExitedWithCode(0), "^all fit\n$");
+}
+
+TEST(Memlock, BlocksKeptByAnIdleThreadGoBackWhenTheBudgetIsSpent) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(fill_the_budget_past_kept_blocks(Kept::kIdleThreadsLarge), testing::ExitedWithCode(0), "^all fit\n$");
+}
+
+TEST(Memlock, AGrownCacheGoesBackWhenTheBudgetIsSpent) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(fill_the_budget_past_kept_blocks(Kept::kGrownSmallCache), testing::ExitedWithCode(0), "^all fit\n$");
+}
+
+namespace {
+
+// Threads whose caches are emptied while they run: four threads keep twice
+// the budget live between them, so chunks are refused all the time and every
+// refusal empties every cache (the gate closed as for a fork) in the middle
+// of the others' allocations and frees. Nothing is lost or corrupted; the
+// fallback policy refuses nothing, the fail policy some.
+[[noreturn]] void churn_over_the_budget() {
+  std::atomic<uint64_t> corrupted{0}, refused{0}, allocations{0};
+  std::vector<std::thread> threads;
+  for (int id = 0; id < 4; ++id)
+    threads.emplace_back([id, &corrupted, &refused, &allocations] {
+      std::mt19937_64 rng(static_cast<uint64_t>(id) + 1);
+      std::vector<Held> live;
+      size_t live_bytes = 0;
+      auto drop = [&](size_t index) {
+        if (!intact(live[index])) corrupted++;
+        secmem_free(live[index].p);
+        live_bytes -= live[index].size;
+        live[index] = live.back();
+        live.pop_back();
+      };
+      for (int op = 0; op < 40000; ++op) {
+        if (live_bytes < kLimit / 2 && (live.empty() || rng() % 4 != 0)) {
+          size_t size = rng() % 8 == 0 ? 8193 + rng() % 65536 : 1 + rng() % 8192;
+          auto *p = static_cast<unsigned char *>(secmem_malloc(size));
+          if (p == nullptr) {
+            refused++;
+            if (!live.empty()) drop(rng() % live.size());
+            continue;
+          }
+          uint64_t seed = rng();
+          fill_pattern(p, size, seed);
+          live.push_back({p, size, seed});
+          live_bytes += size;
+          allocations++;
+        } else if (!live.empty()) {
+          drop(rng() % live.size());
+        }
+      }
+      while (!live.empty()) drop(live.size() - 1);
+    });
+  for (std::thread &thread : threads) thread.join();
+  secmem_stats s{};
+  secmem_get_stats(&s);
+  bool refusals_as_policy = exhaustion_policy_fail() ? refused.load() > 0 : refused.load() == 0;
+  if (corrupted.load() != 0 || in_use_bytes(s) != 0 || !refusals_as_policy || allocations.load() < 10000) {
+    fprintf(stderr, "corrupted %llu, in use %zu, refused %llu, allocations %llu\n",
+            static_cast<unsigned long long>(corrupted.load()), in_use_bytes(s),
+            static_cast<unsigned long long>(refused.load()), static_cast<unsigned long long>(allocations.load()));
+    _exit(1);
+  }
+  fprintf(stderr, "nothing lost\n");
+  _exit(0);
+}
+
+} // namespace
+
+TEST(Memlock, CachesEmptiedUnderRunningThreadsLoseNothing) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(churn_over_the_budget(), testing::ExitedWithCode(0), "nothing lost\n$");
 }

@@ -204,6 +204,27 @@ constexpr size_t kKeptBlock = 200 * 1024;
   _exit(peak <= 4 * kKeptBlock + (size_t{1} << 20) + 4 * 4096 ? 0 : 1);
 }
 
+// Six threads in turn free four blocks aligned to 1 MiB (runs of 260 pages
+// with their leading guards: one per chunk) and stay alive: none is kept
+// (each would hold a chunk, counted as its 12 KiB), so each thread reuses
+// the chunks the one before it freed.
+[[noreturn]] void free_over_aligned_blocks_in_threads_and_report_mapped() {
+  peak_with_threads_in_turn([] {
+    secmem_free(secmem_malloc(16)); // a thread keeps large blocks once it has a cache
+    void *blocks[4];
+    for (void *&p : blocks) {
+      p = secmem_aligned_alloc(size_t{1} << 20, 8193);
+      memset(p, 0x5a, 8193);
+    }
+    for (void *p : blocks) secmem_free(p);
+  });
+  secmem_stats s{};
+  secmem_get_stats(&s);
+  size_t mapped = s.mapped_secret + s.mapped_locked + s.mapped_unlocked;
+  fprintf(stderr, "mapped %zu\n", mapped);
+  _exit(mapped <= size_t{12} << 20 ? 0 : 1);
+}
+
 } // namespace
 
 // A thread whose working set outgrows its cache gets a larger one: the
@@ -224,4 +245,10 @@ TEST(Threads, CacheGrowthIsBoundedForTheProcess) {
 TEST(Threads, KeptLargeBlocksAreBoundedForTheProcess) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(keep_large_blocks_in_threads_and_report_peak(), testing::ExitedWithCode(0), "peak held");
+}
+
+// A freed block whose alignment took many guard pages before it is not kept.
+TEST(Threads, OverAlignedBlocksAreNotKept) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(free_over_aligned_blocks_in_threads_and_report_mapped(), testing::ExitedWithCode(0), "mapped");
 }

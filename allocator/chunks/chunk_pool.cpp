@@ -122,25 +122,36 @@ void ChunkPool::mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool us
 }
 
 // A run of pages (the first aligned to align_pages) in an existing chunk or a
-// new one, faulted in and marked used.
+// new one, faulted in and marked used. A new chunk that RLIMIT_MEMLOCK
+// refuses first has the heap give back what it keeps (set_reclaimer), and
+// the chunks are searched again.
 bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint32_t *first_page) {
-  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
-    uint32_t first = 0;
-    if (chunk->huge || chunk->free_pages < pages) continue;
-    if (!bitmap::find_clear_run(chunk->used, chunk->mapped_pages, pages, align_pages, &first)) continue;
-    if (!ensure_touched(chunk, first + pages)) continue;
-    if (chunk->cold_pages != 0 && !warm(chunk, first, pages)) continue;
-    mark_pages(chunk, first, pages, true);
+  for (bool may_reclaim = reclaimer_ != nullptr;; may_reclaim = false) {
+    for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
+      uint32_t first = 0;
+      if (chunk->huge || chunk->free_pages < pages) continue;
+      if (!bitmap::find_clear_run(chunk->used, chunk->mapped_pages, pages, align_pages, &first)) continue;
+      if (!ensure_touched(chunk, first + pages)) continue;
+      if (chunk->cold_pages != 0 && !warm(chunk, first, pages)) continue;
+      mark_pages(chunk, first, pages, true);
+      *out = chunk;
+      *first_page = first;
+      return true;
+    }
+    tiers_.defer_memlock(may_reclaim);
+    Chunk *chunk = new_chunk(pages, false); // its first pages are touched already
+    bool deferred = tiers_.memlock_deferred();
+    tiers_.defer_memlock(false);
+    if (deferred) {
+      reclaimer_();
+      continue;
+    }
+    if (chunk == nullptr) return false;
+    mark_pages(chunk, 0, pages, true);
     *out = chunk;
-    *first_page = first;
+    *first_page = 0;
     return true;
   }
-  Chunk *chunk = new_chunk(pages, false); // its first pages are touched already
-  if (chunk == nullptr) return false;
-  mark_pages(chunk, 0, pages, true);
-  *out = chunk;
-  *first_page = 0;
-  return true;
 }
 
 bool ChunkPool::alloc_run(uint32_t pages, Chunk **chunk, uint32_t *first_page) {

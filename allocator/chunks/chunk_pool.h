@@ -47,6 +47,14 @@ public:
   bool init(const Config &config);
   // SECMEM_NODUMP=always at start-up (TierMapper::make_undumpable).
   bool make_undumpable() { return tiers_.make_undumpable(); }
+  // Called (under the heap lock, from inside alloc_run or alloc_guarded)
+  // when a chunk's run cannot be found in the chunks there are and a new one
+  // cannot be charged to RLIMIT_MEMLOCK, before the pool falls back to a
+  // weaker tier or fails: the heap gives back the free blocks it keeps for
+  // speed (thread caches), which may free the run needed. The pool then
+  // looks again.
+  using Reclaimer = void (*)();
+  void set_reclaimer(Reclaimer reclaimer) { reclaimer_ = reclaimer; }
 
   bool in_range(const void *p) const { return reservation_.in_range(p); }
   Chunk *chunk_of(const void *p) const { return reservation_.chunk_of(p); }
@@ -117,6 +125,7 @@ private:
   bool fill_staging(bool copy);
 
   const Config *config_ = nullptr;
+  Reclaimer reclaimer_ = nullptr;
   Reservation reservation_;
   TierMapper tiers_;
   ChunkList chunks_; // strongest tier first, so runs come from there

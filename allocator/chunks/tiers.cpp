@@ -205,6 +205,11 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
       }
       return true;
     }
+    if (why == FallbackReason::kMemlock && defer_memlock_) {
+      memlock_deferred_ = true;
+      errno = ENOMEM;
+      return false;
+    }
     if (tier == top) {
       first_why = why;
       first_err = err;

@@ -33,7 +33,16 @@ public:
   // Maps a chunk at addr: exactly min_pages, or (flexible) as many pages up
   // to kMaxChunkPages as the budget allows but at least min_pages. Tries the
   // top tier, then weaker ones as the policy allows. False with errno ENOMEM.
+  // With defer_memlock set, a tier refused for RLIMIT_MEMLOCK ends the call
+  // there (false, memlock_deferred() true), before any weaker tier, count or
+  // message: the pool has the heap give back what it keeps for speed, and
+  // asks again.
   bool map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out);
+  void defer_memlock(bool defer) {
+    defer_memlock_ = defer;
+    memlock_deferred_ = false;
+  }
+  bool memlock_deferred() const { return memlock_deferred_; }
 
   // First touch of fresh pages in tier: 0 or an errno (the kernel refused
   // to charge them, or a seccomp filter may kill on mlock).
@@ -96,6 +105,8 @@ private:
   int secret_refusal_errno_ = 0;
   bool reported_[kNumTiers] = {};
   bool reported_failure_ = false;
+  bool defer_memlock_ = false;
+  bool memlock_deferred_ = false;
   bool undumpable_ = false; // SECMEM_NODUMP=fallback has acted
 };
 

@@ -21,6 +21,10 @@ void empty_my_cache() REQUIRES(g_heap.lock);
 void thread_exit(void *cache); // the cache key's destructor
 // In a fork child, where only the forking thread exists: every other cache's blocks are free.
 void retire_other_caches() REQUIRES(g_heap.lock);
+// The pool's reclaimer (ChunkPool::set_reclaimer): RLIMIT_MEMLOCK refused a
+// new chunk. Every thread's cached blocks go back to the central lists and
+// the pool, and from then on caches keep no more than their first caps.
+void reclaim_caches() REQUIRES(g_heap.lock);
 
 // large.cpp: page-granular blocks between guard pages; sealed ones start PROT_NONE.
 void *allocate_large(size_t bytes, size_t alignment, bool sealed);

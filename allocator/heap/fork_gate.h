@@ -73,6 +73,18 @@ template <bool kMayFence = true> inline void enter_gate(ThreadCache *cache) {
 
 inline void leave_gate(ThreadCache *cache) { cache->in_op.store(0, std::memory_order_release); }
 
+// Before a write to a block outside the gate and the lock (a large block
+// zeroed at free, a resize in place): a fork handler that runs on the
+// forking thread between secmem's handlers. In a child whose own handler has
+// not run yet (a child handler registered before secmem's) the pages are
+// still shared with the parent: the child takes its copy first. In the
+// parent (a prepare handler registered before secmem's) the staged copy is
+// out of date.
+inline void settle_fork_before_write() {
+  if (__builtin_expect(g_heap.forking.load(std::memory_order_relaxed) != 0, 0) && g_heap.lock.held_by_me())
+    finish_fork_in_child_now();
+}
+
 // The forking thread's side, holding the heap lock: close the gate and wait
 // for every other thread's operation in flight (in_op 1). A thread whose
 // signal handler forks while its own operation is in flight marks it 2

@@ -415,6 +415,7 @@ bool init_slow() {
       ScopedLock lock(g_heap.lock);
       g_heap.central.init(policy::keeps_memory(g_ro.config));
       ok = g_heap.pool.init(g_ro.config);
+      g_heap.pool.set_reclaimer(reclaim_caches);
       if (ok && policy::undumpable_from_start(g_ro.config)) g_heap.pool.make_undumpable();
       if (ok) g_init_step = kPoolReady;
     }
@@ -449,6 +450,7 @@ bool resizes_in_place(const BlockRef &ref, size_t size) {
 }
 
 void resize_in_place(void *p, const BlockRef &ref, size_t size) {
+  settle_fork_before_write();
   size_t block = ref.span->block_size, old = ref.requested_size();
   checkers::expose(p, block);
   canary::check(g_ro.canary_key, p, old, block);

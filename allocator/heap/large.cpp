@@ -60,23 +60,34 @@ void zero_in_memory(char *p, size_t len) {
   }
 }
 
-// A large block that this thread's cache may keep once freed and zeroed.
-bool cacheable(const Span *span) { return !span->sealed && !span->chunk->huge && span->block_size <= kLargeCacheBlock; }
+// A large block that this thread's cache may keep once freed and zeroed:
+// not sealed, in a shared chunk, no larger than kLargeCacheBlock, and with no
+// more than one guard page before it (an over-aligned block's run can be
+// many times its size).
+bool cacheable(const Span *span) {
+  return !span->sealed && !span->chunk->huge && span->block_size <= kLargeCacheBlock && span->run.guard_lead <= 1;
+}
 
 // Keeps a freed, zeroed large block in this thread's cache (heap/thread_cache.h).
+// Counted inside the gate: a fork sees the block and its bytes together.
 bool push_large(Span *span) {
   ThreadCache *cache = t_cache;
-  if (cache == nullptr || !g_ro.plain_ops || !cacheable(span) || cache->large_count == kLargeSlots) return false;
-  size_t bytes = span->block_size;
-  if (g_heap.large_cached.fetch_add(bytes, std::memory_order_relaxed) + bytes > kLargeCacheBudget) {
-    g_heap.large_cached.fetch_sub(bytes, std::memory_order_relaxed);
+  if (cache == nullptr || !g_ro.plain_ops || !cacheable(span) || g_heap.memory_tight.load(std::memory_order_relaxed))
     return false;
-  }
+  size_t bytes = kept_large_bytes(span);
   enter_gate<false>(cache);
-  cache->large[cache->large_count++] = span;
-  bump(cache->frees);
+  bool kept = false;
+  if (cache->large_count != kLargeSlots) {
+    kept = g_heap.large_cached.fetch_add(bytes, std::memory_order_relaxed) + bytes <= kLargeCacheBudget;
+    if (kept) {
+      cache->large[cache->large_count++] = span;
+      bump(cache->frees);
+    } else {
+      g_heap.large_cached.fetch_sub(bytes, std::memory_order_relaxed);
+    }
+  }
   leave_gate(cache);
-  return true;
+  return kept;
 }
 
 int access_prot(uint32_t readers, uint32_t writers) {
@@ -120,14 +131,14 @@ void *allocate_large(size_t bytes, size_t alignment, bool sealed) {
 
 void *pop_large(size_t bytes) {
   ThreadCache *cache = t_cache;
-  if (cache == nullptr || cache->large_count == 0 || !g_ro.plain_ops) return nullptr;
-  enter_gate<false>(cache);
+  if (cache == nullptr || !g_ro.plain_ops) return nullptr;
+  enter_gate<false>(cache); // before large_count: reclaim_caches empties other threads' caches
   for (uint32_t i = 0; i < cache->large_count; ++i) {
     Span *span = cache->large[i];
     // The same number of pages: a block is never larger than its request rounded up to pages.
     if ((bytes + os::kPageSize - 1) / os::kPageSize != span->pages) continue;
     cache->large[i] = cache->large[--cache->large_count];
-    g_heap.large_cached.fetch_sub(span->block_size, std::memory_order_relaxed);
+    g_heap.large_cached.fetch_sub(kept_large_bytes(span), std::memory_order_relaxed);
     BlockRef{span, 0}.set_live();
     span->large_requested = bytes;
     void *p = reinterpret_cast<void *>(span->start);
@@ -141,12 +152,13 @@ void *pop_large(size_t bytes) {
 }
 
 void drop_cached_large(Span *span) {
-  g_heap.large_cached.fetch_sub(span->block_size, std::memory_order_relaxed);
+  g_heap.large_cached.fetch_sub(kept_large_bytes(span), std::memory_order_relaxed);
   g_heap.central.note_large(-static_cast<ptrdiff_t>(span->block_size));
   give_back(span, true);
 }
 
 void release_large(void *p, const BlockRef &ref) {
+  settle_fork_before_write();
   ref.clear_live();
   Span *span = ref.span;
   if (span->sealed) {

@@ -30,7 +30,9 @@ struct Heap {
   uint64_t uncached_allocations GUARDED_BY(lock) = 0;
   uint64_t uncached_frees GUARDED_BY(lock) = 0;
   size_t cache_growth GUARDED_BY(lock) = 0; // bytes of cache capacity past the first caps (thread_cache.h)
-  std::atomic<size_t> large_cached{0};      // bytes of large blocks in thread caches
+  std::atomic<size_t> large_cached{0};      // bytes of the page runs of large blocks in thread caches
+  // RLIMIT_MEMLOCK has refused a chunk (reclaim_caches): caches stop growing and keep no large blocks.
+  std::atomic<bool> memory_tight{false};
   pthread_key_t cache_key{};
   // The fork handlers' own state (heap/heap.cpp), on the lock's page: after a
   // fork every page is copy-on-write in parent and child, and each page that

@@ -5,6 +5,7 @@
 #include "heap/blocks.h"
 #include "heap/cache_ops.h"
 #include "platform/checkers.h"
+#include "platform/diag.h"
 
 namespace secmem::heap {
 
@@ -76,7 +77,7 @@ void retire_other_caches() {
     else if (cache != t_cache) {
       g_heap.cache_growth -= cache->grown_bytes;
       for (uint32_t i = 0; i < cache->large_count; ++i)
-        g_heap.large_cached.fetch_sub(cache->large[i]->block_size, std::memory_order_relaxed);
+        g_heap.large_cached.fetch_sub(kept_large_bytes(cache->large[i]), std::memory_order_relaxed);
       g_heap.caches.remove(cache); // its memory and blocks are lost to this child only
     }
     cache = next;
@@ -107,6 +108,7 @@ void scrub(void *p, const BlockRef &ref) {
 void grow_if_bouncing(ThreadCache *cache, int cls) REQUIRES(g_heap.lock) {
   if (!cache->overflowed[cls]) return;
   cache->overflowed[cls] = false;
+  if (g_heap.memory_tight.load(std::memory_order_relaxed)) return;
   uint32_t cap = cache->cap[cls], grown = cap * 2 > kCacheSlots ? kCacheSlots : cap * 2;
   size_t bytes = size_t{grown - cap} * kClassSizes[cls];
   if (grown == cap || g_heap.cache_growth + bytes > kCacheGrowthBudget) return;
@@ -129,6 +131,11 @@ void grow_if_bouncing(ThreadCache *cache, int cls) REQUIRES(g_heap.lock) {
     grow_if_bouncing(cache, cls);
     cap = cache->cap[cls];
     uint32_t n = g_heap.central.take(g_heap.pool, cls, cache->blocks[cls], (cap + 1) / 2);
+    // A chunk refused meanwhile (reclaim_caches) may have set the cap back.
+    if (n > cache->cap[cls]) {
+      g_heap.central.put(g_heap.pool, cls, cache->blocks[cls] + cache->cap[cls], n - cache->cap[cls]);
+      n = cache->cap[cls];
+    }
     if (n != 0) ref = cache->blocks[cls][--n].ref();
     cache->count[cls] = n;
   } else if (g_heap.central.take(g_heap.pool, cls, &ref, 1) != 0) {
@@ -163,22 +170,24 @@ void release_small(void *p, const BlockRef &ref) {
   int cls = ref.span->cls;
   ThreadCache *cache = t_cache;
   if (cache == nullptr && g_ro.cache_cap[cls] != 0) cache = make_cache();
-  uint32_t cap = cache != nullptr ? cache->cap[cls] : 0;
-  if (cap == 0) {
+  if (cache == nullptr || g_ro.cache_cap[cls] == 0) {
     ScopedLock lock(g_heap.lock);
     scrub(p, ref);
     g_heap.central.put(g_heap.pool, cls, &ref, 1);
     g_heap.uncached_frees++;
     return;
   }
+  // The cap and count are read inside the gate or under the lock: a refused
+  // chunk (reclaim_caches) empties every cache and sets its caps back.
   enter_gate(cache);
-  if (cache->count[cls] == cap) { // full: half goes back, under the lock (never inside the gate)
+  if (cache->count[cls] == cache->cap[cls]) { // full: half goes back, under the lock (never inside the gate)
     leave_gate(cache);
     {
-      uint32_t half = cap / 2;
       ScopedLock lock(g_heap.lock);
+      uint32_t cap = cache->cap[cls], half = cap / 2;
       // Counted again: a fork from a signal handler that interrupted this
-      // thread here (out of the gate) has emptied the cache (prepare_fork).
+      // thread here (out of the gate) has emptied the cache (prepare_fork),
+      // and so has a refused chunk (reclaim_caches).
       if (cache->count[cls] == cap) {
         g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], half);
         memmove(cache->blocks[cls], cache->blocks[cls] + half, (cap - half) * sizeof(CachedBlock));
@@ -192,6 +201,32 @@ void release_small(void *p, const BlockRef &ref) {
   cache->blocks[cls][cache->count[cls]++] = ref;
   bump(cache->frees);
   leave_gate(cache);
+}
+
+// The gate closed as for a fork (other threads wait at their next cache
+// operation for the lock, which this thread holds), every cache whose thread
+// is out of its operations is emptied and set back to its first caps. Not
+// inside a fork (a fork handler's allocation): the gate is the fork's, and
+// the copy for the child is staged already.
+void reclaim_caches() {
+  if (!g_heap.memory_tight.exchange(true, std::memory_order_relaxed) && g_ro.config.verbose)
+    diag::Line()
+        .add("RLIMIT_MEMLOCK refused a chunk: the threads' cached free blocks go back to the heap first, and caches "
+             "keep to their first sizes from now on")
+        .emit();
+  if (g_heap.forking.load(std::memory_order_relaxed) != 0 || g_heap.caches.front() == nullptr) return;
+  close_gate();
+  for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
+    // This thread's own operation that a signal handler interrupted, or a
+    // thread whose handler waits to fork in the middle of one: left as it is.
+    if (cache->in_op.load(std::memory_order_relaxed) != 0) continue;
+    empty_cache(cache);
+    for (int cls = 0; cls < kNumClasses; ++cls) cache->cap[cls] = g_ro.cache_cap[cls];
+    g_heap.cache_growth -= cache->grown_bytes;
+    cache->grown_bytes = 0;
+  }
+  // Release: a thread that saw the gate open reads its cache as left here.
+  g_heap.forking.store(0, std::memory_order_release);
 }
 
 void wait_out_fork(ThreadCache *cache) {

@@ -21,12 +21,19 @@ inline constexpr uint32_t kCacheSlots = 128;
 inline constexpr size_t kCacheGrowthBudget = size_t{1} << 20;
 
 // Freed large blocks (8 KiB to 256 KiB, zeroed, their page runs and guards
-// kept) that the thread reuses for a request of as many pages, without the
-// lock: up to kLargeSlots per thread, and
-// kLargeCacheBudget bytes for the process (Heap::large_cached).
+// kept; none whose alignment took more than one guard page before it) that
+// the thread reuses for a request of as many pages, without the lock: up to
+// kLargeSlots per thread, and kLargeCacheBudget bytes of runs for the
+// process (Heap::large_cached). Neither grows nor keeps once RLIMIT_MEMLOCK
+// has refused a chunk (Heap::memory_tight).
 inline constexpr uint32_t kLargeSlots = 4;
 inline constexpr size_t kLargeCacheBlock = size_t{256} << 10;
 inline constexpr size_t kLargeCacheBudget = size_t{1} << 20;
+
+// What a kept large block holds of the pool: its run, guards included.
+inline size_t kept_large_bytes(const Span *span) {
+  return size_t{span->run.guard_lead + span->run.pages + span->run.guard_tail} * os::kPageSize;
+}
 
 struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   // 1 while the owning thread is inside a lock-free operation on this cache
