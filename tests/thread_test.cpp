@@ -114,8 +114,8 @@ namespace {
 // Allocates a batch of blocks of one size and frees them all, rounds times:
 // a working set larger than a first-sized thread cache (about 16 KiB per
 // class), so that every round overflows the cache and refills it.
-void bounce(size_t size, int rounds) {
-  std::vector<void *> blocks(64);
+void bounce(size_t size, int rounds, size_t batch = 64) {
+  std::vector<void *> blocks(batch);
   for (int round = 0; round < rounds; ++round) {
     for (void *&p : blocks) {
       p = secmem_malloc(size);
@@ -179,13 +179,14 @@ size_t peak_with_threads_in_turn(void (*work)()) {
   return peak;
 }
 
-// Six threads bounce in turn with 64 blocks of 8 KiB (a cache of 128 would
-// hold 1 MiB each) and stay alive with their caches: at the peak no more
-// than one batch, the growth budget (1 MiB) and the first caches.
+// Six threads bounce in turn with 128 blocks of 8 KiB (their caches grow to
+// hold them all, 1 MiB each) and stay alive with their caches: at the peak
+// no more than one batch, the growth budget (4 MiB) and the first caches,
+// and more than the budget's half (the caches did grow).
 [[noreturn]] void bounce_in_threads_and_report_peak() {
-  size_t peak = peak_with_threads_in_turn([] { bounce(8192, 12); });
-  constexpr size_t kBatch = 64 * 8192, kBudget = size_t{1} << 20, kFirstCaches = kThreadsInTurn * 2 * 8192;
-  _exit(peak <= kBatch + kBudget + kFirstCaches + 64 * 1024 ? 0 : 1);
+  size_t peak = peak_with_threads_in_turn([] { bounce(8192, 14, 128); });
+  constexpr size_t kBatch = 128 * 8192, kBudget = size_t{4} << 20, kFirstCaches = kThreadsInTurn * 2 * 8192;
+  _exit(peak <= kBatch + kBudget + kFirstCaches + 64 * 1024 && peak > kBatch + kBudget / 2 ? 0 : 1);
 }
 
 // Six threads in turn free four blocks of 200 KiB each and stay alive: the

@@ -165,15 +165,18 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   // This thread's cached blocks go back first, so that the copy leaves out
   // the spans and runs they alone held (not when a signal handler
   // interrupted this thread's own heap operation: the cache or the central
-  // lists may be halfway through a change). Other threads' caches stay
-  // (within their growth budgets, thread_cache.h).
+  // lists may be halfway through a change).
   ThreadCache *own = my_cache();
   if (!was_mine && (own == nullptr || own->in_op.load(std::memory_order_relaxed) == 0)) empty_my_cache();
-  // Makes pages: before the gate holds other threads. A signal handler that
-  // interrupted this thread's heap operation finds the pool halfway through
-  // a change: its child copies instead.
-  g_heap.pool.stage_fork(was_mine, g_fork_parent);
+  // And the other threads' (held out of their caches by the gate; the
+  // central lists are whole unless this thread's interrupted operation held
+  // the lock), before the staging file is sized and faulted in: the copy
+  // takes the pages in use only, whatever caches held.
   close_gate();
+  if (!was_mine) empty_idle_caches(false, false);
+  // A signal handler that interrupted this thread's heap operation finds
+  // the pool halfway through a change: its child copies instead.
+  g_heap.pool.stage_fork(was_mine, g_fork_parent);
   g_heap.pool.prepare_fork();
 }
 

@@ -46,6 +46,22 @@ void empty_my_cache() {
   if (t_cache != nullptr) empty_cache(t_cache);
 }
 
+// With the gate closed: every cache (but this thread's, unless with_mine)
+// whose thread is out of its operations (one in flight is this thread's own,
+// interrupted by a signal handler, or that of a thread whose handler waits to
+// fork in the middle of one: left as it is). Its thread reads the cache next
+// inside the gate, or under the lock, which this thread holds.
+void empty_idle_caches(bool with_mine, bool first_caps) {
+  for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
+    if ((cache == t_cache && !with_mine) || cache->in_op.load(std::memory_order_relaxed) != 0) continue;
+    empty_cache(cache);
+    if (!first_caps) continue;
+    for (int cls = 0; cls < kNumClasses; ++cls) cache->cap[cls] = g_ro.cache_cap[cls];
+    g_heap.cache_growth -= cache->grown_bytes;
+    cache->grown_bytes = 0;
+  }
+}
+
 void retire_cache(ThreadCache *cache) {
   empty_cache(cache);
   g_heap.uncached_allocations += cache->allocations.load(std::memory_order_relaxed);
@@ -216,15 +232,7 @@ void reclaim_caches() {
         .emit();
   if (g_heap.forking.load(std::memory_order_relaxed) != 0 || g_heap.caches.front() == nullptr) return;
   close_gate();
-  for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
-    // This thread's own operation that a signal handler interrupted, or a
-    // thread whose handler waits to fork in the middle of one: left as it is.
-    if (cache->in_op.load(std::memory_order_relaxed) != 0) continue;
-    empty_cache(cache);
-    for (int cls = 0; cls < kNumClasses; ++cls) cache->cap[cls] = g_ro.cache_cap[cls];
-    g_heap.cache_growth -= cache->grown_bytes;
-    cache->grown_bytes = 0;
-  }
+  empty_idle_caches(true, true);
   // Release: a thread that saw the gate open reads its cache as left here.
   g_heap.forking.store(0, std::memory_order_release);
 }

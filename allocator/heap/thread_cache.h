@@ -18,7 +18,7 @@
 namespace secmem::heap {
 
 inline constexpr uint32_t kCacheSlots = 128;
-inline constexpr size_t kCacheGrowthBudget = size_t{1} << 20;
+inline constexpr size_t kCacheGrowthBudget = size_t{4} << 20; // 8 threads bouncing at 4 KiB
 
 // Freed large blocks (8 KiB to 256 KiB, zeroed, their page runs and guards
 // kept; none whose alignment took more than one guard page before it) that
