@@ -7,6 +7,11 @@
 //   signal-fork S   fork from a SIGALRM handler that interrupts heap
 //                   operations, for S seconds: no deadlock, child writes stay
 //                   in the child
+//   reclaim-signal-fork
+//                   a fork from a SIGALRM handler that interrupts the
+//                   emptying of every cache under a spent memlock budget
+//                   (fork_test.cpp runs it under setpriv and prlimit, a few
+//                   times: it says whether the reclaim was caught)
 //   atfork-order    fork handlers registered before the heap started use it:
 //                   a prepare handler that frees and allocates, a parent
 //                   handler that allocates and frees, a child handler that
@@ -109,6 +114,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -312,6 +318,121 @@ static int signal_fork(int seconds) {
          "%lu dirty blocks\n",
          g_ops, (int)g_forks, (int)g_bad, (int)g_last_status, (char)g_last_keep, dirty);
   return g_bad == 0 && dirty == 0 && g_forks >= 20 ? 0 : 1;
+}
+
+// ---- reclaim-signal-fork ----
+
+// A thread that allocates and frees small blocks without end, stopped by
+// SIGUSR1 wherever the signal lands (often inside a cache operation, its
+// gate entered) until g_resume is posted.
+static sem_t g_churn_stopped, g_resume;
+static atomic_int g_churn_done;
+static atomic_long g_churn_allocations;
+
+static void stop_here(int sig) {
+  (void)sig;
+  int saved = errno;
+  sem_post(&g_churn_stopped);
+  while (sem_wait(&g_resume) != 0) {}
+  errno = saved;
+}
+
+static void *small_churn(void *arg) {
+  (void)arg;
+  void *kept = secmem_malloc(16); // its span stays when caches are emptied
+  long n = 1;
+  for (; !atomic_load(&g_churn_done); ++n) secmem_free(secmem_malloc(16));
+  secmem_free(kept);
+  atomic_store(&g_churn_allocations, n);
+  return NULL;
+}
+
+// A thread with blocks in its cache that waits, out of any operation, then
+// uses its cache again and exits (its cache goes back).
+static atomic_int g_idle_go;
+static void *idle_cache(void *arg) {
+  (void)arg;
+  void *blocks[64];
+  for (int i = 0; i < 64; ++i) blocks[i] = secmem_malloc(32);
+  for (int i = 1; i < 64; ++i) secmem_free(blocks[i]); // the first stays: its span too
+  while (!atomic_load(&g_idle_go)) usleep(1000);
+  secmem_free(blocks[0]);
+  for (int i = 0; i < 64; ++i) blocks[i] = secmem_malloc(32);
+  for (int i = 0; i < 64; ++i) secmem_free(blocks[i]);
+  return NULL;
+}
+
+static void *release_after(void *arg) {
+  usleep((useconds_t)(uintptr_t)arg);
+  sem_post(&g_resume);
+  return NULL;
+}
+
+// Run under a spent RLIMIT_MEMLOCK budget (fork_test.cpp: setpriv, prlimit
+// --memlock=1048576, SECMEM_ON_EXHAUSTION=fail), in a process that has not
+// forked: the main thread fills the budget with 60 KiB blocks and asks for
+// one more, which empties every cache first (reclaim_caches: the lock held,
+// the gate closed; a third thread keeps blocks in its cache). Another thread, stopped by a signal inside its cache
+// operation (most times), holds that reclaim in its wait for 200 ms; at
+// 100 ms a SIGALRM on the main thread forks from its handler. The gate
+// closed for a reclaim used to look like a fork in progress: the handler's
+// fork ran the child's half in the parent, which aborted (no budget for a
+// copy of its own heap). Prints whether the reclaim was held (the case
+// tested); the exit status says whether all went well.
+static int reclaim_signal_fork(void) {
+  g_keep = secmem_malloc(64);
+  if (g_keep == NULL) return fail("malloc");
+  memset(g_keep, 'K', 64);
+  sem_init(&g_churn_stopped, 0, 0);
+  sem_init(&g_resume, 0, 0);
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = stop_here;
+  sigaction(SIGUSR1, &action, NULL);
+  action.sa_handler = fork_from_handler;
+  sigaction(SIGALRM, &action, NULL);
+  // The threads first: their blocks' spans are made before the budget is spent.
+  pthread_t churn, releaser, idle;
+  if (pthread_create(&idle, NULL, idle_cache, NULL) != 0) return fail("pthread_create");
+  if (pthread_create(&churn, NULL, small_churn, NULL) != 0) return fail("pthread_create");
+  usleep(20000);
+  static unsigned char *held[64];
+  int n = 0;
+  for (; n < 64 && (held[n] = secmem_malloc(60000)) != NULL; ++n) memset(held[n], 0x44, 60000);
+  if (n == 64) return fail("the memlock budget was not spent (run me under prlimit --memlock=1048576)");
+  usleep(20000); // the other thread back in its loop (the refusal above emptied its cache)
+  pthread_kill(churn, SIGUSR1);
+  while (sem_wait(&g_churn_stopped) != 0) {}
+  g_ops_at_fork = (unsigned long)-1; // the one signal forks wherever it lands
+  struct itimerval timer = {{0, 0}, {0, 100000}};
+  setitimer(ITIMER_REAL, &timer, NULL);
+  if (pthread_create(&releaser, NULL, release_after, (void *)(uintptr_t)200000) != 0) return fail("pthread_create");
+  uint64_t start = now_ns();
+  void *more = secmem_malloc(60000); // refused: the caches are emptied first
+  uint64_t took_ms = (now_ns() - start) / 1000000;
+  while (g_forks == 0 && now_ns() - start < 5000000000u) usleep(1000);
+  atomic_store(&g_churn_done, 1);
+  atomic_store(&g_idle_go, 1);
+  pthread_join(releaser, NULL);
+  pthread_join(churn, NULL);
+  pthread_join(idle, NULL);
+  int intact = 1;
+  for (int i = 0; i < n; ++i) intact = intact && all_bytes(held[i], 0x44, 60000);
+  for (int i = 0; i < n; ++i) secmem_free(held[i]);
+  unsigned char *again = secmem_calloc(1, 60000); // the heap still works, and gives zeroed blocks
+  int zero = again != NULL && all_bytes(again, 0, 60000);
+  // Every allocation counted once: a cache retired under its living thread
+  // (the child's half run in the parent did that) loses or doubles counts.
+  struct secmem_stats stats;
+  secmem_get_stats(&stats);
+  uint64_t made =
+      1 + (uint64_t)n + (more != NULL) + (again != NULL) + 128 + (uint64_t)atomic_load(&g_churn_allocations);
+  int counted = stats.allocations == made;
+  printf("reclaim-signal-fork: the reclaim %s (%lu ms), %d forks, %d bad children or copies (last: status %d, "
+         "parent's block '%c'), blocks intact %d, the next block zero %d, %llu allocations counted of %llu\n",
+         took_ms >= 150 ? "held" : "not held", (unsigned long)took_ms, (int)g_forks, (int)g_bad, (int)g_last_status,
+         (char)g_last_keep, intact, zero, (unsigned long long)stats.allocations, (unsigned long long)made);
+  return more == NULL && g_bad == 0 && g_forks == 1 && intact && zero && counted && all_bytes(g_keep, 'K', 64) ? 0 : 1;
 }
 
 // ---- atfork-order ----
@@ -1470,6 +1591,7 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (strcmp(argv[1], "init-race") == 0) return init_race((int)arg);
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
+  if (strcmp(argv[1], "reclaim-signal-fork") == 0) return reclaim_signal_fork();
   if (strcmp(argv[1], "atfork-order") == 0) return atfork_order(0);
   if (strcmp(argv[1], "atfork-parent") == 0) return atfork_order(1);
   if (strcmp(argv[1], "map-limit") == 0) return map_limit(arg);

@@ -391,6 +391,24 @@ TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) { EXPECT_TRUE(fork_edges({
 // lock-free) used to deadlock in the prepare handler.
 TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) { EXPECT_TRUE(fork_edges({"signal-fork", "2"})); }
 
+// The same while the interrupted thread empties every cache (a chunk refused
+// by a spent memlock budget, as an ordinary process meets it): the gate
+// closed for that looked like a fork in progress, and the handler's fork
+// ran the child's half in the parent.
+TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedAReclaim) {
+  // Each run catches the reclaim most times (the other thread's stop lands
+  // inside its cache operation): six runs, at least one caught.
+  int caught = 0;
+  for (int i = 0; i < 6; ++i) {
+    Result result = run({"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=1048576",
+                         "timeout", "-s", "KILL", "60", SECMEM_FORK_EDGES_PATH, "reclaim-signal-fork"},
+                        {"SECMEM_ON_EXHAUSTION=fail", "TSAN_OPTIONS=report_thread_leaks=0:report_signal_unsafe=0"});
+    EXPECT_EQ(result.status, 0) << result.out << result.err;
+    caught += result.out.find("the reclaim held") != std::string::npos;
+  }
+  EXPECT_GT(caught, 0) << "no run caught the reclaim";
+}
+
 // Fork handlers that use the heap, registered after secmem's (when the
 // program starts) and before them (fork_edges_late loads libsecmem later):
 // the latter run inside secmem's. A prepare handler that frees made fork

@@ -192,7 +192,8 @@ namespace {
 
 // Blocks that thread caches keep for speed: freed large blocks (this
 // thread's or an idle thread's) and a small-block cache grown by bouncing.
-enum class Kept { kThisThreadsLarge, kIdleThreadsLarge, kGrownSmallCache };
+// And the empty spans the heap keeps, one per size class.
+enum class Kept { kThisThreadsLarge, kIdleThreadsLarge, kGrownSmallCache, kEmptySpans };
 
 constexpr size_t kPage = 4096;
 constexpr size_t kRunPages = 17;                        // a 15-page block with its two guards
@@ -254,6 +255,11 @@ constexpr size_t kOtherBlock = (kRunPages - 3) * kPage; // 56 KiB: a page fewer,
     for (int i = 0; i < 4; ++i) take(kOtherBlock);
     pthread_barrier_wait(&barrier);
     pthread_join(idle, nullptr);
+  } else if (kept == Kept::kEmptySpans) {
+    // A block of every other size class (a span each, about 80 pages in
+    // all), freed: the spans stay, empty, for the next block of their class.
+    for (size_t size = 32; size <= 8192; size = size < 1024 ? size + 16 : size + 256) secmem_free(secmem_malloc(size));
+    for (size_t i = 0; i < blocks; ++i) take(kBlock);
   } else {
     // 40 blocks of 8 KiB (80 pages), allocated and freed 12 times: the
     // class's cache grows to hold them all.
@@ -292,6 +298,11 @@ TEST(Memlock, BlocksKeptByThisThreadGoBackWhenTheBudgetIsSpent) {
 TEST(Memlock, BlocksKeptByAnIdleThreadGoBackWhenTheBudgetIsSpent) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(fill_the_budget_past_kept_blocks(Kept::kIdleThreadsLarge), testing::ExitedWithCode(0), "^all fit\n$");
+}
+
+TEST(Memlock, EmptySpansKeptPerClassGoBackWhenTheBudgetIsSpent) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(fill_the_budget_past_kept_blocks(Kept::kEmptySpans), testing::ExitedWithCode(0), "^all fit\n$");
 }
 
 TEST(Memlock, AGrownCacheGoesBackWhenTheBudgetIsSpent) {

@@ -25,6 +25,11 @@ void empty_idle_caches(bool with_mine, bool first_caps) REQUIRES(g_heap.lock);
 void thread_exit(void *cache); // the cache key's destructor
 // In a fork child, where only the forking thread exists: every other cache's blocks are free.
 void retire_other_caches() REQUIRES(g_heap.lock);
+// In the child of a fork from a signal handler that interrupted an operation
+// holding the lock (the caches stay listed): a dead thread caught entering
+// the gate (in_op 1, about to see it closed and leave) would hold up the
+// next close_gate for ever.
+void clear_dead_threads_gates() REQUIRES(g_heap.lock);
 // The pool's reclaimer (ChunkPool::set_reclaimer): RLIMIT_MEMLOCK refused a
 // new chunk. Every thread's cached blocks go back to the central lists and
 // the pool, and from then on caches keep no more than their first caps.

@@ -94,6 +94,14 @@ template <typename Block> void Central::put(ChunkPool &pool, int cls, const Bloc
   note_held(-static_cast<ptrdiff_t>(n) * kClassSizes[cls]);
 }
 
+void Central::drop_kept_empty(ChunkPool &pool) {
+  keep_empty_ = false;
+  for (Span *&span : kept_empty_) {
+    if (span != nullptr) drop_span(pool, span);
+    span = nullptr;
+  }
+}
+
 template uint32_t Central::take(ChunkPool &, int, BlockRef *, uint32_t);
 template uint32_t Central::take(ChunkPool &, int, CachedBlock *, uint32_t);
 template void Central::put(ChunkPool &, int, const BlockRef *, uint32_t);

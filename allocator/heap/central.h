@@ -26,6 +26,10 @@ public:
   // Returns freed (already zeroed, not live) blocks of class cls to their spans.
   template <typename Block> void put(ChunkPool &pool, int cls, const Block *blocks, uint32_t n);
 
+  // Gives the empty spans kept per class back to the pool, and keeps none
+  // from now on (RLIMIT_MEMLOCK refused a chunk: heap/thread_cache.cpp).
+  void drop_kept_empty(ChunkPool &pool);
+
   // Metadata for one large block over run, or nullptr; and back.
   Span *new_large_span(const GuardedRun &run);
   void drop_large_span(Span *span);

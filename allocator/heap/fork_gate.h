@@ -51,7 +51,10 @@ inline constexpr std::memory_order kGateOrder = std::memory_order_seq_cst;
 inline constexpr std::memory_order kGateOrder = std::memory_order_relaxed;
 #endif
 
-// Out of line: a fork is in progress.
+// Heap::forking: why the gate is closed.
+inline constexpr uint32_t kGateFork = 1, kGateReclaim = 2;
+
+// Out of line: a fork is in progress, or a reclaim.
 void wait_out_fork(ThreadCache *cache);
 
 // kMayFence false: the caller knows the gate does not fence each operation (ReadOnly::plain_ops).
@@ -81,16 +84,17 @@ inline void leave_gate(ThreadCache *cache) { cache->in_op.store(0, std::memory_o
 // parent (a prepare handler registered before secmem's) the staged copy is
 // out of date.
 inline void settle_fork_before_write() {
-  if (__builtin_expect(g_heap.forking.load(std::memory_order_relaxed) != 0, 0) && g_heap.lock.held_by_me())
+  if (__builtin_expect(g_heap.forking.load(std::memory_order_relaxed) == kGateFork, 0) && g_heap.lock.held_by_me())
     finish_fork_in_child_now();
 }
 
-// The forking thread's side, holding the heap lock: close the gate and wait
-// for every other thread's operation in flight (in_op 1). A thread whose
-// signal handler forks while its own operation is in flight marks it 2
-// while it waits for the lock: a fork in progress goes on without it, and
-// that fork's child leaves the cache alone.
-void close_gate() REQUIRES(g_heap.lock);
+// The forking (or reclaiming) thread's side, holding the heap lock: close
+// the gate (why: kGateFork or kGateReclaim) and wait for every other
+// thread's operation in flight (in_op 1). A thread whose signal handler
+// forks while its own operation is in flight marks it 2 while it waits for
+// the lock: a fork in progress goes on without it, and that fork's child
+// leaves the cache alone.
+void close_gate(uint32_t why) REQUIRES(g_heap.lock);
 ThreadCache *my_cache();
 inline constexpr uint32_t kInOp = 1, kInOpWaitingToFork = 2;
 

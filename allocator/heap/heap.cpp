@@ -92,7 +92,7 @@ void finish_child();
 std::atomic<bool> &g_fork_handlers_running = g_heap.fork_handlers_running;
 
 bool forking_here() {
-  return (g_heap.forking.load(std::memory_order_relaxed) != 0 ||
+  return (g_heap.forking.load(std::memory_order_relaxed) == kGateFork ||
           g_fork_handlers_running.load(std::memory_order_relaxed)) &&
          g_heap.lock.held_by_me();
 }
@@ -172,7 +172,10 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   // central lists are whole unless this thread's interrupted operation held
   // the lock), before the staging file is sized and faulted in: the copy
   // takes the pages in use only, whatever caches held.
-  close_gate();
+  // A signal handler may fork while its thread holds the gate closed for a
+  // reclaim: the gate is put back so after the fork, in parent and child.
+  g_heap.gate_before_fork = g_heap.forking.load(std::memory_order_relaxed);
+  close_gate(kGateFork);
   if (!was_mine) empty_idle_caches(false, false);
   // A signal handler that interrupted this thread's heap operation finds
   // the pool halfway through a change: its child copies instead.
@@ -213,7 +216,7 @@ void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
   uint64_t done = g_heap.forks_done.load(std::memory_order_relaxed) + 1;
   g_heap.pool.after_fork_parent(done);
   g_heap.forks_done.store(done, std::memory_order_seq_cst);
-  g_heap.forking.store(0, kGateOrder);
+  g_heap.forking.store(g_heap.gate_before_fork, kGateOrder);
   g_fork_handlers_running.store(false, std::memory_order_relaxed);
   g_heap.lock.allow_reentry(false);
   if (!g_lock_was_mine) g_heap.lock.unlock();
@@ -227,7 +230,10 @@ void finish_child() NO_THREAD_SAFETY_ANALYSIS {
     if (g_nested_child_done) return;
     g_nested_child_done = true;
     g_heap.pool.after_fork_child(static_cast<int>(g_fork_nest) - 1);
-    if (!g_lock_was_mine) retire_other_caches();
+    if (!g_lock_was_mine)
+      retire_other_caches();
+    else
+      clear_dead_threads_gates();
     return;
   }
   if (g_child_done) return;
@@ -235,7 +241,10 @@ void finish_child() NO_THREAD_SAFETY_ANALYSIS {
   g_heap.pool.after_fork_child(-1);
   // An interrupted operation may be halfway through the central lists: the
   // other caches' blocks stay where they are (lost to this child only).
-  if (!g_lock_was_mine) retire_other_caches();
+  if (!g_lock_was_mine)
+    retire_other_caches();
+  else
+    clear_dead_threads_gates();
 }
 
 void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
@@ -246,7 +255,7 @@ void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
     return;
   }
   finish_child();
-  g_heap.forking.store(0, kGateOrder);
+  g_heap.forking.store(g_heap.gate_before_fork, kGateOrder);
   g_fork_handlers_running.store(false, std::memory_order_relaxed);
   g_heap.lock.allow_reentry(false);
   if (!g_lock_was_mine) g_heap.lock.reset_in_child();
@@ -365,7 +374,7 @@ __attribute__((destructor)) void unload() {
 
 // Called on the forking thread, which holds the lock (a re-entry).
 void finish_fork_in_child_now() NO_THREAD_SAFETY_ANALYSIS {
-  if (g_heap.forking.load(std::memory_order_relaxed) == 0) return;
+  if (g_heap.forking.load(std::memory_order_relaxed) != kGateFork) return;
   if (getpid() != g_fork_parent)
     finish_child();
   else

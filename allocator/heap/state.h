@@ -19,9 +19,12 @@ namespace secmem::heap {
 
 struct Heap {
   HeapLock lock;
-  // Set by the forking thread, holding the lock, from its prepare handler to
-  // its parent or child handler (heap/fork_gate.h).
+  // The fork gate (heap/fork_gate.h): kGateFork, set by the forking thread,
+  // holding the lock, from its prepare handler to its parent or child
+  // handler; kGateReclaim while a thread holding the lock empties every cache
+  // (reclaim_caches); 0 when open.
   std::atomic<uint32_t> forking{0};
+  uint32_t gate_before_fork = 0; // what a fork from a signal handler found (and puts back)
   ChunkPool pool GUARDED_BY(lock);
   Central central GUARDED_BY(lock);
   CacheList caches GUARDED_BY(lock);

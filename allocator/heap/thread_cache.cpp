@@ -85,6 +85,12 @@ ThreadCache *my_cache() { return t_cache; }
 // one) at the fork: its blocks stay out of use, and the cache leaves the list
 // all the same (a later fork in this child would wait for its operation to
 // end, for ever: seen under TSan, a child hung in its own fork).
+void clear_dead_threads_gates() {
+  for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache))
+    if (cache != t_cache && cache->in_op.load(std::memory_order_relaxed) == kInOp)
+      cache->in_op.store(0, std::memory_order_relaxed);
+}
+
 void retire_other_caches() {
   for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr;) {
     ThreadCache *next = CacheList::next(cache);
@@ -227,11 +233,13 @@ void release_small(void *p, const BlockRef &ref) {
 void reclaim_caches() {
   if (!g_heap.memory_tight.exchange(true, std::memory_order_relaxed) && g_ro.config.verbose)
     diag::Line()
-        .add("RLIMIT_MEMLOCK refused a chunk: the threads' cached free blocks go back to the heap first, and caches "
-             "keep to their first sizes from now on")
+        .add("RLIMIT_MEMLOCK refused a chunk: the threads' cached free blocks and the empty spans kept go back to the "
+             "heap first, and caches keep to their first sizes from now on")
         .emit();
-  if (g_heap.forking.load(std::memory_order_relaxed) != 0 || g_heap.caches.front() == nullptr) return;
-  close_gate();
+  if (g_heap.forking.load(std::memory_order_relaxed) != 0) return;
+  g_heap.central.drop_kept_empty(g_heap.pool);
+  if (g_heap.caches.front() == nullptr) return;
+  close_gate(kGateReclaim);
   empty_idle_caches(true, true);
   // Release: a thread that saw the gate open reads its cache as left here.
   g_heap.forking.store(0, std::memory_order_release);
@@ -251,8 +259,8 @@ void wait_out_fork(ThreadCache *cache) {
   }
 }
 
-void close_gate() {
-  g_heap.forking.store(1, kGateOrder);
+void close_gate(uint32_t why) {
+  g_heap.forking.store(why, kGateOrder);
   // Caches are made under the heap lock: with none but this thread's, no
   // other thread can be in a cache operation, or start one, and there is
   // nothing to wait for (a single-threaded process skips the barrier).
