@@ -323,39 +323,6 @@ TEST(Fork, TheChildCopiesThePagesInUseOnly) {
   secmem_free(key);
 }
 
-// Another thread's cached free blocks (a small-block cache grown to hold 64
-// blocks of 8 KiB, four kept large blocks) go back to the heap at a fork as
-// the forking thread's do: the child's copy leaves them out (it took them,
-// 750 KiB here, while the thread kept them).
-TEST(Fork, AnotherThreadsCachedBlocksAreNotCopied) {
-  auto *key = static_cast<char *>(secmem_malloc(32));
-  strcpy(key, "the key");
-  size_t before = child_secret_rss();
-  std::atomic<bool> cached{false}, leave{false};
-  std::thread other([&cached, &leave] {
-    std::vector<void *> blocks(64);
-    for (int round = 0; round < 10; ++round) {
-      for (void *&p : blocks) memset(p = secmem_malloc(8192), 0x5a, 8192);
-      for (void *p : blocks) secmem_free(p);
-    }
-    void *large[4];
-    for (void *&p : large) memset(p = secmem_malloc(60000), 0x5a, 60000);
-    for (void *p : large) secmem_free(p);
-    cached.store(true);
-    while (!leave.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  });
-  while (!cached.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  size_t with_caches = child_secret_rss();
-  leave.store(true);
-  other.join();
-  if (!running_on_mlock_backend()) {
-    EXPECT_GT(before, 0u);
-    EXPECT_LT(with_caches, before + 128) << "KiB resident in the child's secret mappings, before and after";
-  }
-  EXPECT_STREQ(key, "the key");
-  secmem_free(key);
-}
-
 namespace {
 // tests/fork_edges.c, in a fresh process under a time limit: success when it
 // exits 0; its output otherwise.

@@ -81,9 +81,8 @@ public:
 
   // fork: the child gets private copies of memfd_secret chunks (which are
   // MAP_SHARED) at the same addresses (fork.cpp). stage_fork runs under the
-  // heap lock with the fork gate closed and the thread caches emptied (it
-  // sizes the copy by the pages in use, and makes and faults in pages);
-  // prepare_fork after it (it copies).
+  // heap lock before the fork gate closes (it makes and faults in pages);
+  // prepare_fork after (it copies).
   // interrupted: a signal handler forks on a thread whose heap operation it
   // interrupted. fork_reentered: another fork handler uses the heap between
   // prepare_fork and the fork (the staged copy would be out of date).

@@ -371,9 +371,9 @@ bool ChunkPool::fill_staging(bool copy) {
   return true;
 }
 
-// Under the heap lock, the gate closed: which chunks are staged, and the
-// staging file, mapped and faulted in (reading /proc, and making pages when
-// the heap has grown since the file was made).
+// Under the heap lock, before the gate closes: which chunks are staged, and
+// the staging file, mapped and faulted in. Reading /proc and making pages is
+// done here, while other threads' cache operations go on.
 void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   fork_parent_pid_ = parent_pid;
   // Stored when they change (a new process), so that the page stays shared.

@@ -18,10 +18,6 @@ void retire_cache(ThreadCache *cache) REQUIRES(g_heap.lock);
 // Flushes this thread's cache (a fork: the blocks a cache keeps hold their
 // spans' pages, which the copy for the child would take).
 void empty_my_cache() REQUIRES(g_heap.lock);
-// With the gate closed (close_gate): flushes the caches of the threads out of
-// their operations, this thread's too if with_mine, and sets them back to
-// their first caps if first_caps.
-void empty_idle_caches(bool with_mine, bool first_caps) REQUIRES(g_heap.lock);
 void thread_exit(void *cache); // the cache key's destructor
 // In a fork child, where only the forking thread exists: every other cache's blocks are free.
 void retire_other_caches() REQUIRES(g_heap.lock);

@@ -46,21 +46,24 @@ void empty_my_cache() {
   if (t_cache != nullptr) empty_cache(t_cache);
 }
 
-// With the gate closed: every cache (but this thread's, unless with_mine)
-// whose thread is out of its operations (one in flight is this thread's own,
-// interrupted by a signal handler, or that of a thread whose handler waits to
-// fork in the middle of one: left as it is). Its thread reads the cache next
-// inside the gate, or under the lock, which this thread holds.
-void empty_idle_caches(bool with_mine, bool first_caps) {
+namespace {
+
+// With the gate closed: every cache whose thread is out of its operations
+// (one in flight is this thread's own, interrupted by a signal handler, or
+// that of a thread whose handler waits to fork in the middle of one: left as
+// it is), emptied and set back to its first caps. Its thread reads the cache
+// next inside the gate, or under the lock, which this thread holds.
+void empty_idle_caches() REQUIRES(g_heap.lock) {
   for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
-    if ((cache == t_cache && !with_mine) || cache->in_op.load(std::memory_order_relaxed) != 0) continue;
+    if (cache->in_op.load(std::memory_order_relaxed) != 0) continue;
     empty_cache(cache);
-    if (!first_caps) continue;
     for (int cls = 0; cls < kNumClasses; ++cls) cache->cap[cls] = g_ro.cache_cap[cls];
     g_heap.cache_growth -= cache->grown_bytes;
     cache->grown_bytes = 0;
   }
 }
+
+} // namespace
 
 void retire_cache(ThreadCache *cache) {
   empty_cache(cache);
@@ -240,7 +243,7 @@ void reclaim_caches() {
   g_heap.central.drop_kept_empty(g_heap.pool);
   if (g_heap.caches.front() == nullptr) return;
   close_gate(kGateReclaim);
-  empty_idle_caches(true, true);
+  empty_idle_caches();
   // Release: a thread that saw the gate open reads its cache as left here.
   g_heap.forking.store(0, std::memory_order_release);
 }
