@@ -284,31 +284,24 @@ constexpr size_t kOtherBlock = (kRunPages - 3) * kPage; // 56 KiB: a page fewer,
   _exit(0);
 }
 
+void expect_all_fit(Kept kept) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(fill_the_budget_past_kept_blocks(kept), testing::ExitedWithCode(0), "^all fit\n$");
+}
+
 } // namespace
 
 // What fits in the budget fits with blocks kept by thread caches: they go
 // back when RLIMIT_MEMLOCK refuses a chunk, before the heap falls back to a
 // weaker tier or fails (they made allocations fail, or land in unlocked
 // memory, where the same program without them fitted).
-TEST(Memlock, BlocksKeptByThisThreadGoBackWhenTheBudgetIsSpent) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(fill_the_budget_past_kept_blocks(Kept::kThisThreadsLarge), testing::ExitedWithCode(0), "^all fit\n$");
-}
+TEST(Memlock, BlocksKeptByThisThreadGoBackWhenTheBudgetIsSpent) { expect_all_fit(Kept::kThisThreadsLarge); }
 
-TEST(Memlock, BlocksKeptByAnIdleThreadGoBackWhenTheBudgetIsSpent) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(fill_the_budget_past_kept_blocks(Kept::kIdleThreadsLarge), testing::ExitedWithCode(0), "^all fit\n$");
-}
+TEST(Memlock, BlocksKeptByAnIdleThreadGoBackWhenTheBudgetIsSpent) { expect_all_fit(Kept::kIdleThreadsLarge); }
 
-TEST(Memlock, EmptySpansKeptPerClassGoBackWhenTheBudgetIsSpent) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(fill_the_budget_past_kept_blocks(Kept::kEmptySpans), testing::ExitedWithCode(0), "^all fit\n$");
-}
+TEST(Memlock, EmptySpansKeptPerClassGoBackWhenTheBudgetIsSpent) { expect_all_fit(Kept::kEmptySpans); }
 
-TEST(Memlock, AGrownCacheGoesBackWhenTheBudgetIsSpent) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(fill_the_budget_past_kept_blocks(Kept::kGrownSmallCache), testing::ExitedWithCode(0), "^all fit\n$");
-}
+TEST(Memlock, AGrownCacheGoesBackWhenTheBudgetIsSpent) { expect_all_fit(Kept::kGrownSmallCache); }
 
 namespace {
 

@@ -222,6 +222,17 @@ void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
   if (!g_lock_was_mine) g_heap.lock.unlock();
 }
 
+// In a fork child: the dead threads' caches go back, unless this thread's
+// interrupted operation held the lock (the central lists may be halfway
+// through a change: the caches stay listed, their gates cleared, their
+// blocks lost to this child only).
+void settle_dead_threads_caches() NO_THREAD_SAFETY_ANALYSIS {
+  if (!g_lock_was_mine)
+    retire_other_caches();
+  else
+    clear_dead_threads_gates();
+}
+
 // The child's copies and its dead threads' caches, once. The child of a
 // nested fork (g_fork_nest counts the forks in progress it was made in)
 // copies for itself, from the pages of the process that forked it.
@@ -230,21 +241,13 @@ void finish_child() NO_THREAD_SAFETY_ANALYSIS {
     if (g_nested_child_done) return;
     g_nested_child_done = true;
     g_heap.pool.after_fork_child(static_cast<int>(g_fork_nest) - 1);
-    if (!g_lock_was_mine)
-      retire_other_caches();
-    else
-      clear_dead_threads_gates();
+    settle_dead_threads_caches();
     return;
   }
   if (g_child_done) return;
   g_child_done = true;
   g_heap.pool.after_fork_child(-1);
-  // An interrupted operation may be halfway through the central lists: the
-  // other caches' blocks stay where they are (lost to this child only).
-  if (!g_lock_was_mine)
-    retire_other_caches();
-  else
-    clear_dead_threads_gates();
+  settle_dead_threads_caches();
 }
 
 void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {

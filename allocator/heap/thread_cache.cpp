@@ -88,12 +88,6 @@ ThreadCache *my_cache() { return t_cache; }
 // one) at the fork: its blocks stay out of use, and the cache leaves the list
 // all the same (a later fork in this child would wait for its operation to
 // end, for ever: seen under TSan, a child hung in its own fork).
-void clear_dead_threads_gates() {
-  for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache))
-    if (cache != t_cache && cache->in_op.load(std::memory_order_relaxed) == kInOp)
-      cache->in_op.store(0, std::memory_order_relaxed);
-}
-
 void retire_other_caches() {
   for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr;) {
     ThreadCache *next = CacheList::next(cache);
@@ -107,6 +101,12 @@ void retire_other_caches() {
     }
     cache = next;
   }
+}
+
+void clear_dead_threads_gates() {
+  for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache))
+    if (cache != t_cache && cache->in_op.load(std::memory_order_relaxed) == kInOp)
+      cache->in_op.store(0, std::memory_order_relaxed);
 }
 
 namespace {
