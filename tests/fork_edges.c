@@ -26,6 +26,12 @@
 //   two-forkers N   two threads fork N times each, at once (glibc runs their
 //                   fork handlers side by side): every child has its own copy
 //                   and a working heap
+//   copy-race S SEALED
+//                   for S seconds two threads free large blocks and resize
+//                   one in place while the main thread forks (holding a
+//                   sealed block if SEALED is 1, so that the child copies for
+//                   itself): every child finds the blocks published before
+//                   the fork whole and frees them (canary checked)
 //   signal-and-thread-fork S
 //                   for S seconds a thread forks in a loop while another,
 //                   allocating, is sent signals whose handler forks: no
@@ -637,6 +643,105 @@ static int published_blocks(int seconds) {
   for (int t = 0; t < kThreads; ++t) pthread_join(threads[t], NULL);
   printf("published-blocks: %d forks, %d children failed\n", forks, failed);
   return failed == 0 && forks > 0 ? 0 : 1;
+}
+
+// ---- copy-race ----
+
+// Where the child copies its secret pages for itself (a sealed block in the
+// heap, or no memlock budget left for a staging file), the parent's other
+// threads run until it has. A large block freed then (zeroed) or resized in
+// place (its canary moved) was live in the child but zero, or its canary
+// did not match its size: the child aborted at its free ("heap buffer
+// overflow", a few children in a hundred).
+enum { kCopyRaceThreads = 2, kCopyRaceSlots = 8 };
+static _Atomic(uintptr_t) g_race_slots[kCopyRaceThreads][kCopyRaceSlots];
+static _Atomic(uintptr_t) g_resizing[kCopyRaceThreads];
+static atomic_int g_race_stop, g_race_ready;
+// A block counts as written before a fork when its thread, once it had
+// written it, still read an older fork number than the one the main thread
+// set before that fork (its writes came before the fork() call). Ordinary
+// memory: in the child it is as it was at the kernel's copy.
+static atomic_ulong g_fork_number;
+static unsigned long g_slot_fork[kCopyRaceThreads][kCopyRaceSlots];
+
+// A published block: its size in the first 8 bytes, then one byte repeated.
+static unsigned char race_byte(size_t n) { return (unsigned char)(n | 1); }
+
+static void *race_worker(void *arg) {
+  int me = (int)(uintptr_t)arg;
+  unsigned seed = (unsigned)me + 7;
+  // Resized in place back and forth (a large block stays where it is while
+  // more than half full): its first 12000 bytes never change.
+  unsigned char *r = secmem_malloc(20000);
+  if (r == NULL) {
+    atomic_fetch_add(&g_race_ready, 1);
+    return (void *)"malloc";
+  }
+  memset(r, 0xa7, 20000);
+  atomic_store(&g_resizing[me], (uintptr_t)r);
+  atomic_fetch_add(&g_race_ready, 1);
+  for (unsigned i = 0; !atomic_load(&g_race_stop); ++i) {
+    size_t n = 8200 + rand_r(&seed) % 40000;
+    unsigned char *p = secmem_malloc(n);
+    if (p == NULL) return (void *)"malloc";
+    memset(p, race_byte(n), n);
+    memcpy(p, &n, sizeof n);
+    atomic_thread_fence(memory_order_seq_cst);
+    g_slot_fork[me][i % kCopyRaceSlots] = atomic_load(&g_fork_number);
+    uintptr_t old = atomic_exchange(&g_race_slots[me][i % kCopyRaceSlots], (uintptr_t)p);
+    if (old != 0) secmem_free((void *)old);
+    if (secmem_realloc(r, i % 2 ? 20000 : 12000) != r) return (void *)"realloc moved a block it could resize in place";
+  }
+  return NULL;
+}
+
+static int race_child(unsigned long fork_number) {
+  for (int t = 0; t < kCopyRaceThreads; ++t) {
+    for (int i = 0; i < kCopyRaceSlots; ++i) {
+      unsigned char *p = (unsigned char *)atomic_load(&g_race_slots[t][i]);
+      if (p == NULL) continue;
+      size_t n;
+      memcpy(&n, p, sizeof n);
+      int whole = n >= 8200 && n < 48200 && all_bytes(p + sizeof n, race_byte(n), n - sizeof n);
+      if (!whole && g_slot_fork[t][i] < fork_number) return 2;
+      secmem_free(p); // checks the canary (a block being written at the fork may be torn, not freed)
+    }
+    unsigned char *r = (unsigned char *)atomic_load(&g_resizing[t]);
+    if (!all_bytes(r, 0xa7, 12000)) return 3;
+    secmem_free(r);
+  }
+  return 0;
+}
+
+static int copy_race(int seconds, int sealed) {
+  void *held = sealed ? secmem_sealed_alloc(64) : NULL;
+  if (sealed && held == NULL) return fail("secmem_sealed_alloc");
+  pthread_t threads[kCopyRaceThreads];
+  for (int t = 0; t < kCopyRaceThreads; ++t) pthread_create(&threads[t], NULL, race_worker, (void *)(uintptr_t)t);
+  while (atomic_load(&g_race_ready) != kCopyRaceThreads) sched_yield();
+  int forks = 0, failed = 0, last = 0;
+  for (int t = 0; t < kCopyRaceThreads; ++t)
+    if (atomic_load(&g_resizing[t]) == 0) seconds = 0; // its thread failed: no fork
+  for (time_t end = time(NULL) + seconds; time(NULL) < end;) {
+    unsigned long number = atomic_fetch_add(&g_fork_number, 1) + 1;
+    pid_t pid = fork();
+    if (pid < 0) return fail("fork");
+    if (pid == 0) _exit(race_child(number));
+    int status = wait_status(pid);
+    ++forks;
+    if (status != 0) ++failed, last = status;
+  }
+  atomic_store(&g_race_stop, 1);
+  const char *err = NULL;
+  for (int t = 0; t < kCopyRaceThreads; ++t) {
+    void *r;
+    pthread_join(threads[t], &r);
+    if (r != NULL) err = r;
+  }
+  secmem_free(held);
+  printf("copy-race: %d forks, %d bad children (last: status %d)%s%s\n", forks, failed, last, err ? ", parent: " : "",
+         err ? err : "");
+  return failed == 0 && forks > 0 && err == NULL ? 0 : 1;
 }
 
 // ---- signal-and-thread-fork ----
@@ -1606,6 +1711,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "foreign-reaper") == 0) return foreign_reaper_mode();
   if (strcmp(argv[1], "forged-message") == 0) return forged_message();
   if (strcmp(argv[1], "published-blocks") == 0) return published_blocks((int)arg);
+  if (strcmp(argv[1], "copy-race") == 0 && argc > 3) return copy_race((int)arg, atoi(argv[3]));
   if (strcmp(argv[1], "socketpair-killed") == 0) return socketpair_killed();
   if (strcmp(argv[1], "no-status") == 0) return no_status();
   if (strcmp(argv[1], "late-filter") == 0) return late_filter(arg);

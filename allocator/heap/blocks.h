@@ -13,6 +13,10 @@ namespace secmem::heap {
 // thread_cache.cpp
 void *allocate_small(int cls, size_t size);
 void release_small(void *p, const BlockRef &ref);
+// This thread's cache, made now if the process has caches (nullptr if not,
+// or if none can be made): the gate that a write to a block outside the lock
+// holds a fork off with (large.cpp).
+ThreadCache *cache_for_writes();
 // Flushes a cache's blocks to the central lists and forgets the cache.
 void retire_cache(ThreadCache *cache) REQUIRES(g_heap.lock);
 // Flushes this thread's cache (a fork: the blocks a cache keeps hold their
@@ -38,5 +42,7 @@ void release_large(void *p, const BlockRef &ref);
 void *pop_large(size_t bytes);
 // Gives a cached large block back to the pool (a retiring cache).
 void drop_cached_large(Span *span) REQUIRES(g_heap.lock);
+// Gives a freed, zeroed large block that is in no cache back to the pool.
+void return_large(Span *span) REQUIRES(g_heap.lock);
 
 } // namespace secmem::heap

@@ -1,7 +1,8 @@
 // The fork gate: no lock-free heap operation is in flight while the parent
 // copies its secret pages for the child and the kernel copies the process,
 // and none starts until the fork is done (or, where the child copies for
-// itself, until it has its copy).
+// itself, until it has its copy). Writes to blocks outside the lock (a large
+// block zeroed at free, a resize in place) happen inside the gate too.
 //
 // Thread caches pop and push without the heap lock. A fork that catches a
 // thread halfway (a block taken from its cache but not yet marked live, or a
@@ -76,13 +77,14 @@ template <bool kMayFence = true> inline void enter_gate(ThreadCache *cache) {
 
 inline void leave_gate(ThreadCache *cache) { cache->in_op.store(0, std::memory_order_release); }
 
-// Before a write to a block outside the gate and the lock (a large block
-// zeroed at free, a resize in place): a fork handler that runs on the
-// forking thread between secmem's handlers. In a child whose own handler has
-// not run yet (a child handler registered before secmem's) the pages are
-// still shared with the parent: the child takes its copy first. In the
-// parent (a prepare handler registered before secmem's) the staged copy is
-// out of date.
+// Before a write to a block under the lock by a thread without a cache (a
+// large block zeroed at free, a resize in place; with a cache, the gate
+// does this in wait_out_fork): a fork handler that runs on the forking
+// thread between secmem's handlers, where the lock lets it in. In a child
+// whose own handler has not run yet (a child handler registered before
+// secmem's) the pages are still shared with the parent: the child takes its
+// copy first. In the parent (a prepare handler registered before secmem's)
+// the staged copy is out of date.
 inline void settle_fork_before_write() {
   if (__builtin_expect(g_heap.forking.load(std::memory_order_relaxed) == kGateFork, 0) && g_heap.lock.held_by_me())
     finish_fork_in_child_now();

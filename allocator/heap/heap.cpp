@@ -464,8 +464,7 @@ bool resizes_in_place(const BlockRef &ref, size_t size) {
                             : size > block / 2 && size > kMaxSmallSize;
 }
 
-void resize_in_place(void *p, const BlockRef &ref, size_t size) {
-  settle_fork_before_write();
+void rewrite_in_place(void *p, const BlockRef &ref, size_t size) {
   size_t block = ref.span->block_size, old = ref.requested_size();
   checkers::expose(p, block);
   canary::check(g_ro.canary_key, p, old, block);
@@ -475,6 +474,22 @@ void resize_in_place(void *p, const BlockRef &ref, size_t size) {
   ref.set_requested(size);
   canary::write(g_ro.canary_key, p, size, block);
   checkers::resized(p, old, size, block);
+}
+
+// The new size (in the span, ordinary memory) and the canary and tail (in
+// the block) change together for a fork: inside the gate, or under the lock
+// for a thread without a cache (as release_large).
+void resize_in_place(void *p, const BlockRef &ref, size_t size) {
+  ThreadCache *cache = cache_for_writes();
+  if (cache == nullptr) {
+    settle_fork_before_write();
+    ScopedLock lock(g_heap.lock);
+    rewrite_in_place(p, ref, size);
+    return;
+  }
+  enter_gate(cache);
+  rewrite_in_place(p, ref, size);
+  leave_gate(cache);
 }
 
 } // namespace

@@ -1,5 +1,6 @@
 // Large and sealed blocks: page-granular, one guarded run each (the pool
-// builds and owns the guard layout), zeroed outside the lock on free.
+// builds and owns the guard layout), zeroed on free inside the fork gate
+// (outside the lock), sealed ones under the lock.
 #include <cerrno>
 #include <sys/mman.h>
 
@@ -68,26 +69,32 @@ bool cacheable(const Span *span) {
   return !span->sealed && !span->chunk->huge && span->block_size <= kLargeCacheBlock && span->run.guard_lead <= 1;
 }
 
-// Keeps a freed, zeroed large block in this thread's cache (heap/thread_cache.h).
-// Counted inside the gate: a fork sees the block and its bytes together.
-bool push_large(Span *span) {
-  ThreadCache *cache = t_cache;
-  if (cache == nullptr || !g_ro.plain_ops || !cacheable(span) || g_heap.memory_tight.load(std::memory_order_relaxed))
+// Keeps a freed, zeroed large block in this thread's cache
+// (heap/thread_cache.h), inside the gate that the caller holds: a fork sees
+// the block, its bytes and the count together.
+bool keep_large(ThreadCache *cache, Span *span) {
+  if (!g_ro.plain_ops || !cacheable(span) || g_heap.memory_tight.load(std::memory_order_relaxed) ||
+      cache->large_count == kLargeSlots)
     return false;
   size_t bytes = kept_large_bytes(span);
-  enter_gate<false>(cache);
-  bool kept = false;
-  if (cache->large_count != kLargeSlots) {
-    kept = g_heap.large_cached.fetch_add(bytes, std::memory_order_relaxed) + bytes <= kLargeCacheBudget;
-    if (kept) {
-      cache->large[cache->large_count++] = span;
-      bump(cache->frees);
-    } else {
-      g_heap.large_cached.fetch_sub(bytes, std::memory_order_relaxed);
-    }
+  if (g_heap.large_cached.fetch_add(bytes, std::memory_order_relaxed) + bytes > kLargeCacheBudget) {
+    g_heap.large_cached.fetch_sub(bytes, std::memory_order_relaxed);
+    return false;
   }
-  leave_gate(cache);
-  return kept;
+  cache->large[cache->large_count++] = span;
+  bump(cache->frees);
+  return true;
+}
+
+// A freed block's canary checked and its bytes zeroed.
+void scrub_large(void *p, Span *span) {
+  checkers::freeing(p);
+  checkers::expose(p, span->block_size);
+  canary::check(g_ro.canary_key, p, span->large_requested, span->block_size);
+  if (span->chunk->huge)
+    zero_in_memory(static_cast<char *>(p), span->block_size);
+  else
+    zero(p, span->block_size);
 }
 
 int access_prot(uint32_t readers, uint32_t writers) {
@@ -153,33 +160,48 @@ void *pop_large(size_t bytes) {
 
 void drop_cached_large(Span *span) {
   g_heap.large_cached.fetch_sub(kept_large_bytes(span), std::memory_order_relaxed);
+  return_large(span);
+}
+
+void return_large(Span *span) {
   g_heap.central.note_large(-static_cast<ptrdiff_t>(span->block_size));
   give_back(span, true);
 }
 
+// The live mark, the zeroing and the cache or the pool in one step for a
+// fork: inside the gate (zeroing a large block holds a fork, not every
+// other thread's heap operations), or under the lock for a sealed block or
+// a thread without a cache. Where the child copies its secret pages for
+// itself after the kernel's fork, the parent's other threads run until it
+// has: a block zeroed then, outside both, was live in the child and zero.
 void release_large(void *p, const BlockRef &ref) {
-  settle_fork_before_write();
-  ref.clear_live();
   Span *span = ref.span;
-  if (span->sealed) {
+  ThreadCache *cache = span->sealed ? nullptr : cache_for_writes();
+  if (cache == nullptr) {
+    settle_fork_before_write(); // a fork handler on the forking thread: the lock lets it in
     ScopedLock lock(g_heap.lock);
-    int err = g_heap.pool.protect_guarded(span->run, kReadWrite);
-    if (err != 0) diag::fatal_errno("cannot unseal a sealed block to zero it", err);
-    span->readers = span->writers = 0;
+    ref.clear_live();
+    if (span->sealed) {
+      int err = g_heap.pool.protect_guarded(span->run, kReadWrite);
+      if (err != 0) diag::fatal_errno("cannot unseal a sealed block to zero it", err);
+      span->readers = span->writers = 0;
+    }
+    scrub_large(p, span);
+    g_heap.uncached_frees++;
+    return_large(span);
+    return;
   }
-  checkers::freeing(p);
-  checkers::expose(p, span->block_size);
-  canary::check(g_ro.canary_key, p, span->large_requested, span->block_size);
-  // Outside the lock: blocks can be large.
-  if (span->chunk->huge)
-    zero_in_memory(static_cast<char *>(p), span->block_size);
-  else
-    zero(p, span->block_size);
-  if (push_large(span)) return;
+  enter_gate(cache); // on the forking thread, in a fork handler: the child takes its copy first
+  ref.clear_live();
+  scrub_large(p, span);
+  bool kept = keep_large(cache, span);
+  if (!kept) cache->returning = span;
+  leave_gate(cache);
+  if (kept) return;
   ScopedLock lock(g_heap.lock);
-  g_heap.central.note_large(-static_cast<ptrdiff_t>(span->block_size));
   g_heap.uncached_frees++;
-  give_back(span, true);
+  return_large(span);
+  cache->returning = nullptr;
 }
 
 int change_access(void *p, int mode, bool begin) {

@@ -65,8 +65,18 @@ void empty_idle_caches() REQUIRES(g_heap.lock) {
 
 } // namespace
 
+ThreadCache *cache_for_writes() {
+  ThreadCache *cache = t_cache;
+  return cache != nullptr || g_ro.cache_cap[0] == 0 ? cache : make_cache();
+}
+
 void retire_cache(ThreadCache *cache) {
   empty_cache(cache);
+  if (cache->returning != nullptr) { // a fork child: its thread was on the way to the lock with it
+    return_large(cache->returning);
+    cache->returning = nullptr;
+    g_heap.uncached_frees++;
+  }
   g_heap.uncached_allocations += cache->allocations.load(std::memory_order_relaxed);
   g_heap.uncached_frees += cache->frees.load(std::memory_order_relaxed);
   g_heap.cache_growth -= cache->grown_bytes;

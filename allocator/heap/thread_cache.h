@@ -46,6 +46,11 @@ struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   CachedBlock blocks[kNumClasses][kCacheSlots] = {};
   Span *large[kLargeSlots] = {};
   uint32_t large_count = 0;
+  // A large block that its thread freed and zeroed inside the gate and is
+  // taking back to the pool (out of the gate, waiting for the heap lock):
+  // set inside the gate, cleared under the lock. A fork child whose copy
+  // was made meanwhile gives it back for the dead thread (retire_cache).
+  Span *returning = nullptr;
   // Written by the owning thread only; read by secmem_get_stats.
   std::atomic<uint64_t> allocations{0};
   std::atomic<uint64_t> frees{0};
