@@ -7,6 +7,11 @@
 //   signal-fork S   fork from a SIGALRM handler that interrupts heap
 //                   operations, for S seconds: no deadlock, child writes stay
 //                   in the child
+//   fork-in-own-fork S
+//                   for S seconds the main thread forks in a loop while
+//                   another thread sends it signals whose handler forks
+//                   (some land inside secmem's fork handlers): no hang, every
+//                   child has its copy
 //   reclaim-signal-fork
 //                   a fork from a SIGALRM handler that interrupts the
 //                   emptying of every cache under a spent memlock budget
@@ -324,6 +329,83 @@ static int signal_fork(int seconds) {
          "%lu dirty blocks\n",
          g_ops, (int)g_forks, (int)g_bad, (int)g_last_status, (char)g_last_keep, dirty);
   return g_bad == 0 && dirty == 0 && g_forks >= 20 ? 0 : 1;
+}
+
+// ---- fork-in-own-fork ----
+
+// Forks from a signal handler that lands on the forking thread while it runs
+// secmem's own fork handlers (another process sends the signal every few
+// hundred microseconds): a few instructions there had the handler's fork
+// take the lock for one that an interrupted operation held, and the outer
+// fork then never let it go (the next allocation waited for ever). Single
+// threaded, as glibc's fork is only then safe to call from a handler that
+// interrupts a fork (with threads it takes locks of its own). An alarm that
+// each round puts off fails the run when the loop stops moving.
+static volatile sig_atomic_t g_own_handler_forks, g_own_bad;
+static volatile unsigned g_own_seed = 1;
+
+static void fork_in_own_fork_handler(int sig) {
+  (void)sig;
+  g_own_seed = g_own_seed * 1103515245u + 12345u;
+  if ((g_own_seed >> 16) % 4 != 0) return; // the loop goes on between forks
+  int saved = errno;
+  pid_t pid = fork();
+  if (pid == 0) { // (the handler may have interrupted a heap operation: no allocation here)
+    memset(g_keep, 'c', 64);
+    _exit(all_bytes(g_keep, 'c', 64) ? 0 : 1);
+  }
+  if (pid < 0 || wait_status(pid) != 0) g_own_bad++;
+  g_own_handler_forks++;
+  errno = saved;
+}
+
+static void own_fork_hung(int sig) {
+  (void)sig;
+  static const char said[] = "fork-in-own-fork: the fork loop stopped for 10 s: hung\n";
+  if (write(STDOUT_FILENO, said, sizeof said - 1) < 0) _exit(2);
+  _exit(1);
+}
+
+static int fork_in_own_fork(int seconds) {
+  g_keep = secmem_malloc(64);
+  if (g_keep == NULL) return fail("malloc");
+  memset(g_keep, 'K', 64);
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = fork_in_own_fork_handler;
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &action, NULL);
+  action.sa_handler = own_fork_hung;
+  sigaction(SIGALRM, &action, NULL);
+  pid_t parent = getpid(), spammer = fork();
+  if (spammer < 0) return fail("fork");
+  if (spammer == 0) {
+    unsigned seed = 3;
+    // Pauses: the kernel restarts a fork while a signal is pending.
+    while (getppid() == parent && kill(parent, SIGUSR1) == 0)
+      for (volatile unsigned spin = rand_r(&seed) % 200000; spin != 0; --spin) {}
+    _exit(0);
+  }
+  int bad = 0;
+  unsigned long rounds = 0;
+  for (time_t end = time(NULL) + seconds; time(NULL) < end; ++rounds) {
+    alarm(10);
+    pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL); // a child that hangs does not outlive a failed run
+      secmem_free(secmem_malloc(100000));
+      _exit(all_bytes(g_keep, 'K', 64) ? 0 : 1);
+    }
+    if (pid < 0 || wait_status(pid) != 0) bad++;
+    secmem_free(secmem_malloc(100000)); // takes the heap lock
+  }
+  alarm(0);
+  kill(spammer, SIGKILL);
+  wait_status(spammer);
+  int whole = all_bytes(g_keep, 'K', 64);
+  printf("fork-in-own-fork: %lu forks, %d from the handler, %d bad children, parent's block %s\n", rounds,
+         (int)g_own_handler_forks, bad + (int)g_own_bad, whole ? "whole" : "changed");
+  return bad == 0 && g_own_bad == 0 && whole && g_own_handler_forks > 0 ? 0 : 1;
 }
 
 // ---- reclaim-signal-fork ----
@@ -1697,6 +1779,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "init-race") == 0) return init_race((int)arg);
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
   if (strcmp(argv[1], "reclaim-signal-fork") == 0) return reclaim_signal_fork();
+  if (strcmp(argv[1], "fork-in-own-fork") == 0) return fork_in_own_fork((int)arg);
   if (strcmp(argv[1], "atfork-order") == 0) return atfork_order(0);
   if (strcmp(argv[1], "atfork-parent") == 0) return atfork_order(1);
   if (strcmp(argv[1], "map-limit") == 0) return map_limit(arg);

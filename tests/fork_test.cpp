@@ -378,6 +378,13 @@ TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) { EXPECT_TRUE(fork_edges({
 // lock-free) used to deadlock in the prepare handler.
 TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) { EXPECT_TRUE(fork_edges({"signal-fork", "2"})); }
 
+// The same while the forking thread runs secmem's own fork handlers (the
+// signal sent without a pause by another process): in a few instructions
+// there the handler's fork took the lock as if an interrupted operation
+// held it and overwrote lock_was_mine, and the outer fork never let the lock
+// go; the next allocation waited for ever (3 runs of 4 hung within 5 s).
+TEST(ForkEdges, ForkFromASignalHandlerInsideSecmemsForkHandlers) { EXPECT_TRUE(fork_edges({"fork-in-own-fork", "8"})); }
+
 // The same while the interrupted thread empties every cache (a chunk refused
 // by a spent memlock budget, as an ordinary process meets it): the gate
 // closed for that looked like a fork in progress, and the handler's fork

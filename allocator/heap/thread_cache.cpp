@@ -48,6 +48,12 @@ void empty_my_cache() {
 
 namespace {
 
+// A cache's share of the process's growth budget goes back (its caps set back, or the cache gone).
+void give_back_growth(ThreadCache *cache) REQUIRES(g_heap.lock) {
+  g_heap.cache_growth -= cache->grown_bytes;
+  cache->grown_bytes = 0;
+}
+
 // With the gate closed: every cache whose thread is out of its operations
 // (one in flight is this thread's own, interrupted by a signal handler, or
 // that of a thread whose handler waits to fork in the middle of one: left as
@@ -58,8 +64,7 @@ void empty_idle_caches() REQUIRES(g_heap.lock) {
     if (cache->in_op.load(std::memory_order_relaxed) != 0) continue;
     empty_cache(cache);
     for (int cls = 0; cls < kNumClasses; ++cls) cache->cap[cls] = g_ro.cache_cap[cls];
-    g_heap.cache_growth -= cache->grown_bytes;
-    cache->grown_bytes = 0;
+    give_back_growth(cache);
   }
 }
 
@@ -79,7 +84,7 @@ void retire_cache(ThreadCache *cache) {
   }
   g_heap.uncached_allocations += cache->allocations.load(std::memory_order_relaxed);
   g_heap.uncached_frees += cache->frees.load(std::memory_order_relaxed);
-  g_heap.cache_growth -= cache->grown_bytes;
+  give_back_growth(cache);
   g_heap.caches.remove(cache);
   g_heap.cache_meta.give(cache);
 }
@@ -104,7 +109,7 @@ void retire_other_caches() {
     if (cache != t_cache && cache->in_op.load(std::memory_order_relaxed) == 0)
       retire_cache(cache);
     else if (cache != t_cache) {
-      g_heap.cache_growth -= cache->grown_bytes;
+      give_back_growth(cache);
       for (uint32_t i = 0; i < cache->large_count; ++i)
         g_heap.large_cached.fetch_sub(kept_large_bytes(cache->large[i]), std::memory_order_relaxed);
       g_heap.caches.remove(cache); // its memory and blocks are lost to this child only
