@@ -37,6 +37,9 @@
 //                   sealed block if SEALED is 1, so that the child copies for
 //                   itself): every child finds the blocks published before
 //                   the fork whole and frees them (canary checked)
+//   resize-stall S  (without thread caches) for S seconds a thread resizes an
+//                   8 MB block in place and another allocates small blocks
+//                   while the main thread forks: no fork stalls
 //   signal-and-thread-fork S
 //                   for S seconds a thread forks in a loop while another,
 //                   allocating, is sent signals whose handler forks: no
@@ -824,6 +827,77 @@ static int copy_race(int seconds, int sealed) {
   printf("copy-race: %d forks, %d bad children (last: status %d)%s%s\n", forks, failed, last, err ? ", parent: " : "",
          err ? err : "");
   return failed == 0 && forks > 0 && err == NULL ? 0 : 1;
+}
+
+// ---- resize-stall ----
+
+// Without thread caches (fork_test.cpp sets SECMEM_RELEASE=empty) a thread
+// shrinks and grows an 8 MB block in place without a pause while another
+// allocates small blocks and the main thread forks every 5 ms: every fork
+// and every small allocation goes on. (Zeroing the tail under the heap lock,
+// the resizing thread took the lock again ahead of the waiters: forks and
+// small allocations waited 6-10 s.)
+static atomic_int g_stall_stop;
+static atomic_ulong g_stall_small;
+
+static void *stall_resizer(void *arg) {
+  (void)arg;
+  enum { kBig = 8000000 };
+  unsigned seed = 5;
+  unsigned char *r = secmem_malloc(kBig);
+  if (r == NULL) return (void *)"malloc";
+  while (!atomic_load(&g_stall_stop)) {
+    size_t n = kBig / 2 + 4096 + rand_r(&seed) % (kBig / 2 - 8192);
+    unsigned char *q = secmem_realloc(r, n);
+    if (q == NULL) return (void *)"realloc";
+    r = q;
+  }
+  secmem_free(r);
+  return NULL;
+}
+
+static void *stall_small(void *arg) {
+  (void)arg;
+  while (!atomic_load(&g_stall_stop)) {
+    void *p = secmem_malloc(64);
+    if (p == NULL) return (void *)"malloc";
+    memset(p, 1, 64);
+    secmem_free(p);
+    atomic_fetch_add(&g_stall_small, 1);
+  }
+  return NULL;
+}
+
+static int resize_stall(int seconds) {
+  pthread_t resizer, small;
+  pthread_create(&resizer, NULL, stall_resizer, NULL);
+  pthread_create(&small, NULL, stall_small, NULL);
+  int forks = 0, bad = 0;
+  uint64_t longest = 0, start = now_ns(), end = start + (uint64_t)seconds * 1000000000u;
+  while (now_ns() < end) {
+    uint64_t before = now_ns();
+    pid_t pid = fork();
+    if (pid < 0) return fail("fork");
+    if (pid == 0) _exit(0);
+    uint64_t took = now_ns() - before;
+    if (took > longest) longest = took;
+    if (wait_status(pid) != 0) bad++;
+    forks++;
+    usleep(5000);
+  }
+  atomic_store(&g_stall_stop, 1);
+  void *a, *b;
+  pthread_join(resizer, &a);
+  pthread_join(small, &b);
+  unsigned long small_ops = atomic_load(&g_stall_small);
+  printf("resize-stall: %d forks (longest %llu ms), %d bad children, %lu small allocations%s%s\n", forks,
+         (unsigned long long)(longest / 1000000), bad, small_ops, a || b ? ", failed: " : "",
+         a   ? (const char *)a
+         : b ? (const char *)b
+             : "");
+  // Each fork waits for the resize in flight (a few ms): a fork over 2 s, or
+  // fewer than 5 in the run, is a stall.
+  return forks >= 5 && longest < 2000000000u && bad == 0 && small_ops > 0 && a == NULL && b == NULL ? 0 : 1;
 }
 
 // ---- signal-and-thread-fork ----
@@ -1795,6 +1869,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "forged-message") == 0) return forged_message();
   if (strcmp(argv[1], "published-blocks") == 0) return published_blocks((int)arg);
   if (strcmp(argv[1], "copy-race") == 0 && argc > 3) return copy_race((int)arg, atoi(argv[3]));
+  if (strcmp(argv[1], "resize-stall") == 0) return resize_stall((int)arg);
   if (strcmp(argv[1], "socketpair-killed") == 0) return socketpair_killed();
   if (strcmp(argv[1], "no-status") == 0) return no_status();
   if (strcmp(argv[1], "late-filter") == 0) return late_filter(arg);

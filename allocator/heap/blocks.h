@@ -13,10 +13,6 @@ namespace secmem::heap {
 // thread_cache.cpp
 void *allocate_small(int cls, size_t size);
 void release_small(void *p, const BlockRef &ref);
-// This thread's cache, made now if the process has caches (nullptr if not,
-// or if none can be made): the gate that a write to a block outside the lock
-// holds a fork off with (large.cpp).
-ThreadCache *cache_for_writes();
 // Flushes a cache's blocks to the central lists and forgets the cache.
 void retire_cache(ThreadCache *cache) REQUIRES(g_heap.lock);
 // Flushes this thread's cache (a fork: the blocks a cache keeps hold their

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <atomic>
+#include <signal.h>
 
 #include "heap/state.h"
 #include "heap/thread_cache.h"
@@ -77,18 +78,39 @@ template <bool kMayFence = true> inline void enter_gate(ThreadCache *cache) {
 
 inline void leave_gate(ThreadCache *cache) { cache->in_op.store(0, std::memory_order_release); }
 
-// Before a write to a block under the lock by a thread without a cache (a
-// large block zeroed at free, a resize in place; with a cache, the gate
-// does this in wait_out_fork): a fork handler that runs on the forking
-// thread between secmem's handlers, where the lock lets it in. In a child
-// whose own handler has not run yet (a child handler registered before
-// secmem's) the pages are still shared with the parent: the child takes its
-// copy first. In the parent (a prepare handler registered before secmem's)
-// the staged copy is out of date.
+// Before a write to a sealed block under the lock (its zeroing at free;
+// with the gate, wait_out_fork and enter_shared_gate do this): a fork
+// handler that runs on the forking thread between secmem's handlers, where
+// the lock lets it in. In a child whose own handler has not run yet (a child
+// handler registered before secmem's) the pages are still shared with the
+// parent: the child takes its copy first. In the parent (a prepare handler
+// registered before secmem's) the staged copy is out of date.
 inline void settle_fork_before_write() {
   if (__builtin_expect(g_heap.forking.load(std::memory_order_relaxed) == kGateFork, 0) && g_heap.lock.held_by_me())
     finish_fork_in_child_now();
 }
+
+// The gate for a thread without a cache (none is made for a write: a thread
+// key's destructor that runs after secmem's may free, and a cache made then
+// would never be retired): one count for all such threads
+// (Heap::shared_gate_users), raised with a full barrier, which close_gate
+// waits to see at 0. Signals stay blocked inside, so that no signal
+// handler's fork finds this thread's own count in it (the count cannot say
+// whose it is); a fork handler's write on the forking thread goes on.
+class SharedGate {
+public:
+  SharedGate();
+  ~SharedGate();
+  SharedGate(const SharedGate &) = delete;
+  SharedGate &operator=(const SharedGate &) = delete;
+
+private:
+  sigset_t old_;
+  bool blocked_;
+};
+// In a fork child: the count is this thread's own (0, or 1 inside a fork
+// handler's write); a dead thread caught entering left it higher.
+void reset_shared_gate_in_child();
 
 // The forking (or reclaiming) thread's side, holding the heap lock: close
 // the gate (why: kGateFork or kGateReclaim) and wait for every other

@@ -257,6 +257,7 @@ void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
 // through a change: the caches stay listed, their gates cleared, their
 // blocks lost to this child only).
 void settle_dead_threads_caches() NO_THREAD_SAFETY_ANALYSIS {
+  reset_shared_gate_in_child();
   if (!g_lock_was_mine)
     retire_other_caches();
   else
@@ -508,13 +509,11 @@ void rewrite_in_place(void *p, const BlockRef &ref, size_t size) {
 }
 
 // The new size (in the span, ordinary memory) and the canary and tail (in
-// the block) change together for a fork: inside the gate, or under the lock
-// for a thread without a cache (as release_large).
+// the block) change together for a fork: inside the gate (as release_large).
 void resize_in_place(void *p, const BlockRef &ref, size_t size) {
-  ThreadCache *cache = cache_for_writes();
+  ThreadCache *cache = t_cache;
   if (cache == nullptr) {
-    settle_fork_before_write();
-    ScopedLock lock(g_heap.lock);
+    SharedGate gate;
     rewrite_in_place(p, ref, size);
     return;
   }

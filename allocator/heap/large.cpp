@@ -170,23 +170,33 @@ void return_large(Span *span) {
 
 // The live mark, the zeroing and the cache or the pool in one step for a
 // fork: inside the gate (zeroing a large block holds a fork, not every
-// other thread's heap operations), or under the lock for a sealed block or
-// a thread without a cache. Where the child copies its secret pages for
-// itself after the kernel's fork, the parent's other threads run until it
-// has: a block zeroed then, outside both, was live in the child and zero.
+// other thread's heap operations; SharedGate for a thread without a cache),
+// or under the lock for a sealed block. Where the child copies its secret
+// pages for itself after the kernel's fork, the parent's other threads run
+// until it has: a block zeroed then, outside both, was live in the child
+// and zero.
 void release_large(void *p, const BlockRef &ref) {
   Span *span = ref.span;
-  ThreadCache *cache = span->sealed ? nullptr : cache_for_writes();
-  if (cache == nullptr) {
+  if (span->sealed) {
     settle_fork_before_write(); // a fork handler on the forking thread: the lock lets it in
     ScopedLock lock(g_heap.lock);
     ref.clear_live();
-    if (span->sealed) {
-      int err = g_heap.pool.protect_guarded(span->run, kReadWrite);
-      if (err != 0) diag::fatal_errno("cannot unseal a sealed block to zero it", err);
-      span->readers = span->writers = 0;
-    }
+    int err = g_heap.pool.protect_guarded(span->run, kReadWrite);
+    if (err != 0) diag::fatal_errno("cannot unseal a sealed block to zero it", err);
+    span->readers = span->writers = 0;
     scrub_large(p, span);
+    g_heap.uncached_frees++;
+    return_large(span);
+    return;
+  }
+  ThreadCache *cache = t_cache;
+  if (cache == nullptr) {
+    {
+      SharedGate gate;
+      ref.clear_live();
+      scrub_large(p, span);
+    } // a fork now leaves the run, not live and zero, out of use in the child
+    ScopedLock lock(g_heap.lock);
     g_heap.uncached_frees++;
     return_large(span);
     return;

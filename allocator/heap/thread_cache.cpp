@@ -13,7 +13,14 @@ constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadCache *t
 
 namespace {
 
+// Set once this thread's cache has been retired at its exit: a later free
+// (another thread key's destructor, which may run after secmem's) takes the
+// lock instead of making a cache that no destructor would retire (its kept
+// blocks lost for good: glibc runs destructors at most four rounds).
+constinit __attribute__((tls_model("initial-exec"))) thread_local bool t_exiting = false;
+
 ThreadCache *make_cache() {
+  if (t_exiting) return nullptr;
   ThreadCache *cache;
   {
     ScopedLock lock(g_heap.lock);
@@ -70,11 +77,6 @@ void empty_idle_caches() REQUIRES(g_heap.lock) {
 
 } // namespace
 
-ThreadCache *cache_for_writes() {
-  ThreadCache *cache = t_cache;
-  return cache != nullptr || g_ro.cache_cap[0] == 0 ? cache : make_cache();
-}
-
 void retire_cache(ThreadCache *cache) {
   empty_cache(cache);
   if (cache->returning != nullptr) { // a fork child: its thread was on the way to the lock with it
@@ -92,6 +94,7 @@ void retire_cache(ThreadCache *cache) {
 void thread_exit(void *value) {
   auto *cache = static_cast<ThreadCache *>(value);
   if (t_cache == cache) t_cache = nullptr;
+  t_exiting = true;
   ScopedLock lock(g_heap.lock);
   retire_cache(cache);
 }
@@ -277,13 +280,69 @@ void wait_out_fork(ThreadCache *cache) {
   }
 }
 
+namespace {
+
+constinit __attribute__((tls_model("initial-exec"))) thread_local bool t_in_shared_gate = false;
+
+// Yield, then sleep: a real-time forker must let a lower-priority thread on
+// its CPU finish its operation.
+void pause_for(unsigned round) {
+  if (round < 16)
+    sched_yield();
+  else
+    os::sleep_us(50);
+}
+
+// Threads without a cache inside the gate (SharedGate): the count went up
+// with a full barrier before they read forking, and this thread's
+// barrier came after it set forking.
+void wait_for_shared_gate() {
+#if !defined(SECMEM_TSAN) // (under ThreadSanitizer the gate's atomics are sequentially consistent)
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+  for (unsigned round = 0; g_heap.shared_gate_users.load(std::memory_order_seq_cst) != 0; ++round) pause_for(round);
+}
+
+} // namespace
+
+SharedGate::SharedGate() {
+  sigset_t all;
+  sigfillset(&all);
+  blocked_ = pthread_sigmask(SIG_BLOCK, &all, &old_) == 0;
+  t_in_shared_gate = true;
+  for (;;) {
+    g_heap.shared_gate_users.fetch_add(1, std::memory_order_seq_cst);
+    if (g_heap.forking.load(std::memory_order_seq_cst) == 0) return;
+    if (g_heap.lock.held_by_me()) { // the forking thread, in another fork handler: it goes on
+      finish_fork_in_child_now();
+      return;
+    }
+    g_heap.shared_gate_users.fetch_sub(1, std::memory_order_release);
+    { ScopedLock lock(g_heap.lock); } // held by the forker until the fork is done
+  }
+}
+
+SharedGate::~SharedGate() {
+  g_heap.shared_gate_users.fetch_sub(1, std::memory_order_release);
+  t_in_shared_gate = false;
+  if (blocked_) pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+}
+
+void reset_shared_gate_in_child() {
+  g_heap.shared_gate_users.store(t_in_shared_gate ? 1 : 0, std::memory_order_relaxed);
+}
+
 void close_gate(uint32_t why) {
   g_heap.forking.store(why, kGateOrder);
   // Caches are made under the heap lock: with none but this thread's, no
   // other thread can be in a cache operation, or start one, and there is
-  // nothing to wait for (a single-threaded process skips the barrier).
+  // nothing to wait for but threads without a cache (a single-threaded
+  // process skips the barrier).
   ThreadCache *first = g_heap.caches.front();
-  if (first == nullptr || (first == t_cache && CacheList::next(first) == nullptr)) return;
+  if (first == nullptr || (first == t_cache && CacheList::next(first) == nullptr)) {
+    wait_for_shared_gate();
+    return;
+  }
 #if !defined(SECMEM_TSAN)
   if (g_ro.fence_each_op)
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -295,14 +354,9 @@ void close_gate(uint32_t why) {
 #endif
   for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
     if (cache == t_cache) continue;
-    // Yield, then sleep: a real-time forker must let a lower-priority
-    // thread on its CPU finish its operation.
-    for (unsigned round = 0; cache->in_op.load(kSeeLeave) == kInOp; ++round)
-      if (round < 16)
-        sched_yield();
-      else
-        os::sleep_us(50);
+    for (unsigned round = 0; cache->in_op.load(kSeeLeave) == kInOp; ++round) pause_for(round);
   }
+  wait_for_shared_gate();
 }
 
 } // namespace secmem::heap
