@@ -32,6 +32,7 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 #include <signal.h>
 
 #include "heap/state.h"
@@ -79,7 +80,7 @@ template <bool kMayFence = true> inline void enter_gate(ThreadCache *cache) {
 inline void leave_gate(ThreadCache *cache) { cache->in_op.store(0, std::memory_order_release); }
 
 // Before a write to a sealed block under the lock (its zeroing at free;
-// with the gate, wait_out_fork and enter_shared_gate do this): a fork
+// with the gate, wait_out_fork and SharedGate do this): a fork
 // handler that runs on the forking thread between secmem's handlers, where
 // the lock lets it in. In a child whose own handler has not run yet (a child
 // handler registered before secmem's) the pages are still shared with the
@@ -89,6 +90,33 @@ inline void settle_fork_before_write() {
   if (__builtin_expect(g_heap.forking.load(std::memory_order_relaxed) == kGateFork, 0) && g_heap.lock.held_by_me())
     finish_fork_in_child_now();
 }
+
+// Every signal blocked while it lives (glibc keeps its own two, for thread
+// cancellation and set*id, open). Secmem's fork handlers run so: a signal handler that
+// forks on the forking thread then lands before, between or after them,
+// where the lock, the gate and fork_handlers_running say which fork is in
+// progress, and never where they disagree. (In the few instructions from
+// taking the lock to raising fork_handlers_running, or from lowering it to
+// letting the lock go, such a fork took the lock for one that an
+// interrupted operation held and overwrote lock_was_mine: the outer fork
+// never let the lock go, and the next allocation waited for ever.)
+class SignalsBlocked {
+public:
+  SignalsBlocked() {
+    sigset_t all;
+    sigfillset(&all);
+    blocked_ = pthread_sigmask(SIG_BLOCK, &all, &old_) == 0;
+  }
+  ~SignalsBlocked() {
+    if (blocked_) pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SignalsBlocked(const SignalsBlocked &) = delete;
+  SignalsBlocked &operator=(const SignalsBlocked &) = delete;
+
+private:
+  sigset_t old_;
+  bool blocked_;
+};
 
 // The gate for a thread without a cache (none is made for a write: a thread
 // key's destructor that runs after secmem's may free, and a cache made then
@@ -105,12 +133,32 @@ public:
   SharedGate &operator=(const SharedGate &) = delete;
 
 private:
-  sigset_t old_;
-  bool blocked_;
+  SignalsBlocked signals_; // first in, last out
 };
 // In a fork child: the count is this thread's own (0, or 1 inside a fork
 // handler's write); a dead thread caught entering left it higher.
 void reset_shared_gate_in_child();
+
+// A write to a block outside the lock (a large block zeroed at free, a
+// resize in place): inside this thread's cache's gate, or the shared one.
+class WriteGate {
+public:
+  explicit WriteGate(ThreadCache *cache) : cache_(cache) {
+    if (cache_ != nullptr)
+      enter_gate(cache_);
+    else
+      shared_.emplace();
+  }
+  ~WriteGate() {
+    if (cache_ != nullptr) leave_gate(cache_);
+  }
+  WriteGate(const WriteGate &) = delete;
+  WriteGate &operator=(const WriteGate &) = delete;
+
+private:
+  ThreadCache *cache_;
+  std::optional<SharedGate> shared_;
+};
 
 // The forking (or reclaiming) thread's side, holding the heap lock: close
 // the gate (why: kGateFork or kGateReclaim) and wait for every other

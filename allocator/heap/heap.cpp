@@ -6,7 +6,6 @@
 #include <cstring>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -100,38 +99,11 @@ bool forking_here() {
 
 void prepare_heap_fork();
 
-// Secmem's fork handlers run with every signal blocked (glibc keeps its own
-// two, for thread cancellation and set*id, open): a signal handler that
-// forks on the forking thread then lands before, between or after them,
-// where the lock, the gate and fork_handlers_running say which fork is in
-// progress, and never where they disagree. (In the few instructions from
-// taking the lock to raising fork_handlers_running, or from lowering it to
-// letting the lock go, such a fork took the lock for one that an
-// interrupted operation held and overwrote lock_was_mine: the outer fork
-// never let the lock go, and the next allocation waited for ever.)
-class SignalsBlocked {
-public:
-  SignalsBlocked() {
-    sigset_t all;
-    sigfillset(&all);
-    blocked_ = pthread_sigmask(SIG_BLOCK, &all, &old_) == 0;
-  }
-  ~SignalsBlocked() {
-    if (blocked_) pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-  SignalsBlocked(const SignalsBlocked &) = delete;
-  SignalsBlocked &operator=(const SignalsBlocked &) = delete;
-
-private:
-  sigset_t old_;
-  bool blocked_;
-};
-
 // Registered when the library is loaded, so for every fork: before the heap
 // is ready it holds the start-up off until the fork is done (another
 // thread's start-up in progress finishes first).
 void prepare_fork() {
-  SignalsBlocked blocked;
+  SignalsBlocked blocked;   // secmem's fork handlers, all three (fork_gate.h)
   if (holding_start_up()) { // a fork inside this thread's fork
     g_start_up_holds.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -511,15 +483,8 @@ void rewrite_in_place(void *p, const BlockRef &ref, size_t size) {
 // The new size (in the span, ordinary memory) and the canary and tail (in
 // the block) change together for a fork: inside the gate (as release_large).
 void resize_in_place(void *p, const BlockRef &ref, size_t size) {
-  ThreadCache *cache = t_cache;
-  if (cache == nullptr) {
-    SharedGate gate;
-    rewrite_in_place(p, ref, size);
-    return;
-  }
-  enter_gate(cache);
+  WriteGate gate(t_cache);
   rewrite_in_place(p, ref, size);
-  leave_gate(cache);
 }
 
 } // namespace

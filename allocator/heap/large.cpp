@@ -190,28 +190,21 @@ void release_large(void *p, const BlockRef &ref) {
     return;
   }
   ThreadCache *cache = t_cache;
-  if (cache == nullptr) {
-    {
-      SharedGate gate;
-      ref.clear_live();
-      scrub_large(p, span);
-    } // a fork now leaves the run, not live and zero, out of use in the child
-    ScopedLock lock(g_heap.lock);
-    g_heap.uncached_frees++;
-    return_large(span);
-    return;
-  }
-  enter_gate(cache); // on the forking thread, in a fork handler: the child takes its copy first
-  ref.clear_live();
-  scrub_large(p, span);
-  bool kept = keep_large(cache, span);
-  if (!kept) cache->returning = span;
-  leave_gate(cache);
+  bool kept = false;
+  {
+    WriteGate gate(cache); // on the forking thread, in a fork handler: the child takes its copy first
+    ref.clear_live();
+    scrub_large(p, span);
+    if (cache != nullptr) {
+      kept = keep_large(cache, span);
+      if (!kept) cache->returning = span;
+    }
+  } // without a cache, a fork now leaves the run, not live and zero, out of use in the child
   if (kept) return;
   ScopedLock lock(g_heap.lock);
   g_heap.uncached_frees++;
   return_large(span);
-  cache->returning = nullptr;
+  if (cache != nullptr) cache->returning = nullptr;
 }
 
 int change_access(void *p, int mode, bool begin) {

@@ -24,7 +24,7 @@ struct Heap {
   // handler; kGateReclaim while a thread holding the lock empties every cache
   // (reclaim_caches); 0 when open.
   std::atomic<uint32_t> forking{0};
-  // Threads without a cache inside the gate (enter_shared_gate): a large
+  // Threads without a cache inside the gate (SharedGate): a large
   // block's zeroing at free, a resize in place.
   std::atomic<uint32_t> shared_gate_users{0};
   uint32_t gate_before_fork = 0; // what a fork from a signal handler found (and puts back)

@@ -306,9 +306,6 @@ void wait_for_shared_gate() {
 } // namespace
 
 SharedGate::SharedGate() {
-  sigset_t all;
-  sigfillset(&all);
-  blocked_ = pthread_sigmask(SIG_BLOCK, &all, &old_) == 0;
   t_in_shared_gate = true;
   for (;;) {
     g_heap.shared_gate_users.fetch_add(1, std::memory_order_seq_cst);
@@ -325,7 +322,6 @@ SharedGate::SharedGate() {
 SharedGate::~SharedGate() {
   g_heap.shared_gate_users.fetch_sub(1, std::memory_order_release);
   t_in_shared_gate = false;
-  if (blocked_) pthread_sigmask(SIG_SETMASK, &old_, nullptr);
 }
 
 void reset_shared_gate_in_child() {
