@@ -31,6 +31,11 @@ void clear_dead_threads_gates() REQUIRES(g_heap.lock);
 // the pool, and from then on caches keep no more than their first caps.
 void reclaim_caches() REQUIRES(g_heap.lock);
 
+// thread_cache.cpp: this thread's cache, made and listed (its key set, so
+// that thread_exit retires it); nullptr once retired at the thread's exit,
+// or with no room for one.
+ThreadCache *make_cache();
+
 // large.cpp: page-granular blocks between guard pages; sealed ones start PROT_NONE.
 void *allocate_large(size_t bytes, size_t alignment, bool sealed);
 void release_large(void *p, const BlockRef &ref);

@@ -19,6 +19,8 @@ namespace {
 // blocks lost for good: glibc runs destructors at most four rounds).
 constinit __attribute__((tls_model("initial-exec"))) thread_local bool t_exiting = false;
 
+} // namespace
+
 ThreadCache *make_cache() {
   if (t_exiting) return nullptr;
   ThreadCache *cache;
@@ -33,8 +35,6 @@ ThreadCache *make_cache() {
   t_cache = cache;
   return cache;
 }
-
-} // namespace
 
 namespace {
 
