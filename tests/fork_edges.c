@@ -26,6 +26,10 @@
 //                   lives through 20 forks keeps its own block
 //   atfork-parent   the same with the parent handler only (it uses the heap
 //                   after the fork, before secmem's parent handler)
+//   atfork-parent-frees [sealed]
+//                   a parent handler frees the block each child checks and
+//                   writes a new one; sealed: a sealed block in the heap
+//                   (the child copies for itself, after the kernel's fork)
 //   map-limit H     fork with the mapping count H below vm.max_map_count: the
 //                   child gets its copy, the parent's secret is untouched
 //   two-forkers N   two threads fork N times each, at once (glibc runs their
@@ -610,6 +614,47 @@ static int atfork_order(int parent_only) {
   if (wait_status(keeper) != 0) return fail("the child that lived through the forks lost its block");
   printf("atfork-order: 20 forks\n");
   return 0;
+}
+
+// ---- atfork-parent-frees ----
+
+static char *g_handed;
+static int g_handler_writes;
+
+static void parent_frees(void) { // fork_edges_late: before secmem's parent handler, after the kernel's fork
+  secmem_free(g_handed);         // zeroed here: the child must still find it whole
+  g_handed = secmem_malloc(9000);
+  if (g_handed != NULL) memset(g_handed, 'X', 9000), g_handler_writes++;
+}
+
+// A parent handler that frees a block and writes a new one (often the same
+// pages) while the child makes its own copy of the heap: with a sealed block
+// in the heap (sealed) the child copies for itself, from this process's
+// pages, after the kernel's fork. Every child must find the block as it was
+// at fork() and free it.
+static int atfork_parent_frees(int argc, char **argv) {
+  int sealed = argc > 2 && strcmp(argv[2], "sealed") == 0;
+  if (pthread_atfork(NULL, parent_frees, NULL) != 0) return fail("pthread_atfork");
+  if (sealed && secmem_sealed_alloc(64) == NULL) return fail("sealed_alloc");
+  int forks = 0, bad = 0;
+  for (int i = 0; i < 300; ++i) {
+    alarm(20);
+    if (g_handed == NULL && (g_handed = secmem_malloc(9000)) == NULL) return fail("malloc");
+    memset(g_handed, 'B', 9000);
+    pid_t pid = fork();
+    if (pid == 0) {
+      int whole = all_bytes(g_handed, 'B', 9000);
+      secmem_free(g_handed);
+      _exit(whole ? 0 : 1);
+    }
+    if (pid < 0) return fail("fork");
+    bad += wait_status(pid) != 0;
+    ++forks;
+  }
+  alarm(0);
+  printf("atfork-parent-frees%s: %d forks, %d children found the block changed, %d handler writes\n",
+         sealed ? " sealed" : "", forks, bad, g_handler_writes);
+  return bad == 0 && g_handler_writes == forks ? 0 : 1;
 }
 
 // ---- map-limit ----
@@ -1856,6 +1901,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "fork-in-own-fork") == 0) return fork_in_own_fork((int)arg);
   if (strcmp(argv[1], "atfork-order") == 0) return atfork_order(0);
   if (strcmp(argv[1], "atfork-parent") == 0) return atfork_order(1);
+  if (strcmp(argv[1], "atfork-parent-frees") == 0) return atfork_parent_frees(argc, argv);
   if (strcmp(argv[1], "map-limit") == 0) return map_limit(arg);
   if (strcmp(argv[1], "two-forkers") == 0) return two_forkers((int)arg);
   if (strcmp(argv[1], "signal-and-thread-fork") == 0) return signal_and_thread_fork((int)arg);

@@ -185,10 +185,16 @@ private:
   int fork_parent_pid_ = 0;         // the forking process (its getpid)
   os::FileId fork_pipe_id_;         // what fork_pipe_ and nested_pipe_ are, for the child's checks
   bool fork_reentered_ = false;     // fork_reentered ran in this fork
+  // The probe page that says whether the kernel's fork has happened (fork.cpp).
+  static void mark_before_fork();
+  static bool child_copying_now();
   static constexpr unsigned kNestedForks = 4;
   // A nested fork's child writes a byte to its pipe when its copies are in place.
   int nested_pipe_[kNestedForks][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
   os::FileId nested_pipe_id_[kNestedForks];
+  // Whether the probe page was this process's alone (the outer fork not yet
+  // made) when a fork inside this fork began: it is made so again after it.
+  bool nested_before_fork_[kNestedForks] = {};
   int staging_pipe_[2] = {-1, -1}; // each child says which file it took, and its pid (a socket pair, or a pipe)
   os::FileId staging_pipe_id_[2];
   FallbackReason degraded_why_ = FallbackReason::kOther; // the child's copy of a chunk left memfd_secret

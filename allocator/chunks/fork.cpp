@@ -32,6 +32,13 @@ namespace secmem {
 
 namespace {
 
+// Written in a fork's prepare phase when the child will copy for itself
+// (ChunkPool::mark_before_fork), read by nothing: the kernel's fork shares
+// the page with the child (copy-on-write), which /proc/self/pagemap shows
+// until the child writes it, exits or replaces its image. A page of its own:
+// any other write after the fork would end the sharing.
+alignas(os::kPageSize) volatile unsigned char g_fork_probe[os::kPageSize];
+
 constexpr unsigned kPidBits = 22; // pids stay below 2^22, the kernel's PID_MAX_LIMIT
 
 // Calls fn(first_page, pages) for each run of pages a fork child copies; the
@@ -460,13 +467,38 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
 // marked as this fork's: the parent then counts it as the child's (a child
 // that copied for itself never says so, and the file waits to be given up).
 // Without a pipe the staged copy stands.
+void ChunkPool::mark_before_fork() { g_fork_probe[0] = static_cast<unsigned char>(g_fork_probe[0] + 1); }
+
+// Whether the kernel's fork has happened and its child may still be copying
+// (the probe page is shared with it). Unknown (no /proc, or a seccomp filter
+// on this thread: its calls might not be allowed) counts as before the fork,
+// as before this check: waiting then would be waiting for a child that
+// does not exist yet.
+bool ChunkPool::child_copying_now() {
+  linux_facts::SeccompState sandbox = linux_facts::seccomp_state();
+  if (!sandbox.known || sandbox.filtered) return false;
+  return os::page_shared_with_child(const_cast<const unsigned char *>(&g_fork_probe[0])) == 1;
+}
+
 void ChunkPool::fork_reentered() {
+  if (fork_pipe_[1] >= 0 && child_copying_now()) {
+    // A parent handler registered before secmem's runs after the kernel's
+    // fork and before secmem's parent handler: the child, which copies for
+    // itself, reads this process's pages. The write waits for its copy.
+    os::close_fd(fork_pipe_[1]);
+    os::await_byte(fork_pipe_[0]); // or end of file: the child is gone
+    os::close_fd(fork_pipe_[0]);
+    fork_pipe_[0] = fork_pipe_[1] = -1;
+    fork_reentered_ = true;
+    return;
+  }
   if (fork_reentered_) return;
   if (fork_pipe_[0] < 0 && os::make_pipe(fork_pipe_) != 0) {
     fork_pipe_[0] = fork_pipe_[1] = -1;
     fork_staging_stale_ = true; // a child made now has no exact copy: it says so and stops
     return;
   }
+  mark_before_fork();
   fork_pipe_id_ = os::file_id(fork_pipe_[0]);
   fork_staging_stale_ = false;
   fork_reentered_ = true;
@@ -511,6 +543,7 @@ void ChunkPool::prepare_fork() {
     by_child = by_child || chunk->fork_copy == Chunk::ForkCopy::kByChild;
   if (!by_child) return;
   if (os::make_pipe(fork_pipe_) == 0) {
+    mark_before_fork();
     fork_pipe_id_ = os::file_id(fork_pipe_[0]);
     return;
   }
@@ -675,13 +708,19 @@ void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
 
 void ChunkPool::prepare_nested_fork(unsigned depth) {
   if (depth >= kNestedForks) return;
+  // The inner child shares the probe page too: after its fork the page is
+  // made this process's again, unless the outer fork had happened already.
+  nested_before_fork_[depth] = fork_pipe_[1] >= 0 && !child_copying_now();
   int *fds = nested_pipe_[depth];
   if (os::make_pipe(fds) != 0) fds[0] = fds[1] = -1; // then the inner child copies unwaited for
   nested_pipe_id_[depth] = os::file_id(fds[0]);
 }
 
 void ChunkPool::after_nested_fork_parent(unsigned depth) {
-  if (depth >= kNestedForks || nested_pipe_[depth][0] < 0) return;
+  if (depth >= kNestedForks) return;
+  if (nested_before_fork_[depth]) mark_before_fork();
+  nested_before_fork_[depth] = false;
+  if (nested_pipe_[depth][0] < 0) return;
   os::close_fd(nested_pipe_[depth][1]);
   os::await_byte(nested_pipe_[depth][0]); // or end of file: the child is gone
   os::close_fd(nested_pipe_[depth][0]);

@@ -209,6 +209,19 @@ uint64_t pid_namespace_id() {
   return static_cast<uint64_t>(st.st_ino);
 }
 
+int page_shared_with_child(const void *addr) {
+  char path[] = "/proc/self/pagemap";
+  int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC));
+  if (fd < 0) return -1;
+  uint64_t entry = 0;
+  long got = syscall(SYS_pread64, fd, &entry, sizeof entry,
+                     static_cast<off_t>(reinterpret_cast<uintptr_t>(addr) / kPageSize * sizeof entry));
+  close_fd(fd);
+  constexpr uint64_t kPresent = uint64_t{1} << 63, kExclusive = uint64_t{1} << 56;
+  if (got != static_cast<long>(sizeof entry) || (entry & kPresent) == 0) return -1;
+  return (entry & kExclusive) != 0 ? 0 : 1;
+}
+
 int make_message_socket(int fds[2]) {
   return syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : errno;
 }

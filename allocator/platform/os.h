@@ -115,6 +115,12 @@ int make_message_socket(int fds[2]);
 // The inode of this process's pid namespace (/proc/self/ns/pid); 0 when it
 // cannot be read. Async-signal-safe.
 uint64_t pid_namespace_id();
+// Whether the private page at addr is mapped by another process too (a
+// fork child that has not written it yet, nor exited or replaced its
+// image): 1; mapped by this process alone: 0; present or not unknown (no
+// /proc/self/pagemap, or the page is not present): -1. Bit 56 of its
+// pagemap entry ("exclusively mapped", Linux 4.2).
+int page_shared_with_child(const void *addr);
 void send_message(int fd, const void *msg, size_t len);
 size_t take_messages(int fd, void *buf, size_t len);
 void send_byte(int fd);
