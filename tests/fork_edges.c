@@ -26,10 +26,12 @@
 //                   lives through 20 forks keeps its own block
 //   atfork-parent   the same with the parent handler only (it uses the heap
 //                   after the fork, before secmem's parent handler)
-//   atfork-parent-frees [sealed]
+//   atfork-parent-frees [sealed|nested]
 //                   a parent handler frees the block each child checks and
 //                   writes a new one; sealed: a sealed block in the heap
-//                   (the child copies for itself, after the kernel's fork)
+//                   (the child copies for itself, after the kernel's fork);
+//                   nested: sealed, and a prepare handler forks first (whose
+//                   parent handler uses the heap before the outer fork)
 //   map-limit H     fork with the mapping count H below vm.max_map_count: the
 //                   child gets its copy, the parent's secret is untouched
 //   two-forkers N   two threads fork N times each, at once (glibc runs their
@@ -619,10 +621,25 @@ static int atfork_order(int parent_only) {
 // ---- atfork-parent-frees ----
 
 static char *g_handed;
-static int g_handler_writes;
+static int g_handler_writes, g_prepare_forks, g_inside;
 
-static void parent_frees(void) { // fork_edges_late: before secmem's parent handler, after the kernel's fork
-  secmem_free(g_handed);         // zeroed here: the child must still find it whole
+// fork_edges_late: after secmem's prepare handler, before the kernel's fork.
+static void prepare_forks(void) {
+  if (!g_prepare_forks || g_inside) return;
+  g_inside = 1;
+  pid_t inner = fork(); // every handler runs again, inside this fork
+  if (inner == 0) _exit(0);
+  if (inner > 0) wait_status(inner);
+  g_inside = 0;
+}
+
+// fork_edges_late: before secmem's parent handler, after the kernel's fork.
+static void parent_frees(void) {
+  if (g_inside) { // the inner fork's: the outer fork has not happened yet
+    secmem_free(secmem_malloc(16));
+    return;
+  }
+  secmem_free(g_handed); // zeroed here: the child must still find it whole
   g_handed = secmem_malloc(9000);
   if (g_handed != NULL) memset(g_handed, 'X', 9000), g_handler_writes++;
 }
@@ -633,8 +650,9 @@ static void parent_frees(void) { // fork_edges_late: before secmem's parent hand
 // pages, after the kernel's fork. Every child must find the block as it was
 // at fork() and free it.
 static int atfork_parent_frees(int argc, char **argv) {
-  int sealed = argc > 2 && strcmp(argv[2], "sealed") == 0;
-  if (pthread_atfork(NULL, parent_frees, NULL) != 0) return fail("pthread_atfork");
+  g_prepare_forks = argc > 2 && strcmp(argv[2], "nested") == 0;
+  int sealed = g_prepare_forks || (argc > 2 && strcmp(argv[2], "sealed") == 0);
+  if (pthread_atfork(prepare_forks, parent_frees, NULL) != 0) return fail("pthread_atfork");
   if (sealed && secmem_sealed_alloc(64) == NULL) return fail("sealed_alloc");
   int forks = 0, bad = 0;
   for (int i = 0; i < 300; ++i) {
@@ -653,7 +671,10 @@ static int atfork_parent_frees(int argc, char **argv) {
   }
   alarm(0);
   printf("atfork-parent-frees%s: %d forks, %d children found the block changed, %d handler writes\n",
-         sealed ? " sealed" : "", forks, bad, g_handler_writes);
+         g_prepare_forks ? " nested"
+         : sealed        ? " sealed"
+                         : "",
+         forks, bad, g_handler_writes);
   return bad == 0 && g_handler_writes == forks ? 0 : 1;
 }
 

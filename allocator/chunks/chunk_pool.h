@@ -88,7 +88,9 @@ public:
   // prepare_fork and the fork (the staged copy would be out of date).
   void stage_fork(bool interrupted, int parent_pid);
   void prepare_fork();
-  void fork_reentered();
+  // nest: how many forks made inside the outer one are in progress (a fork
+  // handler's or a signal handler's).
+  void fork_reentered(int nest);
   // forks_done: this fork's number (heap/state.h Heap::forks_done).
   void after_fork_parent(uint64_t forks_done);
   // nested_depth: -1 for the fork whose handlers run first; else the child
@@ -185,16 +187,23 @@ private:
   int fork_parent_pid_ = 0;         // the forking process (its getpid)
   os::FileId fork_pipe_id_;         // what fork_pipe_ and nested_pipe_ are, for the child's checks
   bool fork_reentered_ = false;     // fork_reentered ran in this fork
-  // The probe page that says whether the kernel's fork has happened (fork.cpp).
-  static void mark_before_fork();
-  static bool child_copying_now();
+  // Whether the kernel's fork of a level (-1: the outer fork; else a
+  // nesting depth) has happened: the forking thread's children before it
+  // (fork.cpp).
+  static constexpr int kChildrenBefore = 64;
+  static constexpr int kChildCopyWaitMs = 2000;
+  struct ChildrenBefore {
+    int32_t pids[kChildrenBefore] = {};
+    int count = -1; // -1: not known
+  };
+  void note_children_before_fork(int level);
+  bool forked_since_noted(int level) const;
+  void wait_for_copies(int nest);
   static constexpr unsigned kNestedForks = 4;
   // A nested fork's child writes a byte to its pipe when its copies are in place.
   int nested_pipe_[kNestedForks][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
   os::FileId nested_pipe_id_[kNestedForks];
-  // Whether the probe page was this process's alone (the outer fork not yet
-  // made) when a fork inside this fork began: it is made so again after it.
-  bool nested_before_fork_[kNestedForks] = {};
+  ChildrenBefore children_before_[kNestedForks + 1]; // [0] the outer fork, [1 + depth] the others
   int staging_pipe_[2] = {-1, -1}; // each child says which file it took, and its pid (a socket pair, or a pipe)
   os::FileId staging_pipe_id_[2];
   FallbackReason degraded_why_ = FallbackReason::kOther; // the child's copy of a chunk left memfd_secret

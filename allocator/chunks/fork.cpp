@@ -32,13 +32,6 @@ namespace secmem {
 
 namespace {
 
-// Written in a fork's prepare phase when the child will copy for itself
-// (ChunkPool::mark_before_fork), read by nothing: the kernel's fork shares
-// the page with the child (copy-on-write), which /proc/self/pagemap shows
-// until the child writes it, exits or replaces its image. A page of its own:
-// any other write after the fork would end the sharing.
-alignas(os::kPageSize) volatile unsigned char g_fork_probe[os::kPageSize];
-
 constexpr unsigned kPidBits = 22; // pids stay below 2^22, the kernel's PID_MAX_LIMIT
 
 // Calls fn(first_page, pages) for each run of pages a fork child copies; the
@@ -467,38 +460,115 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
 // marked as this fork's: the parent then counts it as the child's (a child
 // that copied for itself never says so, and the file waits to be given up).
 // Without a pipe the staged copy stands.
-void ChunkPool::mark_before_fork() { g_fork_probe[0] = static_cast<unsigned char>(g_fork_probe[0] + 1); }
+// The forking thread's children (/proc/thread-self/children) before the
+// kernel's fork of a level (the outer fork, or one made inside it at a
+// nesting depth), when its child is to copy for itself: a pid not among them
+// afterwards says the fork has happened (another thread's fork or _Fork puts
+// its child in that thread's list; a child reaped meanwhile only leaves it;
+// a child of a fork made inside this one since is a false alarm, which the
+// wait below finds out and notes). Unknown (no /proc, a seccomp filter on
+// this thread, whose calls might not be allowed; more children than kept):
+// -1, no wait, as before.
+namespace {
+// The pids in a /proc/PID/task/TID/children text, each ended by a space
+// (one cut short at the end of a full buffer is left out).
+template <typename Each> void each_child(const char *text, long len, Each each) {
+  for (long at = 0; at < len;) {
+    int32_t pid = 0;
+    while (at < len && (text[at] < '0' || text[at] > '9')) ++at;
+    if (at == len) break;
+    while (at < len && text[at] >= '0' && text[at] <= '9') pid = pid * 10 + (text[at++] - '0');
+    if (at == len) break;
+    if (!each(pid)) break;
+  }
+}
+} // namespace
 
-// Whether the kernel's fork has happened and its child may still be copying
-// (the probe page is shared with it). Unknown (no /proc, or a seccomp filter
-// on this thread: its calls might not be allowed) counts as before the fork,
-// as before this check: waiting then would be waiting for a child that
-// does not exist yet.
-bool ChunkPool::child_copying_now() {
+void ChunkPool::note_children_before_fork(int level) {
+  ChildrenBefore &before = children_before_[level + 1];
+  before.count = -1;
   linux_facts::SeccompState sandbox = linux_facts::seccomp_state();
-  if (!sandbox.known || sandbox.filtered) return false;
-  return os::page_shared_with_child(const_cast<const unsigned char *>(&g_fork_probe[0])) == 1;
+  if (!sandbox.known || sandbox.filtered) return;
+  char text[kChildrenBefore * 12];
+  long len = os::read_proc_file("/proc/thread-self/children", text, sizeof text);
+  if (len < 0 || static_cast<size_t>(len) == sizeof text) return;
+  int count = 0;
+  bool all = true;
+  each_child(text, len, [&](int32_t pid) {
+    if (count == kChildrenBefore) return all = false;
+    before.pids[count++] = pid;
+    return true;
+  });
+  if (all) before.count = count;
 }
 
-void ChunkPool::fork_reentered() {
-  if (fork_pipe_[1] >= 0 && child_copying_now()) {
-    // A parent handler registered before secmem's runs after the kernel's
-    // fork and before secmem's parent handler: the child, which copies for
-    // itself, reads this process's pages. The write waits for its copy.
-    os::close_fd(fork_pipe_[1]);
-    os::await_byte(fork_pipe_[0]); // or end of file: the child is gone
-    os::close_fd(fork_pipe_[0]);
-    fork_pipe_[0] = fork_pipe_[1] = -1;
-    fork_reentered_ = true;
-    return;
+bool ChunkPool::forked_since_noted(int level) const {
+  const ChildrenBefore &before = children_before_[level + 1];
+  if (before.count < 0) return false;
+  char text[kChildrenBefore * 12 + 16];
+  long len = os::read_proc_file("/proc/thread-self/children", text, sizeof text);
+  bool forked = false;
+  each_child(text, len, [&](int32_t pid) {
+    bool known = false;
+    for (int i = 0; i < before.count && !known; ++i) known = before.pids[i] == pid;
+    forked = !known;
+    return known;
+  });
+  return forked;
+}
+
+// Before a fork handler's write in the parent (one registered before
+// secmem's: its parent handler runs after the kernel's fork and before
+// secmem's parent handler, which is where the parent waits): every fork in
+// progress, the innermost first, whose child copies for itself and has been
+// made is waited for, for at most kChildCopyWaitMs (a child handler
+// registered earlier may wait for this very handler).
+void ChunkPool::wait_for_copies(int nest) {
+  for (int level = nest - 1; level >= -1; --level) {
+    if (level >= static_cast<int>(kNestedForks)) continue; // no pipe that deep: its child copies unwaited for
+    int *fds = level < 0 ? fork_pipe_ : nested_pipe_[level];
+    if (fds[1] < 0 || !forked_since_noted(level)) continue;
+    os::close_fd(fds[1]);
+    fds[1] = -1;
+    os::Awaited came = os::await_byte_for(fds[0], kChildCopyWaitMs);
+    if (came != os::Awaited::kNothing) {
+      os::close_fd(fds[0]);
+      fds[0] = -1;
+    }
+    if (came == os::Awaited::kEnd) {
+      // No copy came: the child died first, or the new pid was not this
+      // fork's child (one of a fork made inside it, or another process this
+      // thread made): then that fork is still to come, and its child needs
+      // a pipe.
+      if (os::make_pipe(fds) != 0) {
+        fds[0] = fds[1] = -1;
+        if (level < 0) fork_staging_stale_ = true; // a child made now has no exact copy: it says so and stops
+      } else {
+        if (level < 0) fork_pipe_id_ = os::file_id(fds[0]);
+        if (level >= 0) nested_pipe_id_[level] = os::file_id(fds[0]);
+        note_children_before_fork(level);
+      }
+    } else if (came == os::Awaited::kNothing) {
+      static std::atomic<bool> said{false};
+      if (!said.exchange(true, std::memory_order_relaxed))
+        diag::Line()
+            .add("fork: a fork handler registered before secmem's uses the secret heap in the parent while the child "
+                 "copies it, and the child has not finished its copy in 2 s (does a child fork handler registered "
+                 "earlier wait for the parent?); going on: that child's copy may hold this change")
+            .emit();
+    }
   }
+}
+
+void ChunkPool::fork_reentered(int nest) {
+  wait_for_copies(nest);
   if (fork_reentered_) return;
   if (fork_pipe_[0] < 0 && os::make_pipe(fork_pipe_) != 0) {
     fork_pipe_[0] = fork_pipe_[1] = -1;
     fork_staging_stale_ = true; // a child made now has no exact copy: it says so and stops
     return;
   }
-  mark_before_fork();
+  note_children_before_fork(-1);
   fork_pipe_id_ = os::file_id(fork_pipe_[0]);
   fork_staging_stale_ = false;
   fork_reentered_ = true;
@@ -543,7 +613,7 @@ void ChunkPool::prepare_fork() {
     by_child = by_child || chunk->fork_copy == Chunk::ForkCopy::kByChild;
   if (!by_child) return;
   if (os::make_pipe(fork_pipe_) == 0) {
-    mark_before_fork();
+    note_children_before_fork(-1);
     fork_pipe_id_ = os::file_id(fork_pipe_[0]);
     return;
   }
@@ -570,7 +640,7 @@ void ChunkPool::after_fork_parent(uint64_t forks_done) {
     if (!reaped_.watched.load(std::memory_order_relaxed)) refresh_staging(true);
   }
   if (fork_pipe_[0] >= 0) {
-    os::close_fd(fork_pipe_[1]);
+    if (fork_pipe_[1] >= 0) os::close_fd(fork_pipe_[1]);
     os::await_byte(fork_pipe_[0]); // or end of file: the child is gone
     os::close_fd(fork_pipe_[0]);
     fork_pipe_[0] = fork_pipe_[1] = -1;
@@ -708,20 +778,16 @@ void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
 
 void ChunkPool::prepare_nested_fork(unsigned depth) {
   if (depth >= kNestedForks) return;
-  // The inner child shares the probe page too: after its fork the page is
-  // made this process's again, unless the outer fork had happened already.
-  nested_before_fork_[depth] = fork_pipe_[1] >= 0 && !child_copying_now();
   int *fds = nested_pipe_[depth];
   if (os::make_pipe(fds) != 0) fds[0] = fds[1] = -1; // then the inner child copies unwaited for
   nested_pipe_id_[depth] = os::file_id(fds[0]);
+  if (fds[1] >= 0) note_children_before_fork(static_cast<int>(depth));
 }
 
 void ChunkPool::after_nested_fork_parent(unsigned depth) {
   if (depth >= kNestedForks) return;
-  if (nested_before_fork_[depth]) mark_before_fork();
-  nested_before_fork_[depth] = false;
-  if (nested_pipe_[depth][0] < 0) return;
-  os::close_fd(nested_pipe_[depth][1]);
+  if (nested_pipe_[depth][0] < 0) return; // or waited for already (wait_for_copies)
+  if (nested_pipe_[depth][1] >= 0) os::close_fd(nested_pipe_[depth][1]);
   os::await_byte(nested_pipe_[depth][0]); // or end of file: the child is gone
   os::close_fd(nested_pipe_[depth][0]);
   nested_pipe_[depth][0] = nested_pipe_[depth][1] = -1;

@@ -385,7 +385,7 @@ void finish_fork_in_child_now() NO_THREAD_SAFETY_ANALYSIS {
   if (getpid() != g_fork_parent)
     finish_child();
   else
-    g_heap.pool.fork_reentered(); // the staged copy would miss what this operation changes
+    g_heap.pool.fork_reentered(static_cast<int>(g_fork_nest)); // the staged copy would miss what this changes
 }
 
 namespace {

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -209,17 +210,14 @@ uint64_t pid_namespace_id() {
   return static_cast<uint64_t>(st.st_ino);
 }
 
-int page_shared_with_child(const void *addr) {
-  char path[] = "/proc/self/pagemap";
+long read_proc_file(const char *path, char *buf, size_t len) {
   int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC));
   if (fd < 0) return -1;
-  uint64_t entry = 0;
-  long got = syscall(SYS_pread64, fd, &entry, sizeof entry,
-                     static_cast<off_t>(reinterpret_cast<uintptr_t>(addr) / kPageSize * sizeof entry));
+  long got;
+  do got = syscall(SYS_read, fd, buf, len);
+  while (got < 0 && errno == EINTR);
   close_fd(fd);
-  constexpr uint64_t kPresent = uint64_t{1} << 63, kExclusive = uint64_t{1} << 56;
-  if (got != static_cast<long>(sizeof entry) || (entry & kPresent) == 0) return -1;
-  return (entry & kExclusive) != 0 ? 0 : 1;
+  return got;
 }
 
 int make_message_socket(int fds[2]) {
@@ -245,6 +243,32 @@ void send_byte(int fd) {
 void await_byte(int fd) {
   char byte = 0;
   while (syscall(SYS_read, fd, &byte, 1) < 0 && errno == EINTR) {}
+}
+
+Awaited await_byte_for(int fd, int ms) {
+  timespec end{};
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  end.tv_sec += ms / 1000;
+  end.tv_nsec += static_cast<long>(ms % 1000) * 1000000;
+  if (end.tv_nsec >= 1000000000) end.tv_sec++, end.tv_nsec -= 1000000000;
+  for (;;) {
+    timespec now{}, left{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    left.tv_sec = end.tv_sec - now.tv_sec;
+    left.tv_nsec = end.tv_nsec - now.tv_nsec;
+    if (left.tv_nsec < 0) left.tv_sec--, left.tv_nsec += 1000000000;
+    if (left.tv_sec < 0) return Awaited::kNothing;
+    pollfd watch{fd, POLLIN, 0};
+    long ready = syscall(SYS_ppoll, &watch, 1, &left, nullptr, size_t{8});
+    if (ready > 0) {
+      char byte = 0;
+      long got;
+      do got = syscall(SYS_read, fd, &byte, 1);
+      while (got < 0 && errno == EINTR);
+      return got == 1 ? Awaited::kByte : Awaited::kEnd;
+    }
+    if (ready == 0 || errno != EINTR) return Awaited::kNothing;
+  }
 }
 
 void close_fd(int fd) { syscall(SYS_close, fd); }

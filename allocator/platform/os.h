@@ -115,16 +115,16 @@ int make_message_socket(int fds[2]);
 // The inode of this process's pid namespace (/proc/self/ns/pid); 0 when it
 // cannot be read. Async-signal-safe.
 uint64_t pid_namespace_id();
-// Whether the private page at addr is mapped by another process too (a
-// fork child that has not written it yet, nor exited or replaced its
-// image): 1; mapped by this process alone: 0; present or not unknown (no
-// /proc/self/pagemap, or the page is not present): -1. Bit 56 of its
-// pagemap entry ("exclusively mapped", Linux 4.2).
-int page_shared_with_child(const void *addr);
+// Reads up to len bytes of a small /proc file into buf: the bytes read,
+// or -1. Raw system calls; async-signal-safe.
+long read_proc_file(const char *path, char *buf, size_t len);
 void send_message(int fd, const void *msg, size_t len);
 size_t take_messages(int fd, void *buf, size_t len);
 void send_byte(int fd);
 void await_byte(int fd);
+// The same for at most ms milliseconds: what came.
+enum class Awaited { kByte, kEnd, kNothing };
+Awaited await_byte_for(int fd, int ms);
 void close_fd(int fd);
 
 // Address space RLIMIT_AS leaves this process (the limit minus VmSize);
