@@ -450,16 +450,6 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   }
 }
 
-// Another fork handler uses the heap on the forking thread while the fork is
-// in progress: a prepare handler registered before secmem's (it runs after
-// secmem's, so before the fork), or a parent handler registered before it
-// (after the fork). Before the fork the parent's state now differs from the
-// staged copy: the child copies instead, while the parent waits, as for a
-// sealed block (a chunk made by that handler is copied by the child too).
-// Which of the two it is cannot be told here, so the staging file stays
-// marked as this fork's: the parent then counts it as the child's (a child
-// that copied for itself never says so, and the file waits to be given up).
-// Without a pipe the staged copy stands.
 // The forking thread's children (/proc/thread-self/children) before the
 // kernel's fork of a level (the outer fork, or one made inside it at a
 // nesting depth), when its child is to copy for itself: a pid not among them
@@ -560,6 +550,17 @@ void ChunkPool::wait_for_copies(int nest) {
   }
 }
 
+// Another fork handler uses the heap on the forking thread while the fork is
+// in progress: a prepare handler registered before secmem's (it runs after
+// secmem's, so before the fork), or a parent handler registered before it
+// (after the fork). A child that copies for itself and exists is waited for
+// first (wait_for_copies). Before the fork the parent's state now differs
+// from the staged copy: the child copies instead, while the parent waits, as
+// for a sealed block (a chunk made by that handler is copied by the child
+// too). After a fork with a staged copy, which of the two it is cannot be
+// told, so the staging file stays marked as this fork's: the parent then
+// counts it as the child's (a child that copied for itself never says so,
+// and the file waits to be given up). Without a pipe the staged copy stands.
 void ChunkPool::fork_reentered(int nest) {
   wait_for_copies(nest);
   if (fork_reentered_) return;
