@@ -434,6 +434,10 @@ TEST(ForkEdges, ParentHandlersBeforeSecmemsDoNotReachTheChild) {
   EXPECT_TRUE(fork_edges({"atfork-parent-frees"}, SECMEM_FORK_EDGES_LATE_PATH));
   EXPECT_TRUE(fork_edges({"atfork-parent-frees", "sealed"}, SECMEM_FORK_EDGES_LATE_PATH));
   EXPECT_TRUE(fork_edges({"atfork-parent-frees", "nested"}, SECMEM_FORK_EDGES_LATE_PATH));
+  // A process that a prepare handler makes with _Fork holds the pipe and
+  // runs no fork handler: the wait gives up after 2 s with a new pipe (a
+  // first version waited for that process to exit).
+  EXPECT_TRUE(fork_edges({"atfork-parent-frees", "stray"}, SECMEM_FORK_EDGES_LATE_PATH));
   Result result = run({"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=2097152",
                        "timeout", "-s", "KILL", "120", SECMEM_FORK_EDGES_LATE_PATH, "atfork-parent-frees"},
                       {"TSAN_OPTIONS=report_thread_leaks=0:report_signal_unsafe=0"});

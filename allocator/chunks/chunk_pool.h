@@ -204,6 +204,11 @@ private:
   int nested_pipe_[kNestedForks][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
   os::FileId nested_pipe_id_[kNestedForks];
   ChildrenBefore children_before_[kNestedForks + 1]; // [0] the outer fork, [1 + depth] the others
+  // A pipe's read end given up after a wait that timed out (wait_for_copies),
+  // closed when that fork is over; the same slots.
+  int stale_read_[kNestedForks + 1] = {-1, -1, -1, -1, -1};
+  os::FileId stale_read_id_[kNestedForks + 1];
+  void close_stale_read(int slot);
   int staging_pipe_[2] = {-1, -1}; // each child says which file it took, and its pid (a socket pair, or a pipe)
   os::FileId staging_pipe_id_[2];
   FallbackReason degraded_why_ = FallbackReason::kOther; // the child's copy of a chunk left memfd_secret

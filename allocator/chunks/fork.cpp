@@ -521,11 +521,22 @@ void ChunkPool::wait_for_copies(int nest) {
     os::close_fd(fds[1]);
     fds[1] = -1;
     os::Awaited came = os::await_byte_for(fds[0], kChildCopyWaitMs);
-    if (came != os::Awaited::kNothing) {
+    if (came == os::Awaited::kNothing) {
+      // A child too slow, or a process this thread made without secmem's
+      // handlers (_Fork, clone) that holds the write end and lives on: a
+      // new pipe, as below, so that neither this wait nor the parent
+      // handler's waits for that process. The old read end stays open until
+      // the fork is over: a child that writes to a pipe without a reader
+      // would die of SIGPIPE.
+      int &stale = stale_read_[level + 1];
+      if (stale >= 0) os::close_fd(stale);
+      stale = fds[0];
+      stale_read_id_[level + 1] = os::file_id(fds[0]);
+    } else {
       os::close_fd(fds[0]);
-      fds[0] = -1;
     }
-    if (came == os::Awaited::kEnd) {
+    fds[0] = -1;
+    if (came != os::Awaited::kByte) {
       // No copy came: the child died first, or the new pid was not this
       // fork's child (one of a fork made inside it, or another process this
       // thread made): then that fork is still to come, and its child needs
@@ -538,13 +549,15 @@ void ChunkPool::wait_for_copies(int nest) {
         if (level >= 0) nested_pipe_id_[level] = os::file_id(fds[0]);
         note_children_before_fork(level);
       }
-    } else if (came == os::Awaited::kNothing) {
+    }
+    if (came == os::Awaited::kNothing) {
       static std::atomic<bool> said{false};
       if (!said.exchange(true, std::memory_order_relaxed))
         diag::Line()
             .add("fork: a fork handler registered before secmem's uses the secret heap in the parent while the child "
-                 "copies it, and the child has not finished its copy in 2 s (does a child fork handler registered "
-                 "earlier wait for the parent?); going on: that child's copy may hold this change")
+                 "copies it, and no copy was done in 2 s (a child fork handler registered earlier that waits for the "
+                 "parent, or a process made with _Fork or clone in a prepare handler that lives on?); going on: "
+                 "that child's copy may hold this change")
             .emit();
     }
   }
@@ -646,6 +659,7 @@ void ChunkPool::after_fork_parent(uint64_t forks_done) {
     os::close_fd(fork_pipe_[0]);
     fork_pipe_[0] = fork_pipe_[1] = -1;
   }
+  close_stale_read(0);
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     if (chunk->fork_staging == nullptr) continue;
     // A memfd_secret staging file is zeroed by the kernel when freed; an
@@ -785,9 +799,15 @@ void ChunkPool::prepare_nested_fork(unsigned depth) {
   if (fds[1] >= 0) note_children_before_fork(static_cast<int>(depth));
 }
 
+void ChunkPool::close_stale_read(int slot) {
+  if (stale_read_[slot] >= 0) os::close_fd(stale_read_[slot]);
+  stale_read_[slot] = -1;
+}
+
 void ChunkPool::after_nested_fork_parent(unsigned depth) {
   if (depth >= kNestedForks) return;
-  if (nested_pipe_[depth][0] < 0) return; // or waited for already (wait_for_copies)
+  close_stale_read(static_cast<int>(depth) + 1); // its writers had their 2 s
+  if (nested_pipe_[depth][0] < 0) return;        // or waited for already (wait_for_copies)
   if (nested_pipe_[depth][1] >= 0) os::close_fd(nested_pipe_[depth][1]);
   os::await_byte(nested_pipe_[depth][0]); // or end of file: the child is gone
   os::close_fd(nested_pipe_[depth][0]);
@@ -817,6 +837,10 @@ void ChunkPool::after_fork_child(int nested_depth) {
       }
       fd = -1;
     }
+  }
+  for (int slot = 0; slot <= static_cast<int>(kNestedForks); ++slot) { // the parent's, given up
+    if (stale_read_[slot] >= 0 && ours(stale_read_[slot], stale_read_id_[slot])) os::close_fd(stale_read_[slot]);
+    stale_read_[slot] = -1;
   }
   int staging_fd = fork_slot_ >= 0 ? staging_[fork_slot_].fd : -1;
   bool staging_fd_ours = false, checked = false;
