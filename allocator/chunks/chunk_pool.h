@@ -197,6 +197,7 @@ private:
     int count = -1; // -1: not known
   };
   void note_children_before_fork(int level);
+  bool open_copy_pipe(int level);
   bool forked_since_noted(int level) const;
   void wait_for_copies(int nest);
   static constexpr unsigned kNestedForks = 4;

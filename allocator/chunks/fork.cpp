@@ -480,7 +480,7 @@ void ChunkPool::note_children_before_fork(int level) {
   linux_facts::SeccompState sandbox = linux_facts::seccomp_state();
   if (!sandbox.known || sandbox.filtered) return;
   char text[kChildrenBefore * 12];
-  long len = os::read_proc_file("/proc/thread-self/children", text, sizeof text);
+  long len = linux_facts::read_small_file("/proc/thread-self/children", text, sizeof text);
   if (len < 0 || static_cast<size_t>(len) == sizeof text) return;
   int count = 0;
   bool all = true;
@@ -496,7 +496,7 @@ bool ChunkPool::forked_since_noted(int level) const {
   const ChildrenBefore &before = children_before_[level + 1];
   if (before.count < 0) return false;
   char text[kChildrenBefore * 12 + 16];
-  long len = os::read_proc_file("/proc/thread-self/children", text, sizeof text);
+  long len = linux_facts::read_small_file("/proc/thread-self/children", text, sizeof text);
   bool forked = false;
   each_child(text, len, [&](int32_t pid) {
     bool known = false;
@@ -505,6 +505,23 @@ bool ChunkPool::forked_since_noted(int level) const {
     return known;
   });
   return forked;
+}
+
+// The pipe on which the child of a fork level (-1: the outer fork; else a
+// nesting depth) says its copy is done: its id, for the child's checks, and
+// the forking thread's children noted. false, both ends -1, when none can
+// be had.
+bool ChunkPool::open_copy_pipe(int level) {
+  int *fds = level < 0 ? fork_pipe_ : nested_pipe_[level];
+  os::FileId &id = level < 0 ? fork_pipe_id_ : nested_pipe_id_[level];
+  if (os::make_pipe(fds) != 0) {
+    fds[0] = fds[1] = -1;
+    id = os::FileId{};
+    return false;
+  }
+  id = os::file_id(fds[0]);
+  note_children_before_fork(level);
+  return true;
 }
 
 // Before a fork handler's write in the parent (one registered before
@@ -541,14 +558,8 @@ void ChunkPool::wait_for_copies(int nest) {
       // fork's child (one of a fork made inside it, or another process this
       // thread made): then that fork is still to come, and its child needs
       // a pipe.
-      if (os::make_pipe(fds) != 0) {
-        fds[0] = fds[1] = -1;
-        if (level < 0) fork_staging_stale_ = true; // a child made now has no exact copy: it says so and stops
-      } else {
-        if (level < 0) fork_pipe_id_ = os::file_id(fds[0]);
-        if (level >= 0) nested_pipe_id_[level] = os::file_id(fds[0]);
-        note_children_before_fork(level);
-      }
+      if (!open_copy_pipe(level) && level < 0)
+        fork_staging_stale_ = true; // a child made now has no exact copy: it says so and stops
     }
     if (came == os::Awaited::kNothing) {
       static std::atomic<bool> said{false};
@@ -577,13 +588,12 @@ void ChunkPool::wait_for_copies(int nest) {
 void ChunkPool::fork_reentered(int nest) {
   wait_for_copies(nest);
   if (fork_reentered_) return;
-  if (fork_pipe_[0] < 0 && os::make_pipe(fork_pipe_) != 0) {
-    fork_pipe_[0] = fork_pipe_[1] = -1;
+  if (fork_pipe_[0] >= 0) {
+    note_children_before_fork(-1);
+  } else if (!open_copy_pipe(-1)) {
     fork_staging_stale_ = true; // a child made now has no exact copy: it says so and stops
     return;
   }
-  note_children_before_fork(-1);
-  fork_pipe_id_ = os::file_id(fork_pipe_[0]);
   fork_staging_stale_ = false;
   fork_reentered_ = true;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
@@ -626,12 +636,7 @@ void ChunkPool::prepare_fork() {
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
     by_child = by_child || chunk->fork_copy == Chunk::ForkCopy::kByChild;
   if (!by_child) return;
-  if (os::make_pipe(fork_pipe_) == 0) {
-    note_children_before_fork(-1);
-    fork_pipe_id_ = os::file_id(fork_pipe_[0]);
-    return;
-  }
-  fork_pipe_[0] = fork_pipe_[1] = -1;
+  if (open_copy_pipe(-1)) return;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     if (chunk->fork_copy != Chunk::ForkCopy::kByChild) continue;
     stage_in_parent(chunk);
@@ -793,10 +798,7 @@ void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
 
 void ChunkPool::prepare_nested_fork(unsigned depth) {
   if (depth >= kNestedForks) return;
-  int *fds = nested_pipe_[depth];
-  if (os::make_pipe(fds) != 0) fds[0] = fds[1] = -1; // then the inner child copies unwaited for
-  nested_pipe_id_[depth] = os::file_id(fds[0]);
-  if (fds[1] >= 0) note_children_before_fork(static_cast<int>(depth));
+  open_copy_pipe(static_cast<int>(depth)); // without one, the inner child copies unwaited for
 }
 
 void ChunkPool::close_stale_read(int slot) {

@@ -61,17 +61,27 @@ inline const char *errno_name(int errnum) {
   }
 }
 
+// Up to len bytes of a small file (a /proc file: read in one call) into buf:
+// the bytes read, or -1. Raw open/read/close system calls: safe inside
+// malloc and in fork handlers, and not cancellation points.
+inline long read_small_file(const char *file, char *buf, size_t len) {
+  int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, file, O_RDONLY | O_CLOEXEC));
+  if (fd < 0) return -1;
+  long n;
+  do n = syscall(SYS_read, fd, buf, len);
+  while (n < 0 && errno == EINTR);
+  syscall(SYS_close, fd);
+  return n;
+}
+
 // Numeric fields of a status file in one read ("VmLck:" in kB, "Seccomp:"...):
 // values[i] for names[i]. Returns a bit per field found (bit i: names[i]),
 // or -1 when the file cannot be read. Raw open/read/close system calls: safe
 // inside malloc, and not cancellation points (a thread cancelled here would
 // leave the heap or start-up lock it holds taken for good).
 inline int status_numbers(const char *file, const char *const names[], size_t values[], int count) {
-  int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, file, O_RDONLY | O_CLOEXEC));
-  if (fd < 0) return -1;
   char buf[4096];
-  ssize_t n = syscall(SYS_read, fd, buf, sizeof buf - 1);
-  syscall(SYS_close, fd);
+  long n = read_small_file(file, buf, sizeof buf - 1);
   if (n <= 0) return -1;
   buf[n] = '\0';
   int found = 0;

@@ -210,16 +210,6 @@ uint64_t pid_namespace_id() {
   return static_cast<uint64_t>(st.st_ino);
 }
 
-long read_proc_file(const char *path, char *buf, size_t len) {
-  int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC));
-  if (fd < 0) return -1;
-  long got;
-  do got = syscall(SYS_read, fd, buf, len);
-  while (got < 0 && errno == EINTR);
-  close_fd(fd);
-  return got;
-}
-
 int make_message_socket(int fds[2]) {
   return syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : errno;
 }

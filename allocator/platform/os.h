@@ -115,9 +115,6 @@ int make_message_socket(int fds[2]);
 // The inode of this process's pid namespace (/proc/self/ns/pid); 0 when it
 // cannot be read. Async-signal-safe.
 uint64_t pid_namespace_id();
-// Reads up to len bytes of a small /proc file into buf: the bytes read,
-// or -1. Raw system calls; async-signal-safe.
-long read_proc_file(const char *path, char *buf, size_t len);
 void send_message(int fd, const void *msg, size_t len);
 size_t take_messages(int fd, void *buf, size_t len);
 void send_byte(int fd);
