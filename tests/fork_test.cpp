@@ -425,7 +425,7 @@ TEST(ForkEdges, OtherForkHandlersMayUseTheHeap) {
 // A parent handler registered before secmem's (fork_edges_late) frees the
 // block each child checks, after the kernel's fork: where the child copies
 // for itself (a sealed block in the heap), it copied the parent's pages after
-// that free, and found the block zeroed (651 children in 683, with a sealed
+// that free, and found the block zeroed (300 children in 300 with a sealed
 // block; 299 in 300 under a 2 MiB memlock budget, which holds no staging
 // file). Such a write now waits for the child's copy, and a fork made by a
 // prepare handler first does not pass for it (a first version took the
