@@ -67,9 +67,12 @@
 //                   "DATA", allocates, exits (the shim's report must not land in P)
 //   closed-stderr   closes stderr, allocates, exits
 //   null-stderr     points fd 2 at /dev/null (as a daemon does), allocates, exits
-//   staging-reuse N N children one after another, each leaving a secret of
+//   staging-reuse N [grow]
+//                   N children one after another, each leaving a secret of
 //                   its own in its heap: no child finds the previous one's,
-//                   and the parent keeps a few staging files, not one per child
+//                   and the parent keeps a few staging files, not one per child;
+//                   grow: each child also takes 200 KiB more than the parent
+//                   holds, zero, in its copy's chunk (no chunk of its own)
 //   fork-in-handler prepare|parent|child
 //                   a fork handler registered before the heap started forks:
 //                   every process keeps its own heap
@@ -1097,14 +1100,17 @@ static int secret_mappings_hold(const unsigned char *pattern) {
 // A parent forks child after child, each waited for: the staging file one
 // child had is used again for the next. Each child leaves its own secret
 // (a random pattern) in blocks it never frees, in the pages of its copy;
-// the next child must find no trace of it anywhere in its secret mappings,
+// the next two children (the files take turns) must find no trace of it anywhere in their secret mappings,
 // and the parent's key, block for block. The parent keeps at most a few
-// staging files open however many children it makes.
-static int staging_reuse(int rounds) {
+// staging files open however many children it makes. With grow, each child
+// also takes 100 blocks of 2000 bytes, past the pages the parent holds: they
+// come from the room after its copy in the staging file (no chunk of its
+// own), zero, though the child before left its secret in them.
+static int staging_reuse(int rounds, int grow) {
   unsigned char *key = secmem_malloc(64);
   if (key == NULL) return fail("malloc");
   memset(key, 'K', 64);
-  unsigned char previous[32] = {0};
+  unsigned char previous[2][32] = {{0}}; // the last two children's: the files take turns
   int have_previous = 0;
   for (int round = 0; round < rounds; ++round) {
     unsigned char mine[32];
@@ -1113,8 +1119,11 @@ static int staging_reuse(int rounds) {
     if (pipe(fds) != 0) return fail("pipe");
     pid_t pid = fork();
     if (pid == 0) {
+      struct secmem_stats before, after;
+      secmem_get_stats(&before);
       int bad = !all_bytes(key, 'K', 64);
-      if (have_previous && secret_mappings_hold(previous) != 0) bad |= 2;
+      for (int i = 0; i < have_previous; ++i)
+        if (secret_mappings_hold(previous[i]) != 0) bad |= 2;
       // Secrets of this child, left behind: small blocks in the copied pages.
       for (int i = 0; i < 40; ++i) {
         unsigned char *p = secmem_malloc(32 + (size_t)(i % 4) * 48);
@@ -1122,8 +1131,18 @@ static int staging_reuse(int rounds) {
       }
       unsigned char *q = secmem_malloc(3000);
       if (q != NULL) memcpy(q + 1000, mine, 32);
+      if (grow) {
+        for (int i = 0; i < 100; ++i) {
+          unsigned char *p = secmem_malloc(2000);
+          if (p == NULL || !all_bytes(p, 0, 2000)) bad |= 4;
+          if (p != NULL)
+            for (int at = 0; at + 32 <= 2000; at += 250) memcpy(p + at, mine, 32);
+        }
+        secmem_get_stats(&after);
+        if (after.chunks != before.chunks) bad |= 8;
+      }
       memset(key, 'c', 64);
-      char verdict = (char)('0' + bad);
+      char verdict = "0123456789abcdef"[bad & 15];
       _exit(write(fds[1], &verdict, 1) == 1 ? 0 : 9);
     }
     close(fds[1]);
@@ -1132,13 +1151,15 @@ static int staging_reuse(int rounds) {
     close(fds[0]);
     int status = wait_status(pid);
     if (status != 0 || verdict != '0') {
-      printf("round %d: child status %d, verdict %c (1: the key, 2: the previous child's secret)\n", round, status,
-             verdict);
+      printf("round %d: child status %d, verdict %c (bits: 1 the key, 2 the previous child's secret, 4 a block "
+             "not zero, 8 a chunk of its own)\n",
+             round, status, verdict);
       return 1;
     }
     if (!all_bytes(key, 'K', 64)) return fail("the parent's key changed");
-    memcpy(previous, mine, 32);
-    have_previous = 1;
+    memcpy(previous[1], previous[0], 32);
+    memcpy(previous[0], mine, 32);
+    have_previous = have_previous < 2 ? have_previous + 1 : 2;
     // The parent's heap moves between forks: blocks come and go.
     void *churn[8];
     for (int i = 0; i < 8; ++i) churn[i] = secmem_malloc((size_t)(16 << (round % 6)));
@@ -1947,7 +1968,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "data-stderr") == 0 && argc > 2) return data_stderr(argv[2]);
   if (strcmp(argv[1], "closed-stderr") == 0) return other_stderr(0);
   if (strcmp(argv[1], "null-stderr") == 0) return other_stderr(1);
-  if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg);
+  if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg, argc > 3 && strcmp(argv[3], "grow") == 0);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
   if (strcmp(argv[1], "reaped-reuse") == 0) return reaped_reuse();
   if (strcmp(argv[1], "foreign-reaper") == 0) return foreign_reaper_mode();

@@ -484,6 +484,11 @@ TEST(ForkEdges, ASignalHandlerForkAndAThreadForkAtOnce) { EXPECT_TRUE(fork_edges
 TEST(ForkEdges, AStagingFileServesTheNextChildWithNothingOfTheLast) {
   EXPECT_TRUE(fork_edges({"staging-reuse", "40"}));
 }
+// A child that needs more than the parent holds (a PostgreSQL backend's TLS
+// handshake) grows into the room after its copy in the staging file, which
+// the next child gets again, zeroed: no chunk of its own (whose new secret
+// pages each cost a TLB flush on every CPU), and nothing of the last child's.
+TEST(ForkEdges, AChildGrowsIntoItsStagingFile) { EXPECT_TRUE(fork_edges({"staging-reuse", "40", "grow"})); }
 TEST(ForkEdges, LiveChildrenKeepTheirHeapsWhileTheParentForksMore) { EXPECT_TRUE(fork_edges({"live-children"})); }
 // A child's forking thread ends (pthread_exit, or a raw exit that runs no
 // destructor) while the child lives on: its staging file must not be taken

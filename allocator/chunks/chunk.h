@@ -50,6 +50,9 @@ struct Chunk {
   enum class ForkCopy : uint8_t { kNone, kStaged, kByChild, kStagedNoPipe };
   ForkCopy fork_copy = ForkCopy::kNone;
   uint32_t fork_offset_pages = 0;
+  // kStaged: pages past touched_pages, in the staging file after this
+  // chunk's copy, that the child maps too and grows into (0: none).
+  uint32_t fork_room_pages = 0;
   // Pages of the staging file, in this chunk's place, that an earlier child
   // left in memory and this fork's copy leaves out: zeroed before the fork.
   uint64_t stale[bitmap::words_for(kSlotPages)] = {};

@@ -125,6 +125,7 @@ private:
   void unmap_staging();
   void drop_staging(int slot);
   bool fill_staging(bool copy);
+  void plan_child_room(size_t copy_bytes, size_t file_bytes);
 
   const Config *config_ = nullptr;
   Reclaimer reclaimer_ = nullptr;
@@ -183,6 +184,8 @@ private:
   unsigned char in_memory_[kSlotPages] = {};
   static constexpr uint32_t kStaleStagingPages = 64;
   static constexpr size_t kStagingSlackBytes = size_t{64} << 12;
+  // Pages of a staging file's tail a child may grow into (plan_child_room).
+  static constexpr uint32_t kChildRoomPages = 64;
   bool fork_staging_stale_ = false; // fork_reentered found no pipe: the staged copy is out of date
   int fork_parent_pid_ = 0;         // the forking process (its getpid)
   os::FileId fork_pipe_id_;         // what fork_pipe_ and nested_pipe_ are, for the child's checks

@@ -7,7 +7,9 @@
 //   whose pages it faulted in before the gate closed. The child maps that file
 //   over its chunks; the parent does not wait for it. Staging files are kept
 //   (mapped PROT_NONE, not inherited) and used again once the child that took
-//   one is gone, so a parent that forks again and again makes no new pages.
+//   one is gone, so a parent that forks again and again makes no new pages;
+//   a child that needs more grows into room left after its copy in the file
+//   (plan_child_room), whose pages the next child gets again, zeroed.
 // - By the child: a chunk whose copy needs pages the parent cannot read (a
 //   sealed block, PROT_NONE) is copied by the child, in a new secret file,
 //   while the parent waits; the same when no staging file can be had (memlock
@@ -17,6 +19,7 @@
 // Sealed blocks and guards stay closed to the parent's threads, and no copy
 // lands in memory readable in the parent. The heap's half (its lock, the
 // thread caches and the gate) is in heap/heap.cpp.
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -320,12 +323,13 @@ bool ChunkPool::fill_staging(bool copy) {
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     if (chunk->fork_copy != Chunk::ForkCopy::kStaged) continue;
     char *region = fork_map_ + size_t{chunk->fork_offset_pages} * os::kPageSize;
+    uint32_t extent = chunk->touched_pages + chunk->fork_room_pages; // the child's room: taken by none, zeroed
     if (copy) {
-      for (uint32_t page = 0; page < chunk->touched_pages;) {
+      for (uint32_t page = 0; page < extent;) {
         bool takes = staged_copy_takes(chunk, page);
         bool stale = !chunk->huge && bitmap::test(chunk->stale, page);
         uint32_t end = page + 1;
-        while (end < chunk->touched_pages && staged_copy_takes(chunk, end) == takes &&
+        while (end < extent && staged_copy_takes(chunk, end) == takes &&
                (chunk->huge || bitmap::test(chunk->stale, end) == stale))
           ++end;
         size_t at = size_t{page} * os::kPageSize, len = size_t{end - page} * os::kPageSize;
@@ -337,38 +341,60 @@ bool ChunkPool::fill_staging(bool copy) {
     }
     for (uint64_t &word : chunk->stale) set_if_changed(word, uint64_t{0});
     int zero_fd = -2; // opened when a page must be made
-    bool ok = for_each_window(
-        region, chunk->touched_pages, in_memory_, [&](uint32_t first, uint32_t n, const unsigned char *mem) {
-          for (uint32_t i = 0; i < n;) {
-            uint32_t page = first + i;
-            bool takes = staged_copy_takes(chunk, page), in_memory = (mem[i] & 1) != 0;
-            uint32_t end = i + 1;
-            while (end < n && staged_copy_takes(chunk, first + end) == takes && ((mem[end] & 1) != 0) == in_memory)
-              ++end;
-            char *to = region + size_t{page} * os::kPageSize;
-            uint32_t pages = end - i;
-            // A page not in memory is made through the kernel; one that is (an
-            // earlier fork's) is charged already, and a store maps it here.
-            if (takes && !in_memory) {
-              if (zero_fd == -2) zero_fd = os::open_zero_source();
-              if (os::touch_through_kernel(to, size_t{pages} * os::kPageSize, zero_fd) != 0) return false;
-            }
-            if (takes && in_memory)
-              for (uint32_t k = 0; k < pages; ++k)
-                *reinterpret_cast<volatile char *>(to + size_t{k} * os::kPageSize) = 0;
-            if (!takes && in_memory && !chunk->huge) {
-              bitmap::set_range(chunk->stale, page, pages);
-              staging_stale_pages_ += pages;
-            }
-            staging_taken_pages_ += takes ? pages : 0;
-            i = end;
-          }
-          return true;
-        });
+    bool ok = for_each_window(region, extent, in_memory_, [&](uint32_t first, uint32_t n, const unsigned char *mem) {
+      for (uint32_t i = 0; i < n;) {
+        uint32_t page = first + i;
+        bool takes = staged_copy_takes(chunk, page), in_memory = (mem[i] & 1) != 0;
+        uint32_t end = i + 1;
+        while (end < n && staged_copy_takes(chunk, first + end) == takes && ((mem[end] & 1) != 0) == in_memory) ++end;
+        char *to = region + size_t{page} * os::kPageSize;
+        uint32_t pages = end - i;
+        // A page not in memory is made through the kernel; one that is (an
+        // earlier fork's) is charged already, and a store maps it here.
+        if (takes && !in_memory) {
+          if (zero_fd == -2) zero_fd = os::open_zero_source();
+          if (os::touch_through_kernel(to, size_t{pages} * os::kPageSize, zero_fd) != 0) return false;
+        }
+        if (takes && in_memory)
+          for (uint32_t k = 0; k < pages; ++k) *reinterpret_cast<volatile char *>(to + size_t{k} * os::kPageSize) = 0;
+        if (!takes && in_memory && !chunk->huge) {
+          bitmap::set_range(chunk->stale, page, pages);
+          // The room's pages are the children's to keep: not a sign of a larger heap gone.
+          if (page < chunk->touched_pages) staging_stale_pages_ += std::min(pages, chunk->touched_pages - page);
+        }
+        staging_taken_pages_ += takes ? pages : 0;
+        i = end;
+      }
+      return true;
+    });
     if (zero_fd >= 0) os::close_fd(zero_fd);
     if (!ok) return false;
   }
   return true;
+}
+
+// A child that needs more pages than its copy grows into the staging file's
+// tail, after the last staged chunk's copy, rather than into a chunk of its
+// own: the pages it makes there stay in the file once it is gone (zeroed by
+// the next fork that hands the file out, as stale), so the children after it
+// make no new secret pages (each costs a direct-map change and a TLB flush on
+// every CPU) and no chunk. A PostgreSQL backend needs more secret memory for
+// its TLS handshake than the postmaster holds: every backend mapped a chunk
+// of its own and faulted its pages in. At most kChildRoomPages, within the
+// pages the parent's chunk has mapped.
+void ChunkPool::plan_child_room(size_t copy_bytes, size_t file_bytes) {
+  Chunk *last = nullptr;
+  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
+    if (chunk->fork_copy != Chunk::ForkCopy::kStaged) continue;
+    if (last != nullptr) set_if_changed(last->fork_room_pages, uint32_t{0});
+    last = chunk; // offsets follow the list: the last staged chunk's copy ends the file's copied part
+  }
+  if (last == nullptr) return;
+  uint32_t room = 0;
+  if (!last->huge && file_bytes > copy_bytes)
+    room = std::min({kChildRoomPages, static_cast<uint32_t>((file_bytes - copy_bytes) / os::kPageSize),
+                     last->mapped_pages - last->touched_pages});
+  set_if_changed(last->fork_room_pages, room);
 }
 
 // Under the heap lock, before the gate closes: which chunks are staged, and
@@ -429,6 +455,7 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
     for (int attempt = 0; attempt <= kStagingFiles && fork_slot_ < 0; ++attempt) {
       slot = staging_pipe_[0] >= 0 ? take_staging(bytes) : -1;
       if (slot < 0 || (fork_map_ = open_staging(slot)) == nullptr) break;
+      plan_child_room(bytes, staging_[slot].bytes);
       bool filled = fill_staging(false);
       if (filled && staging_stale_pages_ <= kStaleStagingPages + staging_taken_pages_) {
         reaped_.tracking.store(true, std::memory_order_seq_cst); // before the child exists
@@ -779,18 +806,27 @@ void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
     diag::fatal_errno("fork: the descriptor of the child's copy of the secret heap was closed before secmem's fork "
                       "handler ran (by a fork handler registered earlier)",
                       EBADF);
-  // The chunk ends where its touched pages end: the pages past them in the
-  // file are not the child's to use (and stay out of the parent's zeroing).
-  // Back to reserve first, whole: one mapping, so no mapping-count headroom
-  // is needed, and the file's mapping then takes one slot of it.
+  // The chunk ends where its touched pages end, or with the room the parent
+  // zeroed after them (plan_child_room); the rest of the file is not the
+  // child's to use. Back to reserve first, whole: one mapping, so no
+  // mapping-count headroom is needed, and the file's mapping then takes one
+  // slot of it. A memlock budget too tight for the room maps the copy alone.
   void *base = reinterpret_cast<void *>(chunk->base);
   os::release_to_reserve(base, chunk->mapped_bytes());
-  int err = os::map_fd_fixed(fd, base, size_t{chunk->touched_pages} * os::kPageSize,
-                             size_t{chunk->fork_offset_pages} * os::kPageSize);
+  uint32_t pages = chunk->touched_pages + chunk->fork_room_pages;
+  size_t offset = size_t{chunk->fork_offset_pages} * os::kPageSize;
+  int err = os::map_fd_fixed(fd, base, size_t{pages} * os::kPageSize, offset);
+  if (err != 0 && pages != chunk->touched_pages) {
+    // (A failed mmap may have left the range unmapped: reserve again.)
+    os::release_to_reserve(base, size_t{pages} * os::kPageSize);
+    pages = chunk->touched_pages;
+    err = os::map_fd_fixed(fd, base, size_t{pages} * os::kPageSize, offset);
+  }
   if (err != 0) diag::fatal_errno("fork: cannot map the child's private copy of the secret heap", err);
-  uint32_t dropped = chunk->mapped_pages - chunk->touched_pages;
+  chunk->fork_room_pages = 0;
+  uint32_t dropped = chunk->mapped_pages - pages;
   mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
-  chunk->mapped_pages = chunk->touched_pages;
+  chunk->mapped_pages = pages;
   chunk->free_pages -= dropped;
   fork_privatisations_++;
   settle_copy_in_child(chunk, [chunk](uint32_t page) { return !staged_copy_takes(chunk, page); });
