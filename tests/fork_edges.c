@@ -1100,12 +1100,13 @@ static int secret_mappings_hold(const unsigned char *pattern) {
 // A parent forks child after child, each waited for: the staging file one
 // child had is used again for the next. Each child leaves its own secret
 // (a random pattern) in blocks it never frees, in the pages of its copy;
-// the next two children (the files take turns) must find no trace of it anywhere in their secret mappings,
-// and the parent's key, block for block. The parent keeps at most a few
-// staging files open however many children it makes. With grow, each child
-// also takes 100 blocks of 2000 bytes, past the pages the parent holds: they
-// come from the room after its copy in the staging file (no chunk of its
-// own), zero, though the child before left its secret in them.
+// the next two children (the files take turns) must find no trace of it
+// anywhere in their secret mappings, and the parent's key, block for block.
+// The parent keeps at most a few staging files open however many children
+// it makes. With grow, each child also takes 100 blocks of 2000 bytes, past
+// the pages the parent holds: they come from the room after its copy in the
+// staging file (no chunk of its own), zero, though an earlier child left
+// its secret in them.
 static int staging_reuse(int rounds, int grow) {
   unsigned char *key = secmem_malloc(64);
   if (key == NULL) return fail("malloc");
