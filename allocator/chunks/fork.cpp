@@ -572,9 +572,8 @@ void ChunkPool::wait_for_copies(int nest) {
       // handler's waits for that process. The old read end stays open until
       // the fork is over: a child that writes to a pipe without a reader
       // would die of SIGPIPE.
-      int &stale = stale_read_[level + 1];
-      if (stale >= 0) os::close_fd(stale);
-      stale = fds[0];
+      close_stale_read(level + 1);
+      stale_read_[level + 1] = fds[0];
       stale_read_id_[level + 1] = os::file_id(fds[0]);
     } else {
       os::close_fd(fds[0]);
@@ -823,7 +822,6 @@ void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
     err = os::map_fd_fixed(fd, base, size_t{pages} * os::kPageSize, offset);
   }
   if (err != 0) diag::fatal_errno("fork: cannot map the child's private copy of the secret heap", err);
-  chunk->fork_room_pages = 0;
   uint32_t dropped = chunk->mapped_pages - pages;
   mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
   chunk->mapped_pages = pages;
