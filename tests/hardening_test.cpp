@@ -14,6 +14,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "heap/state.h"
 #include "secmem/secmem.h"
 #include "secmem/secure_alloc.hpp"
 #include "test_support.h"
@@ -374,6 +375,26 @@ TEST(Sealed, CxxGuards) {
   secmem::sealed<Pod> pod;
   EXPECT_EQ(pod.read()->a, 0u); // value-initialised
   static_assert(!std::is_copy_constructible_v<secmem::sealed<Key>>);
+}
+
+// ---- the configuration ---------------------------------------------------------------
+
+// Written at start-up, then sealed: a stray write cannot change the
+// configuration, the canary key or the cache sizes. (It lives in the
+// library's RELRO segment, made writable for start-up only.)
+TEST(Configuration, IsReadOnlyOnceTheHeapHasStarted) {
+  void *p = secmem_malloc(64);
+  ASSERT_NE(p, nullptr);
+  const auto *config = reinterpret_cast<const unsigned char *>(&secmem::heap::g_ro);
+  Mapping mapping;
+  ASSERT_TRUE(find_mapping(config, &mapping));
+  EXPECT_EQ(mapping.perms.substr(0, 2), "r-") << mapping.perms;
+  EXPECT_NE(secmem::heap::g_ro.canary_key, 0u); // written before the seal
+  EXPECT_TRUE(faults([config] {
+    poke(const_cast<unsigned char *>(config), offsetof(secmem::heap::ReadOnly, canary_key), 1);
+    return true;
+  }));
+  secmem_free(p);
 }
 
 // ---- SECMEM_NODUMP ------------------------------------------------------------------

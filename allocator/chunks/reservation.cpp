@@ -49,9 +49,13 @@ bool Reservation::init() {
   if (aligned != start) os::unmap(raw, aligned - start);
   os::unmap(reinterpret_cast<void *>(aligned + len), start + kChunkSize - aligned);
   // Tables for the largest range: their pages are made when first written.
-  slot_table_ = static_cast<std::atomic<Chunk *> *>(os::map_metadata(kMaxSlots * sizeof(*slot_table_)));
-  slot_used_ = static_cast<uint64_t *>(os::map_metadata(bitmap::words_for(kMaxSlots) * sizeof(uint64_t)));
-  if (slot_table_ == nullptr || slot_used_ == nullptr) {
+  // One mapping for both (each mapping a fork copies costs it time).
+  size_t table_bytes = kMaxSlots * sizeof(*slot_table_);
+  static_assert(kMaxSlots * sizeof(std::atomic<Chunk *>) % alignof(uint64_t) == 0);
+  auto *tables = static_cast<char *>(os::map_metadata(table_bytes + bitmap::words_for(kMaxSlots) * sizeof(uint64_t)));
+  slot_table_ = reinterpret_cast<std::atomic<Chunk *> *>(tables);
+  slot_used_ = tables != nullptr ? reinterpret_cast<uint64_t *>(tables + table_bytes) : nullptr;
+  if (slot_table_ == nullptr) {
     diag::Line().add("cannot map the secret heap's slot table; every allocation will return NULL").emit();
     return false;
   }

@@ -32,8 +32,11 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <optional>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "heap/state.h"
 #include "heap/thread_cache.h"
@@ -100,21 +103,24 @@ inline void settle_fork_before_write() {
 // letting the lock go, such a fork took the lock for one that an
 // interrupted operation held and overwrote lock_was_mine: the outer fork
 // never let the lock go, and the next allocation waited for ever.)
+// The system call itself, with the kernel's 8-byte set, as pthread_sigmask
+// makes it: a fork child's first touch of a libc page is a page fault, and
+// these were two of them (sigfillset's and pthread_sigmask's code).
 class SignalsBlocked {
 public:
   SignalsBlocked() {
-    sigset_t all;
-    sigfillset(&all);
-    blocked_ = pthread_sigmask(SIG_BLOCK, &all, &old_) == 0;
+    // Signal n is bit n - 1; glibc's SIGCANCEL and SIGSETXID are 32 and 33.
+    uint64_t all = ~(uint64_t{1} << 31 | uint64_t{1} << 32);
+    blocked_ = syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, sizeof all) == 0;
   }
   ~SignalsBlocked() {
-    if (blocked_) pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    if (blocked_) syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, sizeof old_);
   }
   SignalsBlocked(const SignalsBlocked &) = delete;
   SignalsBlocked &operator=(const SignalsBlocked &) = delete;
 
 private:
-  sigset_t old_;
+  uint64_t old_ = 0;
   bool blocked_;
 };
 

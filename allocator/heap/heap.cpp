@@ -25,7 +25,12 @@ namespace secmem::heap {
 
 alignas(os::kPageSize) constinit Heap g_heap;
 static_assert(sizeof(Heap) <= os::kPageSize, "what a fork writes stays on one page (Heap's fork fields)");
-constinit ReadOnly g_ro;
+// In the library's RELRO segment (read-only once the dynamic linker has
+// relocated it), not in .bss: made writable for start-up and sealed again,
+// it merges back into that mapping, where a page sealed inside .bss split it
+// into three (every mapping costs each fork time: copied in the kernel's
+// fork, torn down at the child's exit).
+__attribute__((section(".data.rel.ro.secmem_read_only"))) constinit ReadOnly g_ro;
 std::atomic<State> g_state{State::kUninitialised};
 
 namespace {

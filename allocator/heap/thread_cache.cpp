@@ -38,11 +38,16 @@ ThreadCache *make_cache() {
 
 namespace {
 
+// Writes only what changes: emptied at every fork (prepare_heap_fork), and
+// after a fork each page of the parent is copy-on-write: a store of an
+// unchanged count costs a page fault (two per fork, in the cache's pages).
 void empty_cache(ThreadCache *cache) REQUIRES(g_heap.lock) {
   for (int cls = 0; cls < kNumClasses; ++cls) {
+    if (cache->count[cls] == 0) continue;
     g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], cache->count[cls]);
     cache->count[cls] = 0;
   }
+  if (cache->large_count == 0) return;
   for (uint32_t i = 0; i < cache->large_count; ++i) drop_cached_large(cache->large[i]);
   cache->large_count = 0;
 }
