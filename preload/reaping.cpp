@@ -17,7 +17,9 @@ void note(pid_t pid, bool gone, unsigned long long forks_done_before) {
   if (pid <= 0 || !gone) return;
   int saved = errno;
   secmem_interpose_child_reaped(pid, forks_done_before);
-  errno = saved;
+  // Stored only if changed: errno is on a thread-local page that every fork
+  // makes copy-on-write, and a store of the same value costs a page fault.
+  if (errno != saved) errno = saved;
 }
 
 // A status that says the child is gone (not stopped, not continued).
