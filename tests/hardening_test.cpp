@@ -380,8 +380,7 @@ TEST(Sealed, CxxGuards) {
 // ---- the configuration ---------------------------------------------------------------
 
 // Written at start-up, then sealed: a stray write cannot change the
-// configuration, the canary key or the cache sizes. (It lives in the
-// library's RELRO segment, made writable for start-up only.)
+// configuration, the canary key or the cache sizes.
 TEST(Configuration, IsReadOnlyOnceTheHeapHasStarted) {
   void *p = secmem_malloc(64);
   ASSERT_NE(p, nullptr);

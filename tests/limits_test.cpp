@@ -2,11 +2,13 @@
 // file (sized with ftruncate) nor a diagnostic raises SIGXFSZ, which kills.
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
 #include <pthread.h>
+#include <seccomp.h>
 #include <string>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
@@ -16,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "platform/linux_facts.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -192,4 +195,44 @@ TEST(ThreadKeys, NoKeyLeftMeansNoThreadCachesAndOneMessage) {
   EXPECT_EQ(status, 0) << err;
   EXPECT_EQ(err, "secmem: cannot create a thread key for the thread caches (EAGAIN); every operation takes the heap "
                  "lock (slower)\n");
+}
+
+// mprotect refused from the start (a seccomp filter answering EPERM): the
+// heap still starts, with its configuration unsealed and one message, and
+// its blocks work. (With the configuration page in the library's RELRO
+// segment, read-only until start-up made it writable, the first write to
+// it faulted.)
+TEST(Mprotect, RefusedAtStartUpLeavesTheConfigurationUnsealedAndTheHeapWorking) {
+  std::string err;
+  int status = run_in_child(
+      [] {
+        if (!filter_syscalls(SCMP_ACT_ERRNO(EPERM), {SYS_mprotect})) return false;
+        auto *p = static_cast<unsigned char *>(secmem_malloc(32));
+        bool ok = p != nullptr && secmem_owns(p) != 0;
+        if (ok) p[31] = 1;
+        secmem_free(p);
+        return ok;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  EXPECT_NE(err.find("secmem: cannot make the configuration read-only (EPERM)\n"), std::string::npos) << err;
+}
+
+// RLIMIT_DATA spent before the first secret: the heap's tables cannot be
+// mapped, and it says so and fails (NULL, ENOMEM) instead of faulting.
+TEST(DataLimit, SpentBeforeStartUpFailsWithNullAndOneMessage) {
+  std::string err;
+  int status = run_in_child(
+      [] {
+        size_t data = secmem::linux_facts::status_kib_field_bytes("VmData");
+        if (data == 0) return false;
+        rlimit lim{data, data};
+        if (setrlimit(RLIMIT_DATA, &lim) != 0) return false;
+        errno = 0;
+        void *p = secmem_malloc(32);
+        return p == nullptr && errno == ENOMEM;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  EXPECT_NE(err.find("every allocation will return NULL"), std::string::npos) << err;
 }

@@ -25,12 +25,13 @@ namespace secmem::heap {
 
 alignas(os::kPageSize) constinit Heap g_heap;
 static_assert(sizeof(Heap) <= os::kPageSize, "what a fork writes stays on one page (Heap's fork fields)");
-// In the library's RELRO segment (read-only once the dynamic linker has
-// relocated it), not in .bss: made writable for start-up and sealed again,
-// it merges back into that mapping, where a page sealed inside .bss split it
-// into three (every mapping costs each fork time: copied in the kernel's
-// fork, torn down at the child's exit).
-__attribute__((section(".data.rel.ro.secmem_read_only"))) constinit ReadOnly g_ro;
+// In .bss, writable until start-up seals it: a process whose mprotect is
+// refused (a seccomp filter, RLIMIT_DATA spent: making a private file page
+// writable is charged to it) still starts, unsealed, with one message. (In
+// the library's RELRO segment, where sealing would not split a mapping, a
+// refused mprotect left the page read-only and start-up's first write
+// faulted.)
+constinit ReadOnly g_ro;
 std::atomic<State> g_state{State::kUninitialised};
 
 namespace {
