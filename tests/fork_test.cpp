@@ -102,6 +102,25 @@ TEST(Fork, TheSignalMaskIsTheSameAfterForkInParentAndChild) {
   secmem_free(p);
 }
 
+// glibc's fork leaves errno alone in parent and child; so do secmem's fork
+// handlers, whose system calls set it (an empty message pipe's EAGAIN,
+// waitid's ECHILD). Several forks: the first ones make the staging files,
+// later ones read children's messages and reap.
+TEST(Fork, ErrnoIsTheSameAfterForkInParentAndChild) {
+  void *p = secmem_malloc(64);
+  ASSERT_NE(p, nullptr);
+  for (int round = 0; round < 4; ++round) {
+    errno = 4321;
+    pid_t pid = fork();
+    int in_parent = errno;
+    ASSERT_GE(pid, 0);
+    if (pid == 0) _exit(in_parent == 4321 ? 0 : 1);
+    EXPECT_EQ(in_parent, 4321) << "round " << round;
+    EXPECT_EQ(wait_child(pid), 0) << "round " << round << ": the child's errno changed";
+  }
+  secmem_free(p);
+}
+
 TEST(Fork, ParentAndChildAreNeverHandedTheSameBlock) {
   std::vector<void *> before;
   for (int i = 0; i < 100; ++i) before.push_back(secmem_malloc(48)); // leave partly used spans behind

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <optional>
 #include <signal.h>
@@ -106,21 +107,27 @@ inline void settle_fork_before_write() {
 // The system call itself, with the kernel's 8-byte set, as pthread_sigmask
 // makes it: a fork child's first touch of a libc page is a page fault, and
 // these were two of them (sigfillset's and pthread_sigmask's code).
+// errno too is as it was when it ends: glibc's fork leaves errno alone, and
+// the handlers' system calls set it (EAGAIN from an empty message pipe,
+// ECHILD from waitid), in parent and child. Stored only if changed: errno
+// is on a page that every fork makes copy-on-write.
 class SignalsBlocked {
 public:
-  SignalsBlocked() {
+  SignalsBlocked() : errno_(errno) {
     // Signal n is bit n - 1; glibc's SIGCANCEL and SIGSETXID are 32 and 33.
     uint64_t all = ~(uint64_t{1} << 31 | uint64_t{1} << 32);
     blocked_ = syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, sizeof all) == 0;
   }
   ~SignalsBlocked() {
     if (blocked_) syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, sizeof old_);
+    if (errno != errno_) errno = errno_;
   }
   SignalsBlocked(const SignalsBlocked &) = delete;
   SignalsBlocked &operator=(const SignalsBlocked &) = delete;
 
 private:
   uint64_t old_ = 0;
+  int errno_;
   bool blocked_;
 };
 
