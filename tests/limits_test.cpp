@@ -78,6 +78,34 @@ TEST(FileSizeLimit, AChunkFallsBackAndDiagnosticsWithinTheLimitAreWritten) {
             "instead)\n");
 }
 
+// A diagnostic under the limit blocks SIGXFSZ for its write and puts the
+// thread's mask back exactly: glibc's two internal signals (32, 33) and a
+// real-time one that the program blocked stay blocked (pthread_sigmask,
+// which leaves those two out of a mask it sets, unblocked them).
+TEST(FileSizeLimit, ADiagnosticLeavesTheSignalMaskAsItWas) {
+  char path[] = "/tmp/secmem-fsize-mask-XXXXXX";
+  int file = mkstemp(path);
+  ASSERT_GE(file, 0);
+  fcntl(file, F_SETFL, O_APPEND); // a log, as the tests above
+  int status = run_in_child([&] {
+    dup2(file, STDERR_FILENO);
+    rlimit lim{1 << 20, 1 << 20};
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return false;
+    uint64_t blocked = uint64_t{1} << 31 | uint64_t{1} << 32 | uint64_t{1} << 63, now = 0;
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &blocked, nullptr, sizeof blocked) != 0) return false;
+    setenv("SECMEM_BACKEND", "no-such-backend", 1); // a line at start-up
+    void *p = secmem_malloc(32);
+    secmem_free(p);
+    syscall(SYS_rt_sigprocmask, SIG_BLOCK, nullptr, &now, sizeof now);
+    return p != nullptr && now == blocked;
+  });
+  std::string text = read_file(path);
+  close(file);
+  unlink(path);
+  EXPECT_EQ(status, 0) << text;
+  EXPECT_NE(text.find("SECMEM_BACKEND=no-such-backend"), std::string::npos) << text;
+}
+
 // Another writer appends to the log between secmem's check of the file
 // against RLIMIT_FSIZE and its write (the test, as a ptrace tracer, at the
 // write's entry): the write fails with EFBIG and raises SIGXFSZ, which secmem

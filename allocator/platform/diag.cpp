@@ -97,7 +97,10 @@ public:
       timespec now{};
       syscall(SYS_rt_sigtimedwait, &xfsz_, nullptr, &now, kKernelSigsetBytes);
     }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    // The mask as it was, exactly: pthread_sigmask would leave glibc's
+    // SIGCANCEL and SIGSETXID out of it, unblocking them if the program had
+    // blocked them (as SignalsBlocked, heap/fork_gate.h).
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, kKernelSigsetBytes);
   }
   void wrote(long result, int err) { raised_ = raised_ || (result < 0 && err == EFBIG); }
 
