@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "block_model.h"
@@ -48,6 +49,35 @@ TEST(Heap, AllocationsAreAlignedZeroedOwnedAndUsable) {
     EXPECT_TRUE(secmem_owns(static_cast<char *>(p) + usable - 1)) << "last usable byte";
     secmem_free(p);
     EXPECT_FALSE(secmem_owns(p)) << size;
+  }
+}
+
+// Blocks freed past a thread cache's capacity go back to the heap in halves,
+// and come back in refills: each block comes back at its own address,
+// live, its size as asked for (one byte short of the class, so its canary is
+// checked), zeroed and distinct.
+TEST(Heap, BlocksGoThroughTheThreadCacheIntact) {
+  constexpr int kBlocks = 700; // more than the cache holds of any class (128 blocks)
+  for (size_t size : {16, 48, 128, 256, 1024}) {
+    std::vector<void *> blocks(kBlocks);
+    for (int round = 0; round < 3; ++round) {
+      for (void *&p : blocks) {
+        p = secmem_malloc(size - 1);
+        ASSERT_NE(p, nullptr) << size;
+        ASSERT_TRUE(secmem_owns(p)) << size;
+        ASSERT_EQ(secmem_usable_size(p), size - 1) << size;
+        ASSERT_TRUE(all_zero(p, size - 1)) << size;
+        memset(p, 0x5a, size - 1);
+      }
+      std::vector<void *> sorted = blocks;
+      std::sort(sorted.begin(), sorted.end());
+      EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "a block handed out twice";
+      std::shuffle(blocks.begin(), blocks.end(), std::mt19937(static_cast<unsigned>(round)));
+      for (void *p : blocks) {
+        secmem_free(p);
+        EXPECT_FALSE(secmem_owns(p));
+      }
+    }
   }
 }
 

@@ -27,11 +27,16 @@ namespace secmem::heap {
 // This thread's cache, once it has one (made after the heap is ready).
 extern constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadCache *t_cache;
 
-// Zeroes a small block: up to 128 bytes in 16-byte stores inline (blocks are
-// 16-byte aligned, their sizes multiples of 16), larger ones with memset.
-// The stores must happen: the block may be reused by anyone.
-inline void zero_small(void *p, uint32_t n) {
-  if (n > 128) return zero(p, n);
+// Zeroes a small block: up to kInlineZeroBytes in 16-byte stores inline
+// (blocks are 16-byte aligned, their sizes multiples of 16), larger ones
+// with memset. The stores must happen: the block may be reused by anyone.
+inline constexpr uint32_t kInlineZeroBytes = 128;
+// kInlineOnly: the caller knows n is at most kInlineZeroBytes (no call to memset is made).
+template <bool kInlineOnly = false> inline void zero_small(void *p, uint32_t n) {
+  if (n > kInlineZeroBytes) {
+    if (kInlineOnly) __builtin_unreachable();
+    return zero(p, n);
+  }
   using Vec = unsigned long long __attribute__((vector_size(16)));
   for (char *q = static_cast<char *>(p), *end = q + n; q < end; q += 16) {
     const Vec none{};
@@ -41,8 +46,7 @@ inline void zero_small(void *p, uint32_t n) {
 }
 
 // A block taken out of the free lists becomes live: its requested size and canary.
-inline void *take_block(const BlockRef &ref, uint32_t block, size_t size) {
-  void *p = ref.address();
+inline void *take_block(const BlockRef &ref, void *p, uint32_t block, size_t size) {
   ref.set_live();
   ref.span->requested[ref.index] = static_cast<uint16_t>(size);
   canary::write(g_ro.canary_key, p, size, block);
@@ -50,10 +54,22 @@ inline void *take_block(const BlockRef &ref, uint32_t block, size_t size) {
 }
 
 // A live block being freed: its live mark cleared (a double free aborts), its canary checked, its bytes zeroed.
-inline void scrub_block(void *p, const BlockRef &ref, uint32_t block) {
+template <bool kInlineOnly = false> inline void scrub_block(void *p, const BlockRef &ref, uint32_t block) {
   ref.clear_live();
   canary::check(g_ro.canary_key, p, ref.span->requested[ref.index], block);
-  zero_small(p, block);
+  zero_small<kInlineOnly>(p, block);
+}
+
+// The fast path's side of the gate (fork_gate.h): with a fork or a reclaim
+// in progress it leaves at once and answers false, and the caller's out-of-
+// line path waits (enter_gate). The fast paths then call nothing but what
+// never returns, and keep to the registers a call may clobber: no saves.
+inline bool try_enter_gate(ThreadCache *cache) {
+  cache->in_op.store(1, kGateOrder);
+  light_barrier<false>();
+  if (__builtin_expect(g_heap.forking.load(kGateOrder) == 0, 1)) return true;
+  leave_gate(cache);
+  return false;
 }
 
 inline void bump(std::atomic<uint64_t> &counter) {
@@ -62,32 +78,32 @@ inline void bump(std::atomic<uint64_t> &counter) {
 
 [[gnu::always_inline]] inline void *pop_cached(int cls, size_t size) {
   ThreadCache *cache = t_cache;
-  if (cache == nullptr || !g_ro.plain_ops) return nullptr;
-  enter_gate<false>(cache);
+  if (cache == nullptr || !g_ro.plain_ops || !try_enter_gate(cache)) return nullptr;
   uint32_t n = cache->count[cls];
   if (__builtin_expect(n == 0, 0)) {
     leave_gate(cache);
     return nullptr;
   }
   cache->count[cls] = n - 1;
-  void *p = take_block(cache->blocks[cls][n - 1].ref(), kClassSizes[cls], size);
+  void *p = take_block(cache->blocks[cls][n - 1].ref(), cache->addresses[cls][n - 1], kClassSizes[cls], size);
   bump(cache->allocations);
   leave_gate(cache);
   return p;
 }
 
-[[gnu::always_inline]] inline bool push_cached(void *p, const BlockRef &ref) {
+// kInlineOnly: the caller knows the block is at most kInlineZeroBytes.
+template <bool kInlineOnly = false> [[gnu::always_inline]] inline bool push_cached(void *p, const BlockRef &ref) {
   ThreadCache *cache = t_cache;
-  if (cache == nullptr || !g_ro.plain_ops) return false;
+  if (cache == nullptr || !g_ro.plain_ops || !try_enter_gate(cache)) return false;
   int cls = ref.span->cls;
-  enter_gate<false>(cache);
   uint32_t n = cache->count[cls];
   if (__builtin_expect(n == cache->cap[cls], 0)) { // full (or no cache for the class)
     leave_gate(cache);
     return false;
   }
-  scrub_block(p, ref, kClassSizes[cls]);
+  scrub_block<kInlineOnly>(p, ref, kClassSizes[cls]);
   cache->blocks[cls][n] = ref;
+  cache->addresses[cls][n] = p;
   cache->count[cls] = n + 1;
   bump(cache->frees);
   leave_gate(cache);

@@ -495,16 +495,33 @@ void resize_in_place(void *p, const BlockRef &ref, size_t size) {
 
 } // namespace
 
-void *allocate(size_t size) {
-  if (size <= kMaxSmallSize) {
-    int cls = size_to_class(size);
-    size_t asked = size == 0 ? 1 : size;
-    if (void *p = pop_cached(cls, asked)) return p; // a thread with a cache: the heap is ready
-    return ready() ? allocate_small(cls, asked) : fail_enomem();
-  }
+namespace {
+
+[[gnu::noinline]] void *allocate_slow(size_t size) {
+  if (size <= kMaxSmallSize) return ready() ? allocate_small(size_to_class(size), size == 0 ? 1 : size) : fail_enomem();
   if (size > kMaxRequest || !ready()) return fail_enomem();
   if (void *p = pop_large(size)) return p;
   return allocate_large(size, os::kPageSize, false);
+}
+
+// The rest of release: large blocks, small ones that the inline stores do
+// not zero, a full cache, a gate closed.
+[[gnu::noinline]] void release_slow(void *p, Span *span, uint32_t index) {
+  BlockRef ref{span, index};
+  if (span->cls < 0)
+    release_large(p, ref);
+  else if (!push_cached(p, ref))
+    release_small(p, ref);
+}
+
+} // namespace
+
+// The fast paths (a small block from or to this thread's cache) end in a
+// tail call when they cannot finish, so that they save no registers.
+void *allocate(size_t size) {
+  if (__builtin_expect(size <= kMaxSmallSize, 1))
+    if (void *p = pop_cached(size_to_class(size), size == 0 ? 1 : size)) return p; // the heap is ready
+  return allocate_slow(size);
 }
 
 void *allocate_aligned(size_t alignment, size_t size) {
@@ -523,10 +540,9 @@ void *allocate_sealed(size_t size) {
 void release(void *p) {
   if (p == nullptr) return;
   BlockRef ref = checked_block(p, Misuse::kFree);
-  if (ref.span->cls < 0)
-    release_large(p, ref);
-  else if (!push_cached(p, ref))
-    release_small(p, ref);
+  int cls = ref.span->cls;
+  if (cls >= 0 && kClassSizes[cls] <= kInlineZeroBytes && push_cached<true>(p, ref)) return;
+  release_slow(p, ref.span, ref.index);
 }
 
 void *reallocate(void *p, size_t size) {

@@ -138,7 +138,7 @@ namespace {
 void *finish_allocation(const BlockRef &ref, int cls, size_t size) {
   uint32_t block = kClassSizes[cls];
   checkers::expose(ref.address(), block);
-  void *p = take_block(ref, block, size);
+  void *p = take_block(ref, ref.address(), block, size);
   checkers::allocated(p, size, block);
   return p;
 }
@@ -185,6 +185,7 @@ void grow_if_bouncing(ThreadCache *cache, int cls) REQUIRES(g_heap.lock) {
       n = cache->cap[cls];
     }
     if (n != 0) ref = cache->blocks[cls][--n].ref();
+    for (uint32_t i = 0; i < n; ++i) cache->addresses[cls][i] = cache->blocks[cls][i].ref().address();
     cache->count[cls] = n;
   } else if (g_heap.central.take(g_heap.pool, cls, &ref, 1) != 0) {
     g_heap.uncached_allocations++;
@@ -239,6 +240,7 @@ void release_small(void *p, const BlockRef &ref) {
       if (cache->count[cls] == cap) {
         g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], half);
         memmove(cache->blocks[cls], cache->blocks[cls] + half, (cap - half) * sizeof(CachedBlock));
+        memmove(cache->addresses[cls], cache->addresses[cls] + half, (cap - half) * sizeof(void *));
         cache->count[cls] = cap - half;
         cache->overflowed[cls] = true;
       }
@@ -246,6 +248,7 @@ void release_small(void *p, const BlockRef &ref) {
     enter_gate(cache);
   }
   scrub(p, ref);
+  cache->addresses[cls][cache->count[cls]] = p;
   cache->blocks[cls][cache->count[cls]++] = ref;
   bump(cache->frees);
   leave_gate(cache);

@@ -44,6 +44,12 @@ struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   bool overflowed[kNumClasses] = {};
   size_t grown_bytes = 0; // this cache's share of Heap::cache_growth (heap lock)
   CachedBlock blocks[kNumClasses][kCacheSlots] = {};
+  // Each cached block's address, beside it: the fast path hands the block
+  // out from here, so that what malloc returns waits for no load of the
+  // span's fields, and free stores what it was given. (From the span, the
+  // address was the end of a chain of dependent loads that ran from one
+  // free to the next malloc: alloc+free of 32 bytes took 1.6x glibc's.)
+  void *addresses[kNumClasses][kCacheSlots] = {};
   Span *large[kLargeSlots] = {};
   uint32_t large_count = 0;
   // A large block that its thread freed and zeroed inside the gate and is
