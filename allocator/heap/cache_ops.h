@@ -45,18 +45,17 @@ template <bool kInlineOnly = false> inline void zero_small(void *p, uint32_t n) 
   }
 }
 
-// A block taken out of the free lists becomes live: its requested size and canary.
+// A block taken out of the free lists becomes live: its live mark (the size asked for) and canary.
 inline void *take_block(const BlockRef &ref, void *p, uint32_t block, size_t size) {
-  ref.set_live();
-  ref.span->requested[ref.index] = static_cast<uint16_t>(size);
+  ref.set_live(size);
   canary::write(g_ro.canary_key, p, size, block);
   return p;
 }
 
 // A live block being freed: its live mark cleared (a double free aborts), its canary checked, its bytes zeroed.
 template <bool kInlineOnly = false> inline void scrub_block(void *p, const BlockRef &ref, uint32_t block) {
-  ref.clear_live();
-  canary::check(g_ro.canary_key, p, ref.span->requested[ref.index], block);
+  uint32_t size = ref.clear_live();
+  canary::check(g_ro.canary_key, p, size, block);
   zero_small<kInlineOnly>(p, block);
 }
 

@@ -1,7 +1,7 @@
 // Spans: a run of pages holding blocks of one size class, or one large block.
-// Their metadata lives outside the secret pages. Each block has a live byte
-// (the source of truth for double-free detection and secmem_owns) and, for
-// small blocks, the size it was asked for.
+// Their metadata lives outside the secret pages. Each block has a live mark
+// (the source of truth for double-free detection and secmem_owns), which
+// for a small block is the size it was asked for.
 #pragma once
 
 #include <atomic>
@@ -38,10 +38,14 @@ struct Span {
   uint32_t writers = 0;
   size_t large_requested = 0;          // large: the size asked for
   uint64_t free_bits[kFreeWords] = {}; // one bit per block in the central free list
-  // One byte per block handed out: set by plain store (the allocating thread
-  // owns the block), cleared by exchange (a racing double free is caught).
-  alignas(64) std::atomic<uint8_t> live[kMaxBlocksPerSpan] = {}; // 64 blocks per cache line
-  uint16_t requested[kMaxBlocksPerSpan] = {};                    // small: the size asked for, per live block
+  // Per block: 0 while free; while live, the size asked for (a small block,
+  // 1 to 8192) or 1 (a large block, whose size is large_requested). Set by
+  // plain store (the allocating thread owns the block), cleared by exchange
+  // (a racing double free is caught; the exchange gives free the size).
+  // One array, which malloc writes once and free exchanges once (the size
+  // was a second array: a second line of metadata written by each, and
+  // read again by free).
+  alignas(64) std::atomic<uint16_t> live[kMaxBlocksPerSpan] = {}; // 32 blocks per cache line
 };
 
 using PartialList = IntrusiveList<Span, &Span::partial_links>;
@@ -55,22 +59,29 @@ struct BlockRef {
   void *address() const { return reinterpret_cast<void *>(span->start + uintptr_t{index} * span->block_size); }
   bool is_live() const { return span->live[index].load(std::memory_order_acquire) != 0; }
 
-  void set_live() const {
-    std::atomic<uint8_t> &live = span->live[index];
+  // Marks the block live: size is the size asked for (small blocks, 1 to
+  // 8192), 1 for a large block.
+  void set_live(size_t size = 1) const {
+    std::atomic<uint16_t> &live = span->live[index];
     if (live.load(std::memory_order_relaxed) != 0)
       diag::fatal_pointer("heap corruption: block handed out twice at", address(), nullptr);
-    live.store(1, std::memory_order_release);
+    live.store(static_cast<uint16_t>(size), std::memory_order_release);
   }
-  // Clears the live mark; aborts on a double free, even one racing in another thread.
-  void clear_live() const {
-    if (span->live[index].exchange(0, std::memory_order_acq_rel) == 0)
-      diag::fatal_pointer("double free of", address(), nullptr);
+  // Clears the live mark and answers what it held (a small block: its size
+  // asked for); aborts on a double free, even one racing in another thread.
+  uint32_t clear_live() const {
+    uint32_t was = span->live[index].exchange(0, std::memory_order_acq_rel);
+    if (was == 0) diag::fatal_pointer("double free of", address(), nullptr);
+    return was;
   }
 
-  size_t requested_size() const { return span->cls >= 0 ? span->requested[index] : span->large_requested; }
+  size_t requested_size() const {
+    return span->cls >= 0 ? span->live[index].load(std::memory_order_relaxed) : span->large_requested;
+  }
+  // A live block's new size asked for (a resize in place, by its owner).
   void set_requested(size_t size) const {
     if (span->cls >= 0)
-      span->requested[index] = static_cast<uint16_t>(size);
+      span->live[index].store(static_cast<uint16_t>(size), std::memory_order_release);
     else
       span->large_requested = size;
   }
@@ -94,6 +105,7 @@ private:
   uint64_t bits_ = 0;
 };
 static_assert(kMaxBlocksPerSpan <= (1 << (64 - CachedBlock::kIndexShift)));
+static_assert(kMaxSmallSize <= UINT16_MAX, "a small block's size asked for is its live mark");
 
 inline BlockRef to_ref(const BlockRef &ref) { return ref; }
 inline BlockRef to_ref(const CachedBlock &block) { return block.ref(); }

@@ -14,7 +14,7 @@ namespace {
 void count_in_use(size_t in_use[kNumTiers]) REQUIRES(g_heap.lock) {
   g_heap.central.for_each_span([in_use](const Span &span) {
     size_t live = 0;
-    for (uint32_t i = 0; i < span.blocks; ++i) live += span.live[i].load(std::memory_order_relaxed);
+    for (uint32_t i = 0; i < span.blocks; ++i) live += span.live[i].load(std::memory_order_relaxed) != 0 ? 1 : 0;
     in_use[static_cast<int>(span.chunk->tier)] += live * span.block_size;
   });
 }
