@@ -48,16 +48,33 @@ void Central::drop_span(ChunkPool &pool, Span *span) {
   span_meta_.give(span);
 }
 
-template <typename Block> uint32_t Central::take(ChunkPool &pool, int cls, Block *out, uint32_t want) {
+Span *Central::refill_span(ChunkPool &pool, int cls, Span **claim, bool may_grow) {
+  if (claim != nullptr && *claim != nullptr && (*claim)->refiller == claim && (*claim)->listed) return *claim;
+  constexpr int kLook = 8; // partial spans looked at: the lock is held
+  int looked = 0;
+  for (Span *span = partial_[cls].front(); span != nullptr && looked < kLook; span = PartialList::next(span), ++looked)
+    if (claim == nullptr || span->refiller == nullptr || span->refiller == claim) return span;
+  Span *span = kept_empty_[cls];
+  kept_empty_[cls] = nullptr;
+  bool grow = may_grow && kClassTable.span_pages[cls] == 1;
+  if (span == nullptr && (grow || partial_[cls].front() == nullptr)) span = new_span(pool, cls);
+  if (span == nullptr) return partial_[cls].front(); // shared with another cache, or none left
+  list(span);
+  return span;
+}
+
+template <typename Block>
+uint32_t Central::take(ChunkPool &pool, int cls, Block *out, uint32_t want, Span **claim, bool may_grow) {
   uint32_t got = 0;
   while (got < want) {
-    Span *span = partial_[cls].front();
-    if (span == nullptr) {
-      span = kept_empty_[cls];
-      kept_empty_[cls] = nullptr;
-      if (span == nullptr) span = new_span(pool, cls);
-      if (span == nullptr) break;
-      list(span);
+    Span *span = refill_span(pool, cls, claim, may_grow);
+    if (span == nullptr) break;
+    if (claim != nullptr && span->refiller != claim) {
+      release_claim(claim);
+      if (span->refiller == nullptr) {
+        span->refiller = claim;
+        *claim = span;
+      }
     }
     for (uint32_t w = 0; w < kFreeWords && got < want; ++w) {
       uint64_t &word = span->free_bits[w];
@@ -68,7 +85,10 @@ template <typename Block> uint32_t Central::take(ChunkPool &pool, int cls, Block
         span->central_free--;
       }
     }
-    if (span->central_free == 0) unlist(span);
+    if (span->central_free == 0) {
+      unlist(span);
+      if (claim != nullptr) release_claim(claim); // blocks freed to it later are anyone's
+    }
   }
   note_held(static_cast<ptrdiff_t>(got) * kClassSizes[cls]);
   return got;
@@ -83,6 +103,7 @@ template <typename Block> void Central::put(ChunkPool &pool, int cls, const Bloc
     if (!span->listed) list(span);
     if (span->central_free == span->blocks) {
       unlist(span);
+      span->refiller = nullptr; // empty: kept for any cache, or given back
       // Keep one empty span per class (its pages stay faulted) unless the
       // configuration asks for memory back.
       if (kept_empty_[cls] == nullptr && keep_empty_)
@@ -102,8 +123,8 @@ void Central::drop_kept_empty(ChunkPool &pool) {
   }
 }
 
-template uint32_t Central::take(ChunkPool &, int, BlockRef *, uint32_t);
-template uint32_t Central::take(ChunkPool &, int, CachedBlock *, uint32_t);
+template uint32_t Central::take(ChunkPool &, int, BlockRef *, uint32_t, Span **, bool);
+template uint32_t Central::take(ChunkPool &, int, CachedBlock *, uint32_t, Span **, bool);
 template void Central::put(ChunkPool &, int, const BlockRef *, uint32_t);
 template void Central::put(ChunkPool &, int, const CachedBlock *, uint32_t);
 

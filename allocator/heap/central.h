@@ -22,7 +22,25 @@ public:
 
   // Takes up to want free blocks of class cls into out (BlockRef or
   // CachedBlock); returns how many.
-  template <typename Block> uint32_t take(ChunkPool &pool, int cls, Block *out, uint32_t want);
+  //
+  // claim: a thread cache's slot for the class (ThreadCache::refilling),
+  // or nullptr. A refill takes from the span it claimed before, or claims
+  // one that no other cache claims, or, for classes whose spans are one
+  // page, a new one (may_grow: memory is not tight), so that two threads'
+  // blocks come from different spans: two threads allocating and freeing
+  // blocks of one span write its live marks a few lines apart, and random
+  // batches of 16-byte blocks ran 1.5x faster on 2 threads than on 1,
+  // against 1.9x with a span each (the lines differ: the likely carrier is
+  // the prefetchers, which fetch lines next to those in use). At most one
+  // page per thread and class goes to this. When every span looked at is
+  // claimed and no new one is made, two caches share one, as before.
+  template <typename Block>
+  uint32_t take(ChunkPool &pool, int cls, Block *out, uint32_t want, Span **claim = nullptr, bool may_grow = false);
+  // Lets go of a cache's claim (the cache is retired).
+  static void release_claim(Span **claim) {
+    if (*claim != nullptr && (*claim)->refiller == claim) (*claim)->refiller = nullptr;
+    *claim = nullptr;
+  }
   // Returns freed (already zeroed, not live) blocks of class cls to their spans.
   template <typename Block> void put(ChunkPool &pool, int cls, const Block *blocks, uint32_t n);
 
@@ -44,6 +62,8 @@ public:
   }
 
 private:
+  // The span the next blocks for claim come from, listed; nullptr when none is left.
+  Span *refill_span(ChunkPool &pool, int cls, Span **claim, bool may_grow);
   Span *new_span(ChunkPool &pool, int cls);
   void drop_span(ChunkPool &pool, Span *span);
   void list(Span *span);

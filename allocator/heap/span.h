@@ -28,6 +28,9 @@ struct Span {
   uint32_t blocks = 0;
   uint32_t divide_magic = 0; // offset * magic >> 32 == offset / block_size within a span
   uint32_t central_free = 0;
+  // The thread cache (its slot for the class, ThreadCache::refilling) whose
+  // refills take from this span, or nullptr: Central::take.
+  Span *const *refiller = nullptr;
   ListLinks<Span> partial_links; // in its class's list of spans with central free blocks
   bool listed = false;
   ListLinks<Span> all_links; // every span: statistics walk them

@@ -84,6 +84,7 @@ void empty_idle_caches() REQUIRES(g_heap.lock) {
 
 void retire_cache(ThreadCache *cache) {
   empty_cache(cache);
+  for (int cls = 0; cls < kNumClasses; ++cls) Central::release_claim(&cache->refilling[cls]);
   if (cache->returning != nullptr) { // a fork child: its thread was on the way to the lock with it
     return_large(cache->returning);
     cache->returning = nullptr;
@@ -118,6 +119,7 @@ void retire_other_caches() {
       retire_cache(cache);
     else if (cache != t_cache) {
       give_back_growth(cache);
+      for (int cls = 0; cls < kNumClasses; ++cls) Central::release_claim(&cache->refilling[cls]);
       for (uint32_t i = 0; i < cache->large_count; ++i)
         g_heap.large_cached.fetch_sub(kept_large_bytes(cache->large[i]), std::memory_order_relaxed);
       g_heap.caches.remove(cache); // its memory and blocks are lost to this child only
@@ -178,7 +180,8 @@ void grow_if_bouncing(ThreadCache *cache, int cls) REQUIRES(g_heap.lock) {
   if (cap != 0) {
     grow_if_bouncing(cache, cls);
     cap = cache->cap[cls];
-    uint32_t n = g_heap.central.take(g_heap.pool, cls, cache->blocks[cls], (cap + 1) / 2);
+    uint32_t n = g_heap.central.take(g_heap.pool, cls, cache->blocks[cls], (cap + 1) / 2, &cache->refilling[cls],
+                                     !g_heap.memory_tight.load(std::memory_order_relaxed));
     // A chunk refused meanwhile (reclaim_caches) may have set the cap back.
     if (n > cache->cap[cls]) {
       g_heap.central.put(g_heap.pool, cls, cache->blocks[cls] + cache->cap[cls], n - cache->cap[cls]);

@@ -50,6 +50,8 @@ struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   // address was the end of a chain of dependent loads that ran from one
   // free to the next malloc: alloc+free of 32 bytes took 1.6x glibc's.)
   void *addresses[kNumClasses][kCacheSlots] = {};
+  // Per class, the span this cache's refills take from (Central::take).
+  Span *refilling[kNumClasses] = {};
   Span *large[kLargeSlots] = {};
   uint32_t large_count = 0;
   // A large block that its thread freed and zeroed inside the gate and is
