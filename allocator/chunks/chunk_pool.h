@@ -56,6 +56,9 @@ public:
   using Reclaimer = void (*)();
   void set_reclaimer(Reclaimer reclaimer) { reclaimer_ = reclaimer; }
 
+  // TierMapper::first_memlock_budget.
+  size_t first_memlock_budget() const { return tiers_.first_memlock_budget(); }
+
   bool in_range(const void *p) const { return reservation_.in_range(p); }
   Chunk *chunk_of(const void *p) const { return reservation_.chunk_of(p); }
   bool freed_huge_at(const void *p) const { return reservation_.freed_huge_at(p); }

@@ -129,7 +129,12 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
   }
   uint32_t pages = flexible ? kMaxChunkPages : min_pages;
   if (tier != Tier::kUnlocked) {
-    size_t budget_pages = os::memlock_budget() / os::kPageSize;
+    size_t budget = os::memlock_budget();
+    if (!memlock_budget_read_) {
+      memlock_budget_read_ = true;
+      first_memlock_budget_ = budget;
+    }
+    size_t budget_pages = budget / os::kPageSize;
     if (flexible && budget_pages < pages) pages = static_cast<uint32_t>(budget_pages);
     if (budget_pages < min_pages || pages < min_pages) {
       *why = FallbackReason::kMemlock;

@@ -63,6 +63,9 @@ public:
   bool may_call_now(linux_facts::ProbeCall call) { return may_call(call) && !last_for_now_; }
   // Why a tier was refused, as the messages say it ("SIGSYS: ...", "EAGAIN: ...").
   void describe(diag::Line &line, FallbackReason why, int err) const;
+  // The RLIMIT_MEMLOCK budget (bytes) when the first locked chunk was
+  // mapped; SIZE_MAX when unlimited, or when no locked chunk was mapped.
+  size_t first_memlock_budget() const { return first_memlock_budget_; }
   // A kernel that charges memlock at first touch refused a batch of a chunk's pages.
   void note_touch_refused() { counters_.fallbacks[static_cast<int>(FallbackReason::kMemlock)]++; }
   // A chunk now lives in tier (new, or degraded in a fork child): SECMEM_NODUMP may act.
@@ -108,6 +111,8 @@ private:
   bool defer_memlock_ = false;
   bool memlock_deferred_ = false;
   bool undumpable_ = false; // SECMEM_NODUMP=fallback has acted
+  size_t first_memlock_budget_ = SIZE_MAX;
+  bool memlock_budget_read_ = false;
 };
 
 } // namespace secmem

@@ -42,6 +42,7 @@ Span *Central::new_span(ChunkPool &pool, int cls) {
 }
 
 void Central::drop_span(ChunkPool &pool, Span *span) {
+  if (span->made_for_claim) claim_pages_ -= span->pages;
   clear_owners(span, nullptr);
   all_.remove(span);
   pool.free_run(span->chunk, span->first_page, span->pages);
@@ -56,8 +57,16 @@ Span *Central::refill_span(ChunkPool &pool, int cls, Span **claim, bool may_grow
     if (claim == nullptr || span->refiller == nullptr || span->refiller == claim) return span;
   Span *span = kept_empty_[cls];
   kept_empty_[cls] = nullptr;
-  bool grow = may_grow && kClassTable.span_pages[cls] == 1;
-  if (span == nullptr && (grow || partial_[cls].front() == nullptr)) span = new_span(pool, cls);
+  if (span == nullptr && partial_[cls].front() == nullptr) {
+    span = new_span(pool, cls);
+  } else if (span == nullptr && may_grow && kClassTable.span_pages[cls] == 1) {
+    size_t budget = pool.first_memlock_budget() / 16 / os::kPageSize;
+    if (claim_pages_ + 1 <= (budget < kMaxClaimPages ? budget : kMaxClaimPages)) span = new_span(pool, cls);
+    if (span != nullptr) {
+      span->made_for_claim = true;
+      claim_pages_ += span->pages;
+    }
+  }
   if (span == nullptr) return partial_[cls].front(); // shared with another cache, or none left
   list(span);
   return span;

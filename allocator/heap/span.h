@@ -31,6 +31,7 @@ struct Span {
   // The thread cache (its slot for the class, ThreadCache::refilling) whose
   // refills take from this span, or nullptr: Central::take.
   Span *const *refiller = nullptr;
+  bool made_for_claim = false;   // counted in Central's claim budget
   ListLinks<Span> partial_links; // in its class's list of spans with central free blocks
   bool listed = false;
   ListLinks<Span> all_links; // every span: statistics walk them
