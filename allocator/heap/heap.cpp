@@ -481,7 +481,7 @@ void rewrite_in_place(void *p, const BlockRef &ref, size_t size) {
   // Shrinking keeps no stale tail; the old canary goes (the rest of the slack is zero).
   size_t keep = size < old ? size : old;
   zero(static_cast<char *>(p) + keep, old + canary::span_after(old, block) - keep);
-  ref.set_requested(size);
+  ref.set_requested(old, size);
   canary::write(g_ro.canary_key, p, size, block);
   checkers::resized(p, old, size, block);
 }

@@ -82,12 +82,18 @@ struct BlockRef {
   size_t requested_size() const {
     return span->cls >= 0 ? span->live[index].load(std::memory_order_relaxed) : span->large_requested;
   }
-  // A live block's new size asked for (a resize in place, by its owner).
-  void set_requested(size_t size) const {
-    if (span->cls >= 0)
-      span->live[index].store(static_cast<uint16_t>(size), std::memory_order_release);
-    else
+  // A live block's new size asked for (a resize in place, by its owner),
+  // where it was old: a small block's mark changes only if it still holds
+  // old (a free racing with the resize, which the program should never
+  // make, is not undone: the block stays free and is reported).
+  void set_requested(size_t old, size_t size) const {
+    if (span->cls < 0) {
       span->large_requested = size;
+      return;
+    }
+    auto was = static_cast<uint16_t>(old);
+    if (!span->live[index].compare_exchange_strong(was, static_cast<uint16_t>(size), std::memory_order_acq_rel))
+      diag::fatal_pointer("invalid realloc of", address(), "block freed while it was resized");
   }
 };
 
