@@ -504,13 +504,14 @@ namespace {
   return allocate_large(size, os::kPageSize, false);
 }
 
-// The rest of release: large blocks, small ones that the inline stores do
-// not zero, a full cache, a gate closed.
+// The rest of release: large blocks; small ones that the inline stores do
+// not zero (their cache push, with memset); and those whose push release
+// tried already (no cache, a full one, a gate closed), to release_small.
 [[gnu::noinline]] void release_slow(void *p, Span *span, uint32_t index) {
   BlockRef ref{span, index};
   if (span->cls < 0)
     release_large(p, ref);
-  else if (!push_cached(p, ref))
+  else if (kClassSizes[span->cls] <= kInlineZeroBytes || !push_cached(p, ref))
     release_small(p, ref);
 }
 

@@ -82,9 +82,18 @@ void empty_idle_caches() REQUIRES(g_heap.lock) {
 
 } // namespace
 
+namespace {
+
+// A cache going away lets go of the spans it claims (Central::take).
+void release_claims(ThreadCache *cache) REQUIRES(g_heap.lock) {
+  for (int cls = 0; cls < kNumClasses; ++cls) Central::release_claim(&cache->refilling[cls]);
+}
+
+} // namespace
+
 void retire_cache(ThreadCache *cache) {
   empty_cache(cache);
-  for (int cls = 0; cls < kNumClasses; ++cls) Central::release_claim(&cache->refilling[cls]);
+  release_claims(cache);
   if (cache->returning != nullptr) { // a fork child: its thread was on the way to the lock with it
     return_large(cache->returning);
     cache->returning = nullptr;
@@ -119,7 +128,7 @@ void retire_other_caches() {
       retire_cache(cache);
     else if (cache != t_cache) {
       give_back_growth(cache);
-      for (int cls = 0; cls < kNumClasses; ++cls) Central::release_claim(&cache->refilling[cls]);
+      release_claims(cache);
       for (uint32_t i = 0; i < cache->large_count; ++i)
         g_heap.large_cached.fetch_sub(kept_large_bytes(cache->large[i]), std::memory_order_relaxed);
       g_heap.caches.remove(cache); // its memory and blocks are lost to this child only
