@@ -18,7 +18,12 @@
 namespace secmem::heap {
 
 struct Heap {
-  HeapLock lock;
+  // The first cache line holds what every thread reads without the lock and
+  // what changes only at a fork: the fork gate, read by every cache
+  // operation, must not share a line with the lock word or with what is
+  // written under the lock (two threads bouncing 64 KiB blocks spent half of
+  // their time in free waiting for that line). The lock starts the next line.
+  //
   // The fork gate (heap/fork_gate.h): kGateFork, set by the forking thread,
   // holding the lock, from its prepare handler to its parent or child
   // handler; kGateReclaim while a thread holding the lock empties every cache
@@ -28,17 +33,11 @@ struct Heap {
   // block's zeroing at free, a resize in place.
   std::atomic<uint32_t> shared_gate_users{0};
   uint32_t gate_before_fork = 0; // what a fork from a signal handler found (and puts back)
-  ChunkPool pool GUARDED_BY(lock);
-  Central central GUARDED_BY(lock);
-  CacheList caches GUARDED_BY(lock);
-  ObjectPool<ThreadCache> cache_meta GUARDED_BY(lock);
-  // Counters of exited threads and of operations that bypass the caches.
-  uint64_t uncached_allocations GUARDED_BY(lock) = 0;
-  uint64_t uncached_frees GUARDED_BY(lock) = 0;
-  size_t cache_growth GUARDED_BY(lock) = 0; // bytes of cache capacity past the first caps (thread_cache.h)
-  std::atomic<size_t> large_cached{0};      // bytes of the page runs of large blocks in thread caches
   // RLIMIT_MEMLOCK has refused a chunk (reclaim_caches): caches stop growing and keep no large blocks.
   std::atomic<bool> memory_tight{false};
+  // A cache was refused credit for a large block (large.cpp): the others
+  // give back what credit they do not use.
+  std::atomic<bool> large_credit_wanted{false};
   pthread_key_t cache_key{};
   // The fork handlers' own state (heap/heap.cpp), on the lock's page: after a
   // fork every page is copy-on-write in parent and child, and each page that
@@ -53,6 +52,16 @@ struct Heap {
   // Forks whose parent handler has run (their child exists): read without
   // the lock by an interposer's wait call (heap::forks_done).
   std::atomic<uint64_t> forks_done{0};
+  alignas(64) HeapLock lock;
+  ChunkPool pool GUARDED_BY(lock);
+  Central central GUARDED_BY(lock);
+  CacheList caches GUARDED_BY(lock);
+  ObjectPool<ThreadCache> cache_meta GUARDED_BY(lock);
+  // Counters of exited threads and of operations that bypass the caches.
+  uint64_t uncached_allocations GUARDED_BY(lock) = 0;
+  uint64_t uncached_frees GUARDED_BY(lock) = 0;
+  size_t cache_growth GUARDED_BY(lock) = 0; // bytes of cache capacity past the first caps (thread_cache.h)
+  std::atomic<size_t> large_cached{0};      // the credit thread caches hold for large blocks (thread_cache.h)
 };
 
 // Written once at start-up, then read-only (os::seal_readonly): a stray
