@@ -125,12 +125,13 @@ void ChunkPool::mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool us
 // new one, faulted in and marked used. A new chunk that RLIMIT_MEMLOCK
 // refuses first has the heap give back what it keeps (set_reclaimer), and
 // the chunks are searched again.
-bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint32_t *first_page) {
+bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint32_t *first_page, bool spare) {
   for (bool may_reclaim = reclaimer_ != nullptr;; may_reclaim = false) {
     for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
       uint32_t first = 0;
       if (chunk->huge || chunk->free_pages < pages) continue;
       if (!bitmap::find_clear_run(chunk->used, chunk->mapped_pages, pages, align_pages, &first)) continue;
+      if (spare && (first + pages > chunk->touched_pages || chunk->cold_pages != 0)) continue;
       if (!ensure_touched(chunk, first + pages)) continue;
       if (chunk->cold_pages != 0 && !warm(chunk, first, pages)) continue;
       mark_pages(chunk, first, pages, true);
@@ -138,6 +139,7 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
       *first_page = first;
       return true;
     }
+    if (spare) return false;
     tiers_.defer_memlock(may_reclaim);
     Chunk *chunk = new_chunk(pages, false); // its first pages are touched already
     bool deferred = tiers_.memlock_deferred();
@@ -175,7 +177,7 @@ void ChunkPool::free_run(Chunk *chunk, uint32_t first_page, uint32_t pages) {
 // the run is. A guard that mprotect refuses (the mapping count limit) is left
 // out. Larger blocks get a chunk of their own, which the slot layout already
 // surrounds with unmapped pages.
-bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out) {
+bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, bool spare) {
   // An alignment past a slot's: a chunk of its own, at an aligned slot.
   bool slot_aligned = alignment > kChunkSize;
   uint32_t align_pages = slot_aligned                ? 0
@@ -197,7 +199,7 @@ bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out) {
   uint32_t first = 0;
   uint32_t block_pages = static_cast<uint32_t>(pages);
   uint32_t run = align_pages + block_pages + 1;
-  if (!find_run(run, align_pages, &chunk, &first)) return false;
+  if (!find_run(run, align_pages, &chunk, &first, spare)) return false;
   // Guards where mprotect allows (they often are from the run's last use).
   protection::ensure(chunk, first, align_pages, PROT_NONE);
   protection::ensure(chunk, first + align_pages + block_pages, 1, PROT_NONE);

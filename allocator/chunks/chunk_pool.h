@@ -70,8 +70,9 @@ public:
   // pages read-write pages aligned to alignment (a power of two up to
   // kChunkSize), with PROT_NONE guards on both sides where mprotect allows:
   // inside a shared chunk, or a chunk of its own for huge blocks. False with
-  // errno ENOMEM.
-  bool alloc_guarded(size_t pages, size_t alignment, GuardedRun *out);
+  // errno ENOMEM. spare: only from pages already in memory (no new chunk,
+  // no page made or warmed for it), for a block no one has asked for yet.
+  bool alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, bool spare = false);
   // Gives the run back; in a shared chunk its guards stay for the next block.
   void free_guarded(const GuardedRun &run);
   // Sets the block's protection (a huge chunk's: all of it). 0 or the errno of mprotect.
@@ -111,7 +112,7 @@ public:
 
 private:
   Chunk *new_chunk(uint32_t min_pages, bool huge, size_t alignment = kChunkSize);
-  bool find_run(uint32_t pages, uint32_t align_pages, Chunk **chunk, uint32_t *first);
+  bool find_run(uint32_t pages, uint32_t align_pages, Chunk **chunk, uint32_t *first, bool spare = false);
   bool ensure_touched(Chunk *chunk, uint32_t end_page);
   bool warm(Chunk *chunk, uint32_t first, uint32_t pages);
   void mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used);

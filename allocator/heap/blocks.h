@@ -37,12 +37,17 @@ void reclaim_caches() REQUIRES(g_heap.lock);
 ThreadCache *make_cache();
 
 // large.cpp: page-granular blocks between guard pages; sealed ones start PROT_NONE.
-void *allocate_large(size_t bytes, size_t alignment, bool sealed);
+// cache_missed: this thread's cache had no block of as many pages (pop_large);
+// a miss for as many pages as the thread's last miss takes spare runs for
+// the cache as well.
+void *allocate_large(size_t bytes, size_t alignment, bool sealed, bool cache_missed = false);
 void release_large(void *p, const BlockRef &ref);
 // A page-aligned block of bytes from this thread's cache of large blocks, or nullptr.
 void *pop_large(size_t bytes);
-// Gives a cached large block back to the pool (a retiring cache).
-void drop_cached_large(Span *span) REQUIRES(g_heap.lock);
+// Gives a cache's large blocks back to the pool, and its credit (an emptied or retiring cache).
+void drop_cached_large(ThreadCache *cache) REQUIRES(g_heap.lock);
+// Gives the cache's credit back (a cache lost with its blocks, in a fork child).
+void forget_large_credit(ThreadCache *cache) REQUIRES(g_heap.lock);
 // Gives a freed, zeroed large block that is in no cache back to the pool.
 void return_large(Span *span) REQUIRES(g_heap.lock);
 

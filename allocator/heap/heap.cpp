@@ -501,7 +501,7 @@ namespace {
   if (size <= kMaxSmallSize) return ready() ? allocate_small(size_to_class(size), size == 0 ? 1 : size) : fail_enomem();
   if (size > kMaxRequest || !ready()) return fail_enomem();
   if (void *p = pop_large(size)) return p;
-  return allocate_large(size, os::kPageSize, false);
+  return allocate_large(size, os::kPageSize, false, true);
 }
 
 // The rest of release: large blocks; small ones that the inline stores do

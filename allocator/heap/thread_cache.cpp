@@ -47,9 +47,7 @@ void empty_cache(ThreadCache *cache) REQUIRES(g_heap.lock) {
     g_heap.central.put(g_heap.pool, cls, cache->blocks[cls], cache->count[cls]);
     cache->count[cls] = 0;
   }
-  if (cache->large_count == 0) return;
-  for (uint32_t i = 0; i < cache->large_count; ++i) drop_cached_large(cache->large[i]);
-  cache->large_count = 0;
+  if (cache->large_count != 0 || cache->large_credit != 0) drop_cached_large(cache);
 }
 
 } // namespace
@@ -129,8 +127,7 @@ void retire_other_caches() {
     else if (cache != t_cache) {
       give_back_growth(cache);
       release_claims(cache);
-      for (uint32_t i = 0; i < cache->large_count; ++i)
-        g_heap.large_cached.fetch_sub(kept_large_bytes(cache->large[i]), std::memory_order_relaxed);
+      forget_large_credit(cache);
       g_heap.caches.remove(cache); // its memory and blocks are lost to this child only
     }
     cache = next;

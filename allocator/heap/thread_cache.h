@@ -24,9 +24,17 @@ inline constexpr size_t kCacheGrowthBudget = size_t{4} << 20; // 8 threads bounc
 // kept; none whose alignment took more than one guard page before it) that
 // the thread reuses for a request of as many pages, without the lock: up to
 // kLargeSlots per thread, and kLargeCacheBudget bytes of runs for the
-// process (Heap::large_cached). Neither grows nor keeps once RLIMIT_MEMLOCK
-// has refused a chunk (Heap::memory_tight).
+// process (Heap::large_cached: credit that each cache takes from it and
+// gives back kLargeCreditUnit at a time, so that keeping and reusing blocks
+// does not bounce one counter between threads). Neither grows nor keeps once RLIMIT_MEMLOCK
+// has refused a chunk (Heap::memory_tight). Past the slots, blocks move
+// between a cache and the pool kLargeBatch at a time, under one lock
+// (large.cpp): a miss for as many pages as the last miss takes spare runs
+// for the cache too, and a free that finds the cache full gives back its oldest
+// blocks and keeps the new one.
 inline constexpr uint32_t kLargeSlots = 4;
+inline constexpr uint32_t kLargeBatch = 4;
+inline constexpr size_t kLargeCreditUnit = size_t{64} << 10;
 inline constexpr size_t kLargeCacheBlock = size_t{256} << 10;
 inline constexpr size_t kLargeCacheBudget = size_t{1} << 20;
 
@@ -52,8 +60,12 @@ struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   void *addresses[kNumClasses][kCacheSlots] = {};
   // Per class, the span this cache's refills take from (Central::take).
   Span *refilling[kNumClasses] = {};
-  Span *large[kLargeSlots] = {};
+  Span *large[kLargeSlots] = {}; // oldest first
   uint32_t large_count = 0;
+  // The pages of this thread's last large request that its cache could not serve.
+  uint32_t large_missed_pages = 0;
+  size_t large_bytes = 0;  // what the kept large blocks hold of the pool (kept_large_bytes)
+  size_t large_credit = 0; // this cache's share of Heap::large_cached: at least large_bytes
   // A large block that its thread freed and zeroed inside the gate and is
   // taking back to the pool (out of the gate, waiting for the heap lock):
   // set inside the gate, cleared under the lock. A fork child whose copy
