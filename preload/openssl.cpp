@@ -106,8 +106,18 @@ SHIM_API void CRYPTO_free(void *ptr, const char *file, int line) {
     g_openssl_default_kept.store(true, std::memory_order_relaxed);
   }
   if (is_secret(ptr)) return secret_free(ptr);
-  if (!bootstrap_owns(ptr)) explicit_bzero(ptr, malloc_usable_size(ptr));
-  free(ptr);
+  if (bootstrap_owns(ptr)) return free(ptr);
+  if (!g_shim_is_first.load(std::memory_order_acquire)) { // another allocator's block, perhaps
+    explicit_bzero(ptr, malloc_usable_size(ptr));
+    return free(ptr);
+  }
+  // The next allocator's block: its own functions, straight (the shim's would
+  // ask is_secret and bootstrap_owns again, at every one of the thousands of
+  // frees of a TLS handshake).
+  size_t usable = g_next.malloc_usable_size.get()(ptr);
+  memset(ptr, 0, usable);
+  asm volatile("" : : "r"(ptr) : "memory"); // the stores happen: the block is freed next
+  g_next.free.get()(ptr);
 }
 
 // ---- private values OpenSSL derives into ordinary memory --------------------------------

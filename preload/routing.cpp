@@ -18,6 +18,7 @@ Routed g_routed[kNumSources];
 std::atomic<uintptr_t> g_secret_top{0};
 std::atomic<size_t> g_secret_size{0};
 std::atomic<bool> g_tags_enabled{true};
+std::atomic<bool> g_shim_is_first{false};
 std::atomic<bool> g_callers_enabled{false};
 
 namespace {
@@ -142,7 +143,10 @@ void check_preload_order() {
     }
   }
   t_in_secret_heap = false;
-  if (first) return;
+  if (first) {
+    g_shim_is_first.store(true, std::memory_order_release);
+    return;
+  }
   g_tags_enabled.store(false, std::memory_order_relaxed);
   diag::Line()
       .add("preload: another allocator comes before libsecmem_preload.so in LD_PRELOAD; "

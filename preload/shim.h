@@ -186,6 +186,10 @@ extern std::atomic<size_t> g_secret_size;
 // Tags need every free to come here first; off when another allocator
 // precedes the shim in LD_PRELOAD (check_preload_order).
 extern std::atomic<bool> g_tags_enabled;
+// The shim's malloc family is the first in the process (check_preload_order
+// found it so): what its malloc does not keep is the next allocator's, whose
+// own free and malloc_usable_size can be called for it directly.
+extern std::atomic<bool> g_shim_is_first;
 extern std::atomic<bool> g_callers_enabled; // SECMEM_TAG_CALLERS names a library
 
 // p lies in the secret heap's reserved range, [top - size, top): a
