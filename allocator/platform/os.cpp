@@ -265,29 +265,40 @@ void close_fd(int fd) { syscall(SYS_close, fd); }
 
 int protect(void *addr, size_t len, int prot) { return mprotect(addr, len, prot) == 0 ? 0 : errno; }
 
-// Word copies with a compiler barrier in the loop, so that it never becomes a
-// call to memcpy (which ASan intercepts and checks). Not seen by TSan either:
-// the fork copy reads blocks that other threads may be writing, and a write
-// racing with fork() reaches the child or not, as it would without secmem.
+// Copies that no checker sees: one string instruction on x86-64 (`rep
+// movsb`/`stosb`: as fast as memcpy for whole pages, and a fork copies up to
+// megabytes with the heap frozen), elsewhere word copies with a compiler
+// barrier in the loop, so that they never become calls to memcpy (which ASan
+// intercepts and checks). Not seen by TSan either: the fork copy reads blocks
+// that other threads may be writing, and a write racing with fork() reaches
+// the child or not, as it would without secmem.
 __attribute__((no_sanitize("address", "undefined", "thread"))) void copy_unchecked(void *to, const void *from,
                                                                                    size_t len) {
   VALGRIND_DISABLE_ERROR_REPORTING;
+#if defined(__x86_64__)
+  asm volatile("rep movsb" : "+D"(to), "+S"(from), "+c"(len) : : "memory");
+#else
   auto *d = static_cast<uint64_t *>(to);
   auto *s = static_cast<const uint64_t *>(from);
   for (size_t i = 0; i < len / 8; ++i) {
     d[i] = s[i];
     asm volatile("" : : : "memory");
   }
+#endif
   VALGRIND_ENABLE_ERROR_REPORTING;
 }
 
 __attribute__((no_sanitize("address", "undefined", "thread"))) void zero_unchecked(void *to, size_t len) {
   VALGRIND_DISABLE_ERROR_REPORTING;
+#if defined(__x86_64__)
+  asm volatile("rep stosb" : "+D"(to), "+c"(len) : "a"(0) : "memory");
+#else
   auto *d = static_cast<uint64_t *>(to);
   for (size_t i = 0; i < len / 8; ++i) {
     d[i] = 0;
     asm volatile("" : : : "memory");
   }
+#endif
   VALGRIND_ENABLE_ERROR_REPORTING;
 }
 
