@@ -9,7 +9,7 @@ namespace bench {
 namespace {
 
 void sizes(benchmark::internal::Benchmark *b) {
-  for (int size : {16, 32, 256, 1024, 4096, 65536}) b->Arg(size);
+  for (int size : {16, 32, 256, 1024, 4096, 16384, 65536}) b->Arg(size);
   b->Threads(1)->Threads(2)->UseRealTime();
 }
 
