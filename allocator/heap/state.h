@@ -18,11 +18,12 @@
 namespace secmem::heap {
 
 struct Heap {
-  // The first cache line holds what every thread reads without the lock and
-  // what changes only at a fork: the fork gate, read by every cache
-  // operation, must not share a line with the lock word or with what is
-  // written under the lock (two threads bouncing 64 KiB blocks spent half of
-  // their time in free waiting for that line). The lock starts the next line.
+  // What every thread reads without the lock comes first, with what changes
+  // only at a fork: the fork gate, read by every cache operation, and the
+  // pool's reservation, read by every free's lookup. The lock word, and what
+  // is written under the lock at every locked operation, come last: two
+  // threads bouncing 16 KiB blocks found each lookup waiting for the lock's
+  // line, which they shared.
   //
   // The fork gate (heap/fork_gate.h): kGateFork, set by the forking thread,
   // holding the lock, from its prepare handler to its parent or child
@@ -52,7 +53,6 @@ struct Heap {
   // Forks whose parent handler has run (their child exists): read without
   // the lock by an interposer's wait call (heap::forks_done).
   std::atomic<uint64_t> forks_done{0};
-  alignas(64) HeapLock lock;
   ChunkPool pool GUARDED_BY(lock);
   Central central GUARDED_BY(lock);
   CacheList caches GUARDED_BY(lock);
@@ -62,6 +62,7 @@ struct Heap {
   uint64_t uncached_frees GUARDED_BY(lock) = 0;
   size_t cache_growth GUARDED_BY(lock) = 0; // bytes of cache capacity past the first caps (thread_cache.h)
   std::atomic<size_t> large_cached{0};      // the credit thread caches hold for large blocks (thread_cache.h)
+  HeapLock lock;
 };
 
 // Written once at start-up, then read-only (os::seal_readonly): a stray
