@@ -137,9 +137,20 @@ template uint32_t Central::take(ChunkPool &, int, CachedBlock *, uint32_t, Span 
 template void Central::put(ChunkPool &, int, const BlockRef *, uint32_t);
 template void Central::put(ChunkPool &, int, const CachedBlock *, uint32_t);
 
+namespace {
+constexpr uint32_t kSpareLargeSpans = 64;
+} // namespace
+
 Span *Central::new_large_span(const GuardedRun &run) {
-  Span *span = span_meta_.take();
-  if (span == nullptr) return nullptr;
+  Span *span = spare_large_.front();
+  if (span != nullptr) {
+    spare_large_.remove(span);
+    --spare_large_count_;
+    span->reset_large_header();
+  } else {
+    span = span_meta_.take();
+    if (span == nullptr) return nullptr;
+  }
   span->start = run.start();
   span->chunk = run.chunk;
   span->first_page = run.first_page;
@@ -155,7 +166,9 @@ Span *Central::new_large_span(const GuardedRun &run) {
 
 void Central::drop_large_span(Span *span) {
   all_.remove(span);
-  span_meta_.give(span);
+  if (spare_large_count_ == kSpareLargeSpans) return span_meta_.give(span);
+  spare_large_.push_front(span);
+  ++spare_large_count_;
 }
 
 } // namespace secmem::heap

@@ -83,6 +83,10 @@ private:
   Span *kept_empty_[kNumClasses] = {};
   SpanList all_;
   ObjectPool<Span> span_meta_;
+  // Spans of freed large blocks kept for the next ones (new_large_span), up
+  // to kSpareLargeSpans: made again from their header alone.
+  PartialList spare_large_;
+  uint32_t spare_large_count_ = 0;
   bool keep_empty_ = true;
   size_t held_ = 0;
   size_t peak_held_ = 0;

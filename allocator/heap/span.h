@@ -50,7 +50,30 @@ struct Span {
   // was a second array: a second line of metadata written by each, and
   // read again by free).
   alignas(64) std::atomic<uint16_t> live[kMaxBlocksPerSpan] = {}; // 32 blocks per cache line
+
+  // A large block's span made again from one that held a large block (and
+  // so never used free_bits or live past [0], which stay zero): the fields
+  // above free_bits back to their first values, without rewriting the rest
+  // (1.2 KiB, last written by whichever thread freed the block).
+  void reset_large_header() {
+    start = 0;
+    chunk = nullptr;
+    first_page = pages = 0;
+    cls = -1;
+    block_size = 0;
+    blocks = divide_magic = central_free = 0;
+    refiller = nullptr;
+    made_for_claim = listed = false;
+    partial_links = {};
+    all_links = {};
+    run = {};
+    sealed = false;
+    readers = writers = 0;
+    large_requested = 0;
+  }
 };
+// A field added above free_bits is reset in reset_large_header too.
+static_assert(offsetof(Span, free_bits) == 160, "reset_large_header resets every field before free_bits");
 
 using PartialList = IntrusiveList<Span, &Span::partial_links>;
 using SpanList = IntrusiveList<Span, &Span::all_links>;
