@@ -1,6 +1,7 @@
 // Large and sealed blocks: page-granular, one guarded run each (the pool
 // builds and owns the guard layout), zeroed on free inside the fork gate
 // (outside the lock), sealed ones under the lock.
+#include <algorithm>
 #include <cerrno>
 #include <sys/mman.h>
 
@@ -79,7 +80,8 @@ bool charge_large(ThreadCache *cache, size_t bytes) {
   size_t need = cache->large_bytes + bytes;
   if (need > cache->large_credit) {
     size_t grant = (need - cache->large_credit + kLargeCreditUnit - 1) / kLargeCreditUnit * kLargeCreditUnit;
-    if (g_heap.large_cached.fetch_add(grant, std::memory_order_relaxed) + grant > kLargeCacheBudget) {
+    if (g_heap.large_cached.fetch_add(grant, std::memory_order_relaxed) + grant >
+        g_heap.large_cache_budget.load(std::memory_order_relaxed)) {
       g_heap.large_cached.fetch_sub(grant, std::memory_order_relaxed);
       if (!g_heap.large_credit_wanted.load(std::memory_order_relaxed))
         g_heap.large_credit_wanted.store(true, std::memory_order_relaxed);
@@ -208,6 +210,10 @@ void *allocate_large(size_t bytes, size_t alignment, bool sealed, bool cache_mis
   }
   g_heap.central.note_large(static_cast<ptrdiff_t>(span->block_size));
   g_heap.uncached_allocations++;
+  // Known from the first locked chunk on, which this block's run is in or follows.
+  size_t budget = std::min(kLargeCacheBudget, g_heap.pool.first_memlock_budget() / 16);
+  if (g_heap.large_cache_budget.load(std::memory_order_relaxed) != budget)
+    g_heap.large_cache_budget.store(budget, std::memory_order_relaxed);
   if (cache_missed) stock_cache(span);
   return p;
 }

@@ -39,6 +39,12 @@ struct Heap {
   // A cache was refused credit for a large block (large.cpp): the others
   // give back what credit they do not use.
   std::atomic<bool> large_credit_wanted{false};
+  // The credit all caches may hold for large blocks: kLargeCacheBudget, or a
+  // sixteenth of the RLIMIT_MEMLOCK budget seen at the first locked chunk
+  // if that is less (blocks kept for one thread are runs another cannot
+  // have: under a 1 MiB limit, eight threads' kept and spare 16 KiB blocks
+  // left a ninth thread two or three 64 KiB blocks fewer). Set under the lock.
+  std::atomic<size_t> large_cache_budget{kLargeCacheBudget};
   pthread_key_t cache_key{};
   // The fork handlers' own state (heap/heap.cpp), on the lock's page: after a
   // fork every page is copy-on-write in parent and child, and each page that
