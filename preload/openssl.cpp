@@ -59,12 +59,23 @@ namespace {
 std::atomic<void (*)(void *, const char *, int)> g_openssl_custom_free{nullptr};
 } // namespace
 
+namespace {
+// Once libcrypto answers with its default, the answer is kept: the pointer
+// being freed came from its default CRYPTO_malloc, after which OpenSSL
+// refuses new memory functions (so the lookups stay off the hot path: a TLS
+// handshake frees thousands of blocks). A program may free with CRYPTO_free
+// before OpenSSL's first allocation, though, and set its own functions
+// after: a set through the shim forgets the answer.
+std::atomic<bool> g_openssl_default_kept{false};
+} // namespace
+
 SHIM_API int CRYPTO_set_mem_functions(void *(*m)(size_t, const char *, int),
                                       void *(*r)(void *, size_t, const char *, int),
                                       void (*f)(void *, const char *, int)) {
   auto real = next_for_caller("CRYPTO_set_mem_functions", __builtin_return_address(0), &CRYPTO_set_mem_functions);
   if (real == nullptr || real(m, r, f) != 1) return 0;
   g_openssl_custom_free.store(f, std::memory_order_release);
+  g_openssl_default_kept.store(false, std::memory_order_release);
   return 1;
 }
 
@@ -89,12 +100,6 @@ OpensslFree openssl_custom_free(const void *caller) {
   auto real = next_for_caller<OpensslFree>(free_cache, "CRYPTO_free", caller, &CRYPTO_free);
   return current == &CRYPTO_free || current == real ? nullptr : current;
 }
-
-// Once libcrypto answers with its default, the answer is kept: the pointer
-// being freed came from its default CRYPTO_malloc, after which OpenSSL
-// refuses new memory functions (so the lookups stay off the hot path: a TLS
-// handshake frees thousands of blocks).
-std::atomic<bool> g_openssl_default_kept{false};
 
 } // namespace
 

@@ -564,7 +564,9 @@ TEST_F(Preload, AlignedAllocationsInATagScopeFollowGlibcsRules) {
 }
 
 // OpenSSL's memory functions changed behind the shim's back (a dlsym'ed
-// CRYPTO_set_mem_functions, or a set and a reset): OPENSSL_free goes to the
+// CRYPTO_set_mem_functions, or a set and a reset, or a set after a
+// CRYPTO_free that came before OpenSSL's first allocation, with the shim
+// alone and with jemalloc before or after it): OPENSSL_free goes to the
 // free function libcrypto uses, never to glibc with the program's pointers
 // ("free(): invalid size", abort), and never to the program's free with glibc's.
 TEST_F(Preload, OpensslFreeFollowsTheMemoryFunctionsLibcryptoUses) {
@@ -574,6 +576,11 @@ TEST_F(Preload, OpensslFreeFollowsTheMemoryFunctionsLibcryptoUses) {
   Result reset = run({kProbe, "memfns", "reset"}, {"LD_PRELOAD=" + kShim});
   EXPECT_EQ(reset.status, 0) << reset.err;
   EXPECT_EQ(reset.out, "reset: program's mallocs none, frees none\n");
+  for (const std::string &preload : {kShim, kJemalloc + ":" + kShim, kShim + ":" + kJemalloc}) {
+    Result first = run({kProbe, "memfns", "freefirst"}, {"LD_PRELOAD=" + preload});
+    EXPECT_EQ(first.status, 0) << preload << ": " << first.err;
+    EXPECT_EQ(first.out, "freefirst: program's mallocs some, frees some\n") << preload;
+  }
 }
 
 // The reserved range grows (downwards) for a tagged block larger than it:

@@ -497,13 +497,15 @@ int align() {
   return 0;
 }
 
-// memfns dlsym|reset: OpenSSL's memory functions changed behind the shim's
-// back. dlsym: the program's own allocator installed through
+// memfns dlsym|reset|freefirst: OpenSSL's memory functions changed behind
+// the shim's back. dlsym: the program's own allocator installed through
 // dlsym(libcrypto, "CRYPTO_set_mem_functions"), which the shim never sees;
 // reset: set through the shim, then set back to libcrypto's defaults through
-// dlsym. OPENSSL_malloc and OPENSSL_free (which the shim interposes) must go
-// to the functions libcrypto uses: prints how many of the program's frees
-// ran, and lives (glibc used to be handed the program's pointers: abort).
+// dlsym; freefirst: a CRYPTO_free (of malloc's memory) before OpenSSL's
+// first allocation, then the program's allocator set through the shim (the
+// shim had kept libcrypto's first answer, its default: abort). OPENSSL_malloc and OPENSSL_free (which the shim
+// interposes) must go to the functions libcrypto uses: prints how many of the program's frees ran, and lives (glibc
+// used to be handed the program's pointers: abort).
 namespace memfns {
 std::atomic<int> g_mallocs{0}, g_frees{0};
 void *custom_malloc(size_t n, const char *, int) {
@@ -530,6 +532,9 @@ int memfns_probe(const std::string &how) {
   if (real_set == nullptr) return 2;
   if (how == "dlsym") {
     if (real_set(memfns::custom_malloc, memfns::custom_realloc, memfns::custom_free) != 1) return 3;
+  } else if (how == "freefirst") {
+    CRYPTO_free(malloc(10), __FILE__, __LINE__);
+    if (CRYPTO_set_mem_functions(memfns::custom_malloc, memfns::custom_realloc, memfns::custom_free) != 1) return 4;
   } else {
     if (CRYPTO_set_mem_functions(memfns::custom_malloc, memfns::custom_realloc, memfns::custom_free) != 1) return 4;
     auto real_malloc = reinterpret_cast<void *(*)(size_t, const char *, int)>(dlsym(crypto, "CRYPTO_malloc"));
