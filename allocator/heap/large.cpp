@@ -137,9 +137,10 @@ bool keep_by_giving_back(ThreadCache *cache, Span *span) REQUIRES(g_heap.lock) {
 }
 
 // After a block of `made`'s pages was made because this thread's cache had
-// none, as its last miss was (blocks of one size outnumber the slots): up to kLargeBatch - 1 spare runs of as
-// many pages, from pages the pool has in memory already, for the cache
-// (zero: every run in the pool is), under the lock taken for the first.
+// none, as at its last miss (blocks of one size outnumber the slots): up to
+// kLargeBatch - 1 spare runs of as many pages, from pages the pool has in
+// memory already, for the cache (zero: every run in the pool is), under the
+// lock taken for the first.
 void stock_cache(const Span *made) REQUIRES(g_heap.lock) {
   ThreadCache *cache = t_cache;
   if (cache == nullptr || !g_ro.plain_ops || !cacheable(made) || g_heap.memory_tight.load(std::memory_order_relaxed))

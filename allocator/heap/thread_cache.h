@@ -23,17 +23,17 @@ inline constexpr size_t kCacheGrowthBudget = size_t{4} << 20; // 8 threads bounc
 // Freed large blocks (8 KiB to 256 KiB, zeroed, their page runs and guards
 // kept; none whose alignment took more than one guard page before it) that
 // the thread reuses for a request of as many pages, without the lock: up to
-// kLargeSlots per thread, and kLargeCacheBudget bytes of runs (less under a
-// small RLIMIT_MEMLOCK budget: Heap::large_cache_budget) for the
-// process (Heap::large_cached: credit that each cache takes in
+// kLargeSlots per thread, and kLargeCacheBudget bytes of runs for the
+// process (less under a small RLIMIT_MEMLOCK budget: Heap::large_cache_budget),
+// held as credit (Heap::large_cached) that each cache takes in
 // kLargeCreditUnit steps and keeps until it is emptied or another cache is
 // refused, so that keeping and reusing blocks does not bounce one counter
-// between threads). Neither grows nor keeps once RLIMIT_MEMLOCK
-// has refused a chunk (Heap::memory_tight). Past the slots, blocks move
-// between a cache and the pool kLargeBatch at a time, under one lock
-// (large.cpp): a miss for as many pages as the last miss takes spare runs
-// for the cache too, and a free that finds the cache full gives back its oldest
-// blocks and keeps the new one.
+// between threads. Neither grows nor keeps once RLIMIT_MEMLOCK has refused
+// a chunk (Heap::memory_tight). Past the slots, blocks move between a cache
+// and the pool kLargeBatch at a time, under one lock (large.cpp): a miss for
+// as many pages as the last miss takes spare runs for the cache too, and a
+// free that finds the cache full gives back its oldest blocks and keeps the
+// new one.
 inline constexpr uint32_t kLargeSlots = 4;
 inline constexpr uint32_t kLargeBatch = 4;
 inline constexpr size_t kLargeCreditUnit = size_t{64} << 10;
