@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "block_model.h"
+#include "heap/lock.h"
+#include "heap/state.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -336,6 +338,61 @@ TEST(Threads, ABouncingThreadsCacheGrows) {
 TEST(Threads, ThreadsAllocateFromSpansOfTheirOwn) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(allocate_in_threads_and_report_shared_spans(), testing::ExitedWithCode(0), "share: 0");
+}
+
+namespace {
+
+uintptr_t chunk_number(const void *p) { return reinterpret_cast<uintptr_t>(p) >> 21; }
+
+// Two chunks with room in each (a block kept in each, so that neither is
+// given back); then two threads that have waited for the heap lock take
+// eight 16 KiB blocks each, one after the other, both alive until both
+// have. Prints whether their blocks are in one chunk each, apart.
+[[noreturn]] void threads_that_waited_take_chunks_apart() {
+  std::vector<void *> made;
+  do {
+    made.push_back(secmem_malloc(16 << 10));
+    if (made.back() == nullptr) _exit(3);
+  } while (chunk_number(made.back()) == chunk_number(made.front()));
+  for (size_t i = 1; i + 1 < made.size(); ++i) secmem_free(made[i]); // keeps the first and the last
+  std::vector<uintptr_t> chunks[2];
+  std::atomic<int> turn{0};
+  auto work = [&chunks, &turn](int t) {
+    while (turn.load() != t) std::this_thread::yield();
+    ++secmem::heap::t_lock_waits; // as if it had found the lock taken
+    for (int i = 0; i < 8; ++i) {
+      void *p = secmem_malloc(16 << 10);
+      if (p == nullptr) _exit(3);
+      chunks[t].push_back(chunk_number(p));
+    }
+    turn.fetch_add(1);
+    while (turn.load() != 2) std::this_thread::yield(); // alive, and so claiming, until both have allocated
+  };
+  std::thread one(work, 0), two(work, 1);
+  one.join();
+  two.join();
+  auto one_chunk = [](const std::vector<uintptr_t> &of) {
+    return std::count(of.begin(), of.end(), of.front()) == static_cast<long>(of.size());
+  };
+  bool apart = one_chunk(chunks[0]) && one_chunk(chunks[1]) && chunks[0].front() != chunks[1].front();
+  fprintf(stderr, "first thread's blocks in %zu chunk(s), the second's in %zu, %s\n",
+          static_cast<size_t>(std::count(chunks[0].begin(), chunks[0].end(), chunks[0].front()) == 8 ? 1 : 2),
+          static_cast<size_t>(std::count(chunks[1].begin(), chunks[1].end(), chunks[1].front()) == 8 ? 1 : 2),
+          apart ? "apart" : "together");
+  // Under a memory checker (ReadOnly::plain_ops false) threads have no large-block cache to keep a claim in.
+  _exit(!secmem::heap::g_ro.plain_ops || apart ? 0 : 1);
+}
+
+} // namespace
+
+// Threads that have waited for the heap lock take their large blocks' runs
+// from a chunk no other such thread claims, while there is one with room:
+// two threads bouncing 16 KiB blocks took turns at one chunk's runs,
+// bitmaps and pages (random batches on two threads 0.72-0.78x of one;
+// with chunks of their own 1.2-1.4x in interleaved runs).
+TEST(Threads, ThreadsThatWaitedForTheLockTakeLargeRunsFromChunksOfTheirOwn) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(threads_that_waited_take_chunks_apart(), testing::ExitedWithCode(0), "apart");
 }
 
 // A thread's claim on its span ends with the thread: the span's free blocks

@@ -42,6 +42,10 @@ struct Chunk {
   uint32_t free_pages = 0;
   Tier tier = Tier::kSecret;
   bool huge = false;
+  // Whose large runs come from this chunk first (a thread cache, opaque
+  // here; heap/large.cpp), or nullptr: set and cleared by ChunkPool under
+  // the heap lock.
+  const void *claimed_by = nullptr;
   ListLinks<Chunk> links;
   // How a fork child gets its private copy of a memfd_secret chunk
   // (chunks/fork.cpp): kStaged, from the staging file at fork_offset_pages;

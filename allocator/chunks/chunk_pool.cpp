@@ -125,20 +125,47 @@ void ChunkPool::mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool us
 // new one, faulted in and marked used. A new chunk that RLIMIT_MEMLOCK
 // refuses first has the heap give back what it keeps (set_reclaimer), and
 // the chunks are searched again.
-bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint32_t *first_page, bool spare) {
-  for (bool may_reclaim = reclaimer_ != nullptr;; may_reclaim = false) {
-    for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
-      uint32_t first = 0;
-      if (chunk->huge || chunk->free_pages < pages) continue;
-      if (!bitmap::find_clear_run(chunk->used, chunk->mapped_pages, pages, align_pages, &first)) continue;
-      if (spare && (first + pages > chunk->touched_pages || chunk->cold_pages != 0)) continue;
-      if (!ensure_touched(chunk, first + pages)) continue;
-      if (chunk->cold_pages != 0 && !warm(chunk, first, pages)) continue;
-      mark_pages(chunk, first, pages, true);
-      *out = chunk;
-      *first_page = first;
+bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint32_t *first_page, bool spare,
+                         uintptr_t prefer, const void *claimant) {
+  auto take = [&](Chunk *chunk) {
+    uint32_t first = 0;
+    if (chunk->huge || chunk->free_pages < pages) return false;
+    if (!bitmap::find_clear_run(chunk->used, chunk->mapped_pages, pages, align_pages, &first)) return false;
+    if (spare && (first + pages > chunk->touched_pages || chunk->cold_pages != 0)) return false;
+    if (!ensure_touched(chunk, first + pages)) return false;
+    if (chunk->cold_pages != 0 && !warm(chunk, first, pages)) return false;
+    mark_pages(chunk, first, pages, true);
+    *out = chunk;
+    *first_page = first;
+    return true;
+  };
+  // A claimant's runs: from the chunk it had, then from one no one claims,
+  // among the chunks of the strongest tier there is (the first ones), so
+  // that threads at work at once do not take turns at one chunk's runs,
+  // bitmaps and pages. Then from any chunk, as for everyone.
+  if (Chunk *front = chunks_.front(); claimant != nullptr && front != nullptr) {
+    Chunk *had = prefer != 0 ? reservation_.chunk_of(reinterpret_cast<void *>(prefer)) : nullptr;
+    if (had != nullptr && had->tier == front->tier && (had->claimed_by == claimant || had->claimed_by == nullptr) &&
+        take(had)) {
+      had->claimed_by = claimant;
       return true;
     }
+    for (Chunk *chunk = front; chunk != nullptr && chunk->tier == front->tier; chunk = ChunkList::next(chunk))
+      if (chunk != had && chunk->claimed_by == nullptr && take(chunk)) {
+        chunk->claimed_by = claimant;
+        return true;
+      }
+  }
+  for (bool may_reclaim = reclaimer_ != nullptr;; may_reclaim = false) {
+    // In the strongest tier, chunks no other thread claims first; then every
+    // chunk, strongest tier first (a claimant's spare runs, for its cache
+    // and not asked for, never from another's chunk).
+    Chunk *front = chunks_.front();
+    for (Chunk *chunk = front; chunk != nullptr && chunk->tier == front->tier; chunk = ChunkList::next(chunk))
+      if ((chunk->claimed_by == nullptr || chunk->claimed_by == claimant) && take(chunk)) return true;
+    if (!(spare && claimant != nullptr))
+      for (Chunk *chunk = front; chunk != nullptr; chunk = ChunkList::next(chunk))
+        if (take(chunk)) return true;
     if (spare) return false;
     tiers_.defer_memlock(may_reclaim);
     Chunk *chunk = new_chunk(pages, false); // its first pages are touched already
@@ -150,6 +177,7 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
     }
     if (chunk == nullptr) return false;
     mark_pages(chunk, 0, pages, true);
+    if (claimant != nullptr) chunk->claimed_by = claimant; // its own chunk was full
     *out = chunk;
     *first_page = 0;
     return true;
@@ -177,7 +205,13 @@ void ChunkPool::free_run(Chunk *chunk, uint32_t first_page, uint32_t pages) {
 // the run is. A guard that mprotect refuses (the mapping count limit) is left
 // out. Larger blocks get a chunk of their own, which the slot layout already
 // surrounds with unmapped pages.
-bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, bool spare) {
+void ChunkPool::forget_claims(const void *claimant) {
+  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
+    if (chunk->claimed_by == claimant) chunk->claimed_by = nullptr;
+}
+
+bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, bool spare, uintptr_t prefer,
+                              const void *claimant) {
   // An alignment past a slot's: a chunk of its own, at an aligned slot.
   bool slot_aligned = alignment > kChunkSize;
   uint32_t align_pages = slot_aligned                ? 0
@@ -199,7 +233,7 @@ bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, b
   uint32_t first = 0;
   uint32_t block_pages = static_cast<uint32_t>(pages);
   uint32_t run = align_pages + block_pages + 1;
-  if (!find_run(run, align_pages, &chunk, &first, spare)) return false;
+  if (!find_run(run, align_pages, &chunk, &first, spare, prefer, claimant)) return false;
   // Guards where mprotect allows (they often are from the run's last use).
   protection::ensure(chunk, first, align_pages, PROT_NONE);
   protection::ensure(chunk, first + align_pages + block_pages, 1, PROT_NONE);

@@ -72,7 +72,13 @@ public:
   // inside a shared chunk, or a chunk of its own for huge blocks. False with
   // errno ENOMEM. spare: only from pages already in memory (no new chunk,
   // no page made or warmed for it), for a block no one has asked for yet.
-  bool alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, bool spare = false);
+  // claimant (a thread cache; nullptr: none): its runs come first from the
+  // chunk at prefer (an address in it) if no one else claims it, else from a
+  // chunk no one claims, which it then claims; else from any chunk.
+  bool alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, bool spare = false, uintptr_t prefer = 0,
+                     const void *claimant = nullptr);
+  // Ends the claimant's claims (its thread is gone).
+  void forget_claims(const void *claimant);
   // Gives the run back; in a shared chunk its guards stay for the next block.
   void free_guarded(const GuardedRun &run);
   // Sets the block's protection (a huge chunk's: all of it). 0 or the errno of mprotect.
@@ -112,7 +118,8 @@ public:
 
 private:
   Chunk *new_chunk(uint32_t min_pages, bool huge, size_t alignment = kChunkSize);
-  bool find_run(uint32_t pages, uint32_t align_pages, Chunk **chunk, uint32_t *first, bool spare = false);
+  bool find_run(uint32_t pages, uint32_t align_pages, Chunk **chunk, uint32_t *first, bool spare = false,
+                uintptr_t prefer = 0, const void *claimant = nullptr);
   bool ensure_touched(Chunk *chunk, uint32_t end_page);
   bool warm(Chunk *chunk, uint32_t first, uint32_t pages);
   void mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used);

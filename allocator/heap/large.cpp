@@ -149,7 +149,10 @@ void stock_cache(const Span *made) REQUIRES(g_heap.lock) {
   cache->large_missed_pages = made->pages;
   for (uint32_t n = 1; again && n < kLargeBatch && cache->large_count < kLargeSlots; ++n) {
     GuardedRun run;
-    if (!g_heap.pool.alloc_guarded(made->pages, os::kPageSize, &run, true)) return;
+    bool apart = cache->large_apart != 0;
+    if (!g_heap.pool.alloc_guarded(made->pages, os::kPageSize, &run, true, apart ? cache->large_chunk : 0,
+                                   apart ? cache : nullptr))
+      return;
     size_t bytes = size_t{run.guard_lead + run.pages + run.guard_tail} * os::kPageSize;
     Span *span = run.guard_lead <= 1 ? g_heap.central.new_large_span(run) : nullptr;
     if (span == nullptr || !charge_large(cache, bytes)) {
@@ -185,7 +188,22 @@ void *allocate_large(size_t bytes, size_t alignment, bool sealed, bool cache_mis
   size_t pages = (bytes + os::kPageSize - 1) / os::kPageSize;
   ScopedLock lock(g_heap.lock);
   GuardedRun run;
-  if (!g_heap.pool.alloc_guarded(pages, alignment, &run)) return nullptr; // errno ENOMEM
+  ThreadCache *cache = cache_missed ? t_cache : nullptr;
+  ThreadCache *apart = nullptr;
+  if (cache != nullptr) {
+    // Waited for the lock since the last large allocation: keep apart from
+    // the other threads for the next kApartAllocations (ChunkPool claims).
+    constexpr uint32_t kApartAllocations = 256;
+    if (t_lock_waits != cache->lock_waits_seen) cache->large_apart = kApartAllocations;
+    cache->lock_waits_seen = t_lock_waits;
+    if (cache->large_apart != 0) {
+      --cache->large_apart;
+      apart = cache;
+    }
+  }
+  if (!g_heap.pool.alloc_guarded(pages, alignment, &run, false, apart != nullptr ? cache->large_chunk : 0, apart))
+    return nullptr; // errno ENOMEM
+  if (cache != nullptr) cache->large_chunk = run.chunk->base;
   Span *span = g_heap.central.new_large_span(run);
   if (span == nullptr) {
     g_heap.pool.free_guarded(run);

@@ -8,6 +8,7 @@
 namespace secmem::heap {
 
 __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_thread_number = 0;
+__attribute__((tls_model("initial-exec"))) thread_local uint32_t t_lock_waits = 0;
 
 uint32_t take_thread_number() {
   static std::atomic<uint32_t> next{0};
@@ -18,6 +19,7 @@ uint32_t take_thread_number() {
 }
 
 void HeapLock::lock_contended(uint32_t me) {
+  ++t_lock_waits;
   for (int spin = 0; spin < 64; ++spin) {
     uint32_t expected = 0;
     if (word_.load(std::memory_order_relaxed) == 0 &&

@@ -28,6 +28,9 @@ void finish_fork_in_child_now();
 // threads were started while one of them lived. The forking thread keeps
 // its number in a child; threads started there take new ones.
 extern __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_thread_number;
+// Times this thread found the heap lock taken (it then spun or slept), for
+// the heap's choices that depend on other threads being at work (large.cpp).
+extern __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_lock_waits;
 uint32_t take_thread_number();
 inline uint32_t this_thread() {
   uint32_t number = t_thread_number;

@@ -92,6 +92,7 @@ void release_claims(ThreadCache *cache) REQUIRES(g_heap.lock) {
 void retire_cache(ThreadCache *cache) {
   empty_cache(cache);
   release_claims(cache);
+  g_heap.pool.forget_claims(cache);
   if (cache->returning != nullptr) { // a fork child: its thread was on the way to the lock with it
     return_large(cache->returning);
     cache->returning = nullptr;
@@ -128,6 +129,7 @@ void retire_other_caches() {
       give_back_growth(cache);
       release_claims(cache);
       forget_large_credit(cache);
+      g_heap.pool.forget_claims(cache);
       g_heap.caches.remove(cache); // its memory and blocks are lost to this child only
     }
     cache = next;

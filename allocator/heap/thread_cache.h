@@ -66,8 +66,14 @@ struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   uint32_t large_count = 0;
   // The pages of this thread's last large request that its cache could not serve.
   uint32_t large_missed_pages = 0;
-  size_t large_bytes = 0;  // what the kept large blocks hold of the pool (kept_large_bytes)
-  size_t large_credit = 0; // this cache's share of Heap::large_cached: at least large_bytes
+  // After this thread waited for the heap lock, its large runs come first
+  // from a chunk it claims (ChunkPool::alloc_guarded), so that threads at
+  // work at once do not take turns at one chunk's runs, bitmaps and pages.
+  uintptr_t large_chunk = 0;    // an address in the chunk of its last large run
+  uint32_t lock_waits_seen = 0; // t_lock_waits at this thread's last large allocation
+  uint32_t large_apart = 0;     // large allocations left that look in large_chunk first
+  size_t large_bytes = 0;       // what the kept large blocks hold of the pool (kept_large_bytes)
+  size_t large_credit = 0;      // this cache's share of Heap::large_cached: at least large_bytes
   // A large block that its thread freed and zeroed inside the gate and is
   // taking back to the pool (out of the gate, waiting for the heap lock):
   // set inside the gate, cleared under the lock. A fork child whose copy
