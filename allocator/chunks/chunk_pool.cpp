@@ -143,26 +143,40 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
   // among the chunks of the strongest tier there is (the first ones), so
   // that threads at work at once do not take turns at one chunk's runs,
   // bitmaps and pages. Then from any chunk, as for everyone.
-  if (Chunk *front = chunks_.front(); claimant != nullptr && front != nullptr) {
+  // Claims only move blocks between chunks in use: an empty chunk stays
+  // whole for a block that needs most of it, and is taken only where
+  // first-fit takes it (claims that spread two threads' small blocks over
+  // empty chunks left no room for 1000 KiB blocks, which then took a new
+  // chunk, or a weaker tier under a memlock limit).
+  auto in_use = [](const Chunk *chunk) { return chunk->free_pages < chunk->mapped_pages; };
+  auto mine_or_free = [claimant](const Chunk *chunk) {
+    return chunk->claimed_by == nullptr || chunk->claimed_by == claimant;
+  };
+  // A claimant's runs: from the chunk it had, then from one no one claims,
+  // among the chunks of the strongest tier there is (the first ones), so
+  // that threads at work at once do not take turns at one chunk's runs,
+  // bitmaps and pages.
+  Chunk *front = chunks_.front();
+  if (claimant != nullptr && front != nullptr) {
     Chunk *had = prefer != 0 ? reservation_.chunk_of(reinterpret_cast<void *>(prefer)) : nullptr;
-    if (had != nullptr && had->tier == front->tier && (had->claimed_by == claimant || had->claimed_by == nullptr) &&
-        take(had)) {
+    if (had != nullptr && had->tier == front->tier && in_use(had) && mine_or_free(had) && take(had)) {
       had->claimed_by = claimant;
       return true;
     }
     for (Chunk *chunk = front; chunk != nullptr && chunk->tier == front->tier; chunk = ChunkList::next(chunk))
-      if (chunk != had && chunk->claimed_by == nullptr && take(chunk)) {
+      if (chunk != had && chunk->claimed_by == nullptr && in_use(chunk) && take(chunk)) {
         chunk->claimed_by = claimant;
         return true;
       }
   }
   for (bool may_reclaim = reclaimer_ != nullptr;; may_reclaim = false) {
-    // In the strongest tier, chunks no other thread claims first; then every
-    // chunk, strongest tier first (a claimant's spare runs, for its cache
-    // and not asked for, never from another's chunk).
-    Chunk *front = chunks_.front();
+    // Chunks in use of the strongest tier that no other thread claims
+    // first; then first-fit over every chunk, strongest tier first, as
+    // without claims (a claimant's spare runs, for its cache and not asked
+    // for, never from another's chunk).
+    front = chunks_.front();
     for (Chunk *chunk = front; chunk != nullptr && chunk->tier == front->tier; chunk = ChunkList::next(chunk))
-      if ((chunk->claimed_by == nullptr || chunk->claimed_by == claimant) && take(chunk)) return true;
+      if (in_use(chunk) && mine_or_free(chunk) && take(chunk)) return true;
     if (!(spare && claimant != nullptr))
       for (Chunk *chunk = front; chunk != nullptr; chunk = ChunkList::next(chunk))
         if (take(chunk)) return true;
