@@ -423,7 +423,7 @@ uintptr_t chunk_number(const void *p) { return reinterpret_cast<uintptr_t>(p) >>
 // weaker tier under a memlock limit).
 TEST(Threads, ThreadsThatWaitedForTheLockLeaveEmptyChunksWhole) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(threads_that_waited_leave_empty_chunks_whole(), testing::ExitedWithCode(0), "chunk in use");
+  EXPECT_EXIT(threads_that_waited_leave_empty_chunks_whole(), testing::ExitedWithCode(0), "the threads. blocks");
 }
 
 // Threads that have waited for the heap lock take their large blocks' runs
@@ -433,7 +433,7 @@ TEST(Threads, ThreadsThatWaitedForTheLockLeaveEmptyChunksWhole) {
 // with chunks of their own 1.0-1.1x in interleaved runs).
 TEST(Threads, ThreadsThatWaitedForTheLockTakeLargeRunsFromChunksOfTheirOwn) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(threads_that_waited_take_chunks_apart(), testing::ExitedWithCode(0), "apart");
+  EXPECT_EXIT(threads_that_waited_take_chunks_apart(), testing::ExitedWithCode(0), "first thread.s blocks");
 }
 
 // A thread's claim on its span ends with the thread: the span's free blocks
