@@ -36,6 +36,19 @@ const std::vector<size_t> kSizes = {
     0,    1,    15,   16,   17,   31,   32,    100,   255,    256,     1000,          1024,
     4095, 4096, 4097, 8191, 8192, 8193, 12288, 65536, 100000, 1 << 20, (1 << 20) + 1, 3 << 20};
 
+// Expects no block twice among blocks, then frees them in an order shuffled
+// by seed, each no longer owned once freed.
+void free_distinct_blocks_shuffled(std::vector<void *> &blocks, unsigned seed) {
+  std::vector<void *> sorted = blocks;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "a block handed out twice";
+  std::shuffle(blocks.begin(), blocks.end(), std::mt19937(seed));
+  for (void *p : blocks) {
+    secmem_free(p);
+    EXPECT_FALSE(secmem_owns(p));
+  }
+}
+
 } // namespace
 
 TEST(Heap, AllocationsAreAlignedZeroedOwnedAndUsable) {
@@ -72,14 +85,7 @@ TEST(Heap, BlocksGoThroughTheThreadCacheIntact) {
         ASSERT_TRUE(all_zero(p, size - 1)) << size;
         memset(p, 0x5a, size - 1);
       }
-      std::vector<void *> sorted = blocks;
-      std::sort(sorted.begin(), sorted.end());
-      EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "a block handed out twice";
-      std::shuffle(blocks.begin(), blocks.end(), std::mt19937(static_cast<unsigned>(round)));
-      for (void *p : blocks) {
-        secmem_free(p);
-        EXPECT_FALSE(secmem_owns(p));
-      }
+      free_distinct_blocks_shuffled(blocks, static_cast<unsigned>(round));
     }
   }
 }
@@ -123,14 +129,7 @@ TEST(Heap, LargeBlocksMoveBetweenACacheAndTheHeapFourAtATime) {
         ASSERT_TRUE(all_zero(p, kSize));
         memset(p, 0x5a, kSize);
       }
-      std::vector<void *> sorted = blocks;
-      std::sort(sorted.begin(), sorted.end());
-      EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "a block handed out twice";
-      std::shuffle(blocks.begin(), blocks.end(), std::mt19937(static_cast<unsigned>(round)));
-      for (void *p : blocks) {
-        secmem_free(p);
-        EXPECT_FALSE(secmem_owns(p));
-      }
+      free_distinct_blocks_shuffled(blocks, static_cast<unsigned>(round));
     }
     uint64_t locked = locked_large_operations() - before;
     if (caches_keep_large_blocks())

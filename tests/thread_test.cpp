@@ -344,6 +344,28 @@ namespace {
 
 uintptr_t chunk_number(const void *p) { return reinterpret_cast<uintptr_t>(p) >> 21; }
 
+size_t distinct(std::vector<uintptr_t> values) {
+  std::sort(values.begin(), values.end());
+  return static_cast<size_t>(std::unique(values.begin(), values.end()) - values.begin());
+}
+
+// Runs allocate(0) on one thread, then allocate(1) on another, each as if it
+// had found the heap lock taken, both alive (and so holding their claims)
+// until both have run.
+template <typename Allocate> void in_turn_on_two_threads_that_waited(Allocate allocate) {
+  std::atomic<int> turn{0};
+  auto work = [&allocate, &turn](int t) {
+    while (turn.load() != t) std::this_thread::yield();
+    ++secmem::heap::t_lock_waits;
+    allocate(t);
+    turn.fetch_add(1);
+    while (turn.load() != 2) std::this_thread::yield();
+  };
+  std::thread one(work, 0), two(work, 1);
+  one.join();
+  two.join();
+}
+
 // Two chunks with room in each (a block kept in each, so that neither is
 // given back); then two threads that have waited for the heap lock take
 // eight 16 KiB blocks each, one after the other, both alive until both
@@ -356,29 +378,16 @@ uintptr_t chunk_number(const void *p) { return reinterpret_cast<uintptr_t>(p) >>
   } while (chunk_number(made.back()) == chunk_number(made.front()));
   for (size_t i = 1; i + 1 < made.size(); ++i) secmem_free(made[i]); // keeps the first and the last
   std::vector<uintptr_t> chunks[2];
-  std::atomic<int> turn{0};
-  auto work = [&chunks, &turn](int t) {
-    while (turn.load() != t) std::this_thread::yield();
-    ++secmem::heap::t_lock_waits; // as if it had found the lock taken
+  in_turn_on_two_threads_that_waited([&chunks](int t) {
     for (int i = 0; i < 8; ++i) {
       void *p = secmem_malloc(16 << 10);
       if (p == nullptr) _exit(3);
       chunks[t].push_back(chunk_number(p));
     }
-    turn.fetch_add(1);
-    while (turn.load() != 2) std::this_thread::yield(); // alive, and so claiming, until both have allocated
-  };
-  std::thread one(work, 0), two(work, 1);
-  one.join();
-  two.join();
-  auto one_chunk = [](const std::vector<uintptr_t> &of) {
-    return std::count(of.begin(), of.end(), of.front()) == static_cast<long>(of.size());
-  };
-  bool apart = one_chunk(chunks[0]) && one_chunk(chunks[1]) && chunks[0].front() != chunks[1].front();
-  fprintf(stderr, "first thread's blocks in %zu chunk(s), the second's in %zu, %s\n",
-          static_cast<size_t>(std::count(chunks[0].begin(), chunks[0].end(), chunks[0].front()) == 8 ? 1 : 2),
-          static_cast<size_t>(std::count(chunks[1].begin(), chunks[1].end(), chunks[1].front()) == 8 ? 1 : 2),
-          apart ? "apart" : "together");
+  });
+  bool apart = distinct(chunks[0]) == 1 && distinct(chunks[1]) == 1 && chunks[0].front() != chunks[1].front();
+  fprintf(stderr, "first thread's blocks in %zu chunk(s), the second's in %zu, %s\n", distinct(chunks[0]),
+          distinct(chunks[1]), apart ? "apart" : "together");
   // Under a memory checker (ReadOnly::plain_ops false) threads have no large-block cache to keep a claim in.
   _exit(!secmem::heap::g_ro.plain_ops || apart ? 0 : 1);
 }
@@ -397,17 +406,7 @@ uintptr_t chunk_number(const void *p) { return reinterpret_cast<uintptr_t>(p) >>
   if (kept == nullptr) _exit(3);
   for (void *p : made) secmem_free(p); // the other two chunks are empty now
   uintptr_t blocks[2] = {};
-  std::atomic<int> turn{0};
-  auto work = [&blocks, &turn](int t) {
-    while (turn.load() != t) std::this_thread::yield();
-    ++secmem::heap::t_lock_waits; // as if it had found the lock taken
-    blocks[t] = chunk_number(secmem_malloc(16 << 10));
-    turn.fetch_add(1);
-    while (turn.load() != 2) std::this_thread::yield();
-  };
-  std::thread one(work, 0), two(work, 1);
-  one.join();
-  two.join();
+  in_turn_on_two_threads_that_waited([&blocks](int t) { blocks[t] = chunk_number(secmem_malloc(16 << 10)); });
   bool whole = blocks[0] == chunk_number(kept) && blocks[1] == chunk_number(kept);
   fprintf(stderr, "the threads' blocks %s\n", whole ? "in the chunk in use" : "in an empty chunk");
   _exit(!secmem::heap::g_ro.plain_ops || whole ? 0 : 1);

@@ -70,6 +70,20 @@ bool cacheable(const Span *span) {
   return !span->sealed && !span->chunk->huge && span->block_size <= kLargeCacheBlock && span->run.guard_lead <= 1;
 }
 
+// Whether a cache keeps such a block now: no memory checker watches each
+// block, and RLIMIT_MEMLOCK has refused no chunk (Heap::memory_tight).
+bool keepable(const Span *span) {
+  return g_ro.plain_ops && cacheable(span) && !g_heap.memory_tight.load(std::memory_order_relaxed);
+}
+
+// A run from the pool; for a claimant (a cache keeping apart from other
+// threads: allocate_large), from the chunk of its last run first.
+bool take_run(size_t pages, size_t alignment, GuardedRun *run, bool spare, ThreadCache *claimant)
+    REQUIRES(g_heap.lock) {
+  return g_heap.pool.alloc_guarded(pages, alignment, run, spare, claimant != nullptr ? claimant->large_chunk : 0,
+                                   claimant);
+}
+
 // Counts bytes into the cache's kept blocks against the process's budget.
 // The shared counter moves by whole units of credit, taken when the kept
 // bytes pass the cache's credit and kept until the cache is emptied or
@@ -106,9 +120,7 @@ void uncharge_large(ThreadCache *cache, size_t bytes) {
 // (heap/thread_cache.h), inside the gate that the caller holds: a fork sees
 // the block, its bytes and the count together.
 bool keep_large(ThreadCache *cache, Span *span) {
-  if (!g_ro.plain_ops || !cacheable(span) || g_heap.memory_tight.load(std::memory_order_relaxed) ||
-      cache->large_count == kLargeSlots)
-    return false;
+  if (!keepable(span) || cache->large_count == kLargeSlots) return false;
   if (!charge_large(cache, kept_large_bytes(span))) return false;
   cache->large[cache->large_count++] = span;
   bump(cache->frees);
@@ -129,9 +141,7 @@ Span *take_cached(ThreadCache *cache, uint32_t i) {
 // bytes are in the processor's caches. Under the heap lock, which keeps
 // forks and reclaim_caches out as the gate does.
 bool keep_by_giving_back(ThreadCache *cache, Span *span) REQUIRES(g_heap.lock) {
-  if (cache->large_count != kLargeSlots || !g_ro.plain_ops || !cacheable(span) ||
-      g_heap.memory_tight.load(std::memory_order_relaxed))
-    return false;
+  if (cache->large_count != kLargeSlots || !keepable(span)) return false;
   for (uint32_t n = 0; n < kLargeBatch && cache->large_count != 0; ++n) return_large(take_cached(cache, 0));
   return keep_large(cache, span);
 }
@@ -143,19 +153,14 @@ bool keep_by_giving_back(ThreadCache *cache, Span *span) REQUIRES(g_heap.lock) {
 // lock taken for the first.
 void stock_cache(const Span *made) REQUIRES(g_heap.lock) {
   ThreadCache *cache = t_cache;
-  if (cache == nullptr || !g_ro.plain_ops || !cacheable(made) || g_heap.memory_tight.load(std::memory_order_relaxed))
-    return;
+  if (cache == nullptr || !keepable(made)) return;
   bool again = cache->large_missed_pages == made->pages;
   cache->large_missed_pages = made->pages;
   for (uint32_t n = 1; again && n < kLargeBatch && cache->large_count < kLargeSlots; ++n) {
     GuardedRun run;
-    bool apart = cache->large_apart != 0;
-    if (!g_heap.pool.alloc_guarded(made->pages, os::kPageSize, &run, true, apart ? cache->large_chunk : 0,
-                                   apart ? cache : nullptr))
-      return;
-    size_t bytes = size_t{run.guard_lead + run.pages + run.guard_tail} * os::kPageSize;
-    Span *span = run.guard_lead <= 1 ? g_heap.central.new_large_span(run) : nullptr;
-    if (span == nullptr || !charge_large(cache, bytes)) {
+    if (!take_run(made->pages, os::kPageSize, &run, true, cache->large_apart != 0 ? cache : nullptr)) return;
+    Span *span = g_heap.central.new_large_span(run);
+    if (span == nullptr || !charge_large(cache, kept_large_bytes(span))) {
       if (span != nullptr) g_heap.central.drop_large_span(span);
       g_heap.pool.free_guarded(run);
       return;
@@ -201,8 +206,7 @@ void *allocate_large(size_t bytes, size_t alignment, bool sealed, bool cache_mis
       apart = cache;
     }
   }
-  if (!g_heap.pool.alloc_guarded(pages, alignment, &run, false, apart != nullptr ? cache->large_chunk : 0, apart))
-    return nullptr; // errno ENOMEM
+  if (!take_run(pages, alignment, &run, false, apart)) return nullptr; // errno ENOMEM
   if (cache != nullptr) cache->large_chunk = run.chunk->base;
   Span *span = g_heap.central.new_large_span(run);
   if (span == nullptr) {
