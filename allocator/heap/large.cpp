@@ -94,13 +94,17 @@ bool charge_large(ThreadCache *cache, size_t bytes) {
   size_t need = cache->large_bytes + bytes;
   if (need > cache->large_credit) {
     size_t grant = (need - cache->large_credit + kLargeCreditUnit - 1) / kLargeCreditUnit * kLargeCreditUnit;
-    if (g_heap.large_cached.fetch_add(grant, std::memory_order_relaxed) + grant >
-        g_heap.large_cache_budget.load(std::memory_order_relaxed)) {
-      g_heap.large_cached.fetch_sub(grant, std::memory_order_relaxed);
-      if (!g_heap.large_credit_wanted.load(std::memory_order_relaxed))
-        g_heap.large_credit_wanted.store(true, std::memory_order_relaxed);
-      return false;
-    }
+    // Compare and swap, not add and take back: the counter never passes the
+    // budget, even for a moment (a thread reading it while another's grant
+    // was being taken back saw 1 MiB + 64 KiB).
+    size_t held = g_heap.large_cached.load(std::memory_order_relaxed);
+    do {
+      if (held + grant > g_heap.large_cache_budget.load(std::memory_order_relaxed)) {
+        if (!g_heap.large_credit_wanted.load(std::memory_order_relaxed))
+          g_heap.large_credit_wanted.store(true, std::memory_order_relaxed);
+        return false;
+      }
+    } while (!g_heap.large_cached.compare_exchange_weak(held, held + grant, std::memory_order_relaxed));
     cache->large_credit += grant;
   }
   cache->large_bytes = need;
