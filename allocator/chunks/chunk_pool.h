@@ -61,6 +61,7 @@ public:
 
   bool in_range(const void *p) const { return reservation_.in_range(p); }
   Chunk *chunk_of(const void *p) const { return reservation_.chunk_of(p); }
+  uint32_t page_in_slot(const void *p) const { return reservation_.page_in_slot(p); }
   bool freed_huge_at(const void *p) const { return reservation_.freed_huge_at(p); }
 
   // pages read-write pages in a chunk, faulted in. False with errno ENOMEM.

@@ -37,6 +37,14 @@ public:
     Chunk *chunk = slot_table_[(reinterpret_cast<uintptr_t>(p) - window_) / kChunkSize].load(std::memory_order_acquire);
     return chunk == freed_huge_mark() ? nullptr : chunk;
   }
+  // p's page within its slot, from p alone: a chunk that is not huge fills
+  // its slot from the slot's start, so this is p's page in the chunk, known
+  // without waiting for a load of the chunk's base (free's lookup is a chain
+  // of dependent loads: one fewer made alloc+free of 16 bytes about 1 ns faster).
+  uint32_t page_in_slot(const void *p) const {
+    return static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) - window_) / os::kPageSize %
+                                 (kChunkSize / os::kPageSize));
+  }
   // A released huge chunk's first slot keeps a mark until a chunk takes the
   // slot again: a second free of its block (which started there) is then a
   // double free, not a pointer to nothing.

@@ -23,10 +23,14 @@ inline Span *const kFreedRun = reinterpret_cast<Span *>(uintptr_t{1});
   if (chunk == nullptr)
     return !pool.in_range(p) ? Found::kForeign : pool.freed_huge_at(p) ? Found::kFreed : Found::kNoBlock;
   uintptr_t addr = reinterpret_cast<uintptr_t>(p);
-  size_t page = (addr - chunk->base) / os::kPageSize;
-  // A huge chunk's size never changes; in other chunks unmapped pages have no owner.
-  if (chunk->huge && page >= chunk->mapped_pages) return Found::kNoBlock;
-  Span *span = chunk->owner[chunk->huge ? 0 : page].load(std::memory_order_acquire);
+  uint32_t page = pool.page_in_slot(p); // a chunk that is not huge starts at its slot
+  if (chunk->huge) {
+    // A huge chunk's size never changes; its first page names its span. (In
+    // other chunks unmapped pages have no owner.)
+    if ((addr - chunk->base) / os::kPageSize >= chunk->mapped_pages) return Found::kNoBlock;
+    page = 0;
+  }
+  Span *span = chunk->owner[page].load(std::memory_order_acquire);
   if (span == nullptr) return Found::kNoBlock;
   if (span == kFreedRun) return addr % os::kPageSize == 0 ? Found::kFreed : Found::kNoBlock;
   ref->span = span;
