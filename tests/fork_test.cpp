@@ -438,6 +438,10 @@ TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) { EXPECT_TRUE(fork_edges({
 // lock-free) used to deadlock in the prepare handler.
 TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) { EXPECT_TRUE(fork_edges({"signal-fork", "2"})); }
 
+TEST(ForkEdges, AChildForkedFromASignalHandlerGoesOnUsingTheHeap) {
+  EXPECT_TRUE(fork_edges({"signal-fork-continue", "3"}));
+}
+
 // The same while the forking thread runs secmem's own fork handlers (the
 // signal sent without a pause by another process): in a few instructions
 // there the handler's fork took the lock as if an interrupted operation

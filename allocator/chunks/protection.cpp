@@ -28,16 +28,48 @@ template <typename F> void for_each_restricted(const Chunk *chunk, F fn) {
 
 } // namespace
 
+namespace {
+
+void record(Chunk *chunk, uint32_t page, uint8_t value) {
+  chunk->restricted_pages += (value != 0) - (chunk->prot[page] != 0);
+  chunk->prot[page] = value;
+}
+
+} // namespace
+
+// The record first, then the kernel: a signal handler on this thread may
+// fork between the two, and the child (which copies its chunks and puts
+// their protections back from Chunk::prot, and finishes this call when the
+// handler returns) must not be left with a protection the record does not
+// show. Kernel first, a run made over a former guard page came back in the
+// child with the guard in its middle: the record said PROT_NONE at the fork,
+// the child restored it, and this call then recorded read-write.
 int set(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot) {
-  int err = os::protect(chunk->page_address(first_page), size_t{pages} * os::kPageSize, prot);
-  if (err != 0) return err;
   uint8_t value = prot_code(prot);
   uint32_t marks = chunk->huge ? 1 : pages;
-  for (uint32_t p = first_page; p < first_page + marks; ++p) {
-    chunk->restricted_pages += (value != 0) - (chunk->prot[p] != 0);
-    chunk->prot[p] = value;
+  uint8_t before[kSlotPages];
+  for (uint32_t i = 0; i < marks; ++i) {
+    before[i] = chunk->prot[first_page + i];
+    record(chunk, first_page + i, value);
   }
-  return 0;
+  int err = os::protect(chunk->page_address(first_page), size_t{pages} * os::kPageSize, prot);
+  if (err == 0) return 0;
+  // Refused (the mapping count, say), perhaps after changing part of the
+  // range: the record goes back, and so does each page, as far as it can.
+  for (uint32_t i = 0; i < marks; ++i) record(chunk, first_page + i, before[i]);
+  if (chunk->huge) {
+    os::protect(chunk->page_address(first_page), size_t{pages} * os::kPageSize,
+                before[0] == 0 ? kReadWrite : before[0] - 1);
+    return err;
+  }
+  for (uint32_t i = 0; i < marks;) {
+    uint32_t end = i + 1;
+    while (end < marks && before[end] == before[i]) ++end;
+    os::protect(chunk->page_address(first_page + i), size_t{end - i} * os::kPageSize,
+                before[i] == 0 ? kReadWrite : before[i] - 1);
+    i = end;
+  }
+  return err;
 }
 
 int ensure(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot) {
