@@ -2,10 +2,16 @@
  * through it exit afterwards, and nothing of libsecmem is left to call (its
  * thread-cache key destructor would run in unmapped code). Exits 0 when the
  * process survives and libsecmem.so is gone from its maps.
- *   unload PLUGIN_PATH */
+ *   unload PLUGIN_PATH
+ *   unload PLUGIN_PATH churn ROUNDS
+ *     ROUNDS times, four threads at once each dlopen the plugin, use the heap
+ *     through it, dlclose it and exit: the last dlclose of a round unloads
+ *     libsecmem while other threads of the round may be retiring their
+ *     caches (one waiting for the heap lock woke up in unmapped code). */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int (*use_secret)(void);
@@ -34,7 +40,43 @@ static int libsecmem_mapped(void) {
   return found;
 }
 
+static const char *g_plugin_path;
+
+static void *churner(void *arg) {
+  (void)arg;
+  void *plugin = dlopen(g_plugin_path, RTLD_NOW | RTLD_LOCAL);
+  if (plugin == NULL) return (void *)1;
+  int (*churn)(void) = (int (*)(void))dlsym(plugin, "plugin_churn");
+  int ok = churn != NULL && churn();
+  dlclose(plugin);
+  return ok ? NULL : (void *)1; /* thread exit: the cache's retirement may race the unload */
+}
+
+static int churn(int rounds) {
+  int failed = 0;
+  for (int round = 0; round < rounds; round++) {
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) pthread_create(&threads[i], NULL, churner, NULL);
+    for (int i = 0; i < 4; i++) {
+      void *result = NULL;
+      pthread_join(threads[i], &result);
+      failed += result != NULL;
+    }
+  }
+  if (failed != 0 || libsecmem_mapped()) {
+    fprintf(stderr, "unload churn: %d threads failed, libsecmem.so %s\n", failed,
+            libsecmem_mapped() ? "still mapped" : "unloaded");
+    return 1;
+  }
+  printf("unload churn: %d rounds of 4 threads that loaded, used and unloaded the plugin, then exited\n", rounds);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 4 && strcmp(argv[2], "churn") == 0) {
+    g_plugin_path = argv[1];
+    return churn(atoi(argv[3]));
+  }
   if (argc != 2) return 2;
   void *plugin = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
   if (plugin == NULL) {

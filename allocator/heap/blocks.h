@@ -19,6 +19,9 @@ void retire_cache(ThreadCache *cache) REQUIRES(g_heap.lock);
 // spans' pages, which the copy for the child would take).
 void empty_my_cache() REQUIRES(g_heap.lock);
 void thread_exit(void *cache); // the cache key's destructor
+// Waits until no thread is inside thread_exit: libsecmem's unload (the key
+// deleted first) must not unmap code that an exiting thread runs.
+void wait_for_exiting_threads();
 // In a fork child, where only the forking thread exists: every other cache's blocks are free.
 void retire_other_caches() REQUIRES(g_heap.lock);
 // In the child of a fork from a signal handler that interrupted an operation

@@ -380,7 +380,9 @@ void release_init_lock() { g_init_owner.store(0, std::memory_order_release); }
 // call into the unloaded code when it exits (glibc drops the fork handlers
 // itself).
 __attribute__((destructor)) void unload() {
-  if (g_cache_key_created) pthread_key_delete(g_heap.cache_key);
+  if (!g_cache_key_created) return;
+  pthread_key_delete(g_heap.cache_key);
+  wait_for_exiting_threads(); // one that began before the key went finishes first
 }
 
 } // namespace
