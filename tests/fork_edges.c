@@ -11,6 +11,10 @@
 //                   the same, but each child returns from the handler and
 //                   goes on allocating, resizing and freeing large blocks:
 //                   every child exits 0
+//   signal-reenter S
+//                   a SIGALRM handler calls the heap while its thread holds
+//                   the heap lock: one line and an abort, not a hang
+//                   (fork_test.cpp expects the abort)
 //   fork-in-own-fork S
 //                   for S seconds the main thread forks in a loop while
 //                   another thread sends it signals whose handler forks
@@ -421,6 +425,46 @@ static int signal_fork_continue(int seconds) {
   printf("signal-fork-continue: %lu operations, %d forks, %d children failed (last: status %d), %lu dirty blocks\n",
          g_ops, (int)g_forks, (int)g_bad, (int)g_last_status, dirty);
   return g_bad == 0 && dirty == 0 && g_forks >= 20 ? 0 : 1;
+}
+
+// ---- signal-reenter ----
+//
+// A SIGALRM handler that allocates and frees, every 50 us, while the main
+// thread allocates, resizes and frees large blocks (under the heap lock):
+// once the handler lands inside a locked operation its call would wait for
+// its own thread for ever; it aborts with one line instead. Exits 0 only if
+// that never happened in S seconds.
+
+static volatile sig_atomic_t g_handler_calls;
+
+static void allocate_from_handler(int sig) {
+  (void)sig;
+  int saved = errno;
+  void *p = secmem_malloc(20000 + (size_t)(g_handler_calls % 50000));
+  secmem_free(p);
+  g_handler_calls++;
+  errno = saved;
+}
+
+static int signal_reenter(int seconds) {
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = allocate_from_handler;
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGALRM, &action, NULL);
+  struct itimerval timer = {{0, 50}, {0, 50}};
+  setitimer(ITIMER_REAL, &timer, NULL);
+  uint64_t until = now_ns() + (uint64_t)seconds * 1000000000u;
+  unsigned long rounds = 0;
+  while (now_ns() < until) {
+    void *p = secmem_malloc(8192 + (rounds * 4096) % 200000);
+    void *q = secmem_realloc(p, 100 + (rounds * 777) % 300000);
+    secmem_free(q);
+    rounds++;
+  }
+  printf("signal-reenter: %lu rounds, %d handler calls, never inside a locked operation\n", rounds,
+         (int)g_handler_calls);
+  return 0;
 }
 
 // ---- fork-in-own-fork ----
@@ -2036,6 +2080,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "init-race") == 0) return init_race((int)arg);
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
   if (strcmp(argv[1], "signal-fork-continue") == 0) return signal_fork_continue((int)arg);
+  if (strcmp(argv[1], "signal-reenter") == 0) return signal_reenter((int)arg);
   if (strcmp(argv[1], "reclaim-signal-fork") == 0) return reclaim_signal_fork();
   if (strcmp(argv[1], "fork-in-own-fork") == 0) return fork_in_own_fork((int)arg);
   if (strcmp(argv[1], "atfork-order") == 0) return atfork_order(0);

@@ -438,6 +438,19 @@ TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) { EXPECT_TRUE(fork_edges({
 // lock-free) used to deadlock in the prepare handler.
 TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) { EXPECT_TRUE(fork_edges({"signal-fork", "2"})); }
 
+// Not async-signal-safe, as glibc's malloc is not; but where glibc's
+// deadlocks, the heap says why and aborts (it hung, silently, for ever).
+TEST(ForkEdges, AHeapCallFromASignalHandlerInsideALockedOperationAborts) {
+  Result result = run({"env", "TSAN_OPTIONS=report_signal_unsafe=0", "timeout", "-s", "KILL", "60",
+                       SECMEM_FORK_EDGES_PATH, "signal-reenter", "10"});
+  EXPECT_EQ(result.status, 128 + SIGABRT) << result.out << result.err;
+  EXPECT_NE(result.err.find("secmem: a secmem function was called on a thread inside another (a signal handler that "
+                            "interrupted a heap operation?); secmem's functions are not async-signal-safe: aborting "
+                            "instead of waiting for ever"),
+            std::string::npos)
+      << result.err;
+}
+
 TEST(ForkEdges, AChildForkedFromASignalHandlerGoesOnUsingTheHeap) {
   EXPECT_TRUE(fork_edges({"signal-fork-continue", "3"}));
 }

@@ -1,9 +1,12 @@
 #include "heap/lock.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "platform/diag.h"
 
 namespace secmem::heap {
 
@@ -19,6 +22,7 @@ uint32_t take_thread_number() {
 }
 
 void HeapLock::lock_contended(uint32_t me) {
+  if (owner() == me) held_by_caller(); // it would wait for itself, for ever
   ++t_lock_waits;
   for (int spin = 0; spin < 64; ++spin) {
     uint32_t expected = 0;
@@ -44,6 +48,18 @@ void HeapLock::lock_contended(uint32_t me) {
       continue;
     syscall(SYS_futex, &word_, FUTEX_WAIT_PRIVATE, seen | kWaiters, nullptr, nullptr, 0);
   }
+}
+
+// A heap call on a thread that holds the heap lock, outside a fork: a
+// signal handler that interrupted a heap operation called the heap (the
+// functions are not async-signal-safe; glibc's malloc deadlocks there too).
+// One line and an abort, not a silent hang.
+void HeapLock::held_by_caller() {
+  diag::Line()
+      .add("a secmem function was called on a thread inside another (a signal handler that interrupted a heap "
+           "operation?); secmem's functions are not async-signal-safe: aborting instead of waiting for ever")
+      .emit();
+  abort();
 }
 
 void HeapLock::wake_one() { syscall(SYS_futex, &word_, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0); }

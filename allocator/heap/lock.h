@@ -5,8 +5,9 @@
 // it from the prepare handler to the parent and child handlers, and other
 // fork handlers that run in between (registered before secmem's) may use the
 // heap on that thread; while a fork is in progress the owner re-enters.
-// Outside fork a re-entry still deadlocks, as it always did: a signal
-// handler that interrupts a heap operation must not run another one.
+// Outside fork a re-entry aborts with one line (it would wait for itself for
+// ever): a signal handler that interrupts a heap operation must not run
+// another one.
 #pragma once
 
 #include <atomic>
@@ -74,6 +75,7 @@ private:
   static constexpr uint32_t kWaiters = 1u << 31;
   uint32_t owner() const { return word_.load(std::memory_order_relaxed) & ~kWaiters; }
   void lock_contended(uint32_t me);
+  [[noreturn, gnu::noinline, gnu::cold]] static void held_by_caller();
   void wake_one();
 
   std::atomic<uint32_t> word_{0}; // 0, or the owner's number | kWaiters
