@@ -48,8 +48,21 @@ std::vector<Region> dontdump_regions(int pid, uint64_t *locked_bytes, uint64_t *
 
 } // namespace
 
+namespace {
+
+// A process that has exited but is not reaped has no memory left: stat must
+// not answer as if it held nothing (an empty VmLck, "not loaded", 0 of 0).
+void require_memory(int pid, const char *when) {
+  if (process_gone(pid))
+    throw ToolError{3, "process " + std::to_string(pid) + " " + when +
+                           " (gone, or a zombie its parent has not reaped): there is no memory to look at"};
+}
+
+} // namespace
+
 int cmd_stat(int pid, bool json) {
   std::vector<Region> regions = read_regions(pid);
+  require_memory(pid, "has exited");
   auto status = read_status(pid);
   StatReport stat;
   stat.pid = pid;
@@ -69,6 +82,7 @@ int cmd_stat(int pid, bool json) {
   stat.own_openssl = own_openssl_in(mapped_objects(pid));
   stat.locked = status["VmLck"];
   stat.name = process_name(pid);
+  require_memory(pid, "exited while secmem read it"); // what was read may be partial
   print_stat(stat, json);
   // Secret memory that /proc/PID/mem could read is the negative answer: in
   // memfd_secret mappings that let it, or on the mlock and unlocked tiers.

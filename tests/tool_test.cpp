@@ -318,13 +318,23 @@ TEST_F(Tool, ScanReadsPastAnUnreadablePage) {
 }
 
 // A process that has left (a zombie: no memory) or leaves during the scan
-// was not read: exit 3 and say so, never "0 copies", exit 0.
-TEST_F(Tool, ScanOfAProcessThatLeftIsNotClean) {
+// was not read: exit 3 and say so, never "0 copies" (or stat's empty answer), exit 0.
+TEST_F(Tool, ScanOrStatOfAProcessThatLeftIsNotClean) {
   pid_t zombie = fork();
   if (zombie == 0) _exit(0);
   usleep(100000);
   Result scan = run({kTool, "scan", std::to_string(zombie), "--hex", "5ec3e7a1b2c4d6f8"});
+  // stat as well: it answered with an empty VmLck, "not loaded" and 0 of 0 ranges, exit 0.
+  Result stat = run({kTool, "stat", std::to_string(zombie)});
+  Result stat_json = run({kTool, "stat", std::to_string(zombie), "--json"});
   waitpid(zombie, nullptr, 0);
+  std::string left = "secmem: process " + std::to_string(zombie) +
+                     " has exited (gone, or a zombie its parent has not reaped): there is no memory to look at\n";
+  EXPECT_EQ(stat.status, 3) << stat.out << stat.err;
+  EXPECT_EQ(stat.out, "");
+  EXPECT_EQ(stat.err, left);
+  EXPECT_EQ(stat_json.status, 3) << stat_json.out << stat_json.err;
+  EXPECT_EQ(stat_json.err, left);
   EXPECT_EQ(scan.status, 3) << scan.out << scan.err;
   EXPECT_EQ(scan.out, "");
   EXPECT_EQ(scan.err, "secmem: cannot open /proc/" + std::to_string(zombie) + "/mem: No such process\n");
