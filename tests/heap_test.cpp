@@ -63,6 +63,11 @@ TEST(Heap, AllocationsAreAlignedZeroedOwnedAndUsable) {
     fill_pattern(p, usable, size);
     EXPECT_TRUE(holds_pattern(p, usable, size));
     EXPECT_TRUE(secmem_owns(static_cast<char *>(p) + usable - 1)) << "last usable byte";
+    // One past the allocation is not in it, even where its block goes on (a
+    // 100-byte block's canary slack answered 1).
+    if (usable % 16 != 0) {
+      EXPECT_FALSE(secmem_owns(static_cast<char *>(p) + usable)) << size;
+    }
     secmem_free(p);
     EXPECT_FALSE(secmem_owns(p)) << size;
   }

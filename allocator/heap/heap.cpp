@@ -578,10 +578,15 @@ size_t usable_size(const void *p) {
   return ref.requested_size();
 }
 
+// The allocation's bytes, not its block's: the slack after them (the
+// canary's, and any rounding) answers 0, as usable_size says.
 bool owns(const void *p) {
   BlockRef ref;
   Found found = find_block(p, &ref);
-  return (found == Found::kBlock || found == Found::kInterior) && ref.is_live();
+  if (found == Found::kBlock) return ref.is_live();
+  if (found != Found::kInterior || !ref.is_live()) return false;
+  uintptr_t offset = reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(ref.address());
+  return offset < ref.requested_size();
 }
 
 } // namespace secmem::heap

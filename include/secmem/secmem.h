@@ -45,8 +45,9 @@ SECMEM_API void secmem_free(void *p);
  * after them holds an overflow canary); 0 for NULL or a pointer secmem does
  * not own. */
 SECMEM_API size_t secmem_usable_size(const void *p);
-/* 1 if p points into a live allocation of this heap, else 0. O(1), safe for
- * any pointer value. */
+/* 1 if p points into a live allocation of this heap (its bytes, the
+ * secmem_usable_size ones; not the slack after them), else 0. O(1), safe
+ * for any pointer value. */
 SECMEM_API int secmem_owns(const void *p);
 /* 1 if the n bytes at a and at b are equal, else 0, in time that depends on
  * n only: every byte is read, with no exit at the first difference, so the
