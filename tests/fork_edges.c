@@ -15,6 +15,10 @@
 //                   a SIGALRM handler calls the heap while its thread holds
 //                   the heap lock: one line and an abort, not a hang
 //                   (fork_test.cpp expects the abort)
+//   exit-during-fork S
+//                   threads exit (retiring their caches) while the main
+//                   thread forks children that return through exit(): no
+//                   child hangs in libsecmem's destructor
 //   fork-in-own-fork S
 //                   for S seconds the main thread forks in a loop while
 //                   another thread sends it signals whose handler forks
@@ -465,6 +469,54 @@ static int signal_reenter(int seconds) {
   printf("signal-reenter: %lu rounds, %d handler calls, never inside a locked operation\n", rounds,
          (int)g_handler_calls);
   return 0;
+}
+
+// ---- exit-during-fork ----
+//
+// Threads that used the heap exit all the time (each in its key destructor,
+// retiring its cache, which waits for the heap lock a fork holds) while the
+// main thread forks; each child returns through exit(), which runs
+// libsecmem's destructor: it waits for threads still retiring their caches,
+// and must not wait for ones the child does not have (children hung in
+// exit() for ever when the parent's count came with them).
+
+static atomic_int g_churn_stop;
+
+static void *short_lived(void *arg) {
+  (void)arg;
+  void *p = secmem_malloc(16 + (size_t)(rand() % 20000));
+  secmem_free(p);
+  return NULL;
+}
+
+static void *spawn_short_lived(void *arg) {
+  (void)arg;
+  while (!atomic_load(&g_churn_stop)) {
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) pthread_create(&threads[i], NULL, short_lived, NULL);
+    for (int i = 0; i < 4; i++) pthread_join(threads[i], NULL);
+  }
+  return NULL;
+}
+
+static int exit_during_fork(int seconds) {
+  void *held = secmem_malloc(64); /* the heap has pages to copy */
+  pthread_t spawner;
+  pthread_create(&spawner, NULL, spawn_short_lived, NULL);
+  uint64_t until = now_ns() + (uint64_t)seconds * 1000000000u;
+  int forks = 0, bad = 0;
+  while (now_ns() < until) {
+    pid_t pid = fork();
+    if (pid == 0) exit(0); /* destructors run: libsecmem's unload among them */
+    if (pid < 0) return fail("fork");
+    if (wait_status(pid) != 0) bad++;
+    forks++;
+  }
+  atomic_store(&g_churn_stop, 1);
+  pthread_join(spawner, NULL);
+  secmem_free(held);
+  printf("exit-during-fork: %d forks while threads exited, %d children failed\n", forks, bad);
+  return bad == 0 && forks >= 20 ? 0 : 1;
 }
 
 // ---- fork-in-own-fork ----
@@ -2081,6 +2133,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
   if (strcmp(argv[1], "signal-fork-continue") == 0) return signal_fork_continue((int)arg);
   if (strcmp(argv[1], "signal-reenter") == 0) return signal_reenter((int)arg);
+  if (strcmp(argv[1], "exit-during-fork") == 0) return exit_during_fork((int)arg);
   if (strcmp(argv[1], "reclaim-signal-fork") == 0) return reclaim_signal_fork();
   if (strcmp(argv[1], "fork-in-own-fork") == 0) return fork_in_own_fork((int)arg);
   if (strcmp(argv[1], "atfork-order") == 0) return atfork_order(0);

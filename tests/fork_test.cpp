@@ -451,6 +451,15 @@ TEST(ForkEdges, AHeapCallFromASignalHandlerInsideALockedOperationAborts) {
       << result.err;
 }
 
+// A child used to inherit the count of threads retiring their caches from
+// threads it does not have, and hang in exit() (libsecmem's destructor
+// waits for them): fork_edges gives up after 60 s.
+TEST(ForkEdges, ChildrenForkedWhileThreadsExitReturnThroughExit) {
+  Result result = run({"env", "TSAN_OPTIONS=report_thread_leaks=0:report_signal_unsafe=0", "timeout", "-s", "KILL",
+                       "60", SECMEM_FORK_EDGES_PATH, "exit-during-fork", "3"});
+  EXPECT_EQ(result.status, 0) << result.out << result.err;
+}
+
 TEST(ForkEdges, AChildForkedFromASignalHandlerGoesOnUsingTheHeap) {
   EXPECT_TRUE(fork_edges({"signal-fork-continue", "3"}));
 }

@@ -22,6 +22,8 @@ void thread_exit(void *cache); // the cache key's destructor
 // Waits until no thread is inside thread_exit: libsecmem's unload (the key
 // deleted first) must not unmap code that an exiting thread runs.
 void wait_for_exiting_threads();
+// In a fork child: only the forking thread can be inside thread_exit.
+void reset_exiting_threads_in_child();
 // In a fork child, where only the forking thread exists: every other cache's blocks are free.
 void retire_other_caches() REQUIRES(g_heap.lock);
 // In the child of a fork from a signal handler that interrupted an operation

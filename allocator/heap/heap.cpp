@@ -236,6 +236,7 @@ void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
 // blocks lost to this child only).
 void settle_dead_threads_caches() NO_THREAD_SAFETY_ANALYSIS {
   reset_shared_gate_in_child();
+  reset_exiting_threads_in_child();
   if (!g_lock_was_mine)
     retire_other_caches();
   else

@@ -117,10 +117,13 @@ namespace {
 // died). What remains is the few instructions before the count goes up and
 // after it goes down.
 std::atomic<int> g_threads_exiting{0};
+// This thread is counted there (a signal handler may fork inside thread_exit).
+constinit __attribute__((tls_model("initial-exec"))) thread_local bool t_counted_exiting = false;
 } // namespace
 
 void thread_exit(void *value) {
   g_threads_exiting.fetch_add(1, std::memory_order_acq_rel);
+  t_counted_exiting = true;
   auto *cache = static_cast<ThreadCache *>(value);
   if (t_cache == cache) t_cache = nullptr;
   t_exiting = true;
@@ -128,8 +131,15 @@ void thread_exit(void *value) {
     ScopedLock lock(g_heap.lock);
     retire_cache(cache);
   }
+  t_counted_exiting = false;
   g_threads_exiting.fetch_sub(1, std::memory_order_release);
 }
+
+// Threads counted in the parent that a fork child does not have would hold
+// its unload (and so its exit) for ever: found by review, a thread exiting
+// while another forked (its thread_exit waiting for the forker's lock) left
+// the count at 1 in the child.
+void reset_exiting_threads_in_child() { g_threads_exiting.store(t_counted_exiting ? 1 : 0, std::memory_order_relaxed); }
 
 void wait_for_exiting_threads() {
   for (unsigned round = 0; g_threads_exiting.load(std::memory_order_acquire) != 0; ++round) {
