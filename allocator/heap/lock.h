@@ -32,6 +32,13 @@ extern __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_thread
 // Times this thread found the heap lock taken (it then spun or slept), for
 // the heap's choices that depend on other threads being at work (large.cpp).
 extern __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_lock_waits;
+// This thread holds the heap lock (the one HeapLock, g_heap.lock), set after
+// it is taken and cleared before it goes: with the owner's number, tells a
+// call that would wait for itself (lock_contended aborts) from a thread that
+// got the holder's number after 2^31 others (it waits its turn). A signal
+// between the two leaves the old hang, for that instant; held_by_me (fork
+// handlers) goes by the number alone, as before.
+extern __attribute__((tls_model("initial-exec"))) thread_local bool t_holds_heap_lock;
 uint32_t take_thread_number();
 inline uint32_t this_thread() {
   uint32_t number = t_thread_number;
@@ -54,12 +61,14 @@ public:
     uint32_t expected = 0;
     if (!word_.compare_exchange_strong(expected, me, std::memory_order_acquire, std::memory_order_relaxed))
       lock_contended(me);
+    t_holds_heap_lock = true;
   }
   void unlock() RELEASE() {
     if (depth_ != 0) {
       --depth_;
       return;
     }
+    t_holds_heap_lock = false;
     if (word_.exchange(0, std::memory_order_release) & kWaiters) wake_one();
   }
   bool held_by_me() const { return owner() == this_thread(); }
@@ -67,6 +76,7 @@ public:
   void allow_reentry(bool allow) { reentry_allowed_.store(allow, std::memory_order_relaxed); }
   // In a fork child, where only the forking thread (which holds it) exists.
   void reset_in_child() RELEASE() {
+    t_holds_heap_lock = false;
     depth_ = 0;
     word_.store(0, std::memory_order_relaxed);
   }
