@@ -202,6 +202,7 @@ private:
   int fork_parent_pid_ = 0;         // the forking process (its getpid)
   os::FileId fork_pipe_id_;         // what fork_pipe_ and nested_pipe_ are, for the child's checks
   bool fork_reentered_ = false;     // fork_reentered ran in this fork
+  bool fork_interrupted_ = false;   // stage_fork's interrupted: protections may be halfway changed
   // Whether the kernel's fork of a level (-1: the outer fork; else a
   // nesting depth) has happened: the forking thread's children before it
   // (fork.cpp).

@@ -413,6 +413,7 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid) {
   fork_staging_stale_ = false;
   fork_pipe_[0] = fork_pipe_[1] = -1;
   fork_reentered_ = false;
+  set_if_changed(fork_interrupted_, interrupted);
   fork_slot_ = -1;
   fork_map_ = nullptr;
   size_t bytes = 0;
@@ -900,8 +901,10 @@ void ChunkPool::after_fork_child(int nested_depth) {
     if (before == Tier::kLocked || (before == Tier::kSecret && chunk->tier != Tier::kSecret)) {
       // mlock cannot fault in PROT_NONE pages (a chunk without any needs no
       // mprotect: in a new process the first change to its mappings costs
-      // most, 10-20 us here)
-      if (chunk->restricted_pages != 0) protection::open_all_in_child(chunk);
+      // most, 10-20 us here). After a fork that interrupted this thread's
+      // heap operation, a page may still be PROT_NONE that the record already
+      // shows read-write (protection::set records first): opened all the same.
+      if (chunk->restricted_pages != 0 || fork_interrupted_) protection::open_all_in_child(chunk);
       FallbackReason why = FallbackReason::kOther;
       int lock_err = relock_in_child(tiers_, &child_lock, reinterpret_cast<void *>(chunk->base),
                                      size_t{chunk->touched_pages} * os::kPageSize, &why);
