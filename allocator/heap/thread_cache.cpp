@@ -142,7 +142,10 @@ void thread_exit(void *value) {
 void reset_exiting_threads_in_child() { g_threads_exiting.store(t_counted_exiting ? 1 : 0, std::memory_order_relaxed); }
 
 void wait_for_exiting_threads() {
-  for (unsigned round = 0; g_threads_exiting.load(std::memory_order_acquire) != 0; ++round) {
+  // Not for itself: exit() from a signal handler that interrupted this
+  // thread's own thread_exit would wait for ever.
+  int mine = t_counted_exiting ? 1 : 0;
+  for (unsigned round = 0; g_threads_exiting.load(std::memory_order_acquire) > mine; ++round) {
     if (round < 128) {
       sched_yield();
     } else {
