@@ -303,6 +303,22 @@ static int init_race(int rounds) {
 
 // ---- signal-fork ----
 
+// handler on SIGALRM (sa_flags flags), every interval_us from now on, until stop_alarms.
+static void alarm_every(void (*handler)(int), int flags, long interval_us) {
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = handler;
+  action.sa_flags = flags;
+  sigaction(SIGALRM, &action, NULL);
+  struct itimerval timer = {{0, interval_us}, {0, interval_us}};
+  setitimer(ITIMER_REAL, &timer, NULL);
+}
+
+static void stop_alarms(void) {
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+}
+
 static char *g_keep;
 static volatile sig_atomic_t g_forks, g_bad, g_last_status, g_last_keep;
 static volatile unsigned long g_ops, g_ops_at_fork;
@@ -332,12 +348,7 @@ static void fork_from_handler(int sig) {
 static int signal_fork(int seconds) {
   g_keep = secmem_malloc(64);
   memset(g_keep, 'K', 64);
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_handler = fork_from_handler;
-  sigaction(SIGALRM, &action, NULL);
-  struct itimerval timer = {{0, 700}, {0, 700}};
-  setitimer(ITIMER_REAL, &timer, NULL);
+  alarm_every(fork_from_handler, 0, 700);
   uint64_t until = now_ns() + (uint64_t)seconds * 1000000000u;
   unsigned long dirty = 0;
   unsigned seed = 1;
@@ -350,8 +361,7 @@ static int signal_fork(int seconds) {
     secmem_free(p);
     g_ops++;
   }
-  struct itimerval off = {{0, 0}, {0, 0}};
-  setitimer(ITIMER_REAL, &off, NULL);
+  stop_alarms();
   printf("signal-fork: %lu operations, %d forks, %d bad children or copies (last: status %d, parent's block '%c'), "
          "%lu dirty blocks\n",
          g_ops, (int)g_forks, (int)g_bad, (int)g_last_status, (char)g_last_keep, dirty);
@@ -396,13 +406,7 @@ static void fork_and_continue(int sig) {
 }
 
 static int signal_fork_continue(int seconds) {
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_handler = fork_and_continue;
-  action.sa_flags = SA_RESTART;
-  sigaction(SIGALRM, &action, NULL);
-  struct itimerval timer = {{0, 20000}, {0, 20000}};
-  setitimer(ITIMER_REAL, &timer, NULL);
+  alarm_every(fork_and_continue, SA_RESTART, 20000);
   uint64_t until = now_ns() + (uint64_t)seconds * 1000000000u;
   unsigned seed = 99;
   int left = -1;
@@ -424,8 +428,7 @@ static int signal_fork_continue(int seconds) {
       if (--left == 0) _exit(dirty == 0 ? 0 : 3);
     }
   }
-  struct itimerval off = {{0, 0}, {0, 0}};
-  setitimer(ITIMER_REAL, &off, NULL);
+  stop_alarms();
   printf("signal-fork-continue: %lu operations, %d forks, %d children failed (last: status %d), %lu dirty blocks\n",
          g_ops, (int)g_forks, (int)g_bad, (int)g_last_status, dirty);
   return g_bad == 0 && dirty == 0 && g_forks >= 20 ? 0 : 1;
@@ -451,13 +454,7 @@ static void allocate_from_handler(int sig) {
 }
 
 static int signal_reenter(int seconds) {
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_handler = allocate_from_handler;
-  action.sa_flags = SA_RESTART;
-  sigaction(SIGALRM, &action, NULL);
-  struct itimerval timer = {{0, 50}, {0, 50}};
-  setitimer(ITIMER_REAL, &timer, NULL);
+  alarm_every(allocate_from_handler, SA_RESTART, 50);
   uint64_t until = now_ns() + (uint64_t)seconds * 1000000000u;
   unsigned long rounds = 0;
   while (now_ns() < until) {

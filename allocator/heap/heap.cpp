@@ -368,9 +368,7 @@ InitLock take_init_lock() NO_THREAD_SAFETY_ANALYSIS {
     if (round < 64) {
       sched_yield();
     } else {
-      uint64_t ns = round < 128 ? 20'000 : 1'000'000;
-      timespec pause{0, static_cast<long>(ns)};
-      syscall(SYS_nanosleep, &pause, nullptr); // not a cancellation point, as nanosleep(3) is
+      os::sleep_us(round < 128 ? 20 : 1000); // raw nanosleep: not a cancellation point, as nanosleep(3) is
     }
   }
 }

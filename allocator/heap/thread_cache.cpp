@@ -1,9 +1,6 @@
 #include <cerrno>
 #include <cstring>
 #include <sched.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "heap/blocks.h"
 #include "heap/cache_ops.h"
@@ -149,8 +146,7 @@ void wait_for_exiting_threads() {
     if (round < 128) {
       sched_yield();
     } else {
-      timespec pause{0, 100'000};
-      syscall(SYS_nanosleep, &pause, nullptr);
+      os::sleep_us(100);
     }
   }
 }
