@@ -7,10 +7,15 @@
 //   signal-fork S   fork from a SIGALRM handler that interrupts heap
 //                   operations, for S seconds: no deadlock, child writes stay
 //                   in the child
-//   signal-fork-continue S
+//   signal-fork-continue S [no-fds]
 //                   the same, but each child returns from the handler and
 //                   goes on allocating, resizing and freeing large blocks:
-//                   every child exits 0
+//                   every child exits 0; no-fds: with every descriptor
+//                   taken (no pipe: the parent stages the copies itself)
+//   mprotect-window N [no-fds]
+//                   N forks from a SIGSYS handler inside the heap's own
+//                   mprotect calls (a seccomp filter traps them), children
+//                   going on as in signal-fork-continue
 //   signal-reenter S
 //                   a SIGALRM handler calls the heap while its thread holds
 //                   the heap lock: one line and an abort, not a hang
@@ -405,34 +410,185 @@ static void fork_and_continue(int sig) {
   errno = saved;
 }
 
-static int signal_fork_continue(int seconds) {
+// no_fds: every descriptor is taken first, so that no fork has a pipe for
+// the child's copies, and the parent copies its chunks itself, protections
+// perhaps halfway changed by the operation its handler interrupted (it read
+// a page recorded read-write whose mprotect had not yet run: SIGSEGV).
+// One round of the loop: a large block allocated (zero), written, resized
+// (its bytes kept) and freed; false (with a line) if the heap refused.
+static int large_round(unsigned *seed, unsigned long *dirty) {
+  size_t size = 8192 + rand_r(seed) % 60000;
+  unsigned char *p = secmem_calloc(1, size);
+  if (p == NULL) return fail("calloc") == 0;
+  if (!all_bytes(p, 0, size)) ++*dirty;
+  memset(p, 0x44, size);
+  size_t bigger = 8192 + rand_r(seed) % 70000;
+  unsigned char *q = secmem_realloc(p, bigger);
+  if (q == NULL) return fail("realloc") == 0;
+  if (!all_bytes(q, 0x44, size < bigger ? size : bigger)) ++*dirty;
+  secmem_free(q);
+  g_ops++;
+  return 1;
+}
+
+// Takes every descriptor there is, and gives them back (LeakSanitizer's
+// check at exit reads /proc).
+static int g_taken_fds[1 << 20];
+static int g_taken_count;
+static void take_every_fd(void) {
+  int fd;
+  while (g_taken_count < (1 << 20) && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+    g_taken_fds[g_taken_count++] = fd;
+}
+static void give_back_fds(void) {
+  while (g_taken_count > 0) close(g_taken_fds[--g_taken_count]);
+}
+
+static int signal_fork_continue(int seconds, int no_fds) {
+  if (no_fds) {
+    secmem_free(secmem_malloc(20000)); // the heap and its first chunk, while descriptors are free
+    take_every_fd();
+  }
   alarm_every(fork_and_continue, SA_RESTART, 20000);
   uint64_t until = now_ns() + (uint64_t)seconds * 1000000000u;
   unsigned seed = 99;
   int left = -1;
   unsigned long dirty = 0;
   while (now_ns() < until || g_in_child) {
-    size_t size = 8192 + rand_r(&seed) % 60000;
-    unsigned char *p = secmem_calloc(1, size);
-    if (p == NULL) return fail("calloc");
-    if (!all_bytes(p, 0, size)) dirty++;
-    memset(p, 0x44, size);
-    size_t bigger = 8192 + rand_r(&seed) % 70000;
-    unsigned char *q = secmem_realloc(p, bigger);
-    if (q == NULL) return fail("realloc");
-    if (!all_bytes(q, 0x44, size < bigger ? size : bigger)) dirty++;
-    secmem_free(q);
-    g_ops++;
+    if (!large_round(&seed, &dirty)) return 1;
     if (g_in_child) {
       if (left < 0) left = kContinueRounds;
       if (--left == 0) _exit(dirty == 0 ? 0 : 3);
     }
   }
   stop_alarms();
+  give_back_fds();
   printf("signal-fork-continue: %lu operations, %d forks, %d children failed (last: status %d), %lu dirty blocks\n",
          g_ops, (int)g_forks, (int)g_bad, (int)g_last_status, dirty);
   return g_bad == 0 && dirty == 0 && g_forks >= 20 ? 0 : 1;
 }
+
+// ---- mprotect-window ----
+//
+// The same, with the signal delivered exactly where it hurts: a seccomp
+// filter traps (SIGSYS) every mprotect that makes whole pages read-write,
+// and the handler forks there (the first `forks` times), between the heap's
+// record of the change (protection::set records first) and the kernel's
+// change, then makes the call itself (one byte short: the kernel rounds the
+// length up to pages, and the filter lets it through). Every child goes on
+// for kContinueRounds rounds and exits 0; the parent, which the fork copy
+// must not fault (no-fds: no descriptor is free, so the parent copies its
+// chunks itself), goes on too. Each round also writes and reads a sealed
+// block in access scopes. x86-64 (the handler reads the call's registers).
+
+#if defined(__x86_64__)
+static volatile sig_atomic_t g_window_forks_left;
+// The calls trapped: whole pages, less than 256 KiB, not from the start of a
+// chunk (a block's run, not a whole chunk, which secmem's fork handlers open
+// with signals blocked: a trapped call there kills the process, SIGSYS being
+// blocked).
+static const uint64_t kTrappedLengths = 0x3f000;
+
+static void mprotect_trap(int sig, siginfo_t *info, void *context) {
+  (void)sig;
+  (void)info;
+  greg_t *regs = ((ucontext_t *)context)->uc_mcontext.gregs;
+  int saved = errno;
+  if (!g_in_child && g_window_forks_left > 0) {
+    g_window_forks_left--;
+    pid_t pid = fork();
+    if (pid == 0) {
+      g_in_child = 1;
+    } else if (pid > 0) {
+      int status = wait_status(pid);
+      if (status != 0) {
+        g_bad++;
+        g_last_status = status;
+      }
+      g_forks++;
+    }
+  }
+  long done = syscall(SYS_mprotect, regs[REG_RDI], regs[REG_RSI] - 1, regs[REG_RDX]);
+  regs[REG_RAX] = done == -1 ? -errno : done;
+  errno = saved;
+}
+
+// A sealed block written and read in access scopes (each opening is an
+// mprotect the filter traps), then freed.
+static int sealed_round(unsigned long *dirty) {
+  unsigned char *key = secmem_sealed_alloc(100);
+  if (key == NULL) return fail("secmem_sealed_alloc") == 0;
+  if (secmem_access_begin(key, SECMEM_WRITE) != 0) return fail("secmem_access_begin") == 0;
+  if (!all_bytes(key, 0, 100)) ++*dirty;
+  memset(key, 0x55, 100);
+  if (secmem_access_end(key, SECMEM_WRITE) != 0 || secmem_access_begin(key, SECMEM_READ) != 0)
+    return fail("access scopes") == 0;
+  if (!all_bytes(key, 0x55, 100)) ++*dirty;
+  if (secmem_access_end(key, SECMEM_READ) != 0) return fail("secmem_access_end") == 0;
+  secmem_free(key);
+  return 1;
+}
+
+static int mprotect_window(int forks, int no_fds) {
+  unsigned seed = 7;
+  unsigned long dirty = 0;
+  if (!large_round(&seed, &dirty)) return 1; // the heap started, before the filter
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_sigaction = mprotect_trap;
+  action.sa_flags = SA_SIGINFO;
+  if (sigaction(SIGSYS, &action, NULL) != 0) return fail("sigaction");
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == NULL) return fail("seccomp");
+  for (int bit = 12; bit < 21; ++bit) // an address with one of these bits set: not a chunk's start
+    if (seccomp_rule_add(
+            ctx, SCMP_ACT_TRAP, SCMP_SYS(mprotect), 3, SCMP_A0(SCMP_CMP_MASKED_EQ, 1ull << bit, 1ull << bit),
+            SCMP_A1(SCMP_CMP_MASKED_EQ, ~kTrappedLengths, 0), SCMP_A2(SCMP_CMP_EQ, PROT_READ | PROT_WRITE)) != 0)
+      return fail("seccomp_rule_add");
+  if (seccomp_load(ctx) != 0) return fail("seccomp_load");
+  seccomp_release(ctx);
+  if (no_fds) take_every_fd();
+  g_window_forks_left = forks;
+  uint64_t until = now_ns() + 60ull * 1000000000u;
+  int left = -1;
+  while ((g_window_forks_left > 0 && now_ns() < until) || g_in_child) {
+    if (!large_round(&seed, &dirty) || !sealed_round(&dirty)) return 1;
+    if (g_in_child) {
+      if (left < 0) left = kContinueRounds;
+      if (--left == 0) _exit(dirty == 0 ? 0 : 3);
+    }
+  }
+  for (int i = 0; i < kContinueRounds; ++i)
+    if (!large_round(&seed, &dirty)) return 1;
+  give_back_fds();
+  printf("mprotect-window: %lu operations, %d forks inside the heap's mprotect, %d children failed (last: status %d), "
+         "%lu dirty blocks\n",
+         g_ops, (int)g_forks, (int)g_bad, (int)g_last_status, dirty);
+  return g_bad == 0 && dirty == 0 && g_forks == forks ? 0 : 1;
+}
+#else
+// A sealed block written and read in access scopes (each opening is an
+// mprotect the filter traps), then freed.
+static int sealed_round(unsigned long *dirty) {
+  unsigned char *key = secmem_sealed_alloc(100);
+  if (key == NULL) return fail("secmem_sealed_alloc") == 0;
+  if (secmem_access_begin(key, SECMEM_WRITE) != 0) return fail("secmem_access_begin") == 0;
+  if (!all_bytes(key, 0, 100)) ++*dirty;
+  memset(key, 0x55, 100);
+  if (secmem_access_end(key, SECMEM_WRITE) != 0 || secmem_access_begin(key, SECMEM_READ) != 0)
+    return fail("access scopes") == 0;
+  if (!all_bytes(key, 0x55, 100)) ++*dirty;
+  if (secmem_access_end(key, SECMEM_READ) != 0) return fail("secmem_access_end") == 0;
+  secmem_free(key);
+  return 1;
+}
+
+static int mprotect_window(int forks, int no_fds) {
+  (void)forks;
+  (void)no_fds;
+  return fail("mprotect-window reads x86-64 registers");
+}
+#endif
 
 // ---- signal-reenter ----
 //
@@ -2128,7 +2284,10 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (strcmp(argv[1], "init-race") == 0) return init_race((int)arg);
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
-  if (strcmp(argv[1], "signal-fork-continue") == 0) return signal_fork_continue((int)arg);
+  if (strcmp(argv[1], "signal-fork-continue") == 0)
+    return signal_fork_continue((int)arg, argc > 3 && strcmp(argv[3], "no-fds") == 0);
+  if (strcmp(argv[1], "mprotect-window") == 0)
+    return mprotect_window((int)arg, argc > 3 && strcmp(argv[3], "no-fds") == 0);
   if (strcmp(argv[1], "signal-reenter") == 0) return signal_reenter((int)arg);
   if (strcmp(argv[1], "exit-during-fork") == 0) return exit_during_fork((int)arg);
   if (strcmp(argv[1], "reclaim-signal-fork") == 0) return reclaim_signal_fork();

@@ -467,6 +467,17 @@ TEST(ForkEdges, AChildForkedFromASignalHandlerGoesOnUsingTheHeap) {
   EXPECT_TRUE(fork_edges({"signal-fork-continue", "3"}));
 }
 
+#if defined(__x86_64__)
+// The same, each fork made inside the heap's own mprotect (a seccomp filter
+// traps it): with no descriptor free the parent copies its chunks itself,
+// and it read a page the record called read-write while the kernel still had
+// it PROT_NONE (SIGSEGV in the parent at the first fork).
+TEST(ForkEdges, ForksInsideTheHeapsMprotectLeaveParentAndChildrenWorking) {
+  EXPECT_TRUE(fork_edges({"mprotect-window", "40"}));
+  EXPECT_TRUE(fork_edges({"mprotect-window", "40", "no-fds"}));
+}
+#endif
+
 // The same while the forking thread runs secmem's own fork handlers (the
 // signal sent without a pause by another process): in a few instructions
 // there the handler's fork took the lock as if an interrupted operation

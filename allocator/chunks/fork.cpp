@@ -648,9 +648,18 @@ void ChunkPool::stage_in_parent(Chunk *chunk) {
     chunk->fork_staging_tier = Tier::kUnlocked;
   }
   if (staging != nullptr) {
-    protection::open_restricted(chunk);
+    // After an interrupted protection change the record may say read-write
+    // of a page still PROT_NONE (protection::set records first): opening by
+    // the record, the copy faulted in the parent.
+    if (fork_interrupted_)
+      protection::open_all_for_copy(chunk);
+    else
+      protection::open_restricted(chunk);
     os::copy_unchecked(staging, reinterpret_cast<void *>(chunk->base), live);
-    protection::restore_restricted(chunk);
+    if (fork_interrupted_)
+      protection::restore_all(chunk);
+    else
+      protection::restore_restricted(chunk);
   }
   chunk->fork_staging = staging;
   chunk->fork_staging_fd = fd; // the child maps the file in the chunk's place

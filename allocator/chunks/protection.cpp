@@ -97,6 +97,16 @@ void open_all_in_child(Chunk *chunk) {
   os::protect(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes(), PROT_READ | PROT_WRITE);
 }
 
+void open_all_for_copy(Chunk *chunk) {
+  os::protect(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes(), PROT_READ);
+}
+
+int restore_all(Chunk *chunk) {
+  int err = os::protect(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes(), kReadWrite);
+  int restricted = restore_restricted(chunk);
+  return err != 0 ? err : restricted;
+}
+
 int restore_restricted(Chunk *chunk) {
   int first_err = 0;
   for_each_restricted(chunk, [&first_err](void *addr, size_t len, int prot) {

@@ -26,5 +26,11 @@ void open_restricted(Chunk *chunk);
 void open_all_in_child(Chunk *chunk);
 // Puts their protection back; returns the first mprotect error, or 0.
 int restore_restricted(Chunk *chunk);
+// For a parent's fork copy when a signal handler interrupted a protection
+// change on the forking thread (the record may be ahead of the kernel by
+// one call): the whole chunk readable, then every page as the record says,
+// which the interrupted call then sets again. 0 or the first mprotect error.
+void open_all_for_copy(Chunk *chunk);
+int restore_all(Chunk *chunk);
 
 } // namespace secmem::protection
