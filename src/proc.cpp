@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
 #include <iterator>
@@ -25,18 +26,45 @@ std::string Region::label() const {
 
 bool process_exists(int pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
-bool process_gone(int pid) {
-  if (!process_exists(pid)) return true;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+// Whether the task whose /proc directory is dir has exited (a zombie, or gone).
+static bool task_exited(const std::string &dir) {
+  std::ifstream stat(dir + "/stat");
   std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
   size_t paren = text.rfind(')');
   return paren == std::string::npos || paren + 2 >= text.size() || text[paren + 2] == 'Z' || text[paren + 2] == 'X';
 }
 
-static std::string proc_path(int pid, const char *file) { return "/proc/" + std::to_string(pid) + "/" + file; }
+// The /proc directory to read pid's memory through: its own; or, when its
+// main thread has exited while other threads run on (the thread group's
+// leader is a zombie, and its maps and mem are empty), a live thread's;
+// "" when no thread is left.
+static std::string memory_dir(int pid) {
+  std::string own = "/proc/" + std::to_string(pid);
+  if (!task_exited(own)) return own;
+  DIR *tasks = opendir((own + "/task").c_str());
+  if (tasks == nullptr) return "";
+  std::string found;
+  while (dirent *entry = readdir(tasks)) {
+    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+    std::string dir = own + "/task/" + entry->d_name;
+    if (!task_exited(dir)) {
+      found = dir;
+      break;
+    }
+  }
+  closedir(tasks);
+  return found;
+}
+
+bool process_gone(int pid) { return !process_exists(pid) || memory_dir(pid).empty(); }
+
+std::string proc_path(int pid, const char *file) {
+  std::string dir = memory_dir(pid);
+  return (dir.empty() ? "/proc/" + std::to_string(pid) : dir) + "/" + file;
+}
 
 std::string process_name(int pid) {
-  std::ifstream comm(proc_path(pid, "comm"));
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm"); // the process's name, not a thread's
   std::string name;
   std::getline(comm, name);
   return name;

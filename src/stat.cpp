@@ -14,7 +14,7 @@ namespace {
 // /proc/PID/smaps; *locked_bytes / *unlocked_bytes by VmFlags "lo".
 std::vector<Region> dontdump_regions(int pid, uint64_t *locked_bytes, uint64_t *unlocked_bytes) {
   std::vector<Region> found;
-  std::ifstream smaps("/proc/" + std::to_string(pid) + "/smaps");
+  std::ifstream smaps(proc_path(pid, "smaps"));
   Region current;
   bool anonymous_rw = false;
   for (std::string line; std::getline(smaps, line);) {

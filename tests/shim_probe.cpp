@@ -5,6 +5,8 @@
 //   shim_probe hold KEY.pem...    loads the keys, prints "ready", waits for stdin
 //   shim_probe hole                3 pages whose middle one cannot be read
 //                                  (userfaultfd), a pattern before and after
+//   shim_probe leaderless         a secret and a pattern (printed in hex); the
+//                                  main thread exits, another holds until stdin ends
 //   shim_probe dropchild           forks a worker that retitles itself, drops
 //                                  to nobody, allocates a secret and exits
 //   shim_probe use KEY.pem [legacy]  loads the key, signs and verifies with it
@@ -136,6 +138,35 @@ int dropchild(char **argv) {
 // one registered with userfaultfd (missing mode) and never served; a 32-byte
 // pattern in the first and the last page. Prints the pattern in hex, then
 // holds until stdin ends.
+// A secret in secret memory and a 32-byte pattern in ordinary memory (both
+// secmem_malloc'd and malloc'd); then the main thread exits while another
+// thread holds until stdin ends. Prints the pattern in hex once the main
+// thread is about to exit.
+int leaderless() {
+  unsigned char pattern[32];
+  for (int i = 0; i < 32; ++i) pattern[i] = static_cast<unsigned char>(0x5a ^ (i * 41));
+  auto *secret = static_cast<unsigned char *>(secmem_malloc(sizeof pattern));
+  auto *plain = static_cast<unsigned char *>(malloc(sizeof pattern));
+  if (secret == nullptr || plain == nullptr) return 2;
+  memcpy(secret, pattern, sizeof pattern);
+  memcpy(plain, pattern, sizeof pattern);
+  pthread_t holder;
+  if (pthread_create(
+          &holder, nullptr,
+          [](void *) -> void * {
+            char c;
+            while (read(STDIN_FILENO, &c, 1) > 0) {}
+            exit(0);
+          },
+          nullptr) != 0)
+    return 3;
+  for (unsigned char byte : pattern) printf("%02x", byte);
+  printf("\n");
+  fflush(stdout);
+  memset(pattern, 0, sizeof pattern);
+  pthread_exit(nullptr);
+}
+
 int hole() {
   auto *pages =
       static_cast<unsigned char *>(mmap(nullptr, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -561,6 +592,7 @@ int main(int argc, char **argv) {
   if (mode == "use") return use(argc, argv);
   if (mode == "dropchild") return dropchild(argv);
   if (mode == "hole") return hole();
+  if (mode == "leaderless") return leaderless();
   if (mode == "forkgen") return forkgen(argc, argv);
   if (mode == "threads") return threads();
   if (mode == "tag") return tag();

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <dirent.h>
+#include <fstream>
 #include <iterator>
 #include <openssl/evp.h>
 #include <string>
@@ -315,6 +316,35 @@ TEST_F(Tool, ScanReadsPastAnUnreadablePage) {
   EXPECT_EQ(absent.status, 3) << absent.out << absent.err;
   EXPECT_TRUE(contains(absent.out, "readable copies:   0 in what could be read: NOT a clean result")) << absent.out;
   EXPECT_EQ(finish(hole, "x").status, 0);
+}
+
+// A process whose main thread has exited while another thread runs on: its
+// leader is a zombie with empty maps, and stat and scan read it through the
+// live thread (both called it "exited", exit 3).
+TEST_F(Tool, StatAndScanReadAProcessWhoseMainThreadExited) {
+  Child probe = start({kProbe, "leaderless"});
+  std::string pattern;
+  char c;
+  while (read(probe.out, &c, 1) == 1 && c != '\n') pattern += c;
+  ASSERT_EQ(pattern.size(), 64u);
+  std::string pid = std::to_string(probe.pid);
+  bool leader_exited = false;
+  for (int i = 0; i < 500 && !leader_exited; ++i, usleep(10000)) {
+    std::ifstream stat("/proc/" + pid + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    leader_exited = text.find(") Z ") != std::string::npos;
+  }
+  ASSERT_TRUE(leader_exited);
+  Result stat = run({kTool, "stat", pid});
+  EXPECT_EQ(stat.status, 0) << stat.out << stat.err;
+  EXPECT_TRUE(contains(stat.out, "process:           " + pid + " (shim_probe)\nsecret mappings:   1 (")) << stat.out;
+  EXPECT_TRUE(contains(stat.out, "libsecmem:         loaded\n")) << stat.out;
+  EXPECT_TRUE(contains(stat.out, "secret ranges unreadable through /proc/" + pid + "/mem: 1 of 1\n")) << stat.out;
+  Result scan = run({kTool, "scan", pid, "--hex", pattern});
+  EXPECT_EQ(scan.status, 1) << scan.out << scan.err;
+  EXPECT_TRUE(contains(scan.out, "                   1 in [heap]\n")) << scan.out;
+  EXPECT_TRUE(contains(scan.out, "secret mappings:   1 (")) << scan.out;
+  EXPECT_EQ(finish(probe, "x").status, 0);
 }
 
 // A process that has left (a zombie: no memory) or leaves during the scan
