@@ -111,15 +111,17 @@ bool caches_keep_large_blocks() { return secmem::heap::g_ro.plain_ops; }
 
 } // namespace
 
-// Past a thread's four cached large blocks, blocks move between its cache
-// and the heap four at a time under one lock: 64 blocks of 16 KiB allocated
-// and freed in a shuffled order take the lock about 30 times a round, not
-// 120 (a second miss for one size stocks the cache with spare runs; a free
-// into a full cache gives its four oldest blocks back and keeps the new
-// one). Every block still comes zeroed, live, distinct and of its size.
-TEST(Heap, LargeBlocksMoveBetweenACacheAndTheHeapFourAtATime) {
+// Past a thread's kLargeSlots cached large blocks, blocks move between its
+// cache and the heap kLargeBatch at a time under one lock: twice as many
+// blocks of 16 KiB as the slots, allocated and freed in a shuffled order,
+// take the lock about 2 * kLargeSlots / kLargeBatch times a round, not once
+// per block past the slots (a second miss for one size stocks the cache
+// with spare runs; a free into a full cache gives its oldest blocks back and
+// keeps the new one). Every block still comes zeroed, live, distinct and of
+// its size.
+TEST(Heap, LargeBlocksMoveBetweenACacheAndTheHeapInBatches) {
   std::thread([] {
-    constexpr int kBlocks = 64, kRounds = 8;
+    constexpr int kBlocks = 2 * secmem::heap::kLargeSlots, kRounds = 8;
     constexpr size_t kSize = 16 << 10;
     std::vector<void *> blocks(kBlocks);
     for (void *&p : blocks) p = secmem_malloc(kSize); // warm: the chunk's pages in memory
@@ -137,19 +139,20 @@ TEST(Heap, LargeBlocksMoveBetweenACacheAndTheHeapFourAtATime) {
       free_distinct_blocks_shuffled(blocks, static_cast<unsigned>(round));
     }
     uint64_t locked = locked_large_operations() - before;
+    constexpr uint64_t kBatches = 2 * (kBlocks - secmem::heap::kLargeSlots) / secmem::heap::kLargeBatch;
     if (caches_keep_large_blocks())
-      EXPECT_LE(locked, uint64_t{kRounds} * 40) << "large blocks should move four at a time";
+      EXPECT_LE(locked, uint64_t{kRounds} * (kBatches + kBatches / 2)) << "large blocks should move in batches";
     else
       EXPECT_EQ(locked, uint64_t{kRounds} * 2 * kBlocks);
   }).join();
 }
 
 // A free into a full cache keeps the new block (its bytes are in the
-// processor's caches) and gives the four older ones back; the next request
-// of its size gets it.
+// processor's caches) and gives older ones back; the next request of its
+// size gets it.
 TEST(Heap, AFullLargeCacheKeepsTheNewestBlock) {
   std::thread([] {
-    void *blocks[5];
+    std::vector<void *> blocks(secmem::heap::kLargeSlots + 1);
     for (void *&p : blocks) {
       p = secmem_malloc(20 << 10);
       ASSERT_NE(p, nullptr);
@@ -158,7 +161,7 @@ TEST(Heap, AFullLargeCacheKeepsTheNewestBlock) {
     void *again = secmem_malloc(20 << 10);
     ASSERT_NE(again, nullptr);
     if (caches_keep_large_blocks()) {
-      EXPECT_EQ(again, blocks[4]);
+      EXPECT_EQ(again, blocks.back());
     }
     EXPECT_TRUE(all_zero(again, 20 << 10));
     secmem_free(again);
@@ -166,9 +169,10 @@ TEST(Heap, AFullLargeCacheKeepsTheNewestBlock) {
 }
 
 // The caches' credit for large blocks stays within the process's budget
-// (1 MiB) while eight threads keep blocks, and comes back in full when they
-// exit.
+// (kLargeCacheBudget, 8 MiB) while eight threads keep more blocks than it
+// holds (about 11 MiB), and comes back in full when they exit.
 TEST(Heap, LargeBlockCreditStaysWithinTheBudgetAndComesBack) {
+  constexpr size_t kBudget = secmem::heap::kLargeCacheBudget;
   size_t start = large_credit_held();
   std::atomic<int> parked{0};
   std::atomic<bool> go{false};
@@ -176,19 +180,19 @@ TEST(Heap, LargeBlockCreditStaysWithinTheBudgetAndComesBack) {
   for (int t = 0; t < 8; ++t)
     threads.emplace_back([&, t] {
       size_t size = static_cast<size_t>(12 + 4 * t) << 10;
-      std::vector<void *> blocks(12);
+      std::vector<void *> blocks(48);
       for (int round = 0; round < 20; ++round) {
         for (void *&p : blocks) p = secmem_malloc(size);
         for (void *p : blocks) secmem_free(p);
-        EXPECT_LE(large_credit_held(), size_t{1} << 20);
+        EXPECT_LE(large_credit_held(), kBudget);
       }
       parked.fetch_add(1);
       while (!go.load()) std::this_thread::yield();
     });
   while (parked.load() != 8) std::this_thread::yield();
-  EXPECT_LE(large_credit_held(), size_t{1} << 20);
+  EXPECT_LE(large_credit_held(), kBudget);
   if (caches_keep_large_blocks()) {
-    EXPECT_GT(large_credit_held(), start) << "the threads keep large blocks";
+    EXPECT_GT(large_credit_held(), start + kBudget / 2) << "the threads keep large blocks";
   }
   go.store(true);
   for (auto &thread : threads) thread.join();

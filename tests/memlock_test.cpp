@@ -385,6 +385,50 @@ TEST(Memlock, LargeBlocksKeptForThreadsStayWithinASixteenthOfTheBudget) {
 
 namespace {
 
+// A thread allocates and frees 24 blocks of 16 KiB (runs of 20 KiB with their
+// guards) 20 times, in a fresh process: its cache's credit, a sixteenth of
+// the budget, holds three; prints the locked operations a round.
+[[noreturn]] void bounce_past_the_credit_and_report_locked() {
+  std::thread([] {
+    constexpr int kBlocks = 24, kRounds = 20;
+    void *blocks[kBlocks];
+    auto locked = [] {
+      secmem::heap::ScopedLock lock(secmem::heap::g_heap.lock);
+      return secmem::heap::g_heap.uncached_allocations + secmem::heap::g_heap.uncached_frees;
+    };
+    for (int round = 0; round < 2; ++round) { // warm
+      for (void *&p : blocks) p = secmem_malloc(16 << 10);
+      for (void *p : blocks) secmem_free(p);
+    }
+    uint64_t before = locked();
+    for (int round = 0; round < kRounds; ++round) {
+      for (void *&p : blocks) {
+        p = secmem_malloc(16 << 10);
+        if (p == nullptr) _exit(2);
+        memset(p, 0x5a, 16 << 10);
+      }
+      for (void *p : blocks) secmem_free(p);
+    }
+    uint64_t per_round = (locked() - before) / kRounds;
+    fprintf(stderr, "locked %llu a round\n", static_cast<unsigned long long>(per_round));
+    _exit(!secmem::heap::g_ro.plain_ops || per_round <= 16 ? 0 : 1);
+  }).join();
+  _exit(3);
+}
+
+} // namespace
+
+// A thread whose kept large blocks outgrow its credit gives its oldest back
+// in a batch and keeps the new one, as when its slots are full: 24 blocks of
+// 16 KiB a round take the lock 8 times, not once for each free the credit
+// refused (30 times).
+TEST(Memlock, ACacheOutOfCreditMovesLargeBlocksInBatches) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(bounce_past_the_credit_and_report_locked(), testing::ExitedWithCode(0), "locked [0-9]+ a round");
+}
+
+namespace {
+
 // Threads whose caches are emptied while they run: four threads keep twice
 // the budget live between them, so chunks are refused all the time and every
 // refusal empties every cache (the gate closed as for a fork) in the middle

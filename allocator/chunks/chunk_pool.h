@@ -55,6 +55,12 @@ public:
   // looks again.
   using Reclaimer = void (*)();
   void set_reclaimer(Reclaimer reclaimer) { reclaimer_ = reclaimer; }
+  // Called (under the heap lock, from inside alloc_run or alloc_guarded)
+  // before the pool makes a chunk because no run fits: the heap gives back
+  // the calling thread's own kept large blocks (true if it had any), and the
+  // pool looks again first.
+  using OwnReturner = bool (*)();
+  void set_own_returner(OwnReturner returner) { own_returner_ = returner; }
 
   // TierMapper::first_memlock_budget.
   size_t first_memlock_budget() const { return tiers_.first_memlock_budget(); }
@@ -141,6 +147,7 @@ private:
 
   const Config *config_ = nullptr;
   Reclaimer reclaimer_ = nullptr;
+  OwnReturner own_returner_ = nullptr;
   Reservation reservation_;
   TierMapper tiers_;
   ChunkList chunks_; // strongest tier first, so runs come from there

@@ -442,6 +442,7 @@ bool init_slow() {
       g_heap.central.init(policy::keeps_memory(g_ro.config));
       ok = g_heap.pool.init(g_ro.config);
       g_heap.pool.set_reclaimer(reclaim_caches);
+      g_heap.pool.set_own_returner(give_back_own_kept);
       if (ok && policy::undumpable_from_start(g_ro.config)) g_heap.pool.make_undumpable();
       if (ok) g_init_step = kPoolReady;
     }

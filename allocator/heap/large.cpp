@@ -120,13 +120,19 @@ void uncharge_large(ThreadCache *cache, size_t bytes) {
   g_heap.large_cached.fetch_sub(spare, std::memory_order_relaxed);
 }
 
+// Appends span to the cache's kept blocks (the newest last), its credit taken.
+void put_cached(ThreadCache *cache, Span *span) {
+  cache->large_pages[cache->large_count] = span->pages;
+  cache->large[cache->large_count++] = span;
+}
+
 // Keeps a freed, zeroed large block in this thread's cache
 // (heap/thread_cache.h), inside the gate that the caller holds: a fork sees
 // the block, its bytes and the count together.
 bool keep_large(ThreadCache *cache, Span *span) {
   if (!keepable(span) || cache->large_count == kLargeSlots) return false;
   if (!charge_large(cache, kept_large_bytes(span))) return false;
-  cache->large[cache->large_count++] = span;
+  put_cached(cache, span);
   bump(cache->frees);
   return true;
 }
@@ -134,18 +140,24 @@ bool keep_large(ThreadCache *cache, Span *span) {
 // Takes the cached block at index i out, keeping the others' order.
 Span *take_cached(ThreadCache *cache, uint32_t i) {
   Span *span = cache->large[i];
-  for (--cache->large_count; i < cache->large_count; ++i) cache->large[i] = cache->large[i + 1];
+  for (--cache->large_count; i < cache->large_count; ++i) {
+    cache->large[i] = cache->large[i + 1];
+    cache->large_pages[i] = cache->large_pages[i + 1];
+  }
   uncharge_large(cache, kept_large_bytes(span));
   return span;
 }
 
-// A block the cache could not keep, its slots all taken: the oldest
-// kLargeBatch go back to the pool instead (this thread holds the lock now
-// for one of them anyway), and the cache keeps the new block, the one whose
-// bytes are in the processor's caches. Under the heap lock, which keeps
-// forks and reclaim_caches out as the gate does.
+// A block the cache could not keep, its slots all taken or its credit
+// refused: up to kLargeBatch of its oldest go back to the pool instead (this
+// thread holds the lock now for one of them anyway), and the cache keeps the
+// new block, the one whose bytes are in the processor's caches, in their
+// credit. (Refused credit gave each block back alone, a lock each: eight
+// threads on two cores, whose kept blocks outgrew the budget, ran at 0.75x
+// two.) Under the heap lock, which keeps forks and reclaim_caches out as the
+// gate does.
 bool keep_by_giving_back(ThreadCache *cache, Span *span) REQUIRES(g_heap.lock) {
-  if (cache->large_count != kLargeSlots || !keepable(span)) return false;
+  if (cache->large_count == 0 || !keepable(span)) return false;
   for (uint32_t n = 0; n < kLargeBatch && cache->large_count != 0; ++n) return_large(take_cached(cache, 0));
   return keep_large(cache, span);
 }
@@ -172,7 +184,7 @@ void stock_cache(const Span *made) REQUIRES(g_heap.lock) {
     span->live[0].store(0, std::memory_order_relaxed);
     set_owners(span);
     g_heap.central.note_large(static_cast<ptrdiff_t>(span->block_size));
-    cache->large[cache->large_count++] = span;
+    put_cached(cache, span);
   }
 }
 
@@ -262,7 +274,7 @@ void *pop_large(size_t bytes) {
   enter_gate<false>(cache);                         // before large_count: reclaim_caches empties other threads' caches
   for (uint32_t i = cache->large_count; i-- > 0;) { // the newest first: its bytes are in the processor's caches
     // The same number of pages: a block is never larger than its request rounded up to pages.
-    if ((bytes + os::kPageSize - 1) / os::kPageSize != cache->large[i]->pages) continue;
+    if ((bytes + os::kPageSize - 1) / os::kPageSize != cache->large_pages[i]) continue;
     Span *span = take_cached(cache, i);
     BlockRef{span, 0}.set_live();
     span->large_requested = bytes;
@@ -280,6 +292,13 @@ void drop_cached_large(ThreadCache *cache) {
   for (uint32_t i = 0; i < cache->large_count; ++i) return_large(cache->large[i]);
   cache->large_count = 0;
   forget_large_credit(cache);
+}
+
+bool give_back_own_kept() {
+  ThreadCache *cache = t_cache;
+  if (cache == nullptr || cache->large_count == 0 || g_heap.forking.load(std::memory_order_relaxed) != 0) return false;
+  drop_cached_large(cache);
+  return true;
 }
 
 void forget_large_credit(ThreadCache *cache) {
