@@ -173,6 +173,9 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
   auto mine_or_free = [claimant](const Chunk *chunk) {
     return chunk->claimed_by == nullptr || chunk->claimed_by == claimant;
   };
+  // After take() has set search_again no chunk is looked at again (the
+  // blocks given back may have emptied one, which SECMEM_RELEASE=empty
+  // gives back to the kernel, its metadata with it).
   auto take_claimed = [&]() {
     Chunk *front = chunks_.front();
     if (claimant == nullptr || front == nullptr) return false;
@@ -181,12 +184,13 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
       had->claimed_by = claimant;
       return true;
     }
-    for (Chunk *chunk = front; chunk != nullptr && chunk->tier == front->tier && !search_again;
-         chunk = ChunkList::next(chunk))
+    for (Chunk *chunk = front; !search_again && chunk != nullptr && chunk->tier == front->tier;) {
       if (chunk != had && chunk->claimed_by == nullptr && in_use(chunk) && take(chunk)) {
         chunk->claimed_by = claimant;
         return true;
       }
+      if (!search_again) chunk = ChunkList::next(chunk);
+    }
     return false;
   };
   bool may_reclaim = reclaimer_ != nullptr;
@@ -198,12 +202,16 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
     // without claims (a claimant's spare runs, for its cache and not asked
     // for, never from another's chunk).
     Chunk *front = chunks_.front();
-    for (Chunk *chunk = front; chunk != nullptr && chunk->tier == front->tier && !search_again;
-         chunk = ChunkList::next(chunk))
+    Tier strongest = front != nullptr ? front->tier : Tier::kSecret;
+    for (Chunk *chunk = front; !search_again && chunk != nullptr && chunk->tier == strongest;) {
       if (in_use(chunk) && mine_or_free(chunk) && take(chunk)) return true;
+      if (!search_again) chunk = ChunkList::next(chunk);
+    }
     if (!(spare && claimant != nullptr))
-      for (Chunk *chunk = front; chunk != nullptr && !search_again; chunk = ChunkList::next(chunk))
+      for (Chunk *chunk = chunks_.front(); !search_again && chunk != nullptr;) {
         if (take(chunk)) return true;
+        if (!search_again) chunk = ChunkList::next(chunk);
+      }
     if (search_again) continue;
     if (spare) return false;
     if (may_return_own) { // a new chunk makes pages too
