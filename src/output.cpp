@@ -119,7 +119,7 @@ void print_stat(const StatReport &stat, bool json_output) {
                 {"outside_secret_mappings", stat.outside.size()},
                 {"outside_secret_bytes", stat.outside_locked_bytes + stat.outside_unlocked_bytes},
                 {"outside_locked_bytes", stat.outside_locked_bytes},
-                {"own_openssl", own_openssl_json(stat.own_openssl, proc_path(stat.pid, "root"))}});
+                {"own_openssl", own_openssl_json(stat.own_openssl, "/proc/" + std::to_string(stat.pid) + "/root")}});
     return;
   }
   field("process", std::to_string(stat.pid) + " (" + stat.name + ")");
@@ -129,7 +129,7 @@ void print_stat(const StatReport &stat, bool json_output) {
   field("locked (VmLck)", stat.locked);
   field("secmem preload", stat.preload_loaded ? "loaded" : "not loaded");
   field("libsecmem", stat.libsecmem_loaded ? "loaded" : "not loaded");
-  std::string root = proc_path(stat.pid, "root");
+  std::string root = "/proc/" + std::to_string(stat.pid) + "/root";
   if (stat.own_openssl.empty()) field("own OpenSSL", "none (every OpenSSL in it is the shared libcrypto)");
   for (size_t i = 0; i < stat.own_openssl.size(); ++i)
     field(i == 0 ? "own OpenSSL" : "",

@@ -36,8 +36,9 @@ static bool task_exited(const std::string &dir) {
 
 // The /proc directory to read pid's memory through: its own; or, when its
 // main thread has exited while other threads run on (the thread group's
-// leader is a zombie, and its maps and mem are empty), a live thread's;
-// "" when no thread is left.
+// leader is a zombie, and its maps and mem are empty), a live thread's,
+// /proc/TID (which has map_files, as /proc/PID/task/TID has not); "" when
+// no thread is left.
 static std::string memory_dir(int pid) {
   std::string own = "/proc/" + std::to_string(pid);
   if (!task_exited(own)) return own;
@@ -46,9 +47,8 @@ static std::string memory_dir(int pid) {
   std::string found;
   while (dirent *entry = readdir(tasks)) {
     if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
-    std::string dir = own + "/task/" + entry->d_name;
-    if (!task_exited(dir)) {
-      found = dir;
+    if (!task_exited(own + "/task/" + entry->d_name)) {
+      found = std::string("/proc/") + entry->d_name;
       break;
     }
   }

@@ -33,8 +33,8 @@ bool process_exists(int pid);
 // Gone, or a zombie (no memory left to read).
 bool process_gone(int pid);
 std::string process_name(int pid); // /proc/PID/comm; "" when it is gone
-// /proc/PID/FILE; /proc/PID/task/TID/FILE of a live thread when the main
-// thread has exited while others run (the leader's maps and mem are empty).
+// /proc/PID/FILE; /proc/TID/FILE of a live thread when the main thread has
+// exited while others run (the leader's maps and mem are empty).
 std::string proc_path(int pid, const char *file);
 
 // Whether [start, start+len) of pid can be read through /proc/PID/mem, and the errno when not.

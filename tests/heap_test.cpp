@@ -101,7 +101,8 @@ namespace {
 // caches hold for large blocks (heap/thread_cache.h).
 uint64_t locked_large_operations() {
   secmem::heap::ScopedLock lock(secmem::heap::g_heap.lock);
-  return secmem::heap::g_heap.uncached_allocations + secmem::heap::g_heap.uncached_frees;
+  return secmem::heap::g_heap.uncached_allocations + secmem::heap::g_heap.uncached_frees +
+         secmem::heap::g_heap.large_give_backs;
 }
 size_t large_credit_held() { return secmem::heap::g_heap.large_cached.load(); }
 
@@ -111,19 +112,25 @@ bool caches_keep_large_blocks() { return secmem::heap::g_ro.plain_ops; }
 
 } // namespace
 
-// Past a thread's kLargeSlots cached large blocks, blocks move between its
-// cache and the heap kLargeBatch at a time under one lock: twice as many
-// blocks of 16 KiB as the slots, allocated and freed in a shuffled order,
-// take the lock about 2 * kLargeSlots / kLargeBatch times a round, not once
-// per block past the slots (a second miss for one size stocks the cache
-// with spare runs; a free into a full cache gives its oldest blocks back and
-// keeps the new one). Every block still comes zeroed, live, distinct and of
-// its size.
+// Past what a thread's cache keeps of large blocks (kLargeSlots, or fewer
+// if the process's credit for them, a sixteenth of the memlock budget, holds
+// fewer), blocks move between its cache and the heap kLargeBatch at a time
+// under one lock: twice as many blocks of 16 KiB, allocated and freed in a
+// shuffled order, take the lock about twice per kLargeBatch blocks past
+// those a round, not once per block (a second miss for one size stocks the
+// cache with spare runs; a free the cache cannot keep gives its oldest
+// blocks back and keeps the new one). Every block still comes zeroed, live,
+// distinct and of its size.
 TEST(Heap, LargeBlocksMoveBetweenACacheAndTheHeapInBatches) {
   std::thread([] {
-    constexpr int kBlocks = 2 * secmem::heap::kLargeSlots, kRounds = 8;
-    constexpr size_t kSize = 16 << 10;
-    std::vector<void *> blocks(kBlocks);
+    constexpr int kRounds = 8;
+    constexpr size_t kSize = 16 << 10, kRun = kSize + 4096; // with its guard page
+    secmem_free(secmem_malloc(16));                         // the first chunk: the budget is known from here on
+    size_t budget = secmem::heap::g_heap.large_cache_budget.load();
+    const int kept = static_cast<int>(std::min<size_t>(secmem::heap::kLargeSlots, budget / kRun));
+    ASSERT_GE(kept, 8);
+    const int kBlocks = 2 * kept;
+    std::vector<void *> blocks(static_cast<size_t>(kBlocks));
     for (void *&p : blocks) p = secmem_malloc(kSize); // warm: the chunk's pages in memory
     for (void *p : blocks) secmem_free(p);
     uint64_t before = locked_large_operations();
@@ -139,20 +146,23 @@ TEST(Heap, LargeBlocksMoveBetweenACacheAndTheHeapInBatches) {
       free_distinct_blocks_shuffled(blocks, static_cast<unsigned>(round));
     }
     uint64_t locked = locked_large_operations() - before;
-    constexpr uint64_t kBatches = 2 * (kBlocks - secmem::heap::kLargeSlots) / secmem::heap::kLargeBatch;
+    uint64_t batches = 2 * static_cast<uint64_t>(kBlocks - kept) / secmem::heap::kLargeBatch;
     if (caches_keep_large_blocks())
-      EXPECT_LE(locked, uint64_t{kRounds} * (kBatches + kBatches / 2)) << "large blocks should move in batches";
+      EXPECT_LE(locked, kRounds * 2 * batches) << "large blocks should move in batches";
     else
-      EXPECT_EQ(locked, uint64_t{kRounds} * 2 * kBlocks);
+      EXPECT_EQ(locked, uint64_t{kRounds} * 2 * static_cast<uint64_t>(kBlocks));
   }).join();
 }
 
-// A free into a full cache keeps the new block (its bytes are in the
-// processor's caches) and gives older ones back; the next request of its
-// size gets it.
+// A free into a full cache (its slots, or its credit) keeps the new block
+// (its bytes are in the processor's caches) and gives older ones back; the
+// next request of its size gets it.
 TEST(Heap, AFullLargeCacheKeepsTheNewestBlock) {
   std::thread([] {
-    std::vector<void *> blocks(secmem::heap::kLargeSlots + 1);
+    constexpr size_t kRun = (20 << 10) + 4096; // with its guard page
+    secmem_free(secmem_malloc(20 << 10));      // a large block: the budget is known from here on
+    size_t budget = secmem::heap::g_heap.large_cache_budget.load();
+    std::vector<void *> blocks(std::min<size_t>(secmem::heap::kLargeSlots, budget / kRun) + 1);
     for (void *&p : blocks) {
       p = secmem_malloc(20 << 10);
       ASSERT_NE(p, nullptr);
@@ -169,10 +179,13 @@ TEST(Heap, AFullLargeCacheKeepsTheNewestBlock) {
 }
 
 // The caches' credit for large blocks stays within the process's budget
-// (kLargeCacheBudget, 8 MiB) while eight threads keep more blocks than it
-// holds (about 11 MiB), and comes back in full when they exit.
+// (kLargeCacheBudget, 8 MiB, or a sixteenth of the memlock budget if less)
+// while eight threads keep more blocks than it holds (about 11 MiB), and
+// comes back in full when they exit.
 TEST(Heap, LargeBlockCreditStaysWithinTheBudgetAndComesBack) {
-  constexpr size_t kBudget = secmem::heap::kLargeCacheBudget;
+  secmem_free(secmem_malloc(20 << 10)); // a large block: the budget is known from here on
+  const size_t kBudget = secmem::heap::g_heap.large_cache_budget.load();
+  ASSERT_LE(kBudget, secmem::heap::kLargeCacheBudget);
   size_t start = large_credit_held();
   std::atomic<int> parked{0};
   std::atomic<bool> go{false};
@@ -191,7 +204,7 @@ TEST(Heap, LargeBlockCreditStaysWithinTheBudgetAndComesBack) {
     });
   while (parked.load() != 8) std::this_thread::yield();
   EXPECT_LE(large_credit_held(), kBudget);
-  if (caches_keep_large_blocks()) {
+  if (caches_keep_large_blocks() && !secmem::heap::g_heap.memory_tight.load()) { // none kept once memlock refused
     EXPECT_GT(large_credit_held(), start + kBudget / 2) << "the threads keep large blocks";
   }
   go.store(true);

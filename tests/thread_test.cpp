@@ -250,9 +250,10 @@ size_t peak_with_threads_in_turn(void (*work)()) {
 
 // Six threads in turn free twelve blocks of 200 KiB each and stay alive:
 // the large blocks their caches keep stay within the process's budget
-// (kLargeCacheBudget, 8 MiB: six threads' twelve would be 14 MiB): at the
-// peak no more than one thread's twelve blocks and the budget, and more than
-// half the budget (the caches do keep blocks).
+// (kLargeCacheBudget, 8 MiB, or a sixteenth of the memlock budget if less:
+// six threads' twelve would be 14 MiB): at the peak no more than one
+// thread's twelve blocks and the budget, and more than half the budget (the
+// caches do keep blocks).
 constexpr size_t kKeptBlock = 200 * 1024;
 constexpr int kKeptBlocks = 12;
 [[noreturn]] void keep_large_blocks_in_threads_and_report_peak() {
@@ -264,10 +265,10 @@ constexpr int kKeptBlocks = 12;
     }
     for (void *p : blocks) secmem_free(p);
   });
-  constexpr size_t kBudget = secmem::heap::kLargeCacheBudget;
-  static_assert(kThreadsInTurn * kKeptBlocks * kKeptBlock > kBudget, "the threads would keep more than the budget");
+  static_assert(kThreadsInTurn * kKeptBlocks * kKeptBlock > secmem::heap::kLargeCacheBudget,
+                "the threads would keep more than the budget");
+  const size_t kBudget = secmem::heap::g_heap.large_cache_budget.load();
   bool keeps = secmem::heap::g_ro.plain_ops; // not under a memory checker
-  fprintf(stderr, "peak held %zu\n", peak);
   _exit(peak <= kKeptBlocks * kKeptBlock + kBudget + kKeptBlocks * 4096 && (!keeps || peak > kBudget / 2) ? 0 : 1);
 }
 

@@ -322,6 +322,7 @@ TEST_F(Tool, ScanReadsPastAnUnreadablePage) {
 // leader is a zombie with empty maps, and stat and scan read it through the
 // live thread (both called it "exited", exit 3).
 TEST_F(Tool, StatAndScanReadAProcessWhoseMainThreadExited) {
+  SECMEM_REQUIRE_SECRETMEM();
   Child probe = start({kProbe, "leaderless"});
   std::string pattern;
   char c;

@@ -139,7 +139,8 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
   bool may_return_own = own_returner_ != nullptr && !spare;
   bool search_again = false;
   auto makes_pages = [&](const Chunk *chunk, uint32_t first) {
-    return first + pages > chunk->touched_pages || chunk->cold_pages != 0;
+    return first + pages > chunk->touched_pages ||
+           (chunk->cold_pages != 0 && bitmap::find_set_in(chunk->cold, first, pages) != UINT32_MAX);
   };
   auto take = [&](Chunk *chunk) {
     uint32_t first = 0;

@@ -56,9 +56,10 @@ public:
   using Reclaimer = void (*)();
   void set_reclaimer(Reclaimer reclaimer) { reclaimer_ = reclaimer; }
   // Called (under the heap lock, from inside alloc_run or alloc_guarded)
-  // before the pool makes a chunk because no run fits: the heap gives back
-  // the calling thread's own kept large blocks (true if it had any), and the
-  // pool looks again first.
+  // before the pool makes pages for a run (past a chunk's touched pages, in
+  // its cold ones, or a new chunk): the heap gives back the calling thread's
+  // own kept large blocks (true if it had any), and the pool looks again
+  // first.
   using OwnReturner = bool (*)();
   void set_own_returner(OwnReturner returner) { own_returner_ = returner; }
 

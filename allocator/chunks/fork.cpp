@@ -652,14 +652,11 @@ void ChunkPool::stage_in_parent(Chunk *chunk) {
     // of a page still PROT_NONE (protection::set records first): opening by
     // the record, the copy faulted in the parent.
     if (fork_interrupted_)
-      protection::open_all_for_copy(chunk);
+      protection::open_touched_for_copy(chunk);
     else
       protection::open_restricted(chunk);
     os::copy_unchecked(staging, reinterpret_cast<void *>(chunk->base), live);
-    if (fork_interrupted_)
-      protection::restore_all(chunk);
-    else
-      protection::restore_restricted(chunk);
+    protection::restore_restricted(chunk);
   }
   chunk->fork_staging = staging;
   chunk->fork_staging_fd = fd; // the child maps the file in the chunk's place

@@ -97,14 +97,9 @@ void open_all_in_child(Chunk *chunk) {
   os::protect(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes(), PROT_READ | PROT_WRITE);
 }
 
-void open_all_for_copy(Chunk *chunk) {
-  os::protect(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes(), PROT_READ);
-}
-
-int restore_all(Chunk *chunk) {
-  int err = os::protect(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes(), kReadWrite);
-  int restricted = restore_restricted(chunk);
-  return err != 0 ? err : restricted;
+void open_touched_for_copy(Chunk *chunk) {
+  uint32_t pages = chunk->huge ? chunk->mapped_pages : chunk->touched_pages;
+  os::protect(reinterpret_cast<void *>(chunk->base), size_t{pages} * os::kPageSize, kReadWrite);
 }
 
 int restore_restricted(Chunk *chunk) {

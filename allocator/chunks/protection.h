@@ -28,9 +28,10 @@ void open_all_in_child(Chunk *chunk);
 int restore_restricted(Chunk *chunk);
 // For a parent's fork copy when a signal handler interrupted a protection
 // change on the forking thread (the record may be ahead of the kernel by
-// one call): the whole chunk readable, then every page as the record says,
-// which the interrupted call then sets again. 0 or the first mprotect error.
-void open_all_for_copy(Chunk *chunk);
-int restore_all(Chunk *chunk);
+// one call): the chunk's touched pages read-write (widened only: other
+// threads go on writing their blocks), then the restricted pages as the
+// record says (restore_restricted), which the interrupted call then sets
+// again.
+void open_touched_for_copy(Chunk *chunk);
 
 } // namespace secmem::protection

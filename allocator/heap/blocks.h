@@ -52,8 +52,8 @@ void *pop_large(size_t bytes);
 // Gives a cache's large blocks back to the pool, and its credit (an emptied or retiring cache).
 void drop_cached_large(ThreadCache *cache) REQUIRES(g_heap.lock);
 // The pool's OwnReturner (chunks/chunk_pool.h): this thread's kept large
-// blocks go back before a new chunk is made; false if it had none, or a fork
-// or a reclaim holds the gate.
+// blocks go back before the pool makes pages; false if it had none, or a
+// fork or a reclaim holds the gate.
 bool give_back_own_kept() REQUIRES(g_heap.lock);
 // Gives the cache's credit back (a cache lost with its blocks, in a fork child).
 void forget_large_credit(ThreadCache *cache) REQUIRES(g_heap.lock);

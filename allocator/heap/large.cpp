@@ -158,6 +158,7 @@ Span *take_cached(ThreadCache *cache, uint32_t i) {
 // gate does.
 bool keep_by_giving_back(ThreadCache *cache, Span *span) REQUIRES(g_heap.lock) {
   if (cache->large_count == 0 || !keepable(span)) return false;
+  g_heap.large_give_backs++;
   for (uint32_t n = 0; n < kLargeBatch && cache->large_count != 0; ++n) return_large(take_cached(cache, 0));
   return keep_large(cache, span);
 }

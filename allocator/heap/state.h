@@ -66,6 +66,8 @@ struct Heap {
   // Counters of exited threads and of operations that bypass the caches.
   uint64_t uncached_allocations GUARDED_BY(lock) = 0;
   uint64_t uncached_frees GUARDED_BY(lock) = 0;
+  // Frees that a cache could not keep without giving older large blocks back under the lock (large.cpp).
+  uint64_t large_give_backs GUARDED_BY(lock) = 0;
   size_t cache_growth GUARDED_BY(lock) = 0; // bytes of cache capacity past the first caps (thread_cache.h)
   std::atomic<size_t> large_cached{0};      // the credit thread caches hold for large blocks (thread_cache.h)
   HeapLock lock;
