@@ -603,10 +603,12 @@ static int mprotect_window(int forks, int no_fds) {
 // ---- signal-reenter ----
 //
 // A SIGALRM handler that allocates and frees, every 50 us, while the main
-// thread allocates, resizes and frees large blocks (under the heap lock):
-// once the handler lands inside a locked operation its call would wait for
-// its own thread for ever; it aborts with one line instead. Exits 0 only if
-// that never happened in S seconds.
+// thread allocates, resizes and frees large blocks (under the heap lock, or
+// in its cache): once the handler lands inside a locked operation its call
+// would wait for its own thread for ever, and inside an operation on the
+// thread's cache it would find the cache halfway through a change (a block
+// freed twice); it aborts with one line instead. Exits 0 only if that never
+// happened in S seconds.
 
 static volatile sig_atomic_t g_handler_calls;
 

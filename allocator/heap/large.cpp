@@ -200,6 +200,17 @@ void scrub_large(void *p, Span *span) {
     zero(p, span->block_size);
 }
 
+// A large-block call from a signal handler that interrupted this thread's
+// own cache operation (its in_op set, no fork or reclaim closing the gate):
+// the cache is halfway through a change (with 64 kept blocks most large
+// operations are such, and a handler's allocation there freed a block twice
+// or handed one out twice); one line and an abort, as for a locked one.
+void check_not_reentered(const ThreadCache *cache) {
+  if (__builtin_expect(cache->in_op.load(std::memory_order_relaxed) != 0, 0) &&
+      g_heap.forking.load(std::memory_order_relaxed) == 0)
+    HeapLock::held_by_caller();
+}
+
 int access_prot(uint32_t readers, uint32_t writers) {
   return writers != 0 ? kReadWrite : readers != 0 ? PROT_READ : PROT_NONE;
 }
@@ -272,6 +283,7 @@ void *pop_large(size_t bytes) {
     return nullptr;
   }
   if (!g_ro.plain_ops) return nullptr;
+  check_not_reentered(cache);
   enter_gate<false>(cache);                         // before large_count: reclaim_caches empties other threads' caches
   for (uint32_t i = cache->large_count; i-- > 0;) { // the newest first: its bytes are in the processor's caches
     // The same number of pages: a block is never larger than its request rounded up to pages.
@@ -335,6 +347,7 @@ void release_large(void *p, const BlockRef &ref) {
   }
   ThreadCache *cache = t_cache;
   bool kept = false;
+  if (cache != nullptr) check_not_reentered(cache);
   {
     WriteGate gate(cache); // on the forking thread, in a fork handler: the child takes its copy first
     ref.clear_live();

@@ -72,6 +72,10 @@ public:
     if (word_.exchange(0, std::memory_order_release) & kWaiters) wake_one();
   }
   bool held_by_me() const { return owner() == this_thread(); }
+  // A heap call on a thread inside another of its heap operations, outside
+  // a fork: one line and an abort (large.cpp calls it for an operation on
+  // the thread's cache that a signal handler interrupted).
+  [[noreturn, gnu::noinline, gnu::cold]] static void held_by_caller();
   // Only the owner calls these (fork handlers).
   void allow_reentry(bool allow) { reentry_allowed_.store(allow, std::memory_order_relaxed); }
   // In a fork child, where only the forking thread (which holds it) exists.
@@ -85,7 +89,6 @@ private:
   static constexpr uint32_t kWaiters = 1u << 31;
   uint32_t owner() const { return word_.load(std::memory_order_relaxed) & ~kWaiters; }
   void lock_contended(uint32_t me);
-  [[noreturn, gnu::noinline, gnu::cold]] static void held_by_caller();
   void wake_one();
 
   std::atomic<uint32_t> word_{0}; // 0, or the owner's number | kWaiters

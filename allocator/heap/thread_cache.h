@@ -67,8 +67,8 @@ struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   // Per class, the span this cache's refills take from (Central::take).
   Span *refilling[kNumClasses] = {};
   Span *large[kLargeSlots] = {}; // oldest first
-  // Each kept block's pages, beside it: a request looks for its size here,
-  // not in the spans (one line for all of them, not one each).
+  // Each kept block's pages, beside it: a request looks for its size here
+  // (256 bytes for all of them), not in the spans (a line each).
   uint32_t large_pages[kLargeSlots] = {};
   uint32_t large_count = 0;
   // The pages of this thread's last large request that its cache could not serve.
