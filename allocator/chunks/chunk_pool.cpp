@@ -183,11 +183,13 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
     Chunk *had = prefer != 0 ? reservation_.chunk_of(reinterpret_cast<void *>(prefer)) : nullptr;
     if (had != nullptr && had->tier == front->tier && in_use(had) && mine_or_free(had) && take(had)) {
       had->claimed_by = claimant;
+      *out = had; // as take() wrote it (said again for the static analyzer, which does not follow the lambda)
       return true;
     }
     for (Chunk *chunk = front; !search_again && chunk != nullptr && chunk->tier == front->tier;) {
       if (chunk != had && chunk->claimed_by == nullptr && in_use(chunk) && take(chunk)) {
         chunk->claimed_by = claimant;
+        *out = chunk;
         return true;
       }
       if (!search_again) chunk = ChunkList::next(chunk);
@@ -205,12 +207,18 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
     Chunk *front = chunks_.front();
     Tier strongest = front != nullptr ? front->tier : Tier::kSecret;
     for (Chunk *chunk = front; !search_again && chunk != nullptr && chunk->tier == strongest;) {
-      if (in_use(chunk) && mine_or_free(chunk) && take(chunk)) return true;
+      if (in_use(chunk) && mine_or_free(chunk) && take(chunk)) {
+        *out = chunk;
+        return true;
+      }
       if (!search_again) chunk = ChunkList::next(chunk);
     }
     if (!(spare && claimant != nullptr))
       for (Chunk *chunk = chunks_.front(); !search_again && chunk != nullptr;) {
-        if (take(chunk)) return true;
+        if (take(chunk)) {
+          *out = chunk;
+          return true;
+        }
         if (!search_again) chunk = ChunkList::next(chunk);
       }
     if (search_again) continue;
