@@ -201,13 +201,16 @@ void scrub_large(void *p, Span *span) {
 }
 
 // A large-block call from a signal handler that interrupted this thread's
-// own cache operation (its in_op set, no fork or reclaim closing the gate):
-// the cache is halfway through a change (with 64 kept blocks most large
-// operations are such, and a handler's allocation there freed a block twice
-// or handed one out twice); one line and an abort, as for a locked one.
+// own cache operation (its in_op set, no fork or reclaim closing the gate),
+// or its locked operation (which may be changing the cache's kept blocks:
+// stock_cache, keep_by_giving_back) outside a fork's handlers: the cache is
+// halfway through a change (with 64 kept blocks most large operations are
+// such, and a handler's allocation there handed a block out twice); one
+// line and an abort, as for a locked one.
 void check_not_reentered(const ThreadCache *cache) {
-  if (__builtin_expect(cache->in_op.load(std::memory_order_relaxed) != 0, 0) &&
-      g_heap.forking.load(std::memory_order_relaxed) == 0)
+  bool in_cache_op =
+      cache->in_op.load(std::memory_order_relaxed) != 0 && g_heap.forking.load(std::memory_order_relaxed) == 0;
+  if (__builtin_expect(in_cache_op || (t_holds_heap_lock && !g_heap.lock.reentry_allowed()), 0))
     HeapLock::held_by_caller();
 }
 

@@ -78,6 +78,7 @@ public:
   [[noreturn, gnu::noinline, gnu::cold]] static void held_by_caller();
   // Only the owner calls these (fork handlers).
   void allow_reentry(bool allow) { reentry_allowed_.store(allow, std::memory_order_relaxed); }
+  bool reentry_allowed() const { return reentry_allowed_.load(std::memory_order_relaxed); }
   // In a fork child, where only the forking thread (which holds it) exists.
   void reset_in_child() RELEASE() {
     t_holds_heap_lock = false;
