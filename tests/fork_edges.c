@@ -577,22 +577,6 @@ static int mprotect_window(int forks, int no_fds) {
   return g_bad == 0 && dirty == 0 && g_forks == forks ? 0 : 1;
 }
 #else
-// A sealed block written and read in access scopes (each opening is an
-// mprotect the filter traps), then freed.
-static int sealed_round(unsigned long *dirty) {
-  unsigned char *key = secmem_sealed_alloc(100);
-  if (key == NULL) return fail("secmem_sealed_alloc") == 0;
-  if (secmem_access_begin(key, SECMEM_WRITE) != 0) return fail("secmem_access_begin") == 0;
-  if (!all_bytes(key, 0, 100)) ++*dirty;
-  memset(key, 0x55, 100);
-  if (secmem_access_end(key, SECMEM_WRITE) != 0 || secmem_access_begin(key, SECMEM_READ) != 0)
-    return fail("access scopes") == 0;
-  if (!all_bytes(key, 0x55, 100)) ++*dirty;
-  if (secmem_access_end(key, SECMEM_READ) != 0) return fail("secmem_access_end") == 0;
-  secmem_free(key);
-  return 1;
-}
-
 static int mprotect_window(int forks, int no_fds) {
   (void)forks;
   (void)no_fds;
