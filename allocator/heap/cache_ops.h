@@ -31,12 +31,8 @@ extern constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadC
 // (blocks are 16-byte aligned, their sizes multiples of 16), larger ones
 // with memset. The stores must happen: the block may be reused by anyone.
 inline constexpr uint32_t kInlineZeroBytes = 128;
-// kInlineOnly: the caller knows n is at most kInlineZeroBytes (no call to memset is made).
-template <bool kInlineOnly = false> inline void zero_small(void *p, uint32_t n) {
-  if (n > kInlineZeroBytes) {
-    if (kInlineOnly) __builtin_unreachable();
-    return zero(p, n);
-  }
+inline void zero_small(void *p, uint32_t n) {
+  if (n > kInlineZeroBytes) return zero(p, n);
   using Vec = unsigned long long __attribute__((vector_size(16)));
   for (char *q = static_cast<char *>(p), *end = q + n; q < end; q += 16) {
     const Vec none{};
@@ -53,10 +49,10 @@ inline void *take_block(const BlockRef &ref, void *p, uint32_t block, size_t siz
 }
 
 // A live block being freed: its live mark cleared (a double free aborts), its canary checked, its bytes zeroed.
-template <bool kInlineOnly = false> inline void scrub_block(void *p, const BlockRef &ref, uint32_t block) {
+inline void scrub_block(void *p, const BlockRef &ref, uint32_t block) {
   uint32_t size = ref.clear_live();
   canary::check(g_ro.canary_key, p, size, block);
-  zero_small<kInlineOnly>(p, block);
+  zero_small(p, block);
 }
 
 // The fast path's side of the gate (fork_gate.h): with a fork or a reclaim
@@ -90,8 +86,7 @@ inline void bump(std::atomic<uint64_t> &counter) {
   return p;
 }
 
-// kInlineOnly: the caller knows the block is at most kInlineZeroBytes.
-template <bool kInlineOnly = false> [[gnu::always_inline]] inline bool push_cached(void *p, const BlockRef &ref) {
+[[gnu::always_inline]] inline bool push_cached(void *p, const BlockRef &ref) {
   ThreadCache *cache = t_cache;
   if (cache == nullptr || !g_ro.plain_ops || !try_enter_gate(cache)) return false;
   int cls = ref.span->cls;
@@ -100,7 +95,7 @@ template <bool kInlineOnly = false> [[gnu::always_inline]] inline bool push_cach
     leave_gate(cache);
     return false;
   }
-  scrub_block<kInlineOnly>(p, ref, kClassSizes[cls]);
+  scrub_block(p, ref, kClassSizes[cls]);
   cache->blocks[cls][n] = ref;
   cache->addresses[cls][n] = p;
   cache->count[cls] = n + 1;
