@@ -57,8 +57,9 @@ inline void scrub_block(void *p, const BlockRef &ref, uint32_t block) {
 
 // The fast path's side of the gate (fork_gate.h): with a fork or a reclaim
 // in progress it leaves at once and answers false, and the caller's out-of-
-// line path waits (enter_gate). The fast paths then call nothing but what
-// never returns, and keep to the registers a call may clobber: no saves.
+// line path waits (enter_gate). Inside the gate the fast paths call nothing
+// that waits: what never returns, and memset (a push of a block over
+// kInlineZeroBytes).
 inline bool try_enter_gate(ThreadCache *cache) {
   cache->in_op.store(1, kGateOrder);
   light_barrier<false>();

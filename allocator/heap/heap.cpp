@@ -507,7 +507,8 @@ namespace {
 }
 
 // The rest of release: large blocks, and small ones whose push release
-// tried already (no cache, a full one, a gate closed), to release_small.
+// tried already (no cache, a full one or one of no slots for the class, a
+// gate closed, the plain operations off), to release_small.
 [[gnu::noinline]] void release_slow(void *p, Span *span, uint32_t index) {
   BlockRef ref{span, index};
   if (span->cls < 0)
@@ -519,7 +520,9 @@ namespace {
 } // namespace
 
 // The fast paths (a small block from or to this thread's cache) end in a
-// tail call when they cannot finish, so that they save no registers.
+// tail call when they cannot finish: allocate saves no registers; release
+// saves six (its inlined lookup and push, and the memset call for blocks
+// over kInlineZeroBytes), which measured no slower than none at 16 bytes.
 void *allocate(size_t size) {
   if (__builtin_expect(size <= kMaxSmallSize, 1))
     if (void *p = pop_cached(size_to_class(size), size == 0 ? 1 : size)) return p; // the heap is ready
@@ -546,7 +549,9 @@ void release(void *p) {
   // Every small class is pushed here, blocks over kInlineZeroBytes zeroed
   // with a call to memset from this frame. (Pushed from release_slow, a
   // second call away, alloc+free of 256 and 1024 bytes took 1.5 and 1.0 ns
-  // more: 1.29x and 1.28x glibc + explicit_bzero, against 1.13x and 1.18x.)
+  // more: 1.29x and 1.28x glibc + explicit_bzero, against 1.13x and 1.18x;
+  // random batches of 1024 bytes, which mostly overflow the cache, took 8%
+  // less, and of 4096 bytes 5% less.)
   if (cls >= 0 && push_cached(p, ref)) return;
   release_slow(p, ref.span, ref.index);
 }
