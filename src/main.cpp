@@ -19,10 +19,12 @@ using namespace secmem::tool;
 
 namespace {
 
+// Decimal digits only: strtol alone took " 12" and "+12" for 12.
 int parse_pid(const std::string &text) {
+  bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
   char *end = nullptr;
-  long pid = strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || pid <= 0 || pid > INT_MAX) throw ToolError{2, "'" + text + "' is not a PID"};
+  long pid = digits ? strtol(text.c_str(), &end, 10) : 0;
+  if (!digits || pid <= 0 || pid > INT_MAX) throw ToolError{2, "'" + text + "' is not a PID"};
   return static_cast<int>(pid);
 }
 

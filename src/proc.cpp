@@ -79,6 +79,16 @@ static void require_process(int pid) {
   if (!process_exists(pid)) throw ToolError{2, "no process with PID " + std::to_string(pid)};
 }
 
+// A process that has exited but is not reaped has no memory left: stat must
+// not answer as if it held nothing (an empty VmLck, "not loaded", 0 of 0),
+// nor scan fail at /proc/PID/mem with ESRCH.
+void require_memory(int pid, const char *when) {
+  require_process(pid);
+  if (process_gone(pid))
+    throw ToolError{3, "process " + std::to_string(pid) + " " + when +
+                           " (gone, or a zombie its parent has not reaped): there is no memory to look at"};
+}
+
 std::vector<Region> read_regions(int pid) {
   require_process(pid);
   std::ifstream maps(proc_path(pid, "maps"));

@@ -32,6 +32,9 @@ std::map<std::string, std::string> read_status(int pid); // "VmLck" -> "1024 kB"
 bool process_exists(int pid);
 // Gone, or a zombie (no memory left to read).
 bool process_gone(int pid);
+// Throws ToolError: exit 2 when there is no such process, 3 when it is gone
+// (or a zombie): "process PID WHEN (gone, or a zombie ...)".
+void require_memory(int pid, const char *when);
 std::string process_name(int pid); // /proc/PID/comm; "" when it is gone
 // /proc/PID/FILE; /proc/TID/FILE of a live thread when the main thread has
 // exited while others run (the leader's maps and mem are empty).

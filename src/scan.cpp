@@ -25,6 +25,7 @@ int cmd_scan(int pid, const std::string &hex, const std::string &key_file, const
   }
   report.pid = pid;
   report.key_file = key_file;
+  require_memory(pid, "has exited");
   report.name = process_name(pid);
   report.result = scan(pid, patterns);
   report.process_left = process_gone(pid);

@@ -48,17 +48,7 @@ std::vector<Region> dontdump_regions(int pid, uint64_t *locked_bytes, uint64_t *
 
 } // namespace
 
-namespace {
-
-// A process that has exited but is not reaped has no memory left: stat must
-// not answer as if it held nothing (an empty VmLck, "not loaded", 0 of 0).
-void require_memory(int pid, const char *when) {
-  if (process_gone(pid))
-    throw ToolError{3, "process " + std::to_string(pid) + " " + when +
-                           " (gone, or a zombie its parent has not reaped): there is no memory to look at"};
-}
-
-} // namespace
+namespace {} // namespace
 
 int cmd_stat(int pid, bool json) {
   std::vector<Region> regions = read_regions(pid);

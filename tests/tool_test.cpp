@@ -368,7 +368,7 @@ TEST_F(Tool, ScanOrStatOfAProcessThatLeftIsNotClean) {
   EXPECT_EQ(stat_json.err, left);
   EXPECT_EQ(scan.status, 3) << scan.out << scan.err;
   EXPECT_EQ(scan.out, "");
-  EXPECT_EQ(scan.err, "secmem: cannot open /proc/" + std::to_string(zombie) + "/mem: No such process\n");
+  EXPECT_EQ(scan.err, left); // it said "cannot open /proc/PID/mem: No such process"
   // A clean scan says complete.
   Holder holder(key(), false);
   Result clean = run({kTool, "scan", holder.pid(), "--hex", "5ec3e7a1b2c4d6f8091a2b3c4d5e6f70", "--json"});
@@ -396,6 +396,10 @@ TEST_F(Tool, BadArgumentsGetClearErrors) {
       {{"scan", holder.pid(), "--hex", "00112233", "--passphrase-file", key()},
        "secmem: --passphrase-file goes with --key-file"},
       {{"stat", "abc"}, "secmem: 'abc' is not a PID"},
+      {{"stat", " 1"}, "secmem: ' 1' is not a PID"},
+      {{"stat", "+1"}, "secmem: '+1' is not a PID"},
+      {{"scan", "0", "--hex", "00112233"}, "secmem: '0' is not a PID"},
+      {{"scan", "1x", "--hex", "00112233"}, "secmem: '1x' is not a PID"},
   };
   for (const Case &c : cases) {
     std::vector<std::string> argv = {kTool};
