@@ -526,6 +526,25 @@ TEST(HeapDeathTest, DoubleFree) {
   EXPECT_SECMEM_DEATH(secmem_free(p), "^secmem: double free of 0x[0-9a-f]+\n$");
 }
 
+// A block whose span went back to the pool (its freeing thread exited and
+// retired its cache): a second free is still called a double free, for
+// every block that started its span (4 and 8 KiB blocks, a span each).
+TEST(HeapDeathTest, DoubleFreeAfterTheFreeingThreadExited) {
+  for (size_t size : {size_t{4096}, size_t{8192}}) {
+    EXPECT_SECMEM_DEATH(
+        {
+          void *volatile p = secmem_malloc(size);
+          std::thread([&] {
+            secmem_free(secmem_malloc(size));
+            secmem_free(p);
+          }).join();
+          secmem_free(p);
+        },
+        "^secmem: double free of 0x[0-9a-f]+\n$")
+        << size;
+  }
+}
+
 TEST(HeapDeathTest, DoubleFreeOfALargeBlock) {
   void *volatile p = secmem_malloc(100000);
   secmem_free(p);

@@ -43,7 +43,12 @@ Span *Central::new_span(ChunkPool &pool, int cls) {
 
 void Central::drop_span(ChunkPool &pool, Span *span) {
   if (span->made_for_claim) claim_pages_ -= span->pages;
-  clear_owners(span, nullptr);
+  // Its first page keeps the freed-run mark, as a large block's run does:
+  // a second free of a block that started the span (every block of 4 KiB
+  // and more) is still the double free it is once the span is gone (a
+  // thread that freed a 4 KiB block and exited left it "no block starts
+  // here").
+  clear_owners(span, kFreedRun);
   all_.remove(span);
   pool.free_run(span->chunk, span->first_page, span->pages);
   span_meta_.give(span);
