@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
-#include <iterator>
 #include <signal.h>
 #include <sstream>
 #include <sys/stat.h>
@@ -26,10 +25,22 @@ std::string Region::label() const {
 
 bool process_exists(int pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
+// The text of a small /proc file; what was read when the task left
+// meanwhile. (Read through an istreambuf_iterator, a read that failed with
+// ESRCH threw libstdc++'s "basic_filebuf::underflow error reading the file".)
+static std::string read_small_file(const std::string &path) {
+  std::string text;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return text;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return text;
+}
+
 // Whether the task whose /proc directory is dir has exited (a zombie, or gone).
 static bool task_exited(const std::string &dir) {
-  std::ifstream stat(dir + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  std::string text = read_small_file(dir + "/stat");
   size_t paren = text.rfind(')');
   return paren == std::string::npos || paren + 2 >= text.size() || text[paren + 2] == 'Z' || text[paren + 2] == 'X';
 }
@@ -79,20 +90,32 @@ static void require_process(int pid) {
   if (!process_exists(pid)) throw ToolError{2, "no process with PID " + std::to_string(pid)};
 }
 
+[[noreturn]] static void process_left(int pid, const char *when) {
+  throw ToolError{3, "process " + std::to_string(pid) + " " + when +
+                         " (gone, or a zombie its parent has not reaped): there is no memory to look at"};
+}
+
 // A process that has exited but is not reaped has no memory left: stat must
 // not answer as if it held nothing (an empty VmLck, "not loaded", 0 of 0),
 // nor scan fail at /proc/PID/mem with ESRCH.
 void require_memory(int pid, const char *when) {
   require_process(pid);
-  if (process_gone(pid))
-    throw ToolError{3, "process " + std::to_string(pid) + " " + when +
-                           " (gone, or a zombie its parent has not reaped): there is no memory to look at"};
+  if (process_gone(pid)) process_left(pid, when);
+}
+
+// A file of pid's that could not be opened (errno err): a process that
+// left after the caller's require_memory (a zombie, or reaped: "no process"
+// and exit 2 would call a PID that was good bad input) is said to have
+// exited; anything else is the error itself.
+[[noreturn]] static void proc_file_failed(int pid, const std::string &what, int err) {
+  if (process_gone(pid)) process_left(pid, "has exited");
+  throw ToolError{3, "cannot " + what + ": " + strerror(err) + access_hint(err)};
 }
 
 std::vector<Region> read_regions(int pid) {
-  require_process(pid);
-  std::ifstream maps(proc_path(pid, "maps"));
-  if (!maps) throw ToolError{3, "cannot read " + proc_path(pid, "maps") + ": " + strerror(errno) + access_hint(errno)};
+  std::string path = proc_path(pid, "maps");
+  std::ifstream maps(path);
+  if (int err = errno; !maps) proc_file_failed(pid, "read " + path, err);
   std::vector<Region> regions;
   for (std::string line; std::getline(maps, line);) {
     std::istringstream fields(line);
@@ -110,8 +133,9 @@ std::vector<Region> read_regions(int pid) {
 }
 
 std::map<std::string, std::string> read_status(int pid) {
-  require_process(pid);
-  std::ifstream status(proc_path(pid, "status"));
+  std::string path = proc_path(pid, "status");
+  std::ifstream status(path);
+  if (int err = errno; !status) proc_file_failed(pid, "read " + path, err);
   std::map<std::string, std::string> values;
   for (std::string line; std::getline(status, line);) {
     size_t colon = line.find(':');
@@ -123,8 +147,9 @@ std::map<std::string, std::string> read_status(int pid) {
 }
 
 static int open_mem(int pid) {
-  int fd = open(proc_path(pid, "mem").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw ToolError{3, "cannot open " + proc_path(pid, "mem") + ": " + strerror(errno) + access_hint(errno)};
+  std::string path = proc_path(pid, "mem");
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (int err = errno; fd < 0) proc_file_failed(pid, "open " + path, err);
   return fd;
 }
 

@@ -27,7 +27,10 @@ struct Region {
   std::string label() const;
 };
 
-std::vector<Region> read_regions(int pid);               // throws ToolError
+// Both throw ToolError (exit 3): the file cannot be read, or the process
+// has exited ("process PID has exited ..."); callers check first that the
+// PID names a process (require_memory).
+std::vector<Region> read_regions(int pid);
 std::map<std::string, std::string> read_status(int pid); // "VmLck" -> "1024 kB", ...
 bool process_exists(int pid);
 // Gone, or a zombie (no memory left to read).

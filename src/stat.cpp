@@ -51,8 +51,8 @@ std::vector<Region> dontdump_regions(int pid, uint64_t *locked_bytes, uint64_t *
 namespace {} // namespace
 
 int cmd_stat(int pid, bool json) {
-  std::vector<Region> regions = read_regions(pid);
   require_memory(pid, "has exited");
+  std::vector<Region> regions = read_regions(pid);
   auto status = read_status(pid);
   StatReport stat;
   stat.pid = pid;

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <dirent.h>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <openssl/evp.h>
 #include <string>
@@ -374,6 +375,45 @@ TEST_F(Tool, ScanOrStatOfAProcessThatLeftIsNotClean) {
   Result clean = run({kTool, "scan", holder.pid(), "--hex", "5ec3e7a1b2c4d6f8091a2b3c4d5e6f70", "--json"});
   EXPECT_EQ(clean.status, 0) << clean.out << clean.err;
   EXPECT_TRUE(contains(clean.out, "\"complete\": true, \"process_left\": false")) << clean.out;
+}
+
+// The readers behind stat and scan, called on a process that left after
+// the command's own check (a zombie, then reaped, as a race with the
+// command would leave it): "has exited", exit 3. Before, scan said "cannot
+// open /proc/PID/mem: No such process", and a reaped process was "no
+// process with PID" with exit 2, bad input, for a PID that was good.
+TEST_F(Tool, ReadersOfAProcessThatLeftMeanwhileSayItExited) {
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  usleep(100000); // a zombie now
+  std::string left = "process " + std::to_string(child) +
+                     " has exited (gone, or a zombie its parent has not reaped): there is no memory to look at";
+  auto error_of = [](const std::function<void()> &fn) {
+    try {
+      fn();
+    } catch (const tool::ToolError &error) {
+      return error;
+    }
+    return tool::ToolError{0, "no error"};
+  };
+  const std::vector<tool::Pattern> patterns = {{"pattern", {0x5e, 0xc3, 0xe7, 0xa1}}};
+  tool::ToolError zombie_scan = error_of([&] { tool::scan(child, patterns); });
+  EXPECT_EQ(zombie_scan.exit_code, 3);
+  EXPECT_EQ(zombie_scan.message, left);
+  EXPECT_TRUE(tool::process_gone(child));
+  waitpid(child, nullptr, 0);
+  std::vector<std::pair<const char *, std::function<void()>>> readers = {
+      {"scan", [&] { tool::scan(child, patterns); }},
+      {"read_regions", [&] { tool::read_regions(child); }},
+      {"read_status", [&] { tool::read_status(child); }},
+      {"mapped_objects", [&] { tool::mapped_objects(child); }},
+  };
+  for (const auto &[name, reader] : readers) {
+    tool::ToolError reaped = error_of(reader);
+    EXPECT_EQ(reaped.exit_code, 3) << name << ": " << reaped.message;
+    EXPECT_EQ(reaped.message, left) << name;
+  }
+  EXPECT_TRUE(tool::process_gone(child));
 }
 
 TEST_F(Tool, BadArgumentsGetClearErrors) {
