@@ -136,7 +136,13 @@ void thread_exit(void *value) {
 // its unload (and so its exit) for ever: found by review, a thread exiting
 // while another forked (its thread_exit waiting for the forker's lock) left
 // the count at 1 in the child.
-void reset_exiting_threads_in_child() { g_threads_exiting.store(t_counted_exiting ? 1 : 0, std::memory_order_relaxed); }
+// Stored only if it changes: the page is copy-on-write after the fork, and
+// an unchanged store cost every child a page fault.
+void reset_exiting_threads_in_child() {
+  int mine = t_counted_exiting ? 1 : 0;
+  if (g_threads_exiting.load(std::memory_order_relaxed) != mine)
+    g_threads_exiting.store(mine, std::memory_order_relaxed);
+}
 
 void wait_for_exiting_threads() {
   // Not for itself: exit() from a signal handler that interrupted this
