@@ -104,9 +104,9 @@ void require_memory(int pid, const char *when) {
 }
 
 // A file of pid's that could not be opened (errno err): a process that
-// left after the caller's require_memory (a zombie, or reaped: "no process"
-// and exit 2 would call a PID that was good bad input) is said to have
-// exited; anything else is the error itself.
+// left after the caller's require_memory (a zombie, or reaped) has exited
+// ("no process with PID", exit 2, would call a good PID bad input);
+// anything else is the error itself.
 [[noreturn]] static void proc_file_failed(int pid, const std::string &what, int err) {
   if (process_gone(pid)) process_left(pid, "has exited");
   throw ToolError{3, "cannot " + what + ": " + strerror(err) + access_hint(err)};

@@ -48,8 +48,6 @@ std::vector<Region> dontdump_regions(int pid, uint64_t *locked_bytes, uint64_t *
 
 } // namespace
 
-namespace {} // namespace
-
 int cmd_stat(int pid, bool json) {
   require_memory(pid, "has exited");
   std::vector<Region> regions = read_regions(pid);
