@@ -174,27 +174,33 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
   auto mine_or_free = [claimant](const Chunk *chunk) {
     return chunk->claimed_by == nullptr || chunk->claimed_by == claimant;
   };
-  // After take() has set search_again no chunk is looked at again (the
-  // blocks given back may have emptied one, which SECMEM_RELEASE=empty
-  // gives back to the kernel, its metadata with it).
+  // The first chunk in list order (of the strongest tier only, if asked)
+  // that wanted() accepts and take() takes the run from, or nullptr. After
+  // take() has set search_again no chunk is looked at again (the blocks
+  // given back may have emptied one, which SECMEM_RELEASE=empty gives back
+  // to the kernel, its metadata with it). Callers store the chunk in *out
+  // again, as take() did: the static analyzer does not follow the lambdas.
+  auto take_first = [&](bool strongest_only, auto wanted) -> Chunk * {
+    Chunk *front = chunks_.front();
+    for (Chunk *chunk = front; !search_again && chunk != nullptr && (!strongest_only || chunk->tier == front->tier);) {
+      if (wanted(chunk) && take(chunk)) return chunk;
+      if (!search_again) chunk = ChunkList::next(chunk);
+    }
+    return nullptr;
+  };
   auto take_claimed = [&]() {
     Chunk *front = chunks_.front();
     if (claimant == nullptr || front == nullptr) return false;
     Chunk *had = prefer != 0 ? reservation_.chunk_of(reinterpret_cast<void *>(prefer)) : nullptr;
-    if (had != nullptr && had->tier == front->tier && in_use(had) && mine_or_free(had) && take(had)) {
-      had->claimed_by = claimant;
-      *out = had; // as take() wrote it (said again for the static analyzer, which does not follow the lambda)
-      return true;
-    }
-    for (Chunk *chunk = front; !search_again && chunk != nullptr && chunk->tier == front->tier;) {
-      if (chunk != had && chunk->claimed_by == nullptr && in_use(chunk) && take(chunk)) {
-        chunk->claimed_by = claimant;
-        *out = chunk;
-        return true;
-      }
-      if (!search_again) chunk = ChunkList::next(chunk);
-    }
-    return false;
+    Chunk *taken = had != nullptr && had->tier == front->tier && in_use(had) && mine_or_free(had) && take(had)
+                       ? had
+                       : take_first(true, [&](const Chunk *chunk) {
+                           return chunk != had && chunk->claimed_by == nullptr && in_use(chunk);
+                         });
+    if (taken == nullptr) return false;
+    taken->claimed_by = claimant;
+    *out = taken;
+    return true;
   };
   bool may_reclaim = reclaimer_ != nullptr;
   for (;; search_again = false) {
@@ -204,23 +210,13 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
     // first; then first-fit over every chunk, strongest tier first, as
     // without claims (a claimant's spare runs, for its cache and not asked
     // for, never from another's chunk).
-    Chunk *front = chunks_.front();
-    Tier strongest = front != nullptr ? front->tier : Tier::kSecret;
-    for (Chunk *chunk = front; !search_again && chunk != nullptr && chunk->tier == strongest;) {
-      if (in_use(chunk) && mine_or_free(chunk) && take(chunk)) {
-        *out = chunk;
-        return true;
-      }
-      if (!search_again) chunk = ChunkList::next(chunk);
+    Chunk *taken = take_first(true, [&](const Chunk *chunk) { return in_use(chunk) && mine_or_free(chunk); });
+    if (taken == nullptr && !(spare && claimant != nullptr))
+      taken = take_first(false, [](const Chunk *) { return true; });
+    if (taken != nullptr) {
+      *out = taken;
+      return true;
     }
-    if (!(spare && claimant != nullptr))
-      for (Chunk *chunk = chunks_.front(); !search_again && chunk != nullptr;) {
-        if (take(chunk)) {
-          *out = chunk;
-          return true;
-        }
-        if (!search_again) chunk = ChunkList::next(chunk);
-      }
     if (search_again) continue;
     if (spare) return false;
     if (may_return_own) { // a new chunk makes pages too
