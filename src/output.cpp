@@ -107,6 +107,8 @@ void print_probe(const ProbeReport &probe, bool json_output) {
 }
 
 void print_stat(const StatReport &stat, bool json_output) {
+  // The process's own root (proc_path may name a thread's directory).
+  std::string root = "/proc/" + std::to_string(stat.pid) + "/root";
   if (json_output) {
     print_json({{"pid", stat.pid},
                 {"name", stat.name},
@@ -119,7 +121,7 @@ void print_stat(const StatReport &stat, bool json_output) {
                 {"outside_secret_mappings", stat.outside.size()},
                 {"outside_secret_bytes", stat.outside_locked_bytes + stat.outside_unlocked_bytes},
                 {"outside_locked_bytes", stat.outside_locked_bytes},
-                {"own_openssl", own_openssl_json(stat.own_openssl, "/proc/" + std::to_string(stat.pid) + "/root")}});
+                {"own_openssl", own_openssl_json(stat.own_openssl, root)}});
     return;
   }
   field("process", std::to_string(stat.pid) + " (" + stat.name + ")");
@@ -129,7 +131,6 @@ void print_stat(const StatReport &stat, bool json_output) {
   field("locked (VmLck)", stat.locked);
   field("secmem preload", stat.preload_loaded ? "loaded" : "not loaded");
   field("libsecmem", stat.libsecmem_loaded ? "loaded" : "not loaded");
-  std::string root = "/proc/" + std::to_string(stat.pid) + "/root";
   if (stat.own_openssl.empty()) field("own OpenSSL", "none (every OpenSSL in it is the shared libcrypto)");
   for (size_t i = 0; i < stat.own_openssl.size(); ++i)
     field(i == 0 ? "own OpenSSL" : "",
