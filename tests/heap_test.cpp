@@ -179,8 +179,8 @@ TEST(Heap, AFullLargeCacheKeepsTheNewestBlock) {
 }
 
 // The caches' credit for large blocks stays within the process's budget
-// (kLargeCacheBudget, 8 MiB, or a sixteenth of the memlock budget if less)
-// while eight threads keep more blocks than it holds (about 11 MiB), and
+// (kLargeCacheBudget, 32 MiB, or a sixteenth of the memlock budget if less)
+// while eight threads keep more blocks than it holds (about 36 MiB), and
 // comes back in full when they exit.
 TEST(Heap, LargeBlockCreditStaysWithinTheBudgetAndComesBack) {
   secmem_free(secmem_malloc(20 << 10)); // a large block: the budget is known from here on
@@ -192,8 +192,8 @@ TEST(Heap, LargeBlockCreditStaysWithinTheBudgetAndComesBack) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t)
     threads.emplace_back([&, t] {
-      size_t size = static_cast<size_t>(12 + 4 * t) << 10;
-      std::vector<void *> blocks(48);
+      size_t size = static_cast<size_t>(36 + 8 * t) << 10;
+      std::vector<void *> blocks(secmem::heap::kLargeSlots);
       for (int round = 0; round < 20; ++round) {
         for (void *&p : blocks) p = secmem_malloc(size);
         for (void *p : blocks) secmem_free(p);

@@ -309,14 +309,14 @@ size_t peak_with_threads_in_turn(void (*work)()) {
   _exit(peak <= kBatch + kBudget + kFirstCaches + 64 * 1024 && peak > kBatch + kBudget / 2 ? 0 : 1);
 }
 
-// Six threads in turn free twelve blocks of 200 KiB each and stay alive:
-// the large blocks their caches keep stay within the process's budget
-// (kLargeCacheBudget, 8 MiB, or a sixteenth of the memlock budget if less:
-// six threads' twelve would be 14 MiB): at the peak no more than one
-// thread's twelve blocks and the budget, and more than half the budget (the
-// caches do keep blocks).
+// Six threads in turn free 32 blocks of 200 KiB each and stay alive: the
+// large blocks their caches keep stay within the process's budget
+// (kLargeCacheBudget, 32 MiB, or a sixteenth of the memlock budget if less:
+// six threads' 32 would be 38 MiB): at the peak no more than one thread's
+// 32 blocks and the budget, and more than half the budget (the caches do
+// keep blocks).
 constexpr size_t kKeptBlock = 200 * 1024;
-constexpr int kKeptBlocks = 12;
+constexpr int kKeptBlocks = 32;
 [[noreturn]] void keep_large_blocks_in_threads_and_report_peak() {
   size_t peak = peak_with_threads_in_turn([] {
     void *blocks[kKeptBlocks];

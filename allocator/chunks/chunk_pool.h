@@ -102,9 +102,14 @@ public:
   // heap lock before the fork gate closes (it makes and faults in pages);
   // prepare_fork after (it copies).
   // interrupted: a signal handler forks on a thread whose heap operation it
-  // interrupted. fork_reentered: another fork handler uses the heap between
-  // prepare_fork and the fork (the staged copy would be out of date).
-  void stage_fork(bool interrupted, int parent_pid);
+  // interrupted. given_back_pages: pages of the runs that threads' caches
+  // kept for reuse and gave back for this fork (the heap's
+  // drop_other_threads_kept_large, guards counted): the threads take as
+  // many again after it, so as many stale pages in a staging file do not
+  // mean the heap shrank. fork_reentered: another fork handler uses the
+  // heap between prepare_fork and the fork (the staged copy would be out of
+  // date).
+  void stage_fork(bool interrupted, int parent_pid, uint32_t given_back_pages = 0);
   void prepare_fork();
   // nest: how many forks made inside the outer one are in progress (a fork
   // handler's or a signal handler's).

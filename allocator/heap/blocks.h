@@ -35,6 +35,10 @@ void clear_dead_threads_gates() REQUIRES(g_heap.lock);
 // new chunk. Every thread's cached blocks go back to the central lists and
 // the pool, and from then on caches keep no more than their first caps.
 void reclaim_caches() REQUIRES(g_heap.lock);
+// A fork, before it stages the copy: the large blocks that other threads'
+// caches keep (zero) go back to the pool, so that the copy leaves their
+// runs out (thread_cache.cpp). Returns the bytes of their runs, guards counted.
+size_t drop_other_threads_kept_large() REQUIRES(g_heap.lock);
 
 // thread_cache.cpp: this thread's cache, made and listed (its key set, so
 // that thread_exit retires it); nullptr once retired at the thread's exit,

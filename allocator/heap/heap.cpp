@@ -177,12 +177,18 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   // in use swung from fork to fork, and the staging files were given up and
   // made again (13 memfd_secret files in 40 forks against 4, forks twice as
   // long, with two threads bouncing 8 KiB blocks).
+  // Other threads' kept large blocks go back to the pool, though: they are
+  // zero, and their runs would be copied (thread_cache.cpp).
   ThreadCache *own = my_cache();
-  if (!was_mine && (own == nullptr || own->in_op.load(std::memory_order_relaxed) == 0)) empty_my_cache();
+  size_t given_back = 0;
+  if (!was_mine && (own == nullptr || own->in_op.load(std::memory_order_relaxed) == 0)) {
+    empty_my_cache();
+    given_back = drop_other_threads_kept_large();
+  }
   // Makes pages: before the gate holds other threads. A signal handler that
   // interrupted this thread's heap operation finds the pool halfway through
   // a change: its child copies instead.
-  g_heap.pool.stage_fork(was_mine, g_fork_parent);
+  g_heap.pool.stage_fork(was_mine, g_fork_parent, static_cast<uint32_t>(given_back / os::kPageSize));
   // A signal handler may fork while its thread holds the gate closed for a
   // reclaim: the gate is put back so after the fork, in parent and child.
   g_heap.gate_before_fork = g_heap.forking.load(std::memory_order_relaxed);

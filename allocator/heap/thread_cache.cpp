@@ -391,31 +391,74 @@ void reset_shared_gate_in_child() {
   g_heap.shared_gate_users.store(t_in_shared_gate ? 1 : 0, std::memory_order_relaxed);
 }
 
-void close_gate(uint32_t why) {
+namespace {
+
+#if !defined(SECMEM_TSAN)
+constexpr std::memory_order kSeeLeave = std::memory_order_acquire;
+#else
+constexpr std::memory_order kSeeLeave = std::memory_order_seq_cst;
+#endif
+
+// Sets forking to why and puts a barrier between that store and this
+// thread's reads of other caches' in_op: a cache read at 0 after it is
+// out of its thread's hands until the gate opens (its thread sees the gate
+// closed at its next operation and waits for the lock). False when no
+// other thread has a cache: caches are made under the heap lock, so none
+// can be in a cache operation or start one (a single-threaded process
+// skips the barrier).
+bool raise_gate(uint32_t why) {
   g_heap.forking.store(why, kGateOrder);
-  // Caches are made under the heap lock: with none but this thread's, no
-  // other thread can be in a cache operation, or start one, and there is
-  // nothing to wait for but threads without a cache (a single-threaded
-  // process skips the barrier).
   ThreadCache *first = g_heap.caches.front();
-  if (first == nullptr || (first == t_cache && CacheList::next(first) == nullptr)) {
-    wait_for_shared_gate();
-    return;
-  }
+  if (first == nullptr || (first == t_cache && CacheList::next(first) == nullptr)) return false;
 #if !defined(SECMEM_TSAN)
   if (g_ro.fence_each_op)
     std::atomic_thread_fence(std::memory_order_seq_cst);
   else
     os::barrier_all_threads();
-  constexpr std::memory_order kSeeLeave = std::memory_order_acquire;
-#else
-  constexpr std::memory_order kSeeLeave = std::memory_order_seq_cst;
 #endif
-  for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
-    if (cache == t_cache) continue;
-    for (unsigned round = 0; cache->in_op.load(kSeeLeave) == kInOp; ++round) pause_for(round);
+  return true;
+}
+
+} // namespace
+
+void close_gate(uint32_t why) {
+  if (raise_gate(why)) {
+    for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
+      if (cache == t_cache) continue;
+      for (unsigned round = 0; cache->in_op.load(kSeeLeave) == kInOp; ++round) pause_for(round);
+    }
   }
-  wait_for_shared_gate();
+  wait_for_shared_gate(); // and threads without a cache
+}
+
+// Other threads' kept large blocks back to the pool with their credit, for
+// a fork about to stage its copy (prepare_heap_fork); their small blocks
+// stay. Kept blocks are zero and hold nothing a child needs, but a copy
+// takes every run in use: up to the whole budget for kept blocks
+// (kLargeCacheBudget) copied at each fork, and as many pages held in each
+// staging file. A thread that reaches the gate in these few microseconds
+// waits for the lock, which this thread holds until the fork is done (as
+// for a reclaim).
+size_t drop_other_threads_kept_large() {
+  // Credit held by any cache (this thread's went back with its cache):
+  // none, nothing kept, and no gate to close.
+  if (g_heap.forking.load(std::memory_order_relaxed) != 0 || g_heap.large_cached.load(std::memory_order_relaxed) == 0)
+    return 0;
+  size_t bytes = 0;
+  if (raise_gate(kGateReclaim)) {
+    // A cache whose thread is inside an operation keeps its blocks (they
+    // are copied, as before): waiting for it, a second time in a fork,
+    // held forks up where threads outnumber processors (preempted inside
+    // an operation), and threads without a cache do not touch caches.
+    for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
+      if (cache == t_cache || cache->in_op.load(kSeeLeave) != 0 || cache->large_credit == 0) continue;
+      bytes += cache->large_bytes;
+      drop_cached_large(cache);
+    }
+  }
+  // Release: a thread that saw the gate closed reads its cache as left here.
+  g_heap.forking.store(0, std::memory_order_release);
+  return bytes;
 }
 
 } // namespace secmem::heap
