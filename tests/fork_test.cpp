@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "block_model.h"
+#include "heap/state.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
 
@@ -381,9 +382,11 @@ TEST(Fork, TheChildCopiesThePagesInUseOnly) {
 // back to the heap at the fork, and the child's copy holds the pages in use
 // (the copy took every kept block's run: up to the whole budget for kept
 // blocks, 32 MiB, copied at each fork and held in each staging file). The
-// thread goes on with its cache emptied: its blocks come back zero. In a
-// child of its own, whose forks make staging files of their own (this
-// process's hold pages that earlier tests' forks copied).
+// thread goes on with its cache emptied (its credit for them given back):
+// its blocks come back zero. In a child of its own, whose forks make staging
+// files of their own (this process's hold pages that earlier tests' forks
+// copied). The mlock tier copies nothing (its pages are copy-on-write), and
+// its caches keep their blocks.
 TEST(Fork, LargeBlocksOtherThreadsKeepAreNotCopied) {
   std::string err;
   int status = run_in_child(
@@ -412,8 +415,13 @@ TEST(Fork, LargeBlocksOtherThreadsKeepAreNotCopied) {
         });
         while (step.load() != 1) std::this_thread::yield();
         size_t after = child_secret_rss();
+        size_t credit_after = secmem::heap::g_heap.large_cached.load();
         step.store(2);
         keeper.join();
+        if (!running_on_mlock_backend() && secmem::heap::g_ro.plain_ops && credit_after != 0) {
+          fprintf(stderr, "credit for kept large blocks after the fork: %zu\n", credit_after);
+          return false;
+        }
         if (!running_on_mlock_backend() && after >= before + 128) {
           fprintf(stderr,
                   "KiB resident in the child's secret mappings: %zu before, %zu after another thread kept 16 "

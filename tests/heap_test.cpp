@@ -180,7 +180,7 @@ TEST(Heap, AFullLargeCacheKeepsTheNewestBlock) {
 
 // The caches' credit for large blocks stays within the process's budget
 // (kLargeCacheBudget, 32 MiB, or a sixteenth of the memlock budget if less)
-// while eight threads keep more blocks than it holds (about 36 MiB), and
+// while eight threads keep more blocks than it holds (about 40 MiB), and
 // comes back in full when they exit.
 TEST(Heap, LargeBlockCreditStaysWithinTheBudgetAndComesBack) {
   secmem_free(secmem_malloc(20 << 10)); // a large block: the budget is known from here on
@@ -192,7 +192,7 @@ TEST(Heap, LargeBlockCreditStaysWithinTheBudgetAndComesBack) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t)
     threads.emplace_back([&, t] {
-      size_t size = static_cast<size_t>(36 + 8 * t) << 10;
+      size_t size = static_cast<size_t>(48 + 8 * t) << 10;
       std::vector<void *> blocks(secmem::heap::kLargeSlots);
       for (int round = 0; round < 20; ++round) {
         for (void *&p : blocks) p = secmem_malloc(size);

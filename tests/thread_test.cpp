@@ -322,6 +322,7 @@ constexpr int kKeptBlocks = 32;
     void *blocks[kKeptBlocks];
     for (void *&p : blocks) {
       p = secmem_malloc(kKeptBlock);
+      if (p == nullptr) _exit(2);
       memset(p, 0x5a, kKeptBlock);
     }
     for (void *p : blocks) secmem_free(p);

@@ -356,6 +356,12 @@ void ChunkPool::facts(PoolFacts *out) const {
   }
 }
 
+bool ChunkPool::has_secret_chunks() const {
+  for (const Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
+    if (chunk->tier == Tier::kSecret) return true;
+  return false;
+}
+
 const char *ChunkPool::weakest_tier_name() const {
   PoolFacts pool_facts;
   facts(&pool_facts);

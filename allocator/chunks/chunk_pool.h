@@ -94,6 +94,8 @@ public:
 
   void facts(PoolFacts *out) const;
   const char *weakest_tier_name() const;
+  // Whether a chunk is in memfd_secret (a fork stages a copy of it).
+  bool has_secret_chunks() const;
   uintptr_t reserved_top() const { return reservation_.top(); }
   size_t reserved_bytes() const { return reservation_.size(); }
 

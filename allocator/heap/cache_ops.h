@@ -63,7 +63,7 @@ inline void scrub_block(void *p, const BlockRef &ref, uint32_t block) {
 inline bool try_enter_gate(ThreadCache *cache) {
   cache->in_op.store(1, kGateOrder);
   light_barrier<false>();
-  if (__builtin_expect(g_heap.forking.load(kGateOrder) == 0, 1)) return true;
+  if (__builtin_expect(g_heap.forking.load(kGateSeeOpen) == 0, 1)) return true;
   leave_gate(cache);
   return false;
 }

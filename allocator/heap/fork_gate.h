@@ -54,8 +54,14 @@ namespace secmem::heap {
 
 #if defined(SECMEM_TSAN)
 inline constexpr std::memory_order kGateOrder = std::memory_order_seq_cst;
+inline constexpr std::memory_order kGateSeeOpen = std::memory_order_seq_cst;
 #else
 inline constexpr std::memory_order kGateOrder = std::memory_order_relaxed;
+// An operation's read of forking: acquire, so that one that finds the gate
+// open again after a reclaim or a fork's drain of kept blocks (which changed
+// idle caches, then opened the gate with a release store) reads its cache
+// as they left it, on processors that reorder loads too (x86: a plain load).
+inline constexpr std::memory_order kGateSeeOpen = std::memory_order_acquire;
 #endif
 
 // Heap::forking: why the gate is closed.
@@ -78,7 +84,7 @@ template <bool kMayFence = true> inline void light_barrier() {
 template <bool kMayFence = true> inline void enter_gate(ThreadCache *cache) {
   cache->in_op.store(1, kGateOrder);
   light_barrier<kMayFence>();
-  if (__builtin_expect(g_heap.forking.load(kGateOrder) != 0, 0)) wait_out_fork(cache);
+  if (__builtin_expect(g_heap.forking.load(kGateSeeOpen) != 0, 0)) wait_out_fork(cache);
 }
 
 inline void leave_gate(ThreadCache *cache) { cache->in_op.store(0, std::memory_order_release); }

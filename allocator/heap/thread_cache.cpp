@@ -339,7 +339,7 @@ void wait_out_fork(ThreadCache *cache) {
     { ScopedLock lock(g_heap.lock); } // held by the forker until the fork is done
     cache->in_op.store(1, kGateOrder);
     light_barrier();
-    if (g_heap.forking.load(kGateOrder) == 0) return;
+    if (g_heap.forking.load(kGateSeeOpen) == 0) return;
   }
 }
 
@@ -406,7 +406,7 @@ constexpr std::memory_order kSeeLeave = std::memory_order_seq_cst;
 // other thread has a cache: caches are made under the heap lock, so none
 // can be in a cache operation or start one (a single-threaded process
 // skips the barrier).
-bool raise_gate(uint32_t why) {
+bool raise_gate(uint32_t why) REQUIRES(g_heap.lock) {
   g_heap.forking.store(why, kGateOrder);
   ThreadCache *first = g_heap.caches.front();
   if (first == nullptr || (first == t_cache && CacheList::next(first) == nullptr)) return false;
@@ -436,27 +436,36 @@ void close_gate(uint32_t why) {
 // stay. Kept blocks are zero and hold nothing a child needs, but a copy
 // takes every run in use: up to the whole budget for kept blocks
 // (kLargeCacheBudget) copied at each fork, and as many pages held in each
-// staging file. A thread that reaches the gate in these few microseconds
-// waits for the lock, which this thread holds until the fork is done (as
-// for a reclaim).
+// staging file. Only where a memfd_secret chunk is staged (the mlock tier's
+// pages are copy-on-write: nothing is copied). The gate is raised, not
+// closed: a cache whose thread is inside an operation keeps its blocks
+// (they are copied, as before; waiting for it, a second time in a fork,
+// held forks up where threads outnumber processors, preempted inside an
+// operation), and threads without a cache do not touch caches. A thread
+// that reaches the gate while the blocks go back (up to 64 per cache), and
+// a thread whose next large request its cache no longer serves, waits for
+// the lock, which this thread holds until the fork is done. Returns the
+// bytes of the runs given back in memfd_secret chunks, guards counted.
 size_t drop_other_threads_kept_large() {
   // Credit held by any cache (this thread's went back with its cache):
-  // none, nothing kept, and no gate to close.
-  if (g_heap.forking.load(std::memory_order_relaxed) != 0 || g_heap.large_cached.load(std::memory_order_relaxed) == 0)
+  // none, nothing kept, and no gate to raise.
+  if (g_heap.forking.load(std::memory_order_relaxed) != 0 || g_heap.large_cached.load(std::memory_order_relaxed) == 0 ||
+      !g_heap.pool.has_secret_chunks())
     return 0;
   size_t bytes = 0;
   if (raise_gate(kGateReclaim)) {
-    // A cache whose thread is inside an operation keeps its blocks (they
-    // are copied, as before): waiting for it, a second time in a fork,
-    // held forks up where threads outnumber processors (preempted inside
-    // an operation), and threads without a cache do not touch caches.
     for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
       if (cache == t_cache || cache->in_op.load(kSeeLeave) != 0 || cache->large_credit == 0) continue;
-      bytes += cache->large_bytes;
+      for (uint32_t i = 0; i < cache->large_count; ++i)
+        if (cache->large[i]->chunk->tier == Tier::kSecret) bytes += kept_large_bytes(cache->large[i]);
       drop_cached_large(cache);
     }
+    // No cache waits for credit now.
+    if (g_heap.large_credit_wanted.load(std::memory_order_relaxed))
+      g_heap.large_credit_wanted.store(false, std::memory_order_relaxed);
   }
-  // Release: a thread that saw the gate closed reads its cache as left here.
+  // Release: a thread that finds the gate open reads its cache as left here
+  // (kGateSeeOpen); one that found it raised waits for the lock.
   g_heap.forking.store(0, std::memory_order_release);
   return bytes;
 }

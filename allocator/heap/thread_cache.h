@@ -39,8 +39,8 @@ inline constexpr size_t kCacheGrowthBudget = size_t{4} << 20; // 8 threads bounc
 // lines of metadata it guards, went back and forth between them. With a
 // thread's 64 blocks kept, 2.0x. With 8 MiB for the process, eight threads
 // on two cores in random batches of 64 blocks of 16 or 64 KiB, 1.3 or 4.3
-// MiB each with guards, ran at 0.76-0.82x two threads, the rest of their
-// blocks through the lock; with 32 MiB, 0.98x. A fork gives other threads'
+// MiB each with guards, ran at 0.76-0.88x two threads, the rest of their
+// blocks through the lock; with 32 MiB, 0.98-1.09x. A fork gives other threads'
 // kept blocks back to the pool first, so that its copy leaves them out:
 // prepare_heap_fork.)
 inline constexpr uint32_t kLargeSlots = 64;
