@@ -94,8 +94,11 @@ public:
 
   void facts(PoolFacts *out) const;
   const char *weakest_tier_name() const;
-  // Whether a chunk is in memfd_secret (a fork stages a copy of it).
-  bool has_secret_chunks() const;
+  // Before a fork: the bytes its staged copy spans (the touched pages of
+  // the memfd_secret chunks; 0: nothing to stage), and whether a staging
+  // file that no child holds is that large already (staging then makes no
+  // file and no pages but those the heap grew by).
+  bool staging_file_ready(size_t *bytes) const;
   uintptr_t reserved_top() const { return reservation_.top(); }
   size_t reserved_bytes() const { return reservation_.size(); }
 
