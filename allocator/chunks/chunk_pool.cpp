@@ -356,15 +356,6 @@ void ChunkPool::facts(PoolFacts *out) const {
   }
 }
 
-bool ChunkPool::staging_file_ready(size_t *bytes) const {
-  *bytes = 0;
-  for (const Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
-    if (chunk->tier == Tier::kSecret) *bytes += size_t{chunk->touched_pages} * os::kPageSize;
-  for (const StagingFile &file : staging_)
-    if (*bytes != 0 && file.fd >= 0 && !file.in_use && file.bytes >= *bytes) return true;
-  return false;
-}
-
 const char *ChunkPool::weakest_tier_name() const {
   PoolFacts pool_facts;
   facts(&pool_facts);

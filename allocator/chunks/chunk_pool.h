@@ -94,11 +94,12 @@ public:
 
   void facts(PoolFacts *out) const;
   const char *weakest_tier_name() const;
-  // Before a fork: the bytes its staged copy spans (the touched pages of
-  // the memfd_secret chunks; 0: nothing to stage), and whether a staging
-  // file that no child holds is that large already (staging then makes no
-  // file and no pages but those the heap grew by).
-  bool staging_file_ready(size_t *bytes) const;
+  // Before a fork (under the heap lock, before stage_fork): whether a
+  // staging file that no child is known to hold spans the chunks the
+  // parent would stage (staging would then make no file; it makes pages
+  // only where the heap grew into the file's slack), and in *in_use_bytes
+  // the pages in runs of those chunks, which the copy takes.
+  bool staging_file_ready(size_t *in_use_bytes);
   uintptr_t reserved_top() const { return reservation_.top(); }
   size_t reserved_bytes() const { return reservation_.size(); }
 

@@ -80,6 +80,14 @@ template <typename T> void set_if_changed(T &field, T value) {
   if (field != value) field = value;
 }
 
+// A chunk that the parent cannot stage: a page of it that the copy takes is
+// a sealed block's, PROT_NONE (the child copies it for itself).
+bool hidden_from_parent(const Chunk *chunk) {
+  for (uint32_t page = 0; page < chunk->touched_pages; ++page)
+    if (chunk->copied_in_fork(page) && chunk->hidden_from_parent(page)) return true;
+  return false;
+}
+
 // A page the staged copy takes from the parent (guards hold nothing: zero).
 bool staged_copy_takes(const Chunk *chunk, uint32_t page) {
   return page < chunk->touched_pages && chunk->copied_in_fork(page) && !chunk->guard_page(page);
@@ -373,6 +381,25 @@ bool ChunkPool::fill_staging(bool copy) {
   return true;
 }
 
+bool ChunkPool::staging_file_ready(size_t *in_use_bytes) {
+  size_t span = 0, used = 0;
+  for (const Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
+    if (chunk->tier != Tier::kSecret || hidden_from_parent(chunk)) continue; // as stage_fork
+    span += size_t{chunk->touched_pages} * os::kPageSize;
+    uint32_t pages = 0;
+    for (uint64_t word : chunk->used) pages += static_cast<uint32_t>(__builtin_popcountll(word));
+    used += size_t{chunk->huge ? chunk->touched_pages : pages} * os::kPageSize;
+  }
+  *in_use_bytes = used;
+  if (span == 0) return false;
+  // Children the program reaped (the wait calls' log): their files are free
+  // now, as take_staging would find.
+  if (reaped_.watched.load(std::memory_order_relaxed)) refresh_staging(false);
+  for (const StagingFile &file : staging_)
+    if (file.fd >= 0 && !file.in_use && file.bytes >= span) return true;
+  return false;
+}
+
 // A child that needs more pages than its copy grows into the staging file's
 // tail, after the last staged chunk's copy, rather than into a chunk of its
 // own: the pages it makes there stay in the file once it is gone (zeroed by
@@ -427,9 +454,7 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid, uint32_t given_back
         tiers_.may_call(linux_facts::ProbeCall::kMlockOnFault);
       continue;
     }
-    bool hidden = interrupted; // protections may be halfway changed
-    for (uint32_t page = 0; page < chunk->touched_pages && !hidden; ++page)
-      hidden = chunk->copied_in_fork(page) && chunk->hidden_from_parent(page);
+    bool hidden = interrupted || hidden_from_parent(chunk); // interrupted: protections may be halfway changed
     set_if_changed(chunk->fork_copy, hidden ? Chunk::ForkCopy::kByChild : Chunk::ForkCopy::kStaged);
     if (hidden) continue;
     set_if_changed(chunk->fork_offset_pages, static_cast<uint32_t>(bytes / os::kPageSize));

@@ -230,7 +230,9 @@ void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
   uint64_t done = g_heap.forks_done.load(std::memory_order_relaxed) + 1;
   g_heap.pool.after_fork_parent(done);
   g_heap.forks_done.store(done, std::memory_order_seq_cst);
-  g_heap.forking.store(g_heap.gate_before_fork, kGateOrder);
+  // Release: a thread that finds the gate open reads its cache as the
+  // prepare handler's drain of kept blocks left it (kGateSeeOpen).
+  g_heap.forking.store(g_heap.gate_before_fork, std::memory_order_release);
   g_fork_handlers_running.store(false, std::memory_order_relaxed);
   g_heap.lock.allow_reentry(false);
   if (!g_lock_was_mine) g_heap.lock.unlock();

@@ -40,9 +40,9 @@ inline constexpr size_t kCacheGrowthBudget = size_t{4} << 20; // 8 threads bounc
 // thread's 64 blocks kept, 2.0x. With 8 MiB for the process, eight threads
 // on two cores in random batches of 64 blocks of 16 or 64 KiB, 1.3 or 4.3
 // MiB each with guards, ran at 0.76-0.88x two threads, the rest of their
-// blocks through the lock; with 32 MiB, 0.98-1.09x. A fork gives other threads'
-// kept blocks back to the pool first, so that its copy leaves them out:
-// prepare_heap_fork.)
+// blocks through the lock; with 32 MiB, 0.98-1.09x. A fork with a staging
+// file ready gives other threads' kept blocks back to the pool first, so
+// that its copy leaves them out: drop_other_threads_kept_large.)
 inline constexpr uint32_t kLargeSlots = 64;
 inline constexpr uint32_t kLargeBatch = 8;
 inline constexpr size_t kLargeCreditUnit = size_t{64} << 10;
