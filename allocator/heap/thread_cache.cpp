@@ -448,11 +448,10 @@ void close_gate(uint32_t why) {
 // beside a 64 MiB heap stalled 330-360 ms at each of the first two forks).
 // So only when a staging file is ready, and when the caches' credit is at
 // least a quarter of the pages in use, which the copy takes, kept blocks
-// included (beside that heap, three threads'
-// 6 MiB were worth less than the stalls: 15% fewer operations at 200 forks
-// a second). Not on the mlock tier (its pages are copy-on-write: nothing is
-// copied). Returns the bytes of the runs given back in memfd_secret
-// chunks, guards counted.
+// included (beside that heap, three threads' 6 MiB were worth less than
+// the stalls: 15% fewer operations at 200 forks a second). Not on the
+// mlock tier (its pages are copy-on-write: nothing is copied). Returns the
+// bytes of the runs given back in memfd_secret chunks, guards counted.
 size_t drop_other_threads_kept_large() {
   // Credit held by any cache (this thread's went back with its cache):
   // none, nothing kept, and no gate to raise.
