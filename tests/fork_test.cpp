@@ -387,8 +387,8 @@ TEST(Fork, TheChildCopiesThePagesInUseOnly) {
 // files of their own (this process's hold pages that earlier tests' forks
 // copied). The mlock tier copies nothing (its pages are copy-on-write), and
 // its caches keep their blocks; so do they when no staging file is ready
-// (the first forks, a heap that grew) or their blocks are less than a
-// quarter of the copy.
+// (the first forks, a heap that grew) or their blocks are less than half
+// of the pages in use.
 TEST(Fork, LargeBlocksOtherThreadsKeepAreNotCopied) {
   std::string err;
   int status = run_in_child(
