@@ -386,9 +386,8 @@ bool ChunkPool::staging_file_ready(size_t *in_use_bytes) {
   for (const Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     if (chunk->tier != Tier::kSecret || hidden_from_parent(chunk)) continue; // as stage_fork
     span += size_t{chunk->touched_pages} * os::kPageSize;
-    uint32_t pages = 0;
-    for (uint64_t word : chunk->used) pages += static_cast<uint32_t>(__builtin_popcountll(word));
-    used += size_t{chunk->huge ? chunk->touched_pages : pages} * os::kPageSize;
+    // The pages in runs: what mark_pages counts in free_pages (a huge chunk's copy: its touched pages).
+    used += size_t{chunk->huge ? chunk->touched_pages : chunk->mapped_pages - chunk->free_pages} * os::kPageSize;
   }
   *in_use_bytes = used;
   if (span == 0) return false;
