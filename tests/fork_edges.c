@@ -54,6 +54,11 @@
 //                   none may take 2.7 s)
 //   map-limit H     fork with the mapping count H below vm.max_map_count: the
 //                   child gets its copy, the parent's secret is untouched
+//   map-limit-free  blocks of every size, then the mapping count one past
+//                   vm.max_map_count (where every mmap fails): freeing them
+//                   gives their memory back (a huge block's chunk too) and
+//                   aborts nothing; growing blocks and new ones fail with
+//                   NULL and ENOMEM, or work
 //   two-forkers N   two threads fork N times each, at once (glibc runs their
 //                   fork handlers side by side): every child has its own copy
 //                   and a working heap
@@ -1059,6 +1064,73 @@ static int map_limit(long headroom) {
   printf("map-limit: %zu mappings added, headroom %ld, child status %d\n", n, headroom, status);
   if (!all_bytes(secret, 'S', 64)) return fail("the child wrote the parent's secret");
   return status == 0 ? 0 : 1;
+}
+
+// ---- map-limit-free ----
+
+// The mapping count to one past vm.max_map_count, as a program's own mmap
+// loop leaves it (mmap checks the count before it adds one).
+static int exhaust_mappings(void) {
+  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+  long max = 0;
+  if (f == NULL || fscanf(f, "%ld", &max) != 1) return fail("vm.max_map_count");
+  fclose(f);
+  for (long n = 0; n < max + 16; ++n) {
+    // Single pages of alternating protection never merge: one mapping each.
+    if (mmap(NULL, 4096, n % 2 ? PROT_READ : PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED) return 0;
+  }
+  return fail("the mapping count never reached its limit");
+}
+
+static size_t mapped_bytes(void) {
+  struct secmem_stats stats;
+  secmem_get_stats(&stats);
+  return stats.mapped_secret + stats.mapped_locked + stats.mapped_unlocked;
+}
+
+static int map_limit_free(void) {
+  enum { kBig = 4, kMid = 16, kBigSize = 1500000 };
+  char *big[kBig], *mid[kMid];
+  for (int i = 0; i < kBig; ++i) {
+    if ((big[i] = secmem_malloc(kBigSize)) == NULL) return fail("malloc");
+    memset(big[i], 'b', kBigSize);
+  }
+  for (int i = 0; i < kMid; ++i) {
+    if ((mid[i] = secmem_malloc(20000 + i * 4096)) == NULL) return fail("malloc");
+    memset(mid[i], 'm', 20000);
+  }
+  unsigned char *sealed = secmem_sealed_alloc(64);
+  if (sealed == NULL || exhaust_mappings() != 0) return fail("set-up");
+  alarm(30);
+  size_t before = mapped_bytes();
+  for (int i = 0; i < kBig; ++i) secmem_free(big[i]);
+  size_t after = mapped_bytes();
+  int grown = 0, refused = 0, wrong = 0;
+  for (int i = 0; i < kMid; ++i) {
+    errno = 0;
+    char *q = secmem_realloc(mid[i], 200000 + (size_t)i);
+    if (q == NULL) {
+      refused++;
+      wrong += errno != ENOMEM || !all_bytes(mid[i], 'm', 20000);
+    } else {
+      grown++;
+      wrong += !all_bytes(q, 'm', 20000);
+      mid[i] = q;
+    }
+  }
+  int small = 0;
+  for (; small < 20000; ++small) {
+    errno = 0;
+    if (secmem_malloc(1 + (size_t)small % 8000) == NULL) break;
+  }
+  int small_errno = errno;
+  for (int i = 0; i < kMid; ++i) secmem_free(mid[i]);
+  secmem_free(sealed);
+  printf("map-limit-free: mapped %zu KiB, %zu KiB after the huge blocks' free; realloc: %d grown, %d refused, %d "
+         "wrong; %d small blocks, then errno %d\n",
+         before / 1024, after / 1024, grown, refused, wrong, small, small_errno);
+  int small_ok = small == 20000 || small_errno == ENOMEM;
+  return before - after >= (size_t)kBig * kBigSize && wrong == 0 && small_ok ? 0 : 1;
 }
 
 // ---- two-forkers ----
@@ -2279,6 +2351,7 @@ int main(int argc, char **argv) {
   long arg = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (strcmp(argv[1], "init-race") == 0) return init_race((int)arg);
+  if (strcmp(argv[1], "map-limit-free") == 0) return map_limit_free();
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
   if (strcmp(argv[1], "signal-fork-continue") == 0)
     return signal_fork_continue((int)arg, argc > 3 && strcmp(argv[3], "no-fds") == 0);

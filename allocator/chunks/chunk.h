@@ -42,6 +42,9 @@ struct Chunk {
   uint32_t free_pages = 0;
   Tier tier = Tier::kSecret;
   bool huge = false;
+  // Part of its range was unmapped and could not be reserved again
+  // (os::Released::kHole): its slots are never given back.
+  bool holed = false;
   // Whose large runs come from this chunk first (a thread cache, opaque
   // here; heap/large.cpp), or nullptr: set and cleared by ChunkPool under
   // the heap lock.

@@ -32,7 +32,17 @@ Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge, size_t alignment) {
   Chunk *chunk = chunk_meta_.take();
   TierMapper::Mapped mapped;
   if (chunk == nullptr || !tiers_.map_chunk(addr, min_pages, !huge, &mapped)) {
-    if (chunk != nullptr) chunk_meta_.give(chunk);
+    if (chunk != nullptr) {
+      chunk_meta_.give(chunk);
+      // What a tier mapped there, or the reservation a failed MAP_FIXED
+      // may have dropped: reserve again (the chunk's whole extent; at
+      // vm.max_map_count, where every mmap fails, it is left as it is).
+      size_t extent = size_t{huge ? min_pages : kMaxChunkPages} * os::kPageSize;
+      if (os::release_to_reserve(reinterpret_cast<void *>(addr), extent) == os::Released::kHole) {
+        errno = ENOMEM;
+        return nullptr; // its slots stay taken
+      }
+    }
     reservation_.give_slots(static_cast<uint32_t>(first_slot), slots);
     errno = ENOMEM;
     return nullptr;
@@ -75,12 +85,16 @@ bool ChunkPool::ensure_touched(Chunk *chunk, uint32_t end_page) {
   target = std::min(target, chunk->mapped_pages);
   size_t len = size_t{target - chunk->touched_pages} * os::kPageSize;
   if (tiers_.fault_in(chunk->tier, chunk->page_address(chunk->touched_pages), len) != 0) {
-    // Pages past the frontier are all free; give them back and shrink.
+    // Pages past the frontier are all free; give them back and shrink
+    // (unless the kernel refuses: at vm.max_map_count they stay mapped).
     uint32_t dropped = chunk->mapped_pages - chunk->touched_pages;
-    os::release_to_reserve(chunk->page_address(chunk->touched_pages), size_t{dropped} * os::kPageSize);
-    mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
-    chunk->mapped_pages = chunk->touched_pages;
-    chunk->free_pages -= dropped;
+    os::Released released = to_reserve(chunk->page_address(chunk->touched_pages), size_t{dropped} * os::kPageSize);
+    if (released != os::Released::kUnchanged) {
+      chunk->holed = chunk->holed || released == os::Released::kHole;
+      mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
+      chunk->mapped_pages = chunk->touched_pages;
+      chunk->free_pages -= dropped;
+    }
     tiers_.note_touch_refused();
     return false;
   }
@@ -327,12 +341,32 @@ void ChunkPool::release_chunk(Chunk *chunk) {
   chunks_.remove(chunk);
   reservation_.publish(*chunk, nullptr);
   if (chunk->huge) reservation_.mark_freed_huge(*chunk);
-  os::release_to_reserve(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes());
+  // Left as it is (kUnchanged: zero, and a chunk made there later maps over
+  // it) or out of use (kHole) where the kernel refuses.
+  os::Released released = to_reserve(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes());
   mapped_bytes_[static_cast<int>(chunk->tier)] -= chunk->mapped_bytes();
   pages_touched_ -= chunk->touched_pages;
   chunk_count_--;
-  reservation_.give_slots(reservation_.slot_of(chunk->base), chunk->slots);
+  if (released != os::Released::kHole && !chunk->holed)
+    reservation_.give_slots(reservation_.slot_of(chunk->base), chunk->slots);
   chunk_meta_.give(chunk);
+}
+
+// os::release_to_reserve, with one message the first time the kernel
+// refuses (a process at vm.max_map_count: every mmap fails).
+os::Released ChunkPool::to_reserve(void *addr, size_t len) {
+  os::Released released = os::release_to_reserve(addr, len);
+  if (released != os::Released::kReserved && !reserve_refused_said_) {
+    reserve_refused_said_ = true;
+    diag::Line line;
+    line.add("cannot return ").dec(len / 1024).add(" KiB to the reserved range (ENOMEM: vm.max_map_count reached?); ");
+    if (released == os::Released::kUnchanged)
+      line.add("they stay mapped, zero, until that range is used again");
+    else
+      line.add("that range is left out of use");
+    line.emit();
+  }
+  return released;
 }
 
 // A chunk that changed tier (in a fork child) moves its bytes in the counters.

@@ -143,6 +143,7 @@ private:
   bool warm(Chunk *chunk, uint32_t first, uint32_t pages);
   void mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used);
   void release_chunk(Chunk *chunk);
+  os::Released to_reserve(void *addr, size_t len);
   void move_tier(Chunk *chunk, Tier to);
   void stage_in_parent(Chunk *chunk);
   void privatise_in_child(Chunk *chunk, bool use_staged_copy);
@@ -217,11 +218,12 @@ private:
   static constexpr size_t kStagingSlackBytes = size_t{64} << 12;
   // Pages of a staging file's tail a child may grow into (plan_child_room).
   static constexpr uint32_t kChildRoomPages = 64;
-  bool fork_staging_stale_ = false; // fork_reentered found no pipe: the staged copy is out of date
-  int fork_parent_pid_ = 0;         // the forking process (its getpid)
-  os::FileId fork_pipe_id_;         // what fork_pipe_ and nested_pipe_ are, for the child's checks
-  bool fork_reentered_ = false;     // fork_reentered ran in this fork
-  bool fork_interrupted_ = false;   // stage_fork's interrupted: protections may be halfway changed
+  bool fork_staging_stale_ = false;   // fork_reentered found no pipe: the staged copy is out of date
+  int fork_parent_pid_ = 0;           // the forking process (its getpid)
+  os::FileId fork_pipe_id_;           // what fork_pipe_ and nested_pipe_ are, for the child's checks
+  bool fork_reentered_ = false;       // fork_reentered ran in this fork
+  bool fork_interrupted_ = false;     // stage_fork's interrupted: protections may be halfway changed
+  bool reserve_refused_said_ = false; // to_reserve's one message
   // Whether the kernel's fork of a level (-1: the outer fork; else a
   // nesting depth) has happened: the forking thread's children before it
   // (fork.cpp).

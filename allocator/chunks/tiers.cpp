@@ -167,10 +167,7 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
       *why = tier == Tier::kLocked && refused_by_sandbox(linux_facts::ProbeCall::kMlock) ? FallbackReason::kSandbox
                                                                                          : FallbackReason::kMemlock;
   }
-  if (err != 0) {
-    os::release_to_reserve(at, len); // a failed MAP_FIXED may have dropped the reservation
-    return err;
-  }
+  if (err != 0) return err; // the next tier maps over it, or the pool puts the range back to reserve
   out->tier = tier;
   out->pages = pages;
   out->touched = first_touch;

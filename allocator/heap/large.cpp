@@ -334,6 +334,10 @@ void return_large(Span *span) {
 // pages for itself after the kernel's fork, the parent's other threads run
 // until it has: a block zeroed then, outside both, was live in the child
 // and zero.
+namespace {
+bool unseal_refused_said GUARDED_BY(g_heap.lock) = false; // release_large's one message
+} // namespace
+
 void release_large(void *p, const BlockRef &ref) {
   Span *span = ref.span;
   if (span->sealed) {
@@ -341,7 +345,21 @@ void release_large(void *p, const BlockRef &ref) {
     ScopedLock lock(g_heap.lock);
     ref.clear_live();
     int err = g_heap.pool.protect_guarded(span->run, kReadWrite);
-    if (err != 0) diag::fatal_errno("cannot unseal a sealed block to zero it", err);
+    if (err != 0) {
+      // Refused (ENOMEM at vm.max_map_count): its bytes stay sealed, where
+      // no thread reads them, and the block out of use; not the process
+      // stopped for it.
+      if (!unseal_refused_said) {
+        unseal_refused_said = true;
+        diag::Line()
+            .add("cannot unseal a freed sealed block to zero it (")
+            .err(err)
+            .add("); it stays sealed and out of use")
+            .emit();
+      }
+      g_heap.uncached_frees++;
+      return;
+    }
     span->readers = span->writers = 0;
     scrub_large(p, span);
     g_heap.uncached_frees++;

@@ -11,7 +11,7 @@
 // | mmap (anon, FIXED)    | any                      | allocation fails: NULL/ENOMEM                 |
 // | mlock                 | any                      | locked budget spent: unlocked tier (policy)   |
 // | read(/dev/zero) touch | EFAULT                   | page refused at first touch (7.3+ kernels)    |
-// | mmap PROT_NONE FIXED  | any                      | fatal: our address range is broken            |
+// | mmap PROT_NONE FIXED  | ENOMEM (map count)       | munmap + NOREPLACE; else left out of use      |
 // | munmap                | unexpected               | fatal in fork paths (see heap.cpp)            |
 // | mprotect              | ENOMEM                   | mapping count limit: no guard / seal fails    |
 #include "platform/os.h"
@@ -50,9 +50,11 @@ bool reserve_at(void *addr, size_t len) {
   return false;
 }
 
-void release_to_reserve(void *addr, size_t len) {
+Released release_to_reserve(void *addr, size_t len) {
   void *p = mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-  if (p == MAP_FAILED) diag::fatal_errno("cannot return memory to the reserved range", errno);
+  if (p != MAP_FAILED) return Released::kReserved;
+  if (munmap(addr, len) != 0) return Released::kUnchanged;
+  return reserve_at(addr, len) ? Released::kReserved : Released::kHole;
 }
 
 // ftruncate past RLIMIT_FSIZE raises SIGXFSZ, which kills: OpenSSH's

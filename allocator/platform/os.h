@@ -19,8 +19,15 @@ void *reserve(size_t len);
 // The same at addr, only where nothing is mapped (MAP_FIXED_NOREPLACE). True if reserved.
 bool reserve_at(void *addr, size_t len);
 
-// Puts [addr, addr+len) back to reserved PROT_NONE (drops its pages).
-void release_to_reserve(void *addr, size_t len);
+// Puts [addr, addr+len) back to reserved PROT_NONE (drops its pages). At
+// vm.max_map_count the kernel refuses every mmap, one that would merge
+// mappings too (ENOMEM): the range is then unmapped and reserved again with
+// MAP_FIXED_NOREPLACE. kUnchanged: nothing could be done (the unmap would
+// split a mapping); the range is as it was, and a later MAP_FIXED there
+// replaces it. kHole: unmapped but not reserved again (another thread's
+// mapping may be there now): not to be mapped over.
+enum class Released { kReserved, kUnchanged, kHole };
+[[nodiscard]] Released release_to_reserve(void *addr, size_t len);
 
 // memfd_secret(2) + ftruncate + mmap(MAP_SHARED|MAP_FIXED) at addr; the fd is
 // closed before returning (the mapping keeps the file alive).
