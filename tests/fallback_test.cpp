@@ -7,7 +7,10 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <string>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <vector>
 
 #include "block_model.h"
@@ -150,4 +153,86 @@ TEST(FreshHeap, VerbosePrintsTheConfigurationAndEachChunk) {
                                          "SECMEM_RELEASE=never SECMEM_NODUMP=fallback SECMEM_VERBOSE=1\n"
                                          "secmem: mapped chunk 0x[0-9a-f]+ \\(2044 KiB, memfd_secret\\)\n")))
       << stderr_text;
+}
+
+namespace {
+// Opens descriptors until the table (RLIMIT_NOFILE at limit) is full.
+bool fill_descriptor_table(rlim_t limit) {
+  rlimit lim{limit, limit};
+  if (setrlimit(RLIMIT_NOFILE, &lim) != 0) return false;
+  while (open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0) {}
+  return errno == EMFILE;
+}
+
+// Five blocks of 1.5 MB (a chunk each), written and checked, then the
+// heap's weakest tier while they live.
+std::string tier_of_five_big_blocks() {
+  std::vector<unsigned char *> blocks;
+  for (size_t i = 0; i < 5; ++i) {
+    auto *p = static_cast<unsigned char *>(secmem_malloc(1500000));
+    if (p == nullptr) return "NULL";
+    fill_pattern(p, 1500000, i);
+    blocks.push_back(p);
+  }
+  bool whole = true;
+  for (size_t i = 0; i < blocks.size(); ++i) whole = whole && holds_pattern(blocks[i], 1500000, i);
+  secmem_stats s{};
+  secmem_get_stats(&s);
+  for (unsigned char *p : blocks) secmem_free(p);
+  return whole ? std::string(s.backend) : "damaged";
+}
+
+size_t lines_in(const std::string &text) {
+  size_t n = 0;
+  for (char c : text) n += c == '\n';
+  return n;
+}
+} // namespace
+
+// A descriptor table full before the first secret (no memfd_secret file can
+// be made, nor the seccomp status read): the mlock tier, checked in a child
+// for a filter that might kill on it, and the process non-dumpable
+// (SECMEM_NODUMP=fallback), said in one line. (The mlock tier and the
+// prctl used to be refused for want of the status: unlocked, dumpable
+// memory, and a line per chunk saying the prctl was not made.)
+TEST(DescriptorTableFull, BeforeTheFirstSecretTheMlockTierAndNonDumpable) {
+  std::string stderr_text;
+  int status = run_in_child(
+      [] {
+        if (!fill_descriptor_table(32)) return false;
+        return tier_of_five_big_blocks() == "mlock" && prctl(PR_GET_DUMPABLE) == 0;
+      },
+      &stderr_text);
+  EXPECT_EQ(status, 0) << stderr_text;
+  EXPECT_EQ(stderr_text, "secmem: memfd_secret unavailable (EMFILE: no descriptor free for a memfd_secret file); "
+                         "falling back to mlock'ed anonymous memory (MADV_DONTDUMP), and the process is made "
+                         "non-dumpable so that its user cannot read it (SECMEM_NODUMP=fallback) (set "
+                         "SECMEM_ON_EXHAUSTION=fail to refuse instead)\n");
+}
+
+// A full table after the seccomp status was read: a filter may have come
+// since (OpenSSH's pre-auth child installs one, then sets RLIMIT_NOFILE to
+// 0), so calls never checked are not made: unlocked memory, and the
+// process stays dumpable. The one line says both, and not that the process
+// was made non-dumpable (it used to, and then said the opposite at every
+// chunk).
+TEST(DescriptorTableFull, AfterTheStatusWasReadSaysWhatWasNotMadeOnce) {
+  std::string stderr_text;
+  int status = run_in_child(
+      [] {
+        void *first = secmem_malloc(32); // reads the status: no filter
+        if (first == nullptr || !fill_descriptor_table(32)) return false;
+        bool unlocked = tier_of_five_big_blocks() == "unlocked";
+        secmem_free(first);
+        return unlocked && prctl(PR_GET_DUMPABLE) == 1;
+      },
+      &stderr_text);
+  EXPECT_EQ(status, 0) << stderr_text;
+  EXPECT_EQ(lines_in(stderr_text), 1u) << stderr_text;
+  EXPECT_NE(stderr_text.find("falling back to unlocked anonymous memory (MADV_DONTDUMP; it can be swapped) (mlock "
+                             "not made: EMFILE: no descriptor free to read the seccomp status with, and a filter may "
+                             "have come since it was last read), but the process could not be made non-dumpable"),
+            std::string::npos)
+      << stderr_text;
+  EXPECT_EQ(stderr_text.find("made non-dumpable so that"), std::string::npos) << stderr_text;
 }

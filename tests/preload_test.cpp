@@ -462,8 +462,11 @@ TEST_F(Preload, StrictSandboxAfterStartUpLikeOpenSshPreauth) {
   // outside memfd_secret; the filter may kill on it: not made, said once.
   Result nodump = run({SECMEM_PREAUTH_PATH}, {"LD_PRELOAD=" + kShim, "SECMEM_NODUMP=fallback"});
   EXPECT_EQ(nodump.status, 0) << "128 + 31 is SIGSYS: " << nodump.out << nodump.err;
-  EXPECT_NE(nodump.err.find("secmem: SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) not made (SIGSYS: "), std::string::npos)
+  EXPECT_NE(nodump.err.find(", but the process could not be made non-dumpable (SECMEM_NODUMP=fallback: "
+                            "prctl(PR_SET_DUMPABLE, 0) not made (SIGSYS: "),
+            std::string::npos)
       << nodump.err;
+  EXPECT_EQ(nodump.err.find("made non-dumpable so that"), std::string::npos) << nodump.err;
 }
 
 namespace {

@@ -54,9 +54,32 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
   last_for_now_ = state.for_now;
   if (state.for_now) {
     // The status file could not be opened for want of a descriptor: the last
-    // verdict stands; a call never checked is not made this time.
-    if (check.checked && !check.safe) sandbox_why_ = check.why;
-    return check.checked && check.safe;
+    // verdict stands. A call never checked is not made this time where the
+    // status was readable before (a filter may have come since: OpenSSH's
+    // pre-auth child installs one and then sets RLIMIT_NOFILE to 0); where
+    // it never was (a process whose descriptor table was full before its
+    // first secret), it is tried in a child, as where /proc cannot be read.
+    if (check.checked) {
+      if (!check.safe) sandbox_why_ = check.why;
+      return check.safe;
+    }
+    if (status_seen_) {
+      sandbox_why_ = "no descriptor free to read the seccomp status with, and a filter may have come since it was "
+                     "last read";
+      return false;
+    }
+    linux_facts::ProbeOutcome outcome = linux_facts::probe_in_child(call);
+    if (outcome == linux_facts::ProbeOutcome::kNoChild) {
+      sandbox_why_ = "no descriptor free to read the seccomp status with, and no child to try it in";
+      return false;
+    }
+    check.checked = true;
+    check.status_known = false;
+    check.filters = 0; // a filter seen later was not there for the trial
+    check.safe = outcome != linux_facts::ProbeOutcome::kKilled;
+    check.why = "a seccomp filter here kills on it";
+    if (!check.safe) sandbox_why_ = check.why;
+    return check.safe;
   }
   // Filters are per thread: one without any cannot be killed, whatever
   // other threads' filters made of the call.
@@ -205,6 +228,7 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
         counters_.fallbacks[static_cast<int>(first_why)]++;
         report_fallback(tier, first_why, first_err);
       }
+      skipped_for_sandbox_ = false;
       return true;
     }
     if (why == FallbackReason::kMemlock && defer_memlock_) {
@@ -215,6 +239,8 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
     if (tier == top) {
       first_why = why;
       first_err = err;
+    } else if (why == FallbackReason::kSandbox) {
+      skipped_for_sandbox_ = true;
     }
   }
   counters_.failed_chunks++;
@@ -230,8 +256,13 @@ void TierMapper::report_fallback(Tier to, FallbackReason why, int err) {
   line.add(tier_name(policy::top_tier(*config_))).add(" unavailable (");
   describe(line, why, err);
   line.add("); falling back to ").add(tier_description(to));
-  if (policy::undumpable_once_in(*config_, to))
-    line.add(", and the process is made non-dumpable so that its user cannot read it (SECMEM_NODUMP=fallback)");
+  if (skipped_for_sandbox_ && to == Tier::kUnlocked && sandbox_why_ != nullptr)
+    line.add(" (mlock not made: ").add(last_for_now_ ? "EMFILE: " : "SIGSYS: ").add(sandbox_why_).add(")");
+  if (policy::undumpable_once_in(*config_, to)) {
+    if (!undumpable_) undumpable_ = make_undumpable(&line);
+    if (undumpable_)
+      line.add(", and the process is made non-dumpable so that its user cannot read it (SECMEM_NODUMP=fallback)");
+  }
   line.add(" (set SECMEM_ON_EXHAUSTION=fail to refuse instead)");
   line.emit();
 }
@@ -256,6 +287,8 @@ void TierMapper::describe(diag::Line &line, FallbackReason why, int err) const {
     line.add("SIGSYS: ").add(sandbox_why_ != nullptr ? sandbox_why_ : "a seccomp filter may kill on it");
   else if (err == EFBIG)
     line.add("EFBIG: RLIMIT_FSIZE is below the size of a memfd_secret file");
+  else if (err == EMFILE || err == ENFILE)
+    line.add(linux_facts::errno_name(err)).add(": no descriptor free for a memfd_secret file");
   else
     line.add(linux_facts::errno_name(err)).add(": ").add(reason_text(why));
 }
@@ -267,20 +300,31 @@ void TierMapper::note_tier(Tier tier) {
   undumpable_ = make_undumpable();
 }
 
-bool TierMapper::make_undumpable() {
-  if (!may_call(linux_facts::ProbeCall::kDumpable)) {
-    diag::Line line;
-    line.add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) not made (");
-    if (last_for_now_)
-      line.add("EMFILE: no descriptor to read the seccomp status with");
-    else
-      describe(line, FallbackReason::kSandbox, EPERM);
-    line.add(")").emit();
-    return false;
+bool TierMapper::make_undumpable(diag::Line *into) {
+  bool allowed = may_call(linux_facts::ProbeCall::kDumpable);
+  int err = allowed ? os::make_undumpable() : 0;
+  if (allowed && err == 0) {
+    if (undumpable_refusal_said_) diag::Line().add("SECMEM_NODUMP: the process is non-dumpable now").emit();
+    return true;
   }
-  int err = os::make_undumpable();
-  if (err != 0) diag::Line().add("SECMEM_NODUMP: prctl(PR_SET_DUMPABLE, 0) failed (").err(err).add(")").emit();
-  return err == 0;
+  // Tried again at the next chunk in a weaker tier (a descriptor may be
+  // free by then), said once.
+  if (undumpable_refusal_said_) return false;
+  undumpable_refusal_said_ = true;
+  diag::Line own;
+  diag::Line &line = into != nullptr ? *into : own;
+  line.add(into != nullptr ? ", but the process could not be made non-dumpable (SECMEM_NODUMP=fallback: "
+                           : "SECMEM_NODUMP: ");
+  line.add("prctl(PR_SET_DUMPABLE, 0) ").add(allowed ? "failed (" : "not made (");
+  if (allowed)
+    line.err(err);
+  else if (last_for_now_ && sandbox_why_ != nullptr)
+    line.add("EMFILE: ").add(sandbox_why_);
+  else
+    describe(line, FallbackReason::kSandbox, EPERM);
+  line.add(into != nullptr ? ")), so its user can read it" : ")");
+  if (into == nullptr) line.emit();
+  return false;
 }
 
 } // namespace secmem

@@ -70,9 +70,10 @@ public:
   void note_touch_refused() { counters_.fallbacks[static_cast<int>(FallbackReason::kMemlock)]++; }
   // A chunk now lives in tier (new, or degraded in a fork child): SECMEM_NODUMP may act.
   void note_tier(Tier tier);
-  // prctl(PR_SET_DUMPABLE, 0) where no seccomp filter may kill on it, or one
-  // message saying why not. True if the process is non-dumpable now.
-  bool make_undumpable();
+  // prctl(PR_SET_DUMPABLE, 0) where no seccomp filter may kill on it. True
+  // if the process is non-dumpable now; else says why not, once: in a line
+  // of its own, or at the end of into (a fallback's message).
+  bool make_undumpable(diag::Line *into = nullptr);
   // Says once that chunks now land in tier `to`, and why; counted per cause.
   void report_fallback(Tier to, FallbackReason why, int err);
   void count_fallback(FallbackReason why) { counters_.fallbacks[static_cast<int>(why)]++; }
@@ -110,7 +111,11 @@ private:
   bool reported_failure_ = false;
   bool defer_memlock_ = false;
   bool memlock_deferred_ = false;
-  bool undumpable_ = false; // SECMEM_NODUMP=fallback has acted
+  bool undumpable_ = false;              // SECMEM_NODUMP=fallback has acted
+  bool undumpable_refusal_said_ = false; // make_undumpable's one message
+  // A tier between the configured one and the one a chunk landed in that a
+  // seccomp verdict refused (map_chunk), for the fallback's message.
+  bool skipped_for_sandbox_ = false;
   size_t first_memlock_budget_ = SIZE_MAX;
   bool memlock_budget_read_ = false;
 };
