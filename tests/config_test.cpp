@@ -48,6 +48,19 @@ TEST(Config, BadValueKeepsTheDefaultAndSaysSo) {
   EXPECT_EQ(err, "secmem: SECMEM_ON_EXHAUSTION=fial is not one of fallback|fail; using the default\n");
 }
 
+// A value is echoed with its control bytes escaped (a newline in it would
+// end the line and forge another "secmem:" line on stderr or in syslog), and
+// cut when long, so that the rest of the line still says what happens.
+TEST(Config, BadValueIsEchoedEscapedAndCut) {
+  std::string err = stderr_of([] { parse({"SECMEM_BACKEND=x\nsecmem: fake line\x1b[2J"}); });
+  EXPECT_EQ(err, "secmem: SECMEM_BACKEND=x\\x0asecmem: fake line\\x1b[2J is not one of auto|memfd_secret|mlock; "
+                 "using the default\n");
+  std::string long_value = "SECMEM_BACKEND=" + std::string(5000, 'a');
+  err = stderr_of([&] { parse({long_value.c_str()}); });
+  EXPECT_EQ(err, "secmem: SECMEM_BACKEND=" + std::string(64, 'a') +
+                     "... is not one of auto|memfd_secret|mlock; using the default\n");
+}
+
 TEST(Config, SetuidProgramsIgnoreTheEnvironment) {
   Config config = parse({"SECMEM_BACKEND=mlock", "SECMEM_ON_EXHAUSTION=fail"}, /*secure=*/true);
   EXPECT_EQ(config.backend, Backend::kAuto);

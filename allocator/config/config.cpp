@@ -37,7 +37,7 @@ template <typename T> void parse_one(const char *const *env, const char *name, c
     *field = static_cast<T>(index);
     return;
   }
-  diag::Line().add(name).add("=").add(value).add(" is not one of ").add(values).add("; using the default").emit();
+  diag::Line().add(name).add("=").value(value, 64).add(" is not one of ").add(values).add("; using the default").emit();
 }
 
 // The name of choice index in "a|b|c" (into a caller buffer).

@@ -53,6 +53,22 @@ Line &Line::hex(uintptr_t value) {
 
 Line &Line::err(int errnum) { return add(linux_facts::errno_name(errnum)); }
 
+Line &Line::value(const char *text, size_t max) {
+  size_t i = 0;
+  for (; text[i] != '\0' && i < max; ++i) {
+    auto byte = static_cast<unsigned char>(text[i]);
+    if (byte >= 0x20 && byte < 0x7f && byte != '\\') {
+      char one[2] = {static_cast<char>(byte), '\0'};
+      add(one);
+      continue;
+    }
+    char escaped[5] = {'\\', 'x', "0123456789abcdef"[byte >> 4], "0123456789abcdef"[byte & 0xf], '\0'};
+    add(escaped);
+  }
+  if (text[i] != '\0') add("...");
+  return *this;
+}
+
 namespace {
 
 // Where the regular file behind fd stands against RLIMIT_FSIZE, past which
