@@ -34,13 +34,13 @@ Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge, size_t alignment) {
   if (chunk == nullptr || !tiers_.map_chunk(addr, min_pages, !huge, &mapped)) {
     if (chunk != nullptr) {
       chunk_meta_.give(chunk);
-      // What a tier mapped there, or the reservation a failed MAP_FIXED
-      // may have dropped: reserve again (the chunk's whole extent; at
-      // vm.max_map_count, where every mmap fails, it is left as it is).
+      // What a tier mapped there: reserve again (the chunk's whole extent;
+      // at vm.max_map_count, where every mmap fails, PROT_NONE, or its
+      // slots stay taken).
       size_t extent = size_t{huge ? min_pages : kMaxChunkPages} * os::kPageSize;
-      if (os::release_to_reserve(reinterpret_cast<void *>(addr), extent) == os::Released::kHole) {
+      if (os::release_to_reserve(reinterpret_cast<void *>(addr), extent) == os::Released::kUnchanged) {
         errno = ENOMEM;
-        return nullptr; // its slots stay taken
+        return nullptr;
       }
     }
     reservation_.give_slots(static_cast<uint32_t>(first_slot), slots);
@@ -88,9 +88,8 @@ bool ChunkPool::ensure_touched(Chunk *chunk, uint32_t end_page) {
     // Pages past the frontier are all free; give them back and shrink
     // (unless the kernel refuses: at vm.max_map_count they stay mapped).
     uint32_t dropped = chunk->mapped_pages - chunk->touched_pages;
-    os::Released released = to_reserve(chunk->page_address(chunk->touched_pages), size_t{dropped} * os::kPageSize);
-    if (released != os::Released::kUnchanged) {
-      chunk->holed = chunk->holed || released == os::Released::kHole;
+    if (to_reserve(chunk->page_address(chunk->touched_pages), size_t{dropped} * os::kPageSize) !=
+        os::Released::kUnchanged) {
       mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
       chunk->mapped_pages = chunk->touched_pages;
       chunk->free_pages -= dropped;
@@ -341,13 +340,14 @@ void ChunkPool::release_chunk(Chunk *chunk) {
   chunks_.remove(chunk);
   reservation_.publish(*chunk, nullptr);
   if (chunk->huge) reservation_.mark_freed_huge(*chunk);
-  // Left as it is (kUnchanged: zero, and a chunk made there later maps over
-  // it) or out of use (kHole) where the kernel refuses.
+  // Where the kernel refuses, PROT_NONE (kProtected: a chunk made there
+  // later maps over it), or left read-write and zero, its slots out of use
+  // (kUnchanged: its pages would stand where a later chunk wants a guard).
   os::Released released = to_reserve(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes());
   mapped_bytes_[static_cast<int>(chunk->tier)] -= chunk->mapped_bytes();
   pages_touched_ -= chunk->touched_pages;
   chunk_count_--;
-  if (released != os::Released::kHole && !chunk->holed)
+  if (released != os::Released::kUnchanged && !chunk->holed)
     reservation_.give_slots(reservation_.slot_of(chunk->base), chunk->slots);
   chunk_meta_.give(chunk);
 }
@@ -360,10 +360,10 @@ os::Released ChunkPool::to_reserve(void *addr, size_t len) {
     reserve_refused_said_ = true;
     diag::Line line;
     line.add("cannot return ").dec(len / 1024).add(" KiB to the reserved range (ENOMEM: vm.max_map_count reached?); ");
-    if (released == os::Released::kUnchanged)
-      line.add("they stay mapped, zero, until that range is used again");
+    if (released == os::Released::kProtected)
+      line.add("they stay in memory, zero and PROT_NONE, until that range is used again");
     else
-      line.add("that range is left out of use");
+      line.add("they stay in memory, zero, and that range out of use");
     line.emit();
   }
   return released;

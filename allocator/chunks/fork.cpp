@@ -846,25 +846,32 @@ void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
   // child's to use. Back to reserve first, whole: one mapping, so no
   // mapping-count headroom is needed, and the file's mapping then takes one
   // slot of it. A memlock budget too tight for the room maps the copy alone.
-  // (Where the kernel refuses, at vm.max_map_count, the file's MAP_FIXED
-  // replaces the parent's mapping itself, or fails: fatal below.)
+  // (At vm.max_map_count the parent's mapping is unmapped instead: no other
+  // thread runs here to map anything meanwhile. A hole that cannot be
+  // reserved again keeps the chunk's slots out of use.)
   void *base = reinterpret_cast<void *>(chunk->base);
-  bool parents_left = os::release_to_reserve(base, chunk->mapped_bytes()) == os::Released::kUnchanged;
+  os::Released released = os::release_to_reserve(base, chunk->mapped_bytes(), /*may_unmap=*/true);
+  bool parents_left = released == os::Released::kUnchanged;
+  chunk->holed = chunk->holed || released == os::Released::kHole;
   uint32_t pages = chunk->touched_pages + chunk->fork_room_pages;
   size_t offset = size_t{chunk->fork_offset_pages} * os::kPageSize;
   int err = os::map_fd_fixed(fd, base, size_t{pages} * os::kPageSize, offset);
   if (err != 0 && pages != chunk->touched_pages) {
     // (A failed mmap may have left the range unmapped: reserve again.)
-    (void)os::release_to_reserve(base, size_t{pages} * os::kPageSize);
+    chunk->holed =
+        chunk->holed || os::release_to_reserve(base, size_t{pages} * os::kPageSize, true) == os::Released::kHole;
     pages = chunk->touched_pages;
     err = os::map_fd_fixed(fd, base, size_t{pages} * os::kPageSize, offset);
   }
   if (err != 0) diag::fatal_errno("fork: cannot map the child's private copy of the secret heap", err);
   // The parent's mapping past the copy would share its later pages.
-  if (parents_left && pages < chunk->mapped_pages &&
-      os::release_to_reserve(chunk->page_address(pages), size_t{chunk->mapped_pages - pages} * os::kPageSize) ==
-          os::Released::kUnchanged)
-    diag::fatal_errno("fork: cannot unmap the parent's secret heap past the child's copy", ENOMEM);
+  if (parents_left && pages < chunk->mapped_pages) {
+    os::Released tail =
+        os::release_to_reserve(chunk->page_address(pages), size_t{chunk->mapped_pages - pages} * os::kPageSize, true);
+    if (tail == os::Released::kUnchanged)
+      diag::fatal_errno("fork: cannot unmap the parent's secret heap past the child's copy", ENOMEM);
+    chunk->holed = chunk->holed || tail == os::Released::kHole;
+  }
   uint32_t dropped = chunk->mapped_pages - pages;
   mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
   chunk->mapped_pages = pages;

@@ -24,7 +24,9 @@ void open_restricted(Chunk *chunk);
 // read-write, whatever the record says (a fork from a signal handler may
 // interrupt an mprotect before it is recorded). Fewer mappings, too.
 void open_all_in_child(Chunk *chunk);
-// Puts their protection back; returns the first mprotect error, or 0.
+// Puts their protection back; returns the first mprotect error on a sealed
+// page, or 0 (guards the kernel will not protect again, at the mapping
+// count, are recorded read-write: they go without).
 int restore_restricted(Chunk *chunk);
 // For a parent's fork copy when a signal handler interrupted a protection
 // change on the forking thread (the record may be ahead of the kernel by

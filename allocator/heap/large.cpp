@@ -346,9 +346,10 @@ void release_large(void *p, const BlockRef &ref) {
     ref.clear_live();
     int err = g_heap.pool.protect_guarded(span->run, kReadWrite);
     if (err != 0) {
-      // Refused (ENOMEM at vm.max_map_count): its bytes stay sealed, where
-      // no thread reads them, and the block out of use; not the process
-      // stopped for it.
+      // Refused (ENOMEM at vm.max_map_count): its bytes stay sealed, not
+      // zeroed (no thread reads them; a fork child copies them with the
+      // chunk, as sealed blocks), and the block out of use; not the process
+      // stopped for it. Not in use in the stats.
       if (!unseal_refused_said) {
         unseal_refused_said = true;
         diag::Line()
@@ -357,6 +358,7 @@ void release_large(void *p, const BlockRef &ref) {
             .add("); it stays sealed and out of use")
             .emit();
       }
+      g_heap.central.note_large(-static_cast<ptrdiff_t>(span->block_size));
       g_heap.uncached_frees++;
       return;
     }

@@ -11,7 +11,7 @@
 // | mmap (anon, FIXED)    | any                      | allocation fails: NULL/ENOMEM                 |
 // | mlock                 | any                      | locked budget spent: unlocked tier (policy)   |
 // | read(/dev/zero) touch | EFAULT                   | page refused at first touch (7.3+ kernels)    |
-// | mmap PROT_NONE FIXED  | ENOMEM (map count)       | munmap + NOREPLACE; else left out of use      |
+// | mmap PROT_NONE FIXED  | ENOMEM (map count)       | mprotect PROT_NONE (pages held); child: unmap |
 // | munmap                | unexpected               | fatal in fork paths (see heap.cpp)            |
 // | mprotect              | ENOMEM                   | mapping count limit: no guard / seal fails    |
 #include "platform/os.h"
@@ -50,9 +50,10 @@ bool reserve_at(void *addr, size_t len) {
   return false;
 }
 
-Released release_to_reserve(void *addr, size_t len) {
+Released release_to_reserve(void *addr, size_t len, bool may_unmap) {
   void *p = mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
   if (p != MAP_FAILED) return Released::kReserved;
+  if (!may_unmap) return mprotect(addr, len, PROT_NONE) == 0 ? Released::kProtected : Released::kUnchanged;
   if (munmap(addr, len) != 0) return Released::kUnchanged;
   return reserve_at(addr, len) ? Released::kReserved : Released::kHole;
 }

@@ -21,13 +21,16 @@ bool reserve_at(void *addr, size_t len);
 
 // Puts [addr, addr+len) back to reserved PROT_NONE (drops its pages). At
 // vm.max_map_count the kernel refuses every mmap, one that would merge
-// mappings too (ENOMEM): the range is then unmapped and reserved again with
-// MAP_FIXED_NOREPLACE. kUnchanged: nothing could be done (the unmap would
-// split a mapping); the range is as it was, and a later MAP_FIXED there
-// replaces it. kHole: unmapped but not reserved again (another thread's
-// mapping may be there now): not to be mapped over.
-enum class Released { kReserved, kUnchanged, kHole };
-[[nodiscard]] Released release_to_reserve(void *addr, size_t len);
+// mappings too (ENOMEM). Then, with may_unmap (a fork child, where no other
+// thread can map anything meanwhile), the range is unmapped and reserved
+// again with MAP_FIXED_NOREPLACE (kHole if that is refused: not to be mapped
+// over); else (another thread's mmap could take an unmapped range, and
+// then the heap's address checks would claim its blocks) it is made
+// PROT_NONE where that needs no new mapping (kProtected: covered, its pages
+// held until a MAP_FIXED there replaces it), or left as it was
+// (kUnchanged).
+enum class Released { kReserved, kProtected, kUnchanged, kHole };
+[[nodiscard]] Released release_to_reserve(void *addr, size_t len, bool may_unmap = false);
 
 // memfd_secret(2) + ftruncate + mmap(MAP_SHARED|MAP_FIXED) at addr; the fd is
 // closed before returning (the mapping keeps the file alive).
