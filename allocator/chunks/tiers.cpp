@@ -54,32 +54,18 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
   last_for_now_ = state.for_now;
   if (state.for_now) {
     // The status file could not be opened for want of a descriptor: the last
-    // verdict stands. A call never checked is not made this time where the
-    // status was readable before (a filter may have come since: OpenSSH's
-    // pre-auth child installs one and then sets RLIMIT_NOFILE to 0); where
-    // it never was (a process whose descriptor table was full before its
-    // first secret), it is tried in a child, as where /proc cannot be read.
+    // verdict stands. A call never checked is not made this time: a filter
+    // may have come since the status was last read (OpenSSH's pre-auth child
+    // installs one, then sets RLIMIT_NOFILE to 0), and one that kills on
+    // clone would kill a trial in a child too.
     if (check.checked) {
       if (!check.safe) sandbox_why_ = check.why;
+      sandbox_why_for_now_ = false;
       return check.safe;
     }
-    if (status_seen_) {
-      sandbox_why_ = "no descriptor free to read the seccomp status with, and a filter may have come since it was "
-                     "last read";
-      return false;
-    }
-    linux_facts::ProbeOutcome outcome = linux_facts::probe_in_child(call);
-    if (outcome == linux_facts::ProbeOutcome::kNoChild) {
-      sandbox_why_ = "no descriptor free to read the seccomp status with, and no child to try it in";
-      return false;
-    }
-    check.checked = true;
-    check.status_known = false;
-    check.filters = 0; // a filter seen later was not there for the trial
-    check.safe = outcome != linux_facts::ProbeOutcome::kKilled;
-    check.why = "a seccomp filter here kills on it";
-    if (!check.safe) sandbox_why_ = check.why;
-    return check.safe;
+    sandbox_why_ = "no descriptor free to read the seccomp status with, and a filter in force may kill on it";
+    sandbox_why_for_now_ = true;
+    return false;
   }
   // Filters are per thread: one without any cannot be killed, whatever
   // other threads' filters made of the call.
@@ -93,6 +79,7 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
   }
   if (check.checked && !check.safe) {
     sandbox_why_ = check.why;
+    sandbox_why_for_now_ = false;
     return false;
   }
   if (!check.checked) {
@@ -121,10 +108,14 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
     if (state.known) status_seen_ = true;
     sandbox_why_ = "this thread's seccomp filters are not those it was tried under (filters are per thread) and may "
                    "kill on it, so it is not made here";
+    sandbox_why_for_now_ = false;
     return false;
   }
   if (state.known) status_seen_ = true;
-  if (!check.safe) sandbox_why_ = check.why;
+  if (!check.safe) {
+    sandbox_why_ = check.why;
+    sandbox_why_for_now_ = false;
+  }
   return check.safe;
 }
 
@@ -215,6 +206,7 @@ bool TierMapper::refused_by_sandbox(linux_facts::ProbeCall call) const {
 }
 
 bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out) {
+  skipped_for_sandbox_ = false;
   Tier top = policy::top_tier(*config_);
   FallbackReason first_why = FallbackReason::kOther;
   int first_err = 0;
@@ -228,7 +220,6 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
         counters_.fallbacks[static_cast<int>(first_why)]++;
         report_fallback(tier, first_why, first_err);
       }
-      skipped_for_sandbox_ = false;
       return true;
     }
     if (why == FallbackReason::kMemlock && defer_memlock_) {
@@ -257,7 +248,7 @@ void TierMapper::report_fallback(Tier to, FallbackReason why, int err) {
   describe(line, why, err);
   line.add("); falling back to ").add(tier_description(to));
   if (skipped_for_sandbox_ && to == Tier::kUnlocked && sandbox_why_ != nullptr)
-    line.add(" (mlock not made: ").add(last_for_now_ ? "EMFILE: " : "SIGSYS: ").add(sandbox_why_).add(")");
+    line.add(" (mlock not made: ").add(sandbox_why_for_now_ ? "EMFILE: " : "SIGSYS: ").add(sandbox_why_).add(")");
   if (policy::undumpable_once_in(*config_, to)) {
     if (!undumpable_) undumpable_ = make_undumpable(&line);
     if (undumpable_)
@@ -284,11 +275,12 @@ void TierMapper::report_failure(FallbackReason why, int err) {
 // "EPERM: refused, as by a seccomp filter", or "SIGSYS: a seccomp filter here kills on it".
 void TierMapper::describe(diag::Line &line, FallbackReason why, int err) const {
   if (why == FallbackReason::kSandbox)
-    line.add("SIGSYS: ").add(sandbox_why_ != nullptr ? sandbox_why_ : "a seccomp filter may kill on it");
+    line.add(sandbox_why_for_now_ ? "EMFILE: " : "SIGSYS: ")
+        .add(sandbox_why_ != nullptr ? sandbox_why_ : "a seccomp filter may kill on it");
   else if (err == EFBIG)
     line.add("EFBIG: RLIMIT_FSIZE is below the size of a memfd_secret file");
   else if (err == EMFILE || err == ENFILE)
-    line.add(linux_facts::errno_name(err)).add(": no descriptor free for a memfd_secret file");
+    line.add(linux_facts::errno_name(err)).add(": the descriptor table is full");
   else
     line.add(linux_facts::errno_name(err)).add(": ").add(reason_text(why));
 }
@@ -296,7 +288,11 @@ void TierMapper::describe(diag::Line &line, FallbackReason why, int err) const {
 // Outside memfd_secret the same user can read secrets through ptrace and
 // /proc/PID/mem: SECMEM_NODUMP=fallback makes the process non-dumpable.
 void TierMapper::note_tier(Tier tier) {
-  if (!policy::undumpable_once_in(*config_, tier) || undumpable_) return;
+  // Once a chunk landed outside memfd_secret, tried at every new chunk until
+  // it is made (its refusal said once): the descriptor table may have room
+  // again by then, whatever the new chunk's tier.
+  weak_tier_seen_ = weak_tier_seen_ || policy::undumpable_once_in(*config_, tier);
+  if (!weak_tier_seen_ || undumpable_) return;
   undumpable_ = make_undumpable();
 }
 
@@ -304,7 +300,9 @@ bool TierMapper::make_undumpable(diag::Line *into) {
   bool allowed = may_call(linux_facts::ProbeCall::kDumpable);
   int err = allowed ? os::make_undumpable() : 0;
   if (allowed && err == 0) {
-    if (undumpable_refusal_said_) diag::Line().add("SECMEM_NODUMP: the process is non-dumpable now").emit();
+    // (A fallback's line says it itself.)
+    if (undumpable_refusal_said_ && into == nullptr)
+      diag::Line().add("SECMEM_NODUMP: the process is non-dumpable now").emit();
     return true;
   }
   // Tried again at the next chunk in a weaker tier (a descriptor may be
@@ -318,8 +316,6 @@ bool TierMapper::make_undumpable(diag::Line *into) {
   line.add("prctl(PR_SET_DUMPABLE, 0) ").add(allowed ? "failed (" : "not made (");
   if (allowed)
     line.err(err);
-  else if (last_for_now_ && sandbox_why_ != nullptr)
-    line.add("EMFILE: ").add(sandbox_why_);
   else
     describe(line, FallbackReason::kSandbox, EPERM);
   line.add(into != nullptr ? ")), so its user can read it" : ")");

@@ -101,6 +101,12 @@ private:
   bool last_for_now_ = false;         // may_call's last answer was for now only (no descriptor to read /proc with)
   const char *sandbox_why_ = nullptr; // the last unsafe call's reason, for the message
   bool status_seen_ = false;          // /proc/thread-self/status was readable once
+  bool sandbox_why_for_now_ = false;  // sandbox_why_ is the want of a descriptor (EMFILE), not a verdict
+  // A tier between the configured one and the one a chunk landed in that a
+  // seccomp verdict refused (map_chunk), for the fallback's message.
+  bool skipped_for_sandbox_ = false;
+  bool undumpable_refusal_said_ = false; // make_undumpable's one message
+  bool weak_tier_seen_ = false;          // a chunk landed where SECMEM_NODUMP=fallback acts
 
   const Config *config_ = nullptr;
   TierCounters counters_;
@@ -111,11 +117,7 @@ private:
   bool reported_failure_ = false;
   bool defer_memlock_ = false;
   bool memlock_deferred_ = false;
-  bool undumpable_ = false;              // SECMEM_NODUMP=fallback has acted
-  bool undumpable_refusal_said_ = false; // make_undumpable's one message
-  // A tier between the configured one and the one a chunk landed in that a
-  // seccomp verdict refused (map_chunk), for the fallback's message.
-  bool skipped_for_sandbox_ = false;
+  bool undumpable_ = false; // SECMEM_NODUMP=fallback has acted
   size_t first_memlock_budget_ = SIZE_MAX;
   bool memlock_budget_read_ = false;
 };
