@@ -75,7 +75,7 @@ diag::Line report_line() {
   line.add("pid ")
       .dec(static_cast<uint64_t>(getpid()))
       .add(" (")
-      .value(g_name[0] != '\0' ? g_name : program_invocation_short_name)
+      .value(g_name[0] != '\0' ? g_name : program_invocation_short_name, 128)
       .add("): backend ")
       .add(stats.backend)
       .add("; secret allocations");
@@ -97,7 +97,7 @@ diag::Line report_line() {
   OwnOpenssl own;
   dl_iterate_phdr(find_own_openssl, &own);
   for (int i = 0; i < own.count; ++i) {
-    line.add(i == 0 ? "; own OpenSSL, not reached by the shim: " : ", ").value(own.names[i]);
+    line.add(i == 0 ? "; own OpenSSL, not reached by the shim: " : ", ").value(own.names[i], 128);
     if (own.versions[i][0] != '\0') line.add(" (").add(own.versions[i]).add(")");
   }
   return line;

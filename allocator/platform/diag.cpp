@@ -54,16 +54,21 @@ Line &Line::hex(uintptr_t value) {
 Line &Line::err(int errnum) { return add(linux_facts::errno_name(errnum)); }
 
 Line &Line::value(const char *text, size_t max) {
-  size_t i = 0;
-  for (; text[i] != '\0' && i < max; ++i) {
+  size_t i = 0, written = 0;
+  for (; text[i] != '\0'; ++i) {
     auto byte = static_cast<unsigned char>(text[i]);
-    if (byte >= 0x20 && byte < 0x7f && byte != '\\') {
-      char one[2] = {static_cast<char>(byte), '\0'};
-      add(one);
-      continue;
+    bool plain = byte >= 0x20 && byte < 0x7f && byte != '\\';
+    if (written + (plain ? 1 : 4) > max) break;
+    char out[5] = {static_cast<char>(byte), '\0'};
+    if (!plain) {
+      out[0] = '\\';
+      out[1] = 'x';
+      out[2] = "0123456789abcdef"[byte >> 4];
+      out[3] = "0123456789abcdef"[byte & 0xf];
+      out[4] = '\0';
     }
-    char escaped[5] = {'\\', 'x', "0123456789abcdef"[byte >> 4], "0123456789abcdef"[byte & 0xf], '\0'};
-    add(escaped);
+    add(out);
+    written += plain ? 1 : 4;
   }
   if (text[i] != '\0') add("...");
   return *this;

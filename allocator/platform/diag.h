@@ -24,8 +24,8 @@ public:
   Line &err(int errnum); // "EPERM" style name
   // Text from outside (an environment value, a file name): control bytes and
   // others outside printable ASCII as \xNN, so that no value can end the
-  // line or forge another; past max bytes, cut with "...", so that the
-  // rest of the line still fits.
+  // line or forge another; past max bytes written, cut with "...", so
+  // that the rest of the line still fits.
   Line &value(const char *text, size_t max = 256);
   // The line and a newline to stderr, when fd 2 is still a place for
   // diagnostics: what it was at start-up, or a terminal, pipe or socket, or
