@@ -181,7 +181,14 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
       *why = tier == Tier::kLocked && refused_by_sandbox(linux_facts::ProbeCall::kMlock) ? FallbackReason::kSandbox
                                                                                          : FallbackReason::kMemlock;
   }
-  if (err != 0) return err; // the next tier maps over it, or the pool puts the range back to reserve
+  if (err != 0) {
+    // A failed MAP_FIXED may have dropped the reservation: reserved again at
+    // once, before another thread can map there (at vm.max_map_count, where
+    // every mmap fails, it stays as it is; the pool's failure path tries
+    // again).
+    (void)os::release_to_reserve(at, len);
+    return err;
+  }
   out->tier = tier;
   out->pages = pages;
   out->touched = first_touch;
