@@ -52,6 +52,15 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
   CallCheck &check = calls_[static_cast<int>(call)];
   linux_facts::SeccompState state = linux_facts::seccomp_state();
   last_for_now_ = state.for_now;
+  // What the first status read found: the filters in force from the start
+  // (then tried in a child, below), against which later ones count as
+  // installed since; and whether the status was unreadable for want of a
+  // descriptor before that (a filter may have come meanwhile).
+  if (state.known && !status_seen_) {
+    status_seen_ = true;
+    first_filters_ = static_cast<uint16_t>(state.filters < UINT16_MAX ? state.filters : UINT16_MAX);
+  }
+  if (state.for_now && !status_seen_) unreadable_before_seen_ = true;
   if (state.for_now) {
     // The status file could not be opened for want of a descriptor: the last
     // verdict stands. A call never checked is not made this time: a filter
@@ -86,8 +95,12 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
     check.checked = true;
     check.status_known = state.known;
     check.filters = state.filters;
-    if (!state.known && status_seen_) {
-      // It was readable before: a sandbox (OpenSSH's refuses open) took it away.
+    if ((!state.known && (status_seen_ || unreadable_before_seen_)) ||
+        (state.filtered && (state.filters > first_filters_ || unreadable_before_seen_))) {
+      // It was readable before, and a sandbox (OpenSSH's refuses open) took
+      // it away; or a filter came since it was first read (or while it
+      // could not be read): never tried, not even in a child (a probe is a
+      // clone, which such a filter may kill too).
       check.safe = false;
       check.why = "a seccomp filter installed after start-up may kill on it, so it is not tried again";
     } else if (!state.known || state.filtered) {

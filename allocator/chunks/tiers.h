@@ -98,10 +98,12 @@ private:
     const char *why = nullptr; // when not safe
   };
   CallCheck calls_[linux_facts::kProbeCalls]; // indexed by ProbeCall
-  bool last_for_now_ = false;         // may_call's last answer was for now only (no descriptor to read /proc with)
-  const char *sandbox_why_ = nullptr; // the last unsafe call's reason, for the message
-  bool status_seen_ = false;          // /proc/thread-self/status was readable once
-  bool sandbox_why_for_now_ = false;  // sandbox_why_ is the want of a descriptor (EMFILE), not a verdict
+  bool last_for_now_ = false;           // may_call's last answer was for now only (no descriptor to read /proc with)
+  bool unreadable_before_seen_ = false; // the status could not be read (EMFILE) before it first was
+  uint16_t first_filters_ = 0;          // Seccomp_filters at the first status read
+  const char *sandbox_why_ = nullptr;   // the last unsafe call's reason, for the message
+  bool status_seen_ = false;            // /proc/thread-self/status was readable once
+  bool sandbox_why_for_now_ = false;    // sandbox_why_ is the want of a descriptor (EMFILE), not a verdict
   // A tier between the configured one and the one a chunk landed in that a
   // seccomp verdict refused (map_chunk), for the fallback's message.
   bool skipped_for_sandbox_ = false;
