@@ -223,9 +223,10 @@ std::string descriptor_table_full_then_free(bool secret_first) {
 const char *const kFullTableLine =
     "secmem: memfd_secret unavailable (EMFILE: the descriptor table is full); falling back to unlocked anonymous "
     "memory (MADV_DONTDUMP; it can be swapped) (mlock not made: EMFILE: no descriptor free to read the seccomp status "
-    "with, and a filter in force may kill on it), but the process could not be made non-dumpable "
+    "with, and a filter that kills on it may be in force), but the process could not be made non-dumpable "
     "(SECMEM_NODUMP=fallback: prctl(PR_SET_DUMPABLE, 0) not made (EMFILE: no descriptor free to read the seccomp "
-    "status with, and a filter in force may kill on it)), so its user can read it (set SECMEM_ON_EXHAUSTION=fail to "
+    "status with, and a filter that kills on it may be in force)), so its user can read it (set "
+    "SECMEM_ON_EXHAUSTION=fail to "
     "refuse instead)\nsecmem: SECMEM_NODUMP: the process is non-dumpable now\n";
 
 } // namespace

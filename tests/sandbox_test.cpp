@@ -7,12 +7,15 @@
 #include <gtest/gtest.h>
 #include <seccomp.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <set>
 #include <sstream>
 #include <string>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -175,6 +178,71 @@ TEST_P(SandboxTest, FilterOnMlockInstalledLaterSparesTheForkChild) {
   EXPECT_NE(err.find("secmem: mlock unavailable " + reason + "; falling back to unlocked anonymous memory"),
             std::string::npos)
       << err;
+}
+
+// A thread whose own filter (one, killing on mlock and clone) is fewer than
+// the process's first status read found (two, from before the first secret,
+// on the thread that made it) needs mlock, never checked: it is not tried
+// in a child there (the trial's clone killed the process), and the thread's
+// chunk goes to unlocked memory.
+TEST_P(SandboxTest, FewerFiltersThanAtStartUpMakeNoTrial) {
+  const Action action = GetParam();
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        std::atomic<int> step{0};
+        bool unlocked = false;
+        std::thread other([&] { // made before the main thread's filters: it has none of them
+          while (step.load() != 1) std::this_thread::yield();
+          if (filter_syscalls(action.action, {SCMP_SYS(mlock), SCMP_SYS(mlock2), SCMP_SYS(clone), SCMP_SYS(clone3)})) {
+            void *big = secmem_malloc(size_t{3} << 20); // a chunk of its own, mapped on this thread
+            unlocked = big != nullptr && strcmp(secmem_backend_name(), "unlocked") == 0;
+            secmem_free(big);
+          }
+          step.store(2);
+        });
+        bool started = filter_syscalls(SCMP_ACT_ERRNO(EPERM), {SCMP_SYS(acct)}) &&
+                       filter_syscalls(SCMP_ACT_ERRNO(EPERM), {SCMP_SYS(acct)}) && secret_works(64) &&
+                       strcmp(secmem_backend_name(), "memfd_secret") == 0;
+        void *kept = secmem_malloc(64);
+        step.store(1);
+        other.join();
+        secmem_free(kept);
+        return started && unlocked;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  EXPECT_NE(err.find("(mlock not made: SIGSYS: this thread's seccomp filters are not those in force at start-up"),
+            std::string::npos)
+      << err;
+}
+
+// A filter that kills on clone, then a full descriptor table, then the
+// first secret (the heap starts there): no status to read, so nothing is
+// tried in a child, the fork gate's membarrier included (its trial killed
+// the process at start-up); each operation fences instead, and the chunk is
+// unlocked memory.
+TEST_P(SandboxTest, FullDescriptorTableAtStartUpUnderAFilterMakesNoTrial) {
+  const Action action = GetParam();
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        rlimit lim{};
+        if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return false;
+        lim.rlim_cur = 32;
+        if (setrlimit(RLIMIT_NOFILE, &lim) != 0) return false;
+        if (!filter_syscalls(action.action,
+                             {kMemfdSecret, SCMP_SYS(mlock), SCMP_SYS(mlock2), SCMP_SYS(clone), SCMP_SYS(clone3)}))
+          return false;
+        while (open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0) {}
+        auto *p = static_cast<unsigned char *>(secmem_malloc(64));
+        bool ok = p != nullptr && strcmp(secmem_backend_name(), "unlocked") == 0;
+        if (ok) memset(p, 0x5a, 64);
+        secmem_free(p);
+        return ok;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
 }
 
 // Filters are per thread: the heap's verdict on mlock was taken on a thread

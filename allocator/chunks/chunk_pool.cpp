@@ -88,7 +88,8 @@ bool ChunkPool::ensure_touched(Chunk *chunk, uint32_t end_page) {
     // Pages past the frontier are all free; give them back and shrink
     // (unless the kernel refuses: at vm.max_map_count they stay mapped).
     uint32_t dropped = chunk->mapped_pages - chunk->touched_pages;
-    if (to_reserve(chunk->page_address(chunk->touched_pages), size_t{dropped} * os::kPageSize) !=
+    // (No message: those pages were never touched, and hold no memory.)
+    if (os::release_to_reserve(chunk->page_address(chunk->touched_pages), size_t{dropped} * os::kPageSize) !=
         os::Released::kUnchanged) {
       mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
       chunk->mapped_pages = chunk->touched_pages;

@@ -56,7 +56,8 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
   // (then tried in a child, below), against which later ones count as
   // installed since; and whether the status was unreadable for want of a
   // descriptor before that (a filter may have come meanwhile).
-  if (state.known && !status_seen_) {
+  bool first_read = state.known && !status_seen_;
+  if (first_read) {
     status_seen_ = true;
     first_filters_ = static_cast<uint16_t>(state.filters < UINT16_MAX ? state.filters : UINT16_MAX);
   }
@@ -72,7 +73,7 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
       sandbox_why_for_now_ = false;
       return check.safe;
     }
-    sandbox_why_ = "no descriptor free to read the seccomp status with, and a filter in force may kill on it";
+    sandbox_why_ = "no descriptor free to read the seccomp status with, and a filter that kills on it may be in force";
     sandbox_why_for_now_ = true;
     return false;
   }
@@ -91,16 +92,30 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
     sandbox_why_for_now_ = false;
     return false;
   }
+  // A trial in a child only under the filters the first status read found
+  // (a systemd unit's, from exec), read on a kernel that counts them: a
+  // filter installed since, or other filters (a thread's own, which may be
+  // fewer: filters are per thread), may kill on the trial's clone.
+  bool same_filters = state.filters == first_filters_ && (state.filters_counted || first_read);
+  if (!check.checked && state.filtered && state.filters_counted && state.filters <= first_filters_ && !same_filters &&
+      !unreadable_before_seen_) {
+    // Fewer than at start-up: not made on this thread, no verdict kept for the others.
+    sandbox_why_ = "this thread's seccomp filters are not those in force at start-up (filters are per thread) and "
+                   "may kill on it, so it is not made here";
+    sandbox_why_for_now_ = false;
+    return false;
+  }
   if (!check.checked) {
     check.checked = true;
     check.status_known = state.known;
     check.filters = state.filters;
-    if ((!state.known && (status_seen_ || unreadable_before_seen_)) ||
-        (state.filtered && (state.filters > first_filters_ || unreadable_before_seen_))) {
+    if (state.filtered && unreadable_before_seen_) {
+      check.safe = false;
+      check.why = "a seccomp filter may have come while the status could not be read (no descriptor free), and it "
+                  "may kill on it, so it is not tried";
+    } else if ((!state.known && (status_seen_ || unreadable_before_seen_)) || (state.filtered && !same_filters)) {
       // It was readable before, and a sandbox (OpenSSH's refuses open) took
-      // it away; or a filter came since it was first read (or while it
-      // could not be read): never tried, not even in a child (a probe is a
-      // clone, which such a filter may kill too).
+      // it away; or a filter came since it was first read.
       check.safe = false;
       check.why = "a seccomp filter installed after start-up may kill on it, so it is not tried again";
     } else if (!state.known || state.filtered) {
@@ -136,7 +151,7 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
 int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out,
                         FallbackReason *why) {
   if (tier == Tier::kSecret && !secret_refused_ && !may_call(linux_facts::ProbeCall::kMemfdSecret)) {
-    if (last_for_now_) { // no descriptor to read /proc with: this chunk only
+    if (sandbox_why_for_now_) { // no descriptor to read /proc with, and no verdict: this chunk only
       *why = FallbackReason::kOther;
       return EMFILE;
     }
@@ -230,6 +245,8 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
   Tier top = policy::top_tier(*config_);
   FallbackReason first_why = FallbackReason::kOther;
   int first_err = 0;
+  const char *first_why_text = nullptr; // a sandbox refusal's, before the next tier's check replaces it
+  bool first_why_for_now = false;
   for (int t = static_cast<int>(top); t < kNumTiers; ++t) {
     Tier tier = static_cast<Tier>(t);
     if (tier != top && !may_degrade()) break;
@@ -238,7 +255,7 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
     if (err == 0) {
       if (tier != top) {
         counters_.fallbacks[static_cast<int>(first_why)]++;
-        report_fallback(tier, first_why, first_err);
+        report_fallback(tier, first_why, first_err, first_why_text, first_why_for_now);
       }
       return true;
     }
@@ -250,22 +267,24 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
     if (tier == top) {
       first_why = why;
       first_err = err;
+      first_why_text = sandbox_why_;
+      first_why_for_now = sandbox_why_for_now_;
     } else if (why == FallbackReason::kSandbox) {
       skipped_for_sandbox_ = true;
     }
   }
   counters_.failed_chunks++;
-  report_failure(first_why, first_err);
+  report_failure(first_why, first_err, first_why_text, first_why_for_now);
   errno = ENOMEM;
   return false;
 }
 
-void TierMapper::report_fallback(Tier to, FallbackReason why, int err) {
+void TierMapper::report_fallback(Tier to, FallbackReason why, int err, const char *why_text, bool why_for_now) {
   if (reported_[static_cast<int>(to)]) return;
   reported_[static_cast<int>(to)] = true;
   diag::Line line;
   line.add(tier_name(policy::top_tier(*config_))).add(" unavailable (");
-  describe(line, why, err);
+  describe(line, why, err, why_text, why_for_now);
   line.add("); falling back to ").add(tier_description(to));
   if (skipped_for_sandbox_ && to == Tier::kUnlocked && sandbox_why_ != nullptr)
     line.add(" (mlock not made: ").add(sandbox_why_for_now_ ? "EMFILE: " : "SIGSYS: ").add(sandbox_why_).add(")");
@@ -278,12 +297,12 @@ void TierMapper::report_fallback(Tier to, FallbackReason why, int err) {
   line.emit();
 }
 
-void TierMapper::report_failure(FallbackReason why, int err) {
+void TierMapper::report_failure(FallbackReason why, int err, const char *why_text, bool why_for_now) {
   if (reported_failure_) return;
   reported_failure_ = true;
   diag::Line line;
   line.add("out of secret memory (");
-  describe(line, why, err);
+  describe(line, why, err, why_text, why_for_now);
   line.add("); allocations return NULL with ENOMEM");
   if (config_->backend == Backend::kMemfdSecret)
     line.add(" (SECMEM_BACKEND=memfd_secret never falls back)");
@@ -293,10 +312,14 @@ void TierMapper::report_failure(FallbackReason why, int err) {
 }
 
 // "EPERM: refused, as by a seccomp filter", or "SIGSYS: a seccomp filter here kills on it".
-void TierMapper::describe(diag::Line &line, FallbackReason why, int err) const {
+void TierMapper::describe(diag::Line &line, FallbackReason why, int err, const char *why_text, bool why_for_now) const {
+  if (why_text == nullptr) {
+    why_text = sandbox_why_;
+    why_for_now = sandbox_why_for_now_;
+  }
   if (why == FallbackReason::kSandbox)
-    line.add(sandbox_why_for_now_ ? "EMFILE: " : "SIGSYS: ")
-        .add(sandbox_why_ != nullptr ? sandbox_why_ : "a seccomp filter may kill on it");
+    line.add(why_for_now ? "EMFILE: " : "SIGSYS: ")
+        .add(why_text != nullptr ? why_text : "a seccomp filter may kill on it");
   else if (err == EFBIG)
     line.add("EFBIG: RLIMIT_FSIZE is below the size of a memfd_secret file");
   else if (err == EMFILE || err == ENFILE)

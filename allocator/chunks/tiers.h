@@ -62,7 +62,9 @@ public:
   // standing (a fork child: a filter may have reached it since the parent's).
   bool may_call_now(linux_facts::ProbeCall call) { return may_call(call) && !last_for_now_; }
   // Why a tier was refused, as the messages say it ("SIGSYS: ...", "EAGAIN: ...").
-  void describe(diag::Line &line, FallbackReason why, int err) const;
+  // (A sandbox refusal's text: why_text, or the last one may_call gave.)
+  void describe(diag::Line &line, FallbackReason why, int err, const char *why_text = nullptr,
+                bool why_for_now = false) const;
   // The RLIMIT_MEMLOCK budget (bytes) when the first locked chunk was
   // mapped; SIZE_MAX when unlimited, or when no locked chunk was mapped.
   size_t first_memlock_budget() const { return first_memlock_budget_; }
@@ -75,7 +77,8 @@ public:
   // of its own, or at the end of into (a fallback's message).
   bool make_undumpable(diag::Line *into = nullptr);
   // Says once that chunks now land in tier `to`, and why; counted per cause.
-  void report_fallback(Tier to, FallbackReason why, int err);
+  // (why_text: the configured tier's sandbox refusal, as map_chunk saved it.)
+  void report_fallback(Tier to, FallbackReason why, int err, const char *why_text = nullptr, bool why_for_now = false);
   void count_fallback(FallbackReason why) { counters_.fallbacks[static_cast<int>(why)]++; }
   // The cause of a memfd_secret refusal with errno err.
   static FallbackReason secret_refusal(int err);
@@ -86,7 +89,7 @@ public:
 
 private:
   int map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out, FallbackReason *why);
-  void report_failure(FallbackReason why, int err);
+  void report_failure(FallbackReason why, int err, const char *why_text, bool why_for_now);
   bool refused_by_sandbox(linux_facts::ProbeCall call) const; // may_call said no
 
   // What may_call learnt of one call.

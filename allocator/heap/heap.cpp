@@ -286,9 +286,12 @@ void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
 // ---- start-up ----
 
 // The fork gate's barrier (heap/fork_gate.h): membarrier, registered once,
-// unless a seccomp filter in force kills or refuses it (tried in a child).
+// unless a seccomp filter in force kills or refuses it (tried in a child;
+// not with the descriptor table full, where the status cannot say whether
+// a filter kills on the trial's clone: each operation fences instead).
 bool thread_barrier_available() {
   linux_facts::SeccompState sandbox = linux_facts::seccomp_state();
+  if (sandbox.for_now) return false;
   if ((!sandbox.known || sandbox.filtered) &&
       linux_facts::probe_in_child(linux_facts::ProbeCall::kMembarrier) != linux_facts::ProbeOutcome::kWorked)
     return false;

@@ -122,9 +122,10 @@ inline size_t vmlck_bytes() { return status_kib_field_bytes("VmLck"); }
 // The seccomp filters in force on the calling thread (filters are per
 // thread): Seccomp: 2 and their count, from /proc/thread-self/status.
 struct SeccompState {
-  bool known = false;    // /proc/self/status was readable
-  bool filtered = false; // Seccomp: 2 (filter mode) or 1 (strict)
-  size_t filters = 0;    // Seccomp_filters:
+  bool known = false;           // /proc/self/status was readable
+  bool filtered = false;        // Seccomp: 2 (filter mode) or 1 (strict)
+  size_t filters = 0;           // Seccomp_filters:
+  bool filters_counted = false; // the kernel has that line (5.9 and later); else filters is 1 under any filter
   // Not known for want of a descriptor or memory (EMFILE, ENFILE, ENOMEM):
   // nothing is learned either way, and nothing changed that says a sandbox.
   bool for_now = false;
@@ -138,7 +139,8 @@ inline SeccompState seccomp_state() {
   state.for_now = found < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM);
   state.known = found > 0 && (found & 1) != 0;
   state.filtered = state.known && values[0] != 0;
-  state.filters = (found > 0 && (found & 2) != 0) ? values[1] : state.filtered ? 1 : 0;
+  state.filters_counted = found > 0 && (found & 2) != 0;
+  state.filters = state.filters_counted ? values[1] : state.filtered ? 1 : 0;
   return state;
 }
 
