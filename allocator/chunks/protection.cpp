@@ -103,27 +103,22 @@ void open_touched_for_copy(Chunk *chunk) {
 }
 
 int restore_restricted(Chunk *chunk) {
-  if (chunk->restricted_pages == 0) return 0;
-  if (chunk->huge) return os::protect(chunk->page_address(0), chunk->mapped_bytes(), chunk->prot[0] - 1);
   int first_err = 0;
-  for (uint32_t p = 0; p < chunk->mapped_pages;) {
-    uint32_t end = p + 1;
-    while (end < chunk->mapped_pages && chunk->prot[end] == chunk->prot[p]) ++end;
-    if (chunk->prot[p] != 0) {
-      int err = os::protect(chunk->page_address(p), size_t{end - p} * os::kPageSize, chunk->prot[p] - 1);
-      // Refused (the mapping count: a run inside the chunk's one mapping
-      // splits it): guards go without, as a block's do where mprotect
-      // refuses when it is made, and the record says so; a sealed page
-      // cannot.
-      bool sealed = false;
-      for (uint32_t q = p; err != 0 && q < end; ++q) sealed = sealed || bitmap::test(chunk->sealed, q);
-      if (err != 0 && !sealed)
-        for (uint32_t q = p; q < end; ++q) record(chunk, q, 0);
-      else if (err != 0 && first_err == 0)
-        first_err = err;
-    }
-    p = end;
-  }
+  for_each_restricted(chunk, [chunk, &first_err](void *addr, size_t len, int prot) {
+    int err = os::protect(addr, len, prot);
+    if (err == 0) return;
+    // Refused (the mapping count: a run inside the chunk's one mapping
+    // splits it): guards go without, as a block's do where mprotect refuses
+    // when it is made, and the record says so; a sealed page cannot.
+    auto first = static_cast<uint32_t>((reinterpret_cast<uintptr_t>(addr) - chunk->base) / os::kPageSize);
+    uint32_t marks = chunk->huge ? 1 : static_cast<uint32_t>(len / os::kPageSize);
+    bool sealed = chunk->huge; // a huge chunk's restricted pages are its sealed block
+    for (uint32_t q = first; q < first + marks; ++q) sealed = sealed || bitmap::test(chunk->sealed, q);
+    if (!sealed)
+      for (uint32_t q = first; q < first + marks; ++q) record(chunk, q, 0);
+    else if (first_err == 0)
+      first_err = err;
+  });
   return first_err;
 }
 
