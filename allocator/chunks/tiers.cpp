@@ -97,7 +97,7 @@ bool TierMapper::may_call(linux_facts::ProbeCall call) {
   // filter installed since, or other filters (a thread's own, which may be
   // fewer: filters are per thread), may kill on the trial's clone.
   bool same_filters = state.filters == first_filters_ && (state.filters_counted || first_read);
-  if (!check.checked && state.filtered && state.filters_counted && state.filters <= first_filters_ && !same_filters &&
+  if (!check.checked && state.filtered && state.filters_counted && state.filters < first_filters_ &&
       !unreadable_before_seen_) {
     // Fewer than at start-up: not made on this thread, no verdict kept for the others.
     sandbox_why_ = "this thread's seccomp filters are not those in force at start-up (filters are per thread) and "
