@@ -5,10 +5,12 @@
 // Defined without a symbol version: an unversioned definition satisfies
 // libcrypto's references to CRYPTO_secure_*@OPENSSL_3.0.0, a named version
 // node of ours would not (and the calls would silently stay in OpenSSL).
+#include <cstdlib>
 #include <cstring>
 #include <malloc.h>
 #include <openssl/bn.h>   // types only: the shim does not link libcrypto
 #include <openssl/core.h> // OSSL_PARAM, a public structure
+#include <unistd.h>
 
 #include "shim.h"
 
@@ -103,6 +105,32 @@ OpensslFree openssl_custom_free(const void *caller) {
 
 } // namespace
 
+// ---- exit --------------------------------------------------------------------------------
+//
+// Once a process has called exit, the OPENSSL_free calls of its exit handlers
+// are not cleansed: its memory goes back to the kernel with it, and in a
+// forked child the bytes are still in the parent's memory anyway (libcrypto's
+// tables, which OPENSSL_cleanup frees at exit, are the parent's, in use),
+// while each cleansed page cost a copy-on-write copy. A PostgreSQL backend
+// exits at every connection: its OPENSSL_cleanup took 397 us of CPU under
+// the shim against 328 plain (the memset alone 118 us). Only exit called
+// through the program's or a library's reference to it (returning from
+// main calls it inside libc: cleansed as before). The flag is a plain one:
+// a getpid at each free to tell a vfork child's exit from the parent's made
+// a backend's exit 0.5 ms slower (a vfork child that calls exit runs the
+// exit handlers in its parent's memory: that parent is broken anyway).
+namespace {
+std::atomic<bool> g_exiting{false};
+
+bool exiting() { return g_exiting.load(std::memory_order_relaxed); }
+} // namespace
+
+SHIM_API void exit(int status) {
+  g_exiting.store(true, std::memory_order_relaxed);
+  if (auto real = next_fn(g_next.exit, "exit"); real != nullptr) real(status);
+  _exit(status); // no libc exit to be found: not reached in practice
+}
+
 SHIM_API void CRYPTO_free(void *ptr, const char *file, int line) {
   if (ptr == nullptr) return;
   if (!g_openssl_default_kept.load(std::memory_order_relaxed)) {
@@ -112,6 +140,7 @@ SHIM_API void CRYPTO_free(void *ptr, const char *file, int line) {
   }
   if (is_secret(ptr)) return secret_free(ptr);
   if (bootstrap_owns(ptr)) return free(ptr);
+  if (__builtin_expect(exiting(), 0)) return free(ptr);
   if (!g_shim_is_first.load(std::memory_order_acquire)) { // another allocator's block, perhaps
     explicit_bzero(ptr, malloc_usable_size(ptr));
     return free(ptr);

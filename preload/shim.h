@@ -68,6 +68,7 @@ template <typename F> struct Next {
   X(wait3, pid_t (*)(int *, int, struct rusage *), "wait3")                                       \
   X(wait4, pid_t (*)(pid_t, int *, int, struct rusage *), "wait4")                                \
   X(waitid, int (*)(idtype_t, id_t, siginfo_t *, int), "waitid")                                  \
+  X(exit, void (*)(int), "exit")                                                                  \
   X(malloc, void *(*)(size_t), "malloc")
 
 struct NextTable {

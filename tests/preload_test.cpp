@@ -586,6 +586,19 @@ TEST_F(Preload, OpensslFreeFollowsTheMemoryFunctionsLibcryptoUses) {
   }
 }
 
+// OPENSSL_free cleanses ordinary memory under the shim, until the process
+// calls exit: its exit handlers' frees (OPENSSL_cleanup's, a forked server
+// child's at every connection) are not cleansed. exit itself is passed
+// through: the status, the handlers, stdio flushed.
+TEST_F(Preload, OpensslFreeCleansesUntilExit) {
+  Result plain = run({kProbe, "exit-cleanse"}, {});
+  EXPECT_EQ(plain.status, 7) << plain.err;
+  EXPECT_EQ(plain.out, "before: kept\nexit: kept\n"); // the probe sees what OpenSSL leaves
+  Result shim = run({kProbe, "exit-cleanse"}, {"LD_PRELOAD=" + kShim});
+  EXPECT_EQ(shim.status, 7) << shim.err;
+  EXPECT_EQ(shim.out, "before: cleansed\nexit: kept\n") << shim.err;
+}
+
 // The reserved range grows (downwards) for a tagged block larger than it:
 // the shim used to keep the range it read first, and handed the grown
 // part's blocks to glibc (a realloc of one crashed).

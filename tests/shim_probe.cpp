@@ -19,6 +19,8 @@
 //   shim_probe tag                malloc inside secmem_tag_begin/end is secret
 //   shim_probe sodium             sodium_malloc'd keys are secret and usable
 //   shim_probe callers LIB.so     allocations made inside LIB (dlopen'ed) vs. here
+//   shim_probe exit-cleanse       whether OPENSSL_free cleanses, before exit
+//                                  and in an exit handler (exits 7)
 // Exit status 0 when every check passed.
 #define OPENSSL_SUPPRESS_DEPRECATED // RSA_get0_d/EC_KEY_get0_private_key: the only way to reach the BIGNUMs
 #include <openssl/bn.h>
@@ -585,8 +587,41 @@ int memfns_probe(const std::string &how) {
   return 0;
 }
 
+// OPENSSL_free's cleansing, before exit and in an exit handler: a block of
+// 256 bytes of 0x5a, freed, then read where glibc's free leaves it alone
+// (past its first 16 bytes; read through an integer so that no compiler
+// sees a use after free). Prints "before: cleansed|kept", and in the exit
+// handler "exit: cleansed|kept"; exits with 7.
+namespace exit_cleanse {
+const char *freed_state() {
+  auto *p = static_cast<unsigned char *>(OPENSSL_malloc(256));
+  if (p == nullptr) return "no memory";
+  memset(p, 0x5a, 256);
+  volatile uintptr_t at = reinterpret_cast<uintptr_t>(p);
+  OPENSSL_free(p);
+  const volatile unsigned char *q = reinterpret_cast<const volatile unsigned char *>(at);
+  int kept = 0, zero = 0;
+  for (int i = 32; i < 256; ++i) {
+    kept += q[i] == 0x5a;
+    zero += q[i] == 0;
+  }
+  return kept == 224 ? "kept" : zero == 224 ? "cleansed" : "changed";
+}
+void at_exit() {
+  printf("exit: %s\n", freed_state());
+  fflush(stdout);
+}
+} // namespace exit_cleanse
+
+int exit_cleanse_probe() {
+  if (atexit(exit_cleanse::at_exit) != 0) return 2;
+  printf("before: %s\n", exit_cleanse::freed_state());
+  exit(7);
+}
+
 int main(int argc, char **argv) {
   std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "exit-cleanse") return exit_cleanse_probe();
   if (mode == "owned") return owned(argc, argv);
   if (mode == "hold") return hold(argc, argv);
   if (mode == "use") return use(argc, argv);
