@@ -38,7 +38,7 @@ struct Chunk {
   uintptr_t base = 0;
   uint32_t slots = 0;         // 1, or more for a huge chunk
   uint32_t mapped_pages = 0;  // [0, mapped_pages) is mapped
-  uint32_t touched_pages = 0; // [0, touched_pages) has been faulted in
+  uint32_t touched_pages = 0; // [0, touched_pages) has been faulted in (but for cold pages)
   uint32_t free_pages = 0;
   Tier tier = Tier::kSecret;
   bool huge = false;
@@ -68,7 +68,8 @@ struct Chunk {
   Tier fork_staging_tier = Tier::kSecret;
   uint64_t used[bitmap::words_for(kSlotPages)] = {}; // pages in a run
   // In a fork child: pages below touched_pages that its copy left out (free
-  // in the parent; zero), not yet faulted in; cold_pages of them.
+  // in the parent; zero) and that its file does not hold yet, not yet
+  // faulted in; cold_pages of them.
   uint64_t cold[bitmap::words_for(kSlotPages)] = {};
   uint32_t cold_pages = 0;
   // Pages whose protection is not read-write (guards, sealed blocks): the

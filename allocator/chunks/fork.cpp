@@ -833,7 +833,8 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
 
 // In the child: the staged copy mapped over the chunk (one mapping in place
 // of the chunk's, so no mapping-count headroom is needed). Pages the copy left
-// out are zero or not yet made: cold, faulted in through the kernel when used.
+// out are zero (stale: the parent zeroed them) or not yet made (cold, faulted
+// in through the kernel when used).
 void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
   // A child handler registered before secmem's that closed the descriptor:
   // the child has no way to its copy, and the parent's pages are shared.
@@ -878,16 +879,18 @@ void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
   chunk->free_pages -= dropped;
   fork_privatisations_++;
   // The pages the copy left out that the file holds (an earlier child's,
-  // Chunk::stale, zeroed by the parent) are used as they are, the room's
-  // too: the child's chunk is touched to the end of its mapping, and only
-  // the pages the file does not hold yet are cold. (Made through the kernel
-  // again at their first use, they cost a PostgreSQL backend a /dev/zero
-  // read and an open of it per run: 14 pages, 7 opens, at each connection.)
+  // Chunk::stale, zeroed by the parent) are used as they are: only those it
+  // does not hold are cold, and the chunk is touched over the room's pages
+  // the file holds, up to the first it does not (made as any page past
+  // touched_pages, so that a refused one shrinks the chunk as before). Made
+  // through the kernel again at their first use, they cost a PostgreSQL
+  // backend an open of /dev/zero and a read per run at every connection (7
+  // opens, 14 pages).
   uint32_t copied = chunk->touched_pages;
-  if (!chunk->huge && pages > copied) {
-    pages_touched_ += pages - copied;
-    chunk->touched_pages = pages;
-  }
+  uint32_t held = copied;
+  while (!chunk->huge && held < pages && bitmap::test(chunk->stale, held)) ++held;
+  pages_touched_ += held - copied;
+  chunk->touched_pages = held;
   settle_copy_in_child(chunk, [chunk, copied](uint32_t page) {
     bool taken = page < copied && staged_copy_takes(chunk, page);
     return !taken && !bitmap::test(chunk->stale, page);
