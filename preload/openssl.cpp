@@ -107,26 +107,41 @@ OpensslFree openssl_custom_free(const void *caller) {
 
 // ---- exit --------------------------------------------------------------------------------
 //
-// Once a process has called exit, the OPENSSL_free calls of its exit handlers
-// are not cleansed: its memory goes back to the kernel with it, and in a
-// forked child the bytes are still in the parent's memory anyway (libcrypto's
-// tables, which OPENSSL_cleanup frees at exit, are the parent's, in use),
-// while each cleansed page cost a copy-on-write copy. A PostgreSQL backend
-// exits at every connection: its OPENSSL_cleanup took 397 us of CPU under
-// the shim against 328 plain (the memset alone 118 us). Only exit called
-// through the program's or a library's reference to it (returning from
-// main calls it inside libc: cleansed as before). The flag is a plain one:
-// a getpid at each free to tell a vfork child's exit from the parent's made
-// a backend's exit 0.5 ms slower (a vfork child that calls exit runs the
-// exit handlers in its parent's memory: that parent is broken anyway).
+// Once a process has called exit, OPENSSL_free no longer cleanses: its
+// memory goes back to the kernel with it, and in a forked child the bytes it
+// inherited are still in the parent's memory anyway (libcrypto's tables,
+// which OPENSSL_cleanup frees at exit, are the parent's, in use), while each
+// cleansed page cost a copy-on-write copy. A PostgreSQL backend exits at
+// every connection: its OPENSSL_cleanup took 397 us of CPU under the shim
+// against 328 plain (the memset alone 118 us). Only exit called through the
+// program's or a library's reference to it (exits inside glibc, returning
+// from main among them, do not pass here: cleansed as before).
+//
+// The flag holds the pid that called exit, and counts only in the process
+// whose pid the shim last saw (at start-up, and in each fork child): a
+// vfork child that calls exit writes it in its parent's memory (the parent
+// then cleanses on), and a child forked by an exit handler or by another
+// thread meanwhile is not exiting. A getpid at each free to tell them apart
+// made a PostgreSQL backend's exit 0.5 ms slower.
 namespace {
-std::atomic<bool> g_exiting{false};
+std::atomic<int> g_exiting_pid{0};
+std::atomic<int> g_own_pid{0};
 
-bool exiting() { return g_exiting.load(std::memory_order_relaxed); }
+void note_own_pid() { g_own_pid.store(static_cast<int>(syscall(SYS_getpid)), std::memory_order_relaxed); }
+
+__attribute__((constructor)) void watch_own_pid() {
+  note_own_pid();
+  pthread_atfork(nullptr, nullptr, note_own_pid); // refused (ENOMEM): children cleanse on, as before
+}
+
+bool exiting() {
+  int pid = g_exiting_pid.load(std::memory_order_relaxed);
+  return pid != 0 && pid == g_own_pid.load(std::memory_order_relaxed);
+}
 } // namespace
 
-SHIM_API void exit(int status) {
-  g_exiting.store(true, std::memory_order_relaxed);
+SHIM_API __attribute__((noreturn)) void exit(int status) noexcept {
+  g_exiting_pid.store(static_cast<int>(syscall(SYS_getpid)), std::memory_order_relaxed);
   if (auto real = next_fn(g_next.exit, "exit"); real != nullptr) real(status);
   _exit(status); // no libc exit to be found: not reached in practice
 }

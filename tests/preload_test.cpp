@@ -588,15 +588,24 @@ TEST_F(Preload, OpensslFreeFollowsTheMemoryFunctionsLibcryptoUses) {
 
 // OPENSSL_free cleanses ordinary memory under the shim, until the process
 // calls exit: its exit handlers' frees (OPENSSL_cleanup's, a forked server
-// child's at every connection) are not cleansed. exit itself is passed
-// through: the status, the handlers, stdio flushed.
+// child's at every connection) are not cleansed; a child forked by a
+// handler cleanses on, and so does a parent whose vfork child called exit
+// (in the parent's memory). exit itself is passed through: the status, the
+// handlers, stdio flushed.
 TEST_F(Preload, OpensslFreeCleansesUntilExit) {
   Result plain = run({kProbe, "exit-cleanse"}, {});
   EXPECT_EQ(plain.status, 7) << plain.err;
-  EXPECT_EQ(plain.out, "before: kept\nexit: kept\n"); // the probe sees what OpenSSL leaves
+  // The probe sees what OpenSSL leaves.
+  EXPECT_EQ(plain.out, "before: kept\nchild forked in exit: kept\nexit: kept\n");
   Result shim = run({kProbe, "exit-cleanse"}, {"LD_PRELOAD=" + kShim});
   EXPECT_EQ(shim.status, 7) << shim.err;
-  EXPECT_EQ(shim.out, "before: cleansed\nexit: kept\n") << shim.err;
+  EXPECT_EQ(shim.out, "before: cleansed\nchild forked in exit: cleansed\nexit: kept\n") << shim.err;
+  Result vfork_plain = run({kProbe, "exit-cleanse", "vfork"}, {});
+  EXPECT_EQ(vfork_plain.status, 0) << vfork_plain.err;
+  EXPECT_EQ(vfork_plain.out, "after a vfork child's exit: kept\n");
+  Result vfork_shim = run({kProbe, "exit-cleanse", "vfork"}, {"LD_PRELOAD=" + kShim});
+  EXPECT_EQ(vfork_shim.status, 0) << vfork_shim.err;
+  EXPECT_EQ(vfork_shim.out, "after a vfork child's exit: cleansed\n") << vfork_shim.err;
 }
 
 // The reserved range grows (downwards) for a tagged block larger than it:

@@ -19,8 +19,10 @@
 //   shim_probe tag                malloc inside secmem_tag_begin/end is secret
 //   shim_probe sodium             sodium_malloc'd keys are secret and usable
 //   shim_probe callers LIB.so     allocations made inside LIB (dlopen'ed) vs. here
-//   shim_probe exit-cleanse       whether OPENSSL_free cleanses, before exit
-//                                  and in an exit handler (exits 7)
+//   shim_probe exit-cleanse [vfork]  whether OPENSSL_free cleanses, before
+//                                  exit, in an exit handler and in a child
+//                                  forked there (exits 7); after a vfork
+//                                  child's exit
 // Exit status 0 when every check passed.
 #define OPENSSL_SUPPRESS_DEPRECATED // RSA_get0_d/EC_KEY_get0_private_key: the only way to reach the BIGNUMs
 #include <openssl/bn.h>
@@ -607,13 +609,33 @@ const char *freed_state() {
   }
   return kept == 224 ? "kept" : zero == 224 ? "cleansed" : "changed";
 }
+// In the exit handler: a child forked there is not exiting.
 void at_exit() {
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    printf("child forked in exit: %s\n", freed_state());
+    fflush(stdout);
+    _exit(0);
+  }
+  if (pid > 0) waitpid(pid, nullptr, 0);
   printf("exit: %s\n", freed_state());
   fflush(stdout);
 }
 } // namespace exit_cleanse
 
-int exit_cleanse_probe() {
+int exit_cleanse_probe(const std::string &how) {
+  if (how == "vfork") {
+    // A vfork child that calls exit (before any exit handler or OpenSSL's
+    // start: glibc then refuses new exit handlers in the shared memory).
+    fflush(stdout);
+    pid_t pid = vfork();
+    if (pid == 0) exit(0);
+    if (pid < 0 || waitpid(pid, nullptr, 0) != pid) return 2;
+    printf("after a vfork child's exit: %s\n", exit_cleanse::freed_state());
+    fflush(stdout);
+    _exit(0);
+  }
   if (atexit(exit_cleanse::at_exit) != 0) return 2;
   printf("before: %s\n", exit_cleanse::freed_state());
   exit(7);
@@ -621,7 +643,7 @@ int exit_cleanse_probe() {
 
 int main(int argc, char **argv) {
   std::string mode = argc > 1 ? argv[1] : "";
-  if (mode == "exit-cleanse") return exit_cleanse_probe();
+  if (mode == "exit-cleanse") return exit_cleanse_probe(argc > 2 ? argv[2] : "");
   if (mode == "owned") return owned(argc, argv);
   if (mode == "hold") return hold(argc, argv);
   if (mode == "use") return use(argc, argv);
