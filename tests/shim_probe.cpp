@@ -22,7 +22,8 @@
 //   shim_probe exit-cleanse [vfork]  whether OPENSSL_free cleanses, before
 //                                  exit, in an exit handler and in a child
 //                                  forked there (exits 7); after a vfork
-//                                  child's exit
+//                                  child's exit, and whether a fork child
+//                                  then shares a secret block
 // Exit status 0 when every check passed.
 #define OPENSSL_SUPPRESS_DEPRECATED // RSA_get0_d/EC_KEY_get0_private_key: the only way to reach the BIGNUMs
 #include <openssl/bn.h>
@@ -626,13 +627,25 @@ void at_exit() {
 
 int exit_cleanse_probe(const std::string &how) {
   if (how == "vfork") {
-    // A vfork child that calls exit (before any exit handler or OpenSSL's
-    // start: glibc then refuses new exit handlers in the shared memory).
+    // A vfork child that calls exit (before any exit handler of the
+    // program's or OpenSSL's start: glibc then refuses new exit handlers in
+    // the shared memory), then a fork child that writes a secret block of
+    // the parent's: its own copy, where the fork handlers are still there.
+    auto *secret = static_cast<char *>(secmem_malloc(32));
+    if (secret == nullptr) return 2;
+    strcpy(secret, "parent's");
     fflush(stdout);
     pid_t pid = vfork();
     if (pid == 0) exit(0);
     if (pid < 0 || waitpid(pid, nullptr, 0) != pid) return 2;
-    printf("after a vfork child's exit: %s\n", exit_cleanse::freed_state());
+    pid_t child = fork();
+    if (child == 0) {
+      strcpy(secret, "child's");
+      _exit(0);
+    }
+    if (child < 0 || waitpid(child, nullptr, 0) != child) return 2;
+    printf("after a vfork child's exit: %s, a fork child's write %s\n", exit_cleanse::freed_state(),
+           strcmp(secret, "parent's") == 0 ? "its own" : "shared");
     fflush(stdout);
     _exit(0);
   }
