@@ -5,7 +5,6 @@
 // Defined without a symbol version: an unversioned definition satisfies
 // libcrypto's references to CRYPTO_secure_*@OPENSSL_3.0.0, a named version
 // node of ours would not (and the calls would silently stay in OpenSSL).
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <malloc.h>
@@ -13,7 +12,6 @@
 #include <openssl/core.h> // OSSL_PARAM, a public structure
 #include <pthread.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -141,46 +139,18 @@ void note_own_pid() {
 
 __attribute__((constructor)) void watch_own_pid() {
   note_own_pid();
-  // Refused (ENOMEM): children cleanse on, as before, and no exit is taken
-  // for a vfork child's.
+  // Refused (ENOMEM): no process cleanses less, children cleanse on as before.
   if (pthread_atfork(nullptr, nullptr, note_own_pid) != 0) g_own_pid.store(-1, std::memory_order_relaxed);
 }
 
 bool exiting() {
   int pid = g_exiting_pid.load(std::memory_order_relaxed);
-  return pid != 0 && pid == g_own_pid.load(std::memory_order_relaxed);
-}
-
-// Whether pid, the caller's, is a vfork child's: not the pid the shim last
-// saw (no fork handler ran for it), on a thread block whose tid is not pid
-// (glibc's fork and _Fork give the child its own; a vfork child runs on its
-// parent's thread's, whose tid pthread_getcpuclockid encodes in the clock).
-// No system call but the getpid the caller made: a filter of OpenSSH's kind
-// allows getpid and kills on gettid.
-bool in_vfork_child(int pid) {
-  int own = g_own_pid.load(std::memory_order_relaxed);
-  if (own < 0 || pid == own) return false;
-  clockid_t clock = 0;
-  if (pthread_getcpuclockid(pthread_self(), &clock) != 0) return false;
-  long block_tid = ~(static_cast<long>(clock) >> 3); // glibc: MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)
-  return block_tid != pid;
+  return pid > 0 && pid == g_own_pid.load(std::memory_order_relaxed); // (getpid refused: -1)
 }
 } // namespace
 
-// A vfork child that calls exit (where it should call _exit: after an exec
-// that failed, typically) would run every exit handler and destructor in its
-// parent's memory: glibc's __cxa_finalize then drops the parent's fork
-// handlers, libsecmem's among them, and the parent's later fork children
-// shared its secret pages (they wrote what it then read); libsecmem's own
-// destructor deleted the parent's thread-cache key. Here it flushes stdio,
-// as exit would, and leaves with _exit.
 SHIM_API __attribute__((noreturn)) void exit(int status) noexcept {
-  int pid = static_cast<int>(syscall(SYS_getpid));
-  if (in_vfork_child(pid)) {
-    fflush(nullptr);
-    _exit(status);
-  }
-  g_exiting_pid.store(pid, std::memory_order_relaxed);
+  g_exiting_pid.store(static_cast<int>(syscall(SYS_getpid)), std::memory_order_relaxed);
   if (auto real = next_fn(g_next.exit, "exit"); real != nullptr) real(status);
   _exit(status); // no libc exit to be found: not reached in practice
 }

@@ -590,10 +590,10 @@ TEST_F(Preload, OpensslFreeFollowsTheMemoryFunctionsLibcryptoUses) {
 // calls exit: its exit handlers' frees (OPENSSL_cleanup's, a forked server
 // child's at every connection) are not cleansed; a child forked by a
 // handler cleanses on. exit itself is passed through: the status, the
-// handlers, stdio flushed. A vfork child's exit leaves with _exit under the
-// shim: run in the parent's memory, the exit handlers dropped the parent's
-// fork handlers (glibc's __cxa_finalize), and its next fork child wrote the
-// parent's secret block; with libsecmem alone they still do (README.md).
+// handlers, stdio flushed. After a vfork child's exit the parent cleanses
+// on; the child's exit handlers ran in the parent's memory, where glibc
+// dropped the parent's fork handlers: its next fork child writes the
+// parent's secret block, with and without the shim (README.md's limit).
 TEST_F(Preload, OpensslFreeCleansesUntilExit) {
   Result plain = run({kProbe, "exit-cleanse"}, {});
   EXPECT_EQ(plain.status, 7) << plain.err;
@@ -607,7 +607,7 @@ TEST_F(Preload, OpensslFreeCleansesUntilExit) {
   EXPECT_EQ(vfork_plain.out, "after a vfork child's exit: kept, a fork child's write shared\n");
   Result vfork_shim = run({kProbe, "exit-cleanse", "vfork"}, {"LD_PRELOAD=" + kShim});
   EXPECT_EQ(vfork_shim.status, 0) << vfork_shim.err;
-  EXPECT_EQ(vfork_shim.out, "after a vfork child's exit: cleansed, a fork child's write its own\n") << vfork_shim.err;
+  EXPECT_EQ(vfork_shim.out, "after a vfork child's exit: cleansed, a fork child's write shared\n") << vfork_shim.err;
 }
 
 // The reserved range grows (downwards) for a tagged block larger than it:

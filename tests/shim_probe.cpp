@@ -630,7 +630,8 @@ int exit_cleanse_probe(const std::string &how) {
     // A vfork child that calls exit (before any exit handler of the
     // program's or OpenSSL's start: glibc then refuses new exit handlers in
     // the shared memory), then a fork child that writes a secret block of
-    // the parent's: its own copy, where the fork handlers are still there.
+    // the parent's: its own copy only while the parent's fork handlers are
+    // still there.
     auto *secret = static_cast<char *>(secmem_malloc(32));
     if (secret == nullptr) return 2;
     strcpy(secret, "parent's");
