@@ -106,13 +106,7 @@ bool ChunkPool::ensure_touched(Chunk *chunk, uint32_t end_page) {
 // Faults in the cold pages of [first, first+pages) (pages a fork child's
 // copy left out), in runs, through the kernel as for new pages.
 bool ChunkPool::warm(Chunk *chunk, uint32_t first, uint32_t pages) {
-  int zero_fd = -2; // opened once for all the runs
-  bool ok = warm_runs(chunk, first, pages, &zero_fd);
-  if (zero_fd >= 0) os::close_fd(zero_fd);
-  return ok;
-}
-
-bool ChunkPool::warm_runs(Chunk *chunk, uint32_t first, uint32_t pages, int *zero_fd) {
+  os::ZeroSource zero; // one open for all the runs
   for (uint32_t page = first; page < first + pages;) {
     if (!bitmap::test(chunk->cold, page)) {
       ++page;
@@ -124,7 +118,7 @@ bool ChunkPool::warm_runs(Chunk *chunk, uint32_t first, uint32_t pages, int *zer
       restricted = restricted || chunk->prot[end] != 0;
     // A free page may keep a guard's protection; its new run sets its own.
     if (restricted && protection::set(chunk, page, end - page, kReadWrite) != 0) return false;
-    if (tiers_.fault_in(chunk->tier, chunk->page_address(page), size_t{end - page} * os::kPageSize, zero_fd) != 0)
+    if (tiers_.fault_in(chunk->tier, chunk->page_address(page), size_t{end - page} * os::kPageSize, &zero) != 0)
       return false;
     bitmap::clear_range(chunk->cold, page, end - page);
     chunk->cold_pages -= end - page;

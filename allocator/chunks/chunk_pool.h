@@ -141,7 +141,6 @@ private:
                 uintptr_t prefer = 0, const void *claimant = nullptr);
   bool ensure_touched(Chunk *chunk, uint32_t end_page);
   bool warm(Chunk *chunk, uint32_t first, uint32_t pages);
-  bool warm_runs(Chunk *chunk, uint32_t first, uint32_t pages, int *zero_fd);
   void mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used);
   void release_chunk(Chunk *chunk);
   os::Released to_reserve(void *addr, size_t len);

@@ -348,7 +348,7 @@ bool ChunkPool::fill_staging(bool copy) {
       continue;
     }
     for (uint64_t &word : chunk->stale) set_if_changed(word, uint64_t{0});
-    int zero_fd = -2; // opened when a page must be made
+    os::ZeroSource zero; // opened when a page must be made
     bool ok = for_each_window(region, extent, in_memory_, [&](uint32_t first, uint32_t n, const unsigned char *mem) {
       for (uint32_t i = 0; i < n;) {
         uint32_t page = first + i;
@@ -359,10 +359,7 @@ bool ChunkPool::fill_staging(bool copy) {
         uint32_t pages = end - i;
         // A page not in memory is made through the kernel; one that is (an
         // earlier fork's) is charged already, and a store maps it here.
-        if (takes && !in_memory) {
-          if (zero_fd == -2) zero_fd = os::open_zero_source();
-          if (os::touch_through_kernel(to, size_t{pages} * os::kPageSize, zero_fd) != 0) return false;
-        }
+        if (takes && !in_memory && zero.touch(to, size_t{pages} * os::kPageSize) != 0) return false;
         if (takes && in_memory)
           for (uint32_t k = 0; k < pages; ++k) *reinterpret_cast<volatile char *>(to + size_t{k} * os::kPageSize) = 0;
         if (!takes && in_memory && !chunk->huge) {
@@ -375,7 +372,6 @@ bool ChunkPool::fill_staging(bool copy) {
       }
       return true;
     });
-    if (zero_fd >= 0) os::close_fd(zero_fd);
     if (!ok) return false;
   }
   return true;

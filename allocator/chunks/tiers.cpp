@@ -39,12 +39,9 @@ const char *tier_name(Tier tier) { return kTierText[static_cast<int>(tier)].name
 
 // First touch: through the kernel for memfd_secret, by mlock for the locked
 // tier; unlocked pages fault on use.
-int TierMapper::fault_in(Tier tier, void *addr, size_t len, int *zero_fd) {
+int TierMapper::fault_in(Tier tier, void *addr, size_t len, os::ZeroSource *zero) {
   switch (tier) {
-  case Tier::kSecret:
-    if (zero_fd == nullptr) return os::touch_through_kernel(addr, len);
-    if (*zero_fd == -2) *zero_fd = os::open_zero_source();
-    return os::touch_through_kernel(addr, len, *zero_fd);
+  case Tier::kSecret: return zero != nullptr ? zero->touch(addr, len) : os::touch_through_kernel(addr, len);
   case Tier::kLocked: return may_call(linux_facts::ProbeCall::kMlock) ? os::lock_range(addr, len) : EPERM;
   case Tier::kUnlocked: break;
   }

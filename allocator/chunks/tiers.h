@@ -45,10 +45,9 @@ public:
   bool memlock_deferred() const { return memlock_deferred_; }
 
   // First touch of fresh pages in tier: 0 or an errno (the kernel refused
-  // to charge them, or a seccomp filter may kill on mlock). zero_fd: where
-  // several runs are touched in a row, /dev/zero opened once for them (-2:
-  // not yet; the caller closes what is left >= 0).
-  int fault_in(Tier tier, void *addr, size_t len, int *zero_fd = nullptr);
+  // to charge them, or a seccomp filter may kill on mlock). zero: where
+  // several runs are touched in a row, one /dev/zero for them all.
+  int fault_in(Tier tier, void *addr, size_t len, os::ZeroSource *zero = nullptr);
 
   // Whether call (memfd_secret, mlock) may be made without risking the
   // process: no seccomp filter is in force, or one was in force when the

@@ -118,8 +118,7 @@ int lock_range_on_fault(void *addr, size_t len) {
   return syscall(SYS_mlock2, addr, len, linux_facts::kMlockOnFault) == 0 ? 0 : errno;
 }
 
-int open_zero_source() { return static_cast<int>(syscall(SYS_openat, AT_FDCWD, "/dev/zero", O_RDONLY | O_CLOEXEC)); }
-
+namespace {
 int touch_through_kernel(void *addr, size_t len, int zero_fd) {
   if (zero_fd < 0) {
     // No /dev (a bare chroot): touch from user space. Only kernels that charge
@@ -138,11 +137,20 @@ int touch_through_kernel(void *addr, size_t len, int zero_fd) {
   return 0;
 }
 
+} // namespace
+
+ZeroSource::~ZeroSource() {
+  if (fd_ >= 0) syscall(SYS_close, fd_);
+}
+
+int ZeroSource::touch(void *addr, size_t len) {
+  if (fd_ == -2) fd_ = static_cast<int>(syscall(SYS_openat, AT_FDCWD, "/dev/zero", O_RDONLY | O_CLOEXEC));
+  return touch_through_kernel(addr, len, fd_);
+}
+
 int touch_through_kernel(void *addr, size_t len) {
-  int fd = open_zero_source();
-  int err = touch_through_kernel(addr, len, fd);
-  if (fd >= 0) syscall(SYS_close, fd);
-  return err;
+  ZeroSource zero;
+  return zero.touch(addr, len);
 }
 
 void unmap(void *addr, size_t len) { munmap(addr, len); }

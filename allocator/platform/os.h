@@ -52,9 +52,19 @@ int lock_range_on_fault(void *addr, size_t len);
 // First touch of fresh pages through the kernel (read from /dev/zero), so a
 // refusal to charge them comes back as an errno (EFAULT) instead of SIGBUS.
 int touch_through_kernel(void *addr, size_t len);
-// The same with /dev/zero already open (open_zero_source: an fd, or -1).
-int open_zero_source();
-int touch_through_kernel(void *addr, size_t len, int zero_fd);
+// The same for several runs in a row: /dev/zero opened at the first touch
+// and closed with the source (no /dev, a bare chroot: from user space).
+class ZeroSource {
+public:
+  ZeroSource() = default;
+  ZeroSource(const ZeroSource &) = delete;
+  ZeroSource &operator=(const ZeroSource &) = delete;
+  ~ZeroSource();
+  int touch(void *addr, size_t len);
+
+private:
+  int fd_ = -2; // -2: not opened yet; -1: none to be had
+};
 
 // map_secret_fixed, but the kernel picks the address and the file is handed
 // back (the caller closes it); and a second mapping of a file at addr,
