@@ -377,6 +377,57 @@ TEST(Fork, TheChildCopiesThePagesInUseOnly) {
   secmem_free(key);
 }
 
+// A freed large block's guard pages stay in the parent, for the next block
+// in that run; a fork child, which maps its copy read-write, does not put
+// back the guards of pages in no run (an mprotect and two mappings each, at
+// every fork), and a block it makes there gets guards of its own.
+TEST(Fork, TheChildLeavesFreedBlocksGuardsOutAndGuardsItsNewBlocks) {
+  auto guard_after = [](const void *block, size_t size) {
+    return reinterpret_cast<const void *>((reinterpret_cast<uintptr_t>(block) + size + 4095) & ~uintptr_t{4095});
+  };
+  auto perms_at = [](const void *addr) {
+    Mapping m;
+    return find_mapping(addr, &m) ? m.perms.substr(0, 3) : std::string("none");
+  };
+  std::vector<void *> big;
+  for (int i = 0; i < 4; ++i) {
+    big.push_back(secmem_malloc(60000));
+    ASSERT_NE(big.back(), nullptr);
+    memset(big.back(), 0x33, 60000);
+  }
+  std::vector<const void *> guards;
+  for (void *p : big) guards.push_back(guard_after(p, 60000));
+  for (const void *g : guards) ASSERT_EQ(perms_at(g), "---") << "a large block's guard, while it lives";
+  for (void *p : big) secmem_free(p);
+  for (const void *g : guards) EXPECT_EQ(perms_at(g), "---") << "kept for the run's next block";
+  bool staged = !running_on_mlock_backend();
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        for (const void *g : guards)
+          if (perms_at(g) != (staged ? "rw-" : "---")) {
+            fprintf(stderr, "freed block's guard at %p: %s in the child\n", g, perms_at(g).c_str());
+            return false;
+          }
+        // New blocks in the child, in those runs: guarded again.
+        std::vector<void *> again;
+        for (int i = 0; i < 4; ++i) {
+          again.push_back(secmem_malloc(60000));
+          if (again.back() == nullptr) return false;
+          memset(again.back(), 0x44, 60000);
+          const void *g = guard_after(again.back(), 60000);
+          if (perms_at(g) != "---") {
+            fprintf(stderr, "new block's guard at %p: %s in the child\n", g, perms_at(g).c_str());
+            return false;
+          }
+        }
+        for (void *p : again) secmem_free(p);
+        return true;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+}
+
 // Large blocks that another thread freed and keeps in its cache (zero, for
 // its next requests of their size) are not copied for a fork child: they go
 // back to the heap at the fork, and the child's copy holds the pages in use

@@ -193,7 +193,9 @@ private:
   // and its pid namespace): another process sharing its memory (clone with
   // CLONE_VM, a vfork child) may reap its own children, in a pid namespace
   // of its own, under the same numbers, and have the same pid there (1, when
-  // both are the first of theirs). On the heap's page, which the parent's
+  // both are the first of theirs); its parent is outside that namespace
+  // (getppid() is 0), unless a process sharing the memory made it in turn,
+  // which a vfork child (exec or _exit only) does not. On the heap's page, which the parent's
   // fork handler writes anyway: a wait call after the fork takes no fault.
   struct ReapLog {
     static constexpr int kEntries = 64;

@@ -102,6 +102,13 @@ void open_touched_for_copy(Chunk *chunk) {
   os::protect(reinterpret_cast<void *>(chunk->base), size_t{pages} * os::kPageSize, kReadWrite);
 }
 
+void forget_free_guards(Chunk *chunk) {
+  if (chunk->huge || chunk->restricted_pages == 0) return;
+  for (uint32_t page = 0; page < chunk->mapped_pages; ++page)
+    if (chunk->prot[page] != 0 && !bitmap::test(chunk->used, page) && !bitmap::test(chunk->sealed, page))
+      record(chunk, page, 0);
+}
+
 int restore_restricted(Chunk *chunk) {
   int first_err = 0;
   for_each_restricted(chunk, [chunk, &first_err](void *addr, size_t len, int prot) {

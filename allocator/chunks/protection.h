@@ -24,6 +24,12 @@ void open_restricted(Chunk *chunk);
 // read-write, whatever the record says (a fork from a signal handler may
 // interrupt an mprotect before it is recorded). Fewer mappings, too.
 void open_all_in_child(Chunk *chunk);
+// In a fork child, before restore_restricted: the guards left on pages in no
+// run (a freed large block's, kept for the next block there in the parent)
+// are recorded read-write, so that the child does not put them back (an
+// mprotect and a mapping each, at every fork); a block made there later
+// sets its own. Sealed pages are never in no run.
+void forget_free_guards(Chunk *chunk);
 // Puts their protection back; returns the first mprotect error on a sealed
 // page, or 0 (guards the kernel will not protect again, at the mapping
 // count, are recorded read-write: they go without).
