@@ -119,38 +119,27 @@ OpensslFree openssl_custom_free(const void *caller) {
 // program's or a library's reference to it (exits inside glibc, returning
 // from main among them, do not pass here: cleansed as before).
 //
-// The flag holds the pid that called exit, and counts only in the process
-// whose pid the shim last saw (at start-up, and in each fork child): a
-// vfork child that calls exit writes it in its parent's memory (the parent
-// then cleanses on), and a child forked by an exit handler or by another
-// thread meanwhile is not exiting. A getpid at each free to tell them apart
-// made a PostgreSQL backend's exit 0.5 ms slower.
+// The flag holds the process that called exit (libsecmem's mark: its fork
+// generation and the pid getpid gave), and counts only in the process that
+// libsecmem's fork handlers last saw (at load, and in each fork child): a
+// vfork child that calls exit writes it in its parent's memory, with its own
+// pid (the parent then cleanses on), a child forked by an exit handler or by
+// another thread meanwhile is not exiting, and neither is a later
+// descendant that gets the exiting process's pid again (a generation
+// further). A getpid at each free to tell them apart made a PostgreSQL
+// backend's exit 0.5 ms slower; a fork handler of the shim's own that kept
+// the pid took a page fault in every fork child.
 namespace {
-std::atomic<int> g_exiting_pid{0};
-std::atomic<int> g_own_pid{0};
-
-// In each fork child: its own pid, and no exit called (a child of an
-// exiting process, whose pid a later process may get again).
-void note_own_pid() {
-  if (g_own_pid.load(std::memory_order_relaxed) < 0) return; // not followed
-  g_own_pid.store(static_cast<int>(syscall(SYS_getpid)), std::memory_order_relaxed);
-  if (g_exiting_pid.load(std::memory_order_relaxed) != 0) g_exiting_pid.store(0, std::memory_order_relaxed);
-}
-
-__attribute__((constructor)) void watch_own_pid() {
-  note_own_pid();
-  // Refused (ENOMEM): no process cleanses less, children cleanse on as before.
-  if (pthread_atfork(nullptr, nullptr, note_own_pid) != 0) g_own_pid.store(-1, std::memory_order_relaxed);
-}
+std::atomic<unsigned long long> g_exiting{0};
 
 bool exiting() {
-  int pid = g_exiting_pid.load(std::memory_order_relaxed);
-  return pid > 0 && pid == g_own_pid.load(std::memory_order_relaxed); // (getpid refused: -1)
+  unsigned long long mark = g_exiting.load(std::memory_order_relaxed);
+  return mark != 0 && mark == secmem_interpose_process_mark(0); // (not followed: 0)
 }
 } // namespace
 
 SHIM_API __attribute__((noreturn)) void exit(int status) noexcept {
-  g_exiting_pid.store(static_cast<int>(syscall(SYS_getpid)), std::memory_order_relaxed);
+  g_exiting.store(secmem_interpose_process_mark(1), std::memory_order_relaxed);
   if (auto real = next_fn(g_next.exit, "exit"); real != nullptr) real(status);
   _exit(status); // no libc exit to be found: not reached in practice
 }

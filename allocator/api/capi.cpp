@@ -105,6 +105,10 @@ __attribute__((visibility("default"))) unsigned long long secmem_interpose_forks
   return heap::forks_done();
 }
 
+__attribute__((visibility("default"))) unsigned long long secmem_interpose_process_mark(int ask_kernel) {
+  return heap::process_mark(ask_kernel != 0);
+}
+
 __attribute__((visibility("default"))) void secmem_interpose_child_reaped(int pid, unsigned long long before) {
   heap::child_reaped(pid, before);
 }

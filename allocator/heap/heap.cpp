@@ -270,6 +270,9 @@ void finish_child() NO_THREAD_SAFETY_ANALYSIS {
 
 void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
   SignalsBlocked blocked;
+  // A new process: one generation more, and its own pid.
+  if (uint64_t own = g_heap.own_process.load(std::memory_order_relaxed); own != 0)
+    g_heap.own_process.store(((own >> 32) + 1) << 32 | static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
   if (after_start_up_hold(true) || g_state.load(std::memory_order_acquire) != State::kReady) return;
   if (g_fork_nest != 0) {
     finish_child();
@@ -340,6 +343,7 @@ bool fork_handlers_registered() {
   if (g_handlers.compare_exchange_strong(state, kRegistering, std::memory_order_acquire)) {
     g_handlers_err = pthread_atfork(prepare_fork, after_fork_parent, after_fork_child);
     state = g_handlers_err == 0 ? kRegistered : kNotAllowed;
+    if (state == kRegistered) g_heap.own_process.store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
     g_handlers.store(state, std::memory_order_release);
   }
   while (state == kRegistering) {
@@ -415,6 +419,12 @@ ChunkPool &reap_log_owner() NO_THREAD_SAFETY_ANALYSIS { return g_heap.pool; }
 void watch_reaping() { reap_log_owner().watch_reaping(); }
 
 uint64_t forks_done() { return g_heap.forks_done.load(std::memory_order_seq_cst); }
+
+uint64_t process_mark(bool ask_kernel) {
+  uint64_t own = g_heap.own_process.load(std::memory_order_relaxed);
+  if (own == 0 || !ask_kernel) return own;
+  return own >> 32 << 32 | static_cast<uint32_t>(getpid());
+}
 
 void child_reaped(int pid, uint64_t forks_done_before) { reap_log_owner().note_reaped(pid, forks_done_before); }
 

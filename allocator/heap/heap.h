@@ -53,6 +53,12 @@ void reserved_range(uintptr_t *base, size_t *size);
 // (secmem/internal/interpose.h). Async-signal-safe.
 void watch_reaping();
 uint64_t forks_done();
+// This process as its fork handlers last saw it (ask_kernel false: no
+// system call), or with ask_kernel its generation and the pid the kernel
+// gives the caller: a vfork child, which runs no fork handler and shares
+// its parent's memory, gets a mark that is not its parent's. 0 when the
+// fork handlers are not registered (not followed).
+uint64_t process_mark(bool ask_kernel);
 void child_reaped(int pid, uint64_t forks_done_before);
 
 } // namespace secmem::heap

@@ -59,6 +59,12 @@ struct Heap {
   // Forks whose parent handler has run (their child exists): read without
   // the lock by an interposer's wait call (heap::forks_done).
   std::atomic<uint64_t> forks_done{0};
+  // This process as its fork handlers last saw it (heap::process_mark): its
+  // fork generation (0 at load, one more in each fork child) above its pid.
+  // 0 while the handlers are not registered. Written by the child handler,
+  // on this page, which the child writes anyway: an interposer that kept
+  // its own copy took a page fault in every child (about 2 us).
+  std::atomic<uint64_t> own_process{0};
   ChunkPool pool GUARDED_BY(lock);
   Central central GUARDED_BY(lock);
   CacheList caches GUARDED_BY(lock);

@@ -17,7 +17,13 @@
  *   secmem_interpose_child_reaped(pid, that count), after it reaped pid: a
  *   file is given again only to a child forked before the wait began, so a
  *   pid used again by a later child frees nothing. All three are
- *   async-signal-safe (programs reap in SIGCHLD handlers). */
+ *   async-signal-safe (programs reap in SIGCHLD handlers).
+ * - secmem_interpose_process_mark(ask_kernel): which process this is, as the
+ *   heap's fork handlers follow it (its fork generation and pid, which the
+ *   child handler writes on a page the child writes anyway), or with
+ *   ask_kernel, the generation and the pid getpid gives the caller (a vfork
+ *   child's is not its parent's); 0 when the fork handlers are not
+ *   registered. Async-signal-safe. */
 #ifndef SECMEM_INTERNAL_INTERPOSE_H
 #define SECMEM_INTERNAL_INTERPOSE_H
 
@@ -30,6 +36,7 @@ extern __attribute__((tls_model("initial-exec"))) __thread unsigned secmem_tag_d
 void secmem_interpose_watch_reaping(void);
 unsigned long long secmem_interpose_forks_done(void);
 void secmem_interpose_child_reaped(int pid, unsigned long long forks_done_before);
+unsigned long long secmem_interpose_process_mark(int ask_kernel);
 
 #ifdef __cplusplus
 }
