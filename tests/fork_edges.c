@@ -101,9 +101,11 @@
 //                   every process keeps its own heap
 //   live-children   children that live on (one closing every descriptor, one
 //                   exec'ing) while the parent forks more: each keeps its heap
-//   foreign-reaper  a process sharing this one's memory, in a pid namespace
-//                   of its own, reaps a child of its own numbered as a live
-//                   child of ours (root): the live child keeps its heap
+//   foreign-reaper [nested]  a process sharing this one's memory, in a pid
+//                   namespace of its own, reaps a child of its own numbered as
+//                   a live child of ours (root): the live child keeps its
+//                   heap; nested: the reaper is made by such a process in its
+//                   namespace, under this one's number
 //   forged-message  a child opens the parent's message channel again through
 //                   /proc/PPID/fd and names a short-lived sibling as the
 //                   holder of every file (root): it keeps its heap
@@ -1642,26 +1644,8 @@ static int reaped_reuse(void) {
 
 // ---- foreign-reaper ----
 
-static pid_t g_foreign_target;
-
-// Shares the memory of the process that made it (CLONE_VM), as pid 1 of a
-// pid namespace of its own: it makes a child under the number a live child
-// of that process has there (ns_last_pid), and reaps it with waitpid (the
-// shim's, whose log is in the shared memory). 0 when the child got the number.
-static int foreign_reaper(void *arg) {
-  (void)arg;
-  int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
-  if (fd < 0) return 3;
-  char number[32];
-  int n = snprintf(number, sizeof number, "%d", (int)g_foreign_target - 1);
-  int wrote = write(fd, number, (size_t)n) == n;
-  close(fd);
-  if (!wrote) return 3;
-  long child = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0); // raw: no fork handlers
-  if (child == 0) syscall(SYS_exit_group, 0);
-  int status = 0;
-  return waitpid((pid_t)child, &status, 0) == g_foreign_target ? 0 : 4;
-}
+static pid_t g_foreign_target, g_foreign_owner;
+static int g_foreign_nested;
 
 static int raw_wait(pid_t pid) { // behind the shim's wrappers
   int status = 0;
@@ -1669,10 +1653,53 @@ static int raw_wait(pid_t pid) { // behind the shim's wrappers
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+// The next pid in the caller's pid namespace is pid (root).
+static int next_pid_is(pid_t pid) {
+  int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
+  if (fd < 0) return 0;
+  char number[32];
+  int n = snprintf(number, sizeof number, "%d", (int)pid - 1);
+  int wrote = write(fd, number, (size_t)n) == n;
+  close(fd);
+  return wrote;
+}
+
+// Makes a child under the number a live child of the program has in the
+// program's namespace, and reaps it with waitpid (the shim's, whose log is
+// in the shared memory). 0 when the child got the number.
+static int reap_numbered_child(void) {
+  if (!next_pid_is(g_foreign_target)) return 3;
+  long child = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0); // raw: no fork handlers
+  if (child == 0) syscall(SYS_exit_group, 0);
+  int status = 0;
+  return waitpid((pid_t)child, &status, 0) == g_foreign_target ? 0 : 4;
+}
+
+static int nested_reaper(void *arg) {
+  (void)arg;
+  return reap_numbered_child();
+}
+
+// Shares the memory of the process that made it (CLONE_VM), as pid 1 of a
+// pid namespace of its own, and reaps as above; nested: it makes another
+// process sharing the memory in its namespace, numbered as the program there
+// (its parent, this one, is in the namespace: getppid() is 1, not 0), which
+// reaps. 0 when the numbers were had.
+static int foreign_reaper(void *arg) {
+  (void)arg;
+  if (!g_foreign_nested) return reap_numbered_child();
+  static char stack[1 << 16];
+  if (!next_pid_is(g_foreign_owner)) return 3;
+  pid_t inner = clone(nested_reaper, stack + sizeof stack, CLONE_VM | SIGCHLD, NULL);
+  if (inner < 0) return 5;
+  int status = raw_wait(inner);
+  return inner == g_foreign_owner ? status : 6;
+}
+
 // A live child's pid, reaped by a process that shares this one's memory in
 // another pid namespace, says nothing about that child: its staging file
 // stays its own while the parent forks on with a new key.
-static int foreign_reaper_mode(void) {
+static int foreign_reaper_mode(int nested) {
   unsigned char *key = secmem_malloc(64);
   if (key == NULL) return fail("malloc");
   memset(key, 'A', 64);
@@ -1686,6 +1713,8 @@ static int foreign_reaper_mode(void) {
   if (other == 0) _exit(0);
   raw_wait(other);
   g_foreign_target = live;
+  g_foreign_owner = getpid();
+  g_foreign_nested = nested;
   static char stack[1 << 16];
   pid_t helper = clone(foreign_reaper, stack + sizeof stack, CLONE_VM | CLONE_NEWPID | SIGCHLD, NULL);
   if (helper < 0) return fail("clone");
@@ -2396,7 +2425,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg, argc > 3 && strcmp(argv[3], "grow") == 0);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
   if (strcmp(argv[1], "reaped-reuse") == 0) return reaped_reuse();
-  if (strcmp(argv[1], "foreign-reaper") == 0) return foreign_reaper_mode();
+  if (strcmp(argv[1], "foreign-reaper") == 0) return foreign_reaper_mode(argc > 2 && strcmp(argv[2], "nested") == 0);
   if (strcmp(argv[1], "forged-message") == 0) return forged_message();
   if (strcmp(argv[1], "published-blocks") == 0) return published_blocks((int)arg);
   if (strcmp(argv[1], "copy-race") == 0 && argc > 3) return copy_race((int)arg, atoi(argv[3]));

@@ -270,7 +270,8 @@ TEST_F(Preload, ChildrenTheProgramReapsGiveTheirStagingFilesBack) {
   ASSERT_EQ(geteuid(), 0u) << "a pid namespace and ns_last_pid need root (the suite runs as root)";
   const std::vector<std::vector<std::string>> modes = {{"live-children"},    {"thread-left"},
                                                        {"thread-left", "1"}, {"staging-reuse", "40"},
-                                                       {"foreign-reaper"},   {"forged-message"}};
+                                                       {"foreign-reaper"},   {"foreign-reaper", "nested"},
+                                                       {"forged-message"}};
   for (const std::vector<std::string> &mode : modes) {
     std::vector<std::string> argv = {"timeout", "-s", "KILL", "120", SECMEM_FORK_EDGES_PATH};
     argv.insert(argv.end(), mode.begin(), mode.end());

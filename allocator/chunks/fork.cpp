@@ -163,12 +163,16 @@ void ChunkPool::note_reaped(int pid, uint64_t forks_done_before) {
   if (!reaped_.tracking.load(std::memory_order_seq_cst)) return;
   if (reaped_.owner.load(std::memory_order_acquire) != static_cast<int>(syscall(SYS_getpid))) return;
   // Another process that shares this memory and has the owner's number is
-  // in a pid namespace below the owner's, made by the owner (or by its
-  // parent): its parent is outside that namespace, so getppid() says 0
-  // there. Only then (or for an owner whose own parent is outside its
-  // namespace: a container's first process) is the namespace read, a path
-  // lookup in /proc (2.5-3.5 us, at every child reaped).
-  if (syscall(SYS_getppid) == 0) {
+  // in another pid namespace: one the owner or its parent made it in (its
+  // parent is outside: getppid() says 0), or one where a process like it
+  // made it (its parent's number is then another process's than the
+  // owner's parent, but for a second coincidence of numbers), or the owner
+  // is such a process. Only when getppid() says 0 or not the owner's
+  // parent's number is the namespace read, a path lookup in /proc (2.5-3.5
+  // us, at every child reaped; always for a container's first process,
+  // whose parent is outside).
+  int parent = static_cast<int>(syscall(SYS_getppid));
+  if (parent == 0 || parent != reaped_.owner_parent.load(std::memory_order_relaxed)) {
     uint64_t space = os::pid_namespace_id();
     if (space == 0 || space != reaped_.owner_namespace.load(std::memory_order_relaxed)) return;
   }
@@ -434,13 +438,19 @@ void ChunkPool::plan_child_room(size_t copy_bytes, size_t file_bytes) {
 // done here, while other threads' cache operations go on.
 void ChunkPool::stage_fork(bool interrupted, int parent_pid, uint32_t given_back_pages) {
   fork_parent_pid_ = parent_pid;
-  // Stored when they change (a new process), so that the page stays shared.
-  // A process's own pid namespace never changes (unshare and setns change
-  // its children's); the reaped log is read only while watched.
-  if (reaped_.watched.load(std::memory_order_relaxed) && reaped_.owner.load(std::memory_order_relaxed) != parent_pid) {
-    reaped_.owner.store(0, std::memory_order_relaxed);
-    reaped_.owner_namespace.store(os::pid_namespace_id(), std::memory_order_relaxed);
-    reaped_.owner.store(parent_pid, std::memory_order_release);
+  // Stored when they change (a new process, or one whose parent went), so
+  // that the page stays shared. A process's own pid namespace never changes
+  // (unshare and setns change its children's); the reaped log is read only
+  // while watched.
+  if (reaped_.watched.load(std::memory_order_relaxed)) {
+    int parent = static_cast<int>(syscall(SYS_getppid));
+    if (reaped_.owner.load(std::memory_order_relaxed) != parent_pid ||
+        reaped_.owner_parent.load(std::memory_order_relaxed) != parent) {
+      reaped_.owner.store(0, std::memory_order_relaxed);
+      reaped_.owner_parent.store(parent, std::memory_order_relaxed);
+      reaped_.owner_namespace.store(os::pid_namespace_id(), std::memory_order_relaxed);
+      reaped_.owner.store(parent_pid, std::memory_order_release);
+    }
   }
   fork_staging_stale_ = false;
   fork_pipe_[0] = fork_pipe_[1] = -1;
