@@ -10,8 +10,6 @@
 #include <malloc.h>
 #include <openssl/bn.h>   // types only: the shim does not link libcrypto
 #include <openssl/core.h> // OSSL_PARAM, a public structure
-#include <pthread.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "shim.h"

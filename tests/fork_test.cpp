@@ -404,6 +404,8 @@ TEST(Fork, TheChildLeavesFreedBlocksGuardsOutAndGuardsItsNewBlocks) {
   std::string err;
   int status = run_in_child(
       [&] {
+        // Read-write in the kernel as in the record (a page recorded
+        // read-write and left PROT_NONE would fault at its next block).
         for (const void *g : guards)
           if (perms_at(g) != (staged ? "rw-" : "---")) {
             fprintf(stderr, "freed block's guard at %p: %s in the child\n", g, perms_at(g).c_str());

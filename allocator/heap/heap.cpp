@@ -270,8 +270,10 @@ void finish_child() NO_THREAD_SAFETY_ANALYSIS {
 
 void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
   SignalsBlocked blocked;
-  // A new process: one generation more, and its own pid.
-  if (uint64_t own = g_heap.own_process.load(std::memory_order_relaxed); own != 0)
+  // A new process: one generation more, and its own pid (where an
+  // interposer reads the mark: before the heap has started the page is
+  // written for it alone, a copy-on-write fault in every child).
+  if (uint64_t own = g_heap.own_process.load(std::memory_order_relaxed); own != 0 && g_heap.pool.reaping_watched())
     g_heap.own_process.store(((own >> 32) + 1) << 32 | static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
   if (after_start_up_hold(true) || g_state.load(std::memory_order_acquire) != State::kReady) return;
   if (g_fork_nest != 0) {
@@ -341,9 +343,11 @@ int g_handlers_err = 0;
 bool fork_handlers_registered() {
   int state = kNotRegistered;
   if (g_handlers.compare_exchange_strong(state, kRegistering, std::memory_order_acquire)) {
+    // The mark first: a fork as soon as the handlers are in gives its child one.
+    g_heap.own_process.store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
     g_handlers_err = pthread_atfork(prepare_fork, after_fork_parent, after_fork_child);
     state = g_handlers_err == 0 ? kRegistered : kNotAllowed;
-    if (state == kRegistered) g_heap.own_process.store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
+    if (state != kRegistered) g_heap.own_process.store(0, std::memory_order_relaxed);
     g_handlers.store(state, std::memory_order_release);
   }
   while (state == kRegistering) {
