@@ -3,9 +3,10 @@
 //  - MallocFree: untagged malloc/free of mixed sizes (must not slow down)
 //  - RsaSign, EcdsaSign: RSA-2048 and ECDSA P-256 / SHA-256 signatures
 //    (private keys in secure memory where there is one)
-//  - ForkWithKey/KiB: fork + child _exit + waitpid of a process holding an
-//    ECDSA key and KiB more of secure-heap memory (0, 1024), and after a peak
-//    of 512 KiB given back (Shrunk)
+//  - ForkWithKey/KiB: fork + child _exit + waitpid of a process holding the
+//    RSA and ECDSA keys of the signing runs (which come first) and KiB more
+//    of secure-heap memory (0, 1024), and after a peak of 512 KiB given back
+//    (Shrunk)
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
