@@ -133,7 +133,6 @@ public:
   // child reaped by a call that began when forks_done_before forks were done.
   // Async-signal-safe: a lock-free log, read under the heap lock.
   void watch_reaping();
-  bool reaping_watched() const { return reaped_.watched.load(std::memory_order_relaxed); }
   void note_reaped(int pid, uint64_t forks_done_before);
 
 private:
@@ -191,24 +190,26 @@ private:
   // thread or signal handler without the lock, read and cleared under it. An
   // entry overwritten before it is read frees nothing: the kernel is asked
   // instead. Only this process's own calls count (owner: the pid that forks,
-  // its parent's pid and its pid namespace): another process sharing its
-  // memory (clone with CLONE_VM, a vfork child) may reap its own children,
-  // in a pid namespace of its own, under the same numbers, and have the same
-  // pid there (1, when both are the first of theirs). The namespace is read
-  // only where the caller's parent is outside its namespace or is not the
-  // owner's parent's number (ChunkPool::note_reaped): a process that shares
-  // the memory, in another namespace, with both numbers the owner's is not
-  // told apart. On the heap's page, which the parent's fork handler writes
+  // its parent's pid, its process group and its pid namespace): another
+  // process sharing its memory (clone with CLONE_VM, a vfork child) may reap
+  // its own children, in a pid namespace of its own, under the same numbers,
+  // and have the same pid there (1, when both are the first of theirs). The
+  // namespace is read only where the caller's parent or group is outside its
+  // namespace or is not the owner's (ChunkPool::note_reaped): a process that
+  // shares the memory, in another namespace, with all three numbers the
+  // owner's is not told apart. On the heap's page, which the parent's fork handler writes
   // anyway: a wait call after the fork takes no fault.
   struct ReapLog {
     static constexpr int kEntries = 64;
+    static_assert((1 << 16) % kEntries == 0, "next wraps at a multiple of kEntries");
     std::atomic<uint64_t> entries[kEntries];
-    std::atomic<uint32_t> next;
+    std::atomic<uint16_t> next; // wraps at a multiple of kEntries
     std::atomic<bool> watched;
     std::atomic<bool> tracking; // a staging file may be held by a child
     std::atomic<int> owner;
-    std::atomic<int> owner_parent;         // its getppid() then
-    std::atomic<uint64_t> owner_namespace; // its pid namespace's inode; 0: unknown (entries are not taken)
+    std::atomic<int> owner_parent; // its getppid() and getpgid(0) then
+    std::atomic<int> owner_group;
+    std::atomic<uint64_t> owner_namespace; // its pid namespace's inode; 0: unknown (read: entries are not taken)
   };
   ReapLog reaped_{};
   int fork_slot_ = -1;       // this fork's staging file, or -1

@@ -76,6 +76,10 @@ template <typename Fn> bool for_each_window(char *region, uint32_t pages, unsign
 // Fork state is written only where it changes: after a fork every page of
 // the parent is copy-on-write, and storing an unchanged value costs a page
 // fault at the next fork.
+template <typename T> void set_if_changed_atomic(std::atomic<T> &field, T value) {
+  if (field.load(std::memory_order_relaxed) != value) field.store(value, std::memory_order_relaxed);
+}
+
 template <typename T> void set_if_changed(T &field, T value) {
   if (field != value) field = value;
 }
@@ -165,14 +169,19 @@ void ChunkPool::note_reaped(int pid, uint64_t forks_done_before) {
   // Another process that shares this memory and has the owner's number is
   // in another pid namespace: one the owner or its parent made it in (its
   // parent is outside: getppid() says 0), or one where a process like it
-  // made it (its parent's number is then another process's than the
-  // owner's parent, but for a second coincidence of numbers), or the owner
-  // is such a process. Only when getppid() says 0 or not the owner's
-  // parent's number is the namespace read, a path lookup in /proc (2.5-3.5
-  // us, at every child reaped; always for a container's first process,
-  // whose parent is outside).
-  int parent = static_cast<int>(syscall(SYS_getppid));
-  if (parent == 0 || parent != reaped_.owner_parent.load(std::memory_order_relaxed)) {
+  // made it (its parent is that namespace's first process, pid 1 as the
+  // owner's parent often is, but its process group, inherited from
+  // outside, reads 0), or the owner is such a process (the numbers then
+  // name other processes). Only when getppid() or getpgrp() says 0 or
+  // another number than the owner's is the namespace read, a path lookup
+  // in /proc (2.5-3.5 us, at every child reaped; always for a container's
+  // first process, whose parent is outside). Not told apart: a process in
+  // another namespace with the owner's pid, parent and group numbers (one
+  // that made a session of its own there, under a namespace's first
+  // process, where the owner leads its session under pid 1).
+  int parent = static_cast<int>(syscall(SYS_getppid)), group = static_cast<int>(syscall(SYS_getpgid, 0));
+  if (parent == 0 || group == 0 || parent != reaped_.owner_parent.load(std::memory_order_relaxed) ||
+      group != reaped_.owner_group.load(std::memory_order_relaxed)) {
     uint64_t space = os::pid_namespace_id();
     if (space == 0 || space != reaped_.owner_namespace.load(std::memory_order_relaxed)) return;
   }
@@ -443,13 +452,16 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid, uint32_t given_back
   // (unshare and setns change its children's); the reaped log is read only
   // while watched.
   if (reaped_.watched.load(std::memory_order_relaxed)) {
-    int parent = static_cast<int>(syscall(SYS_getppid));
-    if (reaped_.owner.load(std::memory_order_relaxed) != parent_pid ||
-        reaped_.owner_parent.load(std::memory_order_relaxed) != parent) {
+    int parent = static_cast<int>(syscall(SYS_getppid)), group = static_cast<int>(syscall(SYS_getpgid, 0));
+    if (reaped_.owner.load(std::memory_order_relaxed) != parent_pid) {
       reaped_.owner.store(0, std::memory_order_relaxed);
       reaped_.owner_parent.store(parent, std::memory_order_relaxed);
+      reaped_.owner_group.store(group, std::memory_order_relaxed);
       reaped_.owner_namespace.store(os::pid_namespace_id(), std::memory_order_relaxed);
       reaped_.owner.store(parent_pid, std::memory_order_release);
+    } else { // the same process, its parent gone or its group changed: the same namespace
+      set_if_changed_atomic(reaped_.owner_parent, parent);
+      set_if_changed_atomic(reaped_.owner_group, group);
     }
   }
   fork_staging_stale_ = false;

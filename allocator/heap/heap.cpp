@@ -270,10 +270,10 @@ void finish_child() NO_THREAD_SAFETY_ANALYSIS {
 
 void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
   SignalsBlocked blocked;
-  // A new process: one generation more, and its own pid (where an
-  // interposer reads the mark: before the heap has started the page is
-  // written for it alone, a copy-on-write fault in every child).
-  if (uint64_t own = g_heap.own_process.load(std::memory_order_relaxed); own != 0 && g_heap.pool.reaping_watched())
+  // A new process: one generation more, and its own pid (before the heap
+  // has started the page is written for it alone: a copy-on-write fault in
+  // every child).
+  if (uint64_t own = g_heap.own_process.load(std::memory_order_relaxed); own != 0)
     g_heap.own_process.store(((own >> 32) + 1) << 32 | static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
   if (after_start_up_hold(true) || g_state.load(std::memory_order_acquire) != State::kReady) return;
   if (g_fork_nest != 0) {

@@ -61,10 +61,10 @@ struct Heap {
   std::atomic<uint64_t> forks_done{0};
   // This process as its fork handlers last saw it (heap::process_mark): its
   // fork generation (0 at load, one more in each fork child) above its pid.
-  // 0 while the handlers are not registered. Written by the child handler
-  // while an interposer watches the wait calls (the shim, the mark's only
-  // reader), on this page, which the child writes anyway once the heap has
-  // started: an interposer that kept its own copy took a page fault in
+  // 0 while the handlers are not registered. Written by the child handler,
+  // on this page, which the child writes anyway once the heap has started
+  // (before, a program linked with libsecmem takes a page fault in each
+  // fork child for it): the shim, which reads it, took one of its own in
   // every child (about 2 us). With this field the struct fills its page.
   std::atomic<uint64_t> own_process{0};
   ChunkPool pool GUARDED_BY(lock);

@@ -19,9 +19,8 @@
  *   pid used again by a later child frees nothing. All three are
  *   async-signal-safe (programs reap in SIGCHLD handlers).
  * - secmem_interpose_process_mark(ask_kernel): which process this is, as the
- *   heap's fork handlers follow it once secmem_interpose_watch_reaping was
- *   called (its fork generation and pid, which the child handler writes on
- *   the heap's page), or with ask_kernel, the generation and the pid getpid
+ *   heap's fork handlers follow it (its fork generation and pid, which the
+ *   child handler writes on the heap's page), or with ask_kernel, the generation and the pid getpid
  *   gives the caller (a vfork child's is not its parent's, but for one in
  *   another pid namespace under the same number); 0 when the fork handlers
  *   are not registered. Async-signal-safe. */
