@@ -121,9 +121,10 @@ void EcdsaSign(benchmark::State &state) { Sign(state, ec_key()); }
 
 BENCHMARK(RsaSign)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(EcdsaSign)->UseRealTime()->Unit(benchmark::kMicrosecond);
-// In this order: the key alone in a heap that never grew, then Shrunk (its
-// peak), then 1 MiB more, held for good. (Shrunk used to come first, and the
-// key alone was measured in a heap that had peaked: its guards and pages.)
+// In this order: the keys alone in a heap that held no more than they and
+// the signing runs' memory, then Shrunk (its peak), then 1 MiB more, held
+// for good. (Shrunk used to come first, and the keys alone were measured in
+// a heap that had peaked: its guards and pages.)
 BENCHMARK(ForkWithKey)->Arg(0)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ForkWithKeyShrunk)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ForkWithKey)->Arg(1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
