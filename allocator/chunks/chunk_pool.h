@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "chunks/chunk.h"
 #include "chunks/reservation.h"
@@ -201,7 +202,8 @@ private:
   // anyway: a wait call after the fork takes no fault.
   struct ReapLog {
     static constexpr int kEntries = 64;
-    static_assert((1 << 16) % kEntries == 0, "next wraps at a multiple of kEntries");
+    static_assert((std::numeric_limits<uint16_t>::max() + 1) % kEntries == 0, "next wraps at a multiple of kEntries");
+    static_assert(std::atomic<uint16_t>::is_always_lock_free, "written from signal handlers");
     std::atomic<uint64_t> entries[kEntries];
     std::atomic<uint16_t> next; // wraps at a multiple of kEntries
     std::atomic<bool> watched;

@@ -76,10 +76,6 @@ template <typename Fn> bool for_each_window(char *region, uint32_t pages, unsign
 // Fork state is written only where it changes: after a fork every page of
 // the parent is copy-on-write, and storing an unchanged value costs a page
 // fault at the next fork.
-template <typename T> void set_if_changed_atomic(std::atomic<T> &field, T value) {
-  if (field.load(std::memory_order_relaxed) != value) field.store(value, std::memory_order_relaxed);
-}
-
 template <typename T> void set_if_changed(T &field, T value) {
   if (field != value) field = value;
 }
@@ -171,16 +167,18 @@ void ChunkPool::note_reaped(int pid, uint64_t forks_done_before) {
   // parent is outside: getppid() says 0), or one where a process like it
   // made it (its parent is that namespace's first process, pid 1 as the
   // owner's parent often is, but its process group, inherited from
-  // outside, reads 0), or the owner is such a process (the numbers then
-  // name other processes). Only when getppid() or getpgrp() says 0 or
-  // another number than the owner's is the namespace read, a path lookup
-  // in /proc (2.5-3.5 us, at every child reaped; always for a container's
-  // first process, whose parent is outside). Not told apart: a process in
-  // another namespace with the owner's pid, parent and group numbers (one
-  // that made a session of its own there, under a namespace's first
-  // process, where the owner leads its session under pid 1).
+  // outside, reads 0 unless something made it a group there), or the
+  // owner is such a process (the numbers then name other processes). Only
+  // when getppid() and getpgid(0) give the owner's numbers, neither 0 nor
+  // an error, is the namespace not read (a path lookup in /proc, 2.5-3.5
+  // us, at every child reaped; so always for a process whose parent or
+  // group is outside its namespace: a container's first process, one in a
+  // group made outside). Not told apart: a process in another namespace
+  // whose pid, parent and group numbers are all the owner's (one in a
+  // group its namespace's first process or a shell made there, under that
+  // first process, where the owner's parent and group are pid 1's).
   int parent = static_cast<int>(syscall(SYS_getppid)), group = static_cast<int>(syscall(SYS_getpgid, 0));
-  if (parent == 0 || group == 0 || parent != reaped_.owner_parent.load(std::memory_order_relaxed) ||
+  if (parent <= 0 || group <= 0 || parent != reaped_.owner_parent.load(std::memory_order_relaxed) ||
       group != reaped_.owner_group.load(std::memory_order_relaxed)) {
     uint64_t space = os::pid_namespace_id();
     if (space == 0 || space != reaped_.owner_namespace.load(std::memory_order_relaxed)) return;
@@ -447,21 +445,19 @@ void ChunkPool::plan_child_room(size_t copy_bytes, size_t file_bytes) {
 // done here, while other threads' cache operations go on.
 void ChunkPool::stage_fork(bool interrupted, int parent_pid, uint32_t given_back_pages) {
   fork_parent_pid_ = parent_pid;
-  // Stored when they change (a new process, or one whose parent went), so
-  // that the page stays shared. A process's own pid namespace never changes
-  // (unshare and setns change its children's); the reaped log is read only
-  // while watched.
+  // Stored when they change (a new process, one whose parent went or whose
+  // group changed), all of them from the process that forks now, so that
+  // the page stays shared. The reaped log is read only while watched.
   if (reaped_.watched.load(std::memory_order_relaxed)) {
     int parent = static_cast<int>(syscall(SYS_getppid)), group = static_cast<int>(syscall(SYS_getpgid, 0));
-    if (reaped_.owner.load(std::memory_order_relaxed) != parent_pid) {
+    if (reaped_.owner.load(std::memory_order_relaxed) != parent_pid ||
+        reaped_.owner_parent.load(std::memory_order_relaxed) != parent ||
+        reaped_.owner_group.load(std::memory_order_relaxed) != group) {
       reaped_.owner.store(0, std::memory_order_relaxed);
       reaped_.owner_parent.store(parent, std::memory_order_relaxed);
       reaped_.owner_group.store(group, std::memory_order_relaxed);
       reaped_.owner_namespace.store(os::pid_namespace_id(), std::memory_order_relaxed);
       reaped_.owner.store(parent_pid, std::memory_order_release);
-    } else { // the same process, its parent gone or its group changed: the same namespace
-      set_if_changed_atomic(reaped_.owner_parent, parent);
-      set_if_changed_atomic(reaped_.owner_group, group);
     }
   }
   fork_staging_stale_ = false;
