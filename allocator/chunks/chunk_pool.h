@@ -198,8 +198,8 @@ private:
   // namespace is read only where the caller's parent or group is outside its
   // namespace or is not the owner's (ChunkPool::note_reaped): a process that
   // shares the memory, in another namespace, with all three numbers the
-  // owner's is not told apart. On the heap's page, which the parent's fork handler writes
-  // anyway: a wait call after the fork takes no fault.
+  // owner's is not told apart. On the heap's page, which the parent's fork
+  // handler writes anyway: a wait call after the fork takes no fault.
   struct ReapLog {
     static constexpr int kEntries = 64;
     static_assert((std::numeric_limits<uint16_t>::max() + 1) % kEntries == 0, "next wraps at a multiple of kEntries");
@@ -209,8 +209,8 @@ private:
     std::atomic<bool> watched;
     std::atomic<bool> tracking; // a staging file may be held by a child
     std::atomic<int> owner;
-    std::atomic<int> owner_parent; // its getppid() and getpgid(0) then
-    std::atomic<int> owner_group;
+    std::atomic<int> owner_parent;         // its getppid() then
+    std::atomic<int> owner_group;          // its getpgid(0) then
     std::atomic<uint64_t> owner_namespace; // its pid namespace's inode; 0: unknown (read: entries are not taken)
   };
   ReapLog reaped_{};

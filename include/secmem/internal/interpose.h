@@ -20,10 +20,11 @@
  *   async-signal-safe (programs reap in SIGCHLD handlers).
  * - secmem_interpose_process_mark(ask_kernel): which process this is, as the
  *   heap's fork handlers follow it (its fork generation and pid, which the
- *   child handler writes on the heap's page), or with ask_kernel, the generation and the pid getpid
- *   gives the caller (a vfork child's is not its parent's, but for one in
- *   another pid namespace under the same number); 0 when the fork handlers
- *   are not registered. Async-signal-safe. */
+ *   child handler writes on the heap's page), or with ask_kernel, the
+ *   generation and the pid getpid gives the caller (a vfork child's is not
+ *   its parent's, but for one in another pid namespace under the same
+ *   number); 0 when the fork handlers are not registered.
+ *   Async-signal-safe. */
 #ifndef SECMEM_INTERNAL_INTERPOSE_H
 #define SECMEM_INTERNAL_INTERPOSE_H
 
