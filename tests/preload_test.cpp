@@ -283,6 +283,13 @@ TEST_F(Preload, ChildrenTheProgramReapsGiveTheirStagingFilesBack) {
   Result init = run({"timeout", "-s", "KILL", "120", "unshare", "--pid", "--fork", "--mount-proc", "env",
                      "LD_PRELOAD=" + kShim, SECMEM_FORK_EDGES_PATH, "foreign-reaper"});
   EXPECT_EQ(init.status, 0) << "as pid 1: " << init.out << init.err;
+  // The program as a child of pid 1 (a service under systemd): the nested
+  // reaper's parent is pid 1 of its namespace, as the program's is (its
+  // process group, made outside, tells it apart).
+  Result under_init =
+      run({"timeout", "-s", "KILL", "120", "unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
+           "env LD_PRELOAD=" + kShim + " " + SECMEM_FORK_EDGES_PATH + " foreign-reaper nested; exit $?"});
+  EXPECT_EQ(under_init.status, 0) << "under pid 1: " << under_init.out << under_init.err;
 }
 
 // A lookup the shim keeps (libcrypto's CRYPTO_get_mem_functions, asked at
