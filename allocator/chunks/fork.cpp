@@ -37,6 +37,14 @@ namespace {
 
 constexpr unsigned kPidBits = 22; // pids stay below 2^22, the kernel's PID_MAX_LIMIT
 
+// The caller's parent and process group, as its pid namespace numbers them
+// (0 where they are outside it; -1 refused): what the reap log keeps of its
+// owner besides the pid.
+struct Lineage {
+  int parent, group;
+};
+Lineage own_lineage() { return {static_cast<int>(syscall(SYS_getppid)), static_cast<int>(syscall(SYS_getpgid, 0))}; }
+
 // Calls fn(first_page, pages) for each run of pages a fork child copies; the
 // first non-zero result stops the walk and is returned.
 template <typename Fn> int for_each_copied_run(const Chunk *chunk, Fn fn) {
@@ -177,9 +185,9 @@ void ChunkPool::note_reaped(int pid, uint64_t forks_done_before) {
   // whose pid, parent and group numbers are all the owner's (one in a
   // group its namespace's first process or a shell made there, under that
   // first process, where the owner's parent and group are pid 1's).
-  int parent = static_cast<int>(syscall(SYS_getppid)), group = static_cast<int>(syscall(SYS_getpgid, 0));
-  if (parent <= 0 || group <= 0 || parent != reaped_.owner_parent.load(std::memory_order_relaxed) ||
-      group != reaped_.owner_group.load(std::memory_order_relaxed)) {
+  Lineage mine = own_lineage();
+  if (mine.parent <= 0 || mine.group <= 0 || mine.parent != reaped_.owner_parent.load(std::memory_order_relaxed) ||
+      mine.group != reaped_.owner_group.load(std::memory_order_relaxed)) {
     uint64_t space = os::pid_namespace_id();
     if (space == 0 || space != reaped_.owner_namespace.load(std::memory_order_relaxed)) return;
   }
@@ -449,13 +457,13 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid, uint32_t given_back
   // group changed), all of them from the process that forks now, so that
   // the page stays shared. The reaped log is read only while watched.
   if (reaped_.watched.load(std::memory_order_relaxed)) {
-    int parent = static_cast<int>(syscall(SYS_getppid)), group = static_cast<int>(syscall(SYS_getpgid, 0));
+    Lineage mine = own_lineage();
     if (reaped_.owner.load(std::memory_order_relaxed) != parent_pid ||
-        reaped_.owner_parent.load(std::memory_order_relaxed) != parent ||
-        reaped_.owner_group.load(std::memory_order_relaxed) != group) {
+        reaped_.owner_parent.load(std::memory_order_relaxed) != mine.parent ||
+        reaped_.owner_group.load(std::memory_order_relaxed) != mine.group) {
       reaped_.owner.store(0, std::memory_order_relaxed);
-      reaped_.owner_parent.store(parent, std::memory_order_relaxed);
-      reaped_.owner_group.store(group, std::memory_order_relaxed);
+      reaped_.owner_parent.store(mine.parent, std::memory_order_relaxed);
+      reaped_.owner_group.store(mine.group, std::memory_order_relaxed);
       reaped_.owner_namespace.store(os::pid_namespace_id(), std::memory_order_relaxed);
       reaped_.owner.store(parent_pid, std::memory_order_release);
     }

@@ -59,6 +59,9 @@ pid_t owner_pid(uint64_t word) { return static_cast<pid_t>(word >> 32); }
 // seccomp allow-list may lack gettid); the same thread in a fork child.
 uint64_t this_thread_word() { return owner_word(getpid(), static_cast<pid_t>(this_thread())); }
 
+// Heap::own_process: a fork generation above a pid.
+uint64_t process_word(uint64_t generation, pid_t pid) { return generation << 32 | static_cast<uint32_t>(pid); }
+
 // The forking thread's hold (nested forks counted) and the word it holds
 // the lock with.
 std::atomic<unsigned> g_start_up_holds{0};
@@ -274,7 +277,7 @@ void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
   // has started the page is written for it alone: a copy-on-write fault in
   // every child).
   if (uint64_t own = g_heap.own_process.load(std::memory_order_relaxed); own != 0)
-    g_heap.own_process.store(((own >> 32) + 1) << 32 | static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
+    g_heap.own_process.store(process_word((own >> 32) + 1, getpid()), std::memory_order_relaxed);
   if (after_start_up_hold(true) || g_state.load(std::memory_order_acquire) != State::kReady) return;
   if (g_fork_nest != 0) {
     finish_child();
@@ -344,7 +347,7 @@ bool fork_handlers_registered() {
   int state = kNotRegistered;
   if (g_handlers.compare_exchange_strong(state, kRegistering, std::memory_order_acquire)) {
     // The mark first: a fork as soon as the handlers are in gives its child one.
-    g_heap.own_process.store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
+    g_heap.own_process.store(process_word(0, getpid()), std::memory_order_relaxed);
     g_handlers_err = pthread_atfork(prepare_fork, after_fork_parent, after_fork_child);
     state = g_handlers_err == 0 ? kRegistered : kNotAllowed;
     if (state != kRegistered) g_heap.own_process.store(0, std::memory_order_relaxed);
@@ -427,7 +430,7 @@ uint64_t forks_done() { return g_heap.forks_done.load(std::memory_order_seq_cst)
 uint64_t process_mark(bool ask_kernel) {
   uint64_t own = g_heap.own_process.load(std::memory_order_relaxed);
   if (own == 0 || !ask_kernel) return own;
-  return own >> 32 << 32 | static_cast<uint32_t>(getpid());
+  return process_word(own >> 32, getpid());
 }
 
 void child_reaped(int pid, uint64_t forks_done_before) { reap_log_owner().note_reaped(pid, forks_done_before); }
