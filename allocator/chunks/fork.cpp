@@ -30,6 +30,7 @@
 #include "chunks/chunk_pool.h"
 #include "chunks/protection.h"
 #include "platform/diag.h"
+#include "platform/raw_syscall.h"
 
 namespace secmem {
 
@@ -38,12 +39,12 @@ namespace {
 constexpr unsigned kPidBits = 22; // pids stay below 2^22, the kernel's PID_MAX_LIMIT
 
 // The caller's parent and process group, as its pid namespace numbers them
-// (0 where they are outside it; -1 refused): what the reap log keeps of its
-// owner besides the pid.
+// (0 where they are outside it; below 0 refused): what the reap log keeps of
+// its owner besides the pid.
 struct Lineage {
   int parent, group;
 };
-Lineage own_lineage() { return {static_cast<int>(syscall(SYS_getppid)), static_cast<int>(syscall(SYS_getpgid, 0))}; }
+Lineage own_lineage() { return {os::parent_process_id(), os::process_group_id()}; }
 
 // Calls fn(first_page, pages) for each run of pages a fork child copies; the
 // first non-zero result stops the walk and is returned.
@@ -169,7 +170,7 @@ void ChunkPool::note_reaped(int pid, uint64_t forks_done_before) {
   // that hands a file out; a stale false drops the entry (the kernel is
   // asked instead).
   if (!reaped_.tracking.load(std::memory_order_seq_cst)) return;
-  if (reaped_.owner.load(std::memory_order_acquire) != static_cast<int>(syscall(SYS_getpid))) return;
+  if (reaped_.owner.load(std::memory_order_acquire) != os::process_id()) return;
   // Another process that shares this memory and has the owner's number is
   // in another pid namespace: one the owner or its parent made it in (its
   // parent is outside: getppid() says 0), or one where a process like it
@@ -1034,8 +1035,10 @@ void ChunkPool::after_fork_child(int nested_depth) {
                    os::file_id(staging_pipe_[1]) == staging_pipe_id_[1];
   // Only to a parent that sees this child's pid as this child does (not
   // across a pid namespace the parent entered).
-  if (fork_slot_ >= 0 && !nested && !fork_reentered_ && staging_fd_ours && pipe_ours && getppid() == fork_parent_pid_) {
-    StagingMessage msg{static_cast<uint32_t>(fork_slot_), staging_[fork_slot_].handout, static_cast<int32_t>(getpid())};
+  if (fork_slot_ >= 0 && !nested && !fork_reentered_ && staging_fd_ours && pipe_ours &&
+      os::parent_process_id() == fork_parent_pid_) {
+    StagingMessage msg{static_cast<uint32_t>(fork_slot_), staging_[fork_slot_].handout,
+                       static_cast<int32_t>(os::process_id())};
     os::send_message(staging_pipe_[1], &msg, sizeof msg);
   }
   for (int slot = 0; slot < kStagingFiles; ++slot) {

@@ -41,6 +41,7 @@
 
 #include "heap/state.h"
 #include "heap/thread_cache.h"
+#include "platform/raw_syscall.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define SECMEM_TSAN 1
@@ -110,29 +111,37 @@ inline void settle_fork_before_write() {
 // letting the lock go, such a fork took the lock for one that an
 // interrupted operation held and overwrote lock_was_mine: the outer fork
 // never let the lock go, and the next allocation waited for ever.)
-// The system call itself, with the kernel's 8-byte set, as pthread_sigmask
-// makes it: a fork child's first touch of a libc page is a page fault, and
-// these were two of them (sigfillset's and pthread_sigmask's code).
+// The system call itself (platform/raw_syscall.h), with the kernel's 8-byte
+// set, as pthread_sigmask makes it: a fork child's first touch of a libc
+// page is a page fault, and sigfillset's, pthread_sigmask's, syscall's and
+// __errno_location's code were four of them.
 // errno too is as it was when it ends: glibc's fork leaves errno alone, and
 // the handlers' system calls set it (EAGAIN from an empty message pipe,
-// ECHILD from waitid), in parent and child. Stored only if changed: errno
-// is on a page that every fork makes copy-on-write.
+// ECHILD from waitid), in parent and child. Reached through its address as
+// this thread last asked libc for it (the same in a fork child), and stored
+// only if changed: errno is on a page that every fork makes copy-on-write.
 class SignalsBlocked {
 public:
-  SignalsBlocked() : errno_(errno) {
+  SignalsBlocked() : errno_at_(errno_address()), errno_(*errno_at_) {
     // Signal n is bit n - 1; glibc's SIGCANCEL and SIGSETXID are 32 and 33.
     uint64_t all = ~(uint64_t{1} << 31 | uint64_t{1} << 32);
-    blocked_ = syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, sizeof all) == 0;
+    blocked_ = os::raw_call(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, sizeof all) == 0;
   }
   ~SignalsBlocked() {
-    if (blocked_) syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, sizeof old_);
-    if (errno != errno_) errno = errno_;
+    if (blocked_) os::raw_call(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, sizeof old_);
+    if (*errno_at_ != errno_) *errno_at_ = errno_;
   }
   SignalsBlocked(const SignalsBlocked &) = delete;
   SignalsBlocked &operator=(const SignalsBlocked &) = delete;
 
 private:
+  static int *errno_address() {
+    static __attribute__((tls_model("initial-exec"))) thread_local int *address = nullptr;
+    if (__builtin_expect(address == nullptr, 0)) address = &errno;
+    return address;
+  }
   uint64_t old_ = 0;
+  int *errno_at_;
   int errno_;
   bool blocked_;
 };

@@ -20,6 +20,7 @@
 #include "heap/pagemap.h"
 #include "platform/checkers.h"
 #include "platform/linux_facts.h"
+#include "platform/raw_syscall.h"
 
 namespace secmem::heap {
 
@@ -57,7 +58,7 @@ uint64_t owner_word(pid_t pid, pid_t tid) {
 pid_t owner_pid(uint64_t word) { return static_cast<pid_t>(word >> 32); }
 // The thread: the number the heap lock knows it by (no system call: a strict
 // seccomp allow-list may lack gettid); the same thread in a fork child.
-uint64_t this_thread_word() { return owner_word(getpid(), static_cast<pid_t>(this_thread())); }
+uint64_t this_thread_word() { return owner_word(os::process_id(), static_cast<pid_t>(this_thread())); }
 
 // Heap::own_process: a fork generation above a pid.
 uint64_t process_word(uint64_t generation, pid_t pid) { return generation << 32 | static_cast<uint32_t>(pid); }
@@ -66,11 +67,11 @@ uint64_t process_word(uint64_t generation, pid_t pid) { return generation << 32 
 // the lock with.
 std::atomic<unsigned> g_start_up_holds{0};
 std::atomic<uint64_t> g_hold_word{0};
-std::atomic<pthread_t> g_hold_thread{0}; // the same thread in a fork child
+std::atomic<uint32_t> g_hold_thread{0}; // its number: the same in a fork child (not pthread_self: libc code)
 
 bool holding_start_up() {
   return g_start_up_holds.load(std::memory_order_acquire) > 0 &&
-         pthread_equal(g_hold_thread.load(std::memory_order_relaxed), pthread_self());
+         g_hold_thread.load(std::memory_order_relaxed) == this_thread();
 }
 
 enum class InitLock { kTaken, kDone, kMine };
@@ -131,7 +132,7 @@ void prepare_fork() {
         continue;
       }
       g_hold_word.store(g_init_owner.load(std::memory_order_relaxed), std::memory_order_relaxed);
-      g_hold_thread.store(pthread_self(), std::memory_order_relaxed);
+      g_hold_thread.store(this_thread(), std::memory_order_relaxed);
       g_start_up_holds.store(1, std::memory_order_release); // last: the after handlers go by it
       return;
     case InitLock::kDone: continue;
@@ -151,7 +152,7 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
     // This process gets its own copy first, if
     // it is a fork child whose handler has not run; the inner child copies
     // from it, while this process waits.
-    if (getpid() != g_fork_parent) finish_child();
+    if (os::process_id() != g_fork_parent) finish_child();
     g_nested_child_done = false;
     g_heap.pool.prepare_nested_fork(g_fork_nest++);
     return;
@@ -169,7 +170,7 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   g_lock_was_mine = was_mine;
   g_fork_nest = 0;
   g_heap.lock.allow_reentry(true);
-  g_fork_parent = getpid();
+  g_fork_parent = os::process_id();
   g_child_done = false;
   g_fork_handlers_running.store(true, std::memory_order_relaxed); // after g_fork_parent: a nested fork reads it
   // This thread's cached blocks go back first, so that the copy leaves out
@@ -277,7 +278,7 @@ void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
   // has started the page is written for it alone: a copy-on-write fault in
   // every child).
   if (uint64_t own = g_heap.own_process.load(std::memory_order_relaxed); own != 0)
-    g_heap.own_process.store(process_word((own >> 32) + 1, getpid()), std::memory_order_relaxed);
+    g_heap.own_process.store(process_word((own >> 32) + 1, os::process_id()), std::memory_order_relaxed);
   if (after_start_up_hold(true) || g_state.load(std::memory_order_acquire) != State::kReady) return;
   if (g_fork_nest != 0) {
     finish_child();
@@ -347,7 +348,7 @@ bool fork_handlers_registered() {
   int state = kNotRegistered;
   if (g_handlers.compare_exchange_strong(state, kRegistering, std::memory_order_acquire)) {
     // The mark first: a fork as soon as the handlers are in gives its child one.
-    g_heap.own_process.store(process_word(0, getpid()), std::memory_order_relaxed);
+    g_heap.own_process.store(process_word(0, os::process_id()), std::memory_order_relaxed);
     g_handlers_err = pthread_atfork(prepare_fork, after_fork_parent, after_fork_child);
     state = g_handlers_err == 0 ? kRegistered : kNotAllowed;
     if (state != kRegistered) g_heap.own_process.store(0, std::memory_order_relaxed);
@@ -411,7 +412,7 @@ __attribute__((destructor)) void unload() {
 // Called on the forking thread, which holds the lock (a re-entry).
 void finish_fork_in_child_now() NO_THREAD_SAFETY_ANALYSIS {
   if (g_heap.forking.load(std::memory_order_relaxed) != kGateFork) return;
-  if (getpid() != g_fork_parent)
+  if (os::process_id() != g_fork_parent)
     finish_child();
   else
     g_heap.pool.fork_reentered(static_cast<int>(g_fork_nest)); // the staged copy would miss what this changes
@@ -430,7 +431,7 @@ uint64_t forks_done() { return g_heap.forks_done.load(std::memory_order_seq_cst)
 uint64_t process_mark(bool ask_kernel) {
   uint64_t own = g_heap.own_process.load(std::memory_order_relaxed);
   if (own == 0 || !ask_kernel) return own;
-  return process_word(own >> 32, getpid());
+  return process_word(own >> 32, os::process_id());
 }
 
 void child_reaped(int pid, uint64_t forks_done_before) { reap_log_owner().note_reaped(pid, forks_done_before); }

@@ -34,6 +34,7 @@
 #include "platform/checkers.h"
 #include "platform/diag.h"
 #include "platform/linux_facts.h"
+#include "platform/raw_syscall.h"
 
 namespace secmem::os {
 
@@ -42,19 +43,29 @@ void *reserve(size_t len) {
   return p == MAP_FAILED ? nullptr : p;
 }
 
+// The calls a fork child makes on its heap (release_to_reserve, reserve_at,
+// map_fd_fixed, protect) are raw system calls (raw_syscall.h): libc's mmap,
+// munmap and mprotect were one more page fault in every child.
+namespace {
+long raw_mmap(void *addr, size_t len, int prot, int flags, int fd, size_t offset) {
+  return raw_call(SYS_mmap, addr, len, prot, flags, fd, offset);
+}
+bool raw_failed(long result) { return result < 0 && result > -4096; } // -errno, not an address
+} // namespace
+
 bool reserve_at(void *addr, size_t len) {
-  void *p = mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-  if (p == MAP_FAILED) return false;
-  if (p == addr) return true;
-  munmap(p, len); // a kernel before 4.17 takes the flag as a hint
+  long p = raw_mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+  if (raw_failed(p)) return false;
+  if (reinterpret_cast<void *>(p) == addr) return true;
+  raw_call(SYS_munmap, p, len); // a kernel before 4.17 takes the flag as a hint
   return false;
 }
 
 Released release_to_reserve(void *addr, size_t len, bool may_unmap) {
-  void *p = mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-  if (p != MAP_FAILED) return Released::kReserved;
-  if (!may_unmap) return mprotect(addr, len, PROT_NONE) == 0 ? Released::kProtected : Released::kUnchanged;
-  if (munmap(addr, len) != 0) return Released::kUnchanged;
+  long p = raw_mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+  if (!raw_failed(p)) return Released::kReserved;
+  if (!may_unmap) return protect(addr, len, PROT_NONE) == 0 ? Released::kProtected : Released::kUnchanged;
+  if (raw_call(SYS_munmap, addr, len) != 0) return Released::kUnchanged;
   return reserve_at(addr, len) ? Released::kReserved : Released::kHole;
 }
 
@@ -100,8 +111,8 @@ int map_secret_fixed(void *addr, size_t len) {
 int map_secret_anywhere_with_fd(size_t len, void **out, int *fd) { return map_secret(nullptr, len, 0, out, fd); }
 
 int map_fd_fixed(int fd, void *addr, size_t len, size_t offset) {
-  void *p = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, static_cast<off_t>(offset));
-  return p == MAP_FAILED ? errno : 0;
+  long p = raw_mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, offset);
+  return raw_failed(p) ? static_cast<int>(-p) : 0;
 }
 
 int map_anon_fixed(void *addr, size_t len) {
@@ -201,12 +212,12 @@ ChildState child_state(int pid) {
 
 FileId file_id(int fd) {
   struct stat st {};
-  // newfstatat through syscall(), as fstat(3) does, with the empty path on
-  // the stack: a fork child calls this, and each page of libc it reads for
-  // the first time (fstat's code, its "" in libc's read-only data) is a
-  // page fault in the child.
+  // newfstatat, as fstat(3) makes it, with the empty path on the stack: a
+  // fork child calls this, and each page of libc it reads for the first
+  // time (fstat's code, its "" in libc's read-only data) is a page fault in
+  // the child (raw_syscall.h).
   char empty_path[1] = {'\0'};
-  if (fd < 0 || syscall(SYS_newfstatat, fd, empty_path, &st, AT_EMPTY_PATH) != 0) return FileId{};
+  if (fd < 0 || raw_call(SYS_newfstatat, fd, empty_path, &st, AT_EMPTY_PATH) != 0) return FileId{};
   return FileId{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
 }
 
@@ -217,7 +228,7 @@ int make_message_pipe(int fds[2]) { return syscall(SYS_pipe2, fds, O_CLOEXEC | O
 uint64_t pid_namespace_id() {
   struct stat st {};
   char path[] = "/proc/self/ns/pid";
-  if (syscall(SYS_newfstatat, AT_FDCWD, path, &st, 0) != 0) return 0;
+  if (raw_call(SYS_newfstatat, AT_FDCWD, path, &st, 0) != 0) return 0;
   return static_cast<uint64_t>(st.st_ino);
 }
 
@@ -226,24 +237,24 @@ int make_message_socket(int fds[2]) {
 }
 
 void send_message(int fd, const void *msg, size_t len) {
-  while (syscall(SYS_write, fd, msg, len) < 0 && errno == EINTR) {}
+  while (raw_call(SYS_write, fd, msg, len) == -EINTR) {}
 }
 
 size_t take_messages(int fd, void *buf, size_t len) {
   long n;
-  do n = syscall(SYS_read, fd, buf, len);
-  while (n < 0 && errno == EINTR);
+  do n = raw_call(SYS_read, fd, buf, len);
+  while (n == -EINTR);
   return n > 0 ? static_cast<size_t>(n) : 0;
 }
 
 void send_byte(int fd) {
   char byte = 1;
-  while (syscall(SYS_write, fd, &byte, 1) < 0 && errno == EINTR) {}
+  while (raw_call(SYS_write, fd, &byte, 1) == -EINTR) {}
 }
 
 void await_byte(int fd) {
   char byte = 0;
-  while (syscall(SYS_read, fd, &byte, 1) < 0 && errno == EINTR) {}
+  while (raw_call(SYS_read, fd, &byte, 1) == -EINTR) {}
 }
 
 Awaited await_byte_for(int fd, int ms) {
@@ -272,9 +283,9 @@ Awaited await_byte_for(int fd, int ms) {
   }
 }
 
-void close_fd(int fd) { syscall(SYS_close, fd); }
+void close_fd(int fd) { raw_call(SYS_close, fd); }
 
-int protect(void *addr, size_t len, int prot) { return mprotect(addr, len, prot) == 0 ? 0 : errno; }
+int protect(void *addr, size_t len, int prot) { return static_cast<int>(-raw_call(SYS_mprotect, addr, len, prot)); }
 
 // Copies that no checker sees: one string instruction on x86-64 (`rep
 // movsb`/`stosb`: as fast as memcpy for whole pages, and a fork copies up to

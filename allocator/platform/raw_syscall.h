@@ -1,0 +1,69 @@
+// System calls made without libc: the kernel's result as it is (-errno on
+// failure), errno left alone, and no libc code run. A fork child runs its
+// handlers on pages it has not yet mapped (the kernel copies no page-table
+// entries for a library's code at fork): each libc function on its own
+// 64 KiB of libc (syscall(2) and __errno_location were two) is one more page
+// fault in every child, 2-3 us each here. Only what the fork handlers reach
+// goes through here; libc's mmap family stays (sanitizers track mappings
+// through it).
+#pragma once
+
+#include <cerrno>
+#include <sys/syscall.h>
+#include <type_traits>
+#include <unistd.h>
+
+namespace secmem::os {
+
+#if defined(__x86_64__)
+inline long raw_syscall(long number, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
+  long result;
+  register long r10 asm("r10") = d;
+  register long r8 asm("r8") = e;
+  register long r9 asm("r9") = f;
+  asm volatile("syscall"
+               : "=a"(result)
+               : "a"(number), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+               : "rcx", "r11", "memory");
+  return result;
+}
+#elif defined(__aarch64__)
+inline long raw_syscall(long number, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
+  register long x8 asm("x8") = number;
+  register long x0 asm("x0") = a;
+  register long x1 asm("x1") = b;
+  register long x2 asm("x2") = c;
+  register long x3 asm("x3") = d;
+  register long x4 asm("x4") = e;
+  register long x5 asm("x5") = f;
+  asm volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
+  return x0;
+}
+#else
+inline long raw_syscall(long number, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0, long f = 0) {
+  int saved = errno;
+  long result = syscall(number, a, b, c, d, e, f);
+  if (result == -1) result = -errno; // (mmap's results below -4096 are addresses: never -1)
+  errno = saved;
+  return result;
+}
+#endif
+
+// Pointers and integers alike.
+template <typename T> long syscall_arg(T value) {
+  if constexpr (std::is_null_pointer_v<T>)
+    return 0;
+  else if constexpr (std::is_pointer_v<T>)
+    return reinterpret_cast<long>(value);
+  else
+    return static_cast<long>(value);
+}
+template <typename... Args> long raw_call(long number, Args... args) {
+  return raw_syscall(number, syscall_arg(args)...);
+}
+
+inline int process_id() { return static_cast<int>(raw_syscall(SYS_getpid)); }
+inline int parent_process_id() { return static_cast<int>(raw_syscall(SYS_getppid)); }
+inline int process_group_id() { return static_cast<int>(raw_syscall(SYS_getpgid, 0)); }
+
+} // namespace secmem::os
