@@ -121,6 +121,17 @@ template <typename Cold> void settle_copy_in_child(Chunk *chunk, Cold is_cold) {
     diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
 }
 
+// Out of line: its message buffer (1 KiB) in after_fork_child's frame made
+// every child's handlers reach a page deeper into the stack, one more
+// copy-on-write fault where it was a page the parent had used.
+[[gnu::cold, gnu::noinline, noreturn]] void relock_refused(const TierMapper &tiers, FallbackReason why, int err) {
+  diag::Line line;
+  line.add("fork: the child cannot lock its copy of the secret heap again (");
+  tiers.describe(line, why, err);
+  line.add("); the configuration allows no other tier").emit();
+  abort();
+}
+
 // How a fork child locks its copies again (locks are not inherited), asked
 // once per fork, in the child (its own filters: see privatise_in_child).
 struct ChildLock {
@@ -1012,13 +1023,7 @@ void ChunkPool::after_fork_child(int nested_depth) {
       // A copy on the locked tier that cannot be locked again: unlocked
       // memory where the policy allows it; else, as for memfd_secret, the
       // child stops (its secrets would be swappable).
-      if (lock_err != 0 && degraded_err_ == 0 && !tiers_.may_degrade()) {
-        diag::Line line;
-        line.add("fork: the child cannot lock its copy of the secret heap again (");
-        tiers_.describe(line, why, lock_err);
-        line.add("); the configuration allows no other tier").emit();
-        abort();
-      }
+      if (lock_err != 0 && degraded_err_ == 0 && !tiers_.may_degrade()) relock_refused(tiers_, why, lock_err);
       move_tier(chunk, lock_err == 0 ? Tier::kLocked : Tier::kUnlocked);
       if (degraded_err_ != 0)
         tiers_.report_fallback(chunk->tier, degraded_why_, degraded_err_);
