@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <random>
 #include <string>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <thread>
 #include <vector>
 
@@ -69,6 +71,45 @@ TEST(Memlock, ForkWithoutBudgetForASecretCopy) {
     return ok;
   });
   EXPECT_EQ(status, 0);
+  EXPECT_STREQ(secret, "parent");
+  secmem_free(secret);
+}
+
+// A program that lowers its memlock limit after the heap locked its pages,
+// then forks: the child's copy (its own mapping of a staged memfd_secret
+// file, or its copy-on-write pages locked again: no lock is inherited) needs
+// budget the child does not have. It follows the policy with one message:
+// an unlocked copy that holds the parent's secret, or the child stops.
+TEST(Memlock, AChildWhoseLimitWasLoweredFollowsThePolicy) {
+  if (!running_on_mlock_backend()) SECMEM_REQUIRE_SECRETMEM();
+  auto *secret = static_cast<char *>(secmem_malloc(64));
+  ASSERT_NE(secret, nullptr);
+  strcpy(secret, "parent");
+  std::string err;
+  int status = run_in_child(
+      [&] {
+        rlimit lim{};
+        if (getrlimit(RLIMIT_MEMLOCK, &lim) != 0) return false;
+        lim.rlim_cur = 0;
+        if (setrlimit(RLIMIT_MEMLOCK, &lim) != 0) return false;
+        pid_t pid = fork();
+        if (pid == 0) {
+          secmem_stats s{};
+          secmem_get_stats(&s);
+          _exit(strcmp(secret, "parent") == 0 && std::string(s.backend) == "unlocked" ? 0 : 1);
+        }
+        int child = 0;
+        if (pid < 0 || waitpid(pid, &child, 0) != pid) return false;
+        if (exhaustion_policy_fail()) return WIFSIGNALED(child) && WTERMSIG(child) == SIGABRT;
+        return WIFEXITED(child) && WEXITSTATUS(child) == 0;
+      },
+      &err);
+  EXPECT_EQ(status, 0) << err;
+  const char *line = exhaustion_policy_fail()
+                         ? "^secmem: fork: [^\n]*the configuration allows no other tier\n$"
+                         : "^secmem: [^\n]* unavailable \\([A-Z]+: RLIMIT_MEMLOCK budget spent\\); falling back to "
+                           "unlocked anonymous memory[^\n]*\n$";
+  EXPECT_TRUE(testing::internal::RE::FullMatch(err, line)) << err;
   EXPECT_STREQ(secret, "parent");
   secmem_free(secret);
 }
