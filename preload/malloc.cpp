@@ -34,28 +34,29 @@ __attribute__((noinline)) void *malloc_slow(size_t n, const void *caller) {
   return route(16, n, caller, [n] { return g_next.malloc.get()(n); });
 }
 
-__attribute__((noinline)) void free_slow(void *p) {
+inline bool ours(const void *p) { return is_secret(p) || bootstrap_owns(p); }
+
+} // namespace
+
+// Until the next allocator is known, free's call for every pointer (shim.h).
+__attribute__((noinline)) void secmem::shim::free_slow(void *p) {
   if (is_secret(p)) return secret_free(p);
   if (bootstrap_owns(p)) return; // never reused
   if (resolve()) g_next.free.get()(p);
 }
 
-inline bool ours(const void *p) { return is_secret(p) || bootstrap_owns(p); }
-
-} // namespace
-
-// The fast paths have no stack frame: a few loads and a jump to the next allocator.
+// The fast paths have no stack frame: a few loads and a jump to the next
+// allocator. Over a forwarder that only jumps, they cost 1.5% of glibc's
+// malloc/free pairs of 16 B to 4 KiB (1.037x against 1.021x).
 SHIM_API void *malloc(size_t n) {
-  auto fn = g_next.malloc.get();
-  if (__builtin_expect(fn != nullptr && secmem_tag_depth_tls == 0 && !g_callers_enabled.load(std::memory_order_relaxed),
-                       1))
-    return fn(n);
+  auto fn = g_untagged_malloc.load(std::memory_order_acquire);
+  if (__builtin_expect(fn != nullptr && secmem_tag_depth_tls == 0, 1)) return fn(n);
   return malloc_slow(n, CALLER());
 }
 
 SHIM_API void free(void *p) {
-  auto fn = g_next.free.get();
-  if (__builtin_expect(fn != nullptr && !ours(p), 1)) return fn(p);
+  auto fn = g_plain_free.load(std::memory_order_acquire); // never null
+  if (__builtin_expect(below_ours(p) || !ours(p), 1)) return fn(p);
   free_slow(p);
 }
 

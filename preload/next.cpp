@@ -38,7 +38,8 @@ bool resolve_slow() {
       diag::Line().add("preload: no next malloc/free in this process; aborting").emit();
       abort();
     }
-    g_resolve_state.store(2, std::memory_order_release);
+    g_resolve_state.store(2, std::memory_order_seq_cst);
+    update_fast_paths();
     return true;
   }
   while (g_resolve_state.load(std::memory_order_acquire) != 2) sched_yield();

@@ -17,9 +17,30 @@ const char *const kSourceNames[kNumSources] = {"openssl", "tag", "callers", "sod
 Routed g_routed[kNumSources];
 std::atomic<uintptr_t> g_secret_top{0};
 std::atomic<size_t> g_secret_size{0};
+std::atomic<uintptr_t> g_ours_floor{reinterpret_cast<uintptr_t>(g_bootstrap)};
 std::atomic<bool> g_tags_enabled{true};
 std::atomic<bool> g_shim_is_first{false};
 std::atomic<bool> g_callers_enabled{false};
+std::atomic<void *(*)(size_t)> g_untagged_malloc{nullptr};
+std::atomic<void (*)(void *)> g_plain_free{free_slow};
+
+// Both inputs only ever change once (resolved; callers named), each followed
+// by a call here: a store is checked again after it, so the last one stored
+// is right even when two threads race (start-up by a malloc on another
+// thread than the constructor's).
+void update_fast_paths() {
+  if (g_resolve_state.load(std::memory_order_seq_cst) == 2)
+    g_plain_free.store(g_next.free.get(), std::memory_order_seq_cst); // the same from every thread
+  auto wanted = [] {
+    return g_resolve_state.load(std::memory_order_seq_cst) == 2 && !g_callers_enabled.load(std::memory_order_seq_cst)
+               ? g_next.malloc.get()
+               : nullptr;
+  };
+  for (auto fn = wanted();; fn = wanted()) {
+    g_untagged_malloc.store(fn, std::memory_order_seq_cst);
+    if (wanted() == fn) return;
+  }
+}
 
 namespace {
 
@@ -31,6 +52,8 @@ void track_range(const void *p) {
   uintptr_t base = 0;
   size_t size = 0;
   secmem_reserved_range(&base, &size);
+  uintptr_t floor = g_ours_floor.load(std::memory_order_relaxed);
+  while (base < floor && !g_ours_floor.compare_exchange_weak(floor, base, std::memory_order_release)) {}
   g_secret_top.store(base + size, std::memory_order_relaxed);
   // Only ever larger: another thread may store a size it read earlier.
   size_t seen = g_secret_size.load(std::memory_order_relaxed);
@@ -213,7 +236,8 @@ void parse_tag_callers() {
     }
     value += n + (value[n] == ',' ? 1 : 0);
   }
-  g_callers_enabled.store(g_caller_name_count > 0, std::memory_order_release);
+  g_callers_enabled.store(g_caller_name_count > 0, std::memory_order_seq_cst);
+  update_fast_paths();
 }
 
 bool from_tagged_caller(const void *return_address) {

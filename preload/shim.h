@@ -192,6 +192,15 @@ extern std::atomic<bool> g_tags_enabled;
 // own free and malloc_usable_size can be called for it directly.
 extern std::atomic<bool> g_shim_is_first;
 extern std::atomic<bool> g_callers_enabled; // SECMEM_TAG_CALLERS names a library
+// malloc's fast path in one load: the next allocator's malloc once it is
+// known and SECMEM_TAG_CALLERS names no library, else null (the routed
+// path). free's call for a pointer not the shim's, never null: free_slow
+// until the next allocator is known, then its free. Both recomputed after
+// each of the two changes (update_fast_paths).
+extern std::atomic<void *(*)(size_t)> g_untagged_malloc;
+extern std::atomic<void (*)(void *)> g_plain_free;
+void free_slow(void *p);
+void update_fast_paths();
 
 // p lies in the secret heap's reserved range, [top - size, top): a
 // subtraction and a compare. The top is fixed and the range only grows
@@ -199,6 +208,16 @@ extern std::atomic<bool> g_callers_enabled; // SECMEM_TAG_CALLERS names a librar
 inline bool is_secret(const void *p) {
   size_t size = g_secret_size.load(std::memory_order_acquire);
   return g_secret_top.load(std::memory_order_relaxed) - 1 - reinterpret_cast<uintptr_t>(p) < size;
+}
+
+// No block of the shim's lies below this address: the lowest of the secret
+// range (as is_secret knows it) and the bootstrap arena. Only ever lowered,
+// before a block below it is returned. free's fast path: a pointer below it
+// (glibc's main heap, and what was mapped after the secret range) goes to
+// the next allocator after one compare.
+extern std::atomic<uintptr_t> g_ours_floor;
+inline bool below_ours(const void *p) {
+  return reinterpret_cast<uintptr_t>(p) < g_ours_floor.load(std::memory_order_relaxed);
 }
 
 bool from_tagged_caller(const void *return_address);
