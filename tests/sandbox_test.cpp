@@ -305,6 +305,43 @@ TEST(Sandbox, AThreadWithoutFiltersKeepsMemfdSecret) {
   EXPECT_EQ(status, 0) << err;
 }
 
+// A filter that refuses read (an errno, not a kill) after the heap started,
+// with a sealed block: each fork child copies its heap for itself while the
+// parent waits for its byte on a pipe. With read refused the parent waits
+// with ppoll; with ppoll refused too it cannot wait, says so once and keeps
+// the pipe's read end open. Every child died of SIGPIPE before (its byte
+// written to a pipe whose reader the parent had closed without waiting).
+TEST(Sandbox, AFilterThatRefusesReadKillsNoForkChild) {
+  for (bool ppoll_too : {false, true}) {
+    std::string err;
+    int status = run_in_child(
+        [&] {
+          auto *sealed = static_cast<unsigned char *>(secmem_sealed_alloc(100));
+          auto *kept = static_cast<unsigned char *>(secmem_malloc(64));
+          if (sealed == nullptr || kept == nullptr) return false;
+          memset(kept, 7, 64);
+          bool filtered = ppoll_too ? filter_syscalls(SCMP_ACT_ERRNO(EPERM), {SCMP_SYS(read), SCMP_SYS(ppoll)})
+                                    : filter_syscalls(SCMP_ACT_ERRNO(EPERM), {SCMP_SYS(read)});
+          if (!filtered) return false;
+          for (int round = 0; round < 3; ++round) {
+            pid_t pid = fork();
+            if (pid == 0) _exit(kept[0] == 7 && kept[63] == 7 && secret_works(50) ? 0 : 1);
+            int child = -1;
+            if (pid < 0 || waitpid(pid, &child, 0) != pid) return false;
+            if (!WIFEXITED(child) || WEXITSTATUS(child) != 0) return false;
+          }
+          return kept[0] == 7 && secret_works(70);
+        },
+        &err);
+    EXPECT_EQ(status, 0) << (ppoll_too ? "read and ppoll refused: " : "read refused: ") << err;
+    size_t said = 0;
+    for (size_t at = err.find("cannot wait for the child's copy"); at != std::string::npos;
+         at = err.find("cannot wait for the child's copy", at + 1))
+      ++said;
+    EXPECT_EQ(said, ppoll_too ? 1u : 0u) << err;
+  }
+}
+
 // A filter before the first allocation that also refuses open, so that the
 // status file saying whether a filter is in force was never readable: the
 // heap took that for "no filter" and died of its first memfd_secret.

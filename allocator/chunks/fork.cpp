@@ -764,13 +764,17 @@ void ChunkPool::after_fork_parent(uint64_t forks_done) {
     // the next fork reads what the interposer saw instead.
     if (!reaped_.watched.load(std::memory_order_relaxed)) refresh_staging(true);
   }
+  int unwaited = -1;
   if (fork_pipe_[0] >= 0) {
     if (fork_pipe_[1] >= 0) os::close_fd(fork_pipe_[1]);
-    os::await_byte(fork_pipe_[0]); // or end of file: the child is gone
-    os::close_fd(fork_pipe_[0]);
+    if (os::await_byte(fork_pipe_[0])) // or end of file: the child is gone
+      os::close_fd(fork_pipe_[0]);
+    else
+      unwaited = fork_pipe_[0];
     fork_pipe_[0] = fork_pipe_[1] = -1;
   }
   close_stale_read(0);
+  if (unwaited >= 0) keep_unwaited(0, unwaited);
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     if (chunk->fork_staging == nullptr) continue;
     // A memfd_secret staging file is zeroed by the kernel when freed; an
@@ -951,13 +955,31 @@ void ChunkPool::close_stale_read(int slot) {
   stale_read_[slot] = -1;
 }
 
+// A child that copies for itself could not be waited for: a seccomp filter
+// refuses both read and ppoll here. Its pipe's read end stays open until
+// the next fork at this level (a child that writes to a pipe without a
+// reader dies of SIGPIPE, and every child did), and the parent goes on,
+// saying so once.
+void ChunkPool::keep_unwaited(int slot, int read_end) {
+  stale_read_[slot] = read_end;
+  stale_read_id_[slot] = os::file_id(read_end);
+  static std::atomic<bool> said{false};
+  if (!said.exchange(true, std::memory_order_relaxed))
+    diag::Line()
+        .add("fork: cannot wait for the child's copy of the secret heap (read and ppoll refused: a seccomp "
+             "filter?); going on: that child's copy may hold this process's later changes")
+        .emit();
+}
+
 void ChunkPool::after_nested_fork_parent(unsigned depth) {
   if (depth >= kNestedForks) return;
   close_stale_read(static_cast<int>(depth) + 1); // its writers had their 2 s
   if (nested_pipe_[depth][0] < 0) return;        // or waited for already (wait_for_copies)
   if (nested_pipe_[depth][1] >= 0) os::close_fd(nested_pipe_[depth][1]);
-  os::await_byte(nested_pipe_[depth][0]); // or end of file: the child is gone
-  os::close_fd(nested_pipe_[depth][0]);
+  if (os::await_byte(nested_pipe_[depth][0])) // or end of file: the child is gone
+    os::close_fd(nested_pipe_[depth][0]);
+  else
+    keep_unwaited(static_cast<int>(depth) + 1, nested_pipe_[depth][0]);
   nested_pipe_[depth][0] = nested_pipe_[depth][1] = -1;
 }
 

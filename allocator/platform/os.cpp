@@ -252,9 +252,17 @@ void send_byte(int fd) {
   while (raw_call(SYS_write, fd, &byte, 1) == -EINTR) {}
 }
 
-void await_byte(int fd) {
+bool await_byte(int fd) {
   char byte = 0;
-  while (raw_call(SYS_read, fd, &byte, 1) == -EINTR) {}
+  long got;
+  do got = raw_call(SYS_read, fd, &byte, 1);
+  while (got == -EINTR);
+  if (got >= 0) return true;
+  pollfd watch{fd, POLLIN, 0};
+  long ready;
+  do ready = raw_call(SYS_ppoll, &watch, 1, nullptr, nullptr, size_t{8});
+  while (ready == -EINTR);
+  return ready > 0;
 }
 
 Awaited await_byte_for(int fd, int ms) {

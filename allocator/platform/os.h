@@ -138,7 +138,10 @@ uint64_t pid_namespace_id();
 void send_message(int fd, const void *msg, size_t len);
 size_t take_messages(int fd, void *buf, size_t len);
 void send_byte(int fd);
-void await_byte(int fd);
+// Waits for a byte on a pipe's read end, or for its end (no writer left):
+// true then. read(2) first; where it is refused (a seccomp filter's errno),
+// ppoll(2) for the same two events. False when neither could wait.
+bool await_byte(int fd);
 // The same for at most ms milliseconds: what came.
 enum class Awaited { kByte, kEnd, kNothing };
 Awaited await_byte_for(int fd, int ms);

@@ -2,10 +2,13 @@
 // failure), errno left alone, and no libc code run. A fork child runs its
 // handlers on pages it has not yet mapped (the kernel copies no page-table
 // entries for a library's code at fork): each libc function on its own
-// 64 KiB of libc (syscall(2) and __errno_location were two) is one more page
-// fault in every child, 2-3 us each here. Only what the fork handlers reach
-// goes through here; libc's mmap family stays (sanitizers track mappings
-// through it).
+// 64 KiB of libc (syscall(2), __errno_location, mmap were three) is one more
+// page fault in every child, 2-3 us each here. Used for what the fork
+// handlers reach, the os:: calls that change the heap's mappings among them
+// (release_to_reserve, reserve_at, map_fd_fixed, protect), wherever they are
+// called. ThreadSanitizer and AddressSanitizer do not see these mappings
+// change (their shadow of the range stays as it was, as across a fork);
+// the suite's runs under both pass.
 #pragma once
 
 #include <cerrno>
