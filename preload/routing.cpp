@@ -17,7 +17,7 @@ const char *const kSourceNames[kNumSources] = {"openssl", "tag", "callers", "sod
 Routed g_routed[kNumSources];
 std::atomic<uintptr_t> g_secret_top{0};
 std::atomic<size_t> g_secret_size{0};
-std::atomic<uintptr_t> g_ours_floor{reinterpret_cast<uintptr_t>(g_bootstrap)};
+constinit std::atomic<const unsigned char *> g_ours_floor{g_bootstrap};
 std::atomic<bool> g_tags_enabled{true};
 std::atomic<bool> g_shim_is_first{false};
 std::atomic<bool> g_callers_enabled{false};
@@ -52,8 +52,10 @@ void track_range(const void *p) {
   uintptr_t base = 0;
   size_t size = 0;
   secmem_reserved_range(&base, &size);
-  uintptr_t floor = g_ours_floor.load(std::memory_order_relaxed);
-  while (base < floor && !g_ours_floor.compare_exchange_weak(floor, base, std::memory_order_release)) {}
+  const unsigned char *floor = g_ours_floor.load(std::memory_order_relaxed);
+  while (base < reinterpret_cast<uintptr_t>(floor) &&
+         !g_ours_floor.compare_exchange_weak(floor, reinterpret_cast<const unsigned char *>(base),
+                                             std::memory_order_release)) {}
   g_secret_top.store(base + size, std::memory_order_relaxed);
   // Only ever larger: another thread may store a size it read earlier.
   size_t seen = g_secret_size.load(std::memory_order_relaxed);

@@ -215,9 +215,11 @@ inline bool is_secret(const void *p) {
 // before a block below it is returned. free's fast path: a pointer below it
 // (glibc's main heap, and what was mapped after the secret range) goes to
 // the next allocator after one compare.
-extern std::atomic<uintptr_t> g_ours_floor;
+// (A pointer: the arena's address is a constant, so the floor is set before
+// any constructor runs.)
+extern std::atomic<const unsigned char *> g_ours_floor;
 inline bool below_ours(const void *p) {
-  return reinterpret_cast<uintptr_t>(p) < g_ours_floor.load(std::memory_order_relaxed);
+  return reinterpret_cast<uintptr_t>(p) < reinterpret_cast<uintptr_t>(g_ours_floor.load(std::memory_order_relaxed));
 }
 
 bool from_tagged_caller(const void *return_address);

@@ -950,16 +950,17 @@ void ChunkPool::prepare_nested_fork(unsigned depth) {
   open_copy_pipe(static_cast<int>(depth)); // without one, the inner child copies unwaited for
 }
 
+// (Still the pipe: a daemon may have closed it and opened a file under its
+// number since.)
 void ChunkPool::close_stale_read(int slot) {
-  if (stale_read_[slot] >= 0) os::close_fd(stale_read_[slot]);
+  if (stale_read_[slot] >= 0 && os::file_id(stale_read_[slot]) == stale_read_id_[slot]) os::close_fd(stale_read_[slot]);
   stale_read_[slot] = -1;
 }
 
 // A child that copies for itself could not be waited for: a seccomp filter
 // refuses both read and ppoll here. Its pipe's read end stays open until
-// the next fork at this level (a child that writes to a pipe without a
-// reader dies of SIGPIPE, and every child did), and the parent goes on,
-// saying so once.
+// the next fork at this level (a child whose byte finds no reader takes its
+// SIGPIPE back: os::send_byte), and the parent goes on, saying so once.
 void ChunkPool::keep_unwaited(int slot, int read_end) {
   stale_read_[slot] = read_end;
   stale_read_id_[slot] = os::file_id(read_end);
@@ -973,7 +974,7 @@ void ChunkPool::keep_unwaited(int slot, int read_end) {
 
 void ChunkPool::after_nested_fork_parent(unsigned depth) {
   if (depth >= kNestedForks) return;
-  close_stale_read(static_cast<int>(depth) + 1); // its writers had their 2 s
+  close_stale_read(static_cast<int>(depth) + 1); // its writers had their 2 s, or could not be waited for
   if (nested_pipe_[depth][0] < 0) return;        // or waited for already (wait_for_copies)
   if (nested_pipe_[depth][1] >= 0) os::close_fd(nested_pipe_[depth][1]);
   if (os::await_byte(nested_pipe_[depth][0])) // or end of file: the child is gone

@@ -116,8 +116,8 @@ inline void settle_fork_before_write() {
 // page is a page fault, and sigfillset's, pthread_sigmask's, syscall's and
 // __errno_location's code were four of them.
 // errno too is as it was when it ends: glibc's fork leaves errno alone, and
-// the handlers' system calls set it (EAGAIN from an empty message pipe,
-// ECHILD from waitid), in parent and child. Reached through its address as
+// the handlers' calls through libc set it (ECHILD from waitid, ENOENT from
+// a /proc read), in parent and child. Reached through its address as
 // this thread last asked libc for it (the same in a fork child), and stored
 // only if changed: errno is on a page that every fork makes copy-on-write.
 class SignalsBlocked {

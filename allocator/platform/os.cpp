@@ -18,6 +18,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <csignal>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
@@ -48,7 +49,12 @@ void *reserve(size_t len) {
 // munmap and mprotect were one more page fault in every child.
 namespace {
 long raw_mmap(void *addr, size_t len, int prot, int flags, int fd, size_t offset) {
+#if defined(__x86_64__) || defined(__aarch64__)
   return raw_call(SYS_mmap, addr, len, prot, flags, fd, offset);
+#else // SYS_mmap takes other arguments there (s390x, i386) or is missing (32-bit arm): libc's
+  void *p = mmap(addr, len, prot, flags, fd, static_cast<off_t>(offset));
+  return p == MAP_FAILED ? -errno : reinterpret_cast<long>(p);
+#endif
 }
 bool raw_failed(long result) { return result < 0 && result > -4096; } // -errno, not an address
 } // namespace
@@ -236,9 +242,25 @@ int make_message_socket(int fds[2]) {
   return syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : errno;
 }
 
-void send_message(int fd, const void *msg, size_t len) {
-  while (raw_call(SYS_write, fd, msg, len) == -EINTR) {}
+namespace {
+// A fork child's write to its parent: where the parent has closed its end
+// (it could not wait: keep_unwaited, chunks/fork.cpp), the write's SIGPIPE,
+// pending while the handlers block every signal, is taken back instead of
+// killing the child once they end. A child's pending signals start empty,
+// so one pending now is the write's. (A filter that kills on
+// rt_sigtimedwait kills the child, as the signal would have.)
+void write_to_parent(int fd, const void *data, size_t len) {
+  long wrote;
+  do wrote = raw_call(SYS_write, fd, data, len);
+  while (wrote == -EINTR);
+  if (wrote != -EPIPE) return;
+  uint64_t pipe_signal = uint64_t{1} << (SIGPIPE - 1);
+  timespec now{};
+  raw_call(SYS_rt_sigtimedwait, &pipe_signal, nullptr, &now, sizeof pipe_signal);
 }
+} // namespace
+
+void send_message(int fd, const void *msg, size_t len) { write_to_parent(fd, msg, len); }
 
 size_t take_messages(int fd, void *buf, size_t len) {
   long n;
@@ -249,7 +271,7 @@ size_t take_messages(int fd, void *buf, size_t len) {
 
 void send_byte(int fd) {
   char byte = 1;
-  while (raw_call(SYS_write, fd, &byte, 1) == -EINTR) {}
+  write_to_parent(fd, &byte, 1);
 }
 
 bool await_byte(int fd) {

@@ -135,6 +135,8 @@ int make_message_socket(int fds[2]);
 // The inode of this process's pid namespace (/proc/self/ns/pid); 0 when it
 // cannot be read. Async-signal-safe.
 uint64_t pid_namespace_id();
+// A fork child's writes to its parent (EINTR retried; a SIGPIPE they raise
+// while signals are blocked is taken back).
 void send_message(int fd, const void *msg, size_t len);
 size_t take_messages(int fd, void *buf, size_t len);
 void send_byte(int fd);

@@ -1,5 +1,7 @@
 // System calls made without libc: the kernel's result as it is (-errno on
-// failure), errno left alone, and no libc code run. A fork child runs its
+// failure), errno left alone, and (on x86-64 and arm64, the `syscall` and
+// `svc` instructions inline; elsewhere libc's syscall(2), errno restored)
+// no libc code run. A fork child runs its
 // handlers on pages it has not yet mapped (the kernel copies no page-table
 // entries for a library's code at fork): each libc function on its own
 // 64 KiB of libc (syscall(2), __errno_location, mmap were three) is one more
