@@ -962,8 +962,13 @@ void ChunkPool::close_stale_read(int slot) {
 // the next fork at this level (a child whose byte finds no reader takes its
 // SIGPIPE back: os::send_byte), and the parent goes on, saying so once.
 void ChunkPool::keep_unwaited(int slot, int read_end) {
-  stale_read_[slot] = read_end;
-  stale_read_id_[slot] = os::file_id(read_end);
+  os::FileId id = os::file_id(read_end);
+  if (id.ino != 0) { // known (fstat allowed): else it could never be closed safely, and one would leak per fork
+    stale_read_[slot] = read_end;
+    stale_read_id_[slot] = id;
+  } else {
+    os::close_fd(read_end);
+  }
   static std::atomic<bool> said{false};
   if (!said.exchange(true, std::memory_order_relaxed))
     diag::Line()

@@ -68,8 +68,9 @@ inline long read_small_file(const char *file, char *buf, size_t len) {
   int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, file, O_RDONLY | O_CLOEXEC));
   if (fd < 0) return -1;
   long n;
+  int tries = 0; // (bounded: a seccomp filter's EINTR would come back for ever)
   do n = syscall(SYS_read, fd, buf, len);
-  while (n < 0 && errno == EINTR);
+  while (n < 0 && errno == EINTR && ++tries < 64);
   syscall(SYS_close, fd);
   return n;
 }
