@@ -15,6 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "platform/raw_syscall.h"
+
 namespace secmem::linux_facts {
 
 // memfd_secret(2): 447 on x86_64 and arm64; glibc 2.36 has no wrapper.
@@ -68,9 +70,9 @@ inline long read_small_file(const char *file, char *buf, size_t len) {
   int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, file, O_RDONLY | O_CLOEXEC));
   if (fd < 0) return -1;
   long n;
-  int tries = 0; // (bounded: a seccomp filter's EINTR would come back for ever)
+  int tries = 0; // bounded as os::raw_call_retrying; libc's call: the static analyzer sees it fill buf
   do n = syscall(SYS_read, fd, buf, len);
-  while (n < 0 && errno == EINTR && ++tries < 64);
+  while (n < 0 && errno == EINTR && ++tries < os::kEintrRetries);
   syscall(SYS_close, fd);
   return n;
 }

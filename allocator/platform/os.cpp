@@ -39,11 +39,6 @@
 
 namespace secmem::os {
 
-// EINTR retried at most this often in a row: the fork handlers run with
-// every signal blocked, where an EINTR can only be a seccomp filter's
-// errno, which would come back for ever.
-constexpr int kEintrRetries = 64;
-
 void *reserve(size_t len) {
   void *p = mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   return p == MAP_FAILED ? nullptr : p;
@@ -255,11 +250,7 @@ namespace {
 // so one pending now is the write's. (A filter that kills on
 // rt_sigtimedwait kills the child, as the signal would have.)
 void write_to_parent(int fd, const void *data, size_t len) {
-  long wrote;
-  int tries = 0;
-  do wrote = raw_call(SYS_write, fd, data, len);
-  while (wrote == -EINTR && ++tries < kEintrRetries);
-  if (wrote != -EPIPE) return;
+  if (raw_call_retrying(SYS_write, fd, data, len) != -EPIPE) return;
   uint64_t pipe_signal = uint64_t{1} << (SIGPIPE - 1);
   timespec now{};
   raw_call(SYS_rt_sigtimedwait, &pipe_signal, nullptr, &now, sizeof pipe_signal);
@@ -269,10 +260,7 @@ void write_to_parent(int fd, const void *data, size_t len) {
 void send_message(int fd, const void *msg, size_t len) { write_to_parent(fd, msg, len); }
 
 size_t take_messages(int fd, void *buf, size_t len) {
-  long n;
-  int tries = 0;
-  do n = raw_call(SYS_read, fd, buf, len);
-  while (n == -EINTR && ++tries < kEintrRetries);
+  long n = raw_call_retrying(SYS_read, fd, buf, len);
   return n > 0 ? static_cast<size_t>(n) : 0;
 }
 
@@ -283,17 +271,9 @@ void send_byte(int fd) {
 
 bool await_byte(int fd) {
   char byte = 0;
-  long got;
-  int tries = 0;
-  do got = raw_call(SYS_read, fd, &byte, 1);
-  while (got == -EINTR && ++tries < kEintrRetries);
-  if (got >= 0) return true;
+  if (raw_call_retrying(SYS_read, fd, &byte, 1) >= 0) return true;
   pollfd watch{fd, POLLIN, 0};
-  long ready;
-  tries = 0;
-  do ready = raw_call(SYS_ppoll, &watch, 1, nullptr, nullptr, size_t{8});
-  while (ready == -EINTR && ++tries < kEintrRetries);
-  return ready > 0;
+  return raw_call_retrying(SYS_ppoll, &watch, 1, nullptr, nullptr, size_t{8}) > 0;
 }
 
 Awaited await_byte_for(int fd, int ms) {

@@ -67,6 +67,18 @@ template <typename... Args> long raw_call(long number, Args... args) {
   return raw_syscall(number, syscall_arg(args)...);
 }
 
+// The same, EINTR retried at most kEintrRetries times in a row: the fork
+// handlers run with every signal blocked, where an EINTR can only be a
+// seccomp filter's errno, which would come back for ever.
+inline constexpr int kEintrRetries = 64;
+template <typename... Args> long raw_call_retrying(long number, Args... args) {
+  long result;
+  int tries = 0;
+  do result = raw_call(number, args...);
+  while (result == -EINTR && ++tries < kEintrRetries);
+  return result;
+}
+
 inline int process_id() { return static_cast<int>(raw_syscall(SYS_getpid)); }
 inline int parent_process_id() { return static_cast<int>(raw_syscall(SYS_getppid)); }
 inline int process_group_id() { return static_cast<int>(raw_syscall(SYS_getpgid, 0)); }
