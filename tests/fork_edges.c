@@ -154,12 +154,21 @@
 //                   fork do this), registered after secmem's: no deadlock
 //                   (not run with fork_edges_late: secmem's prepare handler
 //                   would run first and hold the start-up, and it deadlocks)
+//   register-race [after]
+//                   (fork_edges_late only) another thread forks while the
+//                   thread that loads libsecmem is inside its constructor's
+//                   pthread_atfork (held there 200 ms; after: once the
+//                   handlers are in glibc's list): the child's first
+//                   allocation must not wait for a registration no thread of
+//                   its own will finish, and its forks and the parent's run
+//                   secmem's handlers, once (each child's copy is its own)
 //
 // fork_edges_late (the same modes, tests/late_secmem.c) loads libsecmem with
 // dlopen at its first secmem call, after the mode registered its own fork
 // handlers: those run around secmem's (prepare after it, child and parent
 // handlers before it) instead of inside them.
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -240,6 +249,97 @@ __attribute__((noreturn)) static void live_child(const unsigned char *key, int k
     usleep(200);
   }
   _exit(ok && all_bytes(key, key_byte, 64) && all_bytes(own, own_byte, own_len) ? 0 : 1);
+}
+
+// ---- register-race ----
+
+static atomic_int g_registering;
+static _Thread_local int t_hold_registration;
+static int g_hold_after; // hold the thread once the handlers are in glibc's list
+
+// glibc's pthread_atfork (libc_nonshared.a, linked into libsecmem) calls
+// this: the program's own (fork_edges_late exports it) holds the loading
+// thread inside the registration. Not instrumented: the sanitizers' runtimes
+// register their own handlers through it while they start.
+int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso);
+__attribute__((no_sanitize("address", "thread", "undefined"))) int
+__register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso) {
+  int (*real)(void (*)(void), void (*)(void), void (*)(void), void *) =
+      (int (*)(void (*)(void), void (*)(void), void (*)(void), void *))dlsym(RTLD_NEXT, "__register_atfork");
+  if (real == NULL) return ENOSYS;
+  int err = g_hold_after ? real(prepare, parent, child, dso) : 0;
+  if (t_hold_registration) {
+    atomic_store(&g_registering, 1);
+    struct timespec hold = {0, 200 * 1000 * 1000};
+    nanosleep(&hold, NULL);
+  }
+  return g_hold_after ? err : real(prepare, parent, child, dso);
+}
+
+static void *load_and_allocate(void *arg) {
+  t_hold_registration = 1; // libsecmem is loaded at this first call
+  *(void **)arg = secmem_malloc(64);
+  t_hold_registration = 0;
+  return NULL;
+}
+
+// A child of this process writes over a 64-byte secret: 1 if the secret
+// here kept its bytes (the child had its own copy) and the child's handlers
+// ran once (a chunk privatised twice: the handlers were registered twice).
+static int child_writes_its_own_copy(unsigned char *secret) {
+  memset(secret, 0x5a, 64);
+  pid_t pid = fork();
+  if (pid < 0) return 0;
+  if (pid == 0) {
+    memset(secret, 0x11, 64);
+    struct secmem_stats stats;
+    secmem_get_stats(&stats);
+    if (stats.fork_privatisations > stats.chunks) {
+      printf("FAIL %llu chunks privatised in a child of %zu chunks\n", (unsigned long long)stats.fork_privatisations,
+             stats.chunks);
+      _exit(1);
+    }
+    _exit(0);
+  }
+  return wait_status(pid) == 0 && all_bytes(secret, 0x5a, 64);
+}
+
+static int register_race(int after) {
+  g_hold_after = after;
+  void *first = NULL;
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, load_and_allocate, &first) != 0) return fail("pthread_create");
+  for (uint64_t until = now_ns() + 5000000000u; !atomic_load(&g_registering);)
+    if (now_ns() > until) return fail("no registration seen (libsecmem was loaded already: run fork_edges_late)");
+  pid_t pid = fork();
+  if (pid < 0) return fail("fork");
+  if (pid == 0) {
+    alarm(10);
+    unsigned char *secret = secmem_malloc(64);
+    if (secret == NULL) {
+      printf("FAIL the child's first allocation failed (errno %d)\n", errno);
+      _exit(1);
+    }
+    if (!child_writes_its_own_copy(secret)) {
+      printf("FAIL the child's child wrote the child's secret\n");
+      _exit(1);
+    }
+    secmem_free(secret);
+    _exit(0);
+  }
+  int status = wait_status(pid);
+  pthread_join(thread, NULL);
+  if (status != 0) {
+    printf("FAIL child forked during the registration: status %d\n", status);
+    return 1;
+  }
+  if (first == NULL) return fail("the loading thread's allocation");
+  unsigned char *secret = secmem_malloc(64);
+  if (secret == NULL || !child_writes_its_own_copy(secret)) return fail("the parent's child wrote the parent's secret");
+  secmem_free(secret);
+  secmem_free(first);
+  printf("register-race: ok\n");
+  return 0;
 }
 
 // ---- init-race ----
@@ -2403,6 +2503,7 @@ int main(int argc, char **argv) {
   long arg = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (strcmp(argv[1], "init-race") == 0) return init_race((int)arg);
+  if (strcmp(argv[1], "register-race") == 0) return register_race(argc > 2 && strcmp(argv[2], "after") == 0);
   if (strcmp(argv[1], "map-limit-free") == 0) return map_limit_free();
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
   if (strcmp(argv[1], "signal-fork-continue") == 0)

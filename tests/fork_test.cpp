@@ -592,6 +592,16 @@ TEST(ForkEdges, ResizingWithoutACacheDoesNotStallForks) {
 // used to wait forever for a start-up lock held by a thread it does not have.
 TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) { EXPECT_TRUE(fork_edges({"init-race", "150"})); }
 
+// fork while the thread that loads libsecmem (a plugin's dlopen) is inside
+// the registration of its fork handlers: the child's first allocation waited
+// forever for a registration no thread of its own would finish. Held before
+// glibc lists the handlers (the child registers them) and after (it must
+// not register them twice: a second set privatised each chunk twice).
+TEST(ForkEdges, ForkDuringTheForkHandlersRegistrationLeavesAWorkingChild) {
+  EXPECT_TRUE(fork_edges({"register-race"}, SECMEM_FORK_EDGES_LATE_PATH));
+  EXPECT_TRUE(fork_edges({"register-race", "after"}, SECMEM_FORK_EDGES_LATE_PATH));
+}
+
 // fork from a signal handler that interrupted a heap operation (locked or
 // lock-free) used to deadlock in the prepare handler.
 TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) { EXPECT_TRUE(fork_edges({"signal-fork", "2"})); }

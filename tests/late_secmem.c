@@ -3,26 +3,31 @@
 // program registered before that call were registered before secmem's.
 #define _GNU_SOURCE
 #include <dlfcn.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "secmem/secmem.h"
 
+// dlopen is the once: a thread that calls it while another loads waits for
+// that load and gets the same handle. (Not pthread_once: a fork child of a
+// process whose other thread was loading would wait for it for ever under
+// ThreadSanitizer, whose pthread_once knows nothing of fork.)
 static void *g_lib;
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
-static void load(void) {
-  g_lib = dlopen(SECMEM_LIBRARY_PATH, RTLD_NOW | RTLD_GLOBAL);
-  if (g_lib == NULL) {
+static void *load(void) {
+  void *lib = __atomic_load_n(&g_lib, __ATOMIC_ACQUIRE);
+  if (lib != NULL) return lib;
+  lib = dlopen(SECMEM_LIBRARY_PATH, RTLD_NOW | RTLD_GLOBAL);
+  if (lib == NULL) {
     printf("FAIL dlopen %s: %s\n", SECMEM_LIBRARY_PATH, dlerror());
     exit(1);
   }
+  __atomic_store_n(&g_lib, lib, __ATOMIC_RELEASE);
+  return lib;
 }
 
 static void *find(const char *name) {
-  pthread_once(&g_once, load);
-  void *fn = dlsym(g_lib, name);
+  void *fn = dlsym(load(), name);
   if (fn == NULL) {
     printf("FAIL dlsym %s\n", name);
     exit(1);

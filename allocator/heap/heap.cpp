@@ -108,12 +108,14 @@ bool forking_here() {
 }
 
 void prepare_heap_fork();
+void note_handlers_run();
 
 // Registered when the library is loaded, so for every fork: before the heap
 // is ready it holds the start-up off until the fork is done (another
 // thread's start-up in progress finishes first).
 void prepare_fork() {
-  SignalsBlocked blocked;   // secmem's fork handlers, all three (fork_gate.h)
+  SignalsBlocked blocked; // secmem's fork handlers, all three (fork_gate.h)
+  note_handlers_run();
   if (holding_start_up()) { // a fork inside this thread's fork
     g_start_up_holds.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -341,24 +343,50 @@ void read_configuration() {
 // runs before secmem's). Start-up registers them itself if it comes first
 // (a static constructor elsewhere in a program linked with libsecmem.a).
 enum HandlerState : int { kNotRegistered, kRegistering, kRegistered, kNotAllowed };
-std::atomic<int> g_handlers{kNotRegistered};
+// The state, and while it is kRegistering the pid of the process whose
+// thread registers: a fork by another thread meanwhile gives a child in which
+// no thread will ever finish the registration (the child registers them
+// itself: prepare_fork marks them registered first if they were in before
+// that fork, as only then does it run).
+std::atomic<uint64_t> g_handlers{kNotRegistered};
 int g_handlers_err = 0;
 
+uint64_t handler_word(HandlerState state, pid_t pid = 0) {
+  return uint64_t{static_cast<uint32_t>(pid)} << 32 | static_cast<uint32_t>(state);
+}
+HandlerState handler_state(uint64_t word) { return static_cast<HandlerState>(static_cast<uint32_t>(word)); }
+
+// Called in the prepare handler: the handlers are in glibc's list.
+void note_handlers_run() {
+  uint64_t word = g_handlers.load(std::memory_order_relaxed);
+  if (handler_state(word) == kRegistering)
+    g_handlers.compare_exchange_strong(word, handler_word(kRegistered), std::memory_order_release);
+}
+
 bool fork_handlers_registered() {
-  int state = kNotRegistered;
-  if (g_handlers.compare_exchange_strong(state, kRegistering, std::memory_order_acquire)) {
-    // The mark first: a fork as soon as the handlers are in gives its child one.
-    g_heap.own_process.store(process_word(0, os::process_id()), std::memory_order_relaxed);
-    g_handlers_err = pthread_atfork(prepare_fork, after_fork_parent, after_fork_child);
-    state = g_handlers_err == 0 ? kRegistered : kNotAllowed;
-    if (state != kRegistered) g_heap.own_process.store(0, std::memory_order_relaxed);
-    g_handlers.store(state, std::memory_order_release);
+  pid_t me = os::process_id();
+  uint64_t word = g_handlers.load(std::memory_order_acquire);
+  for (unsigned round = 0; handler_state(word) != kRegistered && handler_state(word) != kNotAllowed; ++round) {
+    bool orphaned = handler_state(word) == kRegistering && owner_pid(word) != me; // a fork child's
+    if ((handler_state(word) == kNotRegistered || orphaned) &&
+        g_handlers.compare_exchange_strong(word, handler_word(kRegistering, me), std::memory_order_acquire)) {
+      // The mark first: a fork as soon as the handlers are in gives its child one.
+      g_heap.own_process.store(process_word(0, me), std::memory_order_relaxed);
+      g_handlers_err = pthread_atfork(prepare_fork, after_fork_parent, after_fork_child);
+      HandlerState state = g_handlers_err == 0 ? kRegistered : kNotAllowed;
+      if (state != kRegistered) g_heap.own_process.store(0, std::memory_order_relaxed);
+      g_handlers.store(handler_word(state), std::memory_order_release);
+      return state == kRegistered;
+    }
+    if (handler_state(word) == kRegistering && !orphaned) {
+      if (round < 64)
+        sched_yield();
+      else
+        os::sleep_us(20);
+      word = g_handlers.load(std::memory_order_acquire);
+    }
   }
-  while (state == kRegistering) {
-    sched_yield();
-    state = g_handlers.load(std::memory_order_acquire);
-  }
-  return state == kRegistered;
+  return handler_state(word) == kRegistered;
 }
 
 __attribute__((constructor)) void register_fork_handlers_at_load() { fork_handlers_registered(); }
