@@ -154,14 +154,17 @@
 //                   fork do this), registered after secmem's: no deadlock
 //                   (not run with fork_edges_late: secmem's prepare handler
 //                   would run first and hold the start-up, and it deadlocks)
-//   register-race [after]
+//   register-race [after|_Fork|signal]
 //                   (fork_edges_late only) another thread forks while the
 //                   thread that loads libsecmem is inside its constructor's
 //                   pthread_atfork (held there 200 ms; after: once the
-//                   handlers are in glibc's list): the child's first
+//                   handlers are in glibc's list; _Fork: the same, with
+//                   _Fork, which runs no handler): the child's first
 //                   allocation must not wait for a registration no thread of
 //                   its own will finish, and its forks and the parent's run
-//                   secmem's handlers, once (each child's copy is its own)
+//                   secmem's handlers, once (each child's copy is its own);
+//                   signal: no fork, a signal handler on the loading thread
+//                   makes the first allocation (NULL and ENOMEM, not a hang)
 //
 // fork_edges_late (the same modes, tests/late_secmem.c) loads libsecmem with
 // dlopen at its first secmem call, after the mode registered its own fork
@@ -255,7 +258,39 @@ __attribute__((noreturn)) static void live_child(const unsigned char *key, int k
 
 static atomic_int g_registering;
 static _Thread_local int t_hold_registration;
-static int g_hold_after; // hold the thread once the handlers are in glibc's list
+static int g_hold_after;       // hold the thread once the handlers are in glibc's list
+static int g_hold_for_handler; // signal: raise a signal on it instead
+static atomic_int g_handler_done;
+
+// The calls a check makes: the program's (late_secmem.c's, which load
+// libsecmem at the first), or libsecmem's own, looked up by the loading
+// thread (a _Fork child of a process inside dlopen cannot look them up: glibc
+// resets its loader lock in fork children only).
+struct api {
+  void *(*malloc)(size_t);
+  void (*free)(void *);
+  int (*get_stats)(struct secmem_stats *);
+};
+static struct api g_api = {secmem_malloc, secmem_free, secmem_get_stats};
+
+static void look_up_own_api(void) { // on the loading thread, inside dlopen (the loader lock is recursive)
+#ifdef SECMEM_LIBRARY_PATH          // fork_edges_late
+  void *lib = dlopen(SECMEM_LIBRARY_PATH, RTLD_NOW | RTLD_NOLOAD);
+#else
+  void *lib = NULL;
+#endif
+  if (lib == NULL) return;
+  g_api.malloc = (void *(*)(size_t))dlsym(lib, "secmem_malloc");
+  g_api.free = (void (*)(void *))dlsym(lib, "secmem_free");
+  g_api.get_stats = (int (*)(struct secmem_stats *))dlsym(lib, "secmem_get_stats");
+}
+
+// Instrumented (the wrapper below is not): the sanitizers see the look-up
+// published by the flag.
+static void enter_window(void) {
+  if (g_hold_after) look_up_own_api();
+  atomic_store(&g_registering, 1);
+}
 
 // glibc's pthread_atfork (libc_nonshared.a, linked into libsecmem) calls
 // this: the program's own (fork_edges_late exports it) holds the loading
@@ -264,12 +299,17 @@ static int g_hold_after; // hold the thread once the handlers are in glibc's lis
 int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso);
 __attribute__((no_sanitize("address", "thread", "undefined"))) int
 __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso) {
-  int (*real)(void (*)(void), void (*)(void), void (*)(void), void *) =
-      (int (*)(void (*)(void), void (*)(void), void (*)(void), void *))dlsym(RTLD_NEXT, "__register_atfork");
+  // Looked up once (a _Fork child of a process inside dlopen cannot: the
+  // loader lock stays held there).
+  static int (*real)(void (*)(void), void (*)(void), void (*)(void), void *);
+  if (real == NULL)
+    real = (int (*)(void (*)(void), void (*)(void), void (*)(void), void *))dlsym(RTLD_NEXT, "__register_atfork");
   if (real == NULL) return ENOSYS;
   int err = g_hold_after ? real(prepare, parent, child, dso) : 0;
-  if (t_hold_registration) {
-    atomic_store(&g_registering, 1);
+  if (t_hold_registration && g_hold_for_handler) {
+    raise(SIGUSR1); // its handler runs on this thread before raise returns
+  } else if (t_hold_registration) {
+    enter_window();
     struct timespec hold = {0, 200 * 1000 * 1000};
     nanosleep(&hold, NULL);
   }
@@ -288,15 +328,17 @@ static void *load_and_allocate(void *arg) {
 // ran once (a chunk privatised twice: the handlers were registered twice).
 static int child_writes_its_own_copy(unsigned char *secret) {
   memset(secret, 0x5a, 64);
+  struct secmem_stats before; // the count goes on from the parent's
+  g_api.get_stats(&before);
   pid_t pid = fork();
   if (pid < 0) return 0;
   if (pid == 0) {
     memset(secret, 0x11, 64);
     struct secmem_stats stats;
-    secmem_get_stats(&stats);
-    if (stats.fork_privatisations > stats.chunks) {
-      printf("FAIL %llu chunks privatised in a child of %zu chunks\n", (unsigned long long)stats.fork_privatisations,
-             stats.chunks);
+    g_api.get_stats(&stats);
+    if (stats.fork_privatisations - before.fork_privatisations > stats.chunks) {
+      printf("FAIL %llu chunks privatised in a child of %zu chunks\n",
+             (unsigned long long)(stats.fork_privatisations - before.fork_privatisations), stats.chunks);
       _exit(1);
     }
     _exit(0);
@@ -304,18 +346,54 @@ static int child_writes_its_own_copy(unsigned char *secret) {
   return wait_status(pid) == 0 && all_bytes(secret, 0x5a, 64);
 }
 
-static int register_race(int after) {
-  g_hold_after = after;
+// A signal handler on the registering thread that makes the first secret
+// allocation: it cannot wait for its own thread.
+static void *g_handler_block;
+static int g_handler_errno;
+static void allocate_in_handler(int sig) {
+  (void)sig;
+  int saved = errno;
+  g_handler_block = secmem_malloc(32);
+  g_handler_errno = errno;
+  atomic_store(&g_handler_done, 1);
+  errno = saved;
+}
+
+static int register_race(const char *variant) {
+  int raw = strcmp(variant, "_Fork") == 0;
+  g_hold_after = raw || strcmp(variant, "after") == 0;
+  int in_handler = g_hold_for_handler = strcmp(variant, "signal") == 0;
   void *first = NULL;
   pthread_t thread;
+  if (in_handler) signal(SIGUSR1, allocate_in_handler);
   if (pthread_create(&thread, NULL, load_and_allocate, &first) != 0) return fail("pthread_create");
+  if (in_handler) {
+    alarm(10);
+    pthread_join(thread, NULL);
+    alarm(0);
+    if (!atomic_load(&g_handler_done)) return fail("the signal handler did not run");
+    if (g_handler_block != NULL || g_handler_errno != ENOMEM) {
+      printf("FAIL the handler's allocation: %p, errno %d (expected NULL, ENOMEM)\n", g_handler_block, g_handler_errno);
+      return 1;
+    }
+    unsigned char *secret = secmem_malloc(64);
+    if (first == NULL || secret == NULL || !child_writes_its_own_copy(secret)) {
+      printf("FAIL the heap after the load: the loading thread's block %p, the next %p (errno %d)\n", first,
+             (void *)secret, errno);
+      return 1;
+    }
+    secmem_free(secret);
+    secmem_free(first);
+    printf("register-race: ok\n");
+    return 0;
+  }
   for (uint64_t until = now_ns() + 5000000000u; !atomic_load(&g_registering);)
     if (now_ns() > until) return fail("no registration seen (libsecmem was loaded already: run fork_edges_late)");
-  pid_t pid = fork();
+  pid_t pid = raw ? _Fork() : fork();
   if (pid < 0) return fail("fork");
   if (pid == 0) {
     alarm(10);
-    unsigned char *secret = secmem_malloc(64);
+    unsigned char *secret = g_api.malloc(64);
     if (secret == NULL) {
       printf("FAIL the child's first allocation failed (errno %d)\n", errno);
       _exit(1);
@@ -324,7 +402,7 @@ static int register_race(int after) {
       printf("FAIL the child's child wrote the child's secret\n");
       _exit(1);
     }
-    secmem_free(secret);
+    g_api.free(secret);
     _exit(0);
   }
   int status = wait_status(pid);
@@ -2503,7 +2581,7 @@ int main(int argc, char **argv) {
   long arg = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (strcmp(argv[1], "init-race") == 0) return init_race((int)arg);
-  if (strcmp(argv[1], "register-race") == 0) return register_race(argc > 2 && strcmp(argv[2], "after") == 0);
+  if (strcmp(argv[1], "register-race") == 0) return register_race(argc > 2 ? argv[2] : "");
   if (strcmp(argv[1], "map-limit-free") == 0) return map_limit_free();
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
   if (strcmp(argv[1], "signal-fork-continue") == 0)

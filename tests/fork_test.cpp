@@ -595,11 +595,15 @@ TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) { EXPECT_TRUE(fork_edges({
 // fork while the thread that loads libsecmem (a plugin's dlopen) is inside
 // the registration of its fork handlers: the child's first allocation waited
 // forever for a registration no thread of its own would finish. Held before
-// glibc lists the handlers (the child registers them) and after (it must
-// not register them twice: a second set privatised each chunk twice).
+// glibc lists the handlers (the child registers them) and after (its forks
+// must run them once: a second registration privatised each chunk twice, in
+// a child of _Fork, which runs no handler to mark them registered).
+// A signal handler on the loading thread that allocates waited for itself.
 TEST(ForkEdges, ForkDuringTheForkHandlersRegistrationLeavesAWorkingChild) {
   EXPECT_TRUE(fork_edges({"register-race"}, SECMEM_FORK_EDGES_LATE_PATH));
   EXPECT_TRUE(fork_edges({"register-race", "after"}, SECMEM_FORK_EDGES_LATE_PATH));
+  EXPECT_TRUE(fork_edges({"register-race", "_Fork"}, SECMEM_FORK_EDGES_LATE_PATH));
+  EXPECT_TRUE(fork_edges({"register-race", "signal"}, SECMEM_FORK_EDGES_LATE_PATH));
 }
 
 // fork from a signal handler that interrupted a heap operation (locked or

@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <utility>
 
 #include "config/environ.h"
 #include "config/policy.h"
@@ -343,18 +344,28 @@ void read_configuration() {
 // runs before secmem's). Start-up registers them itself if it comes first
 // (a static constructor elsewhere in a program linked with libsecmem.a).
 enum HandlerState : int { kNotRegistered, kRegistering, kRegistered, kNotAllowed };
-// The state, and while it is kRegistering the pid of the process whose
-// thread registers: a fork by another thread meanwhile gives a child in which
-// no thread will ever finish the registration (the child registers them
-// itself: prepare_fork marks them registered first if they were in before
-// that fork, as only then does it run).
+// The state, and while it is kRegistering the registering thread (its pid
+// and the heap lock's number for it): a fork by another thread meanwhile
+// gives a child in which no thread will ever finish the registration, and
+// the child registers the handlers itself. When that fork ran them (they
+// were listed before it), prepare_fork marked them registered first. A fork
+// that did not run them although they were listed (a pthread_atfork that
+// glibc let in while that fork ran earlier prepare handlers, or a _Fork
+// child) gives a child with two sets listed: each set acts only while it is
+// the one g_acting_set names, so every fork still runs secmem's handlers
+// once.
 std::atomic<uint64_t> g_handlers{kNotRegistered};
 int g_handlers_err = 0;
+constexpr int kHandlerSets = 4;
+std::atomic<int> g_handler_sets_used{0}; // taken before each registration: a child never lists one twice
+std::atomic<int> g_acting_set{0};
 
-uint64_t handler_word(HandlerState state, pid_t pid = 0) {
-  return uint64_t{static_cast<uint32_t>(pid)} << 32 | static_cast<uint32_t>(state);
+uint64_t handler_word(HandlerState state, pid_t pid = 0, uint32_t thread = 0) {
+  return uint64_t{thread} << 32 | uint64_t{static_cast<uint32_t>(pid)} << 8 | static_cast<uint8_t>(state);
 }
-HandlerState handler_state(uint64_t word) { return static_cast<HandlerState>(static_cast<uint32_t>(word)); }
+HandlerState handler_state(uint64_t word) { return static_cast<HandlerState>(word & 0xff); }
+pid_t handler_pid(uint64_t word) { return static_cast<pid_t>(static_cast<uint32_t>(word) >> 8); }
+uint32_t handler_thread(uint64_t word) { return static_cast<uint32_t>(word >> 32); }
 
 // Called in the prepare handler: the handlers are in glibc's list.
 void note_handlers_run() {
@@ -363,22 +374,51 @@ void note_handlers_run() {
     g_handlers.compare_exchange_strong(word, handler_word(kRegistered), std::memory_order_release);
 }
 
-bool fork_handlers_registered() {
+template <int Set> void prepare_set() {
+  if (g_acting_set.load(std::memory_order_acquire) == Set) prepare_fork();
+}
+template <int Set> void parent_set() {
+  if (g_acting_set.load(std::memory_order_acquire) == Set) after_fork_parent();
+}
+template <int Set> void child_set() {
+  if (g_acting_set.load(std::memory_order_acquire) == Set) after_fork_child();
+}
+template <int... Set> int register_set(int set, std::integer_sequence<int, Set...>) {
+  int err = EAGAIN; // no set left: forks during registrations, kHandlerSets times in one line of processes
+  ((set == Set ? (err = pthread_atfork(prepare_set<Set>, parent_set<Set>, child_set<Set>)) : 0), ...);
+  return err;
+}
+
+// Registers a set of handlers not listed in this process yet, and has it act.
+int register_handlers() {
+  int set = g_handler_sets_used.fetch_add(1, std::memory_order_relaxed);
+  int err = register_set(set, std::make_integer_sequence<int, kHandlerSets>{});
+  if (err == 0) g_acting_set.store(set, std::memory_order_release);
+  return err;
+}
+
+// kOwnThread: a signal handler on the registering thread, which cannot wait for it.
+enum class Handlers { kIn, kRefused, kOwnThread };
+
+Handlers fork_handlers_registered() {
   pid_t me = os::process_id();
   uint64_t word = g_handlers.load(std::memory_order_acquire);
   for (unsigned round = 0; handler_state(word) != kRegistered && handler_state(word) != kNotAllowed; ++round) {
-    bool orphaned = handler_state(word) == kRegistering && owner_pid(word) != me; // a fork child's
+    bool registering = handler_state(word) == kRegistering;
+    bool orphaned = registering && handler_pid(word) != me; // a fork child's
+    if (registering && !orphaned && handler_thread(word) == this_thread()) return Handlers::kOwnThread;
     if ((handler_state(word) == kNotRegistered || orphaned) &&
-        g_handlers.compare_exchange_strong(word, handler_word(kRegistering, me), std::memory_order_acquire)) {
+        g_handlers.compare_exchange_strong(word, handler_word(kRegistering, me, this_thread()),
+                                           std::memory_order_acquire)) {
       // The mark first: a fork as soon as the handlers are in gives its child one.
       g_heap.own_process.store(process_word(0, me), std::memory_order_relaxed);
-      g_handlers_err = pthread_atfork(prepare_fork, after_fork_parent, after_fork_child);
+      g_handlers_err = register_handlers();
       HandlerState state = g_handlers_err == 0 ? kRegistered : kNotAllowed;
       if (state != kRegistered) g_heap.own_process.store(0, std::memory_order_relaxed);
       g_handlers.store(handler_word(state), std::memory_order_release);
-      return state == kRegistered;
+      return state == kRegistered ? Handlers::kIn : Handlers::kRefused;
     }
-    if (handler_state(word) == kRegistering && !orphaned) {
+    if (registering && !orphaned) {
       if (round < 64)
         sched_yield();
       else
@@ -386,10 +426,22 @@ bool fork_handlers_registered() {
       word = g_handlers.load(std::memory_order_acquire);
     }
   }
-  return handler_state(word) == kRegistered;
+  return handler_state(word) == kRegistered ? Handlers::kIn : Handlers::kRefused;
 }
 
 __attribute__((constructor)) void register_fork_handlers_at_load() { fork_handlers_registered(); }
+
+// A start-up on a thread that holds the start-up or is registering the fork
+// handlers (in a fork handler, or a signal handler): this allocation fails.
+bool cannot_start_here() {
+  static std::atomic<bool> said{false};
+  if (!said.exchange(true, std::memory_order_relaxed))
+    diag::Line()
+        .add("the secret heap cannot start inside a fork handler or a signal handler on the thread that holds its "
+             "start-up or registers its fork handlers; this allocation fails (ENOMEM)")
+        .emit();
+  return false;
+}
 
 // Takes the start-up lock; kDone when another thread of this process has
 // finished starting the heap meanwhile, kMine when this thread holds it (a
@@ -468,22 +520,20 @@ bool init_slow() {
   switch (take_init_lock()) {
   case InitLock::kTaken: break;
   case InitLock::kDone: return is_ready();
-  case InitLock::kMine: {
-    static std::atomic<bool> said{false};
-    if (!said.exchange(true, std::memory_order_relaxed))
-      diag::Line()
-          .add("the secret heap cannot start inside a fork handler or a signal handler on the thread that holds its "
-               "start-up; this allocation fails (ENOMEM)")
-          .emit();
-    return false;
-  }
+  case InitLock::kMine: return cannot_start_here();
   }
   // Not cancelled half-way (start-up opens and reads /proc, cancellation
   // points): the lock would stay taken, and every fork would wait for it.
   int cancel_state = 0;
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
   if (g_state.load(std::memory_order_acquire) == State::kUninitialised) {
-    bool ok = fork_handlers_registered();
+    Handlers handlers = fork_handlers_registered();
+    if (handlers == Handlers::kOwnThread) { // the registration goes on when the signal handler returns
+      release_init_lock();
+      pthread_setcancelstate(cancel_state, nullptr);
+      return cannot_start_here();
+    }
+    bool ok = handlers == Handlers::kIn;
     if (!ok)
       diag::Line()
           .add("cannot register the fork handlers (")
