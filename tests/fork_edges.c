@@ -154,12 +154,14 @@
 //                   fork do this), registered after secmem's: no deadlock
 //                   (not run with fork_edges_late: secmem's prepare handler
 //                   would run first and hold the start-up, and it deadlocks)
-//   register-race [after|_Fork|signal]
+//   register-race [after|_Fork|_Fork-overlap|signal]
 //                   (fork_edges_late only) another thread forks while the
 //                   thread that loads libsecmem is inside its constructor's
 //                   pthread_atfork (held there 200 ms; after: once the
 //                   handlers are in glibc's list; _Fork: the same, with
-//                   _Fork, which runs no handler): the child's first
+//                   _Fork, which runs no handler; _Fork-overlap: then in
+//                   that child a fork while another thread's first
+//                   allocation registers the handlers again): the child's first
 //                   allocation must not wait for a registration no thread of
 //                   its own will finish, and its forks and the parent's run
 //                   secmem's handlers, once (each child's copy is its own);
@@ -359,8 +361,43 @@ static void allocate_in_handler(int sig) {
   errno = saved;
 }
 
+static void *hold_and_allocate(void *arg) { // in a process whose libsecmem is loaded: its start-up registers
+  t_hold_registration = 1;
+  *(void **)arg = g_api.malloc(64);
+  t_hold_registration = 0;
+  return NULL;
+}
+
+// The _Fork child of register_race (secmem's handlers listed, not run for
+// that _Fork, the registration not finished): its first allocation, on
+// another thread, registers a second set and is held inside it while this
+// thread forks. The fork must run one set's handlers, all three (a first
+// version switched sets under it: the prepare handler ran, the parent
+// handler did not, and the heap lock stayed taken).
+static int overlap_in_raw_child(void) {
+  g_hold_after = 0;
+  atomic_store(&g_registering, 0);
+  void *first = NULL;
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, hold_and_allocate, &first) != 0) return 0;
+  for (uint64_t until = now_ns() + 5000000000u; !atomic_load(&g_registering);)
+    if (now_ns() > until) return fail("the _Fork child's registration was not seen") == 0;
+  pid_t pid = fork();
+  if (pid < 0) return 0;
+  if (pid == 0) {
+    unsigned char *secret = g_api.malloc(64);
+    _exit(secret != NULL && child_writes_its_own_copy(secret) ? 0 : 1);
+  }
+  int status = wait_status(pid);
+  pthread_join(thread, NULL);
+  if (status != 0) printf("FAIL the fork during the _Fork child's registration: status %d\n", status);
+  unsigned char *secret = g_api.malloc(64);
+  return status == 0 && first != NULL && secret != NULL && child_writes_its_own_copy(secret);
+}
+
 static int register_race(const char *variant) {
-  int raw = strcmp(variant, "_Fork") == 0;
+  int overlap = strcmp(variant, "_Fork-overlap") == 0;
+  int raw = overlap || strcmp(variant, "_Fork") == 0;
   g_hold_after = raw || strcmp(variant, "after") == 0;
   int in_handler = g_hold_for_handler = strcmp(variant, "signal") == 0;
   void *first = NULL;
@@ -393,6 +430,7 @@ static int register_race(const char *variant) {
   if (pid < 0) return fail("fork");
   if (pid == 0) {
     alarm(10);
+    if (overlap) _exit(overlap_in_raw_child() ? 0 : 1);
     unsigned char *secret = g_api.malloc(64);
     if (secret == NULL) {
       printf("FAIL the child's first allocation failed (errno %d)\n", errno);

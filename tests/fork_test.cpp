@@ -597,12 +597,15 @@ TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) { EXPECT_TRUE(fork_edges({
 // forever for a registration no thread of its own would finish. Held before
 // glibc lists the handlers (the child registers them) and after (its forks
 // must run them once: a second registration privatised each chunk twice, in
-// a child of _Fork, which runs no handler to mark them registered).
+// a child of _Fork, which runs no handler to mark them registered; and a fork
+// there while the second registration was under way ran one set's prepare
+// handler and not its parent handler, with the heap lock taken).
 // A signal handler on the loading thread that allocates waited for itself.
 TEST(ForkEdges, ForkDuringTheForkHandlersRegistrationLeavesAWorkingChild) {
   EXPECT_TRUE(fork_edges({"register-race"}, SECMEM_FORK_EDGES_LATE_PATH));
   EXPECT_TRUE(fork_edges({"register-race", "after"}, SECMEM_FORK_EDGES_LATE_PATH));
   EXPECT_TRUE(fork_edges({"register-race", "_Fork"}, SECMEM_FORK_EDGES_LATE_PATH));
+  EXPECT_TRUE(fork_edges({"register-race", "_Fork-overlap"}, SECMEM_FORK_EDGES_LATE_PATH));
   EXPECT_TRUE(fork_edges({"register-race", "signal"}, SECMEM_FORK_EDGES_LATE_PATH));
 }
 

@@ -351,14 +351,13 @@ enum HandlerState : int { kNotRegistered, kRegistering, kRegistered, kNotAllowed
 // were listed before it), prepare_fork marked them registered first. A fork
 // that did not run them although they were listed (a pthread_atfork that
 // glibc let in while that fork ran earlier prepare handlers, or a _Fork
-// child) gives a child with two sets listed: each set acts only while it is
-// the one g_acting_set names, so every fork still runs secmem's handlers
-// once.
+// child) gives a child with two sets listed, and a fork there may overlap
+// the second registration: each fork's first prepare handler acts, and the
+// parent and child handlers of its set (below).
 std::atomic<uint64_t> g_handlers{kNotRegistered};
 int g_handlers_err = 0;
 constexpr int kHandlerSets = 4;
 std::atomic<int> g_handler_sets_used{0}; // taken before each registration: a child never lists one twice
-std::atomic<int> g_acting_set{0};
 
 uint64_t handler_word(HandlerState state, pid_t pid = 0, uint32_t thread = 0) {
   return uint64_t{thread} << 32 | uint64_t{static_cast<uint32_t>(pid)} << 8 | static_cast<uint8_t>(state);
@@ -374,14 +373,35 @@ void note_handlers_run() {
     g_handlers.compare_exchange_strong(word, handler_word(kRegistered), std::memory_order_release);
 }
 
+// The set that acts for each fork in progress on this thread, innermost
+// last (forks made inside fork handlers or signal handlers). glibc runs a
+// fork's prepare handlers newest first, each once, and a fork made inside
+// one of them runs them again from the newest: a set older than the one
+// acting for the fork in progress is that fork's, and does nothing. The
+// parent and child handlers of the acting set finish the fork.
+constexpr int kForkNesting = 16;
+constinit __attribute__((tls_model("initial-exec"))) thread_local int t_fork_sets[kForkNesting] = {};
+constinit __attribute__((tls_model("initial-exec"))) thread_local int t_fork_depth = 0;
+
 template <int Set> void prepare_set() {
-  if (g_acting_set.load(std::memory_order_acquire) == Set) prepare_fork();
+  int depth = t_fork_depth;
+  if (depth > 0 && Set < t_fork_sets[depth - 1]) return;
+  if (depth == kForkNesting) diag::fatal_errno("fork: forks nested too deep inside fork or signal handlers", EDEADLK);
+  t_fork_sets[depth] = Set;
+  t_fork_depth = depth + 1;
+  prepare_fork();
+}
+template <int Set> bool finishes_fork() {
+  int depth = t_fork_depth;
+  if (depth == 0 || t_fork_sets[depth - 1] != Set) return false;
+  t_fork_depth = depth - 1;
+  return true;
 }
 template <int Set> void parent_set() {
-  if (g_acting_set.load(std::memory_order_acquire) == Set) after_fork_parent();
+  if (finishes_fork<Set>()) after_fork_parent();
 }
 template <int Set> void child_set() {
-  if (g_acting_set.load(std::memory_order_acquire) == Set) after_fork_child();
+  if (finishes_fork<Set>()) after_fork_child();
 }
 template <int... Set> int register_set(int set, std::integer_sequence<int, Set...>) {
   int err = EAGAIN; // no set left: forks during registrations, kHandlerSets times in one line of processes
@@ -389,12 +409,10 @@ template <int... Set> int register_set(int set, std::integer_sequence<int, Set..
   return err;
 }
 
-// Registers a set of handlers not listed in this process yet, and has it act.
+// Registers a set of handlers not listed in this process yet.
 int register_handlers() {
   int set = g_handler_sets_used.fetch_add(1, std::memory_order_relaxed);
-  int err = register_set(set, std::make_integer_sequence<int, kHandlerSets>{});
-  if (err == 0) g_acting_set.store(set, std::memory_order_release);
-  return err;
+  return register_set(set, std::make_integer_sequence<int, kHandlerSets>{});
 }
 
 // kOwnThread: a signal handler on the registering thread, which cannot wait for it.
@@ -407,16 +425,21 @@ Handlers fork_handlers_registered() {
     bool registering = handler_state(word) == kRegistering;
     bool orphaned = registering && handler_pid(word) != me; // a fork child's
     if (registering && !orphaned && handler_thread(word) == this_thread()) return Handlers::kOwnThread;
+    uint64_t mine = handler_word(kRegistering, me, this_thread());
     if ((handler_state(word) == kNotRegistered || orphaned) &&
-        g_handlers.compare_exchange_strong(word, handler_word(kRegistering, me, this_thread()),
-                                           std::memory_order_acquire)) {
+        g_handlers.compare_exchange_strong(word, mine, std::memory_order_acquire)) {
       // The mark first: a fork as soon as the handlers are in gives its child one.
       g_heap.own_process.store(process_word(0, me), std::memory_order_relaxed);
-      g_handlers_err = register_handlers();
+      // (In the child of a fork made meanwhile by a signal handler on this
+      // thread, that handler may have registered them already: the word is
+      // no longer this thread's.)
+      if (g_handlers.load(std::memory_order_acquire) == mine) g_handlers_err = register_handlers();
       HandlerState state = g_handlers_err == 0 ? kRegistered : kNotAllowed;
-      if (state != kRegistered) g_heap.own_process.store(0, std::memory_order_relaxed);
-      g_handlers.store(handler_word(state), std::memory_order_release);
-      return state == kRegistered ? Handlers::kIn : Handlers::kRefused;
+      if (g_handlers.compare_exchange_strong(mine, handler_word(state), std::memory_order_release) &&
+          state != kRegistered)
+        g_heap.own_process.store(0, std::memory_order_relaxed);
+      word = g_handlers.load(std::memory_order_acquire);
+      return handler_state(word) == kRegistered ? Handlers::kIn : Handlers::kRefused;
     }
     if (registering && !orphaned) {
       if (round < 64)
