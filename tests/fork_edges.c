@@ -154,7 +154,7 @@
 //                   fork do this), registered after secmem's: no deadlock
 //                   (not run with fork_edges_late: secmem's prepare handler
 //                   would run first and hold the start-up, and it deadlocks)
-//   register-race [after|_Fork|_Fork-overlap|signal]
+//   register-race [after|_Fork|_Fork-overlap|signal|signal-fork]
 //                   (fork_edges_late only) another thread forks while the
 //                   thread that loads libsecmem is inside its constructor's
 //                   pthread_atfork (held there 200 ms; after: once the
@@ -166,7 +166,9 @@
 //                   its own will finish, and its forks and the parent's run
 //                   secmem's handlers, once (each child's copy is its own);
 //                   signal: no fork, a signal handler on the loading thread
-//                   makes the first allocation (NULL and ENOMEM, not a hang)
+//                   makes the first allocation (NULL and ENOMEM, or a block;
+//                   not a hang); signal-fork: the handler forks, and the
+//                   child allocates there and forks (one set acts)
 //
 // fork_edges_late (the same modes, tests/late_secmem.c) loads libsecmem with
 // dlopen at its first secmem call, after the mode registered its own fork
@@ -308,8 +310,12 @@ __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(voi
     real = (int (*)(void (*)(void), void (*)(void), void (*)(void), void *))dlsym(RTLD_NEXT, "__register_atfork");
   if (real == NULL) return ENOSYS;
   int err = g_hold_after ? real(prepare, parent, child, dso) : 0;
+  static int raised;
   if (t_hold_registration && g_hold_for_handler) {
-    raise(SIGUSR1); // its handler runs on this thread before raise returns
+    if (!raised) {
+      raised = 1;
+      raise(SIGUSR1); // its handler runs on this thread before raise returns (unless blocked)
+    }
   } else if (t_hold_registration) {
     enter_window();
     struct timespec hold = {0, 200 * 1000 * 1000};
@@ -318,10 +324,16 @@ __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(voi
   return g_hold_after ? err : real(prepare, parent, child, dso);
 }
 
+static int g_in_handler_child;
+static int child_writes_its_own_copy(unsigned char *secret);
 static void *load_and_allocate(void *arg) {
   t_hold_registration = 1; // libsecmem is loaded at this first call
   *(void **)arg = secmem_malloc(64);
   t_hold_registration = 0;
+  if (g_in_handler_child) { // signal-fork's child, its registration over
+    unsigned char *secret = secmem_malloc(64);
+    _exit(secret != NULL && child_writes_its_own_copy(secret) ? 0 : 2);
+  }
   return NULL;
 }
 
@@ -395,23 +407,57 @@ static int overlap_in_raw_child(void) {
   return status == 0 && first != NULL && secret != NULL && child_writes_its_own_copy(secret);
 }
 
+// The same signal handler forks, and the child allocates in it: the child
+// registers a set of its own while the loading thread's may not be listed
+// yet (unless signals are blocked there), then goes back into that
+// registration, and once it is over its forks must run one set.
+static int g_fork_in_handler_status = -1;
+static void fork_and_allocate_in_handler(int sig) {
+  (void)sig;
+  int saved = errno;
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(10);
+    g_in_handler_child = 1;
+    unsigned char *secret = secmem_malloc(64);
+    if (secret == NULL || !child_writes_its_own_copy(secret)) _exit(1);
+    errno = saved;
+    return; // (load_and_allocate ends this process)
+  }
+  g_fork_in_handler_status = pid < 0 ? 255 : wait_status(pid);
+  atomic_store(&g_handler_done, 1);
+  errno = saved;
+}
+
 static int register_race(const char *variant) {
   int overlap = strcmp(variant, "_Fork-overlap") == 0;
   int raw = overlap || strcmp(variant, "_Fork") == 0;
   g_hold_after = raw || strcmp(variant, "after") == 0;
-  int in_handler = g_hold_for_handler = strcmp(variant, "signal") == 0;
+  int forking_handler = strcmp(variant, "signal-fork") == 0;
+  int in_handler = g_hold_for_handler = forking_handler || strcmp(variant, "signal") == 0;
   void *first = NULL;
   pthread_t thread;
-  if (in_handler) signal(SIGUSR1, allocate_in_handler);
+  if (in_handler) signal(SIGUSR1, forking_handler ? fork_and_allocate_in_handler : allocate_in_handler);
   if (pthread_create(&thread, NULL, load_and_allocate, &first) != 0) return fail("pthread_create");
   if (in_handler) {
     alarm(10);
     pthread_join(thread, NULL);
     alarm(0);
     if (!atomic_load(&g_handler_done)) return fail("the signal handler did not run");
-    if (g_handler_block != NULL || g_handler_errno != ENOMEM) {
-      printf("FAIL the handler's allocation: %p, errno %d (expected NULL, ENOMEM)\n", g_handler_block, g_handler_errno);
+    if (forking_handler && g_fork_in_handler_status != 0) {
+      printf("FAIL the child forked by the signal handler: status %d\n", g_fork_in_handler_status);
       return 1;
+    }
+    // Signals are blocked while the set is listed: the handler runs when
+    // they are let through, before the registration is marked done (NULL,
+    // ENOMEM: its own thread's), or after (a block).
+    if (!forking_handler && g_handler_block == NULL && g_handler_errno != ENOMEM) {
+      printf("FAIL the handler's allocation: NULL, errno %d (expected ENOMEM)\n", g_handler_errno);
+      return 1;
+    }
+    if (g_handler_block != NULL) {
+      memset(g_handler_block, 0x33, 32);
+      secmem_free(g_handler_block);
     }
     unsigned char *secret = secmem_malloc(64);
     if (first == NULL || secret == NULL || !child_writes_its_own_copy(secret)) {

@@ -600,13 +600,17 @@ TEST(ForkEdges, ForkDuringStartUpLeavesAWorkingChild) { EXPECT_TRUE(fork_edges({
 // a child of _Fork, which runs no handler to mark them registered; and a fork
 // there while the second registration was under way ran one set's prepare
 // handler and not its parent handler, with the heap lock taken).
-// A signal handler on the loading thread that allocates waited for itself.
+// A signal handler on the loading thread that allocates waited for itself;
+// one that forks, with the child allocating there, listed the child's set
+// before the loading thread's, and the child's forks ran the heap's handlers
+// twice (signals are now blocked while a set is listed).
 TEST(ForkEdges, ForkDuringTheForkHandlersRegistrationLeavesAWorkingChild) {
   EXPECT_TRUE(fork_edges({"register-race"}, SECMEM_FORK_EDGES_LATE_PATH));
   EXPECT_TRUE(fork_edges({"register-race", "after"}, SECMEM_FORK_EDGES_LATE_PATH));
   EXPECT_TRUE(fork_edges({"register-race", "_Fork"}, SECMEM_FORK_EDGES_LATE_PATH));
   EXPECT_TRUE(fork_edges({"register-race", "_Fork-overlap"}, SECMEM_FORK_EDGES_LATE_PATH));
   EXPECT_TRUE(fork_edges({"register-race", "signal"}, SECMEM_FORK_EDGES_LATE_PATH));
+  EXPECT_TRUE(fork_edges({"register-race", "signal-fork"}, SECMEM_FORK_EDGES_LATE_PATH));
 }
 
 // fork from a signal handler that interrupted a heap operation (locked or

@@ -383,18 +383,26 @@ constexpr int kForkNesting = 16;
 constinit __attribute__((tls_model("initial-exec"))) thread_local int t_fork_sets[kForkNesting] = {};
 constinit __attribute__((tls_model("initial-exec"))) thread_local int t_fork_depth = 0;
 
+// The stack is this thread's alone, but a signal handler on it may fork
+// between any two stores: the entry is written before the depth that shows
+// it and again after (a fork in between wrote its own there and took it off
+// again), and taken off with one store.
 template <int Set> void prepare_set() {
   int depth = t_fork_depth;
   if (depth > 0 && Set < t_fork_sets[depth - 1]) return;
   if (depth == kForkNesting) diag::fatal_errno("fork: forks nested too deep inside fork or signal handlers", EDEADLK);
   t_fork_sets[depth] = Set;
+  asm volatile("" : : : "memory");
   t_fork_depth = depth + 1;
+  asm volatile("" : : : "memory");
+  t_fork_sets[depth] = Set;
   prepare_fork();
 }
 template <int Set> bool finishes_fork() {
   int depth = t_fork_depth;
   if (depth == 0 || t_fork_sets[depth - 1] != Set) return false;
   t_fork_depth = depth - 1;
+  asm volatile("" : : : "memory");
   return true;
 }
 template <int Set> void parent_set() {
@@ -409,8 +417,16 @@ template <int... Set> int register_set(int set, std::integer_sequence<int, Set..
   return err;
 }
 
-// Registers a set of handlers not listed in this process yet.
-int register_handlers() {
+// Registers a set of handlers not listed in this process yet, unless the
+// word is no longer mine: in the child of a fork made meanwhile by a signal
+// handler on this thread, that handler may have registered them already.
+// Signals stay blocked from that check until the set is listed, so that sets
+// are listed in the order of their numbers (a signal handler's fork and
+// registration in between listed a newer set first, and a fork there ran
+// the heap's handlers twice).
+int register_handlers(uint64_t mine) {
+  SignalsBlocked blocked;
+  if (g_handlers.load(std::memory_order_acquire) != mine) return 0;
   int set = g_handler_sets_used.fetch_add(1, std::memory_order_relaxed);
   return register_set(set, std::make_integer_sequence<int, kHandlerSets>{});
 }
@@ -430,10 +446,7 @@ Handlers fork_handlers_registered() {
         g_handlers.compare_exchange_strong(word, mine, std::memory_order_acquire)) {
       // The mark first: a fork as soon as the handlers are in gives its child one.
       g_heap.own_process.store(process_word(0, me), std::memory_order_relaxed);
-      // (In the child of a fork made meanwhile by a signal handler on this
-      // thread, that handler may have registered them already: the word is
-      // no longer this thread's.)
-      if (g_handlers.load(std::memory_order_acquire) == mine) g_handlers_err = register_handlers();
+      g_handlers_err = register_handlers(mine);
       HandlerState state = g_handlers_err == 0 ? kRegistered : kNotAllowed;
       if (g_handlers.compare_exchange_strong(mine, handler_word(state), std::memory_order_release) &&
           state != kRegistered)
