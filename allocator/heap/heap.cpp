@@ -356,7 +356,9 @@ enum HandlerState : int { kNotRegistered, kRegistering, kRegistered, kNotAllowed
 // parent and child handlers of its set (below).
 std::atomic<uint64_t> g_handlers{kNotRegistered};
 int g_handlers_err = 0;
-constexpr int kHandlerSets = 4;
+// Set numbers are spent by each registration in a line of processes, listed
+// or not (a child cannot tell whether its parent's was listed before a _Fork).
+constexpr int kHandlerSets = 8;
 std::atomic<int> g_handler_sets_used{0}; // taken before each registration: a child never lists one twice
 
 uint64_t handler_word(HandlerState state, pid_t pid = 0, uint32_t thread = 0) {
@@ -570,7 +572,12 @@ bool init_slow() {
       return cannot_start_here();
     }
     bool ok = handlers == Handlers::kIn;
-    if (!ok)
+    if (!ok && g_handlers_err == EAGAIN)
+      diag::Line()
+          .add("cannot register the fork handlers: every set of them was taken by registrations that forks cut "
+               "short, in this process or its parents; every allocation will return NULL")
+          .emit();
+    else if (!ok)
       diag::Line()
           .add("cannot register the fork handlers (")
           .err(g_handlers_err)
