@@ -324,12 +324,19 @@ __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(voi
   return g_hold_after ? err : real(prepare, parent, child, dso);
 }
 
+// The first allocation, on a thread whose registration of secmem's fork
+// handlers the program's __register_atfork holds.
+static void *hold_and_allocate(void *arg) {
+  t_hold_registration = 1;
+  *(void **)arg = g_api.malloc(64);
+  t_hold_registration = 0;
+  return NULL;
+}
+
 static int g_in_handler_child;
 static int child_writes_its_own_copy(unsigned char *secret);
-static void *load_and_allocate(void *arg) {
-  t_hold_registration = 1; // libsecmem is loaded at this first call
-  *(void **)arg = secmem_malloc(64);
-  t_hold_registration = 0;
+static void *load_and_allocate(void *arg) { // libsecmem is loaded at this first call
+  hold_and_allocate(arg);
   if (g_in_handler_child) { // signal-fork's child, its registration over
     unsigned char *secret = secmem_malloc(64);
     _exit(secret != NULL && child_writes_its_own_copy(secret) ? 0 : 2);
@@ -371,13 +378,6 @@ static void allocate_in_handler(int sig) {
   g_handler_errno = errno;
   atomic_store(&g_handler_done, 1);
   errno = saved;
-}
-
-static void *hold_and_allocate(void *arg) { // in a process whose libsecmem is loaded: its start-up registers
-  t_hold_registration = 1;
-  *(void **)arg = g_api.malloc(64);
-  t_hold_registration = 0;
-  return NULL;
 }
 
 // The _Fork child of register_race (secmem's handlers listed, not run for

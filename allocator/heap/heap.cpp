@@ -438,12 +438,13 @@ enum class Handlers { kIn, kRefused, kOwnThread };
 
 Handlers fork_handlers_registered() {
   pid_t me = os::process_id();
+  uint32_t thread = this_thread();
   uint64_t word = g_handlers.load(std::memory_order_acquire);
   for (unsigned round = 0; handler_state(word) != kRegistered && handler_state(word) != kNotAllowed; ++round) {
     bool registering = handler_state(word) == kRegistering;
     bool orphaned = registering && handler_pid(word) != me; // a fork child's
-    if (registering && !orphaned && handler_thread(word) == this_thread()) return Handlers::kOwnThread;
-    uint64_t mine = handler_word(kRegistering, me, this_thread());
+    if (registering && !orphaned && handler_thread(word) == thread) return Handlers::kOwnThread;
+    uint64_t mine = handler_word(kRegistering, me, thread);
     if ((handler_state(word) == kNotRegistered || orphaned) &&
         g_handlers.compare_exchange_strong(word, mine, std::memory_order_acquire)) {
       // The mark first: a fork as soon as the handlers are in gives its child one.
@@ -572,17 +573,16 @@ bool init_slow() {
       return cannot_start_here();
     }
     bool ok = handlers == Handlers::kIn;
-    if (!ok && g_handlers_err == EAGAIN)
-      diag::Line()
-          .add("cannot register the fork handlers: every set of them was taken by registrations that forks cut "
-               "short, in this process or its parents; every allocation will return NULL")
-          .emit();
-    else if (!ok)
-      diag::Line()
-          .add("cannot register the fork handlers (")
-          .err(g_handlers_err)
-          .add("); every allocation will return NULL")
-          .emit();
+    if (!ok) {
+      diag::Line line;
+      line.add("cannot register the fork handlers");
+      if (g_handlers_err == EAGAIN) // register_set: no set left
+        line.add(": every set of them was taken by registrations that forks cut short, in this process or its "
+                 "parents");
+      else
+        line.add(" (").err(g_handlers_err).add(")");
+      line.add("; every allocation will return NULL").emit();
+    }
     if (ok && g_init_step < kConfigured) {
       read_configuration();
       g_init_step = kConfigured;
