@@ -663,13 +663,10 @@ void ChunkPool::wait_for_copies(int nest) {
     }
     if (came == os::Awaited::kNothing) {
       static std::atomic<bool> said{false};
-      if (!said.exchange(true, std::memory_order_relaxed))
-        diag::Line()
-            .add("fork: a fork handler registered before secmem's uses the secret heap in the parent while the child "
-                 "copies it, and no copy was done in 2 s (a child fork handler registered earlier that waits for the "
-                 "parent, or a process made with _Fork or clone in a prepare handler that lives on?); going on: "
-                 "that child's copy may hold this change")
-            .emit();
+      diag::say_once(said, "fork: a fork handler registered before secmem's uses the secret heap in the parent while "
+                           "the child copies it, and no copy was done in 2 s (a child fork handler registered earlier "
+                           "that waits for the parent, or a process made with _Fork or clone in a prepare handler that "
+                           "lives on?); going on: that child's copy may hold this change");
     }
   }
 }
@@ -970,11 +967,8 @@ void ChunkPool::keep_unwaited(int slot, int read_end) {
     os::close_fd(read_end);
   }
   static std::atomic<bool> said{false};
-  if (!said.exchange(true, std::memory_order_relaxed))
-    diag::Line()
-        .add("fork: cannot wait for the child's copy of the secret heap (read and ppoll refused: a seccomp "
-             "filter?); going on: that child's copy may hold this process's later changes")
-        .emit();
+  diag::say_once(said, "fork: cannot wait for the child's copy of the secret heap (read and ppoll refused: a "
+                       "seccomp filter?); going on: that child's copy may hold this process's later changes");
 }
 
 void ChunkPool::after_nested_fork_parent(unsigned depth) {

@@ -474,11 +474,8 @@ __attribute__((constructor)) void register_fork_handlers_at_load() { fork_handle
 // handlers (in a fork handler, or a signal handler): this allocation fails.
 bool cannot_start_here() {
   static std::atomic<bool> said{false};
-  if (!said.exchange(true, std::memory_order_relaxed))
-    diag::Line()
-        .add("the secret heap cannot start inside a fork handler or a signal handler on the thread that holds its "
-             "start-up or registers its fork handlers; this allocation fails (ENOMEM)")
-        .emit();
+  diag::say_once(said, "the secret heap cannot start inside a fork handler or a signal handler on the thread that "
+                       "holds its start-up or registers its fork handlers; this allocation fails (ENOMEM)");
   return false;
 }
 

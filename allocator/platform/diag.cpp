@@ -255,4 +255,8 @@ void fatal_pointer(const char *what, const void *ptr, const char *detail) {
   abort();
 }
 
+void say_once(std::atomic<bool> &said, const char *text) {
+  if (!said.exchange(true, std::memory_order_relaxed)) Line().add(text).emit();
+}
+
 } // namespace secmem::diag

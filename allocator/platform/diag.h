@@ -7,6 +7,7 @@
 // small static library), so both build their lines the same way.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -42,6 +43,10 @@ private:
   char buf_[1024]; // a SECMEM_REPORT line with a long program name fits
   size_t len_ = 0;
 };
+
+// "secmem: " and text, emitted by the first caller that sets said; later
+// callers with the same flag say nothing (a degradation said once).
+void say_once(std::atomic<bool> &said, const char *text);
 
 // Whether fd 2 is still a place for diagnostics (see Line::emit).
 bool stderr_takes_lines();
