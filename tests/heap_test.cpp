@@ -9,12 +9,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <thread>
 
 #include "block_model.h"
+#include "heap/size_class.h"
 #include "heap/state.h"
+#include "platform/cpu.h"
 #include "platform/linux_facts.h"
 #include "secmem/secmem.h"
 #include "test_support.h"
@@ -35,6 +38,16 @@ secmem_stats stats() {
 const std::vector<size_t> kSizes = {
     0,    1,    15,   16,   17,   31,   32,    100,   255,    256,     1000,          1024,
     4095, 4096, 4097, 8191, 8192, 8193, 12288, 65536, 100000, 1 << 20, (1 << 20) + 1, 3 << 20};
+
+// The processor's flags as /proc/cpuinfo lists them, each between spaces.
+std::string cpu_flags() {
+  std::string info = read_file("/proc/cpuinfo");
+  size_t at = info.find("\nflags");
+  if (at == std::string::npos) return "";
+  size_t colon = info.find(':', at);
+  size_t end = info.find('\n', colon);
+  return info.substr(colon + 1, end - colon - 1) + " ";
+}
 
 // Expects no block twice among blocks, then frees them in an order shuffled
 // by seed, each no longer owned once freed.
@@ -239,7 +252,14 @@ TEST(Heap, MemoryComesFromTheConfiguredBackend) {
 }
 
 TEST(Heap, FreeZeroesEveryUsableByte) {
-  for (size_t size : {16, 48, 1000, 8192, 20000, 300000}) {
+  // Every small class, whole and with slack (memset, 16-byte stores, 64-byte
+  // stores from 2 KiB on processors with fast AVX-512), and large blocks.
+  std::vector<size_t> sizes = {20000, 300000};
+  for (uint32_t block : secmem::kClassSizes) {
+    sizes.push_back(block);
+    sizes.push_back(block - 15);
+  }
+  for (size_t size : sizes) {
     void *p = secmem_malloc(size);
     ASSERT_NE(p, nullptr);
     size_t usable = secmem_usable_size(p);
@@ -247,6 +267,31 @@ TEST(Heap, FreeZeroesEveryUsableByte) {
     secmem_free(p);
     // Chunks stay mapped (SECMEM_RELEASE=never), so the freed bytes can be inspected.
     EXPECT_TRUE(all_zero(p, usable)) << size;
+  }
+}
+
+// The 64-byte-store zeroing (platform/cpu.h): on where glibc would use
+// 512-bit stores itself, and then exact: every byte of the range zeroed,
+// none before or after it, at every length from 64 bytes and every
+// alignment of 16.
+TEST(Heap, WideZeroingIsOnWhereItCostsNoClockSpeedAndExact) {
+  std::string flags = cpu_flags();
+  bool fast = flags.find(" avx512f ") != std::string::npos && flags.find(" avx_vnni ") != std::string::npos;
+  EXPECT_EQ(secmem::cpu::wide_stores_fast(), fast) << "flags:" << flags;
+  void *p = secmem_malloc(1); // the heap started
+  secmem_free(p);
+  EXPECT_EQ(secmem::heap::g_ro.wide_zero, fast);
+  if (!fast) return; // the heap zeroes with memset alone: Heap.FreeZeroesEveryUsableByte covers it
+  std::vector<unsigned char> area(9000);
+  for (size_t offset : {0, 16, 32, 48}) {
+    for (size_t n = 64; n <= 8192; n += (n < 512 ? 16 : 112)) {
+      std::fill(area.begin(), area.end(), 0xa5);
+      secmem::cpu::zero_wide(area.data() + 64 + offset, n);
+      for (size_t i = 0; i < area.size(); ++i) {
+        bool inside = i >= 64 + offset && i < 64 + offset + n;
+        ASSERT_EQ(area[i], inside ? 0 : 0xa5) << "offset " << offset << ", n " << n << ", byte " << i;
+      }
+    }
   }
 }
 
