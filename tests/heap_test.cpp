@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "block_model.h"
+#include "heap/cache_ops.h"
 #include "heap/size_class.h"
 #include "heap/state.h"
 #include "platform/cpu.h"
@@ -271,26 +272,45 @@ TEST(Heap, FreeZeroesEveryUsableByte) {
 }
 
 // The 64-byte-store zeroing (platform/cpu.h): on where glibc would use
-// 512-bit stores itself, and then exact: every byte of the range zeroed,
-// none before or after it, at every length from 64 bytes and every
-// alignment of 16.
+// 512-bit stores itself on an Intel processor (as /proc/cpuinfo lists its
+// flags; valgrind, which hides AVX-512, would disagree), and then exact:
+// every byte of the range zeroed, none before or after it, at lengths from
+// 64 bytes and at any alignment.
 TEST(Heap, WideZeroingIsOnWhereItCostsNoClockSpeedAndExact) {
   std::string flags = cpu_flags();
-  bool fast = flags.find(" avx512f ") != std::string::npos && flags.find(" avx_vnni ") != std::string::npos;
+  bool fast = read_file("/proc/cpuinfo").find("GenuineIntel") != std::string::npos &&
+              flags.find(" avx512f ") != std::string::npos && flags.find(" avx_vnni ") != std::string::npos;
   EXPECT_EQ(secmem::cpu::wide_stores_fast(), fast) << "flags:" << flags;
   void *p = secmem_malloc(1); // the heap started
   secmem_free(p);
   EXPECT_EQ(secmem::heap::g_ro.wide_zero, fast);
-  if (!fast) return; // the heap zeroes with memset alone: Heap.FreeZeroesEveryUsableByte covers it
-  std::vector<unsigned char> area(9000);
-  for (size_t offset : {0, 16, 32, 48}) {
-    for (size_t n = 64; n <= 8192; n += (n < 512 ? 16 : 112)) {
+  if (!fast) return; // the heap zeroes with memset alone: Heap.SmallBlockZeroingIsExact covers it
+  std::vector<size_t> lengths = {2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192};
+  for (size_t n = 64; n <= 600; ++n) lengths.push_back(n);
+  std::vector<unsigned char> area(8192 + 256);
+  for (size_t offset : {0, 1, 7, 16, 63}) {
+    for (size_t n : lengths) {
       std::fill(area.begin(), area.end(), 0xa5);
       secmem::cpu::zero_wide(area.data() + 64 + offset, n);
       for (size_t i = 0; i < area.size(); ++i) {
         bool inside = i >= 64 + offset && i < 64 + offset + n;
         ASSERT_EQ(area[i], inside ? 0 : 0xa5) << "offset " << offset << ", n " << n << ", byte " << i;
       }
+    }
+  }
+}
+
+// A small block's zeroing, whichever stores it takes (inline, memset, or
+// 64-byte stores from 2 KiB): every byte of the block, none around it, at
+// every class size.
+TEST(Heap, SmallBlockZeroingIsExact) {
+  alignas(64) static unsigned char area[8192 + 128];
+  for (uint32_t block : secmem::kClassSizes) {
+    memset(area, 0xa5, sizeof area);
+    secmem::heap::zero_small(area + 64, block);
+    for (size_t i = 0; i < sizeof area; ++i) {
+      bool inside = i >= 64 && i < 64 + block;
+      ASSERT_EQ(area[i], inside ? 0 : 0xa5) << "block " << block << ", byte " << i;
     }
   }
 }

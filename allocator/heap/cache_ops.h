@@ -21,6 +21,7 @@
 #include "heap/span.h"
 #include "heap/state.h"
 #include "heap/thread_cache.h"
+#include "platform/cpu.h"
 
 namespace secmem::heap {
 
@@ -29,10 +30,21 @@ extern constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadC
 
 // Zeroes a small block: up to kInlineZeroBytes in 16-byte stores inline
 // (blocks are 16-byte aligned, their sizes multiples of 16), larger ones
-// with memset. The stores must happen: the block may be reused by anyone.
+// with memset, or from kWideZeroMin with a loop of 64-byte stores where
+// the processor has them without a cost in clock speed (platform/cpu.h:
+// glibc's memset takes `rep stosb` there, slower for a block just used).
+// The stores must happen: the block may be reused by anyone.
 inline constexpr uint32_t kInlineZeroBytes = 128;
+inline constexpr uint32_t kWideZeroMin = 2048;
 inline void zero_small(void *p, uint32_t n) {
-  if (n > kInlineZeroBytes) return zero(p, n);
+  if (n > kInlineZeroBytes) {
+    if (n >= kWideZeroMin && g_ro.wide_zero) {
+      cpu::zero_wide(p, n);
+      asm volatile("" : : "r"(p) : "memory"); // the stores must happen, as in zero()
+      return;
+    }
+    return zero(p, n);
+  }
   using Vec = unsigned long long __attribute__((vector_size(16)));
   for (char *q = static_cast<char *>(p), *end = q + n; q < end; q += 16) {
     const Vec none{};
@@ -58,8 +70,8 @@ inline void scrub_block(void *p, const BlockRef &ref, uint32_t block) {
 // The fast path's side of the gate (fork_gate.h): with a fork or a reclaim
 // in progress it leaves at once and answers false, and the caller's out-of-
 // line path waits (enter_gate). Inside the gate the fast paths call nothing
-// that waits: what never returns, and memset (a push of a block over
-// kInlineZeroBytes).
+// that waits: what never returns, and memset or cpu::zero_wide (a push of a
+// block over kInlineZeroBytes).
 inline bool try_enter_gate(ThreadCache *cache) {
   cache->in_op.store(1, kGateOrder);
   light_barrier<false>();

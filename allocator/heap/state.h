@@ -13,7 +13,6 @@
 #include "heap/lock.h"
 #include "heap/size_class.h"
 #include "heap/thread_cache.h"
-#include "platform/cpu.h"
 #include "support/object_pool.h"
 
 namespace secmem::heap {
@@ -93,7 +92,7 @@ struct alignas(os::kPageSize) ReadOnly {
   // No memory checker to tell, no fence in the gate: small blocks go to and
   // from the thread caches inline (heap/cache_ops.h).
   bool plain_ops = false;
-  // Blocks of 64 bytes to 16 KiB are zeroed with 64-byte stores (platform/cpu.h).
+  // Small blocks of 2 to 8 KiB are zeroed with 64-byte stores (heap/cache_ops.h, platform/cpu.h).
   bool wide_zero = false;
 };
 
@@ -116,17 +115,8 @@ inline bool is_ready() { return g_state.load(std::memory_order_acquire) == State
 // under the lock before any block in them is handed out.
 inline const ChunkPool &lookup_pool() NO_THREAD_SAFETY_ANALYSIS { return g_heap.pool; }
 
-// The sizes glibc's memset zeroes with `rep stosb` (from 2 KiB), up to the
-// largest small block: a loop of 64-byte stores is faster there, slower for
-// larger blocks (measured: platform/cpu.h).
-inline constexpr size_t kWideZeroMin = 2048;
-inline constexpr size_t kWideZeroMax = 8192;
-
 inline void zero(void *p, size_t n) {
-  if (g_ro.wide_zero && n - kWideZeroMin <= kWideZeroMax - kWideZeroMin)
-    cpu::zero_wide(p, n);
-  else
-    memset(p, 0, n);
+  memset(p, 0, n);
   asm volatile("" : : "r"(p) : "memory"); // the stores must happen: the block may be reused by anyone
 }
 

@@ -26,6 +26,12 @@ uint64_t saved_state() {
 
 bool wide_stores_fast() {
   unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(0, &a, &b, &c, &d) == 0) return false;
+  char vendor[12];
+  memcpy(vendor, &b, 4);
+  memcpy(vendor + 4, &d, 4);
+  memcpy(vendor + 8, &c, 4);
+  if (memcmp(vendor, "GenuineIntel", sizeof vendor) != 0) return false;
   if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & bit_OSXSAVE) == 0) return false;
   constexpr uint64_t kSseAvxAvx512 = 0x2 | 0x4 | 0x20 | 0x40 | 0x80; // XMM, YMM, opmask, ZMM 0-15 upper, ZMM 16-31
   if ((saved_state() & kSseAvxAvx512) != kSseAvxAvx512) return false;
