@@ -40,14 +40,26 @@ const std::vector<size_t> kSizes = {
     0,    1,    15,   16,   17,   31,   32,    100,   255,    256,     1000,          1024,
     4095, 4096, 4097, 8191, 8192, 8193, 12288, 65536, 100000, 1 << 20, (1 << 20) + 1, 3 << 20};
 
-// The processor's flags as /proc/cpuinfo lists them, each between spaces.
-std::string cpu_flags() {
-  std::string info = read_file("/proc/cpuinfo");
-  size_t at = info.find("\nflags");
+// A field of the first processor in /proc/cpuinfo's text, its value with
+// a space before and after ("" when it is missing).
+std::string cpuinfo_field(const std::string &info, const std::string &name) {
+  size_t at = info.find("\n" + name);
   if (at == std::string::npos) return "";
   size_t colon = info.find(':', at);
   size_t end = info.find('\n', colon);
   return info.substr(colon + 1, end - colon - 1) + " ";
+}
+
+// Fills area with 0xa5, zeroes [from, from + n) of it with zero_fn, and
+// answers the first byte that is not as it should be (0 inside, 0xa5
+// around), or size when none.
+template <typename Zero>
+size_t first_wrong_byte(unsigned char *area, size_t size, size_t from, size_t n, Zero zero_fn) {
+  memset(area, 0xa5, size);
+  zero_fn(area + from, n);
+  for (size_t i = 0; i < size; ++i)
+    if (area[i] != (i >= from && i < from + n ? 0 : 0xa5)) return i;
+  return size;
 }
 
 // Expects no block twice among blocks, then frees them in an order shuffled
@@ -277,9 +289,10 @@ TEST(Heap, FreeZeroesEveryUsableByte) {
 // every byte of the range zeroed, none before or after it, at lengths from
 // 64 bytes and at any alignment.
 TEST(Heap, WideZeroingIsOnWhereItCostsNoClockSpeedAndExact) {
-  std::string flags = cpu_flags();
-  bool fast = read_file("/proc/cpuinfo").find("GenuineIntel") != std::string::npos &&
-              flags.find(" avx512f ") != std::string::npos && flags.find(" avx_vnni ") != std::string::npos;
+  std::string info = read_file("/proc/cpuinfo");
+  std::string flags = cpuinfo_field(info, "flags");
+  bool fast = cpuinfo_field(info, "vendor_id") == " GenuineIntel " && flags.find(" avx512f ") != std::string::npos &&
+              flags.find(" avx_vnni ") != std::string::npos;
   EXPECT_EQ(secmem::cpu::wide_stores_fast(), fast) << "flags:" << flags;
   void *p = secmem_malloc(1); // the heap started
   secmem_free(p);
@@ -289,14 +302,9 @@ TEST(Heap, WideZeroingIsOnWhereItCostsNoClockSpeedAndExact) {
   for (size_t n = 64; n <= 600; ++n) lengths.push_back(n);
   std::vector<unsigned char> area(8192 + 256);
   for (size_t offset : {0, 1, 7, 16, 63}) {
-    for (size_t n : lengths) {
-      std::fill(area.begin(), area.end(), 0xa5);
-      secmem::cpu::zero_wide(area.data() + 64 + offset, n);
-      for (size_t i = 0; i < area.size(); ++i) {
-        bool inside = i >= 64 + offset && i < 64 + offset + n;
-        ASSERT_EQ(area[i], inside ? 0 : 0xa5) << "offset " << offset << ", n " << n << ", byte " << i;
-      }
-    }
+    for (size_t n : lengths)
+      ASSERT_EQ(first_wrong_byte(area.data(), area.size(), 64 + offset, n, secmem::cpu::zero_wide), area.size())
+          << "offset " << offset << ", n " << n;
   }
 }
 
@@ -306,12 +314,8 @@ TEST(Heap, WideZeroingIsOnWhereItCostsNoClockSpeedAndExact) {
 TEST(Heap, SmallBlockZeroingIsExact) {
   alignas(64) static unsigned char area[8192 + 128];
   for (uint32_t block : secmem::kClassSizes) {
-    memset(area, 0xa5, sizeof area);
-    secmem::heap::zero_small(area + 64, block);
-    for (size_t i = 0; i < sizeof area; ++i) {
-      bool inside = i >= 64 && i < 64 + block;
-      ASSERT_EQ(area[i], inside ? 0 : 0xa5) << "block " << block << ", byte " << i;
-    }
+    auto zero_block = [](void *p, uint32_t n) { secmem::heap::zero_small(p, n); };
+    ASSERT_EQ(first_wrong_byte(area, sizeof area, 64, block, zero_block), sizeof area) << "block " << block;
   }
 }
 
