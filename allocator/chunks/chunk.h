@@ -77,6 +77,10 @@ struct Chunk {
   // child; a huge chunk keeps one value for its whole block in prot[0].
   uint8_t prot[kSlotPages] = {};
   uint32_t restricted_pages = 0;
+  // Pages in no run may still have a freed large block's guards (free_run
+  // with restricted pages): each guard splits the chunk's mapping in two,
+  // and every mapping costs each fork (ChunkPool::open_free_guards).
+  bool free_guards = false;
   // Pages of sealed blocks (as against guards, which hold no data): the
   // parent cannot read them for a fork copy while they are PROT_NONE.
   uint64_t sealed[bitmap::words_for(kSlotPages)] = {};

@@ -270,6 +270,7 @@ bool ChunkPool::alloc_run(uint32_t pages, Chunk **chunk, uint32_t *first_page) {
 
 void ChunkPool::free_run(Chunk *chunk, uint32_t first_page, uint32_t pages) {
   mark_pages(chunk, first_page, pages, false);
+  if (chunk->restricted_pages != 0 && !chunk->huge) chunk->free_guards = true;
   if (!policy::keeps_memory(*config_) && chunk->free_pages == chunk->mapped_pages) release_chunk(chunk);
 }
 
@@ -324,6 +325,11 @@ void ChunkPool::free_guarded(const GuardedRun &run) {
     release_chunk(run.chunk);
   else
     free_run(run.chunk, run.first_page - run.guard_lead, run.guard_lead + run.pages + run.guard_tail);
+}
+
+void ChunkPool::open_free_guards() {
+  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
+    if (chunk->free_guards && protection::open_free_guards(chunk) == 0) chunk->free_guards = false;
 }
 
 int ChunkPool::protect_guarded(const GuardedRun &run, int prot) {

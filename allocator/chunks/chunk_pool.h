@@ -88,8 +88,19 @@ public:
                      const void *claimant = nullptr);
   // Ends the claimant's claims (its thread is gone).
   void forget_claims(const void *claimant);
-  // Gives the run back; in a shared chunk its guards stay for the next block.
+  // Gives the run back; in a shared chunk its guards stay for the next
+  // block there (until open_free_guards).
   void free_guarded(const GuardedRun &run);
+  // Before a fork (under the heap lock, before stage_fork; not when a signal
+  // handler interrupted a change of the pool): the guards that pages in no
+  // run kept from a freed large block go back to read-write, so that the
+  // chunk is one mapping again. Each guard splits the chunk's mapping, and
+  // the kernel's fork duplicates, and the child's copy unmaps, every
+  // mapping: a process that had held eight 64 KiB blocks and freed them
+  // forked in 304 us against 264 for one that never had (18 mappings more).
+  // One mprotect per run of such pages, once; a block made there later
+  // sets its own guards.
+  void open_free_guards();
   // Sets the block's protection (a huge chunk's: all of it). 0 or the errno of mprotect.
   int protect_guarded(const GuardedRun &run, int prot);
 

@@ -109,6 +109,25 @@ void forget_free_guards(Chunk *chunk) {
       record(chunk, page, 0);
 }
 
+int open_free_guards(Chunk *chunk) {
+  if (chunk->huge || chunk->restricted_pages == 0) return 0;
+  auto free_guard = [chunk](uint32_t page) {
+    return chunk->prot[page] != 0 && !bitmap::test(chunk->used, page) && !bitmap::test(chunk->sealed, page);
+  };
+  int first_err = 0;
+  for (uint32_t page = 0; page < chunk->mapped_pages;) {
+    if (!free_guard(page)) {
+      ++page;
+      continue;
+    }
+    uint32_t end = page + 1;
+    while (end < chunk->mapped_pages && free_guard(end)) ++end;
+    if (int err = set(chunk, page, end - page, kReadWrite); err != 0 && first_err == 0) first_err = err;
+    page = end;
+  }
+  return first_err;
+}
+
 int restore_restricted(Chunk *chunk) {
   int first_err = 0;
   for_each_restricted(chunk, [chunk, &first_err](void *addr, size_t len, int prot) {

@@ -15,8 +15,9 @@ namespace secmem::protection {
 int set(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
 // The same, calling mprotect only for the pages not already so (free pages
 // keep the protection they last had, so a freed large block's guards are
-// still in place when the run is reused for another; not in a fork child's
-// memfd_secret copy: forget_free_guards).
+// still in place when the run is reused for another, until the process
+// forks: open_free_guards; nor in a fork child's memfd_secret copy:
+// forget_free_guards).
 int ensure(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
 // Makes the chunk's restricted pages readable (for the fork copy, and for
 // mlock, which cannot fault in PROT_NONE pages).
@@ -31,6 +32,10 @@ void open_all_in_child(Chunk *chunk);
 // mprotect and a mapping each, at every fork); a block made there later
 // sets its own. Sealed pages are never in no run.
 void forget_free_guards(Chunk *chunk);
+// In the parent, before a fork: the same guards (pages in no run, not
+// sealed, restricted) set read-write, one mprotect per run of them. 0, or
+// the first mprotect error (those pages keep their guard and its record).
+int open_free_guards(Chunk *chunk);
 // Puts their protection back; returns the first mprotect error on a sealed
 // page, or 0 (guards the kernel will not protect again, at the mapping
 // count, are recorded read-write: they go without).

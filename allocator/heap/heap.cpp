@@ -192,6 +192,7 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   if (!was_mine && (own == nullptr || own->in_op.load(std::memory_order_relaxed) == 0)) {
     empty_my_cache();
     given_back = drop_other_threads_kept_large();
+    g_heap.pool.open_free_guards(); // the runs those caches kept, and any other freed large block's
   }
   // Makes pages: before the gate holds other threads. A signal handler that
   // interrupted this thread's heap operation finds the pool halfway through
