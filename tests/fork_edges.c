@@ -12,6 +12,10 @@
 //                   goes on allocating, resizing and freeing large blocks:
 //                   every child exits 0; no-fds: with every descriptor
 //                   taken (no pipe: the parent stages the copies itself)
+//   signal-fork-new-chunk F
+//                   F forks from a SIGALRM handler while the heap makes
+//                   chunks (huge blocks): parent and child each write their
+//                   own bytes and find them (no chunk shared)
 //   mprotect-window N [no-fds]
 //                   N forks from a SIGSYS handler inside the heap's own
 //                   mprotect calls (a seccomp filter traps them), children
@@ -746,6 +750,98 @@ static int signal_fork_continue(int seconds, int no_fds) {
   printf("signal-fork-continue: %lu operations, %d forks, %d children failed (last: status %d), %lu dirty blocks\n",
          g_ops, (int)g_forks, (int)g_bad, (int)g_last_status, dirty);
   return g_bad == 0 && dirty == 0 && g_forks >= 20 ? 0 : 1;
+}
+
+// ---- signal-fork-new-chunk ----
+//
+// A fork from a SIGALRM handler that lands while the heap makes a chunk (a
+// huge block's, each one new: the previous is freed first, its chunk given
+// back). The child returns from the handler, the interrupted allocation
+// finishes in both, and each writes its own byte into the block it got and
+// into two more it makes, in turn (pipes): each must find its own bytes.
+// The chunk was mapped but not yet listed when such a fork came, and the
+// child, whose copies go by the list, kept the parent's memfd_secret
+// mapping: shared, each wrote over the other's block (all 20 rounds of
+// 3 MB blocks). Rounds go on until F forks landed inside an allocation (up
+// to 4 F rounds).
+
+enum { kNewChunkBlock = 3000000 };
+static volatile sig_atomic_t g_in_alloc, g_chunk_forked, g_fork_in_alloc;
+static volatile pid_t g_chunk_child;
+
+static void fork_while_making_chunks(int sig) {
+  (void)sig;
+  int saved = errno;
+  g_fork_in_alloc = g_in_alloc;
+  g_chunk_forked = 1;
+  g_chunk_child = fork();
+  errno = saved;
+}
+
+// 0: this process's blocks held its own bytes; else 1 (a line said which).
+static int own_bytes(unsigned char **blocks, int n, unsigned char mine) {
+  for (int i = 0; i < n; ++i)
+    if (!all_bytes(blocks[i], mine, kNewChunkBlock)) {
+      printf("signal-fork-new-chunk: %s's block %d of %d (%p) holds the other process's bytes\n",
+             mine == 'c' ? "the child" : "the parent", i, n, (void *)blocks[i]);
+      return 1;
+    }
+  return 0;
+}
+
+static int new_chunk_round(long delay_us, int *inside) {
+  int to_parent[2], to_child[2];
+  if (pipe(to_parent) != 0 || pipe(to_child) != 0) return fail("pipe");
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = fork_while_making_chunks;
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGALRM, &action, NULL);
+  g_chunk_forked = g_fork_in_alloc = 0;
+  g_chunk_child = -1;
+  struct itimerval once = {{0, 0}, {0, delay_us}};
+  setitimer(ITIMER_REAL, &once, NULL);
+  unsigned char *blocks[3] = {NULL, NULL, NULL};
+  while (!g_chunk_forked) {
+    secmem_free(blocks[0]);
+    g_in_alloc = 1;
+    blocks[0] = secmem_malloc(kNewChunkBlock);
+    g_in_alloc = 0;
+    if (blocks[0] == NULL) return fail("malloc");
+  }
+  int child = g_chunk_child == 0;
+  if (g_chunk_child < 0) return fail("fork");
+  unsigned char mine = child ? 'c' : 'p', token = 0;
+  for (int i = 1; i < 3; ++i)
+    if ((blocks[i] = secmem_malloc(kNewChunkBlock)) == NULL) {
+      if (child) _exit(3);
+      return fail("malloc after the fork");
+    }
+  if (child) { // first, then the parent writes
+    for (int i = 0; i < 3; ++i) memset(blocks[i], mine, kNewChunkBlock);
+    if (write(to_parent[1], &token, 1) != 1 || read(to_child[0], &token, 1) != 1) _exit(4);
+    _exit(own_bytes(blocks, 3, mine));
+  }
+  int ok = read(to_parent[0], &token, 1) == 1;
+  for (int i = 0; i < 3; ++i) memset(blocks[i], mine, kNewChunkBlock);
+  ok = ok && write(to_child[1], &token, 1) == 1;
+  int status = wait_status(g_chunk_child);
+  int bad = !ok || own_bytes(blocks, 3, mine) || status != 0;
+  if (status != 0) printf("signal-fork-new-chunk: a child exited with %d\n", status);
+  for (int i = 0; i < 3; ++i) secmem_free(blocks[i]);
+  close(to_parent[0]);
+  close(to_parent[1]);
+  close(to_child[0]);
+  close(to_child[1]);
+  *inside += g_fork_in_alloc;
+  return bad;
+}
+
+static int signal_fork_new_chunk(int forks) {
+  int bad = 0, inside = 0, round = 0;
+  for (; inside < forks && round < forks * 4; ++round) bad += new_chunk_round(300 + round * 137 % 2000, &inside);
+  printf("signal-fork-new-chunk: %d rounds, %d forks inside an allocation, %d bad\n", round, inside, bad);
+  return bad == 0 && inside >= forks ? 0 : 1;
 }
 
 // ---- mprotect-window ----
@@ -2675,6 +2771,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
   if (strcmp(argv[1], "signal-fork-continue") == 0)
     return signal_fork_continue((int)arg, argc > 3 && strcmp(argv[3], "no-fds") == 0);
+  if (strcmp(argv[1], "signal-fork-new-chunk") == 0) return signal_fork_new_chunk((int)arg);
   if (strcmp(argv[1], "mprotect-window") == 0)
     return mprotect_window((int)arg, argc > 3 && strcmp(argv[3], "no-fds") == 0);
   if (strcmp(argv[1], "signal-reenter") == 0) return signal_reenter((int)arg);

@@ -636,6 +636,13 @@ TEST(ForkEdges, ForkDuringTheForkHandlersRegistrationLeavesAWorkingChild) {
 // lock-free) used to deadlock in the prepare handler.
 TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedTheHeap) { EXPECT_TRUE(fork_edges({"signal-fork", "2"})); }
 
+// A signal handler's fork while the heap makes a chunk: the child gets its
+// own (a child that kept the parent's memfd_secret mapping shared every
+// block in it with the parent).
+TEST(ForkEdges, AForkFromASignalHandlerWhileAChunkIsMadeSharesNothing) {
+  EXPECT_TRUE(fork_edges({"signal-fork-new-chunk", "20"}));
+}
+
 // Not async-signal-safe, as glibc's malloc is not; but where glibc's
 // deadlocks, the heap says why and aborts (it hung, silently, for ever).
 TEST(ForkEdges, AHeapCallFromASignalHandlerInsideALockedOperationAborts) {

@@ -7,6 +7,7 @@
 #include "chunks/protection.h"
 #include "config/policy.h"
 #include "platform/diag.h"
+#include "platform/signals.h"
 
 namespace secmem {
 
@@ -28,6 +29,12 @@ Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge, size_t alignment) {
     return nullptr;
   }
   uintptr_t addr = reservation_.slot_address(static_cast<uint32_t>(first_slot));
+  // From the mapping to the list: a fork made by a signal handler on this
+  // thread in between found the chunk mapped and not listed, and its child,
+  // whose copies go by the list, kept the memfd_secret mapping shared with
+  // the parent (each wrote the other's blocks). Signals wait, also through
+  // a huge chunk's first touch (as through one long system call).
+  SignalsBlocked blocked;
   unmap_staging(); // the budget the staging mappings are charged to is the heap's
   Chunk *chunk = chunk_meta_.take();
   TierMapper::Mapped mapped;

@@ -42,6 +42,7 @@
 #include "heap/state.h"
 #include "heap/thread_cache.h"
 #include "platform/raw_syscall.h"
+#include "platform/signals.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define SECMEM_TSAN 1
@@ -101,50 +102,6 @@ inline void settle_fork_before_write() {
   if (__builtin_expect(g_heap.forking.load(std::memory_order_relaxed) == kGateFork, 0) && g_heap.lock.held_by_me())
     finish_fork_in_child_now();
 }
-
-// Every signal blocked while it lives (glibc keeps its own two, for thread
-// cancellation and set*id, open). Secmem's fork handlers run so: a signal handler that
-// forks on the forking thread then lands before, between or after them,
-// where the lock, the gate and fork_handlers_running say which fork is in
-// progress, and never where they disagree. (In the few instructions from
-// taking the lock to raising fork_handlers_running, or from lowering it to
-// letting the lock go, such a fork took the lock for one that an
-// interrupted operation held and overwrote lock_was_mine: the outer fork
-// never let the lock go, and the next allocation waited for ever.)
-// The system call itself (platform/raw_syscall.h), with the kernel's 8-byte
-// set, as pthread_sigmask makes it: a fork child's first touch of a libc
-// page is a page fault, and sigfillset's, pthread_sigmask's, syscall's and
-// __errno_location's code were four of them.
-// errno too is as it was when it ends: glibc's fork leaves errno alone, and
-// the handlers' calls through libc set it (ECHILD from waitid, ENOENT from
-// a /proc read), in parent and child. Reached through its address as
-// this thread last asked libc for it (the same in a fork child), and stored
-// only if changed: errno is on a page that every fork makes copy-on-write.
-class SignalsBlocked {
-public:
-  SignalsBlocked() : errno_at_(errno_address()), errno_(*errno_at_) {
-    // Signal n is bit n - 1; glibc's SIGCANCEL and SIGSETXID are 32 and 33.
-    uint64_t all = ~(uint64_t{1} << 31 | uint64_t{1} << 32);
-    blocked_ = os::raw_call(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, sizeof all) == 0;
-  }
-  ~SignalsBlocked() {
-    if (blocked_) os::raw_call(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, sizeof old_);
-    if (*errno_at_ != errno_) *errno_at_ = errno_;
-  }
-  SignalsBlocked(const SignalsBlocked &) = delete;
-  SignalsBlocked &operator=(const SignalsBlocked &) = delete;
-
-private:
-  static int *errno_address() {
-    static __attribute__((tls_model("initial-exec"))) thread_local int *address = nullptr;
-    if (__builtin_expect(address == nullptr, 0)) address = &errno;
-    return address;
-  }
-  uint64_t old_ = 0;
-  int *errno_at_;
-  int errno_;
-  bool blocked_;
-};
 
 // The gate for a thread without a cache (none is made for a write: a thread
 // key's destructor that runs after secmem's may free, and a cache made then
