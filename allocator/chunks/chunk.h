@@ -81,6 +81,9 @@ struct Chunk {
   // with restricted pages): each guard splits the chunk's mapping in two,
   // and every mapping costs each fork (ChunkPool::open_free_guards).
   bool free_guards = false;
+  // Such guard pages as the last fork found them, in no run since (a run
+  // taken clears its pages): the next fork opens them.
+  uint64_t idle_guards[bitmap::words_for(kSlotPages)] = {};
   // Pages of sealed blocks (as against guards, which hold no data): the
   // parent cannot read them for a fork copy while they are PROT_NONE.
   uint64_t sealed[bitmap::words_for(kSlotPages)] = {};

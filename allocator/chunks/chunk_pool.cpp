@@ -137,6 +137,7 @@ bool ChunkPool::warm(Chunk *chunk, uint32_t first, uint32_t pages) {
 void ChunkPool::mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used) {
   if (used) {
     bitmap::set_range(chunk->used, first, pages);
+    if (chunk->free_guards) bitmap::clear_range(chunk->idle_guards, first, pages); // in use again: not idle
     chunk->free_pages -= pages;
   } else {
     bitmap::clear_range(chunk->used, first, pages);
@@ -336,7 +337,7 @@ void ChunkPool::free_guarded(const GuardedRun &run) {
 
 void ChunkPool::open_free_guards() {
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
-    if (chunk->free_guards && protection::open_free_guards(chunk) == 0) chunk->free_guards = false;
+    if (chunk->free_guards && !protection::open_free_guards(chunk)) chunk->free_guards = false;
 }
 
 int ChunkPool::protect_guarded(const GuardedRun &run, int prot) {

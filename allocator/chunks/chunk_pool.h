@@ -93,13 +93,18 @@ public:
   void free_guarded(const GuardedRun &run);
   // Before a fork (under the heap lock, before stage_fork; not when a signal
   // handler interrupted a change of the pool): the guards that pages in no
-  // run kept from a freed large block go back to read-write, so that the
-  // chunk is one mapping again. Each guard splits the chunk's mapping, and
-  // the kernel's fork duplicates, and the child's copy unmaps, every
-  // mapping: a process that had held eight 64 KiB blocks and freed them
-  // forked in 304 us against 264 for one that never had (18 mappings more).
-  // One mprotect per run of such pages, once; a block made there later
-  // sets its own guards.
+  // run kept from a freed large block, and that the last fork found so
+  // too, in no run since, go back to read-write, so that the chunk is one
+  // mapping again. Each guard splits the chunk's mapping, and the kernel's
+  // fork duplicates, and the child's copy unmaps, every mapping: a process
+  // that had held eight 64 KiB blocks and freed them forked in 304 us
+  // against 264 for one that never had (18 mappings more). One mprotect per
+  // run of such pages, once; a block made there later sets its own guards.
+  // Not at the first fork that finds them: a thread's kept blocks go back
+  // to the pool at each fork, and one that makes and frees large blocks
+  // between forks takes the same runs again (opened at once, each run's
+  // guards were made again after each fork: eight 64 KiB blocks made and
+  // freed between forks, 335-371 us a cycle against 294-296).
   void open_free_guards();
   // Sets the block's protection (a huge chunk's: all of it). 0 or the errno of mprotect.
   int protect_guarded(const GuardedRun &run, int prot);

@@ -109,23 +109,33 @@ void forget_free_guards(Chunk *chunk) {
       record(chunk, page, 0);
 }
 
-int open_free_guards(Chunk *chunk) {
-  if (chunk->huge || chunk->restricted_pages == 0) return 0;
+bool open_free_guards(Chunk *chunk) {
+  if (chunk->huge || chunk->restricted_pages == 0) return false;
   auto free_guard = [chunk](uint32_t page) {
     return chunk->prot[page] != 0 && !bitmap::test(chunk->used, page) && !bitmap::test(chunk->sealed, page);
   };
-  int first_err = 0;
+  bool left = false;
   for (uint32_t page = 0; page < chunk->mapped_pages;) {
     if (!free_guard(page)) {
+      bitmap::clear(chunk->idle_guards, page);
+      ++page;
+      continue;
+    }
+    if (!bitmap::test(chunk->idle_guards, page)) { // first seen: the next fork opens it
+      bitmap::set(chunk->idle_guards, page);
+      left = true;
       ++page;
       continue;
     }
     uint32_t end = page + 1;
-    while (end < chunk->mapped_pages && free_guard(end)) ++end;
-    if (int err = set(chunk, page, end - page, kReadWrite); err != 0 && first_err == 0) first_err = err;
+    while (end < chunk->mapped_pages && free_guard(end) && bitmap::test(chunk->idle_guards, end)) ++end;
+    if (set(chunk, page, end - page, kReadWrite) == 0)
+      bitmap::clear_range(chunk->idle_guards, page, end - page);
+    else
+      left = true;
     page = end;
   }
-  return first_err;
+  return left;
 }
 
 int restore_restricted(Chunk *chunk) {

@@ -33,9 +33,11 @@ void open_all_in_child(Chunk *chunk);
 // sets its own. Sealed pages are never in no run.
 void forget_free_guards(Chunk *chunk);
 // In the parent, before a fork: the same guards (pages in no run, not
-// sealed, restricted) set read-write, one mprotect per run of them. 0, or
-// the first mprotect error (those pages keep their guard and its record).
-int open_free_guards(Chunk *chunk);
+// sealed, restricted) that the last fork found so too (Chunk::idle_guards)
+// set read-write, one mprotect per run of them; the others marked for the
+// next fork. Whether any such guard is left (marked, or refused by
+// mprotect: those pages keep their guard and its record).
+bool open_free_guards(Chunk *chunk);
 // Puts their protection back; returns the first mprotect error on a sealed
 // page, or 0 (guards the kernel will not protect again, at the mapping
 // count, are recorded read-write: they go without).
