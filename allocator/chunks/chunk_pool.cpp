@@ -33,8 +33,9 @@ Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge, size_t alignment) {
   // thread in between found the chunk mapped and not listed, and its child,
   // whose copies go by the list, kept the memfd_secret mapping shared with
   // the parent (each wrote the other's blocks). Signals wait, also through
-  // a huge chunk's first touch (as through one long system call).
-  SignalsBlocked blocked;
+  // a huge chunk's first touch (as through one long system call). errno
+  // as set here (ENOMEM).
+  SignalsBlocked blocked(SignalsBlocked::kErrnoAsSet);
   unmap_staging(); // the budget the staging mappings are charged to is the heap's
   Chunk *chunk = chunk_meta_.take();
   TierMapper::Mapped mapped;

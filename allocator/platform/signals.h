@@ -29,16 +29,20 @@ namespace secmem {
 // a /proc read), in parent and child. Reached through its address as
 // this thread last asked libc for it (the same in a fork child), and stored
 // only if changed: errno is on a page that every fork makes copy-on-write.
+// kErrnoAsSet leaves errno as the scope set it (a call that answers with
+// errno, such as the making of a chunk).
 class SignalsBlocked {
 public:
-  SignalsBlocked() : errno_at_(errno_address()), errno_(*errno_at_) {
+  enum Errno { kErrnoRestored, kErrnoAsSet };
+  explicit SignalsBlocked(Errno mode = kErrnoRestored)
+      : errno_at_(mode == kErrnoRestored ? errno_address() : nullptr), errno_(errno_at_ != nullptr ? *errno_at_ : 0) {
     // Signal n is bit n - 1; glibc's SIGCANCEL and SIGSETXID are 32 and 33.
     uint64_t all = ~(uint64_t{1} << 31 | uint64_t{1} << 32);
     blocked_ = os::raw_call(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, sizeof all) == 0;
   }
   ~SignalsBlocked() {
     if (blocked_) os::raw_call(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, sizeof old_);
-    if (*errno_at_ != errno_) *errno_at_ = errno_;
+    if (errno_at_ != nullptr && *errno_at_ != errno_) *errno_at_ = errno_;
   }
   SignalsBlocked(const SignalsBlocked &) = delete;
   SignalsBlocked &operator=(const SignalsBlocked &) = delete;
