@@ -32,10 +32,12 @@ Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge, size_t alignment) {
   // From the mapping to the list: a fork made by a signal handler on this
   // thread in between found the chunk mapped and not listed, and its child,
   // whose copies go by the list, kept the memfd_secret mapping shared with
-  // the parent (each wrote the other's blocks). Signals wait, also through
-  // a huge chunk's first touch (as through one long system call). errno
-  // as set here (ENOMEM).
-  SignalsBlocked blocked(SignalsBlocked::kErrnoAsSet);
+  // the parent (each wrote the other's blocks). Asynchronous signals wait,
+  // also through a huge chunk's first touch (as through one long system
+  // call); those the kernel raises for this thread's own calls stay open (a
+  // seccomp filter's SIGSYS, blocked, would kill the process). errno as set
+  // here (ENOMEM).
+  SignalsBlocked blocked(SignalsBlocked::kErrnoAsSet, SignalsBlocked::kAsynchronous);
   unmap_staging(); // the budget the staging mappings are charged to is the heap's
   Chunk *chunk = chunk_meta_.take();
   TierMapper::Mapped mapped;
@@ -138,7 +140,7 @@ bool ChunkPool::warm(Chunk *chunk, uint32_t first, uint32_t pages) {
 void ChunkPool::mark_pages(Chunk *chunk, uint32_t first, uint32_t pages, bool used) {
   if (used) {
     bitmap::set_range(chunk->used, first, pages);
-    if (chunk->free_guards) bitmap::clear_range(chunk->idle_guards, first, pages); // in use again: not idle
+    bitmap::clear_range(chunk->idle_guards, first, pages); // in use again: not idle
     chunk->free_pages -= pages;
   } else {
     bitmap::clear_range(chunk->used, first, pages);

@@ -98,7 +98,8 @@ public:
   // mapping again. Each guard splits the chunk's mapping, and the kernel's
   // fork duplicates, and the child's copy unmaps, every mapping: a process
   // that had held eight 64 KiB blocks and freed them forked in 304 us
-  // against 264 for one that never had (18 mappings more). One mprotect per
+  // against 264 for one that never had (18 mappings more; bench/run's
+  // ForkWithKeyShrunk and ForkWithKey/0). One mprotect per
   // run of such pages, once; a block made there later sets its own guards.
   // Not at the first fork that finds them: a thread's kept blocks go back
   // to the pool at each fork, and one that makes and frees large blocks

@@ -105,12 +105,18 @@ void open_touched_for_copy(Chunk *chunk) {
 void forget_free_guards(Chunk *chunk) {
   if (chunk->huge || chunk->restricted_pages == 0) return;
   for (uint32_t page = 0; page < chunk->mapped_pages; ++page)
-    if (chunk->prot[page] != 0 && !bitmap::test(chunk->used, page) && !bitmap::test(chunk->sealed, page))
+    if (chunk->prot[page] != 0 && !bitmap::test(chunk->used, page) && !bitmap::test(chunk->sealed, page)) {
       record(chunk, page, 0);
+      bitmap::clear(chunk->idle_guards, page);
+    }
 }
 
 bool open_free_guards(Chunk *chunk) {
-  if (chunk->huge || chunk->restricted_pages == 0) return false;
+  if (chunk->huge) return false;
+  if (chunk->restricted_pages == 0) { // none left (a fork child forgot its free guards)
+    bitmap::clear_range(chunk->idle_guards, 0, kSlotPages);
+    return false;
+  }
   auto free_guard = [chunk](uint32_t page) {
     return chunk->prot[page] != 0 && !bitmap::test(chunk->used, page) && !bitmap::test(chunk->sealed, page);
   };

@@ -15,9 +15,9 @@ namespace secmem::protection {
 int set(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
 // The same, calling mprotect only for the pages not already so (free pages
 // keep the protection they last had, so a freed large block's guards are
-// still in place when the run is reused for another, until the process
-// forks: open_free_guards; nor in a fork child's memfd_secret copy:
-// forget_free_guards).
+// still in place when the run is reused for another, until a fork finds the
+// run free for the second time, not taken since: open_free_guards; nor in a
+// fork child's memfd_secret copy: forget_free_guards).
 int ensure(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
 // Makes the chunk's restricted pages readable (for the fork copy, and for
 // mlock, which cannot fault in PROT_NONE pages).

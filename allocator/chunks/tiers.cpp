@@ -208,11 +208,6 @@ int TierMapper::map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flex
     if (err != 0)
       *why = tier == Tier::kLocked && refused_by_sandbox(linux_facts::ProbeCall::kMlock) ? FallbackReason::kSandbox
                                                                                          : FallbackReason::kMemlock;
-    // mlock's ENOMEM with the budget read above to spare: the mapping count
-    // (the range's mapping is split), not RLIMIT_MEMLOCK, which the message
-    // blamed (at vm.max_map_count).
-    if (err == ENOMEM && tier == Tier::kLocked && *why == FallbackReason::kMemlock && os::memlock_budget() >= len)
-      *why = FallbackReason::kOther;
   }
   if (err != 0) {
     // A failed MAP_FIXED may have dropped the reservation: reserved again at
@@ -329,6 +324,8 @@ void TierMapper::describe(diag::Line &line, FallbackReason why, int err, const c
     line.add("EFBIG: RLIMIT_FSIZE is below the size of a memfd_secret file");
   else if (err == EMFILE || err == ENFILE)
     line.add(linux_facts::errno_name(err)).add(": the descriptor table is full");
+  else if (err == ENOMEM && why == FallbackReason::kMemlock) // mlock's: either, and no cheap way to tell
+    line.add("ENOMEM: RLIMIT_MEMLOCK budget spent, or vm.max_map_count reached");
   else if (err == ENOMEM && why == FallbackReason::kOther)
     line.add("ENOMEM: the kernel refused the mapping (vm.max_map_count reached?)");
   else

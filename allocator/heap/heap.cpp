@@ -116,7 +116,7 @@ void note_handlers_run();
 // is ready it holds the start-up off until the fork is done (another
 // thread's start-up in progress finishes first).
 void prepare_fork() {
-  SignalsBlocked blocked; // secmem's fork handlers, all three (fork_gate.h)
+  SignalsBlocked blocked; // secmem's fork handlers, all three (fork_gate.h, platform/signals.h)
   note_handlers_run();
   if (holding_start_up()) { // a fork inside this thread's fork
     g_start_up_holds.fetch_add(1, std::memory_order_relaxed);
@@ -192,7 +192,9 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   if (!was_mine && (own == nullptr || own->in_op.load(std::memory_order_relaxed) == 0)) {
     empty_my_cache();
     given_back = drop_other_threads_kept_large();
-    g_heap.pool.open_free_guards(); // the runs those caches kept, and any other freed large block's
+    // Freed runs' guards, if the last fork found them free too (not the runs
+    // those caches gave back just now: they were in use until now).
+    g_heap.pool.open_free_guards();
   }
   // Makes pages: before the gate holds other threads. A signal handler that
   // interrupted this thread's heap operation finds the pool halfway through

@@ -120,7 +120,7 @@ public:
     }
     // The mask as it was, exactly: pthread_sigmask would leave glibc's
     // SIGCANCEL and SIGSETXID out of it, unblocking them if the program had
-    // blocked them (as SignalsBlocked, heap/fork_gate.h).
+    // blocked them (as SignalsBlocked, platform/signals.h).
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, kKernelSigsetBytes);
   }
   void wrote(long result, int err) { raised_ = raised_ || (result < 0 && err == EFBIG); }

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <initializer_list>
 #include <signal.h>
 #include <sys/syscall.h>
 
@@ -30,14 +31,21 @@ namespace secmem {
 // this thread last asked libc for it (the same in a fork child), and stored
 // only if changed: errno is on a page that every fork makes copy-on-write.
 // kErrnoAsSet leaves errno as the scope set it (a call that answers with
-// errno, such as the making of a chunk).
+// errno, such as the making of a chunk). kAsynchronous leaves the signals
+// the kernel raises for the thread's own instruction or system call open
+// (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS): one that comes while
+// blocked kills the process, its handler reset (a seccomp filter's
+// SECCOMP_RET_TRAP, whose handler a sandbox's broker answers).
 class SignalsBlocked {
 public:
   enum Errno { kErrnoRestored, kErrnoAsSet };
-  explicit SignalsBlocked(Errno mode = kErrnoRestored)
+  enum Which { kAll, kAsynchronous };
+  explicit SignalsBlocked(Errno mode = kErrnoRestored, Which which = kAll)
       : errno_at_(mode == kErrnoRestored ? errno_address() : nullptr), errno_(errno_at_ != nullptr ? *errno_at_ : 0) {
     // Signal n is bit n - 1; glibc's SIGCANCEL and SIGSETXID are 32 and 33.
     uint64_t all = ~(uint64_t{1} << 31 | uint64_t{1} << 32);
+    if (which == kAsynchronous)
+      for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS}) all &= ~(uint64_t{1} << (sig - 1));
     blocked_ = os::raw_call(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, sizeof all) == 0;
   }
   ~SignalsBlocked() {
