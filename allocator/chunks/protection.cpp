@@ -102,10 +102,19 @@ void open_touched_for_copy(Chunk *chunk) {
   os::protect(reinterpret_cast<void *>(chunk->base), size_t{pages} * os::kPageSize, kReadWrite);
 }
 
+namespace {
+
+// A page in no run that kept a freed large block's guard (sealed pages are never in no run).
+bool free_guard(const Chunk *chunk, uint32_t page) {
+  return chunk->prot[page] != 0 && !bitmap::test(chunk->used, page) && !bitmap::test(chunk->sealed, page);
+}
+
+} // namespace
+
 void forget_free_guards(Chunk *chunk) {
   if (chunk->huge || chunk->restricted_pages == 0) return;
   for (uint32_t page = 0; page < chunk->mapped_pages; ++page)
-    if (chunk->prot[page] != 0 && !bitmap::test(chunk->used, page) && !bitmap::test(chunk->sealed, page)) {
+    if (free_guard(chunk, page)) {
       record(chunk, page, 0);
       bitmap::clear(chunk->idle_guards, page);
     }
@@ -117,12 +126,9 @@ bool open_free_guards(Chunk *chunk) {
     bitmap::clear_range(chunk->idle_guards, 0, kSlotPages);
     return false;
   }
-  auto free_guard = [chunk](uint32_t page) {
-    return chunk->prot[page] != 0 && !bitmap::test(chunk->used, page) && !bitmap::test(chunk->sealed, page);
-  };
   bool left = false;
   for (uint32_t page = 0; page < chunk->mapped_pages;) {
-    if (!free_guard(page)) {
+    if (!free_guard(chunk, page)) {
       bitmap::clear(chunk->idle_guards, page);
       ++page;
       continue;
@@ -134,7 +140,7 @@ bool open_free_guards(Chunk *chunk) {
       continue;
     }
     uint32_t end = page + 1;
-    while (end < chunk->mapped_pages && free_guard(end) && bitmap::test(chunk->idle_guards, end)) ++end;
+    while (end < chunk->mapped_pages && free_guard(chunk, end) && bitmap::test(chunk->idle_guards, end)) ++end;
     if (set(chunk, page, end - page, kReadWrite) == 0)
       bitmap::clear_range(chunk->idle_guards, page, end - page);
     else
