@@ -44,7 +44,8 @@
 //                   frees the parent's block and writes a new one (first, in
 //                   turn: frees a large and a huge block, shrinks a large
 //                   one in place: the parent's stay whole); a child that
-//                   lives through 20 forks keeps its own block
+//                   lives through 20 forks keeps its own block; the prepare
+//                   and parent handlers find every staging mapping PROT_NONE
 //   atfork-parent   the same with the parent handler only (it uses the heap
 //                   after the fork, before secmem's parent handler)
 //   atfork-parent-frees [sealed|nested|stray]
@@ -1253,8 +1254,33 @@ static int g_fork_round;
 #define LARGE_BLOCK 30001
 #define HUGE_BLOCK (5u << 20)
 
+// The fork staging files' mappings (secretmem, left out of children: "dc"
+// in smaps) that are open to reads or writes. secmem closes them again as
+// soon as the copy is in them, before the kernel's fork: every handler that
+// runs after secmem's prepare handler finds them PROT_NONE. -1: smaps
+// cannot be read.
+static int g_open_staging;
+static int open_staging_mappings(void) {
+  FILE *smaps = fopen("/proc/self/smaps", "r");
+  if (smaps == NULL) return -1;
+  char line[512], perms[8] = "";
+  int secret = 0, open = 0;
+  while (fgets(line, sizeof line, smaps) != NULL) {
+    unsigned long start, end;
+    if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) == 3) {
+      secret = strstr(line, "/secretmem") != NULL;
+      continue;
+    }
+    if (secret && strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " dc") != NULL)
+      open += perms[0] == 'r' || perms[1] == 'w';
+  }
+  fclose(smaps);
+  return open;
+}
+
 static void early_prepare(void) { // runs after secmem's prepare handler (registered before it)
-  secmem_free(g_prepare_large);   // zeroed after secmem staged the child's copy: it must be free and zero there
+  if (open_staging_mappings() != 0) g_open_staging++;
+  secmem_free(g_prepare_large); // zeroed after secmem staged the child's copy: it must be free and zero there
   g_prepare_large = NULL;
   secmem_free(g_prepare_block);
   g_prepare_block = secmem_malloc(48);
@@ -1262,6 +1288,7 @@ static void early_prepare(void) { // runs after secmem's prepare handler (regist
 }
 
 static void early_parent(void) { // runs before secmem's parent handler, after the fork
+  if (open_staging_mappings() != 0) g_open_staging++;
   secmem_free(secmem_malloc(40));
 }
 
@@ -1327,6 +1354,7 @@ static int atfork_order(int parent_only) {
   }
   board[1] = 1;
   if (wait_status(keeper) != 0) return fail("the child that lived through the forks lost its block");
+  if (g_open_staging != 0) return fail("a staging mapping was open to the program's fork handlers");
   printf("atfork-order: 20 forks\n");
   return 0;
 }
