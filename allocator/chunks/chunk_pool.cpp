@@ -7,6 +7,7 @@
 #include "chunks/protection.h"
 #include "config/policy.h"
 #include "platform/diag.h"
+#include "platform/raw_syscall.h"
 #include "platform/signals.h"
 
 namespace secmem {
@@ -390,7 +391,7 @@ os::Released ChunkPool::to_reserve(void *addr, size_t len) {
 }
 
 // A chunk that changed tier (in a fork child) moves its bytes in the counters.
-void ChunkPool::move_tier(Chunk *chunk, Tier to) {
+SECMEM_FORK_CHILD_TEXT void ChunkPool::move_tier(Chunk *chunk, Tier to) {
   mapped_bytes_[static_cast<int>(chunk->tier)] -= chunk->mapped_bytes();
   mapped_bytes_[static_cast<int>(to)] += chunk->mapped_bytes();
   chunk->tier = to;

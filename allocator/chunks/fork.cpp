@@ -98,7 +98,7 @@ bool hidden_from_parent(const Chunk *chunk) {
 }
 
 // A page the staged copy takes from the parent (guards hold nothing: zero).
-bool staged_copy_takes(const Chunk *chunk, uint32_t page) {
+SECMEM_FORK_CHILD_TEXT bool staged_copy_takes(const Chunk *chunk, uint32_t page) {
   return page < chunk->touched_pages && chunk->copied_in_fork(page) && !chunk->guard_page(page);
 }
 
@@ -887,7 +887,7 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
 // of the chunk's, so no mapping-count headroom is needed). Pages the copy left
 // out are zero (stale: the parent zeroed them) or not yet made (cold, faulted
 // in through the kernel when used).
-void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
+SECMEM_FORK_CHILD_TEXT void ChunkPool::map_staged_in_child(Chunk *chunk, int fd, bool fd_ours) {
   // A child handler registered before secmem's that closed the descriptor:
   // the child has no way to its copy, and the parent's pages are shared.
   if (!fd_ours)
@@ -990,7 +990,7 @@ void ChunkPool::after_nested_fork_parent(unsigned depth) {
   nested_pipe_[depth][0] = nested_pipe_[depth][1] = -1;
 }
 
-void ChunkPool::after_fork_child(int nested_depth) {
+SECMEM_FORK_CHILD_TEXT void ChunkPool::after_fork_child(int nested_depth) {
   bool nested = nested_depth >= 0;
   // Pipe ends are closed and written only while they are still the pipes
   // made for them: a child handler registered earlier may have closed them

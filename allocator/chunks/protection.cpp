@@ -2,6 +2,8 @@
 
 #include <sys/mman.h>
 
+#include "platform/raw_syscall.h"
+
 namespace secmem::protection {
 
 namespace {
@@ -111,7 +113,7 @@ bool free_guard(const Chunk *chunk, uint32_t page) {
 
 } // namespace
 
-void forget_free_guards(Chunk *chunk) {
+SECMEM_FORK_CHILD_TEXT void forget_free_guards(Chunk *chunk) {
   if (chunk->huge || chunk->restricted_pages == 0) return;
   for (uint32_t page = 0; page < chunk->mapped_pages; ++page)
     if (free_guard(chunk, page)) {
@@ -150,7 +152,7 @@ bool open_free_guards(Chunk *chunk) {
   return left;
 }
 
-int restore_restricted(Chunk *chunk) {
+SECMEM_FORK_CHILD_TEXT int restore_restricted(Chunk *chunk) {
   int first_err = 0;
   for_each_restricted(chunk, [chunk, &first_err](void *addr, size_t len, int prot) {
     int err = os::protect(addr, len, prot);

@@ -5,6 +5,7 @@
 
 #include "config/policy.h"
 #include "platform/diag.h"
+#include "platform/raw_syscall.h"
 
 namespace secmem {
 
@@ -48,7 +49,7 @@ int TierMapper::fault_in(Tier tier, void *addr, size_t len, os::ZeroSource *zero
   return 0;
 }
 
-bool TierMapper::may_call(linux_facts::ProbeCall call) {
+SECMEM_FORK_CHILD_TEXT bool TierMapper::may_call(linux_facts::ProbeCall call) {
   CallCheck &check = calls_[static_cast<int>(call)];
   linux_facts::SeccompState state = linux_facts::seccomp_state();
   last_for_now_ = state.for_now;
@@ -334,7 +335,7 @@ void TierMapper::describe(diag::Line &line, FallbackReason why, int err, const c
 
 // Outside memfd_secret the same user can read secrets through ptrace and
 // /proc/PID/mem: SECMEM_NODUMP=fallback makes the process non-dumpable.
-void TierMapper::note_tier(Tier tier) {
+SECMEM_FORK_CHILD_TEXT void TierMapper::note_tier(Tier tier) {
   // Once a chunk landed outside memfd_secret, tried at every new chunk until
   // it is made (its refusal said once): the descriptor table may have room
   // again by then, whatever the new chunk's tier.

@@ -71,7 +71,7 @@ std::atomic<unsigned> g_start_up_holds{0};
 std::atomic<uint64_t> g_hold_word{0};
 std::atomic<uint32_t> g_hold_thread{0}; // its number: the same in a fork child (not pthread_self: libc code)
 
-bool holding_start_up() {
+SECMEM_FORK_CHILD_TEXT bool holding_start_up() {
   return g_start_up_holds.load(std::memory_order_acquire) > 0 &&
          g_hold_thread.load(std::memory_order_relaxed) == this_thread();
 }
@@ -265,7 +265,7 @@ void settle_dead_threads_caches() NO_THREAD_SAFETY_ANALYSIS {
 // The child's copies and its dead threads' caches, once. The child of a
 // nested fork (g_fork_nest counts the forks in progress it was made in)
 // copies for itself, from the pages of the process that forked it.
-void finish_child() NO_THREAD_SAFETY_ANALYSIS {
+SECMEM_FORK_CHILD_TEXT void finish_child() NO_THREAD_SAFETY_ANALYSIS {
   if (g_fork_nest != 0) {
     if (g_nested_child_done) return;
     g_nested_child_done = true;
@@ -279,7 +279,7 @@ void finish_child() NO_THREAD_SAFETY_ANALYSIS {
   settle_dead_threads_caches();
 }
 
-void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
+SECMEM_FORK_CHILD_TEXT void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
   SignalsBlocked blocked;
   // A new process: one generation more, and its own pid (before the heap
   // has started the page is written for it alone: a copy-on-write fault in
@@ -415,9 +415,23 @@ template <int Set> bool finishes_fork() {
 template <int Set> void parent_set() {
   if (finishes_fork<Set>()) after_fork_parent();
 }
-template <int Set> void child_set() {
-  if (finishes_fork<Set>()) after_fork_child();
-}
+// Specialised one by one: GCC drops the section attribute from a template's
+// implicit instantiations.
+template <int Set> void child_set();
+#define SECMEM_CHILD_SET(N)                                \
+  template <> SECMEM_FORK_CHILD_TEXT void child_set<N>() { \
+    if (finishes_fork<N>()) after_fork_child();            \
+  }
+SECMEM_CHILD_SET(0)
+SECMEM_CHILD_SET(1)
+SECMEM_CHILD_SET(2)
+SECMEM_CHILD_SET(3)
+SECMEM_CHILD_SET(4)
+SECMEM_CHILD_SET(5)
+SECMEM_CHILD_SET(6)
+SECMEM_CHILD_SET(7)
+#undef SECMEM_CHILD_SET
+static_assert(kHandlerSets == 8, "one child_set specialisation for each set");
 template <int... Set> int register_set(int set, std::integer_sequence<int, Set...>) {
   int err = EAGAIN; // no set left: forks during registrations, kHandlerSets times in one line of processes
   ((set == Set ? (err = pthread_atfork(prepare_set<Set>, parent_set<Set>, child_set<Set>)) : 0), ...);

@@ -6,6 +6,7 @@
 #include "heap/cache_ops.h"
 #include "platform/checkers.h"
 #include "platform/diag.h"
+#include "platform/raw_syscall.h"
 
 namespace secmem::heap {
 
@@ -138,7 +139,7 @@ void thread_exit(void *value) {
 // the count at 1 in the child.
 // Stored only if it changes: the page is copy-on-write after the fork, and
 // an unchanged store cost every child a page fault.
-void reset_exiting_threads_in_child() {
+SECMEM_FORK_CHILD_TEXT void reset_exiting_threads_in_child() {
   int mine = t_counted_exiting ? 1 : 0;
   if (g_threads_exiting.load(std::memory_order_relaxed) != mine)
     g_threads_exiting.store(mine, std::memory_order_relaxed);
@@ -164,7 +165,7 @@ ThreadCache *my_cache() { return t_cache; }
 // one) at the fork: its blocks stay out of use, and the cache leaves the list
 // all the same (a later fork in this child would wait for its operation to
 // end, for ever: seen under TSan, a child hung in its own fork).
-void retire_other_caches() {
+SECMEM_FORK_CHILD_TEXT void retire_other_caches() {
   for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr;) {
     ThreadCache *next = CacheList::next(cache);
     if (cache != t_cache && cache->in_op.load(std::memory_order_relaxed) == 0)
@@ -387,7 +388,7 @@ SharedGate::~SharedGate() {
   t_in_shared_gate = false;
 }
 
-void reset_shared_gate_in_child() {
+SECMEM_FORK_CHILD_TEXT void reset_shared_gate_in_child() {
   g_heap.shared_gate_users.store(t_in_shared_gate ? 1 : 0, std::memory_order_relaxed);
 }
 

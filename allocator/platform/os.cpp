@@ -67,7 +67,7 @@ bool reserve_at(void *addr, size_t len) {
   return false;
 }
 
-Released release_to_reserve(void *addr, size_t len, bool may_unmap) {
+SECMEM_FORK_CHILD_TEXT Released release_to_reserve(void *addr, size_t len, bool may_unmap) {
   long p = raw_mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
   if (!raw_failed(p)) return Released::kReserved;
   if (!may_unmap) return protect(addr, len, PROT_NONE) == 0 ? Released::kProtected : Released::kUnchanged;
@@ -116,7 +116,7 @@ int map_secret_fixed(void *addr, size_t len) {
 
 int map_secret_anywhere_with_fd(size_t len, void **out, int *fd) { return map_secret(nullptr, len, 0, out, fd); }
 
-int map_fd_fixed(int fd, void *addr, size_t len, size_t offset) {
+SECMEM_FORK_CHILD_TEXT int map_fd_fixed(int fd, void *addr, size_t len, size_t offset) {
   long p = raw_mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, offset);
   return raw_failed(p) ? static_cast<int>(-p) : 0;
 }
@@ -131,7 +131,7 @@ int map_anon_fixed(void *addr, size_t len) {
 // The raw syscall: sanitizer runtimes intercept mlock() and make it a no-op.
 int lock_range(void *addr, size_t len) { return syscall(SYS_mlock, addr, len) == 0 ? 0 : errno; }
 
-int lock_range_on_fault(void *addr, size_t len) {
+SECMEM_FORK_CHILD_TEXT int lock_range_on_fault(void *addr, size_t len) {
   return syscall(SYS_mlock2, addr, len, linux_facts::kMlockOnFault) == 0 ? 0 : errno;
 }
 
@@ -216,7 +216,7 @@ ChildState child_state(int pid) {
   return info.si_pid == pid ? ChildState::kGone : ChildState::kRunning;
 }
 
-FileId file_id(int fd) {
+SECMEM_FORK_CHILD_TEXT FileId file_id(int fd) {
   struct stat st {};
   // newfstatat, as fstat(3) makes it, with the empty path on the stack: a
   // fork child calls this, and each page of libc it reads for the first
@@ -249,7 +249,7 @@ namespace {
 // killing the child once they end. A child's pending signals start empty,
 // so one pending now is the write's. (A filter that kills on
 // rt_sigtimedwait kills the child, as the signal would have.)
-void write_to_parent(int fd, const void *data, size_t len) {
+SECMEM_FORK_CHILD_TEXT void write_to_parent(int fd, const void *data, size_t len) {
   if (raw_call_retrying(SYS_write, fd, data, len) != -EPIPE) return;
   uint64_t pipe_signal = uint64_t{1} << (SIGPIPE - 1);
   timespec now{};
@@ -257,7 +257,7 @@ void write_to_parent(int fd, const void *data, size_t len) {
 }
 } // namespace
 
-void send_message(int fd, const void *msg, size_t len) { write_to_parent(fd, msg, len); }
+SECMEM_FORK_CHILD_TEXT void send_message(int fd, const void *msg, size_t len) { write_to_parent(fd, msg, len); }
 
 size_t take_messages(int fd, void *buf, size_t len) {
   long n = raw_call_retrying(SYS_read, fd, buf, len);
@@ -302,7 +302,7 @@ Awaited await_byte_for(int fd, int ms) {
   }
 }
 
-void close_fd(int fd) { raw_call(SYS_close, fd); }
+SECMEM_FORK_CHILD_TEXT void close_fd(int fd) { raw_call(SYS_close, fd); }
 
 int protect(void *addr, size_t len, int prot) { return static_cast<int>(-raw_call(SYS_mprotect, addr, len, prot)); }
 

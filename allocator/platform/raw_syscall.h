@@ -18,6 +18,15 @@
 #include <type_traits>
 #include <unistd.h>
 
+// The same holds for secmem's own code: a child takes one page fault for
+// each 64 KiB of libsecmem's text its handler runs (the kernel maps the
+// cached pages of a 64 KiB window at once, "fault-around"). The functions a
+// fork child runs in secmem's child handler, on the staged and the mlock
+// tier, are gathered in one section, which GNU ld places at the start of
+// .text (the default linker script's `.text.hot.*`); spread over the
+// library's 77 KiB they were two windows, two faults in every child.
+#define SECMEM_FORK_CHILD_TEXT [[gnu::section(".text.hot.secmem_fork_child")]]
+
 namespace secmem::os {
 
 #if defined(__x86_64__)
