@@ -20,9 +20,6 @@
 //                   N forks from a SIGSYS handler inside the heap's own
 //                   mprotect calls (a seccomp filter traps them), children
 //                   going on as in signal-fork-continue
-//   trap-broker N   N forks under a seccomp filter that traps fstat and openat
-//                   and answers them in a SIGSYS handler (a broker): secmem's
-//                   fork handlers make both, and the process lives
 //   signal-reenter S
 //                   a SIGALRM handler calls the heap while its thread holds
 //                   the heap lock: one line and an abort, not a hang
@@ -876,9 +873,9 @@ static int signal_fork_new_chunk(int forks) {
 #if defined(__x86_64__)
 static volatile sig_atomic_t g_window_forks_left;
 // The calls trapped: whole pages, less than 256 KiB, not from the start of a
-// chunk (a block's run, not a whole chunk, which secmem's fork handlers
-// open: this handler forks, and a fork there would be one made inside
-// secmem's handlers, which trap-broker's handler does not do). The prepare handler also opens freed runs' guards (whole pages,
+// chunk (a block's run, not a whole chunk, which secmem's fork handlers open
+// with signals blocked: a trapped call there kills the process, SIGSYS being
+// blocked). The prepare handler also opens freed runs' guards (whole pages,
 // read-write), but not in these forks: each comes from a handler that
 // interrupted the heap, where the pool is left as it is.
 static const uint64_t kTrappedLengths = 0x3f000;
@@ -970,106 +967,6 @@ static int mprotect_window(int forks, int no_fds) {
   (void)forks;
   (void)no_fds;
   return fail("mprotect-window reads x86-64 registers");
-}
-#endif
-
-// ---- trap-broker ----
-//
-// A sandbox whose seccomp filter traps calls (SECCOMP_RET_TRAP) and has its
-// SIGSYS handler answer them, as a broker does: here fstat (newfstatat with
-// an empty path), made again as fstat, and openat from the working
-// directory, made again as open. secmem's fork handlers make both: the
-// parent checks its staging files' descriptors, a child the descriptors it
-// was given, a child on the mlock tier reads its seccomp status. They ran
-// with every signal blocked, and the kernel resets a blocked SIGSYS to its
-// default: the first trapped call killed the process at fork. N forks; each
-// child checks the parent's blocks, writes its own and exits 0; the parent
-// finds its blocks as they were. The handler counts what it answered, in
-// the parent during fork() and in each child before its first instruction.
-
-#if defined(__x86_64__)
-static volatile sig_atomic_t g_brokered;
-
-static void broker(int sig, siginfo_t *info, void *context) {
-  (void)sig;
-  greg_t *regs = ((ucontext_t *)context)->uc_mcontext.gregs;
-  int saved = errno;
-  long done = -1;
-  errno = ENOSYS;
-  if (info->si_syscall == SYS_newfstatat)
-    done = syscall(SYS_fstat, regs[REG_RDI], regs[REG_RDX]);
-  else if (info->si_syscall == SYS_openat)
-    done = syscall(SYS_open, regs[REG_RSI], regs[REG_RDX], regs[REG_R10]);
-  regs[REG_RAX] = done == -1 ? -errno : done;
-  g_brokered++;
-  errno = saved;
-}
-
-static int trap_broker(int forks) {
-  enum { kSmall = 96, kLarge = 70000 };
-  char *small = secmem_malloc(kSmall), *large = secmem_malloc(kLarge);
-  if (small == NULL || large == NULL) return fail("secmem_malloc");
-  memset(small, 'p', kSmall);
-  memset(large, 'P', kLarge);
-  volatile int *board = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (board == MAP_FAILED) return fail("mmap");
-  // Forks before the filter: the staging files are made then (a
-  // memfd_secret made under a filter that came after start-up is refused:
-  // the child would copy for itself, on a lower tier).
-  for (int i = 0; i < 3; ++i) {
-    pid_t pid = fork();
-    if (pid == 0) _exit(0);
-    if (pid < 0 || wait_status(pid) != 0) return fail("fork before the filter");
-  }
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_sigaction = broker;
-  action.sa_flags = SA_SIGINFO;
-  if (sigaction(SIGSYS, &action, NULL) != 0) return fail("sigaction");
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  if (ctx == NULL) return fail("seccomp_init");
-  if (seccomp_rule_add(ctx, SCMP_ACT_TRAP, SCMP_SYS(newfstatat), 1, SCMP_A3(SCMP_CMP_EQ, AT_EMPTY_PATH)) != 0 ||
-      seccomp_rule_add(ctx, SCMP_ACT_TRAP, SCMP_SYS(openat), 1,
-                       SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, (uint32_t)AT_FDCWD)) != 0 ||
-      seccomp_load(ctx) != 0)
-    return fail("seccomp filter");
-  seccomp_release(ctx);
-  int in_parent = 0, in_children = 0;
-  for (int i = 0; i < forks; ++i) {
-    alarm(20);
-    board[0] = -1;
-    int before = g_brokered;
-    pid_t pid = fork();
-    if (pid == 0) {
-      while (board[0] < 0) {} // the parent's count once fork() returned there
-      int ok = all_bytes(small, 'p', kSmall) && all_bytes(large, 'P', kLarge);
-      memset(small, 'c', kSmall);
-      memset(large, 'C', kLarge);
-      char *mine = secmem_malloc(kLarge);
-      ok = ok && mine != NULL && all_bytes(mine, 0, kLarge);
-      board[1] += g_brokered > board[0]; // answered in this child's handler
-      _exit(ok ? 0 : 1);
-    }
-    if (pid < 0) return fail("fork");
-    in_parent += g_brokered > before;
-    board[0] = g_brokered;
-    int status = wait_status(pid);
-    if (status != 0) {
-      printf("trap-broker: child %d exited with status %d\n", i, status);
-      return 1;
-    }
-    if (!all_bytes(small, 'p', kSmall) || !all_bytes(large, 'P', kLarge))
-      return fail("the child wrote the parent's blocks");
-  }
-  in_children = board[1];
-  printf("trap-broker: %d forks, calls answered by the broker during %d of them in the parent and in %d children\n",
-         forks, in_parent, in_children);
-  return 0;
-}
-#else
-static int trap_broker(int forks) {
-  (void)forks;
-  return fail("trap-broker reads x86-64 registers");
 }
 #endif
 
@@ -2919,7 +2816,6 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "signal-fork-new-chunk") == 0) return signal_fork_new_chunk((int)arg);
   if (strcmp(argv[1], "mprotect-window") == 0)
     return mprotect_window((int)arg, argc > 3 && strcmp(argv[3], "no-fds") == 0);
-  if (strcmp(argv[1], "trap-broker") == 0) return trap_broker((int)arg);
   if (strcmp(argv[1], "signal-reenter") == 0) return signal_reenter((int)arg);
   if (strcmp(argv[1], "exit-during-fork") == 0) return exit_during_fork((int)arg);
   if (strcmp(argv[1], "reclaim-signal-fork") == 0) return reclaim_signal_fork();

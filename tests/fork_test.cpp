@@ -710,13 +710,6 @@ TEST(ForkEdges, ForksInsideTheHeapsMprotectLeaveParentAndChildrenWorking) {
   EXPECT_TRUE(fork_edges({"mprotect-window", "40"}));
   EXPECT_TRUE(fork_edges({"mprotect-window", "40", "no-fds"}));
 }
-
-// A sandbox whose filter traps calls that secmem's fork handlers make (fstat,
-// openat) and whose SIGSYS handler answers them, as a broker does: the
-// process lives through 10 forks, parent and children with their blocks
-// (the handlers ran with every signal blocked, and the first trapped call
-// killed the process, status 159, on both tiers).
-TEST(ForkEdges, ASandboxThatAnswersTrappedCallsLivesThroughFork) { EXPECT_TRUE(fork_edges({"trap-broker", "10"})); }
 #endif
 
 // The same while the forking thread runs secmem's own fork handlers (the

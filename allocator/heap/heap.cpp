@@ -116,11 +116,7 @@ void note_handlers_run();
 // is ready it holds the start-up off until the fork is done (another
 // thread's start-up in progress finishes first).
 void prepare_fork() {
-  // secmem's fork handlers, all three (fork_gate.h, platform/signals.h):
-  // asynchronous signals blocked, those the kernel raises for this thread's
-  // own instruction or system call open (a seccomp filter's trap, answered
-  // by a sandbox's SIGSYS handler: blocked, it killed the process at fork).
-  SignalsBlocked blocked(SignalsBlocked::kErrnoRestored, SignalsBlocked::kAsynchronous);
+  SignalsBlocked blocked; // secmem's fork handlers, all three (fork_gate.h, platform/signals.h)
   note_handlers_run();
   if (holding_start_up()) { // a fork inside this thread's fork
     g_start_up_holds.fetch_add(1, std::memory_order_relaxed);
@@ -234,7 +230,7 @@ bool after_start_up_hold(bool child) {
 }
 
 void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
-  SignalsBlocked blocked(SignalsBlocked::kErrnoRestored, SignalsBlocked::kAsynchronous); // as prepare_fork
+  SignalsBlocked blocked;
   if (after_start_up_hold(false) || g_state.load(std::memory_order_acquire) != State::kReady) return;
   if (g_fork_nest != 0) {
     g_heap.pool.after_nested_fork_parent(--g_fork_nest);
@@ -284,7 +280,7 @@ SECMEM_FORK_CHILD_TEXT void finish_child() NO_THREAD_SAFETY_ANALYSIS {
 }
 
 SECMEM_FORK_CHILD_TEXT void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
-  SignalsBlocked blocked(SignalsBlocked::kErrnoRestored, SignalsBlocked::kAsynchronous); // as prepare_fork
+  SignalsBlocked blocked;
   // A new process: one generation more, and its own pid (before the heap
   // has started the page is written for it alone: a copy-on-write fault in
   // every child).

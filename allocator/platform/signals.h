@@ -1,7 +1,5 @@
-// Signals blocked for a scope: the asynchronous ones for the heap's fork
-// handlers (heap/heap.cpp) and for the making of a chunk
-// (chunks/chunk_pool.cpp), all of them for a write by a thread without a
-// cache (heap/fork_gate.h) and for the handlers' registration.
+// Every signal blocked for a scope: for the heap's fork handlers
+// (heap/fork_gate.h) and for the making of a chunk (chunks/chunk_pool.cpp).
 #pragma once
 
 #include <cerrno>
@@ -15,8 +13,7 @@
 namespace secmem {
 
 // Every signal blocked while it lives (glibc keeps its own two, for thread
-// cancellation and set*id, open), or the asynchronous ones (kAsynchronous,
-// below). Secmem's fork handlers run so: a signal handler that
+// cancellation and set*id, open). Secmem's fork handlers run so: a signal handler that
 // forks on the forking thread then lands before, between or after them,
 // where the lock, the gate and fork_handlers_running say which fork is in
 // progress, and never where they disagree. (In the few instructions from
@@ -38,14 +35,7 @@ namespace secmem {
 // the kernel raises for the thread's own instruction or system call open
 // (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS): one that comes while
 // blocked kills the process, its handler reset (a seccomp filter's
-// SECCOMP_RET_TRAP, whose handler a sandbox's broker answers). The fork
-// handlers block only the asynchronous ones: a trapped call of theirs
-// (fstat of their descriptors, the /proc reads, mprotect) killed the
-// process at fork (tests/fork_edges.c, trap-broker). A SIGSYS handler that
-// itself forks at one of those calls lands inside them, as a fork handler
-// registered before secmem's that forks does; at the getpid between taking
-// the lock and raising fork_handlers_running it would meet the race above
-// (not tested: a broker answers, it does not fork).
+// SECCOMP_RET_TRAP, whose handler a sandbox's broker answers).
 class SignalsBlocked {
 public:
   enum Errno { kErrnoRestored, kErrnoAsSet };
