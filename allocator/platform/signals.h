@@ -35,7 +35,13 @@ namespace secmem {
 // the kernel raises for the thread's own instruction or system call open
 // (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS): one that comes while
 // blocked kills the process, its handler reset (a seccomp filter's
-// SECCOMP_RET_TRAP, whose handler a sandbox's broker answers).
+// SECCOMP_RET_TRAP, whose handler a sandbox's broker answers). The fork
+// handlers keep every signal blocked, so a trapped call of theirs still
+// kills the process: with SIGSYS open there (tried), a SIGSYS handler that
+// used the secret heap ran inside them, in the middle of the staging or of
+// the child's copy: the parent's staged copy outgrew its plan (SIGSEGV in
+// fill_staging), and a child's block was written in the parent's pages,
+// which the parent's secmem_calloc then handed out.
 class SignalsBlocked {
 public:
   enum Errno { kErrnoRestored, kErrnoAsSet };
