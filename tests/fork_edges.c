@@ -20,6 +20,11 @@
 //                   N forks from a SIGSYS handler inside the heap's own
 //                   mprotect calls (a seccomp filter traps them), children
 //                   going on as in signal-fork-continue
+//   fstat-refused N [early]
+//                   N forks under a filter that refuses fstat (EPERM),
+//                   installed after forks with staging files (early: before
+//                   the first fork): children whole, no fork waits for its
+//                   child, no descriptor left behind
 //   signal-reenter S
 //                   a SIGALRM handler calls the heap while its thread holds
 //                   the heap lock: one line and an abort, not a hang
@@ -969,6 +974,74 @@ static int mprotect_window(int forks, int no_fds) {
   return fail("mprotect-window reads x86-64 registers");
 }
 #endif
+
+// ---- fstat-refused ----
+//
+// A seccomp filter that refuses fstat (newfstatat on a descriptor, EPERM),
+// as an allow-list written for fstat alone does under glibc 2.33 and later,
+// installed once the heap has forked with staging files (or, with "early",
+// before its first fork). secmem tells its own descriptors (staging files,
+// the message socket, the pipes a child that copies for itself answers on)
+// from others by their fstat identity: unknown, they counted as changed. N
+// forks, each child checking the parent's blocks, writing its own and
+// exiting; the parent's blocks stay whole, no fork waits for a child, and
+// the parent's open descriptors do not grow.
+
+static int open_fd_count(void) {
+  int count = 0;
+  for (int fd = 0; fd < 1024; ++fd) count += fcntl(fd, F_GETFD) != -1;
+  return count;
+}
+
+static int fstat_refused(int forks, int early) {
+  enum { kSmall = 96, kLarge = 70000 };
+  char *small = secmem_malloc(kSmall), *large = secmem_malloc(kLarge);
+  if (small == NULL || large == NULL) return fail("secmem_malloc");
+  memset(small, 'p', kSmall);
+  memset(large, 'P', kLarge);
+  for (int i = 0; i < (early ? 0 : 3); ++i) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    if (pid < 0 || wait_status(pid) != 0) return fail("fork before the filter");
+  }
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == NULL ||
+      seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(newfstatat), 1, SCMP_A3(SCMP_CMP_EQ, AT_EMPTY_PATH)) != 0 ||
+      seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(fstat), 0) != 0 || seccomp_load(ctx) != 0)
+    return fail("seccomp filter");
+  seccomp_release(ctx);
+  int fds_before = -1;
+  uint64_t slowest = 0;
+  for (int i = 0; i < forks; ++i) {
+    alarm(20);
+    uint64_t start = now_ns();
+    pid_t pid = fork();
+    if (pid == 0) {
+      int ok = all_bytes(small, 'p', kSmall) && all_bytes(large, 'P', kLarge);
+      memset(small, 'c', kSmall);
+      memset(large, 'C', kLarge);
+      char *mine = secmem_malloc(kLarge);
+      ok = ok && mine != NULL && all_bytes(mine, 0, kLarge);
+      usleep(300000); // alive while the parent goes on: fork must not wait for it
+      _exit(ok ? 0 : 1);
+    }
+    if (pid < 0) return fail("fork");
+    uint64_t took = now_ns() - start;
+    if (took > slowest) slowest = took;
+    int status = wait_status(pid);
+    if (status != 0) {
+      printf("fstat-refused: child %d exited with status %d\n", i, status);
+      return 1;
+    }
+    if (!all_bytes(small, 'p', kSmall) || !all_bytes(large, 'P', kLarge))
+      return fail("the child wrote the parent's blocks");
+    if (i == 1) fds_before = open_fd_count(); // after the first forks have made what they keep
+  }
+  int fds_after = open_fd_count();
+  printf("fstat-refused: %d forks, the slowest %llu ms, open descriptors %d then %d\n", forks,
+         (unsigned long long)(slowest / 1000000), fds_before, fds_after);
+  return slowest < 150000000ull && fds_after <= fds_before ? 0 : 1;
+}
 
 // ---- signal-reenter ----
 //
@@ -2816,6 +2889,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "signal-fork-new-chunk") == 0) return signal_fork_new_chunk((int)arg);
   if (strcmp(argv[1], "mprotect-window") == 0)
     return mprotect_window((int)arg, argc > 3 && strcmp(argv[3], "no-fds") == 0);
+  if (strcmp(argv[1], "fstat-refused") == 0) return fstat_refused((int)arg, argc > 3 && strcmp(argv[3], "early") == 0);
   if (strcmp(argv[1], "signal-reenter") == 0) return signal_reenter((int)arg);
   if (strcmp(argv[1], "exit-during-fork") == 0) return exit_during_fork((int)arg);
   if (strcmp(argv[1], "reclaim-signal-fork") == 0) return reclaim_signal_fork();

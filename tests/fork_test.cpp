@@ -710,6 +710,16 @@ TEST(ForkEdges, ForksInsideTheHeapsMprotectLeaveParentAndChildrenWorking) {
   EXPECT_TRUE(fork_edges({"mprotect-window", "40"}));
   EXPECT_TRUE(fork_edges({"mprotect-window", "40", "no-fds"}));
 }
+
+// A filter that refuses fstat (EPERM), after forks with staging files and
+// before any: secmem cannot tell its descriptors from others then, and goes
+// without them (the parent stages each copy). Each fork used to wait for its
+// child to exit (the child left its copy pipe unanswered: 300 ms a fork
+// here) and to leave two descriptors more open in the parent.
+TEST(ForkEdges, AFilterThatRefusesFstatNeitherStallsForkNorLeaksDescriptors) {
+  EXPECT_TRUE(fork_edges({"fstat-refused", "8"}));
+  EXPECT_TRUE(fork_edges({"fstat-refused", "8", "early"}));
+}
 #endif
 
 // The same while the forking thread runs secmem's own fork handlers (the

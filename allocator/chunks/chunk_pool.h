@@ -167,6 +167,7 @@ private:
   void privatise_in_child(Chunk *chunk, bool use_staged_copy);
   void map_staged_in_child(Chunk *chunk, int fd, bool fd_ours);
   void refresh_staging(bool ask_kernel);
+  void unknown_descriptor(int fds[2]);
   void check_staging_fds();
   int take_staging(size_t bytes);
   char *open_staging(int slot);

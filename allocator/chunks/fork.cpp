@@ -267,6 +267,24 @@ void ChunkPool::refresh_staging(bool ask_kernel) {
 // open something else under the same number. They are checked before each
 // fork (and the child checks what it uses); a lost one is forgotten, not
 // closed: the number is not ours any more.
+// A descriptor secmem made but cannot fstat (a seccomp filter refuses it):
+// its identity is what tells it, in a later fork and in a child, from a file
+// that a program or a fork handler opened under its number since, and
+// unknown it counts as changed: a child then left a copy pipe unanswered and
+// open (its parent waited in fork() until it exited), and each fork left
+// the message socket and a staging file open, two or three descriptors
+// more a fork. Such a descriptor is closed at once and not used: the forks
+// then go without (the parent stages each child's copy itself).
+void ChunkPool::unknown_descriptor(int fds[2]) {
+  for (int i = 0; i < 2; ++i) {
+    if (fds[i] >= 0) os::close_fd(fds[i]);
+    fds[i] = -1;
+  }
+  static std::atomic<bool> said{false};
+  diag::say_once(said, "fork: fstat refused on secmem's own descriptors (a seccomp filter?): forks go without staging "
+                       "files and hand-shakes, the parent copying each child's heap itself");
+}
+
 void ChunkPool::check_staging_fds() {
   if (staging_pipe_[0] >= 0 &&
       !(os::file_id(staging_pipe_[0]) == staging_pipe_id_[0] && os::file_id(staging_pipe_[1]) == staging_pipe_id_[1]))
@@ -315,8 +333,14 @@ int ChunkPool::take_staging(size_t bytes) {
   size_t size = (bytes + bytes / 4 + kStagingSlackBytes) & ~(os::kPageSize - 1);
   int fd = -1;
   if (os::secret_file(size, &fd) != 0) return -1;
+  os::FileId id = os::file_id(fd);
+  if (id.ino == 0) { // as the pipes (unknown_descriptor)
+    int fds[2] = {fd, -1};
+    unknown_descriptor(fds);
+    return -1;
+  }
   staging_[slot].fd = fd;
-  staging_[slot].id = os::file_id(fd);
+  staging_[slot].id = id;
   staging_[slot].bytes = size;
   return slot;
 }
@@ -517,6 +541,8 @@ void ChunkPool::stage_fork(bool interrupted, int parent_pid, uint32_t given_back
       if (!socket && os::make_message_pipe(staging_pipe_) != 0) staging_pipe_[0] = staging_pipe_[1] = -1;
       staging_pipe_id_[0] = os::file_id(staging_pipe_[0]); // a socket's two ends are two files
       staging_pipe_id_[1] = os::file_id(staging_pipe_[1]);
+      if (staging_pipe_[0] >= 0 && (staging_pipe_id_[0].ino == 0 || staging_pipe_id_[1].ino == 0))
+        unknown_descriptor(staging_pipe_); // as the copy pipes: then no staging file
     }
     // A file that an earlier, larger heap filled is given up (the pages it
     // holds would be zeroed at every fork, and held for nothing); not for
@@ -621,6 +647,11 @@ bool ChunkPool::open_copy_pipe(int level) {
     return false;
   }
   id = os::file_id(fds[0]);
+  if (id.ino == 0) { // fstat refused (a seccomp filter): the child could not tell the pipe is its to answer on
+    unknown_descriptor(fds);
+    id = os::FileId{};
+    return false;
+  }
   note_children_before_fork(level);
   return true;
 }
