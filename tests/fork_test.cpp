@@ -715,10 +715,15 @@ TEST(ForkEdges, ForksInsideTheHeapsMprotectLeaveParentAndChildrenWorking) {
 // before any: secmem cannot tell its descriptors from others then, and goes
 // without them (the parent stages each copy). Each fork used to wait for its
 // child to exit (the child left its copy pipe unanswered: 300 ms a fork
-// here) and to leave two descriptors more open in the parent.
-TEST(ForkEdges, AFilterThatRefusesFstatNeitherStallsForkNorLeaksDescriptors) {
-  EXPECT_TRUE(fork_edges({"fstat-refused", "8"}));
-  EXPECT_TRUE(fork_edges({"fstat-refused", "8", "early"}));
+// here) and to leave two descriptors more open in the parent. With mprotect
+// refused (too, or alone: the child copies for itself), a copy goes by the
+// record, guards left out: the parent, or the child, faulted on them.
+TEST(ForkEdges, FiltersThatRefuseFstatOrMprotectNeitherStallForkNorCrash) {
+  for (const char *when : {"late", "early"}) {
+    EXPECT_TRUE(fork_edges({"refused", "8", when, "fstat"})) << when;
+    EXPECT_TRUE(fork_edges({"refused", "8", when, "fstat", "mprotect"})) << when;
+    EXPECT_TRUE(fork_edges({"refused", "8", when, "mprotect"})) << when;
+  }
 }
 #endif
 

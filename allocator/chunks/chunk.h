@@ -66,6 +66,10 @@ struct Chunk {
   void *fork_staging = nullptr;
   int fork_staging_fd = -1; // its file, when in memfd_secret
   Tier fork_staging_tier = Tier::kSecret;
+  // kStagedNoPipe: the parent could not open every page its copy needed
+  // (mprotect refused: a seccomp filter, the map count), and a sealed
+  // block's pages are missing from fork_staging: the child stops.
+  bool fork_copy_short = false;
   uint64_t used[bitmap::words_for(kSlotPages)] = {}; // pages in a run
   // In a fork child: pages below touched_pages that its copy left out (free
   // in the parent; zero) and that its file does not hold yet, not yet

@@ -62,6 +62,28 @@ template <typename Fn> int for_each_copied_run(const Chunk *chunk, Fn fn) {
   return 0;
 }
 
+// Where the kernel refused to open a chunk for its fork copy (mprotect
+// refused: a seccomp filter, the map count), the pages [first, first +
+// count) are copied to the same pages at `to` by the record: those it says
+// are PROT_NONE are left out (a guard holds nothing: zero in the copy). A
+// page still closed would fault (a parent that copied anyway died of
+// SIGSEGV). False when a sealed block's page was left out.
+bool copy_open_pages(const Chunk *chunk, char *to, uint32_t first, uint32_t count) {
+  auto closed = [chunk](uint32_t page) { return chunk->prot[chunk->huge ? 0 : page] == 1 /* PROT_NONE */; };
+  bool whole = true;
+  for (uint32_t page = first, last = first + count; page < last;) {
+    uint32_t end = page + 1;
+    while (end < last && closed(end) == closed(page)) ++end;
+    size_t at = size_t{page} * os::kPageSize;
+    if (!closed(page))
+      os::copy_unchecked(to + at, reinterpret_cast<const char *>(chunk->base) + at, size_t{end - page} * os::kPageSize);
+    else
+      for (uint32_t q = page; q < end; ++q) whole = whole && !chunk->hidden_from_parent(q);
+    page = end;
+  }
+  return whole;
+}
+
 // What a child tells its parent through the staging pipe: which file it
 // took (the slot, and which hand-out of it) and its pid.
 struct StagingMessage {
@@ -748,16 +770,24 @@ void ChunkPool::stage_in_parent(Chunk *chunk) {
     staging = os::map_anon_anywhere(len);
     chunk->fork_staging_tier = Tier::kUnlocked;
   }
+  chunk->fork_copy_short = false;
   if (staging != nullptr) {
     // After an interrupted protection change the record may say read-write
     // of a page still PROT_NONE (protection::set records first): opening by
     // the record, the copy faulted in the parent.
-    if (fork_interrupted_)
-      protection::open_touched_for_copy(chunk);
+    int err = fork_interrupted_ ? protection::open_touched_for_copy(chunk) : protection::open_restricted(chunk);
+    if (err == 0)
+      os::copy_unchecked(staging, reinterpret_cast<void *>(chunk->base), live);
+    else // by the record; after an interrupted change not even that (the child stops)
+      chunk->fork_copy_short =
+          fork_interrupted_ || !copy_open_pages(chunk, static_cast<char *>(staging), 0, chunk->touched_pages);
+    // Refused, the pages it could not open are still closed: restore_restricted
+    // would record a guard it cannot close as read-write, and the next copy
+    // (or a block made there) would fault on it.
+    if (err == 0)
+      protection::restore_restricted(chunk);
     else
-      protection::open_restricted(chunk);
-    os::copy_unchecked(staging, reinterpret_cast<void *>(chunk->base), live);
-    protection::restore_restricted(chunk);
+      protection::close_again(chunk);
   }
   chunk->fork_staging = staging;
   chunk->fork_staging_fd = fd; // the child maps the file in the chunk's place
@@ -834,10 +864,18 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
   Tier tier = chunk->fork_staging_tier;
   int copy_fd = copy != nullptr ? chunk->fork_staging_fd : -1;
   bool made_here = false;
+  if (copy != nullptr && chunk->fork_copy_short)
+    diag::fatal_errno("fork: the parent could not open a sealed block to copy it for this child (mprotect refused)",
+                      EPERM);
+  int opened = 0;
   if (copy == nullptr) {
     // Read-write in the child's own mapping, first: the guards' mappings
     // merge, which frees room under vm.max_map_count for the copy's.
-    protection::open_all_in_child(chunk);
+    // Refused, the copy goes by the record (copy_open_pages), unless an
+    // interrupted change may have left the record ahead of the kernel.
+    opened = protection::open_all_in_child(chunk);
+    if (opened != 0 && fork_interrupted_)
+      diag::fatal_errno("fork: cannot open the secret heap to copy it for this child", opened);
     tier = Tier::kSecret;
     // Asked here, in the child: a filter may have come since the parent's
     // prepare handler (another thread's with TSYNC, a prepare handler that
@@ -875,12 +913,15 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
       degraded_why_ = why;
       degraded_err_ = err;
     }
-    for_each_copied_run(chunk, [copy, chunk](uint32_t page, uint32_t pages) {
+    int short_err = for_each_copied_run(chunk, [copy, chunk, opened](uint32_t page, uint32_t pages) {
       size_t at = size_t{page} * os::kPageSize;
+      if (opened != 0) return copy_open_pages(chunk, static_cast<char *>(copy), page, pages) ? 0 : opened;
       os::copy_unchecked(static_cast<char *>(copy) + at, reinterpret_cast<char *>(chunk->base) + at,
                          size_t{pages} * os::kPageSize);
       return 0;
     });
+    if (short_err != 0)
+      diag::fatal_errno("fork: cannot open the parent's sealed block to copy it for this child", short_err);
     made_here = true;
   } else if (tier != Tier::kSecret && !tiers_.may_degrade()) {
     // Staged by the parent in its own memory (no descriptor for a pipe).
@@ -1074,11 +1115,15 @@ SECMEM_FORK_CHILD_TEXT void ChunkPool::after_fork_child(int nested_depth) {
       // most, 10-20 us here). After a fork that interrupted this thread's
       // heap operation, a page may still be PROT_NONE that the record already
       // shows read-write (protection::set records first): opened all the same.
-      if (chunk->restricted_pages != 0 || fork_interrupted_) protection::open_all_in_child(chunk);
+      // Refused (a seccomp filter), the pages stay as the record says
+      // (mlock2 with MLOCK_ONFAULT takes PROT_NONE pages as they are), and
+      // are not restored: a guard the kernel kept closed would have been
+      // recorded read-write, and a block made there faulted.
+      int opened = chunk->restricted_pages != 0 || fork_interrupted_ ? protection::open_all_in_child(chunk) : 0;
       FallbackReason why = FallbackReason::kOther;
       int lock_err = relock_in_child(tiers_, &child_lock, reinterpret_cast<void *>(chunk->base),
                                      size_t{chunk->touched_pages} * os::kPageSize, &why);
-      if (int err = protection::restore_restricted(chunk); err != 0)
+      if (int err = opened == 0 ? protection::restore_restricted(chunk) : 0; err != 0)
         diag::fatal_errno("fork: cannot protect the child's guard pages and sealed blocks", err);
       // A copy on the locked tier that cannot be locked again: unlocked
       // memory where the policy allows it; else, as for memfd_secret, the

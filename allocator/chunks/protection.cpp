@@ -91,17 +91,22 @@ int ensure(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot) {
   return 0;
 }
 
-void open_restricted(Chunk *chunk) {
-  for_each_restricted(chunk, [](void *addr, size_t len, int) { os::protect(addr, len, PROT_READ); });
+int open_restricted(Chunk *chunk) {
+  int first_err = 0;
+  for_each_restricted(chunk, [&first_err](void *addr, size_t len, int) {
+    int err = os::protect(addr, len, PROT_READ);
+    if (first_err == 0) first_err = err;
+  });
+  return first_err;
 }
 
-void open_all_in_child(Chunk *chunk) {
-  os::protect(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes(), PROT_READ | PROT_WRITE);
+int open_all_in_child(Chunk *chunk) {
+  return os::protect(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes(), PROT_READ | PROT_WRITE);
 }
 
-void open_touched_for_copy(Chunk *chunk) {
+int open_touched_for_copy(Chunk *chunk) {
   uint32_t pages = chunk->huge ? chunk->mapped_pages : chunk->touched_pages;
-  os::protect(reinterpret_cast<void *>(chunk->base), size_t{pages} * os::kPageSize, kReadWrite);
+  return os::protect(reinterpret_cast<void *>(chunk->base), size_t{pages} * os::kPageSize, kReadWrite);
 }
 
 namespace {
@@ -150,6 +155,10 @@ bool open_free_guards(Chunk *chunk) {
     page = end;
   }
   return left;
+}
+
+void close_again(Chunk *chunk) {
+  for_each_restricted(chunk, [](void *addr, size_t len, int prot) { os::protect(addr, len, prot); });
 }
 
 SECMEM_FORK_CHILD_TEXT int restore_restricted(Chunk *chunk) {

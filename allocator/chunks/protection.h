@@ -20,12 +20,14 @@ int set(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
 // fork child's memfd_secret copy: forget_free_guards).
 int ensure(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);
 // Makes the chunk's restricted pages readable (for the fork copy, and for
-// mlock, which cannot fault in PROT_NONE pages).
-void open_restricted(Chunk *chunk);
+// mlock, which cannot fault in PROT_NONE pages). 0, or the first errno of a
+// refused mprotect (a seccomp filter, the map count): pages left closed.
+int open_restricted(Chunk *chunk);
 // In a fork child, whose mappings no other thread shares: the whole chunk
 // read-write, whatever the record says (a fork from a signal handler may
-// interrupt an mprotect before it is recorded). Fewer mappings, too.
-void open_all_in_child(Chunk *chunk);
+// interrupt an mprotect before it is recorded). Fewer mappings, too. 0, or
+// mprotect's errno.
+int open_all_in_child(Chunk *chunk);
 // In a fork child, before restore_restricted: the guards left on pages in no
 // run (a freed large block's, kept for the next block there in the parent)
 // are recorded read-write, so that the child does not put them back (an
@@ -42,12 +44,17 @@ bool open_free_guards(Chunk *chunk);
 // page, or 0 (guards the kernel will not protect again, at the mapping
 // count, are recorded read-write: they go without).
 int restore_restricted(Chunk *chunk);
+// After an open_restricted that was refused part of the way: each
+// restricted run set back as the record says, refusals left as they are
+// (a run never opened is still closed, so the record stays right; one
+// opened and not closed again stays readable).
+void close_again(Chunk *chunk);
 // For a parent's fork copy when a signal handler interrupted a protection
 // change on the forking thread (the record may be ahead of the kernel by
 // one call): the chunk's touched pages read-write (widened only: other
 // threads go on writing their blocks), then the restricted pages as the
 // record says (restore_restricted), which the interrupted call then sets
 // again.
-void open_touched_for_copy(Chunk *chunk);
+int open_touched_for_copy(Chunk *chunk);
 
 } // namespace secmem::protection
