@@ -20,12 +20,14 @@
 //                   N forks from a SIGSYS handler inside the heap's own
 //                   mprotect calls (a seccomp filter traps them), children
 //                   going on as in signal-fork-continue
-//   refused N [early] [fstat] [mprotect]
+//   refused N [early] [fstat] [mprotect|sealed]
 //                   N forks under a filter that refuses fstat, mprotect or
 //                   both (EPERM), installed after forks with staging files
 //                   (early: before the first fork), a guarded block in the
 //                   heap: children whole, no fork waits for its child, no
-//                   descriptor left behind
+//                   descriptor left behind; sealed: mprotect refused and a
+//                   sealed block in the heap: each child stops with a line
+//                   on memfd_secret, goes on on the mlock tier
 //   signal-reenter S
 //                   a SIGALRM handler calls the heap while its thread holds
 //                   the heap lock: one line and an abort, not a hang
@@ -999,6 +1001,43 @@ static int open_fd_count(void) {
   return count;
 }
 
+// With "sealed" (and mprotect refused), a sealed block in the parent's heap
+// too: on memfd_secret no copy can read it, and every child stops with a
+// line (status 134, counted); on the mlock tier the child's copy-on-write
+// pages hold it, and children go on.
+static int sealed_children_stopped(int forks, int early, int refuse_fstat) {
+  unsigned char *key = secmem_sealed_alloc(100);
+  if (key == NULL || secmem_access_begin(key, SECMEM_WRITE) != 0) return fail("secmem_sealed_alloc");
+  memset(key, 0x5a, 100);
+  if (secmem_access_end(key, SECMEM_WRITE) != 0) return fail("secmem_access_end");
+  for (int i = 0; i < (early ? 0 : 3); ++i) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    if (pid < 0 || wait_status(pid) != 0) return fail("fork before the filter");
+  }
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == NULL ||
+      (refuse_fstat && seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(newfstatat), 1,
+                                        SCMP_A3(SCMP_CMP_EQ, AT_EMPTY_PATH)) != 0) ||
+      seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(mprotect), 0) != 0 || seccomp_load(ctx) != 0)
+    return fail("seccomp filter");
+  seccomp_release(ctx);
+  int memfd = strcmp(secmem_backend_name(), "memfd_secret") == 0, stopped = 0, lived = 0;
+  for (int i = 0; i < forks; ++i) {
+    alarm(20);
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    if (pid < 0) return fail("fork");
+    int status = wait_status(pid);
+    stopped += status == 128 + SIGABRT;
+    lived += status == 0;
+  }
+  printf("refused: sealed: %d forks on %s, %d children stopped, %d lived\n", forks, secmem_backend_name(), stopped,
+         lived);
+  fflush(stdout);
+  _exit(memfd ? (stopped == forks ? 0 : 1) : (lived == forks ? 0 : 1)); // (LeakSanitizer: below)
+}
+
 static int calls_refused(int forks, int early, int refuse_fstat, int refuse_mprotect) {
   enum { kSmall = 96, kLarge = 70000 };
   char *small = secmem_malloc(kSmall), *large = secmem_malloc(kLarge);
@@ -1041,7 +1080,7 @@ static int calls_refused(int forks, int early, int refuse_fstat, int refuse_mpro
         ok = again == NULL ? refuse_mprotect != 0 : all_bytes(again, 0, size);
         if (again != NULL) memset(again, 'c', size);
       }
-      usleep(300000); // alive while the parent goes on: fork must not wait for it
+      if (refuse_fstat) usleep(200000); // alive while the parent goes on: fork must not wait for it
       _exit(ok ? 0 : 1);
     }
     if (pid < 0) return fail("fork");
@@ -2914,12 +2953,14 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "mprotect-window") == 0)
     return mprotect_window((int)arg, argc > 3 && strcmp(argv[3], "no-fds") == 0);
   if (strcmp(argv[1], "refused") == 0) {
-    int early = 0, fstat = 0, mprotect = 0;
+    int early = 0, fstat = 0, mprotect = 0, sealed = 0;
     for (int i = 3; i < argc; ++i) {
       early = early || strcmp(argv[i], "early") == 0;
       fstat = fstat || strcmp(argv[i], "fstat") == 0;
       mprotect = mprotect || strcmp(argv[i], "mprotect") == 0;
+      sealed = sealed || strcmp(argv[i], "sealed") == 0;
     }
+    if (sealed) return sealed_children_stopped((int)arg, early, fstat);
     return calls_refused((int)arg, early, fstat, mprotect);
   }
   if (strcmp(argv[1], "signal-reenter") == 0) return signal_reenter((int)arg);

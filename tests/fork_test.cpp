@@ -714,15 +714,20 @@ TEST(ForkEdges, ForksInsideTheHeapsMprotectLeaveParentAndChildrenWorking) {
 // A filter that refuses fstat (EPERM), after forks with staging files and
 // before any: secmem cannot tell its descriptors from others then, and goes
 // without them (the parent stages each copy). Each fork used to wait for its
-// child to exit (the child left its copy pipe unanswered: 300 ms a fork
+// child to exit (the child left its copy pipe unanswered: 200 ms a fork
 // here) and to leave two descriptors more open in the parent. With mprotect
 // refused (too, or alone: the child copies for itself), a copy goes by the
-// record, guards left out: the parent, or the child, faulted on them.
+// record, guards left out: the parent, or the child, faulted on them. A
+// sealed block no copy can read stops each child with a line on
+// memfd_secret (they died of SIGSEGV, and the parent too where it staged the
+// copy); on the mlock tier the child's copy-on-write pages hold it.
 TEST(ForkEdges, FiltersThatRefuseFstatOrMprotectNeitherStallForkNorCrash) {
   for (const char *when : {"late", "early"}) {
     EXPECT_TRUE(fork_edges({"refused", "8", when, "fstat"})) << when;
     EXPECT_TRUE(fork_edges({"refused", "8", when, "fstat", "mprotect"})) << when;
     EXPECT_TRUE(fork_edges({"refused", "8", when, "mprotect"})) << when;
+    EXPECT_TRUE(fork_edges({"refused", "4", when, "sealed"})) << when;
+    EXPECT_TRUE(fork_edges({"refused", "4", when, "fstat", "sealed"})) << when;
   }
 }
 #endif
