@@ -269,15 +269,33 @@ bool ChunkPool::find_run(uint32_t pages, uint32_t align_pages, Chunk **out, uint
   }
 }
 
-bool ChunkPool::alloc_run(uint32_t pages, Chunk **chunk, uint32_t *first_page) {
-  if (!find_run(pages, 1, chunk, first_page)) return false;
-  // The pages may have been a large block's guards.
-  if (protection::ensure(*chunk, *first_page, pages, kReadWrite) != 0) {
-    free_run(*chunk, *first_page, pages);
-    errno = ENOMEM;
-    return false;
+// A run whose former guard pages the kernel will not open (mprotect refused:
+// a seccomp filter, the mapping count): those pages stay marked used, out of
+// every run from now on (a page or two for each guard, never handed out,
+// and never opened again: no block is in them), and the rest of the run
+// goes back. The search is then made again: the lowest run was tried each
+// time, and once a guarded block had been freed where mprotect was refused,
+// every allocation in that chunk, 100 bytes too, failed with ENOMEM.
+void ChunkPool::keep_closed_pages_out(Chunk *chunk, uint32_t first_page, uint32_t pages) {
+  for (uint32_t page = first_page, end = first_page + pages; page < end;) {
+    bool closed = chunk->prot[page] != 0;
+    uint32_t next = page + 1;
+    while (next < end && (chunk->prot[next] != 0) == closed) ++next;
+    if (!closed) free_run(chunk, page, next - page);
+    page = next;
   }
-  return true;
+}
+
+bool ChunkPool::alloc_run(uint32_t pages, Chunk **chunk, uint32_t *first_page) {
+  for (int attempt = 0; attempt < kClosedRunAttempts; ++attempt) {
+    if (!find_run(pages, 1, chunk, first_page)) return false;
+    // The pages may have been a large block's guards.
+    if (protection::ensure(*chunk, *first_page, pages, kReadWrite) == 0) return true;
+    if ((*chunk)->huge) break;
+    keep_closed_pages_out(*chunk, *first_page, pages);
+  }
+  errno = ENOMEM;
+  return false;
 }
 
 void ChunkPool::free_run(Chunk *chunk, uint32_t first_page, uint32_t pages) {
@@ -315,21 +333,25 @@ bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, b
     *out = GuardedRun{chunk, 0, static_cast<uint32_t>(pages), 0, 0};
     return true;
   }
-  Chunk *chunk = nullptr;
-  uint32_t first = 0;
   uint32_t block_pages = static_cast<uint32_t>(pages);
   uint32_t run = align_pages + block_pages + 1;
-  if (!find_run(run, align_pages, &chunk, &first, spare, prefer, claimant)) return false;
-  // Guards where mprotect allows (they often are from the run's last use).
-  protection::ensure(chunk, first, align_pages, PROT_NONE);
-  protection::ensure(chunk, first + align_pages + block_pages, 1, PROT_NONE);
-  if (protection::ensure(chunk, first + align_pages, block_pages, kReadWrite) != 0) {
-    free_run(chunk, first, run);
-    errno = ENOMEM;
-    return false;
+  for (int attempt = 0; attempt < kClosedRunAttempts; ++attempt) {
+    Chunk *chunk = nullptr;
+    uint32_t first = 0;
+    if (!find_run(run, align_pages, &chunk, &first, spare, prefer, claimant)) return false;
+    // Guards where mprotect allows (they often are from the run's last use).
+    protection::ensure(chunk, first, align_pages, PROT_NONE);
+    protection::ensure(chunk, first + align_pages + block_pages, 1, PROT_NONE);
+    if (protection::ensure(chunk, first + align_pages, block_pages, kReadWrite) == 0) {
+      *out = GuardedRun{chunk, first + align_pages, block_pages, align_pages, 1};
+      return true;
+    }
+    // As alloc_run: the guards the kernel keeps closed stay out (the new
+    // ones too, where it closed them: they are guards of no block now).
+    keep_closed_pages_out(chunk, first, run);
   }
-  *out = GuardedRun{chunk, first + align_pages, block_pages, align_pages, 1};
-  return true;
+  errno = ENOMEM;
+  return false;
 }
 
 void ChunkPool::free_guarded(const GuardedRun &run) {

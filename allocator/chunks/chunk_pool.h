@@ -75,6 +75,7 @@ public:
   // pages read-write pages in a chunk, faulted in. False with errno ENOMEM.
   bool alloc_run(uint32_t pages, Chunk **chunk, uint32_t *first_page);
   void free_run(Chunk *chunk, uint32_t first_page, uint32_t pages);
+  void keep_closed_pages_out(Chunk *chunk, uint32_t first_page, uint32_t pages);
 
   // pages read-write pages aligned to alignment (a power of two up to
   // kChunkSize), with PROT_NONE guards on both sides where mprotect allows:
@@ -202,6 +203,9 @@ private:
     uint64_t forked = 0;  // that child's fork's number (Heap::forks_done), 0: not yet
     bool in_use = false;  // a child may still map it
   };
+  // Runs tried for one allocation where the kernel will not open a former
+  // guard page (keep_closed_pages_out).
+  static constexpr int kClosedRunAttempts = 16;
   static constexpr int kStagingFiles = 4;
   StagingFile staging_[kStagingFiles];
   // Children the program reaped, as an interposer of the wait calls saw them:
