@@ -28,6 +28,11 @@
 //                   descriptor left behind; sealed: mprotect refused and a
 //                   sealed block in the heap: each child stops with a line
 //                   on memfd_secret, goes on on the mlock tier
+//   reentered-without-pipe N
+//                   (fork_edges_late) a prepare handler that runs after
+//                   secmem's writes a block, under a filter that refuses
+//                   fstat (no pipe): every child stops with a line on
+//                   memfd_secret, rather than use the stale copy
 //   signal-reenter S
 //                   a SIGALRM handler calls the heap while its thread holds
 //                   the heap lock: one line and an abort, not a hang
@@ -995,6 +1000,29 @@ static int mprotect_window(int forks, int no_fds) {
 // exiting; the parent's blocks stay whole, no fork waits for a child, and
 // the parent's open descriptors do not grow.
 
+// Forks before the filter (none when early): staging files are made then.
+static int forks_before_filter(int early) {
+  for (int i = 0; i < (early ? 0 : 3); ++i) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    if (pid < 0 || wait_status(pid) != 0) return 0;
+  }
+  return 1;
+}
+
+// fstat (newfstatat on a descriptor, and fstat), mprotect, or both, refused with EPERM.
+static int refuse_calls(int refuse_fstat, int refuse_mprotect) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  int ok = ctx != NULL &&
+           (!refuse_fstat || (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(newfstatat), 1,
+                                               SCMP_A3(SCMP_CMP_EQ, AT_EMPTY_PATH)) == 0 &&
+                              seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(fstat), 0) == 0)) &&
+           (!refuse_mprotect || seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(mprotect), 0) == 0) &&
+           seccomp_load(ctx) == 0;
+  if (ctx != NULL) seccomp_release(ctx);
+  return ok;
+}
+
 static int open_fd_count(void) {
   int count = 0;
   for (int fd = 0; fd < 1024; ++fd) count += fcntl(fd, F_GETFD) != -1;
@@ -1010,18 +1038,8 @@ static int sealed_children_stopped(int forks, int early, int refuse_fstat) {
   if (key == NULL || secmem_access_begin(key, SECMEM_WRITE) != 0) return fail("secmem_sealed_alloc");
   memset(key, 0x5a, 100);
   if (secmem_access_end(key, SECMEM_WRITE) != 0) return fail("secmem_access_end");
-  for (int i = 0; i < (early ? 0 : 3); ++i) {
-    pid_t pid = fork();
-    if (pid == 0) _exit(0);
-    if (pid < 0 || wait_status(pid) != 0) return fail("fork before the filter");
-  }
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  if (ctx == NULL ||
-      (refuse_fstat && seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(newfstatat), 1,
-                                        SCMP_A3(SCMP_CMP_EQ, AT_EMPTY_PATH)) != 0) ||
-      seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(mprotect), 0) != 0 || seccomp_load(ctx) != 0)
-    return fail("seccomp filter");
-  seccomp_release(ctx);
+  if (!forks_before_filter(early)) return fail("fork before the filter");
+  if (!refuse_calls(refuse_fstat, 1)) return fail("seccomp filter");
   int memfd = strcmp(secmem_backend_name(), "memfd_secret") == 0, stopped = 0, lived = 0;
   for (int i = 0; i < forks; ++i) {
     alarm(20);
@@ -1044,20 +1062,8 @@ static int calls_refused(int forks, int early, int refuse_fstat, int refuse_mpro
   if (small == NULL || large == NULL) return fail("secmem_malloc");
   memset(small, 'p', kSmall);
   memset(large, 'P', kLarge);
-  for (int i = 0; i < (early ? 0 : 3); ++i) {
-    pid_t pid = fork();
-    if (pid == 0) _exit(0);
-    if (pid < 0 || wait_status(pid) != 0) return fail("fork before the filter");
-  }
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  if (ctx == NULL ||
-      (refuse_fstat && (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(newfstatat), 1,
-                                         SCMP_A3(SCMP_CMP_EQ, AT_EMPTY_PATH)) != 0 ||
-                        seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(fstat), 0) != 0)) ||
-      (refuse_mprotect && seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(mprotect), 0) != 0) ||
-      seccomp_load(ctx) != 0)
-    return fail("seccomp filter");
-  seccomp_release(ctx);
+  if (!forks_before_filter(early)) return fail("fork before the filter");
+  if (!refuse_calls(refuse_fstat, refuse_mprotect)) return fail("seccomp filter");
   int fds_before = -1;
   uint64_t slowest = 0;
   for (int i = 0; i < forks; ++i) {
@@ -1071,16 +1077,16 @@ static int calls_refused(int forks, int early, int refuse_fstat, int refuse_mpro
       char *mine = secmem_malloc(kLarge);
       ok = ok && mine != NULL && all_bytes(mine, 0, kLarge);
       // The parent's block's run again, guard pages and all, in blocks of
-      // other sizes (where mprotect is refused, a run whose former guards
-      // cannot be opened is not handed out: NULL, as in any process).
+      // other sizes (where mprotect is refused, the former guards stay out
+      // of use: chunks/chunk_pool.cpp, keep_closed_pages_out).
       secmem_free(large);
       for (int k = 0; k < 16 && ok; ++k) {
         size_t size = k < 8 ? 4096 : 4096 + (size_t)(k - 8) * 16384;
         char *again = secmem_malloc(size);
-        ok = again == NULL ? refuse_mprotect != 0 : all_bytes(again, 0, size);
+        ok = again != NULL && all_bytes(again, 0, size);
         if (again != NULL) memset(again, 'c', size);
       }
-      if (refuse_fstat) usleep(200000); // alive while the parent goes on: fork must not wait for it
+      if (refuse_fstat) usleep(400000); // alive while the parent goes on: fork must not wait for it
       _exit(ok ? 0 : 1);
     }
     if (pid < 0) return fail("fork");
@@ -1098,12 +1104,58 @@ static int calls_refused(int forks, int early, int refuse_fstat, int refuse_mpro
   int fds_after = open_fd_count();
   printf("refused: %d forks, the slowest %llu ms, open descriptors %d then %d\n", forks,
          (unsigned long long)(slowest / 1000000), fds_before, fds_after);
-  int result = slowest < 150000000ull && fds_after <= fds_before ? 0 : 1;
+  int result = slowest < 250000000ull && fds_after <= fds_before ? 0 : 1;
   // LeakSanitizer's check at exit stops the world with an mprotect of its
   // own, which this filter refuses (a CHECK failure): not secmem's.
   fflush(stdout);
   if (refuse_mprotect) _exit(result);
   return result;
+}
+
+// ---- reentered-without-pipe ----
+//
+// fork_edges_late: a prepare handler registered before secmem's (it runs
+// after secmem's copy, before the kernel's fork) writes a new block, under a
+// filter that refuses fstat: no pipe can be had for the child to copy for
+// itself, so the copy the parent took before that write is stale, and every
+// child must stop with a line (status 134) rather than go on with it (its
+// heap's bookkeeping, copied by the kernel, names a block the copy does not
+// hold). On the mlock tier nothing is copied: children go on.
+
+static char *g_written_in_prepare;
+
+static void prepare_writes(void) {
+  secmem_free(g_written_in_prepare);
+  g_written_in_prepare = secmem_malloc(48);
+  if (g_written_in_prepare != NULL) memset(g_written_in_prepare, 'W', 48);
+}
+
+static int reentered_without_pipe(int forks) {
+  if (pthread_atfork(prepare_writes, NULL, NULL) != 0) return fail("pthread_atfork");
+  char *kept = secmem_malloc(64);
+  if (kept == NULL) return fail("secmem_malloc");
+  memset(kept, 'K', 64);
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == NULL ||
+      seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(newfstatat), 1, SCMP_A3(SCMP_CMP_EQ, AT_EMPTY_PATH)) != 0 ||
+      seccomp_load(ctx) != 0)
+    return fail("seccomp filter");
+  seccomp_release(ctx);
+  int memfd = strcmp(secmem_backend_name(), "memfd_secret") == 0, stopped = 0, whole = 0;
+  for (int i = 0; i < forks; ++i) {
+    alarm(20);
+    pid_t pid = fork();
+    if (pid == 0)
+      _exit(g_written_in_prepare != NULL && all_bytes(g_written_in_prepare, 'W', 48) && all_bytes(kept, 'K', 64) ? 0
+                                                                                                                 : 1);
+    if (pid < 0) return fail("fork");
+    int status = wait_status(pid);
+    stopped += status == 128 + SIGABRT;
+    whole += status == 0;
+  }
+  printf("reentered-without-pipe: %d forks on %s, %d children stopped, %d whole\n", forks, secmem_backend_name(),
+         stopped, whole);
+  return memfd ? (stopped == forks ? 0 : 1) : (whole == forks ? 0 : 1);
 }
 
 // ---- signal-reenter ----
@@ -1395,10 +1447,10 @@ static int g_fork_round;
 // soon as the copy is in them, before the kernel's fork: every handler that
 // runs after secmem's prepare handler finds them PROT_NONE. -1: smaps
 // cannot be read.
-static int g_open_staging;
+static int g_open_staging, g_staging_seen;
 static int open_staging_mappings(void) {
   FILE *smaps = fopen("/proc/self/smaps", "r");
-  if (smaps == NULL) return -1;
+  if (smaps == NULL) return 1; // cannot tell: counted as open
   char line[512], perms[8] = "";
   int secret = 0, open = 0;
   while (fgets(line, sizeof line, smaps) != NULL) {
@@ -1407,8 +1459,9 @@ static int open_staging_mappings(void) {
       secret = strstr(line, "/secretmem") != NULL;
       continue;
     }
-    if (secret && strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " dc") != NULL)
-      open += perms[0] == 'r' || perms[1] == 'w';
+    if (!secret || strncmp(line, "VmFlags:", 8) != 0 || strstr(line, " dc") == NULL) continue;
+    g_staging_seen++;
+    open += perms[0] == 'r' || perms[1] == 'w';
   }
   fclose(smaps);
   return open;
@@ -1491,6 +1544,8 @@ static int atfork_order(int parent_only) {
   board[1] = 1;
   if (wait_status(keeper) != 0) return fail("the child that lived through the forks lost its block");
   if (g_open_staging != 0) return fail("a staging mapping was open to the program's fork handlers");
+  if (strcmp(secmem_backend_name(), "memfd_secret") == 0 && g_staging_seen == 0)
+    return fail("no staging mapping seen from the program's fork handlers");
   printf("atfork-order: 20 forks\n");
   return 0;
 }
@@ -2963,6 +3018,7 @@ int main(int argc, char **argv) {
     if (sealed) return sealed_children_stopped((int)arg, early, fstat);
     return calls_refused((int)arg, early, fstat, mprotect);
   }
+  if (strcmp(argv[1], "reentered-without-pipe") == 0) return reentered_without_pipe((int)arg);
   if (strcmp(argv[1], "signal-reenter") == 0) return signal_reenter((int)arg);
   if (strcmp(argv[1], "exit-during-fork") == 0) return exit_during_fork((int)arg);
   if (strcmp(argv[1], "reclaim-signal-fork") == 0) return reclaim_signal_fork();

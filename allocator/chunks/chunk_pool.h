@@ -237,7 +237,7 @@ private:
   };
   ReapLog reaped_{};
   int fork_slot_ = -1;       // this fork's staging file, or -1
-  char *fork_map_ = nullptr; // and its mapping, open while the fork lasts
+  char *fork_map_ = nullptr; // and its mapping, read-write from stage_fork to the end of the copy
   uint32_t staging_evict_ = 0;
   uint32_t staging_stale_pages_ = 0; // in memory, not in use: left by earlier forks (fill_staging)
   uint32_t staging_taken_pages_ = 0; // and those this fork's copy takes

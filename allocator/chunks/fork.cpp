@@ -14,7 +14,9 @@
 //   sealed block, PROT_NONE) is copied by the child, in a new secret file,
 //   while the parent waits; the same when no staging file can be had (memlock
 //   budget, file limits, a sandbox).
-// - Staged without a pipe (EMFILE): the parent's copy, as before.
+// - Staged without a pipe (EMFILE, or fstat refused: unknown_descriptor):
+//   the parent's copy in memory of its own, opening the chunk for it (where
+//   mprotect is refused, by the record: copy_open_pages).
 //
 // Sealed blocks and guards stay closed to the parent's threads, and no copy
 // lands in memory readable in the parent. The heap's half (its lock, the
@@ -700,8 +702,11 @@ void ChunkPool::wait_for_copies(int nest) {
       // the fork is over: a child that writes to a pipe without a reader
       // would die of SIGPIPE.
       close_stale_read(level + 1);
-      stale_read_[level + 1] = fds[0];
       stale_read_id_[level + 1] = os::file_id(fds[0]);
+      if (stale_read_id_[level + 1].ino != 0)
+        stale_read_[level + 1] = fds[0];
+      else // it could never be closed safely (keep_unwaited)
+        os::close_fd(fds[0]);
     } else {
       os::close_fd(fds[0]);
     }
@@ -734,7 +739,9 @@ void ChunkPool::wait_for_copies(int nest) {
 // too). After a fork with a staged copy, which of the two it is cannot be
 // told, so the staging file stays marked as this fork's: the parent then
 // counts it as the child's (a child that copied for itself never says so,
-// and the file waits to be given up). Without a pipe the staged copy stands.
+// and the file waits to be given up). A copy the parent took in its own
+// memory (no pipe then) goes the same way once a pipe can be had. Without a
+// pipe the copy is stale, and a child made now stops (after_fork_child).
 void ChunkPool::fork_reentered(int nest) {
   wait_for_copies(nest);
   if (fork_reentered_) return;
@@ -747,7 +754,8 @@ void ChunkPool::fork_reentered(int nest) {
   fork_staging_stale_ = false;
   fork_reentered_ = true;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
-    if (chunk->fork_copy == Chunk::ForkCopy::kStaged) chunk->fork_copy = Chunk::ForkCopy::kByChild;
+    if (chunk->fork_copy == Chunk::ForkCopy::kStaged || chunk->fork_copy == Chunk::ForkCopy::kStagedNoPipe)
+      chunk->fork_copy = Chunk::ForkCopy::kByChild;
 }
 
 // The fallback when no pipe can be had: a copy staged by the parent before fork.
@@ -1097,16 +1105,23 @@ SECMEM_FORK_CHILD_TEXT void ChunkPool::after_fork_child(int nested_depth) {
     Tier before = chunk->tier;
     degraded_err_ = 0;
     // Without a private copy the child would write the parent's pages.
+    // A copy the parent took (staged, or in its own memory without a pipe)
+    // that another fork handler's heap call has made stale, with no pipe for
+    // the child to copy instead: the child stops (the kernel's copy of the
+    // heap's bookkeeping would not match the copy's bytes).
+    bool parents_copy =
+        (chunk->fork_copy == Chunk::ForkCopy::kStaged || chunk->fork_copy == Chunk::ForkCopy::kStagedNoPipe) && !nested;
+    if (parents_copy && fork_staging_stale_)
+      diag::fatal_errno("fork: another fork handler changed the secret heap after its copy for the child was taken, "
+                        "and no pipe could be had to let the child copy it instead (no descriptor free, or fstat "
+                        "refused on it)",
+                        EMFILE);
     if (chunk->fork_copy == Chunk::ForkCopy::kStaged && !nested) {
-      if (fork_staging_stale_)
-        diag::fatal_errno("fork: another fork handler changed the secret heap after its copy for the child was taken, "
-                          "and no pipe was free to let the child copy it instead",
-                          EMFILE);
       if (!checked) staging_fd_ours = os::file_id(staging_fd) == staging_[fork_slot_].id;
       checked = true;
       map_staged_in_child(chunk, staging_fd, staging_fd_ours);
     } else if (chunk->tier == Tier::kSecret)
-      privatise_in_child(chunk, !nested);
+      privatise_in_child(chunk, !nested && chunk->fork_copy == Chunk::ForkCopy::kStagedNoPipe);
     chunk->fork_copy = Chunk::ForkCopy::kNone;
     // Locks are not inherited across fork: take them again.
     if (before == Tier::kLocked || (before == Tier::kSecret && chunk->tier != Tier::kSecret)) {
