@@ -286,11 +286,6 @@ void ChunkPool::refresh_staging(bool ask_kernel) {
   }
 }
 
-// The staging pipe and files are descriptors kept between forks: a program
-// may close them (daemons close every descriptor they did not open) and
-// open something else under the same number. They are checked before each
-// fork (and the child checks what it uses); a lost one is forgotten, not
-// closed: the number is not ours any more.
 // A descriptor secmem made but cannot fstat (a seccomp filter refuses it):
 // its identity is what tells it, in a later fork and in a child, from a file
 // that a program or a fork handler opened under its number since, and
@@ -309,6 +304,11 @@ void ChunkPool::unknown_descriptor(int fds[2]) {
                        "files and hand-shakes, the parent copying each child's heap itself");
 }
 
+// The staging pipe and files are descriptors kept between forks: a program
+// may close them (daemons close every descriptor they did not open) and
+// open something else under the same number. They are checked before each
+// fork (and the child checks what it uses); a lost one is forgotten, not
+// closed: the number is not ours any more.
 void ChunkPool::check_staging_fds() {
   if (staging_pipe_[0] >= 0 &&
       !(os::file_id(staging_pipe_[0]) == staging_pipe_id_[0] && os::file_id(staging_pipe_[1]) == staging_pipe_id_[1]))
