@@ -555,8 +555,16 @@ TEST_F(Tool, DemoWithClosedDescriptorsAndInterrupted) {
     char c;
     while (!contains(err, "==> running") && read(demo.err, &c, 1) == 1) err += c;
     ASSERT_TRUE(contains(err, "==> running")) << err;
+    // Stopped at once, so that the interrupt lands while it runs: a demo of
+    // 20 ms (the whole test took 87 ms in a CI run) finished while the
+    // directory was being listed, and exited 0.
+    ASSERT_EQ(kill(demo.pid, SIGSTOP), 0);
+    int stopped = 0;
+    ASSERT_EQ(waitpid(demo.pid, &stopped, WUNTRACED), demo.pid);
+    ASSERT_TRUE(WIFSTOPPED(stopped)) << "the demo ended before it was stopped: status " << stopped;
     EXPECT_EQ(run({"sh", "-c", "ls " + tmp + " | wc -l"}).out, "1\n") << "the demo's directory is there";
     kill(demo.pid, SIGINT);
+    kill(demo.pid, SIGCONT);
     Result r = finish(demo);
     EXPECT_EQ(r.status, 128 + SIGINT) << r.out << r.err;
     EXPECT_EQ(run({"sh", "-c", "ls -A " + tmp}).out, "") << "left behind after SIGINT";
