@@ -278,6 +278,7 @@ private:
   int stale_read_[kNestedForks + 1] = {-1, -1, -1, -1, -1};
   os::FileId stale_read_id_[kNestedForks + 1];
   void close_stale_read(int slot);
+  void keep_read_end(int slot, int read_end);
   void keep_unwaited(int slot, int read_end);
   int staging_pipe_[2] = {-1, -1}; // each child says which file it took, and its pid (a socket pair, or a pipe)
   os::FileId staging_pipe_id_[2];

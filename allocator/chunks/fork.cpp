@@ -71,7 +71,7 @@ template <typename Fn> int for_each_copied_run(const Chunk *chunk, Fn fn) {
 // page still closed would fault (a parent that copied anyway died of
 // SIGSEGV). False when a sealed block's page was left out.
 bool copy_open_pages(const Chunk *chunk, char *to, uint32_t first, uint32_t count) {
-  auto closed = [chunk](uint32_t page) { return chunk->prot[chunk->huge ? 0 : page] == 1 /* PROT_NONE */; };
+  auto closed = [chunk](uint32_t page) { return chunk->guard_page(page) || chunk->hidden_from_parent(page); };
   bool whole = true;
   for (uint32_t page = first, last = first + count; page < last;) {
     uint32_t end = page + 1;
@@ -702,11 +702,7 @@ void ChunkPool::wait_for_copies(int nest) {
       // the fork is over: a child that writes to a pipe without a reader
       // would die of SIGPIPE.
       close_stale_read(level + 1);
-      stale_read_id_[level + 1] = os::file_id(fds[0]);
-      if (stale_read_id_[level + 1].ino != 0)
-        stale_read_[level + 1] = fds[0];
-      else // it could never be closed safely (keep_unwaited)
-        os::close_fd(fds[0]);
+      keep_read_end(level + 1, fds[0]);
     } else {
       os::close_fd(fds[0]);
     }
@@ -1041,11 +1037,10 @@ void ChunkPool::close_stale_read(int slot) {
   stale_read_[slot] = -1;
 }
 
-// A child that copies for itself could not be waited for: a seccomp filter
-// refuses both read and ppoll here. Its pipe's read end stays open until
-// the next fork at this level (a child whose byte finds no reader takes its
-// SIGPIPE back: os::send_byte), and the parent goes on, saying so once.
-void ChunkPool::keep_unwaited(int slot, int read_end) {
+// A read end kept open until the next fork at its level (stale_read_), where
+// its identity says it is still the pipe; one that cannot be identified is
+// closed now.
+void ChunkPool::keep_read_end(int slot, int read_end) {
   os::FileId id = os::file_id(read_end);
   if (id.ino != 0) { // known (fstat allowed): else it could never be closed safely, and one would leak per fork
     stale_read_[slot] = read_end;
@@ -1053,6 +1048,14 @@ void ChunkPool::keep_unwaited(int slot, int read_end) {
   } else {
     os::close_fd(read_end);
   }
+}
+
+// A child that copies for itself could not be waited for: a seccomp filter
+// refuses both read and ppoll here. Its pipe's read end stays open until
+// the next fork at this level (a child whose byte finds no reader takes its
+// SIGPIPE back: os::send_byte), and the parent goes on, saying so once.
+void ChunkPool::keep_unwaited(int slot, int read_end) {
+  keep_read_end(slot, read_end);
   static std::atomic<bool> said{false};
   diag::say_once(said, "fork: cannot wait for the child's copy of the secret heap (read and ppoll refused: a "
                        "seccomp filter?); going on: that child's copy may hold this process's later changes");
