@@ -25,6 +25,7 @@
 
 #include "peers.h"
 #include "platform/linux_facts.h"
+#include "throughput.h"
 
 namespace bench {
 namespace {
@@ -176,6 +177,7 @@ int main(int argc, char **argv) {
     if (argc < 5) return 2;
     return footprint(*peer, strtoull(argv[3], nullptr, 10), strtoull(argv[4], nullptr, 10));
   }
+  register_throughput_benchmarks();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

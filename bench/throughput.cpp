@@ -3,26 +3,45 @@
 #include "throughput.h"
 
 #include <string>
+#include <vector>
 
 namespace bench {
 
 namespace {
 
-void sizes(benchmark::internal::Benchmark *b) {
-  for (int size : {16, 32, 256, 1024, 4096, 16384, 65536}) b->Arg(size);
-  b->Threads(1)->Threads(2)->UseRealTime();
+struct Registered {
+  const char *name;
+  void (*lifo)(benchmark::State &);
+  void (*batch)(benchmark::State &);
+};
+
+std::vector<Registered> &registered() {
+  static std::vector<Registered> list;
+  return list;
 }
 
 } // namespace
 
-// secmem also on 8 threads: more threads than the machine's cores must not collapse its throughput.
 void register_throughput(const char *name, void (*lifo)(benchmark::State &), void (*batch)(benchmark::State &)) {
-  bool oversubscribed = std::string(name) == "Secmem";
-  for (auto *b : {benchmark::RegisterBenchmark(("Lifo<" + std::string(name) + ">").c_str(), lifo),
-                  benchmark::RegisterBenchmark(("RandomBatch<" + std::string(name) + ">").c_str(), batch)}) {
-    b->Apply(sizes);
-    if (oversubscribed) b->Threads(8);
-  }
+  registered().push_back({name, lifo, batch});
+}
+
+// Google Benchmark runs benchmarks in the order they were registered. This machine's noise comes in
+// spells of seconds, so each pattern and size runs every peer and thread count back to back (a
+// peer's 16 B run a minute before another's 4 KiB run put one spell between them, and a figure
+// compared across it), the peers in the order they were registered (secmem first, glibc next:
+// peers.cpp). secmem also on 8 threads: more threads than the machine's cores must not collapse
+// its throughput.
+void register_throughput_benchmarks() {
+  for (const char *pattern : {"Lifo", "RandomBatch"})
+    for (int size : {16, 32, 256, 1024, 4096, 16384, 65536})
+      for (const Registered &peer : registered()) {
+        bool lifo = std::string(pattern) == "Lifo";
+        auto *b = benchmark::RegisterBenchmark((std::string(pattern) + "<" + peer.name + ">").c_str(),
+                                               lifo ? peer.lifo : peer.batch);
+        b->Arg(size)->Threads(1)->Threads(2)->UseRealTime();
+        if (std::string(peer.name) == "Secmem") b->Threads(8);
+      }
 }
 
 } // namespace bench

@@ -56,8 +56,10 @@ template <typename P> void RandomBatch(benchmark::State &state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kBatch);
 }
 
-// Registers "Lifo<name>" and "RandomBatch<name>" for every block size, on 1 and 2 threads.
+// Keeps a peer's "Lifo<name>" and "RandomBatch<name>", to be registered for every block size, on 1
+// and 2 threads, by register_throughput_benchmarks (main, before the benchmarks run).
 void register_throughput(const char *name, void (*lifo)(benchmark::State &), void (*batch)(benchmark::State &));
+void register_throughput_benchmarks();
 
 // Registers peer P under name: its throughput benchmarks here, and in peers() for measure.cpp.
 template <typename P> bool register_peer(const char *name) {
