@@ -27,10 +27,10 @@ void register_throughput(const char *name, void (*lifo)(benchmark::State &), voi
 }
 
 // Google Benchmark runs benchmarks in the order they were registered. This machine's noise comes in
-// spells of seconds, so each pattern and size runs every peer and thread count back to back (a
-// peer's 16 B run a minute before another's 4 KiB run put one spell between them, and a figure
-// compared across it), the peers in the order they were registered (secmem first, glibc next:
-// peers.cpp). secmem also on 8 threads: more threads than the machine's cores must not collapse
+// spells of seconds, so each pattern and size runs every peer and thread count back to back (each
+// peer's sizes in a row put a minute or more between two peers' runs of one size, and a spell on
+// one side of their ratio), the peers in the order they were registered (secmem first, glibc
+// next: peers.cpp). secmem also on 8 threads: more threads than the machine's cores must not collapse
 // its throughput.
 void register_throughput_benchmarks() {
   for (const char *pattern : {"Lifo", "RandomBatch"})
