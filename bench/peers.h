@@ -10,6 +10,8 @@
 // alloc_bench registers the first five (peers.cpp), jemalloc_bench the last.
 #pragma once
 
+#include <benchmark/benchmark.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <openssl/crypto.h>
@@ -23,11 +25,14 @@
 
 namespace bench {
 
-// A registered peer as the one-process measurements (measure.cpp) call it.
+// A registered peer: as the one-process measurements (measure.cpp) call it, and its throughput
+// benchmarks (throughput.h), registered size by size in main.
 struct Peer {
   const char *name;
   void *(*alloc)(size_t);
   void (*release)(void *, size_t);
+  void (*lifo)(benchmark::State &);
+  void (*batch)(benchmark::State &);
 };
 
 // This executable's peers, in the order they were registered (register_peer, throughput.h).

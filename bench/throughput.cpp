@@ -3,28 +3,8 @@
 #include "throughput.h"
 
 #include <string>
-#include <vector>
 
 namespace bench {
-
-namespace {
-
-struct Registered {
-  const char *name;
-  void (*lifo)(benchmark::State &);
-  void (*batch)(benchmark::State &);
-};
-
-std::vector<Registered> &registered() {
-  static std::vector<Registered> list;
-  return list;
-}
-
-} // namespace
-
-void register_throughput(const char *name, void (*lifo)(benchmark::State &), void (*batch)(benchmark::State &)) {
-  registered().push_back({name, lifo, batch});
-}
 
 // Google Benchmark runs benchmarks in the order they were registered. This machine's noise comes in
 // spells of seconds, so each pattern and size runs every peer and thread count back to back (each
@@ -33,11 +13,10 @@ void register_throughput(const char *name, void (*lifo)(benchmark::State &), voi
 // next: peers.cpp). secmem also on 8 threads: more threads than the machine's cores must not collapse
 // its throughput.
 void register_throughput_benchmarks() {
-  for (const char *pattern : {"Lifo", "RandomBatch"})
+  for (bool lifo : {true, false})
     for (int size : {16, 32, 256, 1024, 4096, 16384, 65536})
-      for (const Registered &peer : registered()) {
-        bool lifo = std::string(pattern) == "Lifo";
-        auto *b = benchmark::RegisterBenchmark((std::string(pattern) + "<" + peer.name + ">").c_str(),
+      for (const Peer &peer : peers()) {
+        auto *b = benchmark::RegisterBenchmark((std::string(lifo ? "Lifo<" : "RandomBatch<") + peer.name + ">").c_str(),
                                                lifo ? peer.lifo : peer.batch);
         b->Arg(size)->Threads(1)->Threads(2)->UseRealTime();
         if (std::string(peer.name) == "Secmem") b->Threads(8);

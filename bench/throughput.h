@@ -56,15 +56,13 @@ template <typename P> void RandomBatch(benchmark::State &state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kBatch);
 }
 
-// Keeps a peer's "Lifo<name>" and "RandomBatch<name>", to be registered for every block size, on 1
-// and 2 threads, by register_throughput_benchmarks (main, before the benchmarks run).
-void register_throughput(const char *name, void (*lifo)(benchmark::State &), void (*batch)(benchmark::State &));
+// Registers every peer's "Lifo<name>" and "RandomBatch<name>" for every block size, on 1 and 2
+// threads (main, before the benchmarks run).
 void register_throughput_benchmarks();
 
-// Registers peer P under name: its throughput benchmarks here, and in peers() for measure.cpp.
+// Registers peer P under name, in peers(): for measure.cpp, and for its throughput benchmarks.
 template <typename P> bool register_peer(const char *name) {
-  register_throughput(name, Lifo<P>, RandomBatch<P>);
-  peers().push_back({name, P::alloc, P::release});
+  peers().push_back({name, P::alloc, P::release, Lifo<P>, RandomBatch<P>});
   return true;
 }
 
