@@ -3,6 +3,8 @@
 // people already run (tests/misuse.c holds the bugs).
 #include <gtest/gtest.h>
 
+#include <csignal>
+
 #include "test_support.h"
 
 using namespace secmem::test;
@@ -52,4 +54,18 @@ TEST(Valgrind, CleanProgramRunsClean) {
   Result r = under_valgrind("clean");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("ERROR SUMMARY: 0 errors"), std::string::npos) << r.err;
+}
+
+// secmem's own check: a double free aborts with its line, in a process that
+// has only ever had one thread (the live mark cleared with a load and a
+// store) as in one that has made a thread (a locked exchange), for a block
+// of a thread's cache, one of the central lists' sizes and a large block.
+TEST(SecmemChecks, DoubleFreeAbortsWithOneThreadAndAfterASecond) {
+  for (const char *size : {"32", "4096", "100000"})
+    for (bool thread : {false, true}) {
+      Result r = thread ? run({MISUSE_PATH, "double-free", size, "thread"}) : run({MISUSE_PATH, "double-free", size});
+      EXPECT_EQ(r.status, 128 + SIGABRT) << size << " " << thread << ": " << r.err;
+      EXPECT_EQ(r.out, thread ? "has had threads\n" : "single-threaded\n") << size;
+      EXPECT_NE(r.err.find("secmem: double free of 0x"), std::string::npos) << size << " " << thread << ": " << r.err;
+    }
 }

@@ -2,14 +2,38 @@
  * user already runs (tests/checkers_test.cpp):
  *   misuse uaf       reads a secret after freeing it
  *   misuse overflow  reads one byte past a 20-byte secret
- *   misuse clean     uses a secret correctly */
+ *   misuse clean     uses a secret correctly
+ *   misuse double-free SIZE [thread]
+ *                    frees a secret of SIZE bytes twice; with "thread", after
+ *                    a thread was made and joined (before it, the process has
+ *                    only ever had one: heap/span.h clears the live mark with
+ *                    a plain store then). Says which first, on stdout. */
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/single_threaded.h>
 
 #include "secmem/secmem.h"
 
+static void *nothing(void *arg) { return arg; }
+
+static int double_free(size_t size, int after_thread) {
+  pthread_t thread;
+  if (after_thread && (pthread_create(&thread, NULL, nothing, NULL) != 0 || pthread_join(thread, NULL) != 0)) return 2;
+  void *volatile p = secmem_malloc(size);
+  if (p == NULL) return 2;
+  printf("%s\n", __libc_single_threaded ? "single-threaded" : "has had threads");
+  fflush(stdout);
+  secmem_free(p);
+  secmem_free(p);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "clean";
+  if (strcmp(mode, "double-free") == 0 && argc > 2)
+    return double_free(strtoul(argv[2], NULL, 10), argc > 3 && strcmp(argv[3], "thread") == 0);
   volatile unsigned char *key = secmem_malloc(32);
   unsigned char *name = secmem_malloc(20);
   if (key == NULL || name == NULL) return 2;
