@@ -12,7 +12,7 @@
 // or, for the throughput benchmarks, --single_threaded_process: no thread is made but the
 // benchmarks' own (bench/run selects one-thread runs only). Without it one thread is made and
 // joined first, so that every figure is one of a process that has had threads: secmem clears a
-// live mark with a plain store while the process has never had a second thread (heap/span.h), and
+// live mark without a locked instruction while the process has never had a second thread (heap/span.h), and
 // a process's first benchmark would otherwise measure that path and the rest the other.
 #include <benchmark/benchmark.h>
 

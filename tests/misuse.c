@@ -7,12 +7,14 @@
  *                    frees a secret of SIZE bytes twice; with "thread", after
  *                    a thread was made and joined (before it, the process has
  *                    only ever had one: heap/span.h clears the live mark with
- *                    a plain store then). Says which first, on stdout. */
+ *                    an unlocked cmpxchg then). Says which first, on stdout. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/single_threaded.h>
+#include <sys/time.h>
 
 #include "secmem/secmem.h"
 
@@ -30,8 +32,39 @@ static int double_free(size_t size, int after_thread) {
   return 0;
 }
 
+static void *volatile g_victim;
+
+static void free_victim(int sig) {
+  (void)sig;
+  void *p = g_victim;
+  if (p != NULL) {
+    g_victim = NULL;
+    secmem_free(p);
+  }
+}
+
+static int double_free_in_handler(size_t size) {
+  secmem_free(secmem_malloc(size)); /* the heap and this thread's cache made */
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = free_victim;
+  sigaction(SIGALRM, &action, NULL);
+  struct itimerval every = {{0, 50}, {0, 50}};
+  setitimer(ITIMER_REAL, &every, NULL);
+  for (long i = 0; i < 20000000; ++i) {
+    void *p = secmem_malloc(size);
+    if (p == NULL) return 2;
+    g_victim = p;
+    secmem_free(p);
+    if (g_victim == NULL) return 3; /* the handler freed it too, and neither free aborted */
+    g_victim = NULL;
+  }
+  return 4;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "clean";
+  if (strcmp(mode, "double-free-signal") == 0 && argc > 2) return double_free_in_handler(strtoul(argv[2], NULL, 10));
   if (strcmp(mode, "double-free") == 0 && argc > 2)
     return double_free(strtoul(argv[2], NULL, 10), argc > 3 && strcmp(argv[3], "thread") == 0);
   volatile unsigned char *key = secmem_malloc(32);

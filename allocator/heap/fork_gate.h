@@ -42,15 +42,8 @@
 #include "heap/state.h"
 #include "heap/thread_cache.h"
 #include "platform/raw_syscall.h"
+#include "platform/sanitizers.h"
 #include "platform/signals.h"
-
-#if defined(__SANITIZE_THREAD__)
-#define SECMEM_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SECMEM_TSAN 1
-#endif
-#endif
 
 namespace secmem::heap {
 

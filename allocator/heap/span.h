@@ -14,6 +14,7 @@
 #include "chunks/chunk_pool.h"
 #include "heap/size_class.h"
 #include "platform/diag.h"
+#include "platform/sanitizers.h"
 #include "support/bitmap.h"
 #include "support/list.h"
 
@@ -98,34 +99,50 @@ struct BlockRef {
     live.store(static_cast<uint16_t>(size), std::memory_order_release);
   }
   // Clears the live mark and answers what it held (a small block: its size
-  // asked for); aborts on a double free, even one racing in another thread.
-  // While the process has never had a second thread (glibc's
-  // __libc_single_threaded: false for good from the first pthread_create,
-  // and always false in a dlmopen namespace's copy of libc), a load and a
-  // store: the exchange's locked instruction was a
-  // quarter of a random batch's 16 B alloc+free (16.3-17.8 ns a pair against
-  // 12.5-12.8). What that gives up: a signal handler that frees the block
-  // between the two, while the code it interrupted frees it too (a double
-  // free racing with itself in one thread), is not caught here; the block
-  // is then on a free list twice, and its second hand-out while the first
-  // is live aborts ("handed out twice").
+  // asked for); aborts on a double free, even one racing in another thread
+  // or in a signal handler.
   uint32_t clear_live() const {
-    std::atomic<uint16_t> &live = span->live[index];
-    uint32_t was;
-    if (single_threaded()) {
-      was = live.load(std::memory_order_relaxed);
-      live.store(0, std::memory_order_relaxed);
-    } else {
-      was = live.exchange(0, std::memory_order_acq_rel);
-    }
+    uint32_t was = single_threaded() ? clear_on_this_thread(span->live[index])
+                                     : span->live[index].exchange(0, std::memory_order_acq_rel);
     if (was == 0) diag::fatal_pointer("double free of", address(), nullptr);
     return was;
   }
+  // Whether the process has never had a second thread: glibc's
+  // __libc_single_threaded, false for good from the first pthread_create
+  // (before the thread starts), and always false in a dlmopen namespace's
+  // copy of libc. Threads glibc does not support do not count: a raw clone
+  // with CLONE_VM, and a thread a dlmopen namespace's own pthread_create
+  // makes (glibc's malloc breaks there too). Under ThreadSanitizer, false:
+  // the exchange, which it sees.
   static bool single_threaded() {
-#if __has_include(<sys/single_threaded.h>)
+#if defined(__x86_64__) && !defined(SECMEM_TSAN) && __has_include(<sys/single_threaded.h>)
     return __builtin_expect(__libc_single_threaded != 0, 1);
 #else
     return false;
+#endif
+  }
+  // The mark read and cleared by one instruction without the lock prefix:
+  // atomic with respect to a signal handler on this thread (signals arrive
+  // between instructions), not to another processor, and without the locked
+  // exchange's wait for this thread's earlier stores (the previous free's
+  // zeroing) to drain. A plain load and store, measured first, let a handler
+  // that freed the block between the two free it a second time, and both
+  // frees then pushed it into the thread's cache: one push overwrote the
+  // other's slot (the double free unreported) or took the count past its cap
+  // (later frees wrote past the cache; found by the adversarial review). A
+  // mark that changed after the load (a handler freed the block, or freed it
+  // and took it again) answers 0: a double free.
+  static uint32_t clear_on_this_thread(std::atomic<uint16_t> &live) {
+#if defined(__x86_64__)
+    uint16_t was = live.load(std::memory_order_relaxed);
+    bool cleared;
+    asm volatile("cmpxchgw %w[zero], %[mark]"
+                 : "+a"(was), [mark] "+m"(*reinterpret_cast<volatile uint16_t *>(&live)), "=@ccz"(cleared)
+                 : [zero] "r"(uint16_t{0})
+                 : "memory");
+    return cleared ? was : 0;
+#else
+    return live.exchange(0, std::memory_order_acq_rel);
 #endif
   }
 
