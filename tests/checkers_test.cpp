@@ -57,8 +57,8 @@ TEST(Valgrind, CleanProgramRunsClean) {
 }
 
 // secmem's own check: a double free aborts with its line, in a process that
-// has only ever had one thread (the live mark cleared with a load and a
-// store) as in one that has made a thread (a locked exchange), for a block
+// has only ever had one thread (the live mark cleared by an unlocked
+// cmpxchg) as in one that has made a thread (a locked exchange), for a block
 // of a thread's cache, one of the central lists' sizes and a large block.
 TEST(SecmemChecks, DoubleFreeAbortsWithOneThreadAndAfterASecond) {
   for (const char *size : {"32", "4096", "100000"})
