@@ -102,47 +102,46 @@ struct BlockRef {
   // asked for); aborts on a double free, even one racing in another thread
   // or in a signal handler.
   uint32_t clear_live() const {
-    uint32_t was = single_threaded() ? clear_on_this_thread(span->live[index])
-                                     : span->live[index].exchange(0, std::memory_order_acq_rel);
+    std::atomic<uint16_t> &live = span->live[index];
+    uint32_t was;
+    if (!cleared_on_this_thread(live, &was)) was = live.exchange(0, std::memory_order_acq_rel);
     if (was == 0) diag::fatal_pointer("double free of", address(), nullptr);
     return was;
   }
-  // Whether the process has never had a second thread: glibc's
-  // __libc_single_threaded, false for good from the first pthread_create
-  // (before the thread starts), and always false in a dlmopen namespace's
-  // copy of libc. Threads glibc does not support do not count: a raw clone
-  // with CLONE_VM, and a thread a dlmopen namespace's own pthread_create
-  // makes (glibc's malloc breaks there too). Under ThreadSanitizer, false:
-  // the exchange, which it sees.
-  static bool single_threaded() {
+  // While the process has never had a second thread (glibc's
+  // __libc_single_threaded, false for good from the first pthread_create,
+  // before the thread starts, and always false in a dlmopen namespace's copy
+  // of libc), the mark is read and cleared by one instruction without the
+  // lock prefix, and *was gets what it held: atomic with respect to a signal
+  // handler on this thread (signals arrive between instructions), not to
+  // another processor, and without the locked exchange's wait for this
+  // thread's earlier stores (the previous free's zeroing) to drain. False
+  // otherwise, and on other processors and under ThreadSanitizer (the
+  // exchange, which it sees). Threads glibc does not support do not count: a
+  // raw clone with CLONE_VM, and a thread a dlmopen namespace's own
+  // pthread_create makes (glibc's malloc breaks there too). A plain load and
+  // store, measured first, let a handler that freed the block between the
+  // two free it a second time, and both frees then pushed it into the
+  // thread's cache: one push overwrote the other's slot (the double free
+  // unreported) or took the count past its cap (later frees wrote past the
+  // cache; found by the adversarial review). A mark that changed after the
+  // load (a handler freed the block, or freed it and took it again) gives 0:
+  // a double free.
+  static bool cleared_on_this_thread(std::atomic<uint16_t> &live, uint32_t *was) {
 #if defined(__x86_64__) && !defined(SECMEM_TSAN) && __has_include(<sys/single_threaded.h>)
-    return __builtin_expect(__libc_single_threaded != 0, 1);
-#else
-    return false;
-#endif
-  }
-  // The mark read and cleared by one instruction without the lock prefix:
-  // atomic with respect to a signal handler on this thread (signals arrive
-  // between instructions), not to another processor, and without the locked
-  // exchange's wait for this thread's earlier stores (the previous free's
-  // zeroing) to drain. A plain load and store, measured first, let a handler
-  // that freed the block between the two free it a second time, and both
-  // frees then pushed it into the thread's cache: one push overwrote the
-  // other's slot (the double free unreported) or took the count past its cap
-  // (later frees wrote past the cache; found by the adversarial review). A
-  // mark that changed after the load (a handler freed the block, or freed it
-  // and took it again) answers 0: a double free.
-  static uint32_t clear_on_this_thread(std::atomic<uint16_t> &live) {
-#if defined(__x86_64__)
-    uint16_t was = live.load(std::memory_order_relaxed);
+    if (__builtin_expect(__libc_single_threaded == 0, 0)) return false;
+    uint16_t held = live.load(std::memory_order_relaxed);
     bool cleared;
     asm volatile("cmpxchgw %w[zero], %[mark]"
-                 : "+a"(was), [mark] "+m"(*reinterpret_cast<volatile uint16_t *>(&live)), "=@ccz"(cleared)
+                 : "+a"(held), [mark] "+m"(*reinterpret_cast<volatile uint16_t *>(&live)), "=@ccz"(cleared)
                  : [zero] "r"(uint16_t{0})
                  : "memory");
-    return cleared ? was : 0;
+    *was = cleared ? held : 0;
+    return true;
 #else
-    return live.exchange(0, std::memory_order_acq_rel);
+    (void)live;
+    (void)was;
+    return false;
 #endif
   }
 
