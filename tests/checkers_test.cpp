@@ -3,7 +3,21 @@
 // people already run (tests/misuse.c holds the bugs).
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/personality.h>
+#include <sys/ptrace.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "test_support.h"
 
@@ -83,4 +97,248 @@ TEST(SecmemChecks, DoubleFreeRacingWithASignalHandlerAborts) {
       ASSERT_NE(r.err.find("secmem: double free of 0x"), std::string::npos)
           << size << " child " << child << ": " << r.err;
     }
+}
+
+// ---- a signal handler's heap call at every instruction near the lock ----
+//
+// misuse reenter-at-step runs one large allocation and free, which take the
+// heap lock, between two raise(SIGSTOP)s. A first child is single-stepped
+// through it to list its instructions; then, for each instruction inside
+// libsecmem within kNear steps of an atomic one (the lock's compare-exchange
+// and exchange among them), a fresh child is stepped to it and sent SIGUSR1,
+// whose handler calls the heap. Each must finish (the handler ran outside
+// the operation's critical part) or abort with secmem's line; none may wait
+// for ever. A flag set after the lock was taken and cleared before it was let
+// go left one instruction on each side where the handler's call waited for
+// its own thread (found by the adversarial review).
+namespace {
+
+constexpr char kReentryLine[] =
+    "secmem: a secmem function was called on a thread inside another (a signal handler that interrupted a heap "
+    "operation?); secmem's functions are not async-signal-safe: aborting instead of waiting for ever";
+
+struct Stepped {
+  pid_t pid = -1;
+  int err = -1; // the child's stderr
+};
+
+// A child of misuse reenter-at-step HANDLER, traced, without address space
+// randomisation (its steps are the same in every child), stopped at its
+// first raise(SIGSTOP).
+Stepped start_stepped(const char *handler) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return {};
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipe_fds[1], 2);
+    int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, 1);
+    personality(ADDR_NO_RANDOMIZE);
+    if (ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) != 0) _exit(126);
+    execl(MISUSE_PATH, MISUSE_PATH, "reenter-at-step", handler, static_cast<char *>(nullptr));
+    _exit(127);
+  }
+  close(pipe_fds[1]);
+  Stepped child{pid, pipe_fds[0]};
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP) return child; // exec
+  ptrace(PTRACE_SETOPTIONS, pid, nullptr, PTRACE_O_EXITKILL);
+  if (ptrace(PTRACE_CONT, pid, nullptr, nullptr) != 0 || waitpid(pid, &status, 0) != pid || !WIFSTOPPED(status) ||
+      WSTOPSIG(status) != SIGSTOP)
+    child.pid = -pid;
+  return child;
+}
+
+uint64_t instruction_pointer(pid_t pid) {
+  user_regs_struct regs{};
+  ptrace(PTRACE_GETREGS, pid, nullptr, &regs);
+  return regs.rip;
+}
+
+void set_instruction_pointer(pid_t pid, uint64_t at) {
+  user_regs_struct regs{};
+  ptrace(PTRACE_GETREGS, pid, nullptr, &regs);
+  regs.rip = at;
+  ptrace(PTRACE_SETREGS, pid, nullptr, &regs);
+}
+
+// The instruction at `at`, as far as this test needs to know it (x86-64).
+struct Instruction {
+  bool atomic = false;   // lock-prefixed, or xchg with memory (locked without a prefix)
+  size_t rep_length = 0; // a rep-prefixed string instruction's length (a single step does one round)
+};
+
+Instruction decode(pid_t pid, uint64_t at) {
+  unsigned char code[16];
+  for (int i = 0; i < 2; ++i) {
+    long word = ptrace(PTRACE_PEEKTEXT, pid, reinterpret_cast<void *>(at + 8 * i), nullptr);
+    memcpy(code + 8 * i, &word, 8);
+  }
+  size_t i = 0;
+  bool locked = false, rep = false;
+  for (; i < 14; ++i) {
+    unsigned char b = code[i];
+    if (b == 0xf0)
+      locked = true;
+    else if (b == 0xf2 || b == 0xf3)
+      rep = true;
+    else if (b != 0x66 && b != 0x67 && b != 0x2e && b != 0x3e && b != 0x26 && b != 0x64 && b != 0x65 && b != 0x36)
+      break;
+  }
+  if ((code[i] & 0xf0) == 0x40) ++i; // REX
+  Instruction decoded;
+  decoded.atomic = locked || ((code[i] == 0x86 || code[i] == 0x87) && (code[i + 1] >> 6) != 3);
+  bool string = (code[i] >= 0xa4 && code[i] <= 0xa7) || (code[i] >= 0xaa && code[i] <= 0xaf);
+  if (rep && string) decoded.rep_length = i + 1;
+  return decoded;
+}
+
+// Runs the child to the `hits`th time it reaches `at` (an int3 there, put
+// back after each), stopped before the instruction runs.
+bool run_to(pid_t pid, uint64_t at, size_t hits) {
+  void *address = reinterpret_cast<void *>(at);
+  errno = 0;
+  long original = ptrace(PTRACE_PEEKTEXT, pid, address, nullptr);
+  if (errno != 0) return false;
+  long trap = static_cast<long>((static_cast<unsigned long>(original) & ~0xfful) | 0xcc);
+  for (size_t hit = 0;;) {
+    int status = 0;
+    if (ptrace(PTRACE_POKETEXT, pid, address, reinterpret_cast<void *>(trap)) != 0 ||
+        ptrace(PTRACE_CONT, pid, nullptr, nullptr) != 0 || waitpid(pid, &status, 0) != pid || !WIFSTOPPED(status) ||
+        WSTOPSIG(status) != SIGTRAP || instruction_pointer(pid) != at + 1)
+      return false;
+    ptrace(PTRACE_POKETEXT, pid, address, reinterpret_cast<void *>(original));
+    set_instruction_pointer(pid, at);
+    if (++hit == hits) return true;
+    if (ptrace(PTRACE_SINGLESTEP, pid, nullptr, nullptr) != 0 || waitpid(pid, &status, 0) != pid ||
+        !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
+      return false;
+  }
+}
+
+// One instruction (a rep-prefixed string instruction whole: single steps
+// would take one per byte); false when the child stopped for anything else.
+bool step(pid_t pid, int *stop_signal) {
+  uint64_t at = instruction_pointer(pid);
+  Instruction instruction = decode(pid, at);
+  if (instruction.rep_length != 0) {
+    *stop_signal = SIGTRAP;
+    return run_to(pid, at + instruction.rep_length, 1);
+  }
+  int status = 0;
+  if (ptrace(PTRACE_SINGLESTEP, pid, nullptr, nullptr) != 0 || waitpid(pid, &status, 0) != pid || !WIFSTOPPED(status))
+    return false;
+  *stop_signal = WSTOPSIG(status);
+  return *stop_signal == SIGTRAP;
+}
+
+// [start, end) of libsecmem's code in the stopped child.
+std::pair<uint64_t, uint64_t> libsecmem_text(pid_t pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.find("libsecmem.so") == std::string::npos || line.find(" r-xp ") == std::string::npos) continue;
+    unsigned long long start = 0, end = 0;
+    if (sscanf(line.c_str(), "%llx-%llx", &start, &end) == 2) return {start, end};
+  }
+  return {0, 0};
+}
+
+std::string read_all(int fd) {
+  std::string text;
+  char buffer[4096];
+  ssize_t got;
+  while ((got = read(fd, buffer, sizeof buffer)) > 0) text.append(buffer, static_cast<size_t>(got));
+  return text;
+}
+
+// Runs a fresh child to the `hits`th time it reaches `at`, sends it SIGUSR1
+// there and lets it run: "done", "abort" (with secmem's line), or what else
+// happened.
+std::string signal_at(const char *handler, uint64_t at, size_t hits) {
+  Stepped child = start_stepped(handler);
+  if (child.pid <= 0) return "the child did not start";
+  if (!run_to(child.pid, at, hits)) {
+    kill(child.pid, SIGKILL);
+    waitpid(child.pid, nullptr, 0);
+    close(child.err);
+    return "the child did not reach the instruction";
+  }
+  ptrace(PTRACE_CONT, child.pid, nullptr, reinterpret_cast<void *>(static_cast<uintptr_t>(SIGUSR1)));
+  int status = 0;
+  for (int waited_ms = 0;; ++waited_ms) {
+    pid_t got = waitpid(child.pid, &status, WNOHANG);
+    if (got == child.pid && WIFSTOPPED(status)) {
+      int pass = WSTOPSIG(status) == SIGSTOP ? 0 : WSTOPSIG(status); // the second raise(SIGSTOP)
+      ptrace(PTRACE_CONT, child.pid, nullptr, reinterpret_cast<void *>(static_cast<uintptr_t>(pass)));
+      continue;
+    }
+    if (got == child.pid) break;
+    if (waited_ms == 5000) {
+      kill(child.pid, SIGKILL);
+      waitpid(child.pid, &status, 0);
+      close(child.err);
+      return "waited for ever (killed after 5 s)";
+    }
+    usleep(1000);
+  }
+  std::string err = read_all(child.err);
+  close(child.err);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "done";
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && err.find(kReentryLine) != std::string::npos) return "abort";
+  return "status " + std::to_string(status) + ": " + err;
+}
+
+} // namespace
+
+TEST(SecmemChecks, AHeapCallFromASignalHandlerAtAnyInstructionNearTheLockNeverWaitsForEver) {
+  for (const char *handler : {"large", "small"}) {
+    // The operation's instructions, once.
+    Stepped first = start_stepped(handler);
+    ASSERT_GT(first.pid, 0) << handler;
+    std::pair<uint64_t, uint64_t> text = libsecmem_text(first.pid);
+    ASSERT_NE(text.first, 0u) << handler;
+    std::vector<uint64_t> at;
+    std::vector<bool> atomic;
+    std::vector<size_t> hits; // the how manieth time the child reaches at[i] there
+    std::map<uint64_t, size_t> reached;
+    int stop_signal = 0;
+    for (;;) {
+      uint64_t ip = instruction_pointer(first.pid);
+      bool ours = ip >= text.first && ip < text.second;
+      Instruction instruction = decode(first.pid, ip);
+      at.push_back(ip);
+      atomic.push_back(ours && instruction.atomic);
+      hits.push_back(instruction.rep_length == 0 ? ++reached[ip] : 0); // not a target: int3 stops at each round
+      if (!step(first.pid, &stop_signal)) break;
+      ASSERT_LT(at.size(), 2000000u) << handler;
+    }
+    EXPECT_EQ(stop_signal, SIGSTOP) << handler; // the second raise
+    kill(first.pid, SIGKILL);
+    waitpid(first.pid, nullptr, 0);
+    close(first.err);
+    // Each instruction in libsecmem within kNear steps of an atomic one.
+    constexpr size_t kNear = 6;
+    std::vector<size_t> chosen;
+    for (size_t i = 0; i < at.size(); ++i) {
+      bool near = false;
+      for (size_t j = i >= kNear ? i - kNear : 0; j <= i + kNear && j < at.size(); ++j) near = near || atomic[j];
+      if (near && at[i] >= text.first && at[i] < text.second && hits[i] != 0) chosen.push_back(i);
+    }
+    ASSERT_GE(chosen.size(), 20u) << handler << ": " << at.size() << " steps";
+    size_t aborted = 0, done = 0;
+    for (size_t i : chosen) {
+      std::string outcome = signal_at(handler, at[i], hits[i]);
+      if (outcome == "abort")
+        ++aborted;
+      else if (outcome == "done")
+        ++done;
+      else
+        ADD_FAILURE() << handler << ": the signal at step " << i << " of " << at.size() << " (0x" << std::hex
+                      << at[i] - text.first << " in libsecmem's code" << std::dec << "): " << outcome;
+    }
+    printf("%s: %zu steps, %zu signalled near an atomic instruction: %zu aborted, %zu done\n", handler, at.size(),
+           chosen.size(), aborted, done);
+    EXPECT_GT(aborted, 0u) << handler; // some landed inside the locked operation
+  }
 }

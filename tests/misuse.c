@@ -7,7 +7,16 @@
  *                    frees a secret of SIZE bytes twice; with "thread", after
  *                    a thread was made and joined (before it, the process has
  *                    only ever had one: heap/span.h clears the live mark with
- *                    an unlocked cmpxchg then). Says which first, on stdout. */
+ *                    an unlocked cmpxchg then). Says which first, on stdout.
+ *   misuse double-free-signal SIZE
+ *                    a 50 us timer's handler frees the block being freed
+ *   misuse reenter-at-step large|small
+ *                    a SIGUSR1 handler calls the heap (a large block, or
+ *                    enough small ones to refill the thread's cache under
+ *                    the heap lock) while the program runs a large
+ *                    allocation and free that take the lock, between two
+ *                    raise(SIGSTOP)s: checkers_test.cpp single-steps there
+ *                    and sends the signal at one instruction of it. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +24,7 @@
 #include <string.h>
 #include <sys/single_threaded.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "secmem/secmem.h"
 
@@ -62,8 +72,39 @@ static int double_free_in_handler(size_t size) {
   return 4;
 }
 
+static int g_small_handler;
+
+static void heap_call_from_handler(int sig) {
+  (void)sig;
+  enum { kSmall = 300 };
+  void *blocks[kSmall];
+  int count = g_small_handler ? kSmall : 1;
+  for (int i = 0; i < count; ++i) {
+    blocks[i] = secmem_malloc(g_small_handler ? 1024 : 100000);
+    if (blocks[i] == NULL) _exit(5);
+  }
+  for (int i = 0; i < count; ++i) secmem_free(blocks[i]);
+}
+
+static int reenter_at_step(const char *handler) {
+  g_small_handler = strcmp(handler, "small") == 0;
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = heap_call_from_handler;
+  sigaction(SIGUSR1, &action, NULL);
+  heap_call_from_handler(0); /* the heap, this thread's cache and its blocks made */
+  raise(SIGSTOP);
+  void *p = secmem_malloc(40000); /* no cached block of this size: the heap lock */
+  if (p == NULL) return 2;
+  secmem_free(p);
+  raise(SIGSTOP);
+  printf("reenter-at-step: done\n");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "clean";
+  if (strcmp(mode, "reenter-at-step") == 0 && argc > 2) return reenter_at_step(argv[2]);
   if (strcmp(mode, "double-free-signal") == 0 && argc > 2) return double_free_in_handler(strtoul(argv[2], NULL, 10));
   if (strcmp(mode, "double-free") == 0 && argc > 2)
     return double_free(strtoul(argv[2], NULL, 10), argc > 3 && strcmp(argv[3], "thread") == 0);

@@ -296,7 +296,7 @@ SECMEM_FORK_CHILD_TEXT void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
   g_heap.forking.store(g_heap.gate_before_fork, kGateOrder);
   g_fork_handlers_running.store(false, std::memory_order_relaxed);
   g_heap.lock.allow_reentry(false);
-  if (!g_lock_was_mine) g_heap.lock.reset_in_child();
+  if (!g_lock_was_mine) g_heap.lock.reset_in_child(true);
 }
 
 // ---- start-up ----
@@ -517,7 +517,7 @@ InitLock take_init_lock() NO_THREAD_SAFETY_ANALYSIS {
     if (owner_pid(owner) != me) {
       if (static_cast<uint32_t>(owner) == static_cast<uint32_t>(mine)) return InitLock::kMine;
       if (g_init_owner.compare_exchange_strong(owner, mine, std::memory_order_acquire)) {
-        g_heap.lock.reset_in_child();
+        g_heap.lock.reset_in_child(false);
         return InitLock::kTaken;
       }
       continue;

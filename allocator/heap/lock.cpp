@@ -12,7 +12,7 @@ namespace secmem::heap {
 
 __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_thread_number = 0;
 __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_lock_waits = 0;
-__attribute__((tls_model("initial-exec"))) thread_local bool t_holds_heap_lock = false;
+__attribute__((tls_model("initial-exec"))) thread_local uint32_t t_heap_lock_entries = 0;
 
 uint32_t take_thread_number() {
   static std::atomic<uint32_t> next{0};
@@ -23,7 +23,9 @@ uint32_t take_thread_number() {
 }
 
 void HeapLock::lock_contended(uint32_t me) {
-  if (t_holds_heap_lock && owner() == me) held_by_caller(); // it would wait for itself, for ever
+  // Another acquisition of this thread's, beside this one, that holds the
+  // lock: this call would wait for itself, for ever.
+  if (t_heap_lock_entries > 1 && owner() == me) held_by_caller();
   ++t_lock_waits;
   for (int spin = 0; spin < 64; ++spin) {
     uint32_t expected = 0;

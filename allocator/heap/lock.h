@@ -32,13 +32,18 @@ extern __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_thread
 // Times this thread found the heap lock taken (it then spun or slept), for
 // the heap's choices that depend on other threads being at work (large.cpp).
 extern __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_lock_waits;
-// This thread holds the heap lock (the one HeapLock, g_heap.lock), set after
-// it is taken and cleared before it goes: with the owner's number, tells a
-// call that would wait for itself (lock_contended aborts) from a thread that
-// got the holder's number after 2^31 others (it waits its turn). A signal
-// between the two leaves the old hang, for that instant; held_by_me (fork
-// handlers) goes by the number alone, as before.
-extern __attribute__((tls_model("initial-exec"))) thread_local bool t_holds_heap_lock;
+// The heap-lock acquisitions this thread has begun and not finished letting
+// go (the one HeapLock, g_heap.lock): raised before the compare-exchange
+// that takes the lock, lowered after the exchange that lets it go. A signal
+// handler's heap call on this thread finds it above its own: an operation
+// it interrupted is taking, holding or letting go of the lock. With the
+// owner's number that tells a call that would wait for itself (lock_contended
+// aborts) from a thread that got the holder's number after 2^31 others (it
+// waits its turn), at every instruction: a flag set after the
+// compare-exchange and cleared before the exchange left an instant on each
+// side where a handler's call waited for its own thread for ever.
+// held_by_me (fork handlers) goes by the number alone.
+extern __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_heap_lock_entries;
 uint32_t take_thread_number();
 inline uint32_t this_thread() {
   uint32_t number = t_thread_number;
@@ -58,18 +63,21 @@ public:
       finish_fork_in_child_now();
       return;
     }
+    ++t_heap_lock_entries;
+    std::atomic_signal_fence(std::memory_order_seq_cst); // raised before the lock is taken
     uint32_t expected = 0;
     if (!word_.compare_exchange_strong(expected, me, std::memory_order_acquire, std::memory_order_relaxed))
       lock_contended(me);
-    t_holds_heap_lock = true;
   }
   void unlock() RELEASE() {
     if (depth_ != 0) {
       --depth_;
       return;
     }
-    t_holds_heap_lock = false;
-    if (word_.exchange(0, std::memory_order_release) & kWaiters) wake_one();
+    uint32_t was = word_.exchange(0, std::memory_order_release);
+    std::atomic_signal_fence(std::memory_order_seq_cst); // lowered once the lock is let go
+    --t_heap_lock_entries;
+    if (was & kWaiters) wake_one();
   }
   bool held_by_me() const { return owner() == this_thread(); }
   // A heap call on a thread inside another of its heap operations, outside
@@ -79,9 +87,11 @@ public:
   // Only the owner calls these (fork handlers).
   void allow_reentry(bool allow) { reentry_allowed_.store(allow, std::memory_order_relaxed); }
   bool reentry_allowed() const { return reentry_allowed_.load(std::memory_order_relaxed); }
-  // In a fork child, where only the forking thread (which holds it) exists.
-  void reset_in_child() RELEASE() {
-    t_holds_heap_lock = false;
+  // In a fork child, where only the forking thread exists: held by it
+  // (taken in the prepare handler: its acquisition ends too), or by a thread
+  // of the parent that is not here.
+  void reset_in_child(bool taken_here) RELEASE() {
+    if (taken_here) --t_heap_lock_entries;
     depth_ = 0;
     word_.store(0, std::memory_order_relaxed);
   }
