@@ -9,11 +9,11 @@
 //     splits meanwhile (/proc/vmstat, machine-wide), and, as root, the distinct 2 MiB physical
 //     blocks that ever held this process's memfd_secret pages (pagemap, sampled every 256
 //     operations and at the end)
-// or, for the throughput benchmarks, --single_threaded_process: no thread is made but the
-// benchmarks' own (bench/run selects one-thread runs only). Without it one thread is made and
-// joined first, so that every figure is one of a process that has had threads: secmem clears a
-// live mark without a locked instruction while the process has never had a second thread (heap/span.h), and
-// a process's first benchmark would otherwise measure that path and the rest the other.
+// or, for the throughput benchmarks, --single_threaded_process: no thread is made, and only the
+// one-thread benchmarks are registered (a filter that selects others finds none of them). Without it one thread is made
+// and joined first, so that every figure is one of a process that has had threads: secmem clears a live mark without a
+// locked instruction while the process has never had a second thread (heap/span.h), and a process's first benchmark
+// would otherwise measure that path and the rest the other.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -192,7 +192,7 @@ int main(int argc, char **argv) {
       break;
     }
   if (!single_threaded) std::thread([] {}).join();
-  register_throughput_benchmarks();
+  register_throughput_benchmarks(single_threaded);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -57,8 +57,8 @@ template <typename P> void RandomBatch(benchmark::State &state) {
 }
 
 // Registers every peer's "Lifo<name>" and "RandomBatch<name>" for every block size, on 1 and 2
-// threads (main, before the benchmarks run).
-void register_throughput_benchmarks();
+// threads, or on 1 only (main, before the benchmarks run).
+void register_throughput_benchmarks(bool one_thread_only);
 
 // Registers peer P under name, in peers(): for measure.cpp, and for its throughput benchmarks.
 template <typename P> bool register_peer(const char *name) {
