@@ -1331,13 +1331,26 @@ static void stop_here(int sig) {
   errno = saved;
 }
 
+// The allocations the two threads below made (not those refused), and that
+// each has made its first ones (the main thread waits for it before it
+// spends the budget: a thread that a loaded machine started later had all
+// its allocations refused, and the count the test expected was 128 + the
+// churn's loops too many).
+static atomic_long g_idle_allocations;
+static atomic_int g_churn_started, g_idle_started;
+
 static void *small_churn(void *arg) {
   (void)arg;
   void *kept = secmem_malloc(16); // its span stays when caches are emptied
-  long n = 1;
-  for (; !atomic_load(&g_churn_done); ++n) secmem_free(secmem_malloc(16));
+  long made = kept != NULL;
+  for (int first = 1; !atomic_load(&g_churn_done); first = 0) {
+    void *p = secmem_malloc(16);
+    made += p != NULL;
+    secmem_free(p);
+    if (first) atomic_store(&g_churn_started, 1);
+  }
   secmem_free(kept);
-  atomic_store(&g_churn_allocations, n);
+  atomic_store(&g_churn_allocations, made);
   return NULL;
 }
 
@@ -1347,12 +1360,15 @@ static atomic_int g_idle_go;
 static void *idle_cache(void *arg) {
   (void)arg;
   void *blocks[64];
-  for (int i = 0; i < 64; ++i) blocks[i] = secmem_malloc(32);
+  long made = 0;
+  for (int i = 0; i < 64; ++i) made += (blocks[i] = secmem_malloc(32)) != NULL;
   for (int i = 1; i < 64; ++i) secmem_free(blocks[i]); // the first stays: its span too
+  atomic_store(&g_idle_started, 1);
   while (!atomic_load(&g_idle_go)) usleep(1000);
   secmem_free(blocks[0]);
-  for (int i = 0; i < 64; ++i) blocks[i] = secmem_malloc(32);
+  for (int i = 0; i < 64; ++i) made += (blocks[i] = secmem_malloc(32)) != NULL;
   for (int i = 0; i < 64; ++i) secmem_free(blocks[i]);
+  atomic_store(&g_idle_allocations, made);
   return NULL;
 }
 
@@ -1389,6 +1405,7 @@ static int reclaim_signal_fork(void) {
   pthread_t churn, releaser, idle;
   if (pthread_create(&idle, NULL, idle_cache, NULL) != 0) return fail("pthread_create");
   if (pthread_create(&churn, NULL, small_churn, NULL) != 0) return fail("pthread_create");
+  while (!atomic_load(&g_idle_started) || !atomic_load(&g_churn_started)) usleep(1000);
   usleep(20000);
   static unsigned char *held[64];
   int n = 0;
@@ -1419,8 +1436,8 @@ static int reclaim_signal_fork(void) {
   // (the child's half run in the parent did that) loses or doubles counts.
   struct secmem_stats stats;
   secmem_get_stats(&stats);
-  uint64_t made =
-      1 + (uint64_t)n + (more != NULL) + (again != NULL) + 128 + (uint64_t)atomic_load(&g_churn_allocations);
+  uint64_t made = 1 + (uint64_t)n + (more != NULL) + (again != NULL) + (uint64_t)atomic_load(&g_idle_allocations) +
+                  (uint64_t)atomic_load(&g_churn_allocations);
   int counted = stats.allocations == made;
   printf("reclaim-signal-fork: the reclaim %s (%lu ms), %d forks, %d bad children or copies (last: status %d, "
          "parent's block '%c'), blocks intact %d, the next block zero %d, %llu allocations counted of %llu\n",

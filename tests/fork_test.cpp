@@ -754,8 +754,9 @@ TEST(ForkEdges, ForkFromASignalHandlerInsideSecmemsForkHandlers) { EXPECT_TRUE(f
 // ran the child's half in the parent.
 TEST(ForkEdges, ForkFromASignalHandlerThatInterruptedAReclaim) {
   // A run catches the reclaim when the other thread's stop lands inside its
-  // cache operation: 3 runs in 10 (4 with the mlock tier), so up to 20 runs
-  // until one has (and at least three), every run clean.
+  // cache operation: about 7 runs in 10 (3 before the main thread waited
+  // for the other threads' first allocations), so up to 20 runs until one
+  // has (and at least three), every run clean.
   int caught = 0;
   for (int i = 0; i < 20 && (caught == 0 || i < 3); ++i) {
     Result result = run({"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=1048576",
