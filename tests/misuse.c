@@ -10,20 +10,27 @@
  *                    an unlocked cmpxchg then). Says which first, on stdout.
  *   misuse double-free-signal SIZE
  *                    a 50 us timer's handler frees the block being freed
- *   misuse reenter-at-step large|small
+ *   misuse reenter-at-step large|small|fork [locked|cache]
  *                    a SIGUSR1 handler calls the heap (a large block, or
  *                    enough small ones to refill the thread's cache under
- *                    the heap lock) while the program runs a large
- *                    allocation and free that take the lock, between two
- *                    raise(SIGSTOP)s: checkers_test.cpp single-steps there
- *                    and sends the signal at one instruction of it. */
+ *                    the heap lock, or a fork whose handlers, registered
+ *                    before secmem's, allocate and free) while the program
+ *                    runs a large allocation and free that take the lock
+ *                    (locked), or a small one from its cache (cache),
+ *                    between two raise(SIGSTOP)s: checkers_test.cpp
+ *                    single-steps there and sends the signal at one
+ *                    instruction of it. Then (and in a fork's child) every
+ *                    new block must be zero and handed out once. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/single_threaded.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "secmem/secmem.h"
@@ -72,39 +79,118 @@ static int double_free_in_handler(size_t size) {
   return 4;
 }
 
-static int g_small_handler;
+static void say(const char *what) {
+  char line[160];
+  int n = snprintf(line, sizeof line, "misuse[%d]: %s\n", (int)getpid(), what);
+  if (n > 0) write(2, line, (size_t)n);
+}
 
-static void heap_call_from_handler(int sig) {
-  (void)sig;
+/* New blocks of the sizes the handlers use: each zero, none handed out
+   twice; written, then freed. 0, or the exit code of what was wrong. */
+static int heap_whole(void) {
+  enum { kSmall = 200, kLarge = 4 };
+  static unsigned char *blocks[kSmall + kLarge];
+  for (int i = 0; i < kSmall + kLarge; ++i) {
+    size_t size = i < kSmall ? 1024 : 100000;
+    unsigned char *p = blocks[i] = secmem_malloc(size);
+    if (p == NULL) return say("no new block"), 11;
+    for (size_t b = 0; b < size; ++b)
+      if (p[b] != 0) return say("a new block is not zero"), 12;
+    for (int j = 0; j < i; ++j)
+      if (blocks[j] == p) return say("a block was handed out twice"), 13;
+    memset(p, 0xa5, size);
+  }
+  for (int i = 0; i < kSmall + kLarge; ++i) secmem_free(blocks[i]);
+  return 0;
+}
+
+static int g_small_handler, g_fork_handler;
+static volatile sig_atomic_t g_fork_failed;
+
+/* A fork handler registered before libsecmem's (misuse_preinit): it runs
+   after secmem's prepare handler and before its parent and child ones,
+   where the heap lets the forking thread in. */
+static void fork_handler_heap_calls(void) {
+  void *a = secmem_malloc(100000), *b = secmem_malloc(64);
+  if (a == NULL || b == NULL) _exit(7);
+  memset(a, 0x5a, 100000);
+  memset(b, 0x5a, 64);
+  secmem_free(a);
+  secmem_free(b);
+}
+
+static void fork_from_handler(void) {
+  int saved = errno;
+  pid_t pid = fork();
+  if (pid == 0) _exit(heap_whole());
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) g_fork_failed = 1;
+  errno = saved;
+}
+
+static void heap_calls(int small) {
   enum { kSmall = 300 };
   void *blocks[kSmall];
-  int count = g_small_handler ? kSmall : 1;
+  int count = small ? kSmall : 1;
   for (int i = 0; i < count; ++i) {
-    blocks[i] = secmem_malloc(g_small_handler ? 1024 : 100000);
+    blocks[i] = secmem_malloc(small ? 1024 : 100000);
     if (blocks[i] == NULL) _exit(5);
   }
   for (int i = 0; i < count; ++i) secmem_free(blocks[i]);
 }
 
-static int reenter_at_step(const char *handler) {
+static void heap_call_from_handler(int sig) {
+  (void)sig;
+  if (g_fork_handler)
+    fork_from_handler();
+  else
+    heap_calls(g_small_handler);
+}
+
+/* Runs before libsecmem's constructor (the executable's preinit array), so
+   that these fork handlers are registered before secmem's. */
+static void misuse_preinit(int argc, char **argv, char **envp) {
+  (void)envp;
+  if (argc > 2 && strcmp(argv[1], "reenter-at-step") == 0 && strcmp(argv[2], "fork") == 0)
+    pthread_atfork(fork_handler_heap_calls, fork_handler_heap_calls, fork_handler_heap_calls);
+}
+__attribute__((section(".preinit_array"), used)) static void (*const g_misuse_preinit)(int, char **,
+                                                                                       char **) = misuse_preinit;
+
+static int reenter_at_step(const char *handler, const char *op) {
   g_small_handler = strcmp(handler, "small") == 0;
+  g_fork_handler = strcmp(handler, "fork") == 0;
+  int cache_op = strcmp(op, "cache") == 0;
   struct sigaction action;
   memset(&action, 0, sizeof action);
   action.sa_handler = heap_call_from_handler;
   sigaction(SIGUSR1, &action, NULL);
-  heap_call_from_handler(0); /* the heap, this thread's cache and its blocks made */
+  /* the heap, this thread's cache and its blocks made (and a first fork) */
+  heap_calls(1);
+  heap_calls(0);
+  if (g_fork_handler) {
+    fork_from_handler(); /* which empties this thread's cache: filled again */
+    heap_calls(1);
+  }
+  if (g_fork_failed) return say("the child of a fork before the stepped operation failed"), 14;
   raise(SIGSTOP);
-  void *p = secmem_malloc(40000); /* no cached block of this size: the heap lock */
+  /* 1024 bytes: a block from this thread's cache, back to it (no lock);
+     40000: no cached block of the size, the heap lock */
+  unsigned char *p = secmem_malloc(cache_op ? 1024 : 40000);
   if (p == NULL) return 2;
+  p[0] = 1;
   secmem_free(p);
   raise(SIGSTOP);
+  if (g_fork_failed) return say("the child of the signal handler's fork found its heap broken"), 15;
+  int whole = heap_whole();
+  if (whole != 0) return whole;
   printf("reenter-at-step: done\n");
   return 0;
 }
 
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "clean";
-  if (strcmp(mode, "reenter-at-step") == 0 && argc > 2) return reenter_at_step(argv[2]);
+  if (strcmp(mode, "reenter-at-step") == 0 && argc > 2) return reenter_at_step(argv[2], argc > 3 ? argv[3] : "locked");
   if (strcmp(mode, "double-free-signal") == 0 && argc > 2) return double_free_in_handler(strtoul(argv[2], NULL, 10));
   if (strcmp(mode, "double-free") == 0 && argc > 2)
     return double_free(strtoul(argv[2], NULL, 10), argc > 3 && strcmp(argv[3], "thread") == 0);

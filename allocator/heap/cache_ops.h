@@ -72,11 +72,16 @@ inline void scrub_block(void *p, const BlockRef &ref, uint32_t block) {
 // line path waits (enter_gate). Inside the gate the fast paths call nothing
 // that waits: what never returns, and memset or cpu::zero_wide (a push of a
 // block over kInlineZeroBytes).
+// Inside another of this thread's heap operations (a signal handler's
+// call: the mark was up, or the thread holds the heap lock) it answers false
+// too, the mark put back as it was, and the out-of-line path aborts
+// (gate_not_open).
 inline bool try_enter_gate(ThreadCache *cache) {
+  uint32_t was = cache->in_op.load(std::memory_order_relaxed);
   cache->in_op.store(1, kGateOrder);
   light_barrier<false>();
-  if (__builtin_expect(g_heap.forking.load(kGateSeeOpen) == 0, 1)) return true;
-  leave_gate(cache);
+  if (__builtin_expect((g_heap.forking.load(kGateSeeOpen) | was | cache->lock_entries) == 0, 1)) return true;
+  cache->in_op.store(was, std::memory_order_release); // leave_gate, or the interrupted operation's mark
   return false;
 }
 

@@ -65,6 +65,16 @@ inline constexpr uint32_t kGateFork = 1, kGateReclaim = 2;
 // Out of line: a fork is in progress, or a reclaim.
 void wait_out_fork(ThreadCache *cache);
 
+// Out of line, from enter_gate and the fast paths' try_enter_gate: the gate
+// is closed, or this thread is inside another heap operation, which a
+// signal handler interrupted: its cache's mark (was) was already up, or it
+// holds the heap lock outside a fork's handlers. Such a call aborts with
+// HeapLock's line, the mark left as the interrupted operation set it: the
+// cache or the central lists may be halfway through a change (a handler's
+// small allocation there handed a block out twice, and its leave_gate let
+// a fork copy the interrupted operation half done).
+void gate_not_open(ThreadCache *cache, uint32_t was);
+
 // kMayFence false: the caller knows the gate does not fence each operation (ReadOnly::plain_ops).
 template <bool kMayFence = true> inline void light_barrier() {
 #if !defined(SECMEM_TSAN)
@@ -76,10 +86,15 @@ template <bool kMayFence = true> inline void light_barrier() {
   std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
+// The mark's old value and the lock count go with forking's read into one
+// branch: a call inside another of this thread's operations takes the
+// out-of-line path (gate_not_open), which tells it from a waiting one.
 template <bool kMayFence = true> inline void enter_gate(ThreadCache *cache) {
+  uint32_t was = cache->in_op.load(std::memory_order_relaxed);
   cache->in_op.store(1, kGateOrder);
   light_barrier<kMayFence>();
-  if (__builtin_expect(g_heap.forking.load(kGateSeeOpen) != 0, 0)) wait_out_fork(cache);
+  if (__builtin_expect((g_heap.forking.load(kGateSeeOpen) | was | cache->lock_entries) != 0, 0))
+    gate_not_open(cache, was);
 }
 
 inline void leave_gate(ThreadCache *cache) { cache->in_op.store(0, std::memory_order_release); }

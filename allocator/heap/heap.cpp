@@ -162,18 +162,23 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
     return;
   }
   bool was_mine = g_heap.lock.held_by_me();
+  // From a signal handler that interrupted this thread's cache operation:
+  // another thread's fork may be waiting for it while holding the lock.
+  ThreadCache *mine = my_cache();
+  bool interrupted = mine != nullptr && mine->in_op.load(std::memory_order_relaxed) == kInOp;
   if (!was_mine) {
-    // From a signal handler that interrupted this thread's cache operation:
-    // another thread's fork may be waiting for it while holding the lock.
-    ThreadCache *mine = my_cache();
-    bool interrupted = mine != nullptr && mine->in_op.load(std::memory_order_relaxed) == kInOp;
     if (interrupted) mine->in_op.store(kInOpWaitingToFork, std::memory_order_release);
     g_heap.lock.lock(); // another thread's fork finishes first
     if (interrupted) mine->in_op.store(kInOp, std::memory_order_relaxed);
   }
   g_lock_was_mine = was_mine;
   g_fork_nest = 0;
-  g_heap.lock.allow_reentry(true);
+  // Other fork handlers on this thread may use the heap, unless this fork
+  // interrupted one of the thread's heap operations (the heap halfway
+  // through a change): then their calls abort with HeapLock's line, as a
+  // signal handler's do (they let a handler's allocation hand out a block
+  // twice, or find a fresh block not zero).
+  g_heap.lock.allow_reentry(!was_mine && !interrupted);
   g_fork_parent = os::process_id();
   g_child_done = false;
   g_fork_handlers_running.store(true, std::memory_order_relaxed); // after g_fork_parent: a nested fork reads it
@@ -674,9 +679,13 @@ namespace {
 
 // The rest of release: large blocks, and small ones whose push release
 // tried already (no cache, a full one or one of no slots for the class, a
-// gate closed, the plain operations off), to release_small.
+// gate closed, the plain operations off), to release_small. A block no
+// longer live is a double free, said so first: a signal handler's free of
+// the block whose free it interrupted inside the cache's gate, after its
+// live mark was cleared, would otherwise abort with the re-entry line.
 [[gnu::noinline]] void release_slow(void *p, Span *span, uint32_t index) {
   BlockRef ref{span, index};
+  if (!ref.is_live()) diag::fatal_pointer("double free of", p, nullptr);
   if (span->cls < 0)
     release_large(p, ref);
   else

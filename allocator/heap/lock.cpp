@@ -10,9 +10,10 @@
 
 namespace secmem::heap {
 
-__attribute__((tls_model("initial-exec"))) thread_local uint32_t t_thread_number = 0;
-__attribute__((tls_model("initial-exec"))) thread_local uint32_t t_lock_waits = 0;
-__attribute__((tls_model("initial-exec"))) thread_local uint32_t t_heap_lock_entries = 0;
+constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_thread_number = 0;
+constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_lock_waits = 0;
+constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_heap_lock_entries = 0;
+constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t *t_lock_entries_mirror = nullptr;
 
 uint32_t take_thread_number() {
   static std::atomic<uint32_t> next{0};
@@ -60,7 +61,8 @@ void HeapLock::lock_contended(uint32_t me) {
 void HeapLock::held_by_caller() {
   diag::Line()
       .add("a secmem function was called on a thread inside another (a signal handler that interrupted a heap "
-           "operation?); secmem's functions are not async-signal-safe: aborting instead of waiting for ever")
+           "operation?); secmem's functions are not async-signal-safe: aborting instead of waiting for ever "
+           "or working on a heap halfway through a change")
       .emit();
   abort();
 }

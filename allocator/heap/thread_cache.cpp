@@ -30,10 +30,12 @@ ThreadCache *make_cache() {
     cache = g_heap.cache_meta.take();
     if (cache == nullptr) return nullptr;
     for (int cls = 0; cls < kNumClasses; ++cls) cache->cap[cls] = g_ro.cache_cap[cls];
+    cache->lock_entries = 0; // a dead thread's, in a fork child, may have been raised
     g_heap.caches.push_front(cache);
   }
   pthread_setspecific(g_heap.cache_key, cache);
   t_cache = cache;
+  t_lock_entries_mirror = &cache->lock_entries; // out of the lock: nothing to mirror
   return cache;
 }
 
@@ -124,6 +126,8 @@ void thread_exit(void *value) {
   t_counted_exiting = true;
   auto *cache = static_cast<ThreadCache *>(value);
   if (t_cache == cache) t_cache = nullptr;
+  if (t_lock_entries_mirror == &cache->lock_entries)
+    t_lock_entries_mirror = nullptr; // before it goes to another thread
   t_exiting = true;
   {
     ScopedLock lock(g_heap.lock);
@@ -330,6 +334,16 @@ void reclaim_caches() {
   g_heap.forking.store(0, std::memory_order_release);
 }
 
+void gate_not_open(ThreadCache *cache, uint32_t was) {
+  if (was != 0 || (t_heap_lock_entries != 0 && g_heap.lock.held_by_me() && !g_heap.lock.reentry_allowed())) {
+    cache->in_op.store(was, std::memory_order_relaxed);
+    HeapLock::held_by_caller();
+  }
+  // A thread waiting for the heap lock (its handler's call goes on), or
+  // the forking thread in a fork handler.
+  if (g_heap.forking.load(kGateSeeOpen) != 0) wait_out_fork(cache);
+}
+
 void wait_out_fork(ThreadCache *cache) {
   for (;;) {
     if (g_heap.lock.held_by_me()) { // the forking thread, in another fork handler: it goes on
@@ -375,6 +389,9 @@ SharedGate::SharedGate() {
     g_heap.shared_gate_users.fetch_add(1, std::memory_order_seq_cst);
     if (g_heap.forking.load(std::memory_order_seq_cst) == 0) return;
     if (g_heap.lock.held_by_me()) { // the forking thread, in another fork handler: it goes on
+      // (not a signal handler inside this thread's locked operation: the
+      // reclaim's gate, or a fork from a handler that interrupted it)
+      if (!g_heap.lock.reentry_allowed()) HeapLock::held_by_caller();
       finish_fork_in_child_now();
       return;
     }

@@ -58,6 +58,10 @@ struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   // 1 while the owning thread is inside a lock-free operation on this cache
   // (the fork gate, heap/fork_gate.h).
   std::atomic<uint32_t> in_op{0};
+  // The owning thread's t_heap_lock_entries (heap/lock.h), beside the mark:
+  // the fast paths take neither while the thread is inside a locked
+  // operation (a signal handler's call), which may be changing this cache.
+  uint32_t lock_entries = 0;
   uint32_t count[kNumClasses] = {};
   uint32_t cap[kNumClasses] = {}; // read by the owning thread; changed by it under the heap lock
   bool overflowed[kNumClasses] = {};
