@@ -307,10 +307,12 @@ std::string signal_at(const char *handler, const char *op, uint64_t at, size_t h
 }
 
 // Which instructions of the operation: near an atomic one (kNear steps),
-// or, with every != 0, each every'th one in libsecmem as well.
+// unless near_atomic is false, and with every != 0 each every'th one in
+// libsecmem.
 struct Sweep {
   const char *handler, *op;
   size_t every;
+  bool near_atomic = true;
 };
 
 void sweep_signals(const Sweep &sweep) {
@@ -344,7 +346,8 @@ void sweep_signals(const Sweep &sweep) {
   for (size_t i = 0, ours = 0; i < at.size(); ++i) {
     if (at[i] < text.first || at[i] >= text.second || hits[i] == 0) continue;
     bool near = sweep.every != 0 && ours++ % sweep.every == 0;
-    for (size_t j = i >= kNear ? i - kNear : 0; j <= i + kNear && j < at.size(); ++j) near = near || atomic[j];
+    for (size_t j = i >= kNear ? i - kNear : 0; sweep.near_atomic && j <= i + kNear && j < at.size(); ++j)
+      near = near || atomic[j];
     if (near) chosen.push_back(i);
   }
   ASSERT_GE(chosen.size(), 20u) << name << ": " << at.size() << " steps";
@@ -380,6 +383,19 @@ TEST(SecmemChecks, AHeapCallFromASignalHandlerAtAnyInstructionNearTheLockNeverWa
 // so that another thread's fork could copy it half done.
 TEST(SecmemChecks, ASmallBlockCallFromASignalHandlerInsideACacheOperationAbortsOrLeavesTheHeapWhole) {
   sweep_signals({"small", "cache", 1});
+}
+
+// And inside 300 small allocations and frees of the handler's size, whose
+// cache refills and halves given back happen under the heap lock (every
+// 311th instruction): the cache's fast paths
+// must see the thread's lock count (mirrored beside the gate's mark).
+// Again where the thread made its cache inside a fork handler, holding the
+// lock: the mirror started at 0 there, wrapped at the release, and left
+// the thread's fast paths unchecked while it held the lock (a handler's
+// block handed out twice: found by the adversarial review).
+TEST(SecmemChecks, ASmallBlockCallFromASignalHandlerInsideLockedRefillsAbortsOrLeavesTheHeapWhole) {
+  sweep_signals({"small", "batch", 311, false});
+  sweep_signals({"small", "batch-forkcache", 311, false});
 }
 
 // A signal handler that forks inside a heap operation, in a program whose

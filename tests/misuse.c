@@ -10,13 +10,16 @@
  *                    an unlocked cmpxchg then). Says which first, on stdout.
  *   misuse double-free-signal SIZE
  *                    a 50 us timer's handler frees the block being freed
- *   misuse reenter-at-step large|small|fork [locked|cache]
+ *   misuse reenter-at-step large|small|fork [locked|cache|batch|batch-forkcache]
  *                    a SIGUSR1 handler calls the heap (a large block, or
  *                    enough small ones to refill the thread's cache under
  *                    the heap lock, or a fork whose handlers, registered
  *                    before secmem's, allocate and free) while the program
  *                    runs a large allocation and free that take the lock
- *                    (locked), or a small one from its cache (cache),
+ *                    (locked), or a small one from its cache (cache), or 300
+ *                    small ones and back, refilling and emptying its cache
+ *                    under the lock (batch; batch-forkcache: the thread's
+ *                    cache made in a fork handler),
  *                    between two raise(SIGSTOP)s: checkers_test.cpp
  *                    single-steps there and sends the signal at one
  *                    instruction of it. Then (and in a fork's child) every
@@ -88,10 +91,10 @@ static void say(const char *what) {
 /* New blocks of the sizes the handlers use: each zero, none handed out
    twice; written, then freed. 0, or the exit code of what was wrong. */
 static int heap_whole(void) {
-  enum { kSmall = 200, kLarge = 4 };
-  static unsigned char *blocks[kSmall + kLarge];
-  for (int i = 0; i < kSmall + kLarge; ++i) {
-    size_t size = i < kSmall ? 1024 : 100000;
+  enum { kSmall = 150, kLarge = 4 };
+  static unsigned char *blocks[2 * kSmall + kLarge];
+  for (int i = 0; i < 2 * kSmall + kLarge; ++i) {
+    size_t size = i < kSmall ? 1024 : i < 2 * kSmall ? 64 : 100000;
     unsigned char *p = blocks[i] = secmem_malloc(size);
     if (p == NULL) return say("no new block"), 11;
     for (size_t b = 0; b < size; ++b)
@@ -100,7 +103,7 @@ static int heap_whole(void) {
       if (blocks[j] == p) return say("a block was handed out twice"), 13;
     memset(p, 0xa5, size);
   }
-  for (int i = 0; i < kSmall + kLarge; ++i) secmem_free(blocks[i]);
+  for (int i = 0; i < 2 * kSmall + kLarge; ++i) secmem_free(blocks[i]);
   return 0;
 }
 
@@ -130,7 +133,7 @@ static void fork_from_handler(void) {
 
 static void heap_calls(int small) {
   enum { kSmall = 300 };
-  void *blocks[kSmall];
+  void *blocks[kSmall]; /* each call its own: a handler's call inside the batch operation's */
   int count = small ? kSmall : 1;
   for (int i = 0; i < count; ++i) {
     blocks[i] = secmem_malloc(small ? 1024 : 100000);
@@ -148,10 +151,13 @@ static void heap_call_from_handler(int sig) {
 }
 
 /* Runs before libsecmem's constructor (the executable's preinit array), so
-   that these fork handlers are registered before secmem's. */
+   that these fork handlers are registered before secmem's: for a handler
+   that forks, and for the batch-forkcache operation, whose thread makes its
+   cache in one of them (its first small block), with the heap lock held. */
 static void misuse_preinit(int argc, char **argv, char **envp) {
   (void)envp;
-  if (argc > 2 && strcmp(argv[1], "reenter-at-step") == 0 && strcmp(argv[2], "fork") == 0)
+  if (argc > 2 && strcmp(argv[1], "reenter-at-step") == 0 &&
+      (strcmp(argv[2], "fork") == 0 || (argc > 3 && strcmp(argv[3], "batch-forkcache") == 0)))
     pthread_atfork(fork_handler_heap_calls, fork_handler_heap_calls, fork_handler_heap_calls);
 }
 __attribute__((section(".preinit_array"), used)) static void (*const g_misuse_preinit)(int, char **,
@@ -161,6 +167,13 @@ static int reenter_at_step(const char *handler, const char *op) {
   g_small_handler = strcmp(handler, "small") == 0;
   g_fork_handler = strcmp(handler, "fork") == 0;
   int cache_op = strcmp(op, "cache") == 0;
+  int batch_op = strncmp(op, "batch", 5) == 0;
+  if (strcmp(op, "batch-forkcache") == 0) {
+    secmem_free(secmem_malloc(300000)); /* the heap started; no cache keeps so large a block */
+    pid_t pid = fork();                 /* the prepare handler makes this thread's cache */
+    if (pid == 0) _exit(0);
+    if (pid < 0 || waitpid(pid, NULL, 0) != pid) return say("the first fork failed"), 16;
+  }
   struct sigaction action;
   memset(&action, 0, sizeof action);
   action.sa_handler = heap_call_from_handler;
@@ -174,12 +187,19 @@ static int reenter_at_step(const char *handler, const char *op) {
   }
   if (g_fork_failed) return say("the child of a fork before the stepped operation failed"), 14;
   raise(SIGSTOP);
-  /* 1024 bytes: a block from this thread's cache, back to it (no lock);
-     40000: no cached block of the size, the heap lock */
-  unsigned char *p = secmem_malloc(cache_op ? 1024 : 40000);
-  if (p == NULL) return 2;
-  p[0] = 1;
-  secmem_free(p);
+  if (batch_op) {
+    /* 300 blocks of 1024 bytes and back: refills of this thread's cache
+       and halves of it given back, under the heap lock, for the class
+       the handler's small blocks come from */
+    heap_calls(1);
+  } else {
+    /* 1024 bytes: a block from this thread's cache, back to it (no lock);
+       40000: no cached block of the size, the heap lock */
+    unsigned char *p = secmem_malloc(cache_op ? 1024 : 40000);
+    if (p == NULL) return 2;
+    p[0] = 1;
+    secmem_free(p);
+  }
   raise(SIGSTOP);
   if (g_fork_failed) return say("the child of the signal handler's fork found its heap broken"), 15;
   int whole = heap_whole();

@@ -30,12 +30,19 @@ ThreadCache *make_cache() {
     cache = g_heap.cache_meta.take();
     if (cache == nullptr) return nullptr;
     for (int cls = 0; cls < kNumClasses; ++cls) cache->cap[cls] = g_ro.cache_cap[cls];
-    cache->lock_entries = 0; // a dead thread's, in a fork child, may have been raised
     g_heap.caches.push_front(cache);
   }
   pthread_setspecific(g_heap.cache_key, cache);
+  // The mirror starts at this thread's count, which is not 0 where the
+  // cache is made inside a fork handler (the prepare handler's acquisition)
+  // or by a signal handler while its thread takes the lock: started at 0,
+  // the outer release wrapped it, and the thread's fast paths went out of
+  // line for good, unchecked while it held the lock (adversarial review).
+  // (A signal handler meanwhile raises and lowers the count in pairs.)
+  cache->lock_entries = t_heap_lock_entries;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_lock_entries_mirror = &cache->lock_entries;
   t_cache = cache;
-  t_lock_entries_mirror = &cache->lock_entries; // out of the lock: nothing to mirror
   return cache;
 }
 
