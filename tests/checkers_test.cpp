@@ -96,8 +96,8 @@ constexpr char kReentryLine[] =
 // through in 183 children of 5,000 at 32 B, and at 20 B it ended as a
 // false overflow report: found by the adversarial review). With the double
 // free's line, or, where the handler's free came inside the cache's gate
-// before the interrupted free cleared the mark, with the re-entry line (a
-// heap call inside another: about 1 child in 5).
+// before the interrupted free cleared the block's live mark, with the re-entry line (a
+// heap call inside another: 4 children in 20 in one run at 32 B).
 TEST(SecmemChecks, DoubleFreeRacingWithASignalHandlerAborts) {
   for (const char *size : {"32", "20", "1024"}) {
     int double_free_lines = 0;

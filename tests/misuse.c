@@ -17,8 +17,8 @@
  *                    before secmem's, allocate and free) while the program
  *                    runs a large allocation and free that take the lock
  *                    (locked), or a small one from its cache (cache), or 300
- *                    small ones and back, refilling and emptying its cache
- *                    under the lock (batch; batch-forkcache: the thread's
+ *                    small ones and back, refilling its cache and giving
+ *                    halves of it back under the lock (batch; batch-forkcache: the thread's
  *                    cache made in a fork handler),
  *                    between two raise(SIGSTOP)s: checkers_test.cpp
  *                    single-steps there and sends the signal at one
@@ -153,7 +153,8 @@ static void heap_call_from_handler(int sig) {
 /* Runs before libsecmem's constructor (the executable's preinit array), so
    that these fork handlers are registered before secmem's: for a handler
    that forks, and for the batch-forkcache operation, whose thread makes its
-   cache in one of them (its first small block), with the heap lock held. */
+   cache in one of them (its first block a cache may keep, the 100000-byte
+   one), with the heap lock held. */
 static void misuse_preinit(int argc, char **argv, char **envp) {
   (void)envp;
   if (argc > 2 && strcmp(argv[1], "reenter-at-step") == 0 &&
