@@ -210,8 +210,7 @@ void scrub_large(void *p, Span *span) {
 void check_not_reentered(const ThreadCache *cache) {
   bool in_cache_op =
       cache->in_op.load(std::memory_order_relaxed) != 0 && g_heap.forking.load(std::memory_order_relaxed) == 0;
-  bool in_locked_op = t_heap_lock_entries != 0 && g_heap.lock.held_by_me() && !g_heap.lock.reentry_allowed();
-  if (__builtin_expect(in_cache_op || in_locked_op, 0)) HeapLock::held_by_caller();
+  if (__builtin_expect(in_cache_op || g_heap.lock.held_by_interrupted_operation(), 0)) HeapLock::held_by_caller();
 }
 
 int access_prot(uint32_t readers, uint32_t writers) {

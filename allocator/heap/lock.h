@@ -94,6 +94,10 @@ public:
     if (was & kWaiters) wake_one();
   }
   bool held_by_me() const { return owner() == this_thread(); }
+  // This thread is inside one of its own locked operations, outside a
+  // fork's handlers: a heap call now came from a signal handler that
+  // interrupted it (large.cpp, gate_not_open).
+  bool held_by_interrupted_operation() const { return t_heap_lock_entries != 0 && held_by_me() && !reentry_allowed(); }
   // A heap call on a thread inside another of its heap operations, outside
   // a fork: one line and an abort (large.cpp calls it for an operation on
   // the thread's cache that a signal handler interrupted).

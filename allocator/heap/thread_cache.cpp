@@ -342,7 +342,7 @@ void reclaim_caches() {
 }
 
 void gate_not_open(ThreadCache *cache, uint32_t was) {
-  if (was != 0 || (t_heap_lock_entries != 0 && g_heap.lock.held_by_me() && !g_heap.lock.reentry_allowed())) {
+  if (was != 0 || g_heap.lock.held_by_interrupted_operation()) {
     cache->in_op.store(was, std::memory_order_relaxed);
     HeapLock::held_by_caller();
   }
