@@ -19,7 +19,8 @@
  *                    (locked), or a small one from its cache (cache), or 300
  *                    small ones and back, refilling its cache and giving
  *                    halves of it back under the lock (batch; batch-forkcache: the thread's
- *                    cache made in a fork handler),
+ *                    cache made in a fork handler; batch comes after a fork
+ *                    made with the thread's cache),
  *                    between two raise(SIGSTOP)s: checkers_test.cpp
  *                    single-steps there and sends the signal at one
  *                    instruction of it. Then (and in a fork's child) every
@@ -183,6 +184,18 @@ static int reenter_at_step(const char *handler, const char *op) {
   heap_calls(0);
   if (g_fork_handler) {
     fork_from_handler(); /* which empties this thread's cache: filled again */
+    heap_calls(1);
+  }
+  if (strcmp(op, "batch") == 0) {
+    /* a fork with this thread's cache made: the fork's own acquisition of
+       the heap lock leaves the cache's copy of the thread's lock count
+       alone, detached until the lock is let go (heap/lock.h); the batch's
+       locked refills must find it attached again */
+    pid_t pid = fork();
+    if (pid == 0) _exit(heap_whole());
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      return say("the child of a fork before the stepped operation failed"), 14;
     heap_calls(1);
   }
   if (g_fork_failed) return say("the child of a fork before the stepped operation failed"), 14;

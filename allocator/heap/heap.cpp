@@ -168,7 +168,8 @@ void prepare_heap_fork() NO_THREAD_SAFETY_ANALYSIS {
   bool interrupted = mine != nullptr && mine->in_op.load(std::memory_order_relaxed) == kInOp;
   if (!was_mine) {
     if (interrupted) mine->in_op.store(kInOpWaitingToFork, std::memory_order_release);
-    g_heap.lock.lock(); // another thread's fork finishes first
+    detach_lock_entries_mirror(); // lock.h: the fork writes no page of the cache's
+    g_heap.lock.lock();           // another thread's fork finishes first
     if (interrupted) mine->in_op.store(kInOp, std::memory_order_relaxed);
   }
   g_lock_was_mine = was_mine;
@@ -251,7 +252,10 @@ void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
   g_heap.forking.store(g_heap.gate_before_fork, std::memory_order_release);
   g_fork_handlers_running.store(false, std::memory_order_relaxed);
   g_heap.lock.allow_reentry(false);
-  if (!g_lock_was_mine) g_heap.lock.unlock();
+  if (!g_lock_was_mine) {
+    g_heap.lock.unlock();
+    attach_lock_entries_mirror();
+  }
 }
 
 // In a fork child: the dead threads' caches go back, unless this thread's
@@ -301,7 +305,10 @@ SECMEM_FORK_CHILD_TEXT void after_fork_child() NO_THREAD_SAFETY_ANALYSIS {
   g_heap.forking.store(g_heap.gate_before_fork, kGateOrder);
   g_fork_handlers_running.store(false, std::memory_order_relaxed);
   g_heap.lock.allow_reentry(false);
-  if (!g_lock_was_mine) g_heap.lock.reset_in_child(true);
+  if (!g_lock_was_mine) {
+    g_heap.lock.reset_in_child(true);
+    attach_lock_entries_mirror();
+  }
 }
 
 // ---- start-up ----

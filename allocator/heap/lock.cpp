@@ -14,6 +14,7 @@ constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_thr
 constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_lock_waits = 0;
 constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_heap_lock_entries = 0;
 constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t *t_lock_entries_mirror = nullptr;
+constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t *t_mirror_detached_for_fork = nullptr;
 
 uint32_t take_thread_number() {
   static std::atomic<uint32_t> next{0};

@@ -58,6 +58,30 @@ inline void lower_lock_entries() {
   --t_heap_lock_entries;
   if (uint32_t *mirror = t_lock_entries_mirror) --*mirror;
 }
+// The fork's own acquisition (heap.cpp: taken in the prepare handler, let
+// go in the parent and child handlers) leaves the mirror alone: written
+// at every fork, the cache's page took a page fault each time (copy-on-write
+// in the parent and in the child after the kernel's fork, or at the next
+// prepare handler). The mirror is detached before the lock is taken and
+// attached again once it is let go, still at the count the thread had
+// (written only where it differs: a cache made by a fork handler
+// meanwhile). Meanwhile no fast path of the thread's reads it: signals are
+// blocked in secmem's fork handlers, and from the closing of the gate to
+// its opening (the other fork handlers between) the fast paths go out of
+// line, where the thread-local count is read.
+extern constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t *t_mirror_detached_for_fork;
+inline void detach_lock_entries_mirror() {
+  t_mirror_detached_for_fork = t_lock_entries_mirror;
+  t_lock_entries_mirror = nullptr;
+}
+inline void attach_lock_entries_mirror() {
+  if (uint32_t *mirror = t_mirror_detached_for_fork) {
+    t_lock_entries_mirror = mirror;
+    t_mirror_detached_for_fork = nullptr;
+  }
+  if (uint32_t *mirror = t_lock_entries_mirror; mirror != nullptr && *mirror != t_heap_lock_entries)
+    *mirror = t_heap_lock_entries;
+}
 uint32_t take_thread_number();
 inline uint32_t this_thread() {
   uint32_t number = t_thread_number;
