@@ -106,7 +106,13 @@ diag::Line report_line() {
 } // namespace
 
 void secmem::shim::open_report() {
-  snprintf(g_name, sizeof g_name, "%s", program_invocation_short_name);
+  // Copied by hand: snprintf here took a process's start-up into two more
+  // pages of libc's code (a page fault each, in every program started
+  // under the shim).
+  size_t at = 0;
+  for (const char *c = program_invocation_short_name; c != nullptr && *c != '\0' && at + 1 < sizeof g_name; ++c)
+    g_name[at++] = *c;
+  g_name[at] = '\0';
   const char *target = env_value(process_environment(), kSECMEM_REPORT);
   if (target == nullptr || is_secure_exec() || strcmp(target, "stderr") == 0) return;
   // O_NONBLOCK: a FIFO there must not stop the program before main.

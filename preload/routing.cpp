@@ -152,20 +152,17 @@ const ElfW(Sym) * dynamic_symbol(const link_map *object, const char *name) {
 // cannot tell: a non-PIE executable that takes free's address (Debian's
 // python3.11) holds a canonical PLT entry for it, an undefined symbol with an
 // address, which dlsym returns and which jumps to the first definition.
+// The shim's own object is the one whose dynamic section is its _DYNAMIC
+// (dladdr1 found it too, through a page of libc's code that a process
+// touches nowhere else at start-up: a page fault in every program).
 void check_preload_order() {
   t_in_secret_heap = true;
-  Dl_info info{};
-  link_map *ours = nullptr;
   bool first = false;
-  if (dladdr1(reinterpret_cast<void *>(&check_preload_order), &info, reinterpret_cast<void **>(&ours),
-              RTLD_DL_LINKMAP) != 0 &&
-      ours != nullptr) {
-    for (const link_map *object = _r_debug.r_map; object != nullptr; object = object->l_next) {
-      const ElfW(Sym) *symbol = dynamic_symbol(object, "free");
-      if (symbol == nullptr || symbol->st_shndx == SHN_UNDEF || ELF64_ST_TYPE(symbol->st_info) != STT_FUNC) continue;
-      first = object == ours;
-      break;
-    }
+  for (const link_map *object = _r_debug.r_map; object != nullptr; object = object->l_next) {
+    const ElfW(Sym) *symbol = dynamic_symbol(object, "free");
+    if (symbol == nullptr || symbol->st_shndx == SHN_UNDEF || ELF64_ST_TYPE(symbol->st_info) != STT_FUNC) continue;
+    first = object->l_ld == _DYNAMIC;
+    break;
   }
   t_in_secret_heap = false;
   if (first) {
