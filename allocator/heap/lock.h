@@ -63,9 +63,14 @@ inline void lower_lock_entries() {
 // at every fork, the cache's page took a page fault each time (copy-on-write
 // in the parent and in the child after the kernel's fork, or at the next
 // prepare handler). The mirror is detached before the lock is taken and
-// attached again once it is let go, still at the count the thread had
-// (written only where it differs: a cache made by a fork handler
-// meanwhile). Meanwhile no fast path of the thread's reads it: signals are
+// attached again once it is let go, as it was: a fork from a signal handler
+// may come between the count's change and the mirror's (raise and lower
+// above), which the interrupted code finishes after it (attaching it at
+// the count, then, left it one off for good: a handler's call inside a
+// later locked operation went through, and a block was handed out twice;
+// adversarial review). A cache made by a fork handler meanwhile starts at
+// the count with the fork's acquisition in it, and the release lowers both.
+// Meanwhile no fast path of the thread reads the mirror: signals are
 // blocked in secmem's fork handlers, and from the closing of the gate to
 // its opening (the other fork handlers between) the fast paths go out of
 // line, where the thread-local count is read.
@@ -79,8 +84,6 @@ inline void attach_lock_entries_mirror() {
     t_lock_entries_mirror = mirror;
     t_mirror_detached_for_fork = nullptr;
   }
-  if (uint32_t *mirror = t_lock_entries_mirror; mirror != nullptr && *mirror != t_heap_lock_entries)
-    *mirror = t_heap_lock_entries;
 }
 uint32_t take_thread_number();
 inline uint32_t this_thread() {
