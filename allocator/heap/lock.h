@@ -66,14 +66,15 @@ inline void lower_lock_entries() {
 // attached again once it is let go, as it was: a fork from a signal handler
 // may come between the count's change and the mirror's (raise and lower
 // above), which the interrupted code finishes after it (attaching it at
-// the count, then, left it one off for good: a handler's call inside a
-// later locked operation went through, and a block was handed out twice;
-// adversarial review). A cache made by a fork handler meanwhile starts at
-// the count with the fork's acquisition in it, and the release lowers both.
-// Meanwhile no fast path of the thread reads the mirror: signals are
-// blocked in secmem's fork handlers, and from the closing of the gate to
-// its opening (the other fork handlers between) the fast paths go out of
-// line, where the thread-local count is read.
+// the count, then, left it one off for good; one below the count, after a
+// fork inside a lower, a handler's call inside a later locked operation
+// went through, and a block was handed out twice: adversarial review).
+// A cache made by a fork handler meanwhile starts at the count with the
+// fork's acquisition in it, and the release lowers both. Meanwhile no fast
+// path of the thread relies on the mirror: signals are blocked in secmem's
+// fork handlers, and from the closing of the gate to its opening (the other
+// fork handlers between) the fast paths, which read it only together with
+// the gate, go out of line, where the thread-local count is read.
 extern constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t *t_mirror_detached_for_fork;
 inline void detach_lock_entries_mirror() {
   t_mirror_detached_for_fork = t_lock_entries_mirror;
