@@ -156,7 +156,6 @@ const ElfW(Sym) * dynamic_symbol(const link_map *object, const char *name) {
 // (dladdr1 found it too, through a page of libc's code that a process
 // touches nowhere else at start-up: a page fault in every program).
 void check_preload_order() {
-  t_in_secret_heap = true;
   bool first = false;
   for (const link_map *object = _r_debug.r_map; object != nullptr; object = object->l_next) {
     const ElfW(Sym) *symbol = dynamic_symbol(object, "free");
@@ -164,7 +163,6 @@ void check_preload_order() {
     first = object->l_ld == _DYNAMIC;
     break;
   }
-  t_in_secret_heap = false;
   if (first) {
     g_shim_is_first.store(true, std::memory_order_release);
     return;
