@@ -396,6 +396,20 @@ TEST(Configuration, IsReadOnlyOnceTheHeapHasStarted) {
   secmem_free(p);
 }
 
+extern "C" char _end[]; // the linker's: the end of the executable's writable segment
+
+// After everything else the segment holds (.lbss): sealed in the middle of
+// .bss, the page split its anonymous mapping in three, a mapping more that
+// every fork copied and every child's exit tore down.
+TEST(Configuration, IsTheLastPageOfTheWritableSegment) {
+  const char *start = reinterpret_cast<const char *>(&secmem::heap::g_ro);
+  const char *end = start + sizeof secmem::heap::g_ro;
+  EXPECT_EQ(sizeof secmem::heap::g_ro, size_t(getpagesize()));
+  EXPECT_LE(end, _end);
+  EXPECT_LT(_end - end, getpagesize()) << "the configuration page is not last: " << static_cast<const void *>(end)
+                                       << " against the segment's end " << static_cast<const void *>(_end);
+}
+
 // ---- SECMEM_NODUMP ------------------------------------------------------------------
 
 TEST(NoDump, FollowsTheSetting) {
