@@ -7,6 +7,10 @@
 //    RSA and ECDSA keys of the signing runs (which come first) and KiB more
 //    of secure-heap memory (0, 1024), and after a peak of 512 KiB given back
 //    (Shrunk)
+//  - SecurePairs: CRYPTO_secure_malloc/free pairs of 64 to 176 B, in 1 and 2
+//    threads (last: the fork runs come first, in a heap that held only the
+//    keys and the signing runs' memory): the shim's secret path, which
+//    OpenSSL's secure heap and tagged allocations take
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -128,5 +132,24 @@ BENCHMARK(EcdsaSign)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ForkWithKey)->Arg(0)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ForkWithKeyShrunk)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ForkWithKey)->Arg(1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+void SecurePairs(benchmark::State &state) {
+  maybe_secure_heap();
+  size_t round = 0;
+  for (auto _ : state) {
+    for (int i = 0; i < 64; ++i) {
+      void *p = CRYPTO_secure_malloc(64 + ((round + i) % 8) * 16, __FILE__, __LINE__);
+      if (p == nullptr) {
+        state.SkipWithError("CRYPTO_secure_malloc failed");
+        break;
+      }
+      static_cast<volatile char *>(p)[0] = 1;
+      CRYPTO_secure_free(p, __FILE__, __LINE__);
+    }
+    ++round;
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * 64);
+}
+BENCHMARK(SecurePairs)->Threads(1)->Threads(2)->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -80,12 +80,13 @@ diag::Line report_line() {
       .add(stats.backend)
       .add("; secret allocations");
   for (int source = 0; source < kNumSources; ++source) {
+    RoutedTotal routed = routed_total(static_cast<Source>(source));
     line.add(source == 0 ? " " : ", ")
         .add(kSourceNames[source])
         .add(" ")
-        .dec(g_routed[source].allocations.load(std::memory_order_relaxed))
+        .dec(routed.allocations)
         .add(" (")
-        .dec(g_routed[source].bytes.load(std::memory_order_relaxed))
+        .dec(routed.bytes)
         .add(" bytes)");
   }
   line.add("; peak held ")
@@ -104,6 +105,10 @@ diag::Line report_line() {
 }
 
 } // namespace
+
+bool secmem::shim::report_wanted() {
+  return env_value(process_environment(), kSECMEM_REPORT) != nullptr && !is_secure_exec();
+}
 
 void secmem::shim::open_report() {
   // Copied by hand: snprintf here took a process's start-up into two more

@@ -14,7 +14,7 @@ namespace secmem::shim {
 __thread bool t_in_secret_heap __attribute__((tls_model("initial-exec"))) = false;
 
 const char *const kSourceNames[kNumSources] = {"openssl", "tag", "callers", "sodium"};
-Routed g_routed[kNumSources];
+RoutedShard g_routed[kRoutedShards];
 std::atomic<uintptr_t> g_secret_top{0};
 std::atomic<size_t> g_secret_size{0};
 constinit std::atomic<const unsigned char *> g_ours_floor{g_bootstrap};
@@ -62,11 +62,32 @@ void track_range(const void *p) {
   while (seen < size && !g_secret_size.compare_exchange_weak(seen, size, std::memory_order_release)) {}
 }
 
+// The shard of this thread (1 + its index; 0: none yet).
+__thread uint8_t t_routed_shard __attribute__((tls_model("initial-exec"))) = 0;
+
+// Decided at the process's first secret allocation (a fork child inherits
+// the answer: nothing written there): -1 not yet, then 0 or 1.
+std::atomic<int> g_counting{-1};
+
+void count_secret(size_t n, Source source) {
+  int counting = g_counting.load(std::memory_order_relaxed);
+  if (__builtin_expect(counting < 0, 0)) {
+    counting = report_wanted() ? 1 : 0;
+    g_counting.store(counting, std::memory_order_relaxed);
+  }
+  if (counting == 0) return;
+  if (t_routed_shard == 0) {
+    static std::atomic<unsigned> next{0};
+    t_routed_shard = static_cast<uint8_t>(1 + next.fetch_add(1, std::memory_order_relaxed) % kRoutedShards);
+  }
+  RoutedShard &shard = g_routed[t_routed_shard - 1];
+  shard.allocations[static_cast<int>(source)].fetch_add(1, std::memory_order_relaxed);
+  shard.bytes[static_cast<int>(source)].fetch_add(n, std::memory_order_relaxed);
+}
+
 void note_secret(void *p, size_t n, Source source) {
   if (p == nullptr) return;
-  Routed &routed = g_routed[static_cast<int>(source)];
-  routed.allocations.fetch_add(1, std::memory_order_relaxed);
-  routed.bytes.fetch_add(n, std::memory_order_relaxed);
+  count_secret(n, source);
   track_range(p);
 }
 
@@ -79,6 +100,15 @@ template <typename F> auto in_secret_heap(F f) {
 }
 
 } // namespace
+
+RoutedTotal routed_total(Source source) {
+  RoutedTotal total{0, 0};
+  for (const RoutedShard &shard : g_routed) {
+    total.allocations += shard.allocations[static_cast<int>(source)].load(std::memory_order_relaxed);
+    total.bytes += shard.bytes[static_cast<int>(source)].load(std::memory_order_relaxed);
+  }
+  return total;
+}
 
 void *secret_alloc(size_t alignment, size_t n, Source source) {
   if (!args::is_power_of_two(alignment)) {

@@ -242,6 +242,17 @@ TEST_F(Preload, ThreadedAndMallocHeavyProgramsRunUnchanged) {
   EXPECT_EQ(sort.out, "200000\n");
 }
 
+// The report's counters are shared out between threads (one pair for the
+// process cost two threads' secret allocations 5-8 times their time): every
+// thread's allocations are in the total, with more threads than shards.
+TEST_F(Preload, TheReportCountsEveryThreadsSecretAllocations) {
+  Result result = run({kProbe, "secure-threads"}, shim_env());
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  EXPECT_EQ(result.out, "secure-threads: 100000 allocations (6000000 bytes), 0 failed\n");
+  ASSERT_EQ(reports().size(), 1u) << read_file(report_);
+  EXPECT_NE(reports()[0].find("secret allocations openssl 100000 (6000000 bytes)"), std::string::npos) << reports()[0];
+}
+
 TEST_F(Preload, ForkHeavyProgramKeepsEveryKeyWorking) {
   Result result = run({kProbe, "forkgen", key("ec"), "8"}, shim_env());
   EXPECT_EQ(result.status, 0) << result.out << result.err;

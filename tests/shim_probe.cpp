@@ -16,6 +16,9 @@
 //   shim_probe forkgen KEY.pem N  loads a key, forks N children that each make
 //                                  and verify EC signatures; checks the key after
 //   shim_probe threads            4 threads of malloc/free churn with checks
+//   shim_probe secure-threads     20 threads of CRYPTO_secure_malloc/free (more
+//                                  than the report's counter shards); prints
+//                                  how many and how many bytes they asked for
 //   shim_probe tag                malloc inside secmem_tag_begin/end is secret
 //   shim_probe sodium             sodium_malloc'd keys are secret and usable
 //   shim_probe callers LIB.so     allocations made inside LIB (dlopen'ed) vs. here
@@ -655,6 +658,27 @@ int exit_cleanse_probe(const std::string &how) {
   exit(7);
 }
 
+// Every thread's secret allocations counted, in a report whose counters are
+// shared out between threads (preload/shim.h): the totals it must give.
+int secure_threads() {
+  constexpr int kThreads = 20, kEach = 5000;
+  std::vector<std::thread> workers;
+  std::atomic<int> failed{0};
+  for (int t = 0; t < kThreads; ++t)
+    workers.emplace_back([&failed] {
+      for (int i = 0; i < kEach; ++i) {
+        void *p = CRYPTO_secure_malloc(32 + (i % 8) * 8, __FILE__, __LINE__);
+        if (p == nullptr || CRYPTO_secure_allocated(p) == 0) ++failed;
+        CRYPTO_secure_free(p, __FILE__, __LINE__);
+      }
+    });
+  for (auto &worker : workers) worker.join();
+  unsigned long long bytes = 0;
+  for (int i = 0; i < kEach; ++i) bytes += 32 + (i % 8) * 8;
+  printf("secure-threads: %d allocations (%llu bytes), %d failed\n", kThreads * kEach, bytes * kThreads, failed.load());
+  return failed == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "exit-cleanse") return exit_cleanse_probe(argc > 2 ? argv[2] : "");
@@ -666,6 +690,7 @@ int main(int argc, char **argv) {
   if (mode == "leaderless") return leaderless();
   if (mode == "forkgen") return forkgen(argc, argv);
   if (mode == "threads") return threads();
+  if (mode == "secure-threads") return secure_threads();
   if (mode == "tag") return tag();
   if (mode == "direct" && argc > 2) return direct(argv[2]);
   if (mode == "sodium") return sodium();
