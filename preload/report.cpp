@@ -79,7 +79,9 @@ diag::Line report_line() {
       .add("): backend ")
       .add(stats.backend)
       .add("; secret allocations");
-  for (int source = 0; source < kNumSources; ++source) {
+  if (!routed_counted()) // "0" would be false: there were some
+    line.add(" not counted (").add(kSECMEM_REPORT).add(" was not set at the first)");
+  for (int source = 0; routed_counted() && source < kNumSources; ++source) {
     RoutedTotal routed = routed_total(static_cast<Source>(source));
     line.add(source == 0 ? " " : ", ")
         .add(kSourceNames[source])

@@ -65,13 +65,15 @@ void track_range(const void *p) {
 // The shard of this thread (1 + its index; 0: none yet).
 __thread uint8_t t_routed_shard __attribute__((tls_model("initial-exec"))) = 0;
 
-// Decided at the process's first secret allocation (a fork child inherits
-// the answer: nothing written there): -1 not yet, then 0 or 1.
+// Decided at the process's first secret allocation made with an
+// environment to read (a fork child inherits the answer: nothing written
+// there): -1 not yet (counted meanwhile: libc's environ is still NULL in a
+// program's .preinit_array functions), then 0 or 1.
 std::atomic<int> g_counting{-1};
 
 void count_secret(size_t n, Source source) {
   int counting = g_counting.load(std::memory_order_relaxed);
-  if (__builtin_expect(counting < 0, 0)) {
+  if (__builtin_expect(counting < 0, 0) && process_environment() != nullptr) {
     counting = report_wanted() ? 1 : 0;
     g_counting.store(counting, std::memory_order_relaxed);
   }
@@ -100,6 +102,8 @@ template <typename F> auto in_secret_heap(F f) {
 }
 
 } // namespace
+
+bool routed_counted() { return g_counting.load(std::memory_order_relaxed) != 0; }
 
 RoutedTotal routed_total(Source source) {
   RoutedTotal total{0, 0};

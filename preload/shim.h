@@ -178,7 +178,7 @@ extern const char *const kSourceNames[kNumSources];
 
 // What went to the secret heap from each source, for SECMEM_REPORT: counted
 // only in a process that asks for a report (SECMEM_REPORT set when it makes
-// its first secret allocation), and then in shards, one cache line each,
+// its first secret allocation, with libc's environment set up), and then in shards, one cache line each,
 // taken by threads in turn. One pair of counters for the process, added to
 // with locked instructions at every secret allocation, cost each one even
 // without a report, and cost threads allocating side by side most of their
@@ -195,6 +195,9 @@ struct RoutedTotal {
   uint64_t allocations, bytes;
 };
 RoutedTotal routed_total(Source source);
+// False when the process did not count: SECMEM_REPORT was not set at its
+// first secret allocation (set later, by the program): the report says so.
+bool routed_counted();
 bool report_wanted(); // report.cpp: SECMEM_REPORT set, and the process's environment trusted
 
 extern std::atomic<uintptr_t> g_secret_top; // the range's end, fixed once set

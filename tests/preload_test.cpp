@@ -253,6 +253,26 @@ TEST_F(Preload, TheReportCountsEveryThreadsSecretAllocations) {
   EXPECT_NE(reports()[0].find("secret allocations openssl 100000 (6000000 bytes)"), std::string::npos) << reports()[0];
 }
 
+// Counted before libc has an environment to read (a program's
+// .preinit_array), and not counted, saying so, where the program set
+// SECMEM_REPORT only after its first secret allocation (a line of zeros
+// would be false).
+TEST_F(Preload, TheReportCountsFromTheFirstSecretAllocationOrSaysItDidNot) {
+  std::vector<std::string> env = shim_env();
+  env.push_back("SHIM_PROBE_PREINIT=1");
+  Result early = run({kProbe, "preinit"}, env);
+  ASSERT_EQ(early.status, 0) << early.err;
+  ASSERT_EQ(reports().size(), 1u) << read_file(report_);
+  EXPECT_NE(reports()[0].find("secret allocations openssl 4 (64 bytes)"), std::string::npos) << reports()[0];
+  unlink(report_.c_str());
+  Result late = run({kProbe, "report-late"}, shim_env());
+  ASSERT_EQ(late.status, 0) << late.err;
+  ASSERT_EQ(reports().size(), 1u) << read_file(report_);
+  EXPECT_NE(reports()[0].find("secret allocations not counted (SECMEM_REPORT was not set at the first); peak held"),
+            std::string::npos)
+      << reports()[0];
+}
+
 TEST_F(Preload, ForkHeavyProgramKeepsEveryKeyWorking) {
   Result result = run({kProbe, "forkgen", key("ec"), "8"}, shim_env());
   EXPECT_EQ(result.status, 0) << result.out << result.err;

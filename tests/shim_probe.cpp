@@ -19,6 +19,11 @@
 //   shim_probe secure-threads     20 threads of CRYPTO_secure_malloc/free (more
 //                                  than the report's counter shards); prints
 //                                  how many and how many bytes they asked for
+//   shim_probe preinit             with SHIM_PROBE_PREINIT=1: 3 secret
+//                                  allocations from .preinit_array (libc's
+//                                  environ still NULL), then 1 in main
+//   shim_probe report-late         SECMEM_REPORT unset around the first secret
+//                                  allocation, set again before the second
 //   shim_probe tag                malloc inside secmem_tag_begin/end is secret
 //   shim_probe sodium             sodium_malloc'd keys are secret and usable
 //   shim_probe callers LIB.so     allocations made inside LIB (dlopen'ed) vs. here
@@ -679,8 +684,31 @@ int secure_threads() {
   return failed == 0 ? 0 : 1;
 }
 
+// Before every library's constructor, and before libc has set environ: the
+// environment only through the third argument.
+void preinit_allocations(int, char **, char **envp) {
+  bool wanted = false;
+  for (char **e = envp; e != nullptr && *e != nullptr; ++e) wanted = wanted || strcmp(*e, "SHIM_PROBE_PREINIT=1") == 0;
+  if (!wanted) return;
+  for (int i = 0; i < 3; ++i) CRYPTO_secure_free(CRYPTO_secure_malloc(16, __FILE__, __LINE__), __FILE__, __LINE__);
+}
+__attribute__((section(".preinit_array"), used)) void (*const preinit_entry)(int, char **,
+                                                                             char **) = preinit_allocations;
+
 int main(int argc, char **argv) {
   std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "preinit") {
+    CRYPTO_secure_free(CRYPTO_secure_malloc(16, __FILE__, __LINE__), __FILE__, __LINE__);
+    return 0;
+  }
+  if (mode == "report-late") {
+    std::string report = getenv("SECMEM_REPORT") != nullptr ? getenv("SECMEM_REPORT") : "";
+    unsetenv("SECMEM_REPORT");
+    CRYPTO_secure_free(CRYPTO_secure_malloc(16, __FILE__, __LINE__), __FILE__, __LINE__);
+    setenv("SECMEM_REPORT", report.c_str(), 1);
+    CRYPTO_secure_free(CRYPTO_secure_malloc(16, __FILE__, __LINE__), __FILE__, __LINE__);
+    return 0;
+  }
   if (mode == "exit-cleanse") return exit_cleanse_probe(argc > 2 ? argv[2] : "");
   if (mode == "owned") return owned(argc, argv);
   if (mode == "hold") return hold(argc, argv);
