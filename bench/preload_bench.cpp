@@ -8,9 +8,9 @@
 //    of secure-heap memory (0, 1024), and after a peak of 512 KiB given back
 //    (Shrunk)
 //  - SecurePairs: CRYPTO_secure_malloc/free pairs of 64 to 176 B, in 1 and 2
-//    threads (last: the fork runs come first, in a heap that held only the
-//    keys and the signing runs' memory): the shim's secret path, which
-//    OpenSSL's secure heap and tagged allocations take
+//    threads: the shim's secret path, which OpenSSL's secure heap and tagged
+//    allocations take (bench/run runs it in a process of its own: after
+//    ForkWithKey/1024, OpenSSL's own secure heap is full)
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
