@@ -79,9 +79,10 @@ diag::Line report_line() {
       .add("): backend ")
       .add(stats.backend)
       .add("; secret allocations");
-  if (!routed_counted()) // "0" would be false: there were some
+  bool counted = routed_counted();
+  if (!counted) // "0" would be false: there were some
     line.add(" not counted (").add(kSECMEM_REPORT).add(" was not set at the first)");
-  for (int source = 0; routed_counted() && source < kNumSources; ++source) {
+  for (int source = 0; counted && source < kNumSources; ++source) {
     RoutedTotal routed = routed_total(static_cast<Source>(source));
     line.add(source == 0 ? " " : ", ")
         .add(kSourceNames[source])
@@ -108,8 +109,11 @@ diag::Line report_line() {
 
 } // namespace
 
-bool secmem::shim::report_wanted() {
-  return env_value(process_environment(), kSECMEM_REPORT) != nullptr && !is_secure_exec();
+// SECMEM_REPORT's value ("stderr" or a path), or null: unset, or the
+// environment of a secure exec, not ours to trust.
+const char *secmem::shim::report_target() {
+  const char *target = env_value(process_environment(), kSECMEM_REPORT);
+  return is_secure_exec() ? nullptr : target;
 }
 
 void secmem::shim::open_report() {
@@ -120,8 +124,8 @@ void secmem::shim::open_report() {
   for (const char *c = program_invocation_short_name; c != nullptr && *c != '\0' && at + 1 < sizeof g_name; ++c)
     g_name[at++] = *c;
   g_name[at] = '\0';
-  const char *target = env_value(process_environment(), kSECMEM_REPORT);
-  if (target == nullptr || is_secure_exec() || strcmp(target, "stderr") == 0) return;
+  const char *target = report_target();
+  if (target == nullptr || strcmp(target, "stderr") == 0) return;
   // O_NONBLOCK: a FIFO there must not stop the program before main.
   int fd = open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0600);
   if (fd < 0) return; // tried again at exit, and said then
@@ -147,8 +151,8 @@ void secmem::shim::open_report() {
 namespace {
 
 __attribute__((destructor)) void write_report() {
-  const char *target = env_value(process_environment(), kSECMEM_REPORT); // stderr or a path
-  if (target == nullptr || is_secure_exec()) return;
+  const char *target = report_target(); // stderr or a path
+  if (target == nullptr) return;
   bool to_stderr = strcmp(target, "stderr") == 0;
   if (to_stderr) { // or syslog, when fd 2 is closed or is not stderr any more (a data file, /dev/null)
     report_line().emit();

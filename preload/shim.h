@@ -176,21 +176,8 @@ enum class Source : uint8_t { kOpenSSL, kTag, kCallers, kSodium, kNone };
 inline constexpr int kNumSources = static_cast<int>(Source::kNone);
 extern const char *const kSourceNames[kNumSources];
 
-// What went to the secret heap from each source, for SECMEM_REPORT: counted
-// only in a process that asks for a report (SECMEM_REPORT set when it makes
-// its first secret allocation, with libc's environment set up), and then in shards, one cache line each,
-// taken by threads in turn. One pair of counters for the process, added to
-// with locked instructions at every secret allocation, cost each one even
-// without a report, and cost threads allocating side by side most of their
-// time: 2 threads' CRYPTO_secure_malloc/free pairs of 64-176 B took 80-89 ns
-// against 13-16 ns without the counters, one thread's 34-41 ns against
-// 21-27 (the line went back and forth between the cores).
-struct alignas(64) RoutedShard {
-  std::atomic<uint64_t> allocations[kNumSources] = {};
-  std::atomic<uint64_t> bytes[kNumSources] = {};
-};
-inline constexpr int kRoutedShards = 16;
-extern RoutedShard g_routed[kRoutedShards];
+// What went to the secret heap from each source, for SECMEM_REPORT
+// (routing.cpp counts it, only where a report is wanted).
 struct RoutedTotal {
   uint64_t allocations, bytes;
 };
@@ -198,7 +185,7 @@ RoutedTotal routed_total(Source source);
 // False when the process did not count: SECMEM_REPORT was not set at its
 // first secret allocation (set later, by the program): the report says so.
 bool routed_counted();
-bool report_wanted(); // report.cpp: SECMEM_REPORT set, and the process's environment trusted
+const char *report_target(); // report.cpp: SECMEM_REPORT's value, null if unset or a secure exec
 
 extern std::atomic<uintptr_t> g_secret_top; // the range's end, fixed once set
 extern std::atomic<size_t> g_secret_size;
