@@ -75,6 +75,21 @@ TEST(CanaryDeathTest, OneByteOverflowOfASmallBlockAbortsAtFree) {
       kOverflow);
 }
 
+// Each size with slack, down to one byte of it, has a canary (a request
+// that fills its block exactly has none, and skips the canary's work).
+TEST(CanaryDeathTest, EverySlackDownToOneByteCatchesAOneByteOverflow) {
+  for (size_t size : {1, 8, 9, 14, 15, 17, 24, 25, 31}) {
+    EXPECT_SECMEM_DEATH(
+        {
+          char *p = static_cast<char *>(secmem_malloc(size));
+          flip(p, static_cast<ptrdiff_t>(size));
+          secmem_free(p);
+        },
+        kOverflow)
+        << size;
+  }
+}
+
 TEST(CanaryDeathTest, OverflowIntoTheZeroSlackAborts) {
   EXPECT_SECMEM_DEATH(
       {

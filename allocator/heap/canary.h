@@ -28,6 +28,7 @@ inline size_t span_after(size_t requested, size_t usable) {
 }
 
 inline void write(uint64_t key, void *p, size_t requested, size_t usable) {
+  if (usable == requested) return; // no slack: nothing to compute
   char *slack = static_cast<char *>(p) + requested;
   uint64_t v = value(key, p);
   if (usable - requested >= kBytes) {
@@ -49,6 +50,7 @@ inline void write(uint64_t key, void *p, size_t requested, size_t usable) {
 }
 
 inline void check(uint64_t key, const void *p, size_t requested, size_t usable) {
+  if (usable == requested) return;
   const auto *slack = static_cast<const unsigned char *>(p) + requested;
   size_t n = usable - requested;
   uint64_t v = value(key, p);
