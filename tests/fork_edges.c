@@ -114,10 +114,6 @@
 //                   and the parent keeps a few staging files, not one per child;
 //                   grow: each child also takes 200 KiB more than the parent
 //                   holds, zero, in its copy's chunk (no chunk of its own)
-//   window-nested   a child maps its staged copy over its whole chunk in
-//                   one mapping, then forks a grandchild that copies the
-//                   chunk for itself (a sealed block in it): the grandchild
-//                   keeps nothing of the child's file, blocks whole both ways
 //   fork-in-handler prepare|parent|child
 //                   a fork handler registered before the heap started forks:
 //                   every process keeps its own heap
@@ -204,7 +200,6 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <semaphore.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -2109,27 +2104,6 @@ __attribute__((no_sanitize_address)) static int holds_at(const unsigned char *p,
   return 1;
 }
 
-// A fork child maps its staged copy over the whole chunk in one mapping:
-// past the staging file's end its pages are not there (SIGBUS), and a scan
-// of the mapping stops at the first of them.
-static sigjmp_buf past_the_file;
-static void on_sigbus(int sig) {
-  (void)sig;
-  siglongjmp(past_the_file, 1);
-}
-
-// The end of the readable part of the secretmem mapping [start, end).
-__attribute__((no_sanitize_address)) static unsigned long readable_end(unsigned long start, unsigned long end) {
-  struct sigaction bus = {0}, old;
-  bus.sa_handler = on_sigbus;
-  sigaction(SIGBUS, &bus, &old);
-  volatile unsigned long at = start;
-  if (sigsetjmp(past_the_file, 1) == 0)
-    for (; at < end; at += 4096) (void)*(const volatile unsigned char *)at;
-  sigaction(SIGBUS, &old, NULL);
-  return at;
-}
-
 static int secret_mappings_hold(const unsigned char *pattern) {
   FILE *maps = fopen("/proc/self/maps", "r");
   if (maps == NULL) return -1;
@@ -2140,7 +2114,6 @@ static int secret_mappings_hold(const unsigned char *pattern) {
     char perms[8];
     if (strstr(line, "/secretmem") == NULL || sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3) continue;
     if (perms[0] != 'r') continue;
-    end = readable_end(start, end);
     for (const unsigned char *p = (const unsigned char *)start; p + 32 <= (const unsigned char *)end; p += 8)
       if (holds_at(p, pattern)) {
         found = 1;
@@ -2149,25 +2122,6 @@ static int secret_mappings_hold(const unsigned char *pattern) {
   }
   fclose(maps);
   return found;
-}
-
-// A stray write: the pattern in the last readable page of each secretmem
-// mapping outside every block (a fork child's is past its heap's pages, in
-// the part of the staging file its one mapping covers).
-static void write_past_the_heap(const unsigned char *pattern) {
-  FILE *maps = fopen("/proc/self/maps", "r");
-  if (maps == NULL) return;
-  char line[512];
-  while (fgets(line, sizeof line, maps) != NULL) {
-    unsigned long start, end;
-    char perms[8];
-    if (strstr(line, "/secretmem") == NULL || sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3) continue;
-    if (perms[0] != 'r' || perms[1] != 'w') continue;
-    unsigned long last = readable_end(start, end) - 4096;
-    if (last >= start && !secmem_owns((void *)last) && !secmem_owns((void *)(last + 4095)))
-      memcpy((void *)(last + 2048), pattern, 32);
-  }
-  fclose(maps);
 }
 
 // A parent forks child after child, each waited for: the staging file one
@@ -2179,9 +2133,7 @@ static void write_past_the_heap(const unsigned char *pattern) {
 // it makes. With grow, each child also takes 100 blocks of 2000 bytes, past
 // the pages the parent holds: they come from the room after its copy in the
 // staging file (no chunk of its own), zero, though an earlier child left
-// its secret in them. Each child also writes its secret past its heap's
-// pages, in the rest of its mapping of the staging file (as a stray write
-// would): the next children must not find that either.
+// its secret in them.
 static int staging_reuse(int rounds, int grow) {
   unsigned char *key = secmem_malloc(64);
   if (key == NULL) return fail("malloc");
@@ -2217,7 +2169,6 @@ static int staging_reuse(int rounds, int grow) {
         secmem_get_stats(&after);
         if (after.chunks != before.chunks) bad |= 8;
       }
-      write_past_the_heap(mine);
       memset(key, 'c', 64);
       char verdict = "0123456789abcdef"[bad & 15];
       _exit(write(fds[1], &verdict, 1) == 1 ? 0 : 9);
@@ -2245,96 +2196,6 @@ static int staging_reuse(int rounds, int grow) {
   int open_files = secret_fds();
   printf("staging-reuse: %d rounds, %d secretmem files open in the parent\n", rounds, open_files);
   return open_files <= 2 ? 0 : fail("a new staging file for every child");
-}
-
-// ---- window-nested ----
-
-// The inode of the secretmem mapping that holds p, or 0.
-static unsigned long secret_inode_at(const void *p) {
-  FILE *maps = fopen("/proc/self/maps", "r");
-  if (maps == NULL) return 0;
-  char line[512];
-  unsigned long inode = 0;
-  while (inode == 0 && fgets(line, sizeof line, maps) != NULL) {
-    unsigned long start, end, offset, node;
-    char perms[8], dev[16];
-    if (strstr(line, "/secretmem") == NULL ||
-        sscanf(line, "%lx-%lx %7s %lx %15s %lu", &start, &end, perms, &offset, dev, &node) != 6)
-      continue;
-    if ((unsigned long)p >= start && (unsigned long)p < end) inode = node;
-  }
-  fclose(maps);
-  return inode;
-}
-
-// Whether any secretmem mapping of this process is of the file inode.
-static int maps_secret_inode(unsigned long inode) {
-  FILE *maps = fopen("/proc/self/maps", "r");
-  if (maps == NULL) return -1;
-  char line[512];
-  int found = 0;
-  while (!found && fgets(line, sizeof line, maps) != NULL) {
-    unsigned long start, end, offset, node;
-    char perms[8], dev[16];
-    if (strstr(line, "/secretmem") != NULL &&
-        sscanf(line, "%lx-%lx %7s %lx %15s %lu", &start, &end, perms, &offset, dev, &node) == 6)
-      found = node == inode;
-  }
-  fclose(maps);
-  return found;
-}
-
-// A child whose chunk is one mapping of its parent's staging file, reaching
-// past the chunk's pages, forks a grandchild that copies the chunk for
-// itself (the chunk holds a sealed block, which the child cannot stage):
-// the grandchild's mappings hold nothing of the child's file (the part past
-// the chunk's pages given back too: it would be shared with the child), and
-// neither process sees the other's writes. Status bits: 1 a block not
-// whole, 2 the grandchild maps the child's file, 4 the grandchild's write
-// reached the child, 8 set-up.
-static int window_nested(void) {
-  unsigned char *key = secmem_malloc(64);
-  if (key == NULL) return fail("malloc");
-  memset(key, 'K', 64);
-  for (int round = 0; round < 3; ++round) { // the first fork may find no staging file ready
-    pid_t child = fork();
-    if (child == 0) {
-      // On the mlock tier (SECMEM_BACKEND=mlock: the fork-mlock suite) no
-      // chunk is a file's: the blocks are checked all the same.
-      const char *backend = getenv("SECMEM_BACKEND");
-      int mlock_tier = backend != NULL && strcmp(backend, "mlock") == 0;
-      unsigned long file = secret_inode_at(key);
-      unsigned char *sealed = secmem_sealed_alloc(100);
-      unsigned char *mine = secmem_malloc(32);
-      if ((file == 0) != mlock_tier || sealed == NULL || mine == NULL || secret_inode_at(mine) != file) _exit(8);
-      secmem_access_begin(sealed, SECMEM_WRITE);
-      memset(sealed, 'S', 100);
-      secmem_access_end(sealed, SECMEM_WRITE);
-      memset(mine, 'C', 32);
-      pid_t grandchild = fork();
-      if (grandchild == 0) {
-        int bad = all_bytes(key, 'K', 64) && all_bytes(mine, 'C', 32) ? 0 : 1;
-        secmem_access_begin(sealed, SECMEM_READ);
-        bad |= all_bytes(sealed, 'S', 100) ? 0 : 1;
-        secmem_access_end(sealed, SECMEM_READ);
-        bad |= file != 0 && maps_secret_inode(file) != 0 ? 2 : 0;
-        memset(mine, 'G', 32);
-        _exit(bad);
-      }
-      int bad = wait_status(grandchild);
-      bad |= all_bytes(mine, 'C', 32) ? 0 : 4;
-      _exit(bad);
-    }
-    int status = wait_status(child);
-    if (status != 0) {
-      printf("round %d: status %d (bits: 1 a block not whole, 2 the grandchild maps the child's file, 4 the "
-             "grandchild's write reached the child, 8 set-up)\n",
-             round, status);
-      return 1;
-    }
-  }
-  printf("window-nested: 3 rounds\n");
-  return all_bytes(key, 'K', 64) ? 0 : fail("the parent's key changed");
 }
 
 // ---- reaped-reuse ----
@@ -3183,7 +3044,6 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "data-stderr") == 0 && argc > 2) return data_stderr(argv[2]);
   if (strcmp(argv[1], "closed-stderr") == 0) return other_stderr(0);
   if (strcmp(argv[1], "null-stderr") == 0) return other_stderr(1);
-  if (strcmp(argv[1], "window-nested") == 0) return window_nested();
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg, argc > 3 && strcmp(argv[3], "grow") == 0);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
   if (strcmp(argv[1], "reaped-reuse") == 0) return reaped_reuse();

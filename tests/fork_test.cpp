@@ -899,11 +899,6 @@ TEST(ForkEdges, AStagingFileServesTheNextChildWithNothingOfTheLast) {
 // the next child gets again, zeroed: no chunk of its own (whose new secret
 // pages each cost a TLB flush on every CPU), and nothing of the last child's.
 TEST(ForkEdges, AChildGrowsIntoItsStagingFile) { EXPECT_TRUE(fork_edges({"staging-reuse", "40", "grow"})); }
-// A child maps its staged copy over its whole chunk in one mapping of the
-// parent's staging file; a grandchild that copies that chunk for itself
-// keeps no part of the child's file (the part past the chunk's pages would be
-// shared with the child).
-TEST(ForkEdges, AGrandchildKeepsNothingOfItsParentsStagedMapping) { EXPECT_TRUE(fork_edges({"window-nested"})); }
 TEST(ForkEdges, LiveChildrenKeepTheirHeapsWhileTheParentForksMore) { EXPECT_TRUE(fork_edges({"live-children"})); }
 // A child's forking thread ends (pthread_exit, or a raw exit that runs no
 // destructor) while the child lives on: its staging file must not be taken

@@ -60,18 +60,6 @@ struct Chunk {
   // kStaged: pages past touched_pages, in the staging file after this
   // chunk's copy, that the child maps too and grows into (0: none).
   uint32_t fork_room_pages = 0;
-  // kStaged, the last staged chunk (not huge): the child maps its whole
-  // extent from the staging file, at fork_offset_pages, in one mapping in
-  // place of the inherited one (two, release and map, cost it 2-3 us more a
-  // fork); these pages of it, the rest of the file, are the parent's to
-  // check: past the copy and the room, zeroed where an earlier child left
-  // them in memory (past the file's end, a stray access gets SIGBUS). 0:
-  // the child maps the copy and the room alone.
-  uint32_t fork_window_pages = 0;
-  // In a fork child that mapped its copy so: the pages of the chunk's range
-  // that mapping covers (past mapped_pages: never used), given back with the
-  // chunk; 0 elsewhere.
-  uint32_t window_pages = 0;
   // Pages of the staging file, in this chunk's place, that an earlier child
   // left in memory and this fork's copy leaves out: zeroed before the fork.
   uint64_t stale[bitmap::words_for(kSlotPages)] = {};
@@ -109,9 +97,6 @@ struct Chunk {
   std::atomic<Span *> owner[kSlotPages] = {};
 
   size_t mapped_bytes() const { return size_t{mapped_pages} * os::kPageSize; }
-  // The pages of its range that the kernel maps for it: mapped_pages, or a fork child's window.
-  uint32_t extent_pages() const { return window_pages > mapped_pages ? window_pages : mapped_pages; }
-  size_t extent_bytes() const { return size_t{extent_pages()} * os::kPageSize; }
   // What a fork child copies: pages in a run, below touched_pages; a huge chunk whole.
   bool copied_in_fork(uint32_t page) const { return huge || bitmap::test(used, page); }
   // A page the fork copy takes whose bytes only an open (mprotect) would let

@@ -386,7 +386,7 @@ void ChunkPool::release_chunk(Chunk *chunk) {
   // Where the kernel refuses, PROT_NONE (kProtected: a chunk made there
   // later maps over it), or left read-write and zero, its slots out of use
   // (kUnchanged: its pages would stand where a later chunk wants a guard).
-  os::Released released = to_reserve(reinterpret_cast<void *>(chunk->base), chunk->extent_bytes());
+  os::Released released = to_reserve(reinterpret_cast<void *>(chunk->base), chunk->mapped_bytes());
   mapped_bytes_[static_cast<int>(chunk->tier)] -= chunk->mapped_bytes();
   pages_touched_ -= chunk->touched_pages;
   chunk_count_--;

@@ -167,7 +167,6 @@ private:
   void stage_in_parent(Chunk *chunk);
   void privatise_in_child(Chunk *chunk, bool use_staged_copy);
   void map_staged_in_child(Chunk *chunk, int fd, bool fd_ours);
-  void drop_window(Chunk *chunk);
   void refresh_staging(bool ask_kernel);
   void unknown_descriptor(int fds[2]);
   void check_staging_fds();

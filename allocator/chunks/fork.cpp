@@ -420,9 +420,7 @@ bool ChunkPool::fill_staging(bool copy) {
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     if (chunk->fork_copy != Chunk::ForkCopy::kStaged) continue;
     char *region = fork_map_ + size_t{chunk->fork_offset_pages} * os::kPageSize;
-    // The child's room (taken by none, zeroed) and the rest of its window
-    // (fork_window_pages: mapped in the child, never used; zeroed too).
-    uint32_t extent = std::max(chunk->touched_pages + chunk->fork_room_pages, chunk->fork_window_pages);
+    uint32_t extent = chunk->touched_pages + chunk->fork_room_pages; // the child's room: taken by none, zeroed
     if (copy) {
       for (uint32_t page = 0; page < extent;) {
         bool takes = staged_copy_takes(chunk, page);
@@ -499,24 +497,15 @@ void ChunkPool::plan_child_room(size_t copy_bytes, size_t file_bytes) {
   Chunk *last = nullptr;
   for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk)) {
     if (chunk->fork_copy != Chunk::ForkCopy::kStaged) continue;
-    if (last != nullptr) {
-      set_if_changed(last->fork_room_pages, uint32_t{0});
-      set_if_changed(last->fork_window_pages, uint32_t{0}); // its file region ends where the next one's begins
-    }
+    if (last != nullptr) set_if_changed(last->fork_room_pages, uint32_t{0});
     last = chunk; // offsets follow the list: the last staged chunk's copy ends the file's copied part
   }
   if (last == nullptr) return;
-  uint32_t room = 0, window = 0;
+  uint32_t room = 0;
   if (!last->huge && file_bytes > copy_bytes)
     room = std::min({kChildRoomPages, static_cast<uint32_t>((file_bytes - copy_bytes) / os::kPageSize),
                      last->mapped_pages - last->touched_pages});
-  // The child's one mapping: the chunk's whole extent, the file's pages in
-  // it the rest of the file (at least the copy and the room).
-  if (!last->huge)
-    window =
-        std::min(last->extent_pages(), static_cast<uint32_t>(file_bytes / os::kPageSize) - last->fork_offset_pages);
   set_if_changed(last->fork_room_pages, room);
-  set_if_changed(last->fork_window_pages, window);
 }
 
 // Under the heap lock, before the gate closes: which chunks are staged, and
@@ -962,27 +951,12 @@ void ChunkPool::privatise_in_child(Chunk *chunk, bool use_staged_copy) {
     os::unmap(copy, len);
   }
   if (err != 0) diag::fatal_errno("fork: cannot move the child's private copy of the secret heap", err);
-  drop_window(chunk);
   move_tier(chunk, tier);
   chunk->fork_staging = nullptr;
   fork_privatisations_++;
   // The pages left out are free: zero in the new file, faulted in when used.
   settle_copy_in_child(
       chunk, [&](uint32_t page) { return made_here && tier == Tier::kSecret && !chunk->copied_in_fork(page); });
-}
-
-// In a fork child that copies a chunk for itself: the window its parent
-// mapped past the chunk's pages (the parent's own staged copy, shared with
-// it) goes back to reserve.
-void ChunkPool::drop_window(Chunk *chunk) {
-  if (chunk->window_pages > chunk->mapped_pages) {
-    os::Released tail = os::release_to_reserve(chunk->page_address(chunk->mapped_pages),
-                                               size_t{chunk->window_pages - chunk->mapped_pages} * os::kPageSize, true);
-    if (tail == os::Released::kUnchanged)
-      diag::fatal_errno("fork: cannot unmap the parent's secret heap past the child's copy", ENOMEM);
-    chunk->holed = chunk->holed || tail == os::Released::kHole;
-  }
-  chunk->window_pages = 0;
 }
 
 // In the child: the staged copy mapped over the chunk (one mapping in place
@@ -998,46 +972,35 @@ SECMEM_FORK_CHILD_TEXT void ChunkPool::map_staged_in_child(Chunk *chunk, int fd,
                       EBADF);
   // The chunk ends where its touched pages end, or with the room the parent
   // zeroed after them (plan_child_room); the rest of the file is not the
-  // child's to use. The last staged chunk's whole extent is mapped from the
-  // file in one mapping in place of the parent's (fork_window_pages: the
-  // parent checked the rest of its window); where that is refused (a
-  // memlock budget too tight for the whole extent), and for the others, back
-  // to reserve first, whole: one mapping, so no mapping-count headroom is
-  // needed, and the file's mapping then takes one slot of it. A memlock
-  // budget too tight for the room maps the copy alone. (At vm.max_map_count
-  // the parent's mapping is unmapped instead: no other thread runs here to
-  // map anything meanwhile. A hole that cannot be reserved again keeps the
-  // chunk's slots out of use.)
+  // child's to use. Back to reserve first, whole: one mapping, so no
+  // mapping-count headroom is needed, and the file's mapping then takes one
+  // slot of it. A memlock budget too tight for the room maps the copy alone.
+  // (At vm.max_map_count the parent's mapping is unmapped instead: no other
+  // thread runs here to map anything meanwhile. A hole that cannot be
+  // reserved again keeps the chunk's slots out of use.)
   void *base = reinterpret_cast<void *>(chunk->base);
-  uint32_t extent = chunk->extent_pages();
+  os::Released released = os::release_to_reserve(base, chunk->mapped_bytes(), /*may_unmap=*/true);
+  bool parents_left = released == os::Released::kUnchanged;
+  chunk->holed = chunk->holed || released == os::Released::kHole;
   uint32_t pages = chunk->touched_pages + chunk->fork_room_pages;
   size_t offset = size_t{chunk->fork_offset_pages} * os::kPageSize;
-  uint32_t window = 0;
-  if (chunk->fork_window_pages != 0 && os::map_fd_fixed(fd, base, size_t{extent} * os::kPageSize, offset) == 0) {
-    window = extent;
-  } else {
-    // (A failed mmap may have left the range unmapped: reserved again here.)
-    os::Released released = os::release_to_reserve(base, size_t{extent} * os::kPageSize, /*may_unmap=*/true);
-    bool parents_left = released == os::Released::kUnchanged;
-    chunk->holed = chunk->holed || released == os::Released::kHole;
-    int err = os::map_fd_fixed(fd, base, size_t{pages} * os::kPageSize, offset);
-    if (err != 0 && pages != chunk->touched_pages) {
-      chunk->holed =
-          chunk->holed || os::release_to_reserve(base, size_t{pages} * os::kPageSize, true) == os::Released::kHole;
-      pages = chunk->touched_pages;
-      err = os::map_fd_fixed(fd, base, size_t{pages} * os::kPageSize, offset);
-    }
-    if (err != 0) diag::fatal_errno("fork: cannot map the child's private copy of the secret heap", err);
-    // The parent's mapping past the copy would share its later pages.
-    if (parents_left && pages < extent) {
-      os::Released tail =
-          os::release_to_reserve(chunk->page_address(pages), size_t{extent - pages} * os::kPageSize, true);
-      if (tail == os::Released::kUnchanged)
-        diag::fatal_errno("fork: cannot unmap the parent's secret heap past the child's copy", ENOMEM);
-      chunk->holed = chunk->holed || tail == os::Released::kHole;
-    }
+  int err = os::map_fd_fixed(fd, base, size_t{pages} * os::kPageSize, offset);
+  if (err != 0 && pages != chunk->touched_pages) {
+    // (A failed mmap may have left the range unmapped: reserve again.)
+    chunk->holed =
+        chunk->holed || os::release_to_reserve(base, size_t{pages} * os::kPageSize, true) == os::Released::kHole;
+    pages = chunk->touched_pages;
+    err = os::map_fd_fixed(fd, base, size_t{pages} * os::kPageSize, offset);
   }
-  chunk->window_pages = window;
+  if (err != 0) diag::fatal_errno("fork: cannot map the child's private copy of the secret heap", err);
+  // The parent's mapping past the copy would share its later pages.
+  if (parents_left && pages < chunk->mapped_pages) {
+    os::Released tail =
+        os::release_to_reserve(chunk->page_address(pages), size_t{chunk->mapped_pages - pages} * os::kPageSize, true);
+    if (tail == os::Released::kUnchanged)
+      diag::fatal_errno("fork: cannot unmap the parent's secret heap past the child's copy", ENOMEM);
+    chunk->holed = chunk->holed || tail == os::Released::kHole;
+  }
   uint32_t dropped = chunk->mapped_pages - pages;
   mapped_bytes_[static_cast<int>(chunk->tier)] -= size_t{dropped} * os::kPageSize;
   chunk->mapped_pages = pages;
