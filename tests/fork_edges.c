@@ -114,6 +114,11 @@
 //                   and the parent keeps a few staging files, not one per child;
 //                   grow: each child also takes 200 KiB more than the parent
 //                   holds, zero, in its copy's chunk (no chunk of its own)
+//   child-budget    (run under a tight RLIMIT_MEMLOCK, without CAP_IPC_LOCK)
+//                   a child of a process holding one small secret: what the
+//                   kernel charges it right after the fork is what its
+//                   memlock_charged says, it can still make 1.5 MB of
+//                   secrets, and the page after its copy's mapping faults
 //   fork-in-handler prepare|parent|child
 //                   a fork handler registered before the heap started forks:
 //                   every process keeps its own heap
@@ -200,6 +205,7 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <semaphore.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -2079,6 +2085,99 @@ static int signal_and_thread_fork(int seconds) {
   return atomic_load(&g_handler_forks_done) > 0 ? 0 : 1;
 }
 
+// ---- child-budget ----
+
+// VmLck of this process, in bytes (-1: unknown).
+static long locked_bytes(void) {
+  FILE *status = fopen("/proc/self/status", "r");
+  if (status == NULL) return -1;
+  char line[256];
+  long kib = -1;
+  while (fgets(line, sizeof line, status) != NULL)
+    if (sscanf(line, "VmLck: %ld kB", &kib) == 1) break;
+  fclose(status);
+  return kib < 0 ? -1 : kib * 1024;
+}
+
+// The start of the secretmem mapping that holds p, or 0.
+static unsigned long secret_mapping_start(const void *p) {
+  FILE *maps = fopen("/proc/self/maps", "r");
+  if (maps == NULL) return 0;
+  char line[512];
+  unsigned long found = 0;
+  while (found == 0 && fgets(line, sizeof line, maps) != NULL) {
+    unsigned long start, end;
+    if (strstr(line, "/secretmem") != NULL && sscanf(line, "%lx-%lx", &start, &end) == 2 && (unsigned long)p >= start &&
+        (unsigned long)p < end)
+      found = start;
+  }
+  fclose(maps);
+  return found;
+}
+
+static sigjmp_buf segv_seen;
+static void jump_on_segv(int sig) {
+  (void)sig;
+  siglongjmp(segv_seen, 1);
+}
+
+// Whether a write to p faults (SIGSEGV).
+static int write_faults(unsigned long p) {
+  struct sigaction segv = {0}, old;
+  segv.sa_handler = jump_on_segv;
+  sigaction(SIGSEGV, &segv, &old);
+  int faulted = 1;
+  if (sigsetjmp(segv_seen, 1) == 0) {
+    *(volatile char *)p = 1;
+    faulted = 0;
+  }
+  sigaction(SIGSEGV, &old, NULL);
+  return faulted;
+}
+
+// A fork child maps only its copy and the room after it (a mapping over the
+// chunk's whole range was tried: the kernel charges a memfd_secret mapping's
+// whole length to RLIMIT_MEMLOCK, and the child, charged 2 MiB for a copy of
+// a few pages, had its next chunk refused and its secrets degraded to
+// unlocked memory; its memlock_charged said less than the kernel's count;
+// and the pages past its copy were writable, where a linear overflow off a
+// chunk's end must fault). Status bits: 1 the charge and the figure differ,
+// 2 no 1.5 MB of secrets, 4 the page after the chunk's pages is writable, 8 set-up.
+static int child_budget(void) {
+  char *small = secmem_malloc(100);
+  if (small == NULL) return fail("malloc");
+  strcpy(small, "secret");
+  int bad = 0;
+  for (int round = 0; round < 3; ++round) { // the first fork may find no staging file ready
+    pid_t child = fork();
+    if (child == 0) {
+      struct secmem_stats stats;
+      secmem_get_stats(&stats);
+      long locked = locked_bytes();
+      int status = locked < 0 ? 8 : (size_t)locked != stats.memlock_charged ? 1 : 0;
+      // The heap's one chunk: its pages from the mapping's start (the
+      // chunk's base), the page after them outside every mapping.
+      unsigned long base = secret_mapping_start(small);
+      if (base == 0 || stats.chunks != 1) _exit(status | 8);
+      if (!write_faults(base + stats.mapped_secret)) status |= 4;
+      char *big = secmem_malloc(1500000);
+      secmem_get_stats(&stats);
+      if (big == NULL || stats.in_use_secret < 1500000 || strcmp(small, "secret") != 0) status |= 2;
+      secmem_free(big);
+      _exit(status);
+    }
+    int status = wait_status(child);
+    if (status != 0) {
+      printf("round %d: child status %d (bits: 1 VmLck differs from memlock_charged, 2 no 1.5 MB of secrets, 4 the "
+             "page after the chunk's pages is writable, 8 set-up)\n",
+             round, status);
+      bad = 1;
+    }
+  }
+  printf("child-budget: 3 rounds\n");
+  return bad;
+}
+
 // ---- staging-reuse ----
 
 // The secretmem files this process holds open (its fork staging files).
@@ -3044,6 +3143,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "data-stderr") == 0 && argc > 2) return data_stderr(argv[2]);
   if (strcmp(argv[1], "closed-stderr") == 0) return other_stderr(0);
   if (strcmp(argv[1], "null-stderr") == 0) return other_stderr(1);
+  if (strcmp(argv[1], "child-budget") == 0) return child_budget();
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg, argc > 3 && strcmp(argv[3], "grow") == 0);
   if (strcmp(argv[1], "live-children") == 0) return live_children();
   if (strcmp(argv[1], "reaped-reuse") == 0) return reaped_reuse();

@@ -899,6 +899,17 @@ TEST(ForkEdges, AStagingFileServesTheNextChildWithNothingOfTheLast) {
 // the next child gets again, zeroed: no chunk of its own (whose new secret
 // pages each cost a TLB flush on every CPU), and nothing of the last child's.
 TEST(ForkEdges, AChildGrowsIntoItsStagingFile) { EXPECT_TRUE(fork_edges({"staging-reuse", "40", "grow"})); }
+// A child of a process holding a small secret, under a 3 MiB memlock budget
+// as an ordinary process meets it: charged by the kernel for what its
+// figures say, it can still make 1.5 MB of secrets in memfd_secret
+// (SECMEM_BACKEND=memfd_secret: refused, NULL), and a linear overflow off
+// the end of its copy faults.
+TEST(ForkEdges, AChildKeepsItsMemlockBudgetAndItsChunksEndGuard) {
+  Result result = run({"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=3145728",
+                       "timeout", "-s", "KILL", "60", SECMEM_FORK_EDGES_PATH, "child-budget"},
+                      {"SECMEM_BACKEND=memfd_secret", "TSAN_OPTIONS=report_thread_leaks=0:report_signal_unsafe=0"});
+  EXPECT_EQ(result.status, 0) << result.out << result.err;
+}
 TEST(ForkEdges, LiveChildrenKeepTheirHeapsWhileTheParentForksMore) { EXPECT_TRUE(fork_edges({"live-children"})); }
 // A child's forking thread ends (pthread_exit, or a raw exit that runs no
 // destructor) while the child lives on: its staging file must not be taken
