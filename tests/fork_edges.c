@@ -118,7 +118,7 @@
 //                   a child of a process holding one small secret: what the
 //                   kernel charges it right after the fork is what its
 //                   memlock_charged says, it can still make 1.5 MB of
-//                   secrets, and the page after its copy's mapping faults
+//                   secrets, and the page after its chunk's pages faults
 //   fork-in-handler prepare|parent|child
 //                   a fork handler registered before the heap started forks:
 //                   every process keeps its own heap
