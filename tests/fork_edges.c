@@ -205,7 +205,6 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <semaphore.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -2099,42 +2098,6 @@ static long locked_bytes(void) {
   return kib < 0 ? -1 : kib * 1024;
 }
 
-// The start of the secretmem mapping that holds p, or 0.
-static unsigned long secret_mapping_start(const void *p) {
-  FILE *maps = fopen("/proc/self/maps", "r");
-  if (maps == NULL) return 0;
-  char line[512];
-  unsigned long found = 0;
-  while (found == 0 && fgets(line, sizeof line, maps) != NULL) {
-    unsigned long start, end;
-    if (strstr(line, "/secretmem") != NULL && sscanf(line, "%lx-%lx", &start, &end) == 2 && (unsigned long)p >= start &&
-        (unsigned long)p < end)
-      found = start;
-  }
-  fclose(maps);
-  return found;
-}
-
-static sigjmp_buf segv_seen;
-static void jump_on_segv(int sig) {
-  (void)sig;
-  siglongjmp(segv_seen, 1);
-}
-
-// Whether a write to p faults (SIGSEGV).
-static int write_faults(unsigned long p) {
-  struct sigaction segv = {0}, old;
-  segv.sa_handler = jump_on_segv;
-  sigaction(SIGSEGV, &segv, &old);
-  int faulted = 1;
-  if (sigsetjmp(segv_seen, 1) == 0) {
-    *(volatile char *)p = 1;
-    faulted = 0;
-  }
-  sigaction(SIGSEGV, &old, NULL);
-  return faulted;
-}
-
 // A fork child maps only its copy and the room after it (a mapping over the
 // chunk's whole range was tried: the kernel charges a memfd_secret mapping's
 // whole length to RLIMIT_MEMLOCK, and the child, charged 2 MiB for a copy of
@@ -2155,11 +2118,12 @@ static int child_budget(void) {
       secmem_get_stats(&stats);
       long locked = locked_bytes();
       int status = locked < 0 ? 8 : (size_t)locked != stats.memlock_charged ? 1 : 0;
-      // The heap's one chunk: its pages from the mapping's start (the
-      // chunk's base), the page after them outside every mapping.
-      unsigned long base = secret_mapping_start(small);
-      if (base == 0 || stats.chunks != 1) _exit(status | 8);
-      if (!write_faults(base + stats.mapped_secret)) status |= 4;
+      // The heap's one chunk starts at the 2 MiB boundary below the block;
+      // the page after its pages is in no writable mapping.
+      unsigned long base = (unsigned long)small & ~((2UL << 20) - 1);
+      if (in_secret_mapping((void *)base) != 1 || stats.chunks != 1) _exit(status | 8);
+      char perms[8];
+      if (perms_at((void *)(base + stats.mapped_secret), perms)[1] == 'w') status |= 4;
       char *big = secmem_malloc(1500000);
       secmem_get_stats(&stats);
       if (big == NULL || stats.in_use_secret < 1500000 || strcmp(small, "secret") != 0) status |= 2;
