@@ -283,28 +283,46 @@ TEST(Heap, FreeZeroesEveryUsableByte) {
   }
 }
 
-// The 64-byte-store zeroing (platform/cpu.h): on where glibc would use
-// 512-bit stores itself on an Intel processor (as /proc/cpuinfo lists its
-// flags; valgrind, which hides AVX-512, would disagree), and then exact:
-// every byte of the range zeroed, none before or after it, at lengths from
-// 64 bytes and at any alignment.
-TEST(Heap, WideZeroingIsOnWhereItCostsNoClockSpeedAndExact) {
+// The wide-store zeroing (platform/cpu.h): 64-byte stores up to 8 KiB
+// where glibc would use 512-bit stores itself on an Intel processor, 32-byte
+// stores up to 64 KiB on an AMD processor with AVX2 (as /proc/cpuinfo lists
+// its flags; valgrind, which hides AVX-512, would disagree on Intel), memset
+// elsewhere; and each width the processor has exact: every byte of the
+// range zeroed, none before or after it, at lengths from the width up and
+// at any alignment.
+TEST(Heap, WideZeroingIsOnWhereItIsFasterAndExact) {
   std::string info = read_file("/proc/cpuinfo");
   std::string flags = cpuinfo_field(info, "flags");
-  bool fast = cpuinfo_field(info, "vendor_id") == " GenuineIntel " && flags.find(" avx512f ") != std::string::npos &&
-              flags.find(" avx_vnni ") != std::string::npos;
-  EXPECT_EQ(secmem::cpu::wide_stores_fast(), fast) << "flags:" << flags;
+  std::string vendor = cpuinfo_field(info, "vendor_id");
+  auto has = [&flags](const char *flag) { return flags.find(std::string(" ") + flag + " ") != std::string::npos; };
+  unsigned width = vendor == " GenuineIntel " && has("avx512f") && has("avx_vnni") ? 64
+                   : vendor == " AuthenticAMD " && has("avx2")                     ? 32
+                                                                                   : 0;
+  size_t max_bytes = width == 64 ? 8192 : width == 32 ? 65536 : 0;
+  secmem::cpu::WideZero wide = secmem::cpu::wide_zero();
+  EXPECT_EQ(wide.width, width) << "vendor:" << vendor << " flags:" << flags;
+  EXPECT_EQ(wide.max_bytes, max_bytes);
   void *p = secmem_malloc(1); // the heap started
   secmem_free(p);
-  EXPECT_EQ(secmem::heap::g_ro.wide_zero, fast);
-  if (!fast) return; // the heap zeroes with memset alone: Heap.SmallBlockZeroingIsExact covers it
-  std::vector<size_t> lengths = {2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192};
-  for (size_t n = 64; n <= 600; ++n) lengths.push_back(n);
-  std::vector<unsigned char> area(8192 + 256);
-  for (size_t offset : {0, 1, 7, 16, 63}) {
-    for (size_t n : lengths)
-      ASSERT_EQ(first_wrong_byte(area.data(), area.size(), 64 + offset, n, secmem::cpu::zero_wide), area.size())
-          << "offset " << offset << ", n " << n;
+  EXPECT_EQ(secmem::heap::g_ro.wide_zero.width, width);
+  EXPECT_EQ(secmem::heap::g_ro.wide_zero.max_bytes, max_bytes);
+  std::vector<unsigned> widths;
+  if (has("avx2")) widths.push_back(32);
+  if (has("avx512f")) widths.push_back(64);
+  if (width != 0) {
+    EXPECT_NE(std::find(widths.begin(), widths.end(), width), widths.end());
+  }
+  for (unsigned w : widths) {
+    std::vector<size_t> lengths = {2047, 2048, 2049, 4095, 4096, 4097, 8191, 8192, 16384, 65535, 65536};
+    for (size_t n = w; n <= 600; ++n) lengths.push_back(n);
+    auto zero = [w](void *at, size_t n) { secmem::cpu::zero_wide(at, n, w); };
+    for (size_t offset : {0, 1, 7, 16, 63}) {
+      for (size_t n : lengths) {
+        std::vector<unsigned char> area(n + 256);
+        ASSERT_EQ(first_wrong_byte(area.data(), area.size(), 64 + offset, n, zero), area.size())
+            << "width " << w << ", offset " << offset << ", n " << n;
+      }
+    }
   }
 }
 

@@ -30,19 +30,14 @@ extern constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadC
 
 // Zeroes a small block: up to kInlineZeroBytes in 16-byte stores inline
 // (blocks are 16-byte aligned, their sizes multiples of 16), larger ones
-// with memset, or from kWideZeroMin with a loop of 64-byte stores where
-// the processor has them without a cost in clock speed (platform/cpu.h:
-// glibc's memset takes `rep stosb` there, slower for a block just used).
+// with memset, or from kWideZeroMin with a loop of wide stores where the
+// processor has a faster one (zero_block; platform/cpu.h: glibc's memset
+// takes `rep stosb` there, slower for a block just used).
 // The stores must happen: the block may be reused by anyone.
 inline constexpr uint32_t kInlineZeroBytes = 128;
-inline constexpr uint32_t kWideZeroMin = 2048;
 inline void zero_small(void *p, uint32_t n) {
   if (n > kInlineZeroBytes) {
-    if (n >= kWideZeroMin && g_ro.wide_zero) {
-      cpu::zero_wide(p, n);
-      asm volatile("" : : "r"(p) : "memory"); // the stores must happen, as in zero()
-      return;
-    }
+    if (n >= kWideZeroMin) return zero_block(p, n);
     return zero(p, n);
   }
   using Vec = unsigned long long __attribute__((vector_size(16)));

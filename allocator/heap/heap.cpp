@@ -350,7 +350,7 @@ void read_configuration() {
   g_ro.fence_each_op = !thread_barrier_available();
   checkers::detect();
   g_ro.plain_ops = !g_ro.fence_each_op && !checkers::g_active;
-  g_ro.wide_zero = cpu::wide_stores_fast();
+  g_ro.wide_zero = cpu::wide_zero();
   if (int seal_err = os::seal_readonly(&g_ro, sizeof g_ro); seal_err != 0)
     diag::Line().add("cannot make the configuration read-only (").err(seal_err).add(")").emit();
 }

@@ -24,7 +24,7 @@ void give_back(Span *span, bool zeroed) REQUIRES(g_heap.lock) {
   void *p = reinterpret_cast<void *>(span->start);
   if (!zeroed) {
     checkers::expose(p, span->block_size);
-    zero(p, span->block_size);
+    zero_block(p, span->block_size);
   }
   checkers::freed(p, span->block_size);
   // A run in a shared chunk keeps its guards while free, for the next large block there.
@@ -197,7 +197,7 @@ void scrub_large(void *p, Span *span) {
   if (span->chunk->huge)
     zero_in_memory(static_cast<char *>(p), span->block_size);
   else
-    zero(p, span->block_size);
+    zero_block(p, span->block_size);
 }
 
 // A large-block call from a signal handler that interrupted this thread's

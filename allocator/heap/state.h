@@ -13,6 +13,7 @@
 #include "heap/lock.h"
 #include "heap/size_class.h"
 #include "heap/thread_cache.h"
+#include "platform/cpu.h"
 #include "support/object_pool.h"
 
 namespace secmem::heap {
@@ -92,8 +93,10 @@ struct alignas(os::kPageSize) ReadOnly {
   // No memory checker to tell, no fence in the gate: small blocks go to and
   // from the thread caches inline (heap/cache_ops.h).
   bool plain_ops = false;
-  // Small blocks of 2 to 8 KiB are zeroed with 64-byte stores (heap/cache_ops.h, platform/cpu.h).
-  bool wide_zero = false;
+  // Blocks of 2 KiB to wide_zero.max_bytes are zeroed with a loop of wide
+  // stores, where the processor has one faster than memset (platform/cpu.h):
+  // small ones in heap/cache_ops.h, large ones in heap/large.cpp.
+  cpu::WideZero wide_zero;
 };
 
 enum class State : int { kUninitialised, kReady, kFailed };
@@ -118,6 +121,19 @@ inline const ChunkPool &lookup_pool() NO_THREAD_SAFETY_ANALYSIS { return g_heap.
 inline void zero(void *p, size_t n) {
   memset(p, 0, n);
   asm volatile("" : : "r"(p) : "memory"); // the stores must happen: the block may be reused by anyone
+}
+
+// Zeroes a freed block of kWideZeroMin bytes or more: with the wide-store
+// loop up to its largest size where the processor has one (ReadOnly::wide_zero),
+// with memset otherwise.
+inline constexpr size_t kWideZeroMin = 2048;
+inline void zero_block(void *p, size_t n) {
+  if (g_ro.wide_zero.width != 0 && n <= g_ro.wide_zero.max_bytes) {
+    cpu::zero_wide(p, n, g_ro.wide_zero.width);
+    asm volatile("" : : "r"(p) : "memory"); // the stores must happen, as in zero()
+    return;
+  }
+  zero(p, n);
 }
 
 } // namespace secmem::heap
