@@ -51,10 +51,12 @@ bool intel_wide_stores_fast() {
   return (a & kAvxVnni) != 0;
 }
 
+// AVX as well as AVX2, as glibc asks before it uses AVX2 itself.
 bool amd_avx2() {
   unsigned a = 0, b = 0, c = 0, d = 0;
-  return is_vendor("AuthenticAMD") && saved(kSseAvx) && __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 &&
-         (b & bit_AVX2) != 0;
+  if (!is_vendor("AuthenticAMD") || !saved(kSseAvx)) return false;
+  if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & bit_AVX) == 0) return false;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && (b & bit_AVX2) != 0;
 }
 
 __attribute__((target("avx512f"))) void zero64(void *p, size_t n) {
