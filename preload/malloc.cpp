@@ -27,6 +27,7 @@ template <typename NextCall>
   Source source = secret_source(caller);
   if (__builtin_expect(source != Source::kNone, 0)) return secret_alloc(alignment, n, source);
   if (__builtin_expect(!resolve(), 0)) return bootstrap_alloc(n, alignment);
+  if (pending_der(n)) return secret_alloc(alignment, n, Source::kOpenSSL);
   return next_call();
 }
 
@@ -166,7 +167,29 @@ SHIM_API void *pvalloc(size_t n) {
   return route(args::kPvallocPage, rounded, CALLER(), [n] { return g_next.pvalloc.get()(n); });
 }
 
-// Only realloc(NULL, n) is a new allocation; a block is resized in its own heap.
+namespace {
+
+// The next allocator's block p, resized to n bytes in the secret heap: the
+// buffer of a private key's DER encoding that a program grows to a new
+// key's length (pending_der; mod_ssl reuses its buffer at a restart). Its
+// old bytes are cleared before the next allocator has it back. Where the
+// secret heap has no room, or the old block's size cannot be asked, it is
+// resized where it is.
+void *realloc_into_secret(void *p, size_t n) {
+  auto usable_size = g_next.malloc_usable_size.get();
+  void *moved = usable_size != nullptr ? secret_alloc(16, n, Source::kOpenSSL) : nullptr;
+  if (moved == nullptr) return g_next.realloc.get()(p, n);
+  size_t old = usable_size(p);
+  memcpy(moved, p, old < n ? old : n);
+  explicit_bzero(p, old);
+  g_next.free.get()(p);
+  return moved;
+}
+
+} // namespace
+
+// Only realloc(NULL, n) is a new allocation; a block is resized in its own
+// heap (but for a key's DER buffer: realloc_into_secret).
 SHIM_API void *realloc(void *p, size_t n) {
   if (is_secret(p)) return secret_realloc(p, n);
   if (p == nullptr) return route(16, n, CALLER(), [n] { return g_next.realloc.get()(nullptr, n); });
@@ -176,6 +199,7 @@ SHIM_API void *realloc(void *p, size_t n) {
     return moved;
   }
   if (!resolve()) return bootstrap_alloc(n, 16);
+  if (n != 0 && pending_der(n)) return realloc_into_secret(p, n);
   return g_next.realloc.get()(p, n);
 }
 

@@ -233,13 +233,24 @@ void unloading(bool begins);  // a dlclose begins or ends
 
 // Where an allocation made from return_address belongs.
 inline Source secret_source(const void *return_address) {
-  if (__builtin_expect(secmem_tag_depth_tls != 0, 0) && !t_in_secret_heap &&
+  if (__builtin_expect((secmem_tag_depth_tls & SECMEM_INTERPOSE_TAG_DEPTH) != 0, 0) && !t_in_secret_heap &&
       g_tags_enabled.load(std::memory_order_relaxed))
     return Source::kTag;
   if (__builtin_expect(g_callers_enabled.load(std::memory_order_relaxed), 0) && !t_in_secret_heap &&
       g_tags_enabled.load(std::memory_order_relaxed) && from_tagged_caller(return_address))
     return Source::kCallers;
   return Source::kNone;
+}
+
+// The buffer a program is about to allocate for a private key's DER
+// encoding (openssl.cpp: it has just asked i2d_PrivateKey for the length,
+// as Apache's mod_ssl does to keep a decrypted key across restarts): true
+// if this allocation, of n bytes, is it. Only the thread's next few
+// allocations are looked at (SECMEM_INTERPOSE_TAG_PENDING, interpose.h).
+bool take_pending_der(size_t n);
+inline bool pending_der(size_t n) {
+  return __builtin_expect((secmem_tag_depth_tls & SECMEM_INTERPOSE_TAG_PENDING) != 0, 0) && !t_in_secret_heap &&
+         take_pending_der(n);
 }
 
 // n bytes with alignment (a power of two) from the secret heap, counted for source.

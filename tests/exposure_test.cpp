@@ -2,7 +2,8 @@
 // OpenSSL's PEM API and holds it (shim_probe hold), or signs with it first
 // (shim_probe use: OpenSSL then keeps Montgomery contexts of RSA's p and q),
 // or also through the legacy RSA API (use legacy: EVP_PKEY_get1_RSA, as
-// libcurl and python3-cryptography 38 do). This process then reads every
+// libcurl and python3-cryptography 38 do), or keeps its DER encoding (use
+// der: i2d_PrivateKey, as Apache's mod_ssl does). This process then reads every
 // readable region of the child through /proc/PID/mem (with `secmem scan`'s
 // scanner) and counts copies of every private component (RSA d, p, q, dP,
 // dQ, qInv; the EC scalar; the Ed25519 key) in both byte orders, with and
@@ -97,10 +98,10 @@ TEST_P(Exposure, ShimLeavesNoReadableCopyOfAnyComponent) {
   KeyMaterial material = load_key_material(key);
   size_t expected = std::string(GetParam()) == "RSA" ? 6 : 1; // d, p, q, dP, dQ, qInv
   ASSERT_EQ(material.components.size(), expected);
-  std::vector<std::vector<std::string>> modes = {{"hold"}, {"use"}};
+  std::vector<std::vector<std::string>> modes = {{"hold"}, {"use"}, {"use", "der"}};
   if (std::string(GetParam()) == "RSA") modes.push_back({"use", "legacy"});
   for (const auto &mode : modes) {
-    std::string how = mode.size() > 1 ? "use legacy" : mode[0];
+    std::string how = mode.size() > 1 ? "use " + mode[1] : mode[0];
     SCOPED_TRACE(how);
     ScanResult plain = scan_holder(key, false, mode);
     ScanResult shimmed = scan_holder(key, true, mode);

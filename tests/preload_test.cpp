@@ -228,6 +228,22 @@ TEST_F(Preload, TagsRouteMallocOnlyUnderTheShim) {
   EXPECT_EQ(without.out, "tagged malloc: ordinary, tagged calloc: ordinary, plain malloc: ordinary\n");
 }
 
+// After a call to i2d_PrivateKey that only asks the length, the thread's
+// next allocation of that length among its next 8 is secret (a caller's own
+// buffer for the key's encoding): not one of another size, not a second
+// one, not one after 8 others or after a call that writes; tags keep their
+// depth and their scopes meanwhile.
+TEST_F(Preload, TheBufferAskedForAKeysDerEncodingIsSecret) {
+  Result with = run({kProbe, "der-routing", key("ec")}, shim_env());
+  EXPECT_EQ(with.status, 0) << with.out << with.err;
+  EXPECT_EQ(with.out, "other size ordinary, the length secret, the length again ordinary, the length after 8 others "
+                      "ordinary, calloc secret, the length after a write ordinary, tagged while waiting secret, the "
+                      "length after them secret, plain ordinary; depth 0, 0 while waiting, 0 after\n");
+  Result without = run({kProbe, "der-routing", key("ec")});
+  EXPECT_EQ(without.status, 0) << without.out << without.err;
+  EXPECT_EQ(without.out.find("secret"), std::string::npos) << without.out;
+}
+
 TEST_F(Preload, ThreadedAndMallocHeavyProgramsRunUnchanged) {
   Result threads = run({kProbe, "threads"}, shim_env());
   EXPECT_EQ(threads.status, 0) << threads.out << threads.err;

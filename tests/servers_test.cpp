@@ -1,7 +1,7 @@
 // Real servers under the shim: stunnel, socat, HAProxy (2 threads, and
 // master-worker with a reload), sshd (a login and a command),
 // PostgreSQL (ssl=on, a backend per connection) and Apache (prefork and event,
-// and a graceful restart to a new key), each serving TLS with an
+// and a graceful restart to a new key; an encrypted key), each serving TLS with an
 // RSA-2048, an EC P-256 and an Ed25519 key, run
 // plainly and under the shim on 127.0.0.1. Each must answer the same way both
 // times; then every process of the server (its children too) is scanned for
@@ -402,6 +402,64 @@ TEST_P(Servers, Apache) {
     EXPECT_GT(plain, 0) << mpm << ": the scan finds the key where nothing protects it";
     EXPECT_GT(plain_after, 0) << mpm << ": the scan finds a key after the restart where nothing protects it";
   }
+}
+
+// Apache with its key encrypted (PKCS#8) and the passphrase given by
+// SSLPassPhraseDialog exec: mod_ssl keeps the decrypted key's DER encoding
+// in a buffer of its own (i2d_PrivateKey), to load it again at each restart
+// without asking: that buffer is in the secret heap under the shim, in the
+// parent and in every child, also after a graceful restart (which loads the
+// key from it).
+TEST_P(Servers, ApacheEncryptedKey) {
+  SECMEM_REQUIRE_SECRETMEM();
+  int plain = 0;
+  for (bool shim : {false, true}) {
+    SCOPED_TRACE(shim ? "under the shim" : "plain");
+    std::string root = dir_ + "/apache-encrypted-" + GetParam() + (shim ? "-shim" : "-plain");
+    ASSERT_EQ(system(("mkdir -p " + root + " && echo hello > " + root + "/index.html && cp " + cert() + " " + root +
+                      "/cert.pem && openssl pkcs8 -topk8 -v2 aes-256-cbc -in " + key() + " -out " + root +
+                      "/key.pem -passout pass:apache-test && printf '#!/bin/sh\\necho apache-test\\n' > " + root +
+                      "/pass.sh && chmod 755 " + root + "/pass.sh && chmod -R a+rX " + root)
+                         .c_str()),
+              0);
+    ASSERT_NE(read_file(root + "/key.pem").find("ENCRYPTED PRIVATE KEY"), std::string::npos);
+    sockaddr_in addr{};
+    std::string port = free_loopback_port(&addr), conf = root + "/httpd.conf";
+    std::ofstream(conf) << "ServerRoot " << root << "\nPidFile " << root << "/httpd.pid\nErrorLog " << root
+                        << "/error.log\nServerName localhost\nListen 127.0.0.1:" << port
+                        << "\nLoadModule mpm_prefork_module /usr/lib/apache2/modules/mod_mpm_prefork.so\n"
+                        << "LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so\n"
+                        << "LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so\n"
+                        << "User www-data\nGroup www-data\nStartServers 2\nDocumentRoot " << root << "\n<Directory "
+                        << root << ">\n  Require all granted\n</Directory>\nSSLPassPhraseDialog exec:" << root
+                        << "/pass.sh\nSSLEngine on\nSSLCertificateFile " << root << "/cert.pem\nSSLCertificateKeyFile "
+                        << root << "/key.pem\nSSLSessionCache none\n";
+    Running server(start({"apache2", "-f", conf, "-DFOREGROUND"}, env(shim), [] { setsid(); }));
+    ASSERT_TRUE(wait_listening(addr, 15)) << read_file(root + "/error.log");
+    auto fetch = [&] {
+      return run({"curl", "-s", "--max-time", "20", "--cacert", cert(), "--resolve", "localhost:" + port + ":127.0.0.1",
+                  "https://localhost:" + port + "/index.html"});
+    };
+    for (int i = 0; i < 3; ++i) {
+      Result page = fetch();
+      EXPECT_EQ(page.status, 0) << page.err << read_file(root + "/error.log");
+      EXPECT_EQ(page.out, "hello\n");
+    }
+    int found = scan_tree(server.child.pid, shim, "apache, encrypted key");
+    // A graceful restart: the key comes from mod_ssl's buffer, not the file.
+    std::string log_before = read_file(root + "/error.log");
+    kill(server.child.pid, SIGUSR1);
+    bool restarted = false;
+    for (int i = 0; i < 100 && !restarted; ++i) {
+      usleep(100000);
+      restarted = read_file(root + "/error.log").size() > log_before.size() && fetch().out == "hello\n";
+    }
+    ASSERT_TRUE(restarted) << read_file(root + "/error.log");
+    usleep(500000); // the old children finish
+    found += scan_tree(server.child.pid, shim, "apache, encrypted key, restarted");
+    if (!shim) plain = found;
+  }
+  EXPECT_GT(plain, 0) << "the scan finds mod_ssl's copy of the key where nothing protects it";
 }
 
 // OpenSSH's sshd with a host key of each type (its own key format, made by

@@ -9,10 +9,13 @@
 //                                  main thread exits, another holds until stdin ends
 //   shim_probe dropchild           forks a worker that retitles itself, drops
 //                                  to nobody, allocates a secret and exits
-//   shim_probe use KEY.pem [legacy]  loads the key, signs and verifies with it
+//   shim_probe use KEY.pem [legacy|der]  loads the key, signs and verifies with it
 //                                  (legacy: an RSA key also through
 //                                  EVP_PKEY_get1_RSA and RSA_sign, as libcurl
-//                                  and python3-cryptography 38 do), then holds
+//                                  and python3-cryptography 38 do; der: its
+//                                  DER encoding kept in three buffers), then holds
+//   shim_probe der-routing KEY.pem  which allocations after i2d_PrivateKey's
+//                                  length are secret
 //   shim_probe forkgen KEY.pem N  loads a key, forks N children that each make
 //                                  and verify EC signatures; checks the key after
 //   shim_probe threads            4 threads of malloc/free churn with checks
@@ -217,11 +220,82 @@ int use(int argc, char **argv) {
         RSA_verify(NID_sha256, digest, sizeof digest, signature, length, legacy) != 1)
       return 2;
   }
+  // der: the key's DER encoding (i2d_PrivateKey) held three ways, as
+  // Apache's mod_ssl keeps a decrypted key: in a buffer allocated after
+  // asking the length, in one grown to it with realloc, in one OpenSSL
+  // allocates.
+  unsigned char *ders[3] = {};
+  if (argc > 3 && strcmp(argv[3], "der") == 0) {
+    int length = i2d_PrivateKey(key, nullptr);
+    void *note = malloc(24); // mod_ssl's table entry comes first
+    ders[0] = static_cast<unsigned char *>(malloc(static_cast<size_t>(length)));
+    unsigned char *at = ders[0];
+    if (length <= 0 || ders[0] == nullptr || i2d_PrivateKey(key, &at) != length) return 2;
+    free(note);
+    ders[1] = static_cast<unsigned char *>(malloc(16));
+    if (i2d_PrivateKey(key, nullptr) != length) return 2;
+    ders[1] = static_cast<unsigned char *>(realloc(ders[1], static_cast<size_t>(length)));
+    at = ders[1];
+    if (ders[1] == nullptr || i2d_PrivateKey(key, &at) != length) return 2;
+    if (i2d_PrivateKey(key, &ders[2]) != length) return 2;
+  }
   printf("ready\n");
   fflush(stdout);
   char c;
   (void)!read(STDIN_FILENO, &c, 1);
+  free(ders[0]);
+  free(ders[1]);
+  OPENSSL_free(ders[2]);
   RSA_free(legacy);
+  EVP_PKEY_free(key);
+  return 0;
+}
+
+// Which allocations after i2d_PrivateKey's length the shim sends to the
+// secret heap: only the thread's next one of that length among its next 8
+// (malloc, calloc, realloc), and tags keep their depth meanwhile.
+int der_routing(const char *key_file) {
+  EVP_PKEY *key = load(key_file);
+  if (key == nullptr) return 2;
+  int length = i2d_PrivateKey(key, nullptr);
+  auto n = static_cast<size_t>(length);
+  std::string line;
+  auto note = [&line](const char *what, const void *p) {
+    line += std::string(line.empty() ? "" : ", ") + what + " " + (secmem_owns(p) ? "secret" : "ordinary");
+  };
+  unsigned depth = secmem_tag_depth();
+  void *other = malloc(n + 16), *matched = malloc(n), *after = malloc(n);
+  note("other size", other);
+  note("the length", matched);
+  note("the length again", after);
+  i2d_PrivateKey(key, nullptr);
+  std::vector<void *> filler;
+  for (int i = 0; i < 8; ++i) filler.push_back(malloc(n + 32));
+  void *late = malloc(n);
+  note("the length after 8 others", late);
+  i2d_PrivateKey(key, nullptr);
+  void *zeroed = calloc(1, n);
+  note("calloc", zeroed);
+  i2d_PrivateKey(key, nullptr);
+  unsigned char buffer[4096];
+  unsigned char *at = buffer;
+  i2d_PrivateKey(key, &at); // its own buffer, on the stack: the wait ends
+  void *unasked = malloc(n);
+  note("the length after a write", unasked);
+  i2d_PrivateKey(key, nullptr);
+  secmem_tag_end(); // unbalanced: the wait goes on, the depth stays 0
+  unsigned depth_pending = secmem_tag_depth();
+  secmem_tag_begin();
+  void *tagged = malloc(8);
+  secmem_tag_end();
+  note("tagged while waiting", tagged);
+  void *still = malloc(n);
+  note("the length after them", still);
+  void *plain = malloc(8);
+  note("plain", plain);
+  printf("%s; depth %u, %u while waiting, %u after\n", line.c_str(), depth, depth_pending, secmem_tag_depth());
+  for (void *p : {other, matched, after, late, zeroed, unasked, tagged, still, plain}) free(p);
+  for (void *p : filler) free(p);
   EVP_PKEY_free(key);
   return 0;
 }
@@ -720,6 +794,7 @@ int main(int argc, char **argv) {
   if (mode == "threads") return threads();
   if (mode == "secure-threads") return secure_threads();
   if (mode == "tag") return tag();
+  if (mode == "der-routing" && argc > 2) return der_routing(argv[2]);
   if (mode == "direct" && argc > 2) return direct(argv[2]);
   if (mode == "sodium") return sodium();
   if (mode == "align") return align();

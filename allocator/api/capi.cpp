@@ -89,13 +89,17 @@ const char *secmem_backend_name(void) { return heap::backend_name(); }
 
 __attribute__((visibility("default"), tls_model("initial-exec"))) __thread unsigned secmem_tag_depth_tls = 0;
 
-void secmem_tag_begin(void) { ++secmem_tag_depth_tls; }
-
-void secmem_tag_end(void) {
-  if (secmem_tag_depth_tls > 0) --secmem_tag_depth_tls;
+// The depth is the word's low bits; its top bit is an interposer's
+// (SECMEM_INTERPOSE_TAG_PENDING, interpose.h), which a scope never changes.
+void secmem_tag_begin(void) {
+  if ((secmem_tag_depth_tls & SECMEM_INTERPOSE_TAG_DEPTH) != SECMEM_INTERPOSE_TAG_DEPTH) ++secmem_tag_depth_tls;
 }
 
-unsigned secmem_tag_depth(void) { return secmem_tag_depth_tls; }
+void secmem_tag_end(void) {
+  if ((secmem_tag_depth_tls & SECMEM_INTERPOSE_TAG_DEPTH) > 0) --secmem_tag_depth_tls;
+}
+
+unsigned secmem_tag_depth(void) { return secmem_tag_depth_tls & SECMEM_INTERPOSE_TAG_DEPTH; }
 
 void secmem_reserved_range(uintptr_t *base, size_t *size) { heap::reserved_range(base, size); }
 

@@ -3,7 +3,13 @@
  *
  * - secmem_tag_depth_tls: this thread's tag depth (secmem_tag_begin/end),
  *   exported as an initial-exec TLS variable so that the shim's malloc reads
- *   it with one load, without a call.
+ *   it with one load, without a call. The depth is its low 31 bits
+ *   (SECMEM_INTERPOSE_TAG_DEPTH); the top bit (SECMEM_INTERPOSE_TAG_PENDING)
+ *   is the interposer's own, which scopes leave alone: set while it waits
+ *   for one allocation of a known size (the shim: the buffer a program
+ *   allocates for a private key's DER encoding, whose length it has just
+ *   asked i2d_PrivateKey for), so that malloc's fast path, which sees the
+ *   word non-zero, takes the routed one.
  * - secmem_reserved_range (public, secmem.h): every secret pointer lies in
  *   that range once the heap has started; its end never changes, and it
  *   grows downwards before it returns a pointer in the new part.
@@ -33,6 +39,8 @@ extern "C" {
 #endif
 
 extern __attribute__((tls_model("initial-exec"))) __thread unsigned secmem_tag_depth_tls;
+#define SECMEM_INTERPOSE_TAG_PENDING 0x80000000u
+#define SECMEM_INTERPOSE_TAG_DEPTH 0x7fffffffu
 
 void secmem_interpose_watch_reaping(void);
 unsigned long long secmem_interpose_forks_done(void);
