@@ -176,6 +176,63 @@ int ScanResult::of(const std::string &component) const {
   return sum;
 }
 
+namespace {
+
+// The pages a mapping holds in memory or in swap (Rss and Swap in
+// /proc/PID/smaps), in KiB, by the mapping's start.
+std::map<uintptr_t, uint64_t> resident_kib(int pid) {
+  std::map<uintptr_t, uint64_t> held;
+  std::ifstream smaps(proc_path(pid, "smaps"));
+  uintptr_t start = 0;
+  for (std::string line; std::getline(smaps, line);) {
+    size_t dash = line.find('-');
+    if (dash != std::string::npos && dash > 0 && isxdigit(static_cast<unsigned char>(line[0])) &&
+        line.find(':') > dash) {
+      start = std::stoull(line.substr(0, dash), nullptr, 16);
+      continue;
+    }
+    if (line.rfind("Rss:", 0) == 0 || line.rfind("Swap:", 0) == 0)
+      held[start] += std::stoull(line.substr(line.find(':') + 1));
+  }
+  return held;
+}
+
+// The runs of pages of [start, end) that are in memory or in swap
+// (/proc/PID/pagemap bits 63 and 62); the whole range when pagemap cannot
+// be read.
+std::vector<std::pair<uintptr_t, uintptr_t>> held_runs(int pid, uintptr_t start, uintptr_t end) {
+  std::vector<std::pair<uintptr_t, uintptr_t>> runs;
+  int fd = open(proc_path(pid, "pagemap").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {{start, end}};
+  std::vector<uint64_t> entries(4096);
+  for (uintptr_t at = start; at < end;) {
+    size_t pages = std::min<uintptr_t>(entries.size(), (end - at) / 4096);
+    ssize_t got = pread(fd, entries.data(), pages * sizeof(uint64_t), static_cast<off_t>(at / 4096 * 8));
+    if (got <= 0) {
+      runs.emplace_back(at, end); // unknown: read it
+      break;
+    }
+    for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uint64_t); ++i, at += 4096) {
+      if ((entries[i] >> 62) == 0) continue;
+      if (!runs.empty() && runs.back().second == at)
+        runs.back().second = at + 4096;
+      else
+        runs.emplace_back(at, at + 4096);
+    }
+  }
+  close(fd);
+  return runs;
+}
+
+} // namespace
+
+// Every mapping is read but the secret ones (memfd_secret refuses, the
+// point) and the kernel's own ([vvar], [vsyscall]); one without read
+// permission too, where it holds pages: /proc/PID/mem reads PROT_NONE
+// memory (a sealed block on the mlock tier, a key libsodium made
+// noaccess), and so can anyone who may read the process. Only its pages in
+// memory or in swap are read: a reservation of gigabytes holds none, and
+// reading it would make the kernel map pages for it.
 ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
   std::vector<Region> regions = read_regions(pid);
   int fd = open_mem(pid);
@@ -186,54 +243,96 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
     if (result.by_component.emplace(pattern.component, std::map<std::string, int>{}).second)
       result.components.push_back(pattern.component);
   }
+  bool any_closed = false;
+  for (const Region &region : regions) any_closed = any_closed || region.perms[0] != 'r';
+  std::map<uintptr_t, uint64_t> held = any_closed ? resident_kib(pid) : std::map<uintptr_t, uint64_t>{};
   std::vector<unsigned char> buf(1 << 20);
+  // The last bytes read before a region's end (longest - 1 of them), and
+  // where they end, with the label of their region: a copy that begins
+  // there and goes on in the mapping after it (two mappings side by side,
+  // with different flags) is counted there.
+  std::vector<unsigned char> tail;
+  uintptr_t tail_end = 0;
+  std::string tail_label;
+  auto count_straddles = [&](const unsigned char *next, size_t n, const std::string &label) {
+    if (tail.empty() || n == 0) return;
+    std::vector<unsigned char> joint(tail);
+    joint.insert(joint.end(), next, next + std::min(n, longest - 1));
+    for (const Pattern &pattern : patterns) {
+      size_t len = pattern.bytes.size();
+      for (size_t at = tail.size() > len - 1 ? tail.size() - (len - 1) : 0; at < tail.size(); ++at) {
+        if (at + len > joint.size() || memcmp(joint.data() + at, pattern.bytes.data(), len) != 0) continue;
+        result.copies[label]++;
+        result.by_component[pattern.component][label]++;
+      }
+    }
+  };
   for (const Region &region : regions) {
-    if (region.perms[0] != 'r' || region.path.rfind("[vvar", 0) == 0 || region.path == "[vsyscall]") {
+    if (region.path.rfind("[vvar", 0) == 0 || region.path == "[vsyscall]" ||
+        (region.perms[0] != 'r' && region.secret())) {
       if (region.secret()) result.unreadable_secret.push_back(region);
+      tail.clear();
       continue;
     }
+    std::vector<std::pair<uintptr_t, uintptr_t>> runs;
+    if (region.perms[0] == 'r')
+      runs.emplace_back(region.start, region.end);
+    else if (auto found = held.find(region.start); found == held.end() || found->second > 0)
+      runs = held_runs(pid, region.start, region.end);
     bool read_any = false;
     uint64_t not_read = 0;
     int failed_pages = 0;
-    for (uintptr_t at = region.start; at < region.end;) {
-      size_t want = std::min<uintptr_t>(buf.size(), region.end - at);
-      ssize_t got = pread(fd, buf.data(), want, static_cast<off_t>(at));
-      if (got <= 0 && region.secret() && !read_any) {
-        result.unreadable_secret.push_back(region); // memfd_secret: the point
-        break;
-      }
-      if (got <= 0) {
-        // A page that cannot be read (a guard, a userfaultfd range, a file
-        // hole past its end) does not end the region: the scan goes on past
-        // it, page by page. After 1 GiB refused in this region the rest is
-        // counted as not read, unread (a mapping of terabytes past its file's
-        // end would take hours).
-        uintptr_t next = std::min<uintptr_t>((at & ~uintptr_t{4095}) + 4096, region.end);
-        if (++failed_pages > (1 << 18)) next = region.end;
-        not_read += next - at;
-        at = next;
-        continue;
-      }
-      read_any = true;
-      // Consecutive reads overlap by the longest pattern less a byte, so that
-      // a copy across the boundary is seen; a copy that starts in the overlap
-      // is counted by the next read only (patterns differ in length).
-      bool more = static_cast<size_t>(got) == want && at + static_cast<uintptr_t>(got) < region.end;
-      size_t advance = more && static_cast<size_t>(got) > longest ? static_cast<size_t>(got) - (longest - 1)
-                                                                  : static_cast<size_t>(got);
-      for (const Pattern &pattern : patterns) {
-        const unsigned char *from = buf.data(), *end = buf.data() + got;
-        while (const void *hit =
-                   memmem(from, static_cast<size_t>(end - from), pattern.bytes.data(), pattern.bytes.size())) {
-          const unsigned char *start = static_cast<const unsigned char *>(hit);
-          if (static_cast<size_t>(start - buf.data()) >= advance) break;
-          result.copies[region.label()]++;
-          result.by_component[pattern.component][region.label()]++;
-          from = start + 1;
+    for (const auto &[run_start, run_end] : runs) {
+      if (run_start != tail_end) tail.clear();
+      for (uintptr_t at = run_start; at < run_end;) {
+        size_t want = std::min<uintptr_t>(buf.size(), run_end - at);
+        ssize_t got = pread(fd, buf.data(), want, static_cast<off_t>(at));
+        if (got <= 0 && region.secret() && !read_any) {
+          result.unreadable_secret.push_back(region); // memfd_secret: the point
+          break;
         }
+        if (got <= 0) {
+          // A page that cannot be read (a guard, a userfaultfd range, a file
+          // hole past its end) does not end the region: the scan goes on past
+          // it, page by page. After 1 GiB refused in this region the rest is
+          // counted as not read, unread (a mapping of terabytes past its file's
+          // end would take hours).
+          uintptr_t next = std::min<uintptr_t>((at & ~uintptr_t{4095}) + 4096, run_end);
+          if (++failed_pages > (1 << 18)) next = run_end;
+          not_read += next - at;
+          at = next;
+          tail.clear();
+          continue;
+        }
+        read_any = true;
+        if (at == tail_end) count_straddles(buf.data(), static_cast<size_t>(got), tail_label);
+        // Consecutive reads overlap by the longest pattern less a byte, so that
+        // a copy across the boundary is seen; a copy that starts in the overlap
+        // is counted by the next read only (patterns differ in length).
+        bool more = static_cast<size_t>(got) == want && at + static_cast<uintptr_t>(got) < run_end;
+        size_t advance = more && static_cast<size_t>(got) > longest ? static_cast<size_t>(got) - (longest - 1)
+                                                                    : static_cast<size_t>(got);
+        for (const Pattern &pattern : patterns) {
+          const unsigned char *from = buf.data(), *end = buf.data() + got;
+          while (const void *hit =
+                     memmem(from, static_cast<size_t>(end - from), pattern.bytes.data(), pattern.bytes.size())) {
+            const unsigned char *start = static_cast<const unsigned char *>(hit);
+            if (static_cast<size_t>(start - buf.data()) >= advance) break;
+            result.copies[region.label()]++;
+            result.by_component[pattern.component][region.label()]++;
+            from = start + 1;
+          }
+        }
+        if (!more && longest > 1) {
+          size_t keep = std::min(static_cast<size_t>(got), longest - 1);
+          tail.assign(buf.data() + got - keep, buf.data() + got);
+          tail_end = at + static_cast<uintptr_t>(got);
+          tail_label = region.label();
+        }
+        at += advance;
       }
-      at += advance;
     }
+    if (runs.empty() || !read_any) tail.clear();
     if (read_any) ++result.regions_read;
     if (not_read > 0) {
       result.unreadable_other.push_back(region);

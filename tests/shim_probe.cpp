@@ -5,6 +5,8 @@
 //   shim_probe hold KEY.pem...    loads the keys, prints "ready", waits for stdin
 //   shim_probe hole                3 pages whose middle one cannot be read
 //                                  (userfaultfd), a pattern before and after
+//   shim_probe closed              a pattern on a PROT_NONE page, one across
+//                                  two mappings, an empty 1 GiB reservation
 //   shim_probe leaderless         a secret and a pattern (printed in hex); the
 //                                  main thread exits, another holds until stdin ends
 //   shim_probe dropchild           forks a worker that retitles itself, drops
@@ -58,6 +60,7 @@
 #include <string>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -201,6 +204,33 @@ int hole() {
   if (fd < 0 || ioctl(fd, UFFDIO_API, &api) != 0 || ioctl(fd, UFFDIO_REGISTER, &reg) != 0) return 3;
   for (unsigned char byte : pattern) printf("%02x", byte);
   printf("\n");
+  fflush(stdout);
+  char c;
+  while (read(STDIN_FILENO, &c, 1) > 0) {}
+  return 0;
+}
+
+// closed: a page holding a pattern made PROT_NONE; a second pattern across
+// two mappings side by side (read-write, then read-only); a reservation of
+// 1 GiB that holds no page. Prints the patterns (hex) and the reservation's
+// address, one a line, then waits for stdin. Each pattern is written once,
+// by getrandom, where it stays, and printed a byte at a time: no other copy.
+int closed() {
+  auto *pages =
+      static_cast<unsigned char *>(mmap(nullptr, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  void *reserved = mmap(nullptr, size_t{1} << 30, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (pages == MAP_FAILED || reserved == MAP_FAILED) return 2;
+  unsigned char *shut = pages + 100, *across = pages + 3 * 4096 - 16;
+  if (getrandom(shut, 32, 0) != 32 || getrandom(across, 32, 0) != 32) return 2;
+  for (const unsigned char *pattern :
+       {static_cast<const unsigned char *>(shut), const_cast<const unsigned char *>(across)}) {
+    for (int i = 0; i < 32; ++i) printf("%02x", static_cast<const volatile unsigned char *>(pattern)[i]);
+    printf("\n");
+  }
+  printf("%lx\n", reinterpret_cast<unsigned long>(reserved));
+  fflush(stdout);
+  if (mprotect(pages, 2 * 4096, PROT_NONE) != 0 || mprotect(pages + 3 * 4096, 4096, PROT_READ) != 0) return 2;
+  printf("ready\n");
   fflush(stdout);
   char c;
   while (read(STDIN_FILENO, &c, 1) > 0) {}
@@ -789,6 +819,7 @@ int main(int argc, char **argv) {
   if (mode == "use") return use(argc, argv);
   if (mode == "dropchild") return dropchild(argv);
   if (mode == "hole") return hole();
+  if (mode == "closed") return closed();
   if (mode == "leaderless") return leaderless();
   if (mode == "forkgen") return forkgen(argc, argv);
   if (mode == "threads") return threads();

@@ -319,6 +319,37 @@ TEST_F(Tool, ScanReadsPastAnUnreadablePage) {
   EXPECT_EQ(finish(hole, "x").status, 0);
 }
 
+// /proc/PID/mem reads PROT_NONE pages, and so does the scan (it skipped
+// them: a sealed block on the mlock tier, a key libsodium made noaccess,
+// "0 copies", exit 0); a copy that begins in one mapping and ends in the
+// next is found (it was not); a reservation that holds no page is not read
+// (reading it would make the kernel map pages for it).
+TEST_F(Tool, ScanReadsClosedPagesAndCopiesAcrossMappings) {
+  Child probe = start({kProbe, "closed"});
+  std::vector<std::string> lines(4);
+  for (std::string &line : lines) {
+    char c;
+    while (read(probe.out, &c, 1) == 1 && c != '\n') line += c;
+  }
+  ASSERT_EQ(lines[0].size(), 64u);
+  ASSERT_EQ(lines[1].size(), 64u);
+  ASSERT_EQ(lines[3], "ready");
+  for (const std::string &pattern : {lines[0], lines[1]}) {
+    Result scan = run({kTool, "scan", std::to_string(probe.pid), "--hex", pattern});
+    EXPECT_EQ(scan.status, 1) << scan.out << scan.err;
+    EXPECT_TRUE(contains(scan.out, "readable copies:   1\n")) << scan.out;
+    EXPECT_TRUE(contains(scan.out, "1 in anonymous")) << scan.out;
+  }
+  std::string smaps = read_file("/proc/" + std::to_string(probe.pid) + "/smaps");
+  size_t at = smaps.find(lines[2] + "-");
+  ASSERT_NE(at, std::string::npos) << smaps;
+  size_t rss = smaps.find("\nRss:", at);
+  ASSERT_NE(rss, std::string::npos);
+  EXPECT_EQ(smaps.substr(rss + 1, smaps.find('\n', rss + 1) - rss - 1).find_first_of("123456789"), std::string::npos)
+      << "the empty reservation was read: " << smaps.substr(rss + 1, 40);
+  EXPECT_EQ(finish(probe, "x").status, 0);
+}
+
 // A process whose main thread has exited while another thread runs on: its
 // leader is a zombie with empty maps, and stat and scan read it through the
 // live thread (both called it "exited", exit 3).
