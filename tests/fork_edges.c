@@ -107,6 +107,9 @@
 //   data-stderr P   closes stderr, opens the file P (it takes fd 2), writes
 //                   "DATA", allocates, exits (the shim's report must not land in P)
 //   closed-stderr   closes stderr, allocates, exits
+//   log-on-fd2 P    started with stderr closed: opens the log P for appending
+//                   (it takes fd 2), writes "LOG", allocates, exits (the
+//                   shim's report must not land in P)
 //   null-stderr     points fd 2 at /dev/null (as a daemon does), allocates, exits
 //   staging-reuse N [grow]
 //                   N children one after another, each leaving a secret of
@@ -3057,6 +3060,16 @@ static int data_stderr(const char *path) {
   return 0;
 }
 
+// Started with stderr closed: a log the program opens for appending takes fd 2.
+static int log_on_fd2(const char *path) {
+  if (fcntl(STDERR_FILENO, F_GETFD) != -1) return fail("stderr was open at start");
+  int log = open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+  if (log != STDERR_FILENO) return fail("the log did not take fd 2");
+  if (write(log, "LOG\n", 4) != 4) return fail("write");
+  secmem_free(secmem_malloc(32));
+  return 0;
+}
+
 static int other_stderr(int to_null) {
   if (to_null) {
     int null = open("/dev/null", O_WRONLY);
@@ -3106,6 +3119,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "signal-and-thread-fork") == 0) return signal_and_thread_fork((int)arg);
   if (strcmp(argv[1], "data-stderr") == 0 && argc > 2) return data_stderr(argv[2]);
   if (strcmp(argv[1], "closed-stderr") == 0) return other_stderr(0);
+  if (strcmp(argv[1], "log-on-fd2") == 0 && argc > 2) return log_on_fd2(argv[2]);
   if (strcmp(argv[1], "null-stderr") == 0) return other_stderr(1);
   if (strcmp(argv[1], "child-budget") == 0) return child_budget();
   if (strcmp(argv[1], "staging-reuse") == 0) return staging_reuse((int)arg, argc > 3 && strcmp(argv[3], "grow") == 0);

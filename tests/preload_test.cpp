@@ -564,7 +564,8 @@ struct Syslog {
 // SECMEM_REPORT=stderr in a program that closed stderr and opened a data
 // file, which took fd 2: the report line stays out of the data, and goes to
 // syslog instead; so it does when the program closed stderr, or pointed it
-// at /dev/null (as daemons do). A program started with stderr on /dev/null
+// at /dev/null (as daemons do), or was started with stderr closed and opened
+// a log (which took fd 2). A program started with stderr on /dev/null
 // chose that: nothing goes to syslog.
 TEST_F(Preload, TheReportGoesToSyslogWhenStderrIsGone) {
   ASSERT_EQ(geteuid(), 0u) << "a private mount namespace needs root (the suite runs as root)";
@@ -582,6 +583,13 @@ TEST_F(Preload, TheReportGoesToSyslogWhenStderrIsGone) {
     EXPECT_EQ(r.err, "") << mode;
     EXPECT_TRUE(std::regex_match(log.messages(), report)) << mode;
   }
+  // Started with stderr closed, a log the program opens for appending takes
+  // fd 2: it is the program's file, not stderr (the line was written into it).
+  std::string app_log = dir_ + "/app.log";
+  r = log.run_logged({SECMEM_FORK_EDGES_PATH, "log-on-fd2", app_log}, env, "2>&-");
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(read_file(app_log), "LOG\n");
+  EXPECT_TRUE(std::regex_match(log.messages(), report)) << "log-on-fd2";
   // stderr on /dev/null from the start (and still): the user's choice.
   r = log.run_logged({SECMEM_FORK_EDGES_PATH, "null-stderr"}, env, "2>/dev/null");
   EXPECT_EQ(r.status, 0) << r.out << r.err;

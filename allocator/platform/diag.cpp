@@ -134,9 +134,12 @@ private:
 // fd 2 as it was when this object was loaded: lines go to a regular file
 // only if it is that file, or one opened for appending (a log). A program
 // that closed stderr and opened a data file (which takes fd 2), or bound fd 2
-// to a file it writes at offsets, gets nothing written into it.
+// to a file it writes at offsets, gets nothing written into it. Nor does a
+// program started with stderr closed: whatever takes fd 2 later is a file
+// of its own (its log, a socket), not a stderr.
 struct StartupStderr {
   bool open = false;
+  bool closed = false;
   dev_t dev = 0;
   ino_t ino = 0;
 };
@@ -144,8 +147,11 @@ StartupStderr g_startup_stderr;
 
 __attribute__((constructor(101))) void note_startup_stderr() {
   struct stat st;
-  if (fstat(STDERR_FILENO, &st) != 0) return;
-  g_startup_stderr = {true, st.st_dev, st.st_ino};
+  if (fstat(STDERR_FILENO, &st) != 0) {
+    g_startup_stderr.closed = errno == EBADF;
+    return;
+  }
+  g_startup_stderr = {true, false, st.st_dev, st.st_ino};
 }
 
 bool is_dev_null(const struct stat &st) {
@@ -159,6 +165,7 @@ bool stderr_takes_lines() {
   // Closed: nothing to write to (syslog instead). fstat refused (OpenSSH's
   // sandbox answers EACCES): fd 2 cannot be checked, and is written as it always was.
   if (fstat(STDERR_FILENO, &st) != 0) return errno != EBADF;
+  if (g_startup_stderr.closed) return false;
   // Where it was at start-up, even /dev/null: the place the user chose.
   if (g_startup_stderr.open && st.st_dev == g_startup_stderr.dev && st.st_ino == g_startup_stderr.ino) return true;
   if (is_dev_null(st)) return false;     // discarded since start-up (a daemon's): syslog instead
