@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <functional>
@@ -13,6 +15,7 @@
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
+#include <vector>
 
 #include "heap/state.h"
 #include "secmem/secmem.h"
@@ -335,6 +338,45 @@ TEST(Sealed, ThreadsShareScopes) {
   EXPECT_EQ(errors.load(), 0);
   EXPECT_TRUE(faults([&] { return peek(key, 0) == 0; })) << "sealed again at the end";
   secmem_free(key);
+}
+
+// Other threads open and close scopes on a sealed block's pointer while its
+// owner frees it and makes an ordinary block of the same size, which takes
+// its address, and writes it: a scope on the stale pointer is refused
+// (EINVAL) and never changes the ordinary block's pages. It made them
+// read-only (the sealed check came before the lock): the owner died of
+// SIGSEGV within about a second (found by the adversarial review).
+TEST(SealedDeathTest, AScopeOnAStalePointerNeverTouchesAnOrdinaryBlock) {
+  EXPECT_EXIT(
+      {
+        std::atomic<void *> published{nullptr};
+        std::atomic<bool> stop{false};
+        std::vector<std::thread> openers;
+        for (int mode : {SECMEM_READ, SECMEM_WRITE})
+          openers.emplace_back([&, mode] {
+            while (!stop.load()) {
+              void *p = published.load();
+              if (p != nullptr && secmem_access_begin(p, mode) == 0) secmem_access_end(p, mode);
+            }
+          });
+        constexpr size_t kBytes = 9000;
+        bool reused = false;
+        for (auto start = std::chrono::steady_clock::now();
+             std::chrono::steady_clock::now() - start < std::chrono::seconds(3);) {
+          void *sealed = secmem_sealed_alloc(kBytes);
+          published.store(sealed);
+          secmem_free(sealed);
+          auto *plain = static_cast<volatile unsigned char *>(secmem_malloc(kBytes));
+          reused = reused || plain == sealed;
+          for (size_t i = 0; i < kBytes; i += 256) plain[i] = 0x5a;
+          for (size_t i = 0; i < kBytes; i += 256) plain[i] = 0x5b;
+          secmem_free(const_cast<unsigned char *>(plain));
+        }
+        stop.store(true);
+        for (auto &thread : openers) thread.join();
+        _exit(reused ? 0 : 2);
+      },
+      testing::ExitedWithCode(0), "");
 }
 
 TEST(Sealed, ForkChildKeepsTheSecretSealedAndPrivate) {
