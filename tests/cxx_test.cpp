@@ -321,6 +321,32 @@ TEST(MakeSecure, OneObject) {
   EXPECT_FALSE(secmem_owns(raw));
 }
 
+// As std::unique_ptr with std::default_delete: a pointer to a derived
+// object converts to one to its base, and is freed whole through it, also
+// through a base that is not the first (its address lies inside the object).
+TEST(MakeSecure, ConvertsToABasePointer) {
+  static int destroyed = 0;
+  struct First {
+    virtual ~First() = default;
+    uint64_t first = 1;
+  };
+  struct Second {
+    virtual ~Second() { ++destroyed; }
+    uint64_t second = 2;
+  };
+  struct Both : First, Second {
+    ~Both() override { ++destroyed; }
+  };
+  secmem::secure_unique_ptr<Second> base = secmem::make_secure<Both>();
+  void *whole = dynamic_cast<void *>(base.get());
+  EXPECT_NE(static_cast<void *>(base.get()), whole);
+  EXPECT_TRUE(secmem_owns(whole));
+  EXPECT_EQ(base->second, 2u);
+  base.reset();
+  EXPECT_EQ(destroyed, 2);
+  EXPECT_FALSE(secmem_owns(whole));
+}
+
 TEST(MakeSecure, ArrayForm) {
   auto keys = secmem::make_secure<uint64_t[]>(100);
   EXPECT_TRUE(secmem_owns(keys.get()));

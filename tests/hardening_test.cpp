@@ -431,6 +431,17 @@ TEST(Sealed, CxxGuards) {
   };
   secmem::sealed<Pod> pod;
   EXPECT_EQ(pod.read()->a, 0u); // value-initialised
+  // A T with member initialisers or a default constructor of its own gets
+  // them, as T() would (they were left at the heap's zero).
+  struct WithDefaults {
+    int x = 5;
+  };
+  struct Filled {
+    unsigned char bytes[16];
+    Filled() { memset(bytes, 0xff, sizeof bytes); }
+  };
+  EXPECT_EQ(secmem::sealed<WithDefaults>{}.read()->x, 5);
+  EXPECT_EQ(secmem::sealed<Filled>{}.read()->bytes[15], 0xff);
   static_assert(!std::is_copy_constructible_v<secmem::sealed<Key>>);
 }
 

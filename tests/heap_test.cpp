@@ -485,6 +485,15 @@ TEST(Heap, OwnsIsExact) {
   auto *p = static_cast<char *>(secmem_malloc(100));
   EXPECT_TRUE(secmem_owns(p));
   EXPECT_TRUE(secmem_owns(p + 50));
+  EXPECT_EQ(secmem_usable_size(p + 50), 0u); // owned, but not a block's start (secmem.h)
+  // Either of the range's pointers may be null (a null one crashed).
+  uintptr_t base = 0;
+  size_t size = 0;
+  secmem_reserved_range(nullptr, nullptr);
+  secmem_reserved_range(&base, nullptr);
+  secmem_reserved_range(nullptr, &size);
+  EXPECT_LE(base, reinterpret_cast<uintptr_t>(p));
+  EXPECT_GT(size, 0u);
   // The chunk's guard page and its start (slot bookkeeping) are not allocations.
   uintptr_t chunk = reinterpret_cast<uintptr_t>(p) & ~(kChunk - 1);
   EXPECT_FALSE(secmem_owns(reinterpret_cast<void *>(chunk + kChunk - kPage)));

@@ -88,6 +88,11 @@ flags=$(pkg-config --cflags --libs secmem) || fail "pkg-config does not know sec
 g++ -std=c++20 -o "$tmp/use_cxx_pc" "$tmp/project/use.cpp" $flags || fail "g++ with pkg-config flags failed"
 # shellcheck disable=SC2086
 gcc -o "$tmp/use_c_pc" "$tmp/project/use.c" $flags || fail "gcc with pkg-config flags failed"
+# An older C++ standard is refused by the C++ header's first line, which says what it needs.
+# shellcheck disable=SC2086
+if g++ -std=c++17 -c -o "$tmp/use17.o" "$tmp/project/use.cpp" $flags 2>"$tmp/cxx17.log"; then fail "C++17 was accepted"; fi
+[ "$(grep -c 'error' "$tmp/cxx17.log")" -ge 1 ] && grep -m1 'error' "$tmp/cxx17.log" | grep -q 'needs C++20' ||
+  { cat "$tmp/cxx17.log" >&2; fail "the first error under C++17 does not say C++20 is needed"; }
 out=$(LD_LIBRARY_PATH=$lib "$tmp/use_cxx_pc") && [ "$out" = "c++: 21 chars, secret 1" ] || fail "use_cxx (pkg-config): $out"
 out=$(LD_LIBRARY_PATH=$lib "$tmp/use_c_pc") && [ "$out" = "c: secret 1" ] || fail "use_c (pkg-config): $out"
 echo "install_test: installed files, CMake (secmem::secmem, version check) and pkg-config builds: ok"

@@ -66,8 +66,9 @@ const char *backend_name() {
 void reserved_range(uintptr_t *base, size_t *size) {
   bool ready = is_ready();
   // One read of the size: the range may grow (downwards) meanwhile.
-  *size = ready ? lookup_pool().reserved_bytes() : 0;
-  *base = ready ? lookup_pool().reserved_top() - *size : 0;
+  size_t bytes = ready ? lookup_pool().reserved_bytes() : 0;
+  if (size != nullptr) *size = bytes;
+  if (base != nullptr) *base = ready ? lookup_pool().reserved_top() - bytes : 0;
 }
 
 } // namespace secmem::heap

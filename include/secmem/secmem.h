@@ -42,8 +42,9 @@ SECMEM_API SECMEM_MALLOC_LIKE void *secmem_aligned_alloc(size_t alignment, size_
 /* Zeroes the whole usable size, then frees. NULL is ignored. */
 SECMEM_API void secmem_free(void *p);
 /* The size a live allocation was asked for (its usable bytes: the slack
- * after them holds an overflow canary); 0 for NULL or a pointer secmem does
- * not own. */
+ * after them holds an overflow canary); 0 for NULL, a pointer secmem does
+ * not own, or one inside a block but not at its start (secmem_owns is 1
+ * for that one). */
 SECMEM_API size_t secmem_usable_size(const void *p);
 /* 1 if p points into a live allocation of this heap (its bytes, the
  * secmem_usable_size ones; not the slack after them), else 0. O(1), safe
@@ -130,7 +131,8 @@ SECMEM_API unsigned secmem_tag_depth(void);
  * allocation. The range's end (*base + *size) never changes once set; the
  * range may grow downwards (a smaller *base, a larger *size) when a block
  * does not fit, before that block is returned: a pointer secmem returned
- * lies in the range as read after it was returned. */
+ * lies in the range as read after it was returned. Either pointer may be
+ * NULL: that value is not stored. */
 SECMEM_API void secmem_reserved_range(uintptr_t *base, size_t *size);
 
 #ifdef __cplusplus

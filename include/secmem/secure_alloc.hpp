@@ -24,6 +24,10 @@
 #ifndef SECMEM_SECURE_ALLOC_HPP
 #define SECMEM_SECURE_ALLOC_HPP
 
+#if __cplusplus < 202002L
+#error "secmem/secure_alloc.hpp needs C++20 (-std=c++20 or later); C programs and older C++ use secmem/secmem.h"
+#endif
+
 #include <algorithm>
 #include <cerrno>
 #include <compare>
@@ -107,10 +111,19 @@ using secure_unordered_map = std::unordered_map<K, V, Hash, Eq, secure_alloc<std
 // ---- smart pointers -----------------------------------------------------------
 
 template <typename T> struct secure_delete {
+  constexpr secure_delete() noexcept = default;
+  // As std::default_delete: a secure_unique_ptr<Derived> converts to a
+  // secure_unique_ptr<Base> (Base needs a virtual destructor, as with delete).
+  template <typename U>
+  requires std::is_convertible_v<U *, T *> secure_delete(const secure_delete<U> &)
+  noexcept {}
   void operator()(T *p) const noexcept {
     if (p == nullptr) return;
+    // The whole object's address: a base that is not its first one lies inside it.
+    const volatile void *start = p;
+    if constexpr (std::is_polymorphic_v<T>) start = dynamic_cast<const volatile void *>(p);
     p->~T();
-    secmem_free(p);
+    secmem_free(const_cast<void *>(start));
   }
 };
 
@@ -879,7 +892,9 @@ public:
       : ptr_(static_cast<T *>(secmem_sealed_alloc(sizeof(T)))) {
     static_assert(alignof(T) <= 4096, "sealed<T>: T's alignment is more than a page");
     if (ptr_ == nullptr) throw std::bad_alloc();
-    if constexpr (sizeof...(Args) > 0) {
+    // Zero from the heap is T's value only for a T without a default
+    // constructor or member initialisers of its own: others run theirs.
+    if constexpr (sizeof...(Args) > 0 || !std::is_trivially_default_constructible_v<T>) {
       try {
         writer w(ptr_);
         new (ptr_) T(std::forward<Args>(args)...);
