@@ -70,6 +70,9 @@
 //                   stray: sealed, and a prepare handler makes a process
 //                   with _Fork that lives 3 s, then uses the heap (3 forks:
 //                   none may take 2.7 s)
+//   guard-budget    large and sealed blocks until their guards would take half
+//                   of vm.max_map_count, then freed: the heap's guards never
+//                   take more than a quarter, a thread can still be made
 //   map-limit H     fork with the mapping count H below vm.max_map_count (-1:
 //                   one past it, where every mmap fails): the child gets
 //                   its copy, the parent's secret is untouched
@@ -1689,6 +1692,71 @@ static int map_limit(long headroom) {
   return status == 0 ? 0 : 1;
 }
 
+// ---- guard-budget ----
+
+static long mapping_count(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (f == NULL) return -1;
+  long n = 0;
+  for (int c; (c = fgetc(f)) != EOF;) n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+static void *idle_thread(void *arg) { return arg; }
+
+static int thread_starts(void) {
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, idle_thread, NULL) != 0) return 0;
+  pthread_join(thread, NULL);
+  return 1;
+}
+
+// Large blocks, each between guard pages (two mappings more apiece), made
+// until they would take half of vm.max_map_count, then freed; sealed ones
+// made (a few mappings: their pages and guards merge) and freed (each was
+// open between its closed guards): the heap's guards never take more than
+// a quarter of the count (then blocks go without, said once), so the
+// program can still make a thread, and every freed block's bytes are zeroed.
+static int guard_budget(void) {
+  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+  long max = 0;
+  if (f == NULL || fscanf(f, "%ld", &max) != 1) return fail("vm.max_map_count");
+  fclose(f);
+  long start = mapping_count(), blocks = max / 4 + 64, slack = 512;
+  enum { kBytes = 9000 };
+  char **live = calloc((size_t)blocks, sizeof *live);
+  if (live == NULL) return fail("calloc");
+  for (long i = 0; i < blocks; ++i) {
+    if ((live[i] = secmem_malloc(kBytes)) == NULL) return fail("secmem_malloc");
+    live[i][0] = live[i][kBytes - 1] = 'k';
+  }
+  long during = mapping_count();
+  if (during - start > max / 4 + slack) return fail("the guards took more than a quarter of the mappings");
+  if (!thread_starts()) return fail("no thread with the blocks live");
+  for (long i = 0; i < blocks; ++i) secmem_free(live[i]);
+  long freed = mapping_count();
+  if (freed - start > max / 4 + slack) return fail("freed blocks' guards kept more than a quarter of the mappings");
+  for (long i = 0; i < blocks; ++i) {
+    if ((live[i] = secmem_sealed_alloc(kBytes)) == NULL) return fail("secmem_sealed_alloc");
+    if (secmem_access_begin(live[i], SECMEM_WRITE) != 0) return fail("access_begin");
+    live[i][0] = 's';
+    secmem_access_end(live[i], SECMEM_WRITE);
+  }
+  for (long i = 0; i < blocks; ++i) secmem_free(live[i]);
+  long sealed_freed = mapping_count();
+  if (sealed_freed - start > max / 4 + slack)
+    return fail("freed sealed blocks kept more than a quarter of the mappings");
+  if (!thread_starts()) return fail("no thread after the frees");
+  char *again = secmem_malloc(kBytes);
+  if (again == NULL || !all_bytes(again, 0, kBytes)) return fail("a block made again is not zero");
+  secmem_free(again);
+  free(live);
+  printf("mappings: %ld at start, %ld with %ld blocks live, %ld freed, %ld sealed ones freed; limit %ld\n", start,
+         during, blocks, freed, sealed_freed, max);
+  return 0;
+}
+
 // ---- map-limit-free ----
 
 // The mapping count to one past vm.max_map_count, as a program's own mmap
@@ -3089,6 +3157,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "init-race") == 0) return init_race((int)arg);
   if (strcmp(argv[1], "register-race") == 0) return register_race(argc > 2 ? argv[2] : "");
   if (strcmp(argv[1], "map-limit-free") == 0) return map_limit_free();
+  if (strcmp(argv[1], "guard-budget") == 0) return guard_budget();
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
   if (strcmp(argv[1], "signal-fork-continue") == 0)
     return signal_fork_continue((int)arg, argc > 3 && strcmp(argv[3], "no-fds") == 0);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fcntl.h>
 #include <pthread.h>
+#include <regex>
 #include <seccomp.h>
 #include <string>
 #include <sys/ptrace.h>
@@ -200,6 +201,25 @@ TEST(Stderr, ADataFileInFdTwosPlaceGetsNoLines) {
         secmem_free(&on_stack);
       },
       "^secmem: invalid free of 0x[0-9a-f]+: not allocated by secmem\n$");
+}
+
+// Large blocks, each between guard pages (two mappings more apiece), until
+// their guards would take half of vm.max_map_count; then freed; sealed
+// ones made and freed (tests/fork_edges.c guard-budget): the heap's guards
+// take at most a quarter of the count, said once, and the program can
+// still make a thread. 32,000 live blocks of 9000 bytes left pthread_create
+// none, and so did as many sealed ones once freed (found by the
+// adversarial review).
+TEST(MapCount, TheHeapsGuardsLeaveTheProgramItsMappings) {
+  for (const char *backend : {"SECMEM_BACKEND=auto", "SECMEM_BACKEND=mlock"}) {
+    Result r = run({SECMEM_FORK_EDGES_PATH, "guard-budget"}, {backend});
+    EXPECT_EQ(r.status, 0) << backend << r.out << r.err;
+    EXPECT_TRUE(std::regex_match(r.err, std::regex("secmem: the heap's guard pages and sealed blocks split its memory "
+                                                   "into [0-9]+ mappings more, a quarter of what vm.max_map_count "
+                                                   "allows the process: large blocks made while that lasts go "
+                                                   "without guard pages\n")))
+        << backend << r.err;
+  }
 }
 
 // A process that used up its PTHREAD_KEYS_MAX keys: the heap runs without

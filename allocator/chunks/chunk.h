@@ -81,6 +81,10 @@ struct Chunk {
   // child; a huge chunk keeps one value for its whole block in prot[0].
   uint8_t prot[kSlotPages] = {};
   uint32_t restricted_pages = 0;
+  // Pages whose protection differs from the page before's (not in a huge
+  // chunk): each such change is a mapping more for the process
+  // (protection::mapping_splits).
+  uint32_t prot_changes = 0;
   // Pages in no run may still have a freed large block's guards (free_run
   // with restricted pages): each guard splits the chunk's mapping in two,
   // and every mapping costs each fork (ChunkPool::open_free_guards).

@@ -14,12 +14,42 @@ namespace secmem {
 
 namespace {
 constexpr int kReadWrite = PROT_READ | PROT_WRITE;
+
+// The mappings the heap's guards and sealed blocks may add to the process
+// (protection::mapping_splits): a quarter of vm.max_map_count, read at
+// start-up. Past it, large blocks are made without guards and a freed
+// one's guards open at once (guards_allowed, free_guarded): the rest is the
+// program's (a thread's stack is two mappings; 32,000 live guarded blocks
+// of 9000 bytes left pthread_create none, and so did as many sealed ones
+// once freed, each open between its closed guards). Under the heap lock;
+// outside the heap's page (heap.cpp: what a fork writes stays on one page).
+size_t g_split_budget = 65530 / 4;
+bool g_guards_off_said = false;
 } // namespace
 
 bool ChunkPool::init(const Config &config) {
   config_ = &config;
   tiers_.init(config);
+  char text[32];
+  long n = linux_facts::read_small_file("/proc/sys/vm/max_map_count", text, sizeof text - 1);
+  size_t max_maps = 0;
+  for (long i = 0; i < n && text[i] >= '0' && text[i] <= '9'; ++i) max_maps = max_maps * 10 + (text[i] - '0');
+  if (max_maps > 0) g_split_budget = max_maps / 4;
   return reservation_.init();
+}
+
+bool ChunkPool::guards_allowed() {
+  if (protection::mapping_splits() < g_split_budget) return true;
+  if (!g_guards_off_said) {
+    g_guards_off_said = true;
+    diag::Line()
+        .add("the heap's guard pages and sealed blocks split its memory into ")
+        .dec(protection::mapping_splits())
+        .add(" mappings more, a quarter of what vm.max_map_count allows the process: large blocks made while "
+             "that lasts go without guard pages")
+        .emit();
+  }
+  return false;
 }
 
 Chunk *ChunkPool::new_chunk(uint32_t min_pages, bool huge, size_t alignment) {
@@ -339,9 +369,12 @@ bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, b
     Chunk *chunk = nullptr;
     uint32_t first = 0;
     if (!find_run(run, align_pages, &chunk, &first, spare, prefer, claimant)) return false;
-    // Guards where mprotect allows (they often are from the run's last use).
-    protection::ensure(chunk, first, align_pages, PROT_NONE);
-    protection::ensure(chunk, first + align_pages + block_pages, 1, PROT_NONE);
+    // Guards where mprotect allows (they often are from the run's last use),
+    // and the process's mappings are not short (guards_allowed).
+    if (guards_allowed()) {
+      protection::ensure(chunk, first, align_pages, PROT_NONE);
+      protection::ensure(chunk, first + align_pages + block_pages, 1, PROT_NONE);
+    }
     if (protection::ensure(chunk, first + align_pages, block_pages, kReadWrite) == 0) {
       *out = GuardedRun{chunk, first + align_pages, block_pages, align_pages, 1};
       return true;
@@ -355,10 +388,13 @@ bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, b
 }
 
 void ChunkPool::free_guarded(const GuardedRun &run) {
-  if (run.chunk->huge)
-    release_chunk(run.chunk);
-  else
-    free_run(run.chunk, run.first_page - run.guard_lead, run.guard_lead + run.pages + run.guard_tail);
+  if (run.chunk->huge) return release_chunk(run.chunk);
+  uint32_t first = run.first_page - run.guard_lead, pages = run.guard_lead + run.pages + run.guard_tail;
+  // Past the budget of mappings, its guards open now, not at the next fork
+  // (open_free_guards): the run is one mapping with its neighbours again.
+  // Where mprotect refuses, they stay, as any free guard.
+  if (protection::mapping_splits() >= g_split_budget) protection::ensure(run.chunk, first, pages, kReadWrite);
+  free_run(run.chunk, first, pages);
 }
 
 void ChunkPool::open_free_guards() {
@@ -390,6 +426,7 @@ void ChunkPool::release_chunk(Chunk *chunk) {
   mapped_bytes_[static_cast<int>(chunk->tier)] -= chunk->mapped_bytes();
   pages_touched_ -= chunk->touched_pages;
   chunk_count_--;
+  protection::forget(chunk);
   if (released != os::Released::kUnchanged && !chunk->holed)
     reservation_.give_slots(reservation_.slot_of(chunk->base), chunk->slots);
   chunk_meta_.give(chunk);

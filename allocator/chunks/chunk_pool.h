@@ -188,6 +188,10 @@ private:
   size_t mapped_bytes_[kNumTiers] = {};
   size_t pages_touched_ = 0;
   size_t chunk_count_ = 0;
+  // Whether a large block gets guard pages: not while the heap's guards
+  // and sealed blocks split its memory into a quarter of vm.max_map_count
+  // mappings (chunk_pool.cpp).
+  bool guards_allowed();
   uint64_t fork_privatisations_ = 0;
   int fork_pipe_[2] = {-1, -1}; // the child writes a byte when its copies are in place
   // Staging files: memfd_secret files the parent copies its chunks into

@@ -32,12 +32,30 @@ template <typename F> void for_each_restricted(const Chunk *chunk, F fn) {
 
 namespace {
 
+size_t g_mapping_splits = 0; // under the heap lock, as every record
+
+// Whether page's protection differs from the page before's (a huge chunk's
+// record is one value for the whole chunk: no split).
+uint32_t changes_around(const Chunk *chunk, uint32_t page) {
+  if (chunk->huge) return 0;
+  return (page > 0 && chunk->prot[page - 1] != chunk->prot[page] ? 1 : 0) +
+         (page + 1 < kSlotPages && chunk->prot[page + 1] != chunk->prot[page] ? 1 : 0);
+}
+
 void record(Chunk *chunk, uint32_t page, uint8_t value) {
   chunk->restricted_pages += (value != 0) - (chunk->prot[page] != 0);
+  uint32_t before = changes_around(chunk, page);
   chunk->prot[page] = value;
+  uint32_t after = changes_around(chunk, page);
+  chunk->prot_changes = chunk->prot_changes + after - before;
+  g_mapping_splits = g_mapping_splits + after - before;
 }
 
 } // namespace
+
+size_t mapping_splits() { return g_mapping_splits; }
+
+void forget(const Chunk *chunk) { g_mapping_splits -= chunk->prot_changes; }
 
 // The record first, then the kernel: a signal handler on this thread may
 // fork between the two, and the child (which copies its chunks and puts

@@ -10,6 +10,13 @@
 
 namespace secmem::protection {
 
+// The mappings the heap's protections add to the process: in the chunks
+// listed, the pages whose protection differs from the page before's (each
+// guard and sealed block in the middle of a chunk splits its mapping).
+size_t mapping_splits();
+// A chunk given back: its splits no longer count.
+void forget(const Chunk *chunk);
+
 // Sets pages [first_page, first_page+pages) (a huge chunk: first_page 0 and
 // all its pages) to PROT_NONE, PROT_READ or PROT_READ|PROT_WRITE. 0 or the errno of mprotect.
 int set(Chunk *chunk, uint32_t first_page, uint32_t pages, int prot);

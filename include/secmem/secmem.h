@@ -71,8 +71,10 @@ SECMEM_API int secmem_ct_equal(const void *a, const void *b, size_t n);
  * while any SECMEM_WRITE scope is open, read-only while only SECMEM_READ
  * scopes are, and sealed again when the last one ends. Protection is per
  * process (all threads see the same), and each sealed block costs at least
- * one page plus two mappings. secmem_realloc refuses sealed blocks (NULL,
- * EINVAL). */
+ * two pages (its own and a guard), and up to two mappings while a scope is
+ * open (sealed blocks side by side, and their guards, are one mapping while
+ * closed). secmem_realloc refuses sealed blocks (NULL, EINVAL), also with
+ * size 0 (the block stays: free it with secmem_free). */
 #define SECMEM_READ 1
 #define SECMEM_WRITE 2
 /* size bytes (at least 1) on their own pages, zero-filled and sealed. NULL
