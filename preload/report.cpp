@@ -161,18 +161,23 @@ __attribute__((destructor)) void write_report() {
   bool kept = !to_stderr && report_fd_intact();
   int fd = kept ? g_report_fd
                 : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0600); // no wait on a FIFO
-  if (fd < 0) {
-    diag::Line()
-        .add("cannot write the report to ")
-        .add(kSECMEM_REPORT)
-        .add("=")
-        .value(target)
-        .add(": open failed")
-        .emit();
-    return;
-  }
-  report_line().emit_to(fd); // O_APPEND: one write per process keeps lines whole
-  if (!kept) close(fd);
+  int err = fd < 0 ? errno : 0;
+  // O_APPEND: one write per process keeps lines whole.
+  if (fd >= 0 && !report_line().emit_to(fd, &err) && err == 0) err = EIO;
+  if (fd >= 0 && !kept) close(fd);
+  if (err == 0) return;
+  // Lost, and said (to stderr, or syslog): a full disk, RLIMIT_FSIZE, a
+  // FIFO no one reads, a directory.
+  diag::Line()
+      .add("cannot write the report to ")
+      .add(kSECMEM_REPORT)
+      .add("=")
+      .value(target)
+      .add(": ")
+      .add(fd < 0 ? "open: " : "write: ")
+      .err(err)
+      .add(err == EFBIG ? " (RLIMIT_FSIZE)" : "")
+      .emit();
 }
 
 } // namespace

@@ -272,9 +272,26 @@ bool listed(const char *path) {
 void parse_tag_callers() {
   const char *value = env_value(process_environment(), kSECMEM_TAG_CALLERS);
   if (value == nullptr || is_secure_exec()) return;
-  while (*value != '\0' && g_caller_name_count < kMaxCallerNames) {
+  bool too_many_said = false;
+  while (*value != '\0') {
     size_t n = strcspn(value, ",");
-    if (n > 0 && n < sizeof g_caller_names[0]) {
+    if (n > 0 && g_caller_name_count == kMaxCallerNames) {
+      if (!too_many_said) {
+        char first[sizeof g_caller_names[0]];
+        size_t shown = n < sizeof first - 1 ? n : sizeof first - 1;
+        memcpy(first, value, shown);
+        first[shown] = '\0';
+        diag::Line()
+            .add("preload: SECMEM_TAG_CALLERS: more than ")
+            .dec(kMaxCallerNames)
+            .add(" names; from ")
+            .value(first)
+            .add(n > shown ? "..." : "")
+            .add(" on, ignored")
+            .emit();
+      }
+      too_many_said = true;
+    } else if (n > 0 && n < sizeof g_caller_names[0]) {
       memcpy(g_caller_names[g_caller_name_count], value, n);
       g_caller_names[g_caller_name_count++][n] = '\0';
     } else if (n > 0) {

@@ -330,6 +330,12 @@ UnitSettings read_unit(const std::string &unit_arg, std::string *name) {
     dirs = {unit_arg.substr(0, unit_arg.rfind('/'))};
     struct stat st {};
     if (stat(unit_arg.c_str(), &st) != 0) throw ToolError{2, "no unit file " + unit_arg};
+    // systemd knows a unit's type by its file's name, as here.
+    if (known_non_service(*name))
+      throw ToolError{2, unit_arg + " is not a service: only services run programs to preload"};
+    if (name->size() <= 8 || name->compare(name->size() - 8, 8, ".service") != 0)
+      throw ToolError{2, unit_arg + " is not a service's unit file (its name does not end in .service)"};
+    if (S_ISDIR(st.st_mode)) throw ToolError{2, unit_arg + " is a directory, not a unit file"};
   } else {
     if (known_non_service(unit_arg))
       throw ToolError{2, unit_arg + " is not a service: only services run programs to preload"};

@@ -218,6 +218,32 @@ TEST_F(Preload, ReportLinesOfWorkersThatDropPrivileges) {
       << "the worker's line comes first: " << lines[0];
 }
 
+// A report that cannot be written is said to be lost, with why (it was
+// lost without a word): a full device, a directory, a FIFO no one reads,
+// RLIMIT_FSIZE.
+TEST_F(Preload, AReportThatCannotBeWrittenIsSaidToBeLost) {
+  std::string fifo = dir_ + "/report.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  struct Case {
+    std::string target, line;
+    std::vector<std::string> prefix;
+  };
+  for (const Case &c : std::vector<Case>{
+           {"/dev/full", "write: ENOSPC", {}},
+           {dir_, "open: EISDIR", {}},
+           {fifo, "open: ENXIO", {}},
+           {dir_ + "/limited.txt", "write: EFBIG (RLIMIT_FSIZE)", {"prlimit", "--fsize=0"}},
+       }) {
+    std::vector<std::string> argv = c.prefix;
+    argv.insert(argv.end(), {kProbe, "tag"});
+    Result r = run(argv, {"LD_PRELOAD=" + kShim, "SECMEM_REPORT=" + c.target});
+    EXPECT_EQ(r.status, 0) << c.target << r.err;
+    EXPECT_NE(r.err.find("secmem: cannot write the report to SECMEM_REPORT=" + c.target + ": " + c.line + "\n"),
+              std::string::npos)
+        << c.target << ": " << r.err;
+  }
+}
+
 TEST_F(Preload, TagsRouteMallocOnlyUnderTheShim) {
   Result with = run({kProbe, "tag"}, shim_env());
   EXPECT_EQ(with.status, 0) << with.out;
@@ -465,6 +491,13 @@ TEST_F(Preload, TagCallersRoutesAllocationsMadeInsideAListedLibrary) {
   EXPECT_NE(reports()[0].find("callers 2 (128 bytes)"), std::string::npos) << reports()[0];
   Result without = run({kProbe, "callers", library}, shim_env());
   EXPECT_EQ(without.out, "from the library: ordinary, ordinary; from here: ordinary\n");
+  // Eight names at most: a ninth is said to be ignored (it was dropped without a word).
+  env = shim_env();
+  env.push_back("SECMEM_TAG_CALLERS=a,b,c,d,e,f,g,h,libtagme.so,i");
+  Result ninth = run({kProbe, "callers", library}, env);
+  EXPECT_EQ(ninth.status, 0) << ninth.err;
+  EXPECT_EQ(ninth.out, "from the library: ordinary, ordinary; from here: ordinary\n");
+  EXPECT_EQ(ninth.err, "secmem: preload: SECMEM_TAG_CALLERS: more than 8 names; from libtagme.so on, ignored\n");
 }
 
 // A listed library loaded at the addresses of an unloaded one that was not

@@ -1017,6 +1017,16 @@ TEST_F(SystemdDropIn, BadInputIsSaid) {
   Result socket = systemd({"web.socket"});
   EXPECT_EQ(socket.status, 2);
   EXPECT_EQ(socket.err, "secmem: web.socket is not a service: only services run programs to preload\n");
+  // Given by path, the same (a socket's file and any other file were taken for services).
+  ASSERT_NO_FATAL_FAILURE(write("web.socket", "[Socket]\nListenStream=8080\n"));
+  Result socket_file = systemd({dir_ + "/web.socket"});
+  EXPECT_EQ(socket_file.status, 2);
+  EXPECT_EQ(socket_file.err,
+            "secmem: " + dir_ + "/web.socket is not a service: only services run programs to preload\n");
+  Result passwd = systemd({"/etc/passwd"});
+  EXPECT_EQ(passwd.status, 2);
+  EXPECT_EQ(passwd.err, "secmem: /etc/passwd is not a service's unit file (its name does not end in .service)\n");
+  EXPECT_EQ(passwd.out, "");
   ASSERT_NO_FATAL_FAILURE(write("web.service", "[Service]\nExecStart=/bin/true\nUnsetEnvironment=LD_PRELOAD\n"));
   Result heap = systemd({"web", "--heap", "lots"});
   EXPECT_EQ(heap.status, 2);

@@ -207,31 +207,37 @@ bool to_syslog(const char *text, size_t len) {
   return sent;
 }
 
-bool write_all(int fd, const char *text, size_t len) {
+bool write_all(int fd, const char *text, size_t len, int *err) {
   int saved = errno;
   FileLimit limit = file_size_limit(fd, len);
   if (limit.over) {
     errno = saved;
+    if (err != nullptr) *err = EFBIG;
     return false;
   }
   FileLimitGuard guard(limit.limited);
+  int failed = 0;
   while (len > 0) {
     long n = syscall(SYS_write, fd, text, len);
     guard.wrote(n, errno);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
+    if (n <= 0) {
+      failed = n < 0 ? errno : EIO;
+      break;
+    }
     text += n;
     len -= static_cast<size_t>(n);
   }
   errno = saved;
+  if (err != nullptr) *err = failed;
   return len == 0;
 }
 
-bool Line::emit_to(int fd) const {
+bool Line::emit_to(int fd, int *err) const {
   char out[sizeof buf_ + 1];
   for (size_t i = 0; i < len_; ++i) out[i] = buf_[i];
   out[len_] = '\n';
-  return write_all(fd, out, len_ + 1);
+  return write_all(fd, out, len_ + 1, err);
 }
 
 void Line::emit() const {

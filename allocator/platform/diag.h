@@ -34,8 +34,9 @@ public:
   // Otherwise (fd 2 closed since, a data file, /dev/null since start-up: a
   // daemon's) the line goes to syslog, so that nothing is lost.
   void emit() const;
-  // The line and a newline to fd in one write; false if it did not all go out.
-  bool emit_to(int fd) const;
+  // The line and a newline to fd in one write; false if it did not all go
+  // out, with why in *err when asked (EFBIG: RLIMIT_FSIZE; errno untouched).
+  bool emit_to(int fd, int *err = nullptr) const;
   const char *text() const { return buf_; }
   size_t length() const { return len_; }
 
@@ -63,7 +64,7 @@ bool to_syslog(const char *text, size_t len);
 // overflow (the write would raise SIGXFSZ and kill the process); when another
 // writer takes the file past the limit meanwhile, the SIGXFSZ is blocked for
 // the write and taken back (not under a seccomp filter).
-bool write_all(int fd, const char *text, size_t len);
+bool write_all(int fd, const char *text, size_t len, int *err = nullptr);
 
 [[noreturn]] void fatal(const char *what);
 [[noreturn]] void fatal_errno(const char *what, int errnum);

@@ -59,6 +59,13 @@ inline const char *errno_name(int errnum) {
   case EBADF: return "EBADF";
   case ENODEV: return "ENODEV";
   case EEXIST: return "EEXIST";
+  case ENOSPC: return "ENOSPC";
+  case EISDIR: return "EISDIR";
+  case ENXIO: return "ENXIO";
+  case EROFS: return "EROFS";
+  case ENOTDIR: return "ENOTDIR";
+  case EDQUOT: return "EDQUOT";
+  case EPIPE: return "EPIPE";
   default: return "errno";
   }
 }
