@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <poll.h>
 #include <signal.h>
 #include <sstream>
 #include <string_view>
@@ -45,10 +46,28 @@ using Bn = std::unique_ptr<BIGNUM, BnFree>;
 // The whole file (a pipe too); secrets read from it are wiped by the caller.
 // Key and passphrase files are small: past 1 MiB it is no such file
 // (/dev/zero would never end).
+// A pipe or FIFO waits for its first bytes (or its writer's end) for 10
+// seconds at most: opened without waiting for a writer (a named FIFO that no
+// one opened hung the command for ever), then read as any pipe.
 std::string read_whole(const std::string &path, const char *what) {
   constexpr size_t kMaxBytes = 1 << 20;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  constexpr int kPipeWaitMs = 10000;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw ToolError{2, std::string("cannot open ") + what + " " + path + ": " + strerror(errno)};
+  struct stat st {};
+  if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
+    pollfd ready{fd, POLLIN, 0};
+    int n = 0;
+    do n = poll(&ready, 1, kPipeWaitMs);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) {
+      close(fd);
+      throw ToolError{2, std::string(what) + " " + path + ": nothing came through it in " +
+                             std::to_string(kPipeWaitMs / 1000) + " s"};
+    }
+  }
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   std::string data;
   char buf[65536];
   ssize_t got = 0;
@@ -495,6 +514,7 @@ volatile sig_atomic_t g_decrypting = 0;
 
 void remove_decryption() {
   if (g_decryption.child > 0) {
+    kill(-g_decryption.child, SIGKILL); // its process group: what it started too
     kill(g_decryption.child, SIGKILL);
     waitpid(g_decryption.child, nullptr, 0);
     g_decryption.child = 0;
@@ -515,9 +535,9 @@ void on_interrupt(int sig) {
 // private directory on tmpfs, rewritten without a passphrase. The passphrase
 // (read once, here) waits in that directory for an SSH_ASKPASS helper, and is
 // never on a command line (which every user can read in /proc). ssh-keygen
-// gets 30 s (a key whose KDF asks for billions of rounds would never end), dies
-// with this process (PR_SET_PDEATHSIG), and an interrupt removes everything
-// first. Returns the decrypted file's text.
+// gets 30 s (a key whose KDF asks for billions of rounds would never end),
+// in a process group of its own that is stopped whole then, dies with this
+// process (PR_SET_PDEATHSIG), and an interrupt removes everything first. Returns the decrypted file's text.
 std::string decrypt_openssh(const std::string &path, const std::string &passphrase) {
   std::string dir = private_dir(false), helper_dir = private_dir(true);
   std::string copy = dir + "/key", pass = dir + "/pass", askpass = helper_dir + "/askpass";
@@ -565,6 +585,7 @@ std::string decrypt_openssh(const std::string &path, const std::string &passphra
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(126);
+    setpgid(0, 0); // a group of its own, stopped whole (a program it starts too)
     int null = open("/dev/null", O_RDWR);
     if (null >= 0) {
       dup2(null, 0);
@@ -576,6 +597,7 @@ std::string decrypt_openssh(const std::string &path, const std::string &passphra
     execlp("ssh-keygen", "ssh-keygen", "-q", "-p", "-N", "", "-f", copy.c_str(), nullptr);
     _exit(127);
   }
+  setpgid(pid, pid); // as the child does, whichever runs first
   state.child = pid;
   int status = 0;
   bool finished = false;

@@ -75,6 +75,17 @@ int main(int argc, char **argv) {
   systemd->add_option("--heap", systemd_options.heap,
                       "The secret heap a process may grow to; LimitMEMLOCK= is three times it (default 16M)");
 
+  // A first word that is no option and no subcommand is named (CLI11 said
+  // "A subcommand is required").
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const CLI::App *sub : app.get_subcommands({})) known = known || sub->check_name(argv[1]);
+    if (!known) {
+      std::cerr << "secmem: unknown subcommand '" << argv[1]
+                << "' (run, probe, stat, scan, demo or systemd; secmem --help)\n";
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &error) {

@@ -67,6 +67,19 @@ static std::string memory_dir(int pid) {
   return found;
 }
 
+// PF_KTHREAD in the flags of /proc/PID/stat (its ninth field).
+static bool is_kernel_thread(int pid) {
+  std::string text = read_small_file("/proc/" + std::to_string(pid) + "/stat");
+  size_t paren = text.rfind(')');
+  if (paren == std::string::npos) return false;
+  std::istringstream fields(text.substr(paren + 1));
+  std::string field;
+  for (int i = 3; i <= 9 && fields >> field; ++i) {}
+  constexpr unsigned long kPfKthread = 0x00200000;
+  return !field.empty() && field.find_first_not_of("0123456789") == std::string::npos &&
+         (std::stoul(field) & kPfKthread) != 0;
+}
+
 bool process_gone(int pid) { return !process_exists(pid) || memory_dir(pid).empty(); }
 
 std::string proc_path(int pid, const char *file) {
@@ -100,6 +113,9 @@ static void require_process(int pid) {
 // nor scan fail at /proc/PID/mem with ESRCH.
 void require_memory(int pid, const char *when) {
   require_process(pid);
+  if (is_kernel_thread(pid))
+    throw ToolError{2, "process " + std::to_string(pid) + " (" + process_name(pid) +
+                           ") is a kernel thread: it has no user memory to look at"};
   if (process_gone(pid)) process_left(pid, when);
 }
 

@@ -324,6 +324,61 @@ TEST_F(Tool, ScanReadsPastAnUnreadablePage) {
 // "0 copies", exit 0); a copy that begins in one mapping and ends in the
 // next is found (it was not); a reservation that holds no page is not read
 // (reading it would make the kernel map pages for it).
+// Inputs found by the adversarial review: a kernel thread (no user memory:
+// "No such process", exit 3, and stat answered as if it held nothing); a
+// process named with a terminal escape (printed raw); a key file that is a
+// FIFO no one writes (the command hung for ever), and one whose writer
+// comes later; an unknown subcommand ("A subcommand is required").
+TEST_F(Tool, OddProcessesAndInputsAreSaid) {
+  int kernel_thread = 0;
+  if (DIR *proc = opendir("/proc")) {
+    while (dirent *entry = readdir(proc)) {
+      if (std::string(entry->d_name).find_first_not_of("0123456789") != std::string::npos) continue;
+      std::string stat = read_file(std::string("/proc/") + entry->d_name + "/stat");
+      size_t paren = stat.rfind(')');
+      unsigned long flags = 0;
+      if (kernel_thread == 0 && paren != std::string::npos &&
+          sscanf(stat.c_str() + paren + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags) == 1 && (flags & 0x00200000) != 0)
+        kernel_thread = atoi(entry->d_name);
+    }
+    closedir(proc);
+  }
+  ASSERT_GT(kernel_thread, 0) << "no kernel thread in /proc";
+  std::string name = secmem::tool::process_name(kernel_thread);
+  for (const char *command : {"scan", "stat"}) {
+    std::vector<std::string> argv = {kTool, command, std::to_string(kernel_thread)};
+    if (std::string(command) == "scan") argv.insert(argv.end(), {"--hex", "41424344"});
+    Result r = run(argv);
+    EXPECT_EQ(r.status, 2) << command << r.out << r.err;
+    EXPECT_EQ(r.err, "secmem: process " + std::to_string(kernel_thread) + " (" + name +
+                         ") is a kernel thread: it has no user memory to look at\n")
+        << command;
+  }
+  std::string escaped = dir_ + "/\x1b[7mX";
+  ASSERT_EQ(system(("cp /bin/sleep '" + escaped + "'").c_str()), 0);
+  Child sleeper = start({escaped, "30"});
+  usleep(200000);
+  Result stat = run({kTool, "stat", std::to_string(sleeper.pid)});
+  EXPECT_TRUE(contains(stat.out, "process:           " + std::to_string(sleeper.pid) + " (\\x1b[7mX)\n")) << stat.out;
+  EXPECT_EQ(stat.out.find('\x1b'), std::string::npos);
+  kill(sleeper.pid, SIGKILL);
+  finish(sleeper);
+  std::string fifo = dir_ + "/key.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  Result unwritten = run({kTool, "scan", std::to_string(getpid()), "--key-file", fifo});
+  EXPECT_EQ(unwritten.status, 2);
+  EXPECT_EQ(unwritten.err, "secmem: key file " + fifo + ": nothing came through it in 10 s\n");
+  Result later = run({"sh", "-c",
+                      "(sleep 1; cat " + key() + " > " + fifo + ") & exec " + std::string(kTool) + " scan " +
+                          std::to_string(getpid()) + " --key-file " + fifo});
+  EXPECT_EQ(later.status, 0) << later.err;
+  EXPECT_TRUE(contains(later.out, "EC key (PEM): private scalar")) << later.out;
+  Result unknown = run({kTool, "bogus"});
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_EQ(unknown.err,
+            "secmem: unknown subcommand 'bogus' (run, probe, stat, scan, demo or systemd; secmem --help)\n");
+}
+
 TEST_F(Tool, ScanReadsClosedPagesAndCopiesAcrossMappings) {
   Child probe = start({kProbe, "closed"});
   std::vector<std::string> lines(4);
@@ -755,6 +810,25 @@ TEST_F(KeyFiles, DecryptingAnOpensshKeyLeavesNothingBehind) {
     for (int tries = 0; tries < 30 && !(left = left_since(before)).empty(); ++tries) usleep(100000);
     EXPECT_EQ(left, "") << "after signal " << sig;
   }
+  // What ssh-keygen starts goes with it (its process group): a stand-in that
+  // starts a program and waits (the program was left running).
+  std::string fake = dir_ + "/fakebin", grandchild = dir_ + "/grandchild.pid";
+  ASSERT_NO_FATAL_FAILURE(sh("mkdir -p " + fake + " && printf '#!/bin/sh\\nsleep 101 &\\necho $! > " + grandchild +
+                             "\\nwait\\n' > " + fake + "/ssh-keygen && chmod 755 " + fake + "/ssh-keygen"));
+  Child stand_in = start({kTool, "scan", std::to_string(getpid()), "--key-file", key, "--passphrase-file", pass()},
+                         {"PATH=" + fake + ":" + std::string(getenv("PATH"))});
+  for (int tries = 0; tries < 50 && read_file(grandchild).empty(); ++tries) usleep(100000);
+  int sleeper = atoi(read_file(grandchild).c_str());
+  ASSERT_GT(sleeper, 0);
+  kill(stand_in.pid, SIGTERM);
+  EXPECT_EQ(finish(stand_in).status, 128 + SIGTERM);
+  bool sleeping = true;
+  for (int tries = 0; tries < 30 && sleeping; ++tries) {
+    std::string stat = read_file("/proc/" + std::to_string(sleeper) + "/stat");
+    sleeping = !stat.empty() && stat.find(") Z") == std::string::npos;
+    if (sleeping) usleep(100000);
+  }
+  EXPECT_FALSE(sleeping) << "ssh-keygen's own child " << sleeper << " outlived the scan";
   Child killed = start({kTool, "scan", std::to_string(getpid()), "--key-file", key, "--passphrase-file", pass()});
   usleep(500000);
   kill(killed.pid, SIGKILL); // nothing can clean up: ssh-keygen dies with it all the same
