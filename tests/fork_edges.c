@@ -70,6 +70,8 @@
 //                   stray: sealed, and a prepare handler makes a process
 //                   with _Fork that lives 3 s, then uses the heap (3 forks:
 //                   none may take 2.7 s)
+//   all-tiers-refused (under a small memlock budget) the mapping count at its
+//                   limit, then a block past the budget: NULL, every tier refused
 //   guard-budget    large and sealed blocks until their guards would take half
 //                   of vm.max_map_count, then freed: the heap's guards never
 //                   take more than a quarter, a thread can still be made
@@ -1757,6 +1759,24 @@ static int guard_budget(void) {
   return 0;
 }
 
+// ---- all-tiers-refused ----
+
+static int exhaust_mappings(void);
+
+// Under a small memlock budget without CAP_IPC_LOCK: a secret made, then the
+// mapping count taken to its limit, then a block larger than the budget:
+// NULL with ENOMEM (every tier refused: the budget, then the mapping count).
+static int all_tiers_refused(void) {
+  void *first = secmem_malloc(32);
+  if (first == NULL) return fail("the first secret");
+  if (exhaust_mappings() != 0) return fail("set-up");
+  errno = 0;
+  void *big = secmem_malloc(3 << 20);
+  if (big != NULL || errno != ENOMEM) return fail("a block past the budget and the mapping count was made");
+  secmem_free(first);
+  return 0;
+}
+
 // ---- map-limit-free ----
 
 // The mapping count to one past vm.max_map_count, as a program's own mmap
@@ -3158,6 +3178,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "register-race") == 0) return register_race(argc > 2 ? argv[2] : "");
   if (strcmp(argv[1], "map-limit-free") == 0) return map_limit_free();
   if (strcmp(argv[1], "guard-budget") == 0) return guard_budget();
+  if (strcmp(argv[1], "all-tiers-refused") == 0) return all_tiers_refused();
   if (strcmp(argv[1], "signal-fork") == 0) return signal_fork((int)arg);
   if (strcmp(argv[1], "signal-fork-continue") == 0)
     return signal_fork_continue((int)arg, argc > 3 && strcmp(argv[3], "no-fds") == 0);

@@ -42,6 +42,28 @@ bool intact(const Held &h) { return holds_pattern(h.p, h.size, h.seed); }
 
 } // namespace
 
+// Every tier refused, each for its own reason (tests/fork_edges.c
+// all-tiers-refused: the budget, then the mapping count the program took to
+// its limit): NULL with ENOMEM, and the one line names the last tier's reason
+// too (it gave the first tier's alone, the memlock budget, for a failure of
+// unlocked memory that has none; found by the adversarial review).
+TEST(Memlock, EveryTierRefusedSaysEachReason) {
+  Result r = run({SECMEM_FORK_EDGES_PATH, "all-tiers-refused"});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  const std::string refused = "allocations return NULL with ENOMEM";
+  if (exhaustion_policy_fail()) {
+    EXPECT_NE(r.err.find("out of secret memory (EAGAIN: RLIMIT_MEMLOCK budget spent); " + refused), std::string::npos)
+        << r.err;
+  } else {
+    EXPECT_NE(r.err.find("out of secret memory (EAGAIN: RLIMIT_MEMLOCK budget spent; unlocked anonymous memory "
+                         "(MADV_DONTDUMP; it can be swapped): ENOMEM: the kernel refused the mapping "
+                         "(vm.max_map_count reached?)); " +
+                         refused),
+              std::string::npos)
+        << r.err;
+  }
+}
+
 TEST(Memlock, RunsWithoutCapIpcLockUnderASmallLimit) {
   rlimit limit{};
   ASSERT_EQ(getrlimit(RLIMIT_MEMLOCK, &limit), 0);

@@ -248,6 +248,9 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
   int first_err = 0;
   const char *first_why_text = nullptr; // a sandbox refusal's, before the next tier's check replaces it
   bool first_why_for_now = false;
+  Tier last = top; // the last tier tried, and why it refused
+  FallbackReason last_why = FallbackReason::kOther;
+  int last_err = 0;
   for (int t = static_cast<int>(top); t < kNumTiers; ++t) {
     Tier tier = static_cast<Tier>(t);
     if (tier != top && !may_degrade()) break;
@@ -273,9 +276,13 @@ bool TierMapper::map_chunk(uintptr_t addr, uint32_t min_pages, bool flexible, Ma
     } else if (why == FallbackReason::kSandbox) {
       skipped_for_sandbox_ = true;
     }
+    last = tier;
+    last_why = why;
+    last_err = err;
   }
   counters_.failed_chunks++;
-  report_failure(first_why, first_err, first_why_text, first_why_for_now);
+  report_failure(first_why, first_err, first_why_text, first_why_for_now,
+                 last != top ? static_cast<int>(last) : kNumTiers, last_why, last_err);
   errno = ENOMEM;
   return false;
 }
@@ -298,12 +305,19 @@ void TierMapper::report_fallback(Tier to, FallbackReason why, int err, const cha
   line.emit();
 }
 
-void TierMapper::report_failure(FallbackReason why, int err, const char *why_text, bool why_for_now) {
+void TierMapper::report_failure(FallbackReason why, int err, const char *why_text, bool why_for_now, int last,
+                                FallbackReason last_why, int last_err) {
   if (reported_failure_) return;
   reported_failure_ = true;
   diag::Line line;
   line.add("out of secret memory (");
   describe(line, why, err, why_text, why_for_now);
+  // The last tier's own reason (a fallback tier refused for another: the
+  // mapping count, where the first said the memlock budget).
+  if (last < kNumTiers) {
+    line.add("; ").add(tier_description(static_cast<Tier>(last))).add(": ");
+    describe(line, last_why, last_err, nullptr, false);
+  }
   line.add("); allocations return NULL with ENOMEM");
   if (config_->backend == Backend::kMemfdSecret)
     line.add(" (SECMEM_BACKEND=memfd_secret never falls back)");

@@ -90,7 +90,10 @@ public:
 
 private:
   int map_one(Tier tier, uintptr_t addr, uint32_t min_pages, bool flexible, Mapped *out, FallbackReason *why);
-  void report_failure(FallbackReason why, int err, const char *why_text, bool why_for_now);
+  // why: the first tier's refusal; last: the last tier tried, when it is
+  // another, with its own (kNumTiers: none).
+  void report_failure(FallbackReason why, int err, const char *why_text, bool why_for_now, int last = kNumTiers,
+                      FallbackReason last_why = FallbackReason::kOther, int last_err = 0);
   bool refused_by_sandbox(linux_facts::ProbeCall call) const; // may_call said no
 
   // What may_call learnt of one call.
