@@ -242,8 +242,9 @@ SHIM_API int OSSL_PARAM_get_BN(const OSSL_PARAM *p, BIGNUM **val) {
 // OpenSSL allocates (*pp null), or into the caller's. Every allocation the
 // real call makes (the buffer, and the intermediate encodings) is made in
 // the secret heap. A caller that brings its own buffer asks the length first
-// (pp null) and allocates it: the thread's next allocation of that length,
-// among its next kPendingAllocations, goes to the secret heap too (Apache's
+// (pp null) and allocates it: the thread's next allocation of that length
+// (or up to kPendingSlack bytes more), among its next kPendingAllocations,
+// goes to the secret heap too (Apache's
 // mod_ssl keeps a decrypted key so, in a buffer of its own, to load it again
 // at each restart without asking for the passphrase). A call that writes
 // ends the wait: its buffer exists by then. The vector registers are
@@ -261,7 +262,14 @@ constexpr uint32_t kPendingAllocations = 8;
 // AVX-512's 16 to 31 too (glibc's memcpy uses ymm16 and up there).
 __attribute__((noinline)) void clear_vector_registers() {
 #if defined(__x86_64__)
-  static const int level = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx") ? 1 : 0;
+  // libgcc's processor model is filled in by a constructor of the shim's
+  // own copy, which may not have run yet (another library's constructor
+  // called i2d_PrivateKey): asked first, or the answer stayed "no AVX" for
+  // good and zmm16-31 kept the key (found by the adversarial review).
+  static const int level = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx") ? 1 : 0;
+  }();
   if (level == 2) {
     asm volatile("vzeroall\n\t"
                  "vpxord %%zmm16, %%zmm16, %%zmm16\n\tvpxord %%zmm17, %%zmm17, %%zmm17\n\t"
@@ -308,8 +316,13 @@ void end_pending_der() {
 
 } // namespace
 
+// The buffer may be a little larger than the length: a std::string sized to
+// it allocates one byte more for its terminator (found by the adversarial
+// review: 6 RSA components readable), a container may round up.
+constexpr size_t kPendingSlack = 64;
+
 bool secmem::shim::take_pending_der(size_t n) {
-  bool match = n == t_pending_der.size;
+  bool match = n >= t_pending_der.size && n - t_pending_der.size <= kPendingSlack;
   if (match || t_pending_der.left <= 1) {
     end_pending_der();
   } else {

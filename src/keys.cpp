@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -46,40 +47,51 @@ using Bn = std::unique_ptr<BIGNUM, BnFree>;
 // The whole file (a pipe too); secrets read from it are wiped by the caller.
 // Key and passphrase files are small: past 1 MiB it is no such file
 // (/dev/zero would never end).
-// A pipe or FIFO waits for its first bytes (or its writer's end) for 10
-// seconds at most: opened without waiting for a writer (a named FIFO that no
-// one opened hung the command for ever), then read as any pipe.
+// A pipe or FIFO is read for 10 seconds at most, from its opening to its
+// end: opened without waiting for a writer (a named FIFO that no one opened
+// hung the command for ever, and so did one whose writer kept it open).
 std::string read_whole(const std::string &path, const char *what) {
   constexpr size_t kMaxBytes = 1 << 20;
   constexpr int kPipeWaitMs = 10000;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw ToolError{2, std::string("cannot open ") + what + " " + path + ": " + strerror(errno)};
   struct stat st {};
-  if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
-    pollfd ready{fd, POLLIN, 0};
-    int n = 0;
-    do n = poll(&ready, 1, kPipeWaitMs);
-    while (n < 0 && errno == EINTR);
-    if (n == 0) {
-      close(fd);
-      throw ToolError{2, std::string(what) + " " + path + ": nothing came through it in " +
-                             std::to_string(kPipeWaitMs / 1000) + " s"};
-    }
+  bool pipe = fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+  if (!pipe) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   }
-  int flags = fcntl(fd, F_GETFL);
-  if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kPipeWaitMs);
   std::string data;
   char buf[65536];
   ssize_t got = 0;
-  while (data.size() <= kMaxBytes && ((got = read(fd, buf, sizeof buf)) > 0 || (got < 0 && errno == EINTR)))
-    if (got > 0) data.append(buf, static_cast<size_t>(got));
-  int err = errno;
+  int err = 0;
+  bool late = false;
+  while (data.size() <= kMaxBytes) {
+    if (pipe) { // wait for bytes, or the writer's end, until the deadline
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      pollfd ready{fd, POLLIN, 0};
+      int n = left.count() > 0 ? poll(&ready, 1, static_cast<int>(left.count())) : 0;
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0) {
+        late = true;
+        break;
+      }
+    }
+    got = read(fd, buf, sizeof buf);
+    if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (got <= 0) break;
+    data.append(buf, static_cast<size_t>(got));
+  }
+  err = errno;
   close(fd);
   OPENSSL_cleanse(buf, sizeof buf);
-  if (data.size() > kMaxBytes) {
-    OPENSSL_cleanse(data.data(), data.size());
+  if (late || data.size() > kMaxBytes) OPENSSL_cleanse(data.data(), data.size());
+  if (late)
+    throw ToolError{2, std::string(what) + " " + path + ": not read to its end within " +
+                           std::to_string(kPipeWaitMs / 1000) + " s (a pipe whose writer is still there)"};
+  if (data.size() > kMaxBytes)
     throw ToolError{2, std::string(what) + " " + path + " is longer than 1 MiB: not a key or passphrase file"};
-  }
   if (got < 0) throw ToolError{2, std::string("cannot read ") + what + " " + path + ": " + strerror(err)};
   return data;
 }

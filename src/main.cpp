@@ -14,6 +14,7 @@
 #include <string>
 
 #include "commands.h"
+#include "output.h"
 
 using namespace secmem::tool;
 
@@ -81,7 +82,7 @@ int main(int argc, char **argv) {
     bool known = false;
     for (const CLI::App *sub : app.get_subcommands({})) known = known || sub->check_name(argv[1]);
     if (!known) {
-      std::cerr << "secmem: unknown subcommand '" << argv[1]
+      std::cerr << "secmem: unknown subcommand '" << terminal_safe(argv[1])
                 << "' (run, probe, stat, scan, demo or systemd; secmem --help)\n";
       return 2;
     }

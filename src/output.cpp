@@ -27,24 +27,6 @@ std::string one_line(const json &value) {
 void print_json(const json &value) { std::cout << one_line(value) << "\n"; }
 
 // "label:" padded to one column, so that the values line up; an empty label continues the row above.
-// Control characters as \xHH: a process names itself (its comm, its
-// mapped files' paths), and its name must not send escape sequences to the
-// terminal of whoever inspects it.
-std::string terminal_safe(const std::string &text) {
-  std::string out;
-  for (char c : text) {
-    auto byte = static_cast<unsigned char>(c);
-    if (byte >= 0x20 && byte != 0x7f && byte != '\\') {
-      out += c;
-      continue;
-    }
-    char escaped[8];
-    snprintf(escaped, sizeof escaped, "\\x%02x", byte);
-    out += escaped;
-  }
-  return out;
-}
-
 void field(const std::string &label, const std::string &value) {
   std::string head = label.empty() ? "" : label + ":";
   head.resize(19, ' ');
@@ -263,6 +245,24 @@ void print_demo(const DemoReport &demo) {
               << "): run `secmem probe` for what to change.\n";
   else
     std::cout << "memfd_secret works here: SECMEM_BACKEND or SECMEM_ON_EXHAUSTION chose the fallback.\n";
+}
+
+// Control characters as \xHH: a process names itself (its comm, its
+// mapped files' paths), and its name must not send escape sequences to the
+// terminal of whoever inspects it.
+std::string terminal_safe(const std::string &text) {
+  std::string out;
+  for (char c : text) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte != 0x7f && byte != '\\') {
+      out += c;
+      continue;
+    }
+    char escaped[8];
+    snprintf(escaped, sizeof escaped, "\\x%02x", byte);
+    out += escaped;
+  }
+  return out;
 }
 
 } // namespace secmem::tool

@@ -12,6 +12,9 @@ namespace secmem::tool {
 std::string kib(uint64_t bytes);      // "12 KiB"
 std::string limit_text(rlim_t value); // "unlimited" or "65536 bytes"
 std::string errno_text(int err);      // "EPERM", or "errno 95" for one without a name here
+// Control characters (and the backslash) as \xHH: text a process or a user
+// chose, printed to a terminal.
+std::string terminal_safe(const std::string &text);
 
 void print_probe(const ProbeReport &probe, bool json);
 void print_stat(const StatReport &stat, bool json);

@@ -363,6 +363,13 @@ UnitSettings read_unit(const std::string &unit_arg, std::string *name) {
   free(real);
   if (target == "/dev/null") throw ToolError{2, *name + " is masked (" + unit.path + " is /dev/null)"};
   std::string target_name = target.substr(target.rfind('/') + 1);
+  // An alias is a service's too: systemd refuses a link to another type's file.
+  if (known_non_service(target_name) || target_name.size() <= 8 ||
+      target_name.compare(target_name.size() - 8, 8, ".service") != 0)
+    throw ToolError{2, unit.path + " links to " + target + ", which is not a service's unit file"};
+  struct stat file {};
+  if (stat(unit.path.c_str(), &file) == 0 && !S_ISREG(file.st_mode))
+    throw ToolError{2, unit.path + " is not a regular file: not a unit file"};
   if (target_name != *name) aliases.push_back(target_name); // an alias: the real unit's drop-ins count too
   if (access(unit.path.c_str(), R_OK) != 0)
     throw ToolError{2, "cannot read " + unit.path + ": " + strerror(errno) + " (run as root)"};

@@ -282,8 +282,9 @@ int use(int argc, char **argv) {
 }
 
 // Which allocations after i2d_PrivateKey's length the shim sends to the
-// secret heap: only the thread's next one of that length among its next 8
-// (malloc, calloc, realloc), and tags keep their depth meanwhile.
+// secret heap: only the thread's next one of that length (or up to 64
+// bytes more: a std::string's terminator) among its next 8 (malloc,
+// calloc, realloc), and tags keep their depth meanwhile.
 int der_routing(const char *key_file) {
   EVP_PKEY *key = load(key_file);
   if (key == nullptr) return 2;
@@ -294,13 +295,17 @@ int der_routing(const char *key_file) {
     line += std::string(line.empty() ? "" : ", ") + what + " " + (secmem_owns(p) ? "secret" : "ordinary");
   };
   unsigned depth = secmem_tag_depth();
-  void *other = malloc(n + 16), *matched = malloc(n), *after = malloc(n);
+  void *other = malloc(n + 65), *smaller = malloc(n - 1), *matched = malloc(n), *after = malloc(n);
   note("other size", other);
+  note("one byte less", smaller);
   note("the length", matched);
   note("the length again", after);
   i2d_PrivateKey(key, nullptr);
+  auto *as_string = new std::string(n, '\0'); // n + 1 bytes: its terminator
+  note("a string of the length", as_string->data());
+  i2d_PrivateKey(key, nullptr);
   std::vector<void *> filler;
-  for (int i = 0; i < 8; ++i) filler.push_back(malloc(n + 32));
+  for (int i = 0; i < 8; ++i) filler.push_back(malloc(n + 100));
   void *late = malloc(n);
   note("the length after 8 others", late);
   i2d_PrivateKey(key, nullptr);
@@ -324,7 +329,8 @@ int der_routing(const char *key_file) {
   void *plain = malloc(8);
   note("plain", plain);
   printf("%s; depth %u, %u while waiting, %u after\n", line.c_str(), depth, depth_pending, secmem_tag_depth());
-  for (void *p : {other, matched, after, late, zeroed, unasked, tagged, still, plain}) free(p);
+  for (void *p : {other, smaller, matched, after, late, zeroed, unasked, tagged, still, plain}) free(p);
+  delete as_string;
   for (void *p : filler) free(p);
   EVP_PKEY_free(key);
   return 0;

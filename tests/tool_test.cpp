@@ -367,16 +367,26 @@ TEST_F(Tool, OddProcessesAndInputsAreSaid) {
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
   Result unwritten = run({kTool, "scan", std::to_string(getpid()), "--key-file", fifo});
   EXPECT_EQ(unwritten.status, 2);
-  EXPECT_EQ(unwritten.err, "secmem: key file " + fifo + ": nothing came through it in 10 s\n");
+  EXPECT_EQ(unwritten.err,
+            "secmem: key file " + fifo + ": not read to its end within 10 s (a pipe whose writer is still there)\n");
   Result later = run({"sh", "-c",
                       "(sleep 1; cat " + key() + " > " + fifo + ") & exec " + std::string(kTool) + " scan " +
                           std::to_string(getpid()) + " --key-file " + fifo});
   EXPECT_EQ(later.status, 0) << later.err;
   EXPECT_TRUE(contains(later.out, "EC key (PEM): private scalar")) << later.out;
-  Result unknown = run({kTool, "bogus"});
+  // A writer that keeps it open after the key: the same (it hung until the writer left).
+  std::string held_fifo = dir_ + "/held.fifo";
+  ASSERT_EQ(mkfifo(held_fifo.c_str(), 0600), 0);
+  Result held = run({"sh", "-c",
+                     "(cat " + key() + "; sleep 12) > " + held_fifo + " 2>/dev/null & exec " + std::string(kTool) +
+                         " scan " + std::to_string(getpid()) + " --key-file " + held_fifo});
+  EXPECT_EQ(held.status, 2) << held.err;
+  EXPECT_EQ(held.err, "secmem: key file " + held_fifo +
+                          ": not read to its end within 10 s (a pipe whose writer is still there)\n");
+  Result unknown = run({kTool, "bo\x1bgus"});
   EXPECT_EQ(unknown.status, 2);
   EXPECT_EQ(unknown.err,
-            "secmem: unknown subcommand 'bogus' (run, probe, stat, scan, demo or systemd; secmem --help)\n");
+            "secmem: unknown subcommand 'bo\\x1bgus' (run, probe, stat, scan, demo or systemd; secmem --help)\n");
 }
 
 TEST_F(Tool, ScanReadsClosedPagesAndCopiesAcrossMappings) {
@@ -1101,6 +1111,20 @@ TEST_F(SystemdDropIn, BadInputIsSaid) {
   EXPECT_EQ(passwd.status, 2);
   EXPECT_EQ(passwd.err, "secmem: /etc/passwd is not a service's unit file (its name does not end in .service)\n");
   EXPECT_EQ(passwd.out, "");
+  // A service's name that links to another file, or names a FIFO: the same.
+  ASSERT_EQ(symlink("/etc/passwd", (dir_ + "/x.service").c_str()), 0);
+  ASSERT_EQ(symlink((dir_ + "/web.socket").c_str(), (dir_ + "/y.service").c_str()), 0);
+  ASSERT_EQ(mkfifo((dir_ + "/f.service").c_str(), 0600), 0);
+  Result to_passwd = systemd({"x"});
+  EXPECT_EQ(to_passwd.status, 2);
+  EXPECT_EQ(to_passwd.err, "secmem: " + dir_ + "/x.service links to /etc/passwd, which is not a service's unit file\n");
+  Result to_socket = systemd({"y"});
+  EXPECT_EQ(to_socket.status, 2);
+  EXPECT_EQ(to_socket.err,
+            "secmem: " + dir_ + "/y.service links to " + dir_ + "/web.socket, which is not a service's unit file\n");
+  Result fifo = systemd({"f"});
+  EXPECT_EQ(fifo.status, 2);
+  EXPECT_EQ(fifo.err, "secmem: " + dir_ + "/f.service is not a regular file: not a unit file\n");
   ASSERT_NO_FATAL_FAILURE(write("web.service", "[Service]\nExecStart=/bin/true\nUnsetEnvironment=LD_PRELOAD\n"));
   Result heap = systemd({"web", "--heap", "lots"});
   EXPECT_EQ(heap.status, 2);

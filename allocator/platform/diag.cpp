@@ -97,38 +97,53 @@ FileLimit file_size_limit(int fd, size_t len) {
 // the file past the limit between the check and the write: SIGXFSZ is blocked
 // in this thread for the write, and a SIGXFSZ the write raised is taken back
 // (rt_sigtimedwait, not where a seccomp filter is in force: it may kill on
-// it; the check alone stands there).
-class FileLimitGuard {
+// it; the check alone stands there). So is SIGPIPE for a pipe or socket
+// whose reader is gone (a program's output piped to `head`: the report line
+// at exit killed it, exit status 141; found by the adversarial review).
+class WriteSignalGuard {
 public:
-  explicit FileLimitGuard(bool limited) {
-    if (!limited) return;
+  WriteSignalGuard(bool limited, bool pipe) {
+    if (!limited && !pipe) return;
     linux_facts::SeccompState sandbox = linux_facts::seccomp_state();
     if (!sandbox.known || sandbox.filtered) return;
     sigset_t pending;
-    sigemptyset(&xfsz_);
-    sigaddset(&xfsz_, SIGXFSZ);
-    if (sigpending(&pending) != 0 || pthread_sigmask(SIG_BLOCK, &xfsz_, &old_) != 0) return;
+    sigemptyset(&blocked_);
+    if (limited) sigaddset(&blocked_, SIGXFSZ);
+    if (pipe) sigaddset(&blocked_, SIGPIPE);
+    if (sigpending(&pending) != 0 || pthread_sigmask(SIG_BLOCK, &blocked_, &old_) != 0) return;
     // One already pending is the program's (a second one merges with it).
-    take_back_ = sigismember(&pending, SIGXFSZ) == 0;
+    take_back_xfsz_ = limited && sigismember(&pending, SIGXFSZ) == 0;
+    take_back_pipe_ = pipe && sigismember(&pending, SIGPIPE) == 0;
     active_ = true;
   }
-  ~FileLimitGuard() {
+  ~WriteSignalGuard() {
     if (!active_) return;
-    if (raised_ && take_back_) {
-      timespec now{};
-      syscall(SYS_rt_sigtimedwait, &xfsz_, nullptr, &now, kKernelSigsetBytes);
-    }
+    take_back(raised_xfsz_ && take_back_xfsz_, SIGXFSZ);
+    take_back(raised_pipe_ && take_back_pipe_, SIGPIPE);
     // The mask as it was, exactly: pthread_sigmask would leave glibc's
     // SIGCANCEL and SIGSETXID out of it, unblocking them if the program had
     // blocked them (as SignalsBlocked, platform/signals.h).
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, kKernelSigsetBytes);
   }
-  void wrote(long result, int err) { raised_ = raised_ || (result < 0 && err == EFBIG); }
+  WriteSignalGuard(const WriteSignalGuard &) = delete;
+  WriteSignalGuard &operator=(const WriteSignalGuard &) = delete;
+  void wrote(long result, int err) {
+    raised_xfsz_ = raised_xfsz_ || (result < 0 && err == EFBIG);
+    raised_pipe_ = raised_pipe_ || (result < 0 && err == EPIPE);
+  }
 
 private:
   static constexpr size_t kKernelSigsetBytes = 8; // _NSIG / 8 on Linux
-  bool active_ = false, take_back_ = false, raised_ = false;
-  sigset_t xfsz_{}, old_{};
+  static void take_back(bool raised, int sig) {
+    if (!raised) return;
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    timespec now{};
+    syscall(SYS_rt_sigtimedwait, &one, nullptr, &now, kKernelSigsetBytes);
+  }
+  bool active_ = false, take_back_xfsz_ = false, take_back_pipe_ = false, raised_xfsz_ = false, raised_pipe_ = false;
+  sigset_t blocked_{}, old_{};
 };
 
 // fd 2 as it was when this object was loaded: lines go to a regular file
@@ -145,10 +160,21 @@ struct StartupStderr {
 };
 StartupStderr g_startup_stderr;
 
+// Another library's constructor may run first and open a file of its own
+// on fd 2 (a program started with stderr closed): a regular file open for
+// reading and writing is taken for such a file, not a stderr (shells open
+// `2>file` and `2>>file` write-only; found by the adversarial review: the
+// report line went over a database file's header). A log opened so, write-
+// only for appending, cannot be told from `2>>log`.
 __attribute__((constructor(101))) void note_startup_stderr() {
   struct stat st;
   if (fstat(STDERR_FILENO, &st) != 0) {
     g_startup_stderr.closed = errno == EBADF;
+    return;
+  }
+  int flags = fcntl(STDERR_FILENO, F_GETFL);
+  if (S_ISREG(st.st_mode) && flags >= 0 && (flags & O_ACCMODE) == O_RDWR) {
+    g_startup_stderr.closed = true;
     return;
   }
   g_startup_stderr = {true, false, st.st_dev, st.st_ino};
@@ -215,7 +241,9 @@ bool write_all(int fd, const char *text, size_t len, int *err) {
     if (err != nullptr) *err = EFBIG;
     return false;
   }
-  FileLimitGuard guard(limit.limited);
+  struct stat st {};
+  bool pipe = fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+  WriteSignalGuard guard(limit.limited, pipe);
   int failed = 0;
   while (len > 0) {
     long n = syscall(SYS_write, fd, text, len);
