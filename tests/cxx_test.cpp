@@ -337,6 +337,15 @@ TEST(MakeSecure, ConvertsToABasePointer) {
   struct Both : First, Second {
     ~Both() override { ++destroyed; }
   };
+  // A base without a virtual destructor does not convert (it compiled, then
+  // aborted at the free: the base lies inside the object, and only its part
+  // would be destroyed).
+  struct Plain {
+    uint64_t plain = 3;
+  };
+  struct WithPlain : First, Plain {};
+  static_assert(!std::is_convertible_v<secmem::secure_unique_ptr<WithPlain>, secmem::secure_unique_ptr<Plain>>);
+  static_assert(std::is_convertible_v<secmem::secure_unique_ptr<Both>, secmem::secure_unique_ptr<const Second>>);
   secmem::secure_unique_ptr<Second> base = secmem::make_secure<Both>();
   void *whole = dynamic_cast<void *>(base.get());
   EXPECT_NE(static_cast<void *>(base.get()), whole);

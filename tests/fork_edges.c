@@ -1715,17 +1715,18 @@ static int thread_starts(void) {
 }
 
 // Large blocks, each between guard pages (two mappings more apiece), made
-// until they would take half of vm.max_map_count, then freed; sealed ones
-// made (a few mappings: their pages and guards merge) and freed (each was
-// open between its closed guards): the heap's guards never take more than
-// a quarter of the count (then blocks go without, said once), so the
-// program can still make a thread, and every freed block's bytes are zeroed.
+// until they would take half of vm.max_map_count; a sealed block then (it
+// would split its unguarded neighbours' mapping: refused); then all freed;
+// sealed blocks made until refused, a scope opened on each until refused,
+// then all freed. The heap's share never passes a quarter of the count
+// (said once), so the program can still make a thread, and a block made
+// again is zero.
 static int guard_budget(void) {
   FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
   long max = 0;
   if (f == NULL || fscanf(f, "%ld", &max) != 1) return fail("vm.max_map_count");
   fclose(f);
-  long start = mapping_count(), blocks = max / 4 + 64, slack = 512;
+  long start = mapping_count(), blocks = max / 4 + 64, slack = 512, ceiling = max / 4 + slack;
   enum { kBytes = 9000 };
   char **live = calloc((size_t)blocks, sizeof *live);
   if (live == NULL) return fail("calloc");
@@ -1734,28 +1735,34 @@ static int guard_budget(void) {
     live[i][0] = live[i][kBytes - 1] = 'k';
   }
   long during = mapping_count();
-  if (during - start > max / 4 + slack) return fail("the guards took more than a quarter of the mappings");
+  if (during - start > ceiling) return fail("the guards took more than a quarter of the mappings");
+  errno = 0;
+  if (secmem_sealed_alloc(kBytes) != NULL || errno != ENOMEM) return fail("a sealed block past the share was made");
   if (!thread_starts()) return fail("no thread with the blocks live");
   for (long i = 0; i < blocks; ++i) secmem_free(live[i]);
   long freed = mapping_count();
-  if (freed - start > max / 4 + slack) return fail("freed blocks' guards kept more than a quarter of the mappings");
-  for (long i = 0; i < blocks; ++i) {
-    if ((live[i] = secmem_sealed_alloc(kBytes)) == NULL) return fail("secmem_sealed_alloc");
-    if (secmem_access_begin(live[i], SECMEM_WRITE) != 0) return fail("access_begin");
-    live[i][0] = 's';
-    secmem_access_end(live[i], SECMEM_WRITE);
-  }
-  for (long i = 0; i < blocks; ++i) secmem_free(live[i]);
+  if (freed - start > ceiling) return fail("freed blocks' guards kept more than a quarter of the mappings");
+  long sealed = 0, scoped = 0;
+  for (; sealed < blocks && (live[sealed] = secmem_sealed_alloc(kBytes)) != NULL; ++sealed) {}
+  if (sealed < blocks && errno != ENOMEM) return fail("a sealed block refused without ENOMEM");
+  long sealed_made = mapping_count();
+  for (; scoped < sealed && secmem_access_begin(live[scoped], SECMEM_WRITE) == 0; ++scoped) live[scoped][0] = 's';
+  if (scoped < sealed && errno != ENOMEM) return fail("a scope refused without ENOMEM");
+  long scopes_open = mapping_count();
+  if (sealed_made - start > ceiling || scopes_open - start > ceiling)
+    return fail("sealed blocks or their scopes took more than a quarter of the mappings");
+  for (long i = 0; i < scoped; ++i) secmem_access_end(live[i], SECMEM_WRITE);
+  for (long i = 0; i < sealed; ++i) secmem_free(live[i]);
   long sealed_freed = mapping_count();
-  if (sealed_freed - start > max / 4 + slack)
-    return fail("freed sealed blocks kept more than a quarter of the mappings");
+  if (sealed_freed - start > ceiling) return fail("freed sealed blocks kept more than a quarter of the mappings");
   if (!thread_starts()) return fail("no thread after the frees");
   char *again = secmem_malloc(kBytes);
   if (again == NULL || !all_bytes(again, 0, kBytes)) return fail("a block made again is not zero");
   secmem_free(again);
   free(live);
-  printf("mappings: %ld at start, %ld with %ld blocks live, %ld freed, %ld sealed ones freed; limit %ld\n", start,
-         during, blocks, freed, sealed_freed, max);
+  printf("mappings: %ld at start, %ld with %ld blocks live, %ld freed; %ld sealed blocks (%ld), %ld scopes (%ld), "
+         "freed (%ld); limit %ld\n",
+         start, during, blocks, freed, sealed, sealed_made, scoped, scopes_open, sealed_freed, max);
   return 0;
 }
 

@@ -18,7 +18,7 @@ constexpr int kReadWrite = PROT_READ | PROT_WRITE;
 // The mappings the heap's guards and sealed blocks may add to the process
 // (protection::mapping_splits): a quarter of vm.max_map_count, read at
 // start-up. Past it, large blocks are made without guards and a freed
-// one's guards open at once (guards_allowed, free_guarded): the rest is the
+// one's guards open at once (mappings_allowed, free_guarded): the rest is the
 // program's (a thread's stack is two mappings; 32,000 live guarded blocks
 // of 9000 bytes left pthread_create none, and so did as many sealed ones
 // once freed, each open between its closed guards). Under the heap lock;
@@ -38,15 +38,21 @@ bool ChunkPool::init(const Config &config) {
   return reservation_.init();
 }
 
-bool ChunkPool::guards_allowed() {
+bool ChunkPool::mappings_allowed() {
+  if (protection::mapping_splits() < g_split_budget) return true;
+  // The guards that free runs keep (for the next block there, until a fork)
+  // go first: a live block's needs come before them.
+  for (Chunk *chunk = chunks_.front(); chunk != nullptr; chunk = ChunkList::next(chunk))
+    if (chunk->free_guards && !protection::open_free_guards(chunk, true)) chunk->free_guards = false;
   if (protection::mapping_splits() < g_split_budget) return true;
   if (!g_guards_off_said) {
     g_guards_off_said = true;
     diag::Line()
         .add("the heap's guard pages and sealed blocks split its memory into ")
         .dec(protection::mapping_splits())
-        .add(" mappings more, a quarter of what vm.max_map_count allows the process: large blocks made while "
-             "that lasts go without guard pages")
+        .add(" mappings more, a quarter of what vm.max_map_count allows the process: while that lasts, large "
+             "blocks go without guard pages, and new sealed blocks and access scopes that would open one are "
+             "refused (ENOMEM)")
         .emit();
   }
   return false;
@@ -370,8 +376,9 @@ bool ChunkPool::alloc_guarded(size_t pages, size_t alignment, GuardedRun *out, b
     uint32_t first = 0;
     if (!find_run(run, align_pages, &chunk, &first, spare, prefer, claimant)) return false;
     // Guards where mprotect allows (they often are from the run's last use),
-    // and the process's mappings are not short (guards_allowed).
-    if (guards_allowed()) {
+    // and the process's mappings are not short (mappings_allowed; a sealed
+    // block is refused before, past that).
+    if (mappings_allowed()) {
       protection::ensure(chunk, first, align_pages, PROT_NONE);
       protection::ensure(chunk, first + align_pages + block_pages, 1, PROT_NONE);
     }

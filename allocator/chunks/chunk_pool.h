@@ -110,6 +110,11 @@ public:
   void open_free_guards();
   // Sets the block's protection (a huge chunk's: all of it). 0 or the errno of mprotect.
   int protect_guarded(const GuardedRun &run, int prot);
+  // Whether the heap's guards and sealed blocks may split its memory into
+  // more mappings: not past a quarter of vm.max_map_count (chunk_pool.cpp),
+  // where large blocks go without guards, and new sealed blocks and scopes
+  // that would open one are refused (ENOMEM); said once.
+  bool mappings_allowed();
 
   void facts(PoolFacts *out) const;
   const char *weakest_tier_name() const;
@@ -188,10 +193,6 @@ private:
   size_t mapped_bytes_[kNumTiers] = {};
   size_t pages_touched_ = 0;
   size_t chunk_count_ = 0;
-  // Whether a large block gets guard pages: not while the heap's guards
-  // and sealed blocks split its memory into a quarter of vm.max_map_count
-  // mappings (chunk_pool.cpp).
-  bool guards_allowed();
   uint64_t fork_privatisations_ = 0;
   int fork_pipe_[2] = {-1, -1}; // the child writes a byte when its copies are in place
   // Staging files: memfd_secret files the parent copies its chunks into

@@ -145,7 +145,7 @@ SECMEM_FORK_CHILD_TEXT void forget_free_guards(Chunk *chunk) {
     }
 }
 
-bool open_free_guards(Chunk *chunk) {
+bool open_free_guards(Chunk *chunk, bool now) {
   if (chunk->huge) return false;
   if (chunk->restricted_pages == 0) { // none left (a fork child forgot its free guards)
     bitmap::clear_range(chunk->idle_guards, 0, kSlotPages);
@@ -158,14 +158,14 @@ bool open_free_guards(Chunk *chunk) {
       ++page;
       continue;
     }
-    if (!bitmap::test(chunk->idle_guards, page)) { // first seen: the next fork opens it
+    if (!now && !bitmap::test(chunk->idle_guards, page)) { // first seen: the next fork opens it
       bitmap::set(chunk->idle_guards, page);
       left = true;
       ++page;
       continue;
     }
     uint32_t end = page + 1;
-    while (end < chunk->mapped_pages && free_guard(chunk, end) && bitmap::test(chunk->idle_guards, end)) ++end;
+    while (end < chunk->mapped_pages && free_guard(chunk, end) && (now || bitmap::test(chunk->idle_guards, end))) ++end;
     if (set(chunk, page, end - page, kReadWrite) == 0)
       bitmap::clear_range(chunk->idle_guards, page, end - page);
     else

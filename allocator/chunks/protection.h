@@ -46,7 +46,9 @@ void forget_free_guards(Chunk *chunk);
 // set read-write, one mprotect per run of them; the others marked for the
 // next fork. Whether any such guard is left (marked, or refused by
 // mprotect: those pages keep their guard and its record).
-bool open_free_guards(Chunk *chunk);
+// now: every such guard at once, however recent (the heap's share of the
+// mapping count is spent: ChunkPool::mappings_allowed).
+bool open_free_guards(Chunk *chunk, bool now = false);
 // Puts their protection back; returns the first mprotect error on a sealed
 // page, or 0 (guards the kernel will not protect again, at the mapping
 // count, are recorded read-write: they go without).

@@ -222,6 +222,14 @@ int access_prot(uint32_t readers, uint32_t writers) {
 void *allocate_large(size_t bytes, size_t alignment, bool sealed, bool cache_missed) {
   size_t pages = (bytes + os::kPageSize - 1) / os::kPageSize;
   ScopedLock lock(g_heap.lock);
+  // A sealed block always has its guards (closed, they and it are one
+  // mapping): past the heap's share of the mapping count it is refused,
+  // not made without them (found by the adversarial review: each then
+  // split its unguarded neighbours' mapping in three).
+  if (sealed && !g_heap.pool.mappings_allowed()) {
+    errno = ENOMEM;
+    return nullptr;
+  }
   GuardedRun run;
   ThreadCache *cache = cache_missed ? t_cache : nullptr;
   ThreadCache *apart = nullptr;
@@ -407,6 +415,9 @@ int change_access(void *p, int mode, bool begin) {
   uint32_t &count = mode == kAccessWrite ? writers : readers;
   if (!begin && count == 0) return EINVAL; // no such scope is open
   count = begin ? count + 1 : count - 1;
+  // Opening a closed block splits its mapping: refused past the heap's
+  // share of the mapping count (closing is always let through).
+  if (begin && access_prot(span->readers, span->writers) == PROT_NONE && !g_heap.pool.mappings_allowed()) return ENOMEM;
   if (access_prot(readers, writers) != access_prot(span->readers, span->writers)) {
     int err = g_heap.pool.protect_guarded(span->run, access_prot(readers, writers));
     if (err != 0) return err;

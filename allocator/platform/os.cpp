@@ -16,6 +16,8 @@
 // | mprotect              | ENOMEM                   | mapping count limit: no guard / seal fails    |
 #include "platform/os.h"
 
+#include <atomic>
+
 #include <cerrno>
 #include <climits>
 #include <csignal>
@@ -359,9 +361,23 @@ int seal_readonly(void *addr, size_t len) { return protect(addr, len, PROT_READ)
 
 int make_undumpable() { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : errno; }
 
+// Refused, once said: every secret allocation that needs more bookkeeping
+// then fails (found by the adversarial review: NULL and ENOMEM without a
+// word, on the mlock tier at the mapping limit).
 void *map_metadata(size_t len) {
   void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? nullptr : p;
+  if (p != MAP_FAILED) return p;
+  int err = errno;
+  static std::atomic<bool> said{false};
+  if (!said.exchange(true, std::memory_order_relaxed))
+    diag::Line()
+        .add("cannot map memory for the heap's own bookkeeping (")
+        .err(err)
+        .add(err == ENOMEM ? ": vm.max_map_count reached, or RLIMIT_AS" : "")
+        .add("); allocations that need more return NULL with ENOMEM")
+        .emit();
+  errno = err;
+  return nullptr;
 }
 
 void *map_anon_anywhere(size_t len) {

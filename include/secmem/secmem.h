@@ -78,11 +78,14 @@ SECMEM_API int secmem_ct_equal(const void *a, const void *b, size_t n);
 #define SECMEM_READ 1
 #define SECMEM_WRITE 2
 /* size bytes (at least 1) on their own pages, zero-filled and sealed. NULL
- * with errno ENOMEM when no secret memory is left or mprotect is refused. */
+ * with errno ENOMEM when no secret memory is left, mprotect is refused, or
+ * the heap's guards and sealed blocks already split its memory into a
+ * quarter of vm.max_map_count mappings. */
 SECMEM_API SECMEM_MALLOC_LIKE void *secmem_sealed_alloc(size_t size);
 /* Opens an access scope (mode SECMEM_READ or SECMEM_WRITE) on a sealed
  * block. Returns 0, or -1 with errno EINVAL (p is not a live sealed block,
- * or mode is neither) or ENOMEM (mprotect refused: the mapping count limit). */
+ * or mode is neither) or ENOMEM (mprotect refused: the mapping count limit;
+ * or opening a closed block past the heap's quarter of it). */
 SECMEM_API int secmem_access_begin(void *p, int mode);
 /* Closes one scope of that mode. -1 with EINVAL when none is open. */
 SECMEM_API int secmem_access_end(void *p, int mode);

@@ -26,7 +26,7 @@
 
 #if __cplusplus < 202002L
 #error "secmem/secure_alloc.hpp needs C++20 (-std=c++20 or later); C programs and older C++ use secmem/secmem.h"
-#endif
+#else
 
 #include <algorithm>
 #include <cerrno>
@@ -113,10 +113,12 @@ using secure_unordered_map = std::unordered_map<K, V, Hash, Eq, secure_alloc<std
 template <typename T> struct secure_delete {
   constexpr secure_delete() noexcept = default;
   // As std::default_delete: a secure_unique_ptr<Derived> converts to a
-  // secure_unique_ptr<Base> (Base needs a virtual destructor, as with delete).
+  // secure_unique_ptr<Base>, whose virtual destructor (as with delete) is
+  // required here (a base without one compiled, then aborted at its free).
   template <typename U>
-  requires std::is_convertible_v<U *, T *> secure_delete(const secure_delete<U> &)
-  noexcept {}
+  requires std::is_convertible_v<U *, T *> &&
+      (std::is_same_v<std::remove_cv_t<U>, std::remove_cv_t<T>> ||
+       std::has_virtual_destructor_v<T>)secure_delete(const secure_delete<U> &) noexcept {}
   void operator()(T *p) const noexcept {
     if (p == nullptr) return;
     // The whole object's address: a base that is not its first one lies inside it.
@@ -857,6 +859,8 @@ inline std::pmr::memory_resource *memory_resource() noexcept {
 template <typename T> class sealed {
   static_assert(std::is_trivially_copyable_v<T>,
                 "secmem::sealed<T> needs a trivially copyable T: memory T owns elsewhere would not be sealed");
+  static_assert(!std::is_const_v<T> && !std::is_volatile_v<T>,
+                "secmem::sealed<T> takes T without const or volatile: read() gives const access");
 
 public:
   template <typename Access> class guard {
@@ -884,8 +888,10 @@ public:
   using reader = guard<const T>;
   using writer = guard<T>;
 
-  // Value-initialises the T (zero for arrays and aggregates of scalars), or
-  // constructs it from args inside a write scope; then seals it.
+  // With no args: a T with a default constructor or member initialisers of
+  // its own has them run (as T()); any other T is the heap's zero bytes (a
+  // null pointer to member is not zero bytes in the Itanium ABI). With args:
+  // T(args...). Made inside a write scope, then sealed.
   template <typename... Args>
   requires(!(sizeof...(Args) == 1 &&
              (std::is_same_v<std::remove_cvref_t<Args>, sealed> && ...))) explicit sealed(Args &&...args)
@@ -939,4 +945,5 @@ template <typename CharT, typename Traits> struct hash<secmem::basic_secure_stri
 };
 } // namespace std
 
+#endif // C++20
 #endif // SECMEM_SECURE_ALLOC_HPP
