@@ -244,11 +244,11 @@ SHIM_API int OSSL_PARAM_get_BN(const OSSL_PARAM *p, BIGNUM **val) {
 // the secret heap. A caller that brings its own buffer asks the length first
 // (pp null) and allocates it: the thread's next allocation of that length
 // (or up to kPendingSlack bytes more), among its next kPendingAllocations,
-// goes to the secret heap too (Apache's
-// mod_ssl keeps a decrypted key so, in a buffer of its own, to load it again
-// at each restart without asking for the passphrase). A call that writes
-// ends the wait: its buffer exists by then. The vector registers are
-// cleared after the call.
+// goes to the secret heap too (Apache's mod_ssl keeps a decrypted key so, in
+// a buffer of its own, to load it again at each restart without asking for
+// the passphrase). A call that writes ends the wait: its buffer exists by
+// then. A signal handler's allocation of that length meanwhile takes the
+// place instead. The vector registers are cleared after the call.
 namespace {
 
 constexpr uint32_t kPendingAllocations = 8;

@@ -215,13 +215,16 @@ std::map<uintptr_t, uint64_t> resident_kib(int pid) {
 
 // The runs of pages of [start, end) that are in memory or in swap
 // (/proc/PID/pagemap bits 63 and 62); the whole range when pagemap cannot
-// be read.
-std::vector<std::pair<uintptr_t, uintptr_t>> held_runs(int pid, uintptr_t start, uintptr_t end) {
+// be read. expected: how many smaps counts there (0: not known): the walk
+// stops once it has found them all (a mapping of terabytes with one page
+// took a minute).
+std::vector<std::pair<uintptr_t, uintptr_t>> held_runs(int pid, uintptr_t start, uintptr_t end, uint64_t expected) {
   std::vector<std::pair<uintptr_t, uintptr_t>> runs;
   int fd = open(proc_path(pid, "pagemap").c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return {{start, end}};
   std::vector<uint64_t> entries(4096);
-  for (uintptr_t at = start; at < end;) {
+  uint64_t found = 0;
+  for (uintptr_t at = start; at < end && (expected == 0 || found < expected);) {
     size_t pages = std::min<uintptr_t>(entries.size(), (end - at) / 4096);
     ssize_t got = pread(fd, entries.data(), pages * sizeof(uint64_t), static_cast<off_t>(at / 4096 * 8));
     if (got <= 0) {
@@ -230,6 +233,7 @@ std::vector<std::pair<uintptr_t, uintptr_t>> held_runs(int pid, uintptr_t start,
     }
     for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uint64_t); ++i, at += 4096) {
       if ((entries[i] >> 62) == 0) continue;
+      ++found;
       if (!runs.empty() && runs.back().second == at)
         runs.back().second = at + 4096;
       else
@@ -290,13 +294,25 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
       tail.clear();
       continue;
     }
+    // A shared mapping without read permission may hold pages its file or
+    // shared memory has that this process never mapped (smaps and pagemap
+    // count none): read whole, as a readable one is, up to kSharedClosedMax;
+    // past that only its mapped pages, the rest counted as not read.
+    constexpr uintptr_t kSharedClosedMax = uintptr_t{256} << 20;
+    bool shared = region.perms.size() > 3 && region.perms[3] == 's';
     std::vector<std::pair<uintptr_t, uintptr_t>> runs;
-    if (region.perms[0] == 'r')
-      runs.emplace_back(region.start, region.end);
-    else if (auto found = held.find(region.start); found == held.end() || found->second > 0)
-      runs = held_runs(pid, region.start, region.end);
-    bool read_any = false;
     uint64_t not_read = 0;
+    if (region.perms[0] == 'r' || (shared && region.end - region.start <= kSharedClosedMax)) {
+      runs.emplace_back(region.start, region.end);
+    } else if (auto found = held.find(region.start); found == held.end() || found->second > 0) {
+      runs = held_runs(pid, region.start, region.end, found == held.end() ? 0 : found->second / 4);
+    }
+    if (shared && region.perms[0] != 'r' && region.end - region.start > kSharedClosedMax) {
+      uintptr_t held_bytes = 0;
+      for (const auto &[run_start, run_end] : runs) held_bytes += run_end - run_start;
+      not_read += region.end - region.start - held_bytes;
+    }
+    bool read_any = false;
     int failed_pages = 0;
     for (const auto &[run_start, run_end] : runs) {
       if (run_start != tail_end) tail.clear();
@@ -340,10 +356,18 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
           }
         }
         if (!more && longest > 1) {
-          size_t keep = std::min(static_cast<size_t>(got), longest - 1);
-          tail.assign(buf.data() + got - keep, buf.data() + got);
+          auto n = static_cast<size_t>(got);
+          if (at == tail_end && !tail.empty() && n < longest - 1) {
+            // Shorter than the longest pattern (a mapping between two others):
+            // the tail goes on from the one before, whose label it keeps.
+            tail.insert(tail.end(), buf.data(), buf.data() + n);
+            tail.erase(tail.begin(), tail.end() - static_cast<std::ptrdiff_t>(std::min(tail.size(), longest - 1)));
+          } else {
+            size_t keep = std::min(n, longest - 1);
+            tail.assign(buf.data() + n - keep, buf.data() + n);
+            tail_label = region.label();
+          }
           tail_end = at + static_cast<uintptr_t>(got);
-          tail_label = region.label();
         }
         at += advance;
       }

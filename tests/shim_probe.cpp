@@ -6,7 +6,9 @@
 //   shim_probe hole                3 pages whose middle one cannot be read
 //                                  (userfaultfd), a pattern before and after
 //   shim_probe closed              a pattern on a PROT_NONE page, one across
-//                                  two mappings, an empty 1 GiB reservation
+//                                  two mappings, an empty 1 GiB reservation,
+//                                  one in shared memory mapped PROT_NONE and
+//                                  never touched, one across three mappings
 //   shim_probe leaderless         a secret and a pattern (printed in hex); the
 //                                  main thread exits, another holds until stdin ends
 //   shim_probe dropchild           forks a worker that retitles itself, drops
@@ -228,8 +230,30 @@ int closed() {
     printf("\n");
   }
   printf("%lx\n", reinterpret_cast<unsigned long>(reserved));
+  // A pattern written into shared memory that this process maps PROT_NONE
+  // and never touched (its page is in the file, not in the page tables),
+  // the buffer it came from cleared.
+  int shm = static_cast<int>(syscall(SYS_memfd_create, "k", 0));
+  auto *staged = static_cast<unsigned char *>(malloc(32));
+  if (shm < 0 || staged == nullptr || getrandom(staged, 32, 0) != 32 || write(shm, staged, 32) != 32 ||
+      ftruncate(shm, 4096) != 0 || mmap(nullptr, 4096, PROT_NONE, MAP_SHARED, shm, 0) == MAP_FAILED)
+    return 2;
+  for (int i = 0; i < 32; ++i) printf("%02x", static_cast<volatile unsigned char *>(staged)[i]);
+  printf("\n");
+  explicit_bzero(staged, 32);
+  free(staged);
+  // One of 4300 bytes across three mappings (read-write, read-only, read-write).
+  auto *three =
+      static_cast<unsigned char *>(mmap(nullptr, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  if (three == MAP_FAILED) return 2;
+  unsigned char *long_one = three + 4096 - 100;
+  if (getrandom(long_one, 4300, 0) != 4300) return 2;
+  for (int i = 0; i < 4300; ++i) printf("%02x", static_cast<const volatile unsigned char *>(long_one)[i]);
+  printf("\n");
   fflush(stdout);
-  if (mprotect(pages, 2 * 4096, PROT_NONE) != 0 || mprotect(pages + 3 * 4096, 4096, PROT_READ) != 0) return 2;
+  if (mprotect(pages, 2 * 4096, PROT_NONE) != 0 || mprotect(pages + 3 * 4096, 4096, PROT_READ) != 0 ||
+      mprotect(three + 4096, 4096, PROT_READ) != 0)
+    return 2;
   printf("ready\n");
   fflush(stdout);
   char c;
