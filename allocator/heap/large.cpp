@@ -398,18 +398,16 @@ void release_large(void *p, const BlockRef &ref) {
 
 int change_access(void *p, int mode, bool begin) {
   if (mode != kAccessRead && mode != kAccessWrite) return EINVAL;
-  BlockRef ref;
-  if (p == nullptr || find_block(p, &ref) != Found::kBlock || !ref.is_live() || !ref.span->sealed) return EINVAL;
+  if (p == nullptr) return EINVAL;
+  // Looked up under the lock only: a sealed block is made and freed under
+  // it. Looked up before it, a block freed meanwhile could have had its
+  // pages, even its span, made into an ordinary block at the same address
+  // (another thread's stale pointer made that block's pages read-only: found
+  // by the adversarial review), and the look read a span being made again
+  // (ThreadSanitizer).
   ScopedLock lock(g_heap.lock);
-  // Looked up again: between the first look and the lock the block may have
-  // been freed and its pages, even its span, made into an ordinary block at
-  // the same address, live (another thread's stale pointer made that
-  // block's pages read-only: found by the adversarial review). A sealed
-  // block is made and freed under the lock.
-  BlockRef now;
-  if (find_block(p, &now) != Found::kBlock || now.span != ref.span || now.index != ref.index || !now.span->sealed ||
-      !now.is_live())
-    return EINVAL;
+  BlockRef ref;
+  if (find_block(p, &ref) != Found::kBlock || !ref.span->sealed || !ref.is_live()) return EINVAL;
   Span *span = ref.span;
   uint32_t readers = span->readers, writers = span->writers;
   uint32_t &count = mode == kAccessWrite ? writers : readers;
