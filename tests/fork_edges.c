@@ -1652,6 +1652,16 @@ static int atfork_parent_frees(int argc, char **argv) {
 
 // ---- map-limit ----
 
+// vm.max_map_count, or 0 when it cannot be read.
+static long max_map_count(void) {
+  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+  long max = 0;
+  if (f == NULL) return 0;
+  if (fscanf(f, "%ld", &max) != 1) max = 0;
+  fclose(f);
+  return max;
+}
+
 static int map_limit(long headroom) {
   char *secret = secmem_malloc(64);
   // Past the limit (headroom -1: the count one over, where every mmap
@@ -1661,10 +1671,8 @@ static int map_limit(long headroom) {
   if (secret == NULL || sealed == NULL) return fail("malloc");
   memset(secret, 'S', 64);
   if (headroom < 0) memset(sealed, 'G', 30000);
-  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
-  long max = 0;
-  if (f == NULL || fscanf(f, "%ld", &max) != 1) return fail("vm.max_map_count");
-  fclose(f);
+  long max = max_map_count();
+  if (max <= 0) return fail("vm.max_map_count");
   size_t slots = (size_t)max + 16;
   void **pages = mmap(NULL, slots * sizeof(void *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (pages == MAP_FAILED) return fail("mmap");
@@ -1722,10 +1730,8 @@ static int thread_starts(void) {
 // (said once), so the program can still make a thread, and a block made
 // again is zero.
 static int guard_budget(void) {
-  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
-  long max = 0;
-  if (f == NULL || fscanf(f, "%ld", &max) != 1) return fail("vm.max_map_count");
-  fclose(f);
+  long max = max_map_count();
+  if (max <= 0) return fail("vm.max_map_count");
   // The slack: the chunks' own mappings and the bookkeeping's, and under
   // ThreadSanitizer its shadow's for them (about 640 more here); without the
   // share, these blocks took twice the ceiling.
@@ -1795,10 +1801,8 @@ static int all_tiers_refused(void) {
 // The mapping count to one past vm.max_map_count, as a program's own mmap
 // loop leaves it (mmap checks the count before it adds one).
 static int exhaust_mappings(void) {
-  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
-  long max = 0;
-  if (f == NULL || fscanf(f, "%ld", &max) != 1) return fail("vm.max_map_count");
-  fclose(f);
+  long max = max_map_count();
+  if (max <= 0) return fail("vm.max_map_count");
   for (long n = 0; n < max + 16; ++n) {
     // Single pages of alternating protection never merge: one mapping each.
     if (mmap(NULL, 4096, n % 2 ? PROT_READ : PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED) return 0;

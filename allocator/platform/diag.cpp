@@ -78,19 +78,22 @@ namespace {
 
 // Where the regular file behind fd stands against RLIMIT_FSIZE, past which
 // write(2) raises SIGXFSZ, which kills (OpenSSH's sandboxed child sets the
-// limit to 0). Pipes, terminals and sockets have no such limit.
+// limit to 0). Pipes, terminals and sockets have no such limit; a pipe or
+// socket raises SIGPIPE instead once its reader is gone.
 struct FileLimit {
   bool limited = false; // a regular file under a finite limit
   bool over = false;    // len more bytes would pass it now
+  bool pipe = false;    // a pipe or socket
 };
 FileLimit file_size_limit(int fd, size_t len) {
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return {};
+  if (fstat(fd, &st) != 0) return {};
+  if (!S_ISREG(st.st_mode)) return {false, false, S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)};
   rlimit lim{};
   if (getrlimit(RLIMIT_FSIZE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return {};
   int flags = fcntl(fd, F_GETFL);
   off_t at = flags >= 0 && (flags & O_APPEND) != 0 ? st.st_size : lseek(fd, 0, SEEK_CUR);
-  return {true, at < 0 || static_cast<uint64_t>(at) + len > lim.rlim_cur};
+  return {true, at < 0 || static_cast<uint64_t>(at) + len > lim.rlim_cur, false};
 }
 
 // Another writer (a process appending to the same log or report) may take
@@ -241,9 +244,7 @@ bool write_all(int fd, const char *text, size_t len, int *err) {
     if (err != nullptr) *err = EFBIG;
     return false;
   }
-  struct stat st {};
-  bool pipe = fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
-  WriteSignalGuard guard(limit.limited, pipe);
+  WriteSignalGuard guard(limit.limited, limit.pipe);
   int failed = 0;
   while (len > 0) {
     long n = syscall(SYS_write, fd, text, len);
