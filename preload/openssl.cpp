@@ -260,17 +260,35 @@ constexpr uint32_t kPendingAllocations = 8;
 // key's 32 bytes, found there by the exposure test, twice over; none with
 // LD_BIND_NOW=1). All of them are call-clobbered: a call may change them.
 // AVX-512's 16 to 31 too (glibc's memcpy uses ymm16 and up there).
+// Which registers there are: 2 for AVX-512 (zmm16-31 too), 1 for AVX, 0 for
+// SSE only; -1 until asked. Asked once by whichever thread comes first (the
+// answer is the same for all). Not a function-local static: its guard,
+// __cxa_guard_acquire, made libstdc++ (and libm and libgcc_s) a dependency of
+// the shim, loaded into every C server with 15 more mappings that each fork
+// copied and each exit tore down (tests/lint checks the shim's NEEDED).
+std::atomic<int> g_vector_level{-1};
+
+int vector_level() {
+  int level = g_vector_level.load(std::memory_order_relaxed);
+  if (__builtin_expect(level < 0, 0)) {
+    // libgcc's processor model is filled in by a constructor of the shim's
+    // own copy, which may not have run yet (another library's constructor
+    // called i2d_PrivateKey): asked first, or the answer stayed "no AVX" for
+    // good and zmm16-31 kept the key (found by the adversarial review).
+    __builtin_cpu_init();
+    level = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx") ? 1 : 0;
+    g_vector_level.store(level, std::memory_order_relaxed);
+  }
+  return level;
+}
+
+#define SECMEM_XMM_CLOBBERS                                                                                           \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", \
+      "xmm14", "xmm15"
+
 __attribute__((noinline)) void clear_vector_registers() {
 #if defined(__x86_64__)
-  // libgcc's processor model is filled in by a constructor of the shim's
-  // own copy, which may not have run yet (another library's constructor
-  // called i2d_PrivateKey): asked first, or the answer stayed "no AVX" for
-  // good and zmm16-31 kept the key (found by the adversarial review).
-  static const int level = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx") ? 1 : 0;
-  }();
-  if (level == 2) {
+  if (int level = vector_level(); level == 2) {
     asm volatile("vzeroall\n\t"
                  "vpxord %%zmm16, %%zmm16, %%zmm16\n\tvpxord %%zmm17, %%zmm17, %%zmm17\n\t"
                  "vpxord %%zmm18, %%zmm18, %%zmm18\n\tvpxord %%zmm19, %%zmm19, %%zmm19\n\t"
@@ -282,14 +300,9 @@ __attribute__((noinline)) void clear_vector_registers() {
                  "vpxord %%zmm30, %%zmm30, %%zmm30\n\tvpxord %%zmm31, %%zmm31, %%zmm31"
                  :
                  :
-                 : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-                   "xmm12", "xmm13", "xmm14", "xmm15");
+                 : SECMEM_XMM_CLOBBERS);
   } else if (level == 1) {
-    asm volatile("vzeroall"
-                 :
-                 :
-                 : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-                   "xmm12", "xmm13", "xmm14", "xmm15");
+    asm volatile("vzeroall" : : : SECMEM_XMM_CLOBBERS);
   } else {
     asm volatile("pxor %%xmm0, %%xmm0\n\tpxor %%xmm1, %%xmm1\n\tpxor %%xmm2, %%xmm2\n\tpxor %%xmm3, %%xmm3\n\t"
                  "pxor %%xmm4, %%xmm4\n\tpxor %%xmm5, %%xmm5\n\tpxor %%xmm6, %%xmm6\n\tpxor %%xmm7, %%xmm7\n\t"
@@ -297,11 +310,11 @@ __attribute__((noinline)) void clear_vector_registers() {
                  "pxor %%xmm12, %%xmm12\n\tpxor %%xmm13, %%xmm13\n\tpxor %%xmm14, %%xmm14\n\tpxor %%xmm15, %%xmm15"
                  :
                  :
-                 : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-                   "xmm12", "xmm13", "xmm14", "xmm15");
+                 : SECMEM_XMM_CLOBBERS);
   }
 #endif
 }
+#undef SECMEM_XMM_CLOBBERS
 
 struct PendingDer {
   size_t size;
