@@ -547,9 +547,9 @@ InitLock take_init_lock() NO_THREAD_SAFETY_ANALYSIS {
 
 void release_init_lock() { g_init_owner.store(0, std::memory_order_release); }
 
-// dlclose of the last object that needs libsecmem (a plugin): no thread may
-// call into the unloaded code when it exits (glibc drops the fork handlers
-// itself).
+// Exit, or the dlclose of a plugin that carries libsecmem.a (libsecmem.so
+// is linked -z nodelete, never unloaded): no thread may call into unloaded
+// code when it exits (glibc drops the fork handlers itself).
 __attribute__((destructor)) void unload() {
   if (!g_cache_key_created) return;
   pthread_key_delete(g_heap.cache_key);

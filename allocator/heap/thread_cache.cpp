@@ -116,12 +116,13 @@ void retire_cache(ThreadCache *cache) {
 }
 
 namespace {
-// Threads inside thread_exit. A dlclose of the last object that needs
-// libsecmem deletes the key, which stops new calls but does not wait for
-// one under way: a thread waiting there for the heap lock woke up in
-// unmapped code (found by the adversarial review: four threads at a time
-// that each dlopen a plugin, use the heap and dlclose it, 8 runs in 10
-// died). What remains is the few instructions before the count goes up and
+// Threads inside thread_exit. The unload of a plugin that carries
+// libsecmem.a (libsecmem.so itself is never unloaded: -z nodelete) deletes
+// the key, which stops new calls but does not wait for one under way: a
+// thread waiting there for the heap lock woke up in unmapped code (found by
+// the adversarial review, when libsecmem.so could be unloaded: four threads
+// at a time that each dlopen a plugin, use the heap and dlclose it, 8 runs
+// in 10 died). What remains is the few instructions before the count goes up and
 // after it goes down.
 std::atomic<int> g_threads_exiting{0};
 // This thread is counted there (a signal handler may fork inside thread_exit).
