@@ -27,7 +27,7 @@ template <typename NextCall>
   Source source = secret_source(caller);
   if (__builtin_expect(source != Source::kNone, 0)) return secret_alloc(alignment, n, source);
   if (__builtin_expect(!resolve(), 0)) return bootstrap_alloc(n, alignment);
-  if (pending_der(n)) return secret_alloc(alignment, n, Source::kOpenSSL);
+  if (pending_der(n, caller)) return secret_alloc(alignment, n, Source::kOpenSSL);
   return next_call();
 }
 
@@ -199,7 +199,7 @@ SHIM_API void *realloc(void *p, size_t n) {
     return moved;
   }
   if (!resolve()) return bootstrap_alloc(n, 16);
-  if (n != 0 && pending_der(n)) return realloc_into_secret(p, n);
+  if (n != 0 && pending_der(n, CALLER())) return realloc_into_secret(p, n);
   return g_next.realloc.get()(p, n);
 }
 

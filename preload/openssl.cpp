@@ -187,9 +187,17 @@ bool bn_is_secure(const BIGNUM *bn, const void *caller) {
   return bn != nullptr && get_flags != nullptr && get_flags(bn, kBnFlagSecure) != 0;
 }
 
+// The shim's own scope (t_shim_scopes, shim.h): glibc's allocations inside
+// it stay ordinary.
 struct TagScope {
-  TagScope() { secmem_tag_begin(); }
-  ~TagScope() { secmem_tag_end(); }
+  TagScope() {
+    ++t_shim_scopes;
+    secmem_tag_begin();
+  }
+  ~TagScope() {
+    secmem_tag_end();
+    --t_shim_scopes;
+  }
   TagScope(const TagScope &) = delete;
   TagScope &operator=(const TagScope &) = delete;
 };

@@ -2,6 +2,7 @@
 // wrapper, tags and SECMEM_TAG_CALLERS, and the counters the report prints.
 #include <cerrno>
 #include <cstring>
+#include <gnu/libc-version.h>
 #include <link.h>
 
 #include "api/arg_checks.h"
@@ -12,6 +13,7 @@
 namespace secmem::shim {
 
 __thread bool t_in_secret_heap __attribute__((tls_model("initial-exec"))) = false;
+__thread uint32_t t_shim_scopes __attribute__((tls_model("initial-exec"))) = 0;
 
 const char *const kSourceNames[kNumSources] = {"openssl", "tag", "callers", "sodium"};
 std::atomic<uintptr_t> g_secret_top{0};
@@ -336,6 +338,23 @@ bool from_tagged_caller(const void *return_address) {
     g_objects_lock.store(false, std::memory_order_release);
   }
   return tagged;
+}
+
+// glibc's object (libc.so.6): its range, found once through one of its
+// functions that no program defines (with -fno-plt, its address is the
+// one libc holds). A static program (no range found) has no shim.
+bool from_libc(const void *return_address) {
+  static std::atomic<uintptr_t> start{0}, end{0};
+  uintptr_t first = start.load(std::memory_order_acquire);
+  if (__builtin_expect(first == 0, 0)) {
+    dl_find_object found{};
+    if (_dl_find_object(reinterpret_cast<void *>(&gnu_get_libc_version), &found) != 0) return false;
+    end.store(reinterpret_cast<uintptr_t>(found.dlfo_map_end), std::memory_order_relaxed);
+    first = reinterpret_cast<uintptr_t>(found.dlfo_map_start);
+    start.store(first, std::memory_order_release);
+  }
+  auto pc = reinterpret_cast<uintptr_t>(return_address);
+  return pc - first < end.load(std::memory_order_relaxed) - first;
 }
 
 void unloading(bool begins) {

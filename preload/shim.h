@@ -231,11 +231,25 @@ bool from_tagged_caller(const void *return_address);
 void forget_tagged_callers(); // at each dlclose
 void unloading(bool begins);  // a dlclose begins or ends
 
+// The tag scopes the shim opened itself on this thread, around an OpenSSL
+// call that makes key material (openssl.cpp's TagScope), as opposed to the
+// program's own (secmem_tag_begin). Inside only the shim's, glibc's own
+// allocations are not the key's and stay ordinary: a thread's
+// thread-specific-data block (pthread_setspecific's calloc, reached through
+// OpenSSL's error state when the call failed) went to the secret heap, and
+// a fork child's glibc zeroes other threads' blocks before any fork handler
+// runs, there still in the parent's pages: the parent's thread lost its
+// values (found by the adversarial review).
+extern __thread uint32_t t_shim_scopes __attribute__((tls_model("initial-exec")));
+bool from_libc(const void *return_address);
+
 // Where an allocation made from return_address belongs.
 inline Source secret_source(const void *return_address) {
   if (__builtin_expect((secmem_tag_depth_tls & SECMEM_INTERPOSE_TAG_DEPTH) != 0, 0) && !t_in_secret_heap &&
       g_tags_enabled.load(std::memory_order_relaxed))
-    return Source::kTag;
+    return (secmem_tag_depth_tls & SECMEM_INTERPOSE_TAG_DEPTH) == t_shim_scopes && from_libc(return_address)
+               ? Source::kNone
+               : Source::kTag;
   if (__builtin_expect(g_callers_enabled.load(std::memory_order_relaxed), 0) && !t_in_secret_heap &&
       g_tags_enabled.load(std::memory_order_relaxed) && from_tagged_caller(return_address))
     return Source::kCallers;
@@ -247,10 +261,11 @@ inline Source secret_source(const void *return_address) {
 // as Apache's mod_ssl does to keep a decrypted key across restarts): true
 // if this allocation, of n bytes, is it. Only the thread's next few
 // allocations are looked at (SECMEM_INTERPOSE_TAG_PENDING, interpose.h).
+// (glibc's own allocations are neither looked at nor counted: from_libc.)
 bool take_pending_der(size_t n);
-inline bool pending_der(size_t n) {
+inline bool pending_der(size_t n, const void *return_address) {
   return __builtin_expect((secmem_tag_depth_tls & SECMEM_INTERPOSE_TAG_PENDING) != 0, 0) && !t_in_secret_heap &&
-         take_pending_der(n);
+         !from_libc(return_address) && take_pending_der(n);
 }
 
 // n bytes with alignment (a power of two) from the secret heap, counted for source.

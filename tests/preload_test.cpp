@@ -273,13 +273,26 @@ TEST_F(Preload, TagsRouteMallocOnlyUnderTheShim) {
 TEST_F(Preload, TheBufferAskedForAKeysDerEncodingIsSecret) {
   Result with = run({kProbe, "der-routing", key("ec")}, shim_env());
   EXPECT_EQ(with.status, 0) << with.out << with.err;
-  EXPECT_EQ(with.out, "other size ordinary, one byte less ordinary, the length secret, the length again ordinary, a "
-                      "string of the length secret, the length after 8 others ordinary, calloc secret, the length "
-                      "after a write ordinary, tagged while waiting secret, the length after them secret, plain "
-                      "ordinary; depth 0, 0 while waiting, 0 after\n");
+  EXPECT_EQ(with.out,
+            "other size ordinary, one byte less ordinary, the length secret, the length again ordinary, a "
+            "string of the length secret, the length after 8 others ordinary, glibc's own of the length ordinary, "
+            "calloc secret, the length "
+            "after a write ordinary, tagged while waiting secret, the length after them secret, plain "
+            "ordinary; depth 0, 0 while waiting, 0 after\n");
   Result without = run({kProbe, "der-routing", key("ec")});
   EXPECT_EQ(without.status, 0) << without.out << without.err;
   EXPECT_EQ(without.out.find("secret"), std::string::npos) << without.out;
+}
+
+// The shim's own tag scopes (around OpenSSL calls that make key material)
+// leave glibc's allocations ordinary: a thread's block of thread-specific
+// data made there went to the secret heap, and a fork child's glibc, which
+// zeroes other threads' blocks before any fork handler runs, zeroed the
+// parent's (found by the adversarial review).
+TEST_F(Preload, GlibcsOwnBlocksInTheShimsScopesStayOrdinary) {
+  Result with = run({kProbe, "tsd-fork"}, shim_env());
+  EXPECT_EQ(with.status, 0) << with.out << with.err;
+  EXPECT_EQ(with.out, "thread-specific data after the fork: 0x1234\n");
 }
 
 TEST_F(Preload, ThreadedAndMallocHeavyProgramsRunUnchanged) {

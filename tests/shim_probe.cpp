@@ -20,6 +20,9 @@
 //                                  DER encoding kept in three buffers), then holds
 //   shim_probe der-routing KEY.pem  which allocations after i2d_PrivateKey's
 //                                  length are secret
+//   shim_probe tsd-fork           a thread's thread-specific data after a fork,
+//                                  once a failed i2d_PrivateKey made glibc
+//                                  allocate its block for keys 32-63
 //   shim_probe forkgen KEY.pem N  loads a key, forks N children that each make
 //                                  and verify EC signatures; checks the key after
 //   shim_probe threads            4 threads of malloc/free churn with checks
@@ -309,6 +312,41 @@ int use(int argc, char **argv) {
 // secret heap: only the thread's next one of that length (or up to 64
 // bytes more: a std::string's terminator) among its next 8 (malloc,
 // calloc, realloc), and tags keep their depth meanwhile.
+// A thread whose first use of a thread key from 32 up (OpenSSL's error
+// state, after an i2d_PrivateKey that failed inside the shim's own tag
+// scope) made glibc calloc its second-level block of thread-specific data;
+// it then sets a key of the program's there, and the main thread forks. A
+// fork child's glibc zeroes other threads' blocks before any fork handler
+// runs: in the secret heap, that was the parent's block. Prints the value
+// the thread reads after the fork.
+int tsd_fork() {
+  CRYPTO_secure_free(CRYPTO_secure_malloc(16, __FILE__, __LINE__), __FILE__, __LINE__); // secmem's key first
+  pthread_key_t low[32], mine;
+  for (pthread_key_t &key : low) pthread_key_create(&key, nullptr);
+  pthread_key_create(&mine, nullptr);
+  EVP_PKEY *empty = EVP_PKEY_new(); // OpenSSL's keys come after these: its error state's is above 32
+  pthread_barrier_t forked, checked;
+  pthread_barrier_init(&forked, nullptr, 2);
+  pthread_barrier_init(&checked, nullptr, 2);
+  void *after = nullptr;
+  std::thread worker([&] {
+    if (i2d_PrivateKey(empty, nullptr) > 0) printf("i2d_PrivateKey of an empty key did not fail\n");
+    pthread_setspecific(mine, reinterpret_cast<void *>(0x1234));
+    pthread_barrier_wait(&forked);
+    pthread_barrier_wait(&checked);
+    after = pthread_getspecific(mine);
+  });
+  pthread_barrier_wait(&forked);
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);
+  pthread_barrier_wait(&checked);
+  worker.join();
+  EVP_PKEY_free(empty);
+  printf("thread-specific data after the fork: %p\n", after);
+  return after == reinterpret_cast<void *>(0x1234) ? 0 : 1;
+}
+
 int der_routing(const char *key_file) {
   EVP_PKEY *key = load(key_file);
   if (key == nullptr) return 2;
@@ -332,7 +370,10 @@ int der_routing(const char *key_file) {
   for (int i = 0; i < 8; ++i) filler.push_back(malloc(n + 100));
   void *late = malloc(n);
   note("the length after 8 others", late);
+  std::string text(n - 1, 'k');
   i2d_PrivateKey(key, nullptr);
+  char *libc_own = strdup(text.c_str()); // n bytes, allocated by glibc: neither taken nor counted
+  note("glibc's own of the length", libc_own);
   void *zeroed = calloc(1, n);
   note("calloc", zeroed);
   i2d_PrivateKey(key, nullptr);
@@ -353,7 +394,9 @@ int der_routing(const char *key_file) {
   void *plain = malloc(8);
   note("plain", plain);
   printf("%s; depth %u, %u while waiting, %u after\n", line.c_str(), depth, depth_pending, secmem_tag_depth());
-  for (void *p : {other, smaller, matched, after, late, zeroed, unasked, tagged, still, plain}) free(p);
+  for (void *p :
+       {other, smaller, matched, after, late, static_cast<void *>(libc_own), zeroed, unasked, tagged, still, plain})
+    free(p);
   delete as_string;
   for (void *p : filler) free(p);
   EVP_PKEY_free(key);
@@ -856,6 +899,7 @@ int main(int argc, char **argv) {
   if (mode == "secure-threads") return secure_threads();
   if (mode == "tag") return tag();
   if (mode == "der-routing" && argc > 2) return der_routing(argv[2]);
+  if (mode == "tsd-fork") return tsd_fork();
   if (mode == "direct" && argc > 2) return direct(argv[2]);
   if (mode == "sodium") return sodium();
   if (mode == "align") return align();
