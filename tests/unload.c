@@ -1,5 +1,5 @@
 /* dlclose of a plugin that pulled in libsecmem: libsecmem.so stays loaded
- * (it is linked -z nodelete), so threads that used the heap through it exit
+ * (it pins itself at load, RTLD_NODELETE), so threads that used the heap through it exit
  * afterwards without calling unmapped code, and every later load of the
  * plugin uses the same heap: its secret mappings, its locked memory and the
  * process's address space do not grow from load to load (each unload used
@@ -17,7 +17,13 @@
  *     it: the heap's code is gone from the maps after the dlclose (a thread
  *     cache's key destructor would run in unmapped code: its unload deletes
  *     the key and waits for threads retiring their caches; one waiting for
- *     the heap lock woke up in unmapped code, 8 runs in 10 of the churn). */
+ *     the heap lock woke up in unmapped code, 8 runs in 10 of the churn).
+ *   unload PLUGIN_PATH dlmopen
+ *     12 times, the plugin loaded into a namespace of its own (dlmopen), used
+ *     and unloaded: each copy of libsecmem goes with its namespace (pinned
+ *     there, each kept its namespace's libc and static TLS, and the seventh
+ *     dlmopen of any library failed), and a 13th load still works. */
+#define _GNU_SOURCE /* dlmopen */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -142,8 +148,33 @@ static int churn(int rounds) {
   return 0;
 }
 
+/* Namespaces of their own, one after another. */
+static int namespaces(const char *path) {
+  for (int i = 0; i < 13; i++) {
+    void *plugin = dlmopen(LM_ID_NEWLM, path, RTLD_NOW | RTLD_LOCAL);
+    if (plugin == NULL) {
+      fprintf(stderr, "unload: dlmopen %d: %s\n", i + 1, dlerror());
+      return 1;
+    }
+    int (*use)(void) = (int (*)(void))dlsym(plugin, "plugin_use_secret");
+    if (use == NULL || !use()) {
+      fprintf(stderr, "unload: the plugin in namespace %d failed\n", i + 1);
+      return 1;
+    }
+    dlclose(plugin);
+  }
+  if (mapped("libsecmem.so")) {
+    fprintf(stderr, "unload: a namespace's libsecmem.so is still mapped after its dlclose\n");
+    return 1;
+  }
+  printf("unload: 13 loads of the plugin into namespaces of their own, each unloaded with its libsecmem\n");
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc < 2) return 2;
   g_plugin_path = argv[1];
+  if (argc == 3 && strcmp(argv[2], "dlmopen") == 0) return namespaces(argv[1]);
   if ((argc == 4 || argc == 5) && strcmp(argv[2], "churn") == 0) {
     g_static = argc == 5 && strcmp(argv[4], "static") == 0;
     return churn(atoi(argv[3]));

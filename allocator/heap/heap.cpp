@@ -501,7 +501,10 @@ Handlers fork_handlers_registered() {
   return handler_state(word) == kRegistered ? Handlers::kIn : Handlers::kRefused;
 }
 
-__attribute__((constructor)) void register_fork_handlers_at_load() { fork_handlers_registered(); }
+__attribute__((constructor)) void register_fork_handlers_at_load() {
+  os::pin_shared_library();
+  fork_handlers_registered();
+}
 
 // A start-up on a thread that holds the start-up or is registering the fork
 // handlers (in a fork handler, or a signal handler): this allocation fails.
@@ -547,8 +550,9 @@ InitLock take_init_lock() NO_THREAD_SAFETY_ANALYSIS {
 
 void release_init_lock() { g_init_owner.store(0, std::memory_order_release); }
 
-// Exit, or the dlclose of a plugin that carries libsecmem.a (libsecmem.so
-// is linked -z nodelete, never unloaded): no thread may call into unloaded
+// Exit, or the unload of a copy that can go: a plugin that carries
+// libsecmem.a, or libsecmem.so in a namespace made by dlmopen (in the
+// program's own it pins itself at load, os::pin_shared_library): no thread may call into unloaded
 // code when it exits (glibc drops the fork handlers itself).
 __attribute__((destructor)) void unload() {
   if (!g_cache_key_created) return;

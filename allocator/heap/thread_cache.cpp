@@ -117,7 +117,8 @@ void retire_cache(ThreadCache *cache) {
 
 namespace {
 // Threads inside thread_exit. The unload of a plugin that carries
-// libsecmem.a (libsecmem.so itself is never unloaded: -z nodelete) deletes
+// libsecmem.a, or of libsecmem.so in a namespace made by dlmopen (in the
+// program's own it is never unloaded: os::pin_shared_library), deletes
 // the key, which stops new calls but does not wait for one under way: a
 // thread waiting there for the heap lock woke up in unmapped code (found by
 // the adversarial review, when libsecmem.so could be unloaded: four threads

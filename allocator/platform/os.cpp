@@ -23,7 +23,9 @@
 #include <csignal>
 #include <cstring>
 #include <ctime>
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <link.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -360,6 +362,29 @@ bool random_bytes(void *out, size_t len) {
 int seal_readonly(void *addr, size_t len) { return protect(addr, len, PROT_READ); }
 
 int make_undumpable() { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : errno; }
+
+// Unloaded with a plugin, the heap (a 2 MiB chunk charged to RLIMIT_MEMLOCK,
+// the address-space reservation, the staging files) had no owner left and
+// stayed mapped, and every load of the plugin made another (found by the
+// adversarial review: an unprivileged process's fourth load got unlocked
+// memory). Not linked -z nodelete, which holds in every namespace: a copy
+// loaded by dlmopen into a new one then kept that namespace's libc and its
+// static TLS, and the seventh dlmopen of any library failed (found by the
+// second review). glibc's handles are its link maps.
+void pin_shared_library() {
+  Dl_info info{};
+  link_map *map = nullptr;
+  if (dladdr1(reinterpret_cast<void *>(&pin_shared_library), &info, reinterpret_cast<void **>(&map), RTLD_DL_LINKMAP) ==
+          0 ||
+      map == nullptr || info.dli_fname == nullptr)
+    return;
+  const char *name = strrchr(info.dli_fname, '/');
+  name = name != nullptr ? name + 1 : info.dli_fname;
+  if (strncmp(name, "libsecmem.so", 12) != 0) return; // libsecmem.a, in the program or a plugin
+  Lmid_t space = -1;
+  if (dlinfo(map, RTLD_DI_LMID, &space) != 0 || space != LM_ID_BASE) return;
+  (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE); // a reference never given back
+}
 
 // Refused, once said: every secret allocation that needs more bookkeeping
 // then fails (found by the adversarial review: NULL and ENOMEM without a

@@ -112,6 +112,12 @@ bool random_bytes(void *out, size_t len);
 // prctl(PR_SET_DUMPABLE, 0): no core dump, no same-user ptrace. 0 or errno.
 int make_undumpable();
 
+// libsecmem.so, loaded in the program's own link-map namespace, stays
+// loaded for good (RTLD_NODELETE): its heap then serves every later load of
+// a plugin that pulls it in. Nothing for libsecmem.a (the object holding
+// it is the program or the plugin) or in a namespace made by dlmopen.
+void pin_shared_library();
+
 // Private read-write anonymous memory for allocator metadata (never secret). nullptr on failure.
 void *map_metadata(size_t len);
 
