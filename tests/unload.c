@@ -1,5 +1,5 @@
 /* dlclose of a plugin that pulled in libsecmem: libsecmem.so stays loaded
- * (it pins itself at load, RTLD_NODELETE), so threads that used the heap through it exit
+ * (loaded by dlopen, it pins itself: RTLD_NODELETE), so threads that used the heap through it exit
  * afterwards without calling unmapped code, and every later load of the
  * plugin uses the same heap: its secret mappings, its locked memory and the
  * process's address space do not grow from load to load (each unload used

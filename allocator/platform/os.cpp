@@ -381,6 +381,17 @@ void pin_shared_library() {
   const char *name = strrchr(info.dli_fname, '/');
   name = name != nullptr ? name + 1 : info.dli_fname;
   if (strncmp(name, "libsecmem.so", 12) != 0) return; // libsecmem.a, in the program or a plugin
+  // Loaded with the program (before the dynamic linker in the chain of
+  // objects, which the loader lock held by a dlopen in progress, or start-up,
+  // keeps still): never unloaded, and the dlopen below would cost every
+  // process started under the shim about 29,000 instructions. Objects that
+  // came with the program after the dynamic linker are pinned all the same.
+  Dl_info rtld_info{};
+  link_map *rtld = nullptr;
+  if (dladdr1(static_cast<void *>(&_r_debug), &rtld_info, reinterpret_cast<void **>(&rtld), RTLD_DL_LINKMAP) != 0 &&
+      rtld != nullptr)
+    for (const link_map *later = map->l_next; later != nullptr; later = later->l_next)
+      if (later == rtld) return;
   Lmid_t space = -1;
   if (dlinfo(map, RTLD_DI_LMID, &space) != 0 || space != LM_ID_BASE) return;
   (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE); // a reference never given back
