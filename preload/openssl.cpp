@@ -261,13 +261,6 @@ namespace {
 
 constexpr uint32_t kPendingAllocations = 8;
 
-// The vector registers, which the real call leaves holding key bytes (its
-// memcpy of the key into the encoding): the dynamic linker's lazy binding
-// of the next function the thread calls for the first time saves them all
-// on the stack (_dl_runtime_resolve_xsavec), where they stay (an Ed25519
-// key's 32 bytes, found there by the exposure test, twice over; none with
-// LD_BIND_NOW=1). All of them are call-clobbered: a call may change them.
-// AVX-512's 16 to 31 too (glibc's memcpy uses ymm16 and up there).
 // Which registers there are: 2 for AVX-512 (zmm16-31 too), 1 for AVX, 0 for
 // SSE only; -1 until asked. Asked once by whichever thread comes first (the
 // answer is the same for all). Not a function-local static: its guard,
@@ -294,6 +287,13 @@ int vector_level() {
   "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", \
       "xmm14", "xmm15"
 
+// The vector registers, which the real call leaves holding key bytes (its
+// memcpy of the key into the encoding): the dynamic linker's lazy binding
+// of the next function the thread calls for the first time saves them all
+// on the stack (_dl_runtime_resolve_xsavec), where they stay (an Ed25519
+// key's 32 bytes, found there by the exposure test, twice over; none with
+// LD_BIND_NOW=1). All of them are call-clobbered: a call may change them.
+// AVX-512's 16 to 31 too (glibc's memcpy uses ymm16 and up there).
 __attribute__((noinline)) void clear_vector_registers() {
 #if defined(__x86_64__)
   if (int level = vector_level(); level == 2) {

@@ -552,8 +552,9 @@ void release_init_lock() { g_init_owner.store(0, std::memory_order_release); }
 
 // Exit, or the unload of a copy that can go: a plugin that carries
 // libsecmem.a, or libsecmem.so in a namespace made by dlmopen (in the
-// program's own it pins itself at load, os::pin_shared_library): no thread may call into unloaded
-// code when it exits (glibc drops the fork handlers itself).
+// program's own it is never unloaded: os::pin_shared_library). No thread
+// may call into unloaded code when it exits (glibc drops the fork handlers
+// itself).
 __attribute__((destructor)) void unload() {
   if (!g_cache_key_created) return;
   pthread_key_delete(g_heap.cache_key);

@@ -123,8 +123,8 @@ namespace {
 // thread waiting there for the heap lock woke up in unmapped code (found by
 // the adversarial review, when libsecmem.so could be unloaded: four threads
 // at a time that each dlopen a plugin, use the heap and dlclose it, 8 runs
-// in 10 died). What remains is the few instructions before the count goes up and
-// after it goes down.
+// in 10 died). What remains is the few instructions before the count goes
+// up and after it goes down.
 std::atomic<int> g_threads_exiting{0};
 // This thread is counted there (a signal handler may fork inside thread_exit).
 constinit __attribute__((tls_model("initial-exec"))) thread_local bool t_counted_exiting = false;

@@ -113,9 +113,10 @@ bool random_bytes(void *out, size_t len);
 int make_undumpable();
 
 // libsecmem.so, loaded in the program's own link-map namespace, stays
-// loaded for good (RTLD_NODELETE; called by its constructor): its heap then serves every later load of
-// a plugin that pulls it in. Nothing for libsecmem.a (the object holding
-// it is the program or the plugin) or in a namespace made by dlmopen.
+// loaded for good (RTLD_NODELETE; called by its constructor): its heap
+// then serves every later load of a plugin that pulls it in. Nothing for
+// libsecmem.a (the object holding it is the program or the plugin) or in a
+// namespace made by dlmopen.
 void pin_shared_library();
 
 // Private read-write anonymous memory for allocator metadata (never secret). nullptr on failure.
