@@ -22,13 +22,19 @@
  *     12 times, the plugin loaded into a namespace of its own (dlmopen), used
  *     and unloaded: each copy of libsecmem goes with its namespace (pinned
  *     there, each kept its namespace's libc and static TLS, and the seventh
- *     dlmopen of any library failed), and a 13th load still works. */
+ *     dlmopen of any library failed), and a 13th load still works.
+ *   unload LIBSECMEM_PATH renamed
+ *     libsecmem.so itself, copied under another file name (as a vendoring
+ *     tool renames the libraries it bundles), loaded, used through dlsym and
+ *     unloaded 20 times: it pins itself all the same, one heap throughout
+ *     (it went by the file's name, and each cycle left a heap behind). */
 #define _GNU_SOURCE /* dlmopen */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int (*use_secret)(void);
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -171,8 +177,53 @@ static int namespaces(const char *path) {
   return 0;
 }
 
+/* libsecmem.so under another name, loaded and unloaded again and again. */
+static int renamed(const char *library) {
+  char dir[] = "/tmp/secmem-unload-XXXXXX", copy[64];
+  if (mkdtemp(dir) == NULL) return 2;
+  snprintf(copy, sizeof copy, "%s/libvendored-1a2b.so", dir);
+  FILE *in = fopen(library, "rb"), *out = fopen(copy, "wb");
+  char buffer[65536];
+  size_t n;
+  while (in != NULL && out != NULL && (n = fread(buffer, 1, sizeof buffer, in)) > 0) fwrite(buffer, 1, n, out);
+  if (in != NULL) fclose(in);
+  if (out != NULL) fclose(out);
+  struct footprint first = {0, 0, 0, 0};
+  int ok = 1;
+  for (int i = 0; i < 20 && ok; i++) {
+    void *lib = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
+    void *(*allocate)(size_t) = lib != NULL ? (void *(*)(size_t))dlsym(lib, "secmem_malloc") : NULL;
+    void (*release)(void *) = lib != NULL ? (void (*)(void *))dlsym(lib, "secmem_free") : NULL;
+    void *p = allocate != NULL && release != NULL ? allocate(64) : NULL;
+    if (p == NULL) {
+      fprintf(stderr, "unload: load %d of %s failed: %s\n", i + 1, copy, lib == NULL ? dlerror() : "no secret memory");
+      ok = 0;
+      break;
+    }
+    release(p);
+    dlclose(lib);
+    if (i == 0) first = footprint();
+  }
+  struct footprint now = footprint();
+  unlink(copy);
+  rmdir(dir);
+  if (!ok) return 1;
+  if (now.secretmem > first.secretmem || now.locked_kib > first.locked_kib ||
+      now.size_kib > first.size_kib + 256 * 1024) {
+    fprintf(stderr,
+            "unload: libsecmem.so under another name, after 20 loads: secretmem files %d (first %d), VmLck %ld KiB "
+            "(first %ld), VmSize %ld KiB (first %ld)\n",
+            now.secretmem, first.secretmem, now.locked_kib, first.locked_kib, now.size_kib, first.size_kib);
+    return 1;
+  }
+  printf("unload: libsecmem.so under another name, 20 loads: one heap throughout (%d secretmem files, VmLck %ld KiB)\n",
+         now.secretmem, now.locked_kib);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return 2;
+  if (argc == 3 && strcmp(argv[2], "renamed") == 0) return renamed(argv[1]);
   g_plugin_path = argv[1];
   if (argc == 3 && strcmp(argv[2], "dlmopen") == 0) return namespaces(argv[1]);
   if ((argc == 4 || argc == 5) && strcmp(argv[2], "churn") == 0) {

@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <poll.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -371,27 +372,48 @@ int make_undumpable() { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : err
 // loaded by dlmopen into a new one then kept that namespace's libc and its
 // static TLS, and the seventh dlmopen of any library failed (found by the
 // second review). glibc's handles are its link maps.
+// Weak: a static program has no dynamic section (libsecmem.a linked with -static).
+#pragma weak _DYNAMIC
+
+namespace {
+// Whether this code is libsecmem.so (its own object's DT_SONAME begins
+// "libsecmem", under whatever file name it was loaded: a symlink, a vendored
+// copy renamed libsecmem-<hash>.so), not libsecmem.a inside a program or a
+// plugin (whose own name it then reads, or none). By the file's name, a copy
+// loaded under another was not pinned, and each load cycle left a heap
+// behind (found by the third review).
+bool is_libsecmem_so() {
+  const char *strtab = nullptr;
+  ElfW(Xword) soname = 0;
+  bool has_soname = false;
+  for (const ElfW(Dyn) *dyn = _DYNAMIC; dyn != nullptr && dyn->d_tag != DT_NULL; ++dyn) {
+    if (dyn->d_tag == DT_STRTAB) strtab = reinterpret_cast<const char *>(dyn->d_un.d_ptr); // relocated by ld.so
+    if (dyn->d_tag == DT_SONAME) {
+      soname = dyn->d_un.d_val;
+      has_soname = true;
+    }
+  }
+  return strtab != nullptr && has_soname && strncmp(strtab + soname, "libsecmem", 9) == 0;
+}
+} // namespace
+
 void pin_shared_library() {
+  if (!is_libsecmem_so()) return; // libsecmem.a, in the program or a plugin
   Dl_info info{};
   link_map *map = nullptr;
   if (dladdr1(reinterpret_cast<void *>(&pin_shared_library), &info, reinterpret_cast<void **>(&map), RTLD_DL_LINKMAP) ==
           0 ||
       map == nullptr || info.dli_fname == nullptr)
     return;
-  const char *name = strrchr(info.dli_fname, '/');
-  name = name != nullptr ? name + 1 : info.dli_fname;
-  if (strncmp(name, "libsecmem.so", 12) != 0) return; // libsecmem.a, in the program or a plugin
-  // Loaded with the program (before the dynamic linker in the chain of
-  // objects, which the loader lock held by a dlopen in progress, or start-up,
-  // keeps still): never unloaded, and the dlopen below would cost every
-  // process started under the shim about 29,000 instructions. Objects that
-  // came with the program after the dynamic linker are pinned all the same.
-  Dl_info rtld_info{};
-  link_map *rtld = nullptr;
-  if (dladdr1(static_cast<void *>(&_r_debug), &rtld_info, reinterpret_cast<void **>(&rtld), RTLD_DL_LINKMAP) != 0 &&
-      rtld != nullptr)
+  // Loaded with the program (before the dynamic linker, found by its load
+  // address, in the chain of objects, which the loader lock held by a
+  // dlopen in progress, or start-up, keeps still): never unloaded, and the
+  // dlopen below would cost every process started under the shim about
+  // 29,000 instructions. Objects that came with the program after the
+  // dynamic linker are pinned all the same.
+  if (uintptr_t rtld = getauxval(AT_BASE); rtld != 0)
     for (const link_map *later = map->l_next; later != nullptr; later = later->l_next)
-      if (later == rtld) return;
+      if (later->l_addr == rtld) return;
   Lmid_t space = -1;
   if (dlinfo(map, RTLD_DI_LMID, &space) != 0 || space != LM_ID_BASE) return;
   (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE); // a reference never given back
