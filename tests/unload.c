@@ -52,6 +52,15 @@ static void *worker(void *arg) {
   return NULL; /* thread exit: key destructors run here */
 }
 
+/* The worker goes on, after the unload, and exits (its key destructors run then). */
+static void release_worker(pthread_t thread) {
+  pthread_mutex_lock(&lock);
+  unloaded = 1;
+  pthread_cond_broadcast(&cond);
+  pthread_mutex_unlock(&lock);
+  pthread_join(thread, NULL);
+}
+
 /* How many of the process's mappings name libsecmem.so, how many secretmem files it maps (inodes: guard
  * pages split a chunk's mapping in several), and its VmLck and VmSize in KiB. */
 struct footprint {
@@ -133,9 +142,10 @@ static int churn(int rounds) {
     }
     if (round == 0) first = footprint();
   }
-  if (g_static && (failed != 0 || mapped(g_plugin_path))) {
+  int plugin_left = g_static && mapped(g_plugin_path);
+  if (g_static && (failed != 0 || plugin_left)) {
     fprintf(stderr, "unload churn: %d threads failed, the plugin %s\n", failed,
-            mapped(g_plugin_path) ? "still mapped" : "unloaded");
+            plugin_left ? "still mapped" : "unloaded");
     return 1;
   }
   if (g_static) {
@@ -251,11 +261,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "unload: the plugin is still mapped after dlclose\n");
       return 1;
     }
-    pthread_mutex_lock(&lock);
-    unloaded = 1;
-    pthread_cond_broadcast(&cond);
-    pthread_mutex_unlock(&lock);
-    pthread_join(thread, NULL);
+    release_worker(thread);
     printf("unload: a thread that used the heap exited after the plugin carrying libsecmem.a was unloaded\n");
     return 0;
   }
@@ -267,11 +273,7 @@ int main(int argc, char **argv) {
             first.libsecmem, first.secretmem);
     return 1;
   }
-  pthread_mutex_lock(&lock);
-  unloaded = 1;
-  pthread_cond_broadcast(&cond);
-  pthread_mutex_unlock(&lock);
-  pthread_join(thread, NULL);
+  release_worker(thread);
   /* Load, use and unload it 100 times more: the same heap serves every load. */
   for (int i = 0; i < 100; i++) {
     plugin = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
