@@ -832,15 +832,24 @@ static int new_chunk_round(long delay_us, int *inside) {
   struct itimerval once = {{0, 0}, {0, delay_us}};
   setitimer(ITIMER_REAL, &once, NULL);
   unsigned char *blocks[3] = {NULL, NULL, NULL};
-  while (!g_chunk_forked) {
+  // Until the fork and a block: on a loaded machine the signal can come
+  // before the first allocation (the round then counts as not inside one).
+  while (!g_chunk_forked || blocks[0] == NULL) {
     secmem_free(blocks[0]);
     g_in_alloc = 1;
     blocks[0] = secmem_malloc(kNewChunkBlock);
     g_in_alloc = 0;
-    if (blocks[0] == NULL) return fail("malloc");
+    if (blocks[0] == NULL) {
+      if (g_chunk_forked && g_chunk_child == 0) _exit(3);
+      return fail("malloc");
+    }
   }
   int child = g_chunk_child == 0;
   if (g_chunk_child < 0) return fail("fork");
+  // Each keeps only its own ends: a child that dies gives its parent an
+  // end of file, not a read that waits for ever.
+  close(child ? to_parent[0] : to_parent[1]);
+  close(child ? to_child[1] : to_child[0]);
   unsigned char mine = child ? 'c' : 'p', token = 0;
   for (int i = 1; i < 3; ++i)
     if ((blocks[i] = secmem_malloc(kNewChunkBlock)) == NULL) {
@@ -869,8 +878,6 @@ static int new_chunk_round(long delay_us, int *inside) {
   if (status != 0) printf("signal-fork-new-chunk: a child exited with %d\n", status);
   for (int i = 0; i < 3; ++i) secmem_free(blocks[i]);
   close(to_parent[0]);
-  close(to_parent[1]);
-  close(to_child[0]);
   close(to_child[1]);
   *inside += g_fork_in_alloc;
   return bad;
