@@ -31,6 +31,19 @@ struct Fragile {
   ~Fragile() { --alive; }
 };
 
+// Counted elements of one byte, and of a larger alignment than the heap's 16.
+struct One {
+  static inline int alive = 0;
+  char c = 0;
+  One() { ++alive; }
+  ~One() { --alive; }
+};
+struct alignas(64) Aligned {
+  static inline int alive = 0;
+  Aligned() { ++alive; }
+  ~Aligned() { --alive; }
+};
+
 } // namespace
 
 // ---- compile-time checks of the allocator --------------------------------------
@@ -361,9 +374,65 @@ TEST(MakeSecure, ArrayForm) {
   EXPECT_TRUE(secmem_owns(keys.get()));
   EXPECT_TRUE(secmem_owns(&keys[99]));
   EXPECT_EQ(keys[50], 0u); // value-initialised
-  EXPECT_EQ(keys.get_deleter().count, 100u);
   auto none = secmem::make_secure<int[]>(0);
   EXPECT_TRUE(secmem_owns(none.get()));
+}
+
+// As with std::unique_ptr<T[]>: reset(other.release()) destroys the new
+// array's elements when it goes, however many the old one had. (The deleter
+// kept the old array's count: 6 strings destroyed in an array of 2, the next
+// block's among them, then a double free; or 4 of 6 never destroyed, their
+// bytes never zeroed.)
+TEST(MakeSecure, ArrayResetDestroysTheNewArraysElements) {
+  size_t before = in_use_bytes();
+  {
+    auto big = secmem::make_secure<Fragile[]>(6);
+    auto small = secmem::make_secure<Fragile[]>(2);
+    EXPECT_EQ(Fragile::alive, 8);
+    big.reset(small.release());
+    EXPECT_EQ(Fragile::alive, 2);
+    auto more = secmem::make_secure<Fragile[]>(6);
+    big.reset(more.release());
+    EXPECT_EQ(Fragile::alive, 6);
+    // A converted pointer destroys as many.
+    secmem::secure_unique_ptr<const Fragile[]> constant(std::move(big));
+    EXPECT_EQ(Fragile::alive, 6);
+  }
+  EXPECT_EQ(Fragile::alive, 0);
+  {
+    auto strings = secmem::make_secure<secmem::secure_string[]>(6);
+    auto two = secmem::make_secure<secmem::secure_string[]>(2);
+    auto next = secmem::make_secure<secmem::secure_string[]>(2);
+    next[0] = secmem::secure_string("the neighbour's secret");
+    strings.reset(two.release());
+    strings.reset();
+    EXPECT_TRUE(secmem_owns(next[0].data()));
+    EXPECT_EQ(next[0], std::string_view("the neighbour's secret"));
+  }
+  EXPECT_EQ(in_use_bytes(), before);
+}
+
+// make_secure<T[]>(0) of a one-byte type with a destructor: the deleter
+// counts one element in the one byte a 0-byte request gets, and one is
+// made there; of a larger type none is made or destroyed.
+TEST(MakeSecure, EmptyArraysDestroyWhatWasMade) {
+  static_assert(sizeof(One) == 1);
+  Fragile::alive = 0;
+  {
+    auto one = secmem::make_secure<One[]>(0);
+    auto wide = secmem::make_secure<Fragile[]>(0);
+    EXPECT_TRUE(secmem_owns(one.get()));
+    EXPECT_TRUE(secmem_owns(wide.get()));
+    EXPECT_EQ(Fragile::alive, 0);
+  }
+  EXPECT_EQ(One::alive, 0);
+  EXPECT_EQ(Fragile::alive, 0);
+  {
+    auto aligned = secmem::make_secure<Aligned[]>(3);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(aligned.get()) % 64, 0u);
+    EXPECT_EQ(Aligned::alive, 3);
+  }
+  EXPECT_EQ(Aligned::alive, 0);
 }
 
 TEST(MakeSecure, ThrowingConstructorsLeakNothing) {

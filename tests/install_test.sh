@@ -95,4 +95,82 @@ if g++ -std=c++17 -c -o "$tmp/use17.o" "$tmp/project/use.cpp" $flags 2>"$tmp/cxx
   { cat "$tmp/cxx17.log" >&2; fail "the first error under C++17 does not say C++20 is needed"; }
 out=$(LD_LIBRARY_PATH=$lib "$tmp/use_cxx_pc") && [ "$out" = "c++: 21 chars, secret 1" ] || fail "use_cxx (pkg-config): $out"
 out=$(LD_LIBRARY_PATH=$lib "$tmp/use_c_pc") && [ "$out" = "c: secret 1" ] || fail "use_c (pkg-config): $out"
-echo "install_test: installed files, CMake (secmem::secmem, version check) and pkg-config builds: ok"
+
+# The C++ header in the builds projects use: without exceptions (it did not
+# compile: `throw` in the header), with clang and libc++ (Debian 12's libc++
+# 14 has no <memory_resource> and no string_view <=>: neither compiled),
+# each with the warnings a strict project turns into errors.
+cat > "$tmp/project/strict.cpp" <<'CXX'
+#include <secmem/secure_alloc.hpp>
+#include <cstdio>
+#include <map>
+int main(int argc, char **) {
+  secmem::secure_string a("alpha"), b("beta");
+  std::map<secmem::secure_string, int, std::less<>> order{{b, 2}, {a, 1}};
+  secmem::secure_vector<int> v{1, 2, 3};
+  auto keys = secmem::make_secure<secmem::secure_string[]>(3);
+  keys[0] = a;
+  std::printf("%d %d %d %zu %d\n", a < b, (a <=> std::string_view("alpha")) == 0, order.begin()->second, v.size(),
+              secmem_owns(keys[0].data()));
+  if (argc > 1) v.reserve(std::size_t{1} << 60); // more than the heap can give
+  return 0;
+}
+CXX
+# shellcheck disable=SC2086
+for compiler in "g++ -std=c++20 -fno-exceptions" "clang++ -std=c++20 -fno-exceptions" "clang++ -std=c++20 -stdlib=libc++" \
+  "clang++ -std=c++20 -stdlib=libc++ -fno-exceptions"; do
+  $compiler -Wall -Wextra -Werror -pedantic -o "$tmp/strict" "$tmp/project/strict.cpp" $flags 2>"$tmp/strict.log" ||
+    { cat "$tmp/strict.log" >&2; fail "$compiler could not build a program using secure_alloc.hpp"; }
+  out=$(LD_LIBRARY_PATH=$lib "$tmp/strict") && [ "$out" = "1 1 1 3 1" ] || fail "$compiler: the program printed $out"
+  case $compiler in
+  *-fno-exceptions*) # what would have been thrown: one line, then abort
+    if LD_LIBRARY_PATH=$lib "$tmp/strict" fail 2>"$tmp/strict.err"; then fail "$compiler: no abort without exceptions"; fi
+    grep -q '^secmem: std::bad_alloc (compiled without exceptions: abort)$' "$tmp/strict.err" ||
+      { cat "$tmp/strict.err" >&2; fail "$compiler: the abort did not say what failed"; } ;;
+  esac
+done
+
+# One pmr resource in the process, however the objects that use it were
+# built: a library and its program both compiled with -fvisibility=hidden
+# each had their own, unequal (a pmr vector moved between them was copied,
+# a list spliced between them aborted under _GLIBCXX_ASSERTIONS).
+cat > "$tmp/project/resource_lib.cpp" <<'CXX'
+#include <secmem/secure_alloc.hpp>
+__attribute__((visibility("default"))) std::pmr::memory_resource *library_resource() { return secmem::memory_resource(); }
+CXX
+cat > "$tmp/project/resource_main.cpp" <<'CXX'
+#include <secmem/secure_alloc.hpp>
+#include <cstdio>
+std::pmr::memory_resource *library_resource();
+int main() {
+  std::pmr::vector<int> here({1, 2, 3}, secmem::memory_resource()), there(library_resource());
+  const int *buffer = here.data();
+  there = std::move(here);
+  std::printf("%d %d %d\n", library_resource() == secmem::memory_resource(),
+              library_resource()->is_equal(*secmem::memory_resource()), there.data() == buffer);
+}
+CXX
+# shellcheck disable=SC2086
+g++ -std=c++20 -fvisibility=hidden -fPIC -shared -o "$tmp/libresource.so" "$tmp/project/resource_lib.cpp" $flags &&
+  g++ -std=c++20 -fvisibility=hidden -o "$tmp/resource" "$tmp/project/resource_main.cpp" -L"$tmp" -lresource $flags ||
+  fail "the pmr resource programs did not build"
+out=$(LD_LIBRARY_PATH=$lib:$tmp "$tmp/resource") && [ "$out" = "1 1 1" ] ||
+  fail "the library's and the program's pmr resources differ (same object, is_equal, buffer moved): $out"
+
+# A libdir outside the prefix (meson keeps it absolute): the CMake package
+# uses it as it is (it was pasted after the prefix). Here the package's
+# files alone, in another prefix, their libdir rewritten to the absolute one.
+mkdir -p "$tmp/elsewhere/lib/cmake"
+cp -r "$lib/cmake/secmem" "$tmp/elsewhere/lib/cmake/"
+sed -i "s|^set(_secmem_libdir \".*\")|set(_secmem_libdir \"$lib\")|; s|^set(_secmem_includedir \".*\")|set(_secmem_includedir \"$root/$includedir\")|" \
+  "$tmp/elsewhere/lib/cmake/secmem/secmemConfig.cmake"
+grep -q "^set(_secmem_libdir \"/" "$tmp/elsewhere/lib/cmake/secmem/secmemConfig.cmake" ||
+  fail "secmemConfig.cmake sets no _secmem_libdir to rewrite"
+sed -i 's/find_package(secmem 1.0 REQUIRED)/find_package(secmem 0.1 REQUIRED)/' "$tmp/project/CMakeLists.txt"
+cmake -S "$tmp/project" -B "$tmp/cmake-elsewhere" -DCMAKE_PREFIX_PATH="$tmp/elsewhere" >"$tmp/cmake-elsewhere.log" 2>&1 &&
+  cmake --build "$tmp/cmake-elsewhere" >>"$tmp/cmake-elsewhere.log" 2>&1 ||
+  { cat "$tmp/cmake-elsewhere.log" >&2; fail "a CMake package with an absolute libdir did not build"; }
+out=$(LD_LIBRARY_PATH=$lib "$tmp/cmake-elsewhere/use_cxx") && [ "$out" = "c++: 21 chars, secret 1" ] ||
+  fail "use_cxx (absolute libdir) printed: $out"
+echo "install_test: installed files, CMake (secmem::secmem, version check, an absolute libdir), pkg-config builds," \
+  "the C++ header without exceptions and with libc++, one pmr resource across objects: ok"

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <list>
 #include <random>
@@ -797,6 +798,24 @@ TEST(SecureStringApi, MovedFromStringsAcceptEveryOperation) {
     b.erase(); // nothing to erase, and no buffer needed
     EXPECT_TRUE(b.empty());
   }
+}
+
+// A moved-from string's terminator may be written with CharT(), as
+// std::string's may (s[s.size()] = '\0', *s.data() = '\0', a copy of the
+// terminator into data()): data() was a read-only "", and each SIGSEGV'd.
+TEST(SecureStringApi, AMovedFromStringsTerminatorIsWritable) {
+  secure_string a("moved");
+  secure_string b = std::move(a);
+  a[a.size()] = '\0';
+  *a.data() = '\0';
+  std::memcpy(a.data(), "", a.size() + 1);
+  EXPECT_EQ(a.c_str()[0], '\0');
+  EXPECT_TRUE(a.empty());
+  EXPECT_TRUE(well_formed(a));
+  secmem::secure_wstring w(L"wide");
+  secmem::secure_wstring v = std::move(w);
+  w[0] = L'\0';
+  EXPECT_EQ(w.data()[0], L'\0');
 }
 
 // ---- reading lines ---------------------------------------------------------------------------

@@ -17,7 +17,12 @@
 //   secure_string, with no std::string or stack buffer in between.
 // - Allocation failure throws std::bad_alloc (std::bad_array_new_length when
 //   the byte count overflows; std::length_error for a string longer than
-//   max_size()). The core library itself never throws.
+//   max_size()). The core library itself never throws. Compiled without
+//   exceptions (-fno-exceptions), each of these writes one line to stderr
+//   instead ("secmem: std::bad_alloc (...)") and aborts, as the standard
+//   library's own containers do there.
+// - Also with libc++: without <memory_resource> (libc++ before 16) the pmr
+//   resource is left out and the rest works.
 // - Not covered: copies a program makes elsewhere (std::string, the stack,
 //   I/O buffers), and std::pmr::string's own small-string buffer (use
 //   secure_string for text).
@@ -34,6 +39,8 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <initializer_list>
@@ -43,7 +50,10 @@
 #include <list>
 #include <map>
 #include <memory>
+#if __has_include(<memory_resource>)
 #include <memory_resource>
+#define SECMEM_DETAIL_HAS_PMR 1
+#endif
 #include <new>
 #include <span>
 #include <stdexcept>
@@ -59,16 +69,40 @@
 
 #include "secmem/secmem.h"
 
+// Exceptions, or without them (-fno-exceptions) a line and abort: the
+// header's try blocks are these (undefined again at its end), as libstdc++'s
+// own are (__try, __catch, __throw_exception_again).
+#if defined(__cpp_exceptions)
+#define SECMEM_DETAIL_TRY try
+#define SECMEM_DETAIL_CATCH(X) catch (X)
+#define SECMEM_DETAIL_RETHROW throw
+#else
+#define SECMEM_DETAIL_TRY if (true)
+#define SECMEM_DETAIL_CATCH(X) if (false)
+#define SECMEM_DETAIL_RETHROW
+#endif
+
 namespace secmem {
 
 namespace detail {
 
+// Throws E(args...); without exceptions, says what it would have thrown and aborts.
+template <typename E, typename... Args> [[noreturn]] void raise(Args &&...args) {
+#if defined(__cpp_exceptions)
+  throw E(std::forward<Args>(args)...);
+#else
+  const E error(std::forward<Args>(args)...);
+  std::fprintf(stderr, "secmem: %s (compiled without exceptions: abort)\n", error.what());
+  std::abort();
+#endif
+}
+
 // Raw secret memory for n objects of size and alignment given; throws on failure.
 inline void *allocate_bytes(std::size_t n, std::size_t size, std::size_t alignment) {
   std::size_t bytes = 0;
-  if (__builtin_mul_overflow(n, size, &bytes)) throw std::bad_array_new_length();
+  if (__builtin_mul_overflow(n, size, &bytes)) raise<std::bad_array_new_length>();
   void *p = alignment <= 16 ? secmem_malloc(bytes) : secmem_aligned_alloc(alignment, bytes);
-  if (p == nullptr) throw std::bad_alloc();
+  if (p == nullptr) raise<std::bad_alloc>();
   return p;
 }
 
@@ -129,13 +163,24 @@ template <typename T> struct secure_delete {
   }
 };
 
-// The array form remembers its length, to destroy each element.
+// The array form destroys as many elements as the block was asked for
+// (secmem_usable_size: exactly what make_secure<T[]>(n) allocated), so that,
+// as with std::unique_ptr<T[]>, reset(other.release()) destroys the new
+// array's elements, not as many as the old one had (a count kept in the
+// deleter destroyed a neighbour's strings, or left elements never
+// destroyed).
 template <typename T> struct secure_delete<T[]> {
-  std::size_t count = 0;
+  constexpr secure_delete() noexcept = default;
+  // As std::default_delete<T[]>: from the deleter of an array of U where a U(*)[] converts to a T(*)[].
+  template <typename U>
+  requires std::is_convertible_v<U (*)[], T (*)[]> secure_delete(const secure_delete<U[]> &)
+  noexcept {}
   void operator()(T *p) const noexcept {
     if (p == nullptr) return;
-    std::destroy_n(p, count);
-    secmem_free(p);
+    if constexpr (!std::is_trivially_destructible_v<T>)
+      std::destroy_n(p,
+                     secmem_usable_size(const_cast<const void *>(static_cast<const volatile void *>(p))) / sizeof(T));
+    secmem_free(const_cast<void *>(static_cast<const volatile void *>(p)));
   }
 };
 
@@ -145,28 +190,34 @@ template <typename T> using secure_unique_ptr = std::unique_ptr<T, secure_delete
 template <typename T, typename... Args>
 requires(!std::is_array_v<T>) secure_unique_ptr<T> make_secure(Args &&...args) {
   void *raw = detail::allocate_bytes(1, sizeof(T), alignof(T));
-  try {
-    return secure_unique_ptr<T>(::new (raw) T(std::forward<Args>(args)...));
-  } catch (...) {
+  SECMEM_DETAIL_TRY { return secure_unique_ptr<T>(::new (raw) T(std::forward<Args>(args)...)); }
+  SECMEM_DETAIL_CATCH(...) {
     secmem_free(raw);
-    throw;
+    SECMEM_DETAIL_RETHROW;
   }
 }
 
-// make_secure<T[]>(n): n value-initialised Ts in secret memory.
+// make_secure<T[]>(n): n value-initialised Ts in secret memory. n == 0
+// gives a block of its own too, of the one byte a request for 0 bytes gets;
+// where a T is that one byte and has a destructor, one T is made there
+// (hidden: the pointer still holds 0 for its user), so that the deleter,
+// which counts by the block's size, destroys what was constructed.
 template <typename T>
 requires std::is_unbounded_array_v<T> secure_unique_ptr<T> make_secure(std::size_t n) {
   using E = std::remove_extent_t<T>;
-  E *raw = static_cast<E *>(detail::allocate_bytes(n == 0 ? 1 : n, sizeof(E), alignof(E)));
-  std::size_t built = 0;
-  try {
-    for (; built < n; ++built) ::new (static_cast<void *>(raw + built)) E();
-  } catch (...) {
+  E *raw = static_cast<E *>(detail::allocate_bytes(n, sizeof(E), alignof(E)));
+  std::size_t built = 0, made = n;
+  if constexpr (sizeof(E) == 1 && !std::is_trivially_destructible_v<E>)
+    if (n == 0) made = 1;
+  SECMEM_DETAIL_TRY {
+    for (; built < made; ++built) ::new (static_cast<void *>(raw + built)) E();
+  }
+  SECMEM_DETAIL_CATCH(...) {
     std::destroy_n(raw, built);
     secmem_free(raw);
-    throw;
+    SECMEM_DETAIL_RETHROW;
   }
-  return secure_unique_ptr<T>(raw, secure_delete<T>{n});
+  return secure_unique_ptr<T>(raw);
 }
 
 // ---- comparing secrets ------------------------------------------------------------
@@ -285,7 +336,7 @@ public:
 
   // ---- access. A moved-from string has no buffer: data() is then "".
   const CharT *data() const noexcept { return data_ != nullptr ? data_ : empty_text(); }
-  CharT *data() noexcept { return data_ != nullptr ? data_ : const_cast<CharT *>(empty_text()); }
+  CharT *data() noexcept { return data_ != nullptr ? data_ : empty_text(); }
   const CharT *c_str() const noexcept { return data(); }
   size_type size() const noexcept { return size_; }
   size_type length() const noexcept { return size_; }
@@ -296,9 +347,13 @@ public:
   }
   CharT &operator[](size_type i) noexcept { return data()[i]; }
   const CharT &operator[](size_type i) const noexcept { return data()[i]; }
-  CharT &at(size_type i) { return i < size_ ? data_[i] : throw std::out_of_range("secmem::secure_string::at"); }
+  CharT &at(size_type i) {
+    if (i >= size_) detail::raise<std::out_of_range>("secmem::secure_string::at");
+    return data_[i];
+  }
   const CharT &at(size_type i) const {
-    return i < size_ ? data_[i] : throw std::out_of_range("secmem::secure_string::at");
+    if (i >= size_) detail::raise<std::out_of_range>("secmem::secure_string::at");
+    return data_[i];
   }
   CharT &front() noexcept { return data_[0]; }
   const CharT &front() const noexcept { return data_[0]; }
@@ -552,9 +607,12 @@ public:
   friend bool operator==(const basic_secure_string &a, const basic_secure_string &b) noexcept {
     return equal_chars(a.view(), b.view());
   }
-  friend auto operator<=>(const basic_secure_string &a, view_type b) noexcept { return a.view() <=> b; }
+  // As std::basic_string's: Traits::comparison_category where Traits has
+  // one, else std::weak_ordering (through compare(): libc++ 14's
+  // string_view has no <=>).
+  friend auto operator<=>(const basic_secure_string &a, view_type b) noexcept { return ordering(a.view().compare(b)); }
   friend auto operator<=>(const basic_secure_string &a, const basic_secure_string &b) noexcept {
-    return a.view() <=> b.view();
+    return ordering(a.view().compare(b.view()));
   }
 
   // ---- concatenation: always a secure_string; an rvalue operand lends its buffer.
@@ -599,16 +657,27 @@ public:
 private:
   static constexpr size_type kMinCapacity = 15;
 
-  static const CharT *empty_text() noexcept {
-    static const CharT nothing[1] = {};
+  static auto ordering(int compared) noexcept {
+    if constexpr (requires { typename Traits::comparison_category; })
+      return static_cast<typename Traits::comparison_category>(compared <=> 0);
+    else
+      return static_cast<std::weak_ordering>(compared <=> 0);
+  }
+  // A moved-from string's "": writable, as std::basic_string's terminator
+  // is (s[s.size()] = CharT() and *s.data() = CharT() are allowed; a
+  // read-only one made them SIGSEGV). Only CharT() may be written there.
+  static CharT *empty_text() noexcept {
+    static CharT nothing[1] = {};
     return nothing;
   }
-  [[noreturn]] static void too_long() { throw std::length_error("secmem::secure_string: length over max_size()"); }
+  [[noreturn]] static void too_long() {
+    detail::raise<std::length_error>("secmem::secure_string: length over max_size()");
+  }
   static void check_length(size_type n) {
     if (n > max_size()) too_long();
   }
   size_type checked_pos(size_type pos, const char *what) const {
-    if (pos > size_) throw std::out_of_range(what);
+    if (pos > size_) detail::raise<std::out_of_range>(what);
     return pos;
   }
   template <typename It> size_type offset(It p) const noexcept { return static_cast<size_type>(p - data()); }
@@ -744,7 +813,7 @@ getline(std::basic_istream<CharT, Traits> &in, basic_secure_string<CharT, Traits
   bool extracted = false;
   typename stream::sentry ok(in, true);
   if (ok) {
-    try {
+    SECMEM_DETAIL_TRY {
       line.clear();
       auto *buffer = in.rdbuf();
       while (true) {
@@ -766,16 +835,16 @@ getline(std::basic_istream<CharT, Traits> &in, basic_secure_string<CharT, Traits
         buffer->sbumpc();
         extracted = true;
       }
-    } catch (...) {
+    }
+    SECMEM_DETAIL_CATCH(...) {
       // As the standard library does: badbit, and the exception again when the stream asks for it.
       if ((in.exceptions() & std::ios_base::badbit) == 0) {
         in.setstate(std::ios_base::badbit);
         return in;
       }
-      try {
-        in.setstate(std::ios_base::badbit);
-      } catch (const std::ios_base::failure &) {}
-      throw;
+      SECMEM_DETAIL_TRY { in.setstate(std::ios_base::badbit); }
+      SECMEM_DETAIL_CATCH(const std::ios_base::failure &) {}
+      SECMEM_DETAIL_RETHROW;
     }
   }
   if (!extracted) state |= std::ios_base::failbit;
@@ -824,8 +893,13 @@ inline ssize_t read_line(int fd, secure_string &line, char delim = '\n') {
 
 // ---- std::pmr -------------------------------------------------------------------
 
+#if defined(SECMEM_DETAIL_HAS_PMR)
 namespace detail {
-class secret_memory_resource final : public std::pmr::memory_resource {
+// Visible from every shared object (as memory_resource() below), even one
+// built with -fvisibility=hidden: one resource in the process, which
+// is_equal to itself, so pmr containers move and splice between a library
+// and its program (hidden, each object had its own, and they were unequal).
+class __attribute__((visibility("default"))) secret_memory_resource final : public std::pmr::memory_resource {
   void *do_allocate(std::size_t bytes, std::size_t alignment) override { return allocate_bytes(1, bytes, alignment); }
   void do_deallocate(void *p, std::size_t, std::size_t) override { secmem_free(p); }
   bool do_is_equal(const std::pmr::memory_resource &other) const noexcept override { return this == &other; }
@@ -835,10 +909,11 @@ class secret_memory_resource final : public std::pmr::memory_resource {
 // A memory resource over the secret heap, for std::pmr containers. Note that
 // std::pmr::string still keeps short strings (15 chars in libstdc++) inside
 // the string object; use secure_string for text.
-inline std::pmr::memory_resource *memory_resource() noexcept {
+__attribute__((visibility("default"))) inline std::pmr::memory_resource *memory_resource() noexcept {
   static detail::secret_memory_resource resource;
   return &resource;
 }
+#endif
 
 // ---- sealed secrets ----------------------------------------------------------------
 
@@ -881,7 +956,7 @@ public:
     static constexpr int kMode = std::is_const_v<Access> ? SECMEM_READ : SECMEM_WRITE;
     explicit guard(Access *p) : ptr_(p) {
       if (secmem_access_begin(const_cast<T *>(p), kMode) != 0)
-        throw std::system_error(errno, std::generic_category(), "secmem_access_begin");
+        detail::raise<std::system_error>(errno, std::generic_category(), "secmem_access_begin");
     }
     Access *ptr_;
   };
@@ -897,16 +972,17 @@ public:
              (std::is_same_v<std::remove_cvref_t<Args>, sealed> && ...))) explicit sealed(Args &&...args)
       : ptr_(static_cast<T *>(secmem_sealed_alloc(sizeof(T)))) {
     static_assert(alignof(T) <= 4096, "sealed<T>: T's alignment is more than a page");
-    if (ptr_ == nullptr) throw std::bad_alloc();
+    if (ptr_ == nullptr) detail::raise<std::bad_alloc>();
     // Zero from the heap is T's value only for a T without a default
     // constructor or member initialisers of its own: others run theirs.
     if constexpr (sizeof...(Args) > 0 || !std::is_trivially_default_constructible_v<T>) {
-      try {
+      SECMEM_DETAIL_TRY {
         writer w(ptr_);
         new (ptr_) T(std::forward<Args>(args)...);
-      } catch (...) {
+      }
+      SECMEM_DETAIL_CATCH(...) {
         secmem_free(ptr_);
-        throw;
+        SECMEM_DETAIL_RETHROW;
       }
     }
   }
@@ -945,5 +1021,8 @@ template <typename CharT, typename Traits> struct hash<secmem::basic_secure_stri
 };
 } // namespace std
 
+#undef SECMEM_DETAIL_TRY
+#undef SECMEM_DETAIL_CATCH
+#undef SECMEM_DETAIL_RETHROW
 #endif // C++20
 #endif // SECMEM_SECURE_ALLOC_HPP
