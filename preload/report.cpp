@@ -2,6 +2,7 @@
 // memory and from where.
 #include <fcntl.h>
 #include <link.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,8 +20,10 @@ using namespace secmem::shim;
 
 namespace {
 
-// The executable's name as it started: a program may rewrite its argv, where
-// program_invocation_short_name points (PostgreSQL's process titles).
+// The executable's name as it started: the last part of the path the kernel
+// was given (AT_EXECFN), not argv[0], which a program may rewrite
+// (PostgreSQL's process titles) or be started under (`exec -a "nginx:
+// worker process" openssl ...` named the line "nginx: worker process").
 char g_name[64];
 
 // SECMEM_REPORT's file, opened at start-up (close-on-exec, out of the low
@@ -120,9 +123,12 @@ void secmem::shim::open_report() {
   // Copied by hand: snprintf here took a process's start-up into two more
   // pages of libc's code (a page fault each, in every program started
   // under the shim).
+  const char *path = reinterpret_cast<const char *>(getauxval(AT_EXECFN));
+  const char *name = path != nullptr && *path != '\0' ? path : program_invocation_short_name;
+  for (const char *c = name; c != nullptr && *c != '\0'; ++c)
+    if (*c == '/' && c[1] != '\0') name = c + 1;
   size_t at = 0;
-  for (const char *c = program_invocation_short_name; c != nullptr && *c != '\0' && at + 1 < sizeof g_name; ++c)
-    g_name[at++] = *c;
+  for (const char *c = name; c != nullptr && *c != '\0' && at + 1 < sizeof g_name; ++c) g_name[at++] = *c;
   g_name[at] = '\0';
   const char *target = report_target();
   if (target == nullptr || strcmp(target, "stderr") == 0) return;
@@ -177,6 +183,10 @@ __attribute__((destructor)) void write_report() {
       .add(fd < 0 ? "open: " : "write: ")
       .err(err)
       .add(err == EFBIG ? " (RLIMIT_FSIZE)" : "")
+      .add(fd < 0 && (err == EACCES || err == EPERM)
+               ? " (a program started after a change of user cannot open another user's file: make it beforehand, "
+                 "writable by each user the program runs as)"
+               : "")
       .emit();
 }
 

@@ -218,6 +218,45 @@ TEST_F(Preload, ReportLinesOfWorkersThatDropPrivileges) {
       << "the worker's line comes first: " << lines[0];
 }
 
+// A program started under another argv[0] (`exec -a`, as servers and
+// shells do) is named by its executable in its line (the line said "nginx:
+// worker process").
+TEST_F(Preload, ReportLinesNameTheExecutableNotArgv0) {
+  Result result = run(
+      {"bash", "-c", "exec -a 'nginx: worker process' openssl genpkey -algorithm ED25519 -out /dev/null"}, shim_env());
+  EXPECT_EQ(result.status, 0) << result.err;
+  std::vector<std::string> lines = reports();
+  ASSERT_EQ(lines.size(), 1u) << read_file(report_);
+  EXPECT_NE(lines[0].find(" (openssl): backend "), std::string::npos) << lines[0];
+}
+
+// A process that changed its user and then started a program (runuser,
+// setpriv, pg_ctlcluster) cannot open a report file root made: its line is
+// said to be lost, with what to do; made beforehand, writable by that user,
+// the file takes its line.
+TEST_F(Preload, ReportAfterAChangeOfUserAndExec) {
+  std::vector<std::string> argv = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",       "openssl",
+                                   "genpkey", "-algorithm",    "ED25519",       "-out",           "/dev/null"};
+  Result lost = run(argv, shim_env());
+  EXPECT_EQ(lost.status, 0) << lost.err;
+  EXPECT_NE(lost.err.find("open: EACCES (a program started after a change of user cannot open another user's file: "
+                          "make it beforehand, writable by each user the program runs as)"),
+            std::string::npos)
+      << lost.err;
+  EXPECT_TRUE(reports().empty()) << read_file(report_);
+  ASSERT_EQ(chmod(dir_.c_str(), 0711), 0);
+  ASSERT_EQ(unlink(report_.c_str()), 0);
+  int fd = open(report_.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fchmod(fd, 0666), 0);
+  close(fd);
+  Result kept = run(argv, shim_env());
+  EXPECT_EQ(kept.status, 0) << kept.err;
+  std::vector<std::string> lines = reports();
+  ASSERT_EQ(lines.size(), 1u) << read_file(report_) << kept.err;
+  EXPECT_NE(lines[0].find(" (openssl): backend memfd_secret"), std::string::npos) << lines[0];
+}
+
 // A report that cannot be written is said to be lost, with why (it was
 // lost without a word): a full device, a directory, a FIFO no one reads,
 // RLIMIT_FSIZE.
