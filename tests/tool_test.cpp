@@ -33,6 +33,8 @@ const std::string kTool = SECMEM_TOOL_PATH;
 const std::string kProbe = SECMEM_PROBE_PATH;
 const std::string kStatic = SECMEM_STATIC_PATH;
 const std::string kOwnOpenssl = SECMEM_OWN_OPENSSL_PATH;
+const std::string kOwnOpensslUser = SECMEM_OWN_OPENSSL_USER_PATH;
+const std::string kOwnOpensslLib = SECMEM_OWN_OPENSSL_LIB_PATH;
 
 // A shim_probe holding a key until destroyed, with or without the shim.
 class Holder {
@@ -252,6 +254,22 @@ TEST_F(Tool, ScanCountsEveryComponentOfAnRsaKey) {
     Result json = run({kTool, "scan", std::to_string(child.pid), "--key-file", rsa, "--json"});
     EXPECT_TRUE(contains(json.out, "\"RSA qInv\": {\"copies\": ")) << json.out;
     EXPECT_EQ(finish(child, "x").status, 0);
+  }
+}
+
+// A program that loads, at start, a library with its own OpenSSL (a bundled
+// Python's libpython): run names the library, as the loader finds it (here
+// by the program's RUNPATH). Only the executable was read, and nothing said.
+TEST_F(Tool, RunNamesALibraryWithItsOwnOpensslLoadedAtStart) {
+  Result done = run({kTool, "run", "--", kOwnOpensslUser});
+  EXPECT_EQ(done.status, 0) << done.err;
+  EXPECT_TRUE(contains(done.err, "secmem: run: " + kOwnOpensslUser + " loads " + kOwnOpensslLib +
+                                     " at start, which carries its own OpenSSL"))
+      << done.err;
+  // Programs that use the shared libcrypto, and a script, are not named.
+  for (const std::string &command : {std::string("openssl"), std::string("/bin/true"), kProbe}) {
+    Result quiet = run({kTool, "run", "--", command, "version"});
+    EXPECT_FALSE(contains(quiet.err, "own OpenSSL")) << command << ": " << quiet.err;
   }
 }
 
