@@ -274,7 +274,21 @@ Pkey read_openssl_key(const std::string &data, PassphraseAsk *ask, std::string *
   return key;
 }
 
+// An OpenSSH public key line ("ssh-ed25519 AAAA... comment", as in a .pub
+// file or authorized_keys): a key type, a space, then the base64 of a blob
+// that begins with the type's length (AAAA).
+bool holds_openssh_public_key(const std::string &data) {
+  size_t start = data.find_first_not_of(" \t\r\n");
+  if (start == std::string::npos) return false;
+  size_t space = data.find(' ', start);
+  if (space == std::string::npos || space == start || data.compare(space + 1, 4, "AAAA") != 0) return false;
+  for (const char *type : {"ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-"})
+    if (data.compare(start, strlen(type), type) == 0) return true;
+  return false;
+}
+
 bool holds_public_key(const std::string &data) {
+  if (holds_openssh_public_key(data)) return true;
   for (const char *format : {"PEM", "DER"}) {
     EVP_PKEY *loaded = nullptr;
     OSSL_DECODER_CTX *ctx =

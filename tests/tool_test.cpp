@@ -541,6 +541,11 @@ TEST_F(Tool, ReadersOfAProcessThatLeftMeanwhileSayItExited) {
 
 TEST_F(Tool, BadArgumentsGetClearErrors) {
   Holder holder(key(), false);
+  // An OpenSSH public key (a .pub file): said to be a public key, as a PEM one is.
+  FILE *pub = fopen((dir_ + "/id.pub").c_str(), "w");
+  ASSERT_NE(pub, nullptr);
+  fputs("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x@y\n", pub);
+  ASSERT_EQ(fclose(pub), 0);
   struct Case {
     std::vector<std::string> args;
     std::string message;
@@ -554,6 +559,8 @@ TEST_F(Tool, BadArgumentsGetClearErrors) {
       {{"scan", holder.pid()}, "secmem: scan needs exactly one of --hex or --key-file"},
       {{"scan", holder.pid(), "--key-file", dir_ + "/public.pem"},
        "secmem: " + dir_ + "/public.pem holds a public key: scan needs the private key to know what to look for"},
+      {{"scan", holder.pid(), "--key-file", dir_ + "/id.pub"},
+       "secmem: " + dir_ + "/id.pub holds a public key: scan needs the private key to know what to look for"},
       {{"scan", holder.pid(), "--key-file", dir_ + "/missing.pem"},
        "secmem: cannot open key file " + dir_ + "/missing.pem: No such file or directory"},
       {{"scan", holder.pid(), "--hex", "00112233", "--passphrase-file", key()},
