@@ -1,24 +1,20 @@
 // secmem run: a command with the preload shim in LD_PRELOAD and the options as SECMEM_* variables.
 #include <algorithm>
 #include <cerrno>
-#include <csignal>
 #include <cstdlib>
 #include <cstring>
-#include <elf.h>
-#include <fcntl.h>
 #include <fstream>
 #include <initializer_list>
 #include <iostream>
 #include <optional>
-#include <poll.h>
 #include <sstream>
 #include <string>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
 
 #include "commands.h"
+#include "elf_deps.h"
 
 namespace secmem::tool {
 
@@ -38,80 +34,6 @@ bool is_allocator(const std::string &entry) {
   return mentions_any(entry, {"jemalloc", "tcmalloc", "mimalloc", "hoard", "scudo", "snmalloc", "libc_malloc_debug"});
 }
 
-// A 64-bit ELF file's program interpreter (its dynamic loader), "" for one
-// without (statically linked); nothing for a file that is not one (a script).
-std::optional<std::string> elf_interpreter(const std::string &path) {
-  std::ifstream file(path, std::ios::binary);
-  Elf64_Ehdr header{};
-  if (!file.read(reinterpret_cast<char *>(&header), sizeof header) || memcmp(header.e_ident, ELFMAG, SELFMAG) != 0 ||
-      header.e_ident[EI_CLASS] != ELFCLASS64)
-    return std::nullopt;
-  for (int i = 0; i < header.e_phnum; ++i) {
-    Elf64_Phdr program{};
-    file.seekg(static_cast<std::streamoff>(header.e_phoff + static_cast<uint64_t>(i) * header.e_phentsize));
-    if (!file.read(reinterpret_cast<char *>(&program), sizeof program)) return std::nullopt;
-    if (program.p_type != PT_INTERP) continue;
-    if (program.p_filesz == 0 || program.p_filesz > 4096) return std::nullopt;
-    std::string interpreter(program.p_filesz, '\0');
-    file.seekg(static_cast<std::streamoff>(program.p_offset));
-    if (!file.read(interpreter.data(), static_cast<std::streamsize>(interpreter.size()))) return std::nullopt;
-    interpreter.resize(strnlen(interpreter.c_str(), interpreter.size()));
-    return interpreter;
-  }
-  return std::string();
-}
-
-// The libraries the loader maps for path at start (its DT_NEEDED, found as
-// the loader finds them: RUNPATH, LD_LIBRARY_PATH, ld.so.cache), as its own
-// loader lists them in trace mode (`LOADER --list PATH`, what ldd runs: no
-// code of the program runs, and the command is about to run anyway).
-// Empty when the loader cannot be run or does not answer within 5 s.
-std::vector<std::string> startup_libraries(const std::string &path, const std::string &loader) {
-  std::vector<std::string> found;
-  int out[2];
-  if (loader.empty() || access(loader.c_str(), X_OK) != 0 || pipe2(out, O_CLOEXEC) != 0) return found;
-  pid_t pid = fork();
-  if (pid == 0) {
-    int null = open("/dev/null", O_RDWR);
-    if (null >= 0) {
-      dup2(null, STDIN_FILENO);
-      dup2(null, STDERR_FILENO);
-    }
-    dup2(out[1], STDOUT_FILENO);
-    execl(loader.c_str(), loader.c_str(), "--list", path.c_str(), static_cast<char *>(nullptr));
-    _exit(127);
-  }
-  close(out[1]);
-  std::string text;
-  if (pid > 0) {
-    char buf[4096];
-    for (int waited = 0; waited < 5000 && text.size() < (1u << 20);) { // 5 s, 1 MiB
-      pollfd ready{out[0], POLLIN, 0};
-      int polled = poll(&ready, 1, 100);
-      if (polled < 0 && errno != EINTR) break;
-      if (polled <= 0) {
-        waited += 100;
-        continue;
-      }
-      ssize_t n = read(out[0], buf, sizeof buf);
-      if (n <= 0) break; // the end (the loader is done), or an error
-      text.append(buf, static_cast<size_t>(n));
-    }
-    kill(pid, SIGKILL); // gone already, or stopped here
-    waitpid(pid, nullptr, 0);
-  }
-  close(out[0]);
-  // "\tlibpython3.12.so.1.0 => /opt/x/lib/libpython3.12.so.1.0 (0x...)"
-  std::istringstream lines(text);
-  for (std::string line; std::getline(lines, line);) {
-    size_t arrow = line.find(" => /");
-    size_t address = line.rfind(" (0x");
-    if (arrow != std::string::npos && address != std::string::npos && address > arrow + 4)
-      found.push_back(line.substr(arrow + 4, address - arrow - 4));
-  }
-  return found;
-}
-
 } // namespace
 
 // Where the command lives, as execvp would find it.
@@ -126,30 +48,39 @@ std::string find_command(const std::string &command) {
   return "";
 }
 
-void warn_unreachable(const std::string &where, const std::string &command) {
+void warn_unreachable(const std::string &where, const std::string &command, const std::string &library_path) {
   struct stat info {};
   if (stat(where.c_str(), &info) == 0 && (info.st_mode & (S_ISUID | S_ISGID)) != 0)
     std::cerr << "secmem: " << command << ": " << where
               << " is setuid/setgid: the loader ignores LD_PRELOAD for it, so its "
               << "secrets stay where it puts them\n";
-  std::optional<std::string> loader = elf_interpreter(where);
+  // A script: what runs is its interpreter (a virtualenv's entry point, a
+  // wrapper), followed as the kernel does (a few levels).
+  std::string program = where, through;
+  for (int depth = 0; depth < 4; ++depth) {
+    std::string interpreter = script_interpreter(program);
+    if (interpreter.empty()) break;
+    through += " (through " + interpreter + ")";
+    program = interpreter;
+  }
+  std::optional<std::string> loader = elf_interpreter(program);
   if (loader && loader->empty()) {
-    std::cerr << "secmem: " << command << ": " << where
+    std::cerr << "secmem: " << command << ": " << where << through
               << " is statically linked: LD_PRELOAD cannot reach it, so its secrets "
               << "stay where it puts them\n";
     return;
   }
-  for (const OwnOpenssl &own : own_openssl_in({{where, where}}))
-    std::cerr << "secmem: " << command << ": " << where << " carries its own OpenSSL"
+  for (const OwnOpenssl &own : own_openssl_in({{program, program}}))
+    std::cerr << "secmem: " << command << ": " << where << through << " carries its own OpenSSL"
               << (own.version.empty() ? "" : " (" + own.version + ")")
               << ", linked in: the shim cannot reach it, so the keys it loads stay in ordinary memory\n";
   // And the libraries it loads at start (a bundled Python's libpython with
   // its own OpenSSL was not named: only the executable was read).
   if (!loader) return;
   std::vector<ObjectFile> libraries;
-  for (const std::string &library : startup_libraries(where, *loader)) libraries.push_back({library, library});
+  for (const std::string &library : startup_libraries(program, library_path)) libraries.push_back({library, library});
   for (const OwnOpenssl &own : own_openssl_in(libraries))
-    std::cerr << "secmem: " << command << ": " << where << " loads " << own.path
+    std::cerr << "secmem: " << command << ": " << where << through << " loads " << own.path
               << " at start, which carries its own OpenSSL" << (own.version.empty() ? "" : " (" + own.version + ")")
               << ", linked in: the shim cannot reach it, so the keys it loads stay in ordinary memory\n";
 }
@@ -185,7 +116,8 @@ int cmd_run(const RunOptions &options) {
     std::cerr << "secmem: run: " << options.command[0] << ": command not found\n";
     return 127;
   }
-  warn_unreachable(where, "run");
+  const char *library_path = getenv("LD_LIBRARY_PATH");
+  warn_unreachable(where, "run", library_path != nullptr ? library_path : "");
   const char *existing = getenv("LD_PRELOAD");
   setenv("LD_PRELOAD", preload_list(existing != nullptr ? existing : "", shim, "run").c_str(), 1);
   if (!options.backend.empty()) setenv("SECMEM_BACKEND", options.backend.c_str(), 1);

@@ -433,16 +433,22 @@ int cmd_systemd(const SystemdOptions &options) {
   std::string name;
   UnitSettings unit = read_unit(options.unit, &name);
   std::string shim = shim_path();
-  if (!unit.exec_start.empty()) {
-    std::string program = unit.exec_start[0] == '/' ? unit.exec_start : find_command(unit.exec_start);
-    if (!program.empty()) warn_unreachable(program, "systemd");
-  }
   for (const std::string &unset : unit.unset)
     if (unset == "LD_PRELOAD" || unset.rfind("LD_PRELOAD=", 0) == 0)
       std::cerr << "secmem: systemd: " << name << " has UnsetEnvironment=" << unset
                 << ": it removes the shim again; take that out\n";
   std::map<std::string, std::string> file_env;
   for (const std::string &file : unit.env_files) read_environment_file(file, unit, file_env);
+  // The program the unit runs, with the unit's LD_LIBRARY_PATH (an
+  // EnvironmentFile='s over Environment='s), not this shell's: a service gets
+  // only what its unit gives it.
+  if (!unit.exec_start.empty()) {
+    std::string program = unit.exec_start[0] == '/' ? unit.exec_start : find_command(unit.exec_start);
+    std::string library_path = file_env.count("LD_LIBRARY_PATH") != 0   ? file_env["LD_LIBRARY_PATH"]
+                               : unit.env.count("LD_LIBRARY_PATH") != 0 ? unit.env["LD_LIBRARY_PATH"]
+                                                                        : "";
+    if (!program.empty()) warn_unreachable(program, "systemd", library_path);
+  }
   for (const std::string &problem : unit.problems)
     std::cerr << "secmem: systemd: cannot read " << problem << ": what it says is not taken into account\n";
   bool preload_in_file = file_env.count("LD_PRELOAD") != 0;

@@ -271,6 +271,54 @@ TEST_F(Tool, RunNamesALibraryWithItsOwnOpensslLoadedAtStart) {
     Result quiet = run({kTool, "run", "--", command, "version"});
     EXPECT_FALSE(contains(quiet.err, "own OpenSSL")) << command << ": " << quiet.err;
   }
+  // A script is followed to the program that runs it (a virtualenv's entry point, a wrapper).
+  char pattern[] = "/tmp/secmem-script-XXXXXX";
+  std::string dir = mkdtemp(pattern);
+  std::string script = dir + "/entry";
+  FILE *out = fopen(script.c_str(), "w");
+  ASSERT_NE(out, nullptr);
+  fputs(("#!" + kOwnOpensslUser + " -x\n").c_str(), out);
+  ASSERT_EQ(fclose(out), 0);
+  ASSERT_EQ(chmod(script.c_str(), 0755), 0);
+  Result through = run({kTool, "run", "--", script});
+  EXPECT_TRUE(contains(through.err, "secmem: run: " + script + " (through " + kOwnOpensslUser + ") loads " +
+                                        kOwnOpensslLib + " at start, which carries its own OpenSSL"))
+      << through.err;
+  (void)!system(("rm -rf " + dir).c_str());
+}
+
+// Nothing the program names is run to list its libraries: they are read from
+// its files. (They were listed by running its PT_INTERP with --list, as ldd
+// does, and a program whose interpreter was a script had the script run, as
+// the user of `secmem systemd`, root: found by the second review.)
+TEST_F(Tool, ListingAProgramsLibrariesRunsNothingItNames) {
+  char pattern[] = "/tmp/smpwnXXXXXX"; // short enough to stand in PT_INTERP's place
+  int fd = mkstemp(pattern);
+  ASSERT_GE(fd, 0);
+  std::string script = pattern, marker = script + ".ran";
+  std::string text = "#!/bin/sh\ntouch " + marker + "\n";
+  ASSERT_EQ(write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  close(fd);
+  ASSERT_EQ(chmod(script.c_str(), 0755), 0);
+  // /bin/true with its interpreter's path replaced by the script's.
+  std::string program = read_file("/bin/true");
+  const std::string loader = "/lib64/ld-linux-x86-64.so.2";
+  size_t at = program.find(loader + '\0');
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_LT(script.size(), loader.size());
+  program.replace(at, loader.size(), script + std::string(loader.size() - script.size(), '\0'));
+  std::string patched = script + ".prog";
+  FILE *out = fopen(patched.c_str(), "w");
+  ASSERT_NE(out, nullptr);
+  ASSERT_EQ(fwrite(program.data(), 1, program.size(), out), program.size());
+  ASSERT_EQ(fclose(out), 0);
+  ASSERT_EQ(chmod(patched.c_str(), 0755), 0);
+  Result ran = run({kTool, "run", "--", patched});
+  EXPECT_NE(ran.status, 0) << "the kernel refuses a script as an ELF interpreter";
+  EXPECT_NE(access(marker.c_str(), F_OK), 0) << "the program's interpreter was run";
+  unlink(marker.c_str());
+  unlink(patched.c_str());
+  unlink(script.c_str());
 }
 
 // A program with its own OpenSSL linked in: run, stat and the exit report say
@@ -1126,6 +1174,28 @@ TEST_F(SystemdDropIn, AStaticProgramIsNamed) {
   EXPECT_EQ(r.status, 0);
   EXPECT_EQ(r.err, "secmem: systemd: " SECMEM_STATIC_PATH " is statically linked: LD_PRELOAD cannot reach it, so "
                    "its secrets stay where it puts them\n");
+}
+
+// A library with its own OpenSSL that the unit's program finds through the
+// unit's own LD_LIBRARY_PATH is named (the tool's environment was used); the
+// shell's LD_LIBRARY_PATH does not count for a unit.
+TEST_F(SystemdDropIn, ALibraryWithItsOwnOpensslIsFoundThroughTheUnitsLibraryPath) {
+  // Copies: the build's RUNPATH ($ORIGIN/) does not reach the library from here.
+  ASSERT_EQ(system(("mkdir -p " + dir_ + "/bin " + dir_ + "/lib && cp " SECMEM_OWN_OPENSSL_USER_PATH " " + dir_ +
+                    "/bin/user && cp " SECMEM_OWN_OPENSSL_LIB_PATH " " + dir_ + "/lib/")
+                       .c_str()),
+            0);
+  std::string lib = std::string(SECMEM_OWN_OPENSSL_LIB_PATH);
+  std::string named = dir_ + "/lib/" + lib.substr(lib.rfind('/') + 1);
+  ASSERT_NO_FATAL_FAILURE(write("bundled.service", "[Service]\nEnvironment=LD_LIBRARY_PATH=" + dir_ +
+                                                       "/lib\nExecStart=" + dir_ + "/bin/user\n"));
+  Result r = systemd({"bundled"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "loads " + named + " at start, which carries its own OpenSSL")) << r.err;
+  ASSERT_NO_FATAL_FAILURE(write("plain.service", "[Service]\nExecStart=" + dir_ + "/bin/user\n"));
+  Result shell =
+      run({"env", "LD_LIBRARY_PATH=" + dir_ + "/lib", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd", "plain"});
+  EXPECT_FALSE(contains(shell.err, "own OpenSSL")) << shell.err;
 }
 
 TEST_F(SystemdDropIn, BadInputIsSaid) {
