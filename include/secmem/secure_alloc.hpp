@@ -17,10 +17,13 @@
 //   secure_string, with no std::string or stack buffer in between.
 // - Allocation failure throws std::bad_alloc (std::bad_array_new_length when
 //   the byte count overflows; std::length_error for a string longer than
-//   max_size()). The core library itself never throws. Compiled without
-//   exceptions (-fno-exceptions), each of these writes one line to stderr
-//   instead ("secmem: std::bad_alloc (...)") and aborts, as the standard
-//   library's own containers do there.
+//   max_size()). The core library itself never throws. With libstdc++ the
+//   exceptions are thrown by libstdc++'s own functions (std::__throw_*), as
+//   its containers throw theirs, so that code built with and without
+//   exceptions (-fno-exceptions) has the same inline functions: where no
+//   handler catches, std::terminate says what was thrown. With libc++ and no
+//   exceptions, one line to stderr ("secmem: std::bad_alloc (...)"), then
+//   abort.
 // - Also with libc++: without <memory_resource> (libc++ before 16) the pmr
 //   resource is left out and the rest works.
 // - Not covered: copies a program makes elsewhere (std::string, the stack,
@@ -86,8 +89,13 @@ namespace secmem {
 
 namespace detail {
 
-// Throws E(args...); without exceptions, says what it would have thrown and aborts.
-template <typename E, typename... Args> [[noreturn]] void raise(Args &&...args) {
+// The header's exceptions. With libstdc++, through its own out-of-line
+// std::__throw_* functions, compiled with exceptions: a function of this
+// header then has the same body in code built with and without them (one
+// that aborted instead of throwing, in a library built -fno-exceptions, was
+// taken by the dynamic linker for every caller, and a program's catch never
+// ran). Elsewhere: throw, or without exceptions a line and abort.
+template <typename E, typename... Args> [[noreturn]] void raise_other(Args &&...args) {
 #if defined(__cpp_exceptions)
   throw E(std::forward<Args>(args)...);
 #else
@@ -96,13 +104,50 @@ template <typename E, typename... Args> [[noreturn]] void raise(Args &&...args) 
   std::abort();
 #endif
 }
+[[noreturn]] inline void throw_bad_alloc() {
+#if defined(__GLIBCXX__)
+  std::__throw_bad_alloc();
+#else
+  raise_other<std::bad_alloc>();
+#endif
+}
+[[noreturn]] inline void throw_bad_array_new_length() {
+#if defined(__GLIBCXX__)
+  std::__throw_bad_array_new_length();
+#else
+  raise_other<std::bad_array_new_length>();
+#endif
+}
+[[noreturn]] inline void throw_length_error(const char *what) {
+#if defined(__GLIBCXX__)
+  std::__throw_length_error(what);
+#else
+  raise_other<std::length_error>(what);
+#endif
+}
+[[noreturn]] inline void throw_out_of_range(const char *what) {
+#if defined(__GLIBCXX__)
+  std::__throw_out_of_range(what);
+#else
+  raise_other<std::out_of_range>(what);
+#endif
+}
+// std::system_error with the error number (libstdc++'s carries no more text).
+[[noreturn]] inline void throw_system_error(int error, const char *what) {
+#if defined(__GLIBCXX__)
+  (void)what;
+  std::__throw_system_error(error);
+#else
+  raise_other<std::system_error>(error, std::generic_category(), what);
+#endif
+}
 
 // Raw secret memory for n objects of size and alignment given; throws on failure.
 inline void *allocate_bytes(std::size_t n, std::size_t size, std::size_t alignment) {
   std::size_t bytes = 0;
-  if (__builtin_mul_overflow(n, size, &bytes)) raise<std::bad_array_new_length>();
+  if (__builtin_mul_overflow(n, size, &bytes)) throw_bad_array_new_length();
   void *p = alignment <= 16 ? secmem_malloc(bytes) : secmem_aligned_alloc(alignment, bytes);
-  if (p == nullptr) raise<std::bad_alloc>();
+  if (p == nullptr) throw_bad_alloc();
   return p;
 }
 
@@ -348,11 +393,11 @@ public:
   CharT &operator[](size_type i) noexcept { return data()[i]; }
   const CharT &operator[](size_type i) const noexcept { return data()[i]; }
   CharT &at(size_type i) {
-    if (i >= size_) detail::raise<std::out_of_range>("secmem::secure_string::at");
+    if (i >= size_) detail::throw_out_of_range("secmem::secure_string::at");
     return data_[i];
   }
   const CharT &at(size_type i) const {
-    if (i >= size_) detail::raise<std::out_of_range>("secmem::secure_string::at");
+    if (i >= size_) detail::throw_out_of_range("secmem::secure_string::at");
     return data_[i];
   }
   CharT &front() noexcept { return data_[0]; }
@@ -607,9 +652,8 @@ public:
   friend bool operator==(const basic_secure_string &a, const basic_secure_string &b) noexcept {
     return equal_chars(a.view(), b.view());
   }
-  // As std::basic_string's: Traits::comparison_category where Traits has
-  // one, else std::weak_ordering (through compare(): libc++ 14's
-  // string_view has no <=>).
+  // Through compare() (libc++ 14's string_view has no <=>); the result's
+  // type as ordering() says.
   friend auto operator<=>(const basic_secure_string &a, view_type b) noexcept { return ordering(a.view().compare(b)); }
   friend auto operator<=>(const basic_secure_string &a, const basic_secure_string &b) noexcept {
     return ordering(a.view().compare(b.view()));
@@ -657,27 +701,33 @@ public:
 private:
   static constexpr size_type kMinCapacity = 15;
 
+  // As C++20 says: Traits::comparison_category, which std::char_traits
+  // gives as std::strong_ordering (libc++ 14's does not: strong_ordering
+  // there too, so that `std::strong_ordering r = a <=> b` builds with
+  // either library), else std::weak_ordering.
   static auto ordering(int compared) noexcept {
     if constexpr (requires { typename Traits::comparison_category; })
       return static_cast<typename Traits::comparison_category>(compared <=> 0);
+    else if constexpr (std::is_same_v<Traits, std::char_traits<CharT>>)
+      return compared <=> 0;
     else
       return static_cast<std::weak_ordering>(compared <=> 0);
   }
   // A moved-from string's "": writable, as std::basic_string's terminator
   // is (s[s.size()] = CharT() and *s.data() = CharT() are allowed; a
-  // read-only one made them SIGSEGV). Only CharT() may be written there.
+  // read-only one made them SIGSEGV), and one per thread, so that two
+  // threads writing the terminators of two strings do not race (one for
+  // the process did, under ThreadSanitizer). Only CharT() may be written.
   static CharT *empty_text() noexcept {
-    static CharT nothing[1] = {};
+    static thread_local CharT nothing[1] = {};
     return nothing;
   }
-  [[noreturn]] static void too_long() {
-    detail::raise<std::length_error>("secmem::secure_string: length over max_size()");
-  }
+  [[noreturn]] static void too_long() { detail::throw_length_error("secmem::secure_string: length over max_size()"); }
   static void check_length(size_type n) {
     if (n > max_size()) too_long();
   }
   size_type checked_pos(size_type pos, const char *what) const {
-    if (pos > size_) detail::raise<std::out_of_range>(what);
+    if (pos > size_) detail::throw_out_of_range(what);
     return pos;
   }
   template <typename It> size_type offset(It p) const noexcept { return static_cast<size_type>(p - data()); }
@@ -895,21 +945,30 @@ inline ssize_t read_line(int fd, secure_string &line, char delim = '\n') {
 
 #if defined(SECMEM_DETAIL_HAS_PMR)
 namespace detail {
-// Visible from every shared object (as memory_resource() below), even one
-// built with -fvisibility=hidden: one resource in the process, which
-// is_equal to itself, so pmr containers move and splice between a library
-// and its program (hidden, each object had its own, and they were unequal).
-class __attribute__((visibility("default"))) secret_memory_resource final : public std::pmr::memory_resource {
+// Every one of these is equal to every other: they all give out and take back
+// blocks of the one secret heap. A shared object built with
+// -fvisibility=hidden has its own memory_resource() (as a plugin loaded
+// RTLD_LOCAL has), and compared by address they were unequal: a pmr vector
+// moved between a library and its program was copied, a list spliced between
+// them aborted under _GLIBCXX_ASSERTIONS. Known by its type (RTTI compares
+// the type's name across objects); without RTTI, by address only.
+class secret_memory_resource final : public std::pmr::memory_resource {
   void *do_allocate(std::size_t bytes, std::size_t alignment) override { return allocate_bytes(1, bytes, alignment); }
   void do_deallocate(void *p, std::size_t, std::size_t) override { secmem_free(p); }
-  bool do_is_equal(const std::pmr::memory_resource &other) const noexcept override { return this == &other; }
+  bool do_is_equal(const std::pmr::memory_resource &other) const noexcept override {
+#if defined(__cpp_rtti) || defined(__GXX_RTTI)
+    return this == &other || dynamic_cast<const secret_memory_resource *>(&other) != nullptr;
+#else
+    return this == &other;
+#endif
+  }
 };
 } // namespace detail
 
 // A memory resource over the secret heap, for std::pmr containers. Note that
 // std::pmr::string still keeps short strings (15 chars in libstdc++) inside
 // the string object; use secure_string for text.
-__attribute__((visibility("default"))) inline std::pmr::memory_resource *memory_resource() noexcept {
+inline std::pmr::memory_resource *memory_resource() noexcept {
   static detail::secret_memory_resource resource;
   return &resource;
 }
@@ -955,8 +1014,7 @@ public:
     friend class sealed;
     static constexpr int kMode = std::is_const_v<Access> ? SECMEM_READ : SECMEM_WRITE;
     explicit guard(Access *p) : ptr_(p) {
-      if (secmem_access_begin(const_cast<T *>(p), kMode) != 0)
-        detail::raise<std::system_error>(errno, std::generic_category(), "secmem_access_begin");
+      if (secmem_access_begin(const_cast<T *>(p), kMode) != 0) detail::throw_system_error(errno, "secmem_access_begin");
     }
     Access *ptr_;
   };
@@ -972,7 +1030,7 @@ public:
              (std::is_same_v<std::remove_cvref_t<Args>, sealed> && ...))) explicit sealed(Args &&...args)
       : ptr_(static_cast<T *>(secmem_sealed_alloc(sizeof(T)))) {
     static_assert(alignof(T) <= 4096, "sealed<T>: T's alignment is more than a page");
-    if (ptr_ == nullptr) detail::raise<std::bad_alloc>();
+    if (ptr_ == nullptr) detail::throw_bad_alloc();
     // Zero from the heap is T's value only for a T without a default
     // constructor or member initialisers of its own: others run theirs.
     if constexpr (sizeof...(Args) > 0 || !std::is_trivially_default_constructible_v<T>) {
