@@ -123,8 +123,12 @@ void secmem::shim::open_report() {
   // Copied by hand: snprintf here took a process's start-up into two more
   // pages of libc's code (a page fault each, in every program started
   // under the shim).
+  // Not a descriptor's name: fexecve and execveat give /dev/fd/N (the line
+  // said "3"); argv[0] then.
   const char *path = reinterpret_cast<const char *>(getauxval(AT_EXECFN));
-  const char *name = path != nullptr && *path != '\0' ? path : program_invocation_short_name;
+  bool by_descriptor =
+      path == nullptr || *path == '\0' || strncmp(path, "/dev/fd/", 8) == 0 || strncmp(path, "/proc/self/fd/", 14) == 0;
+  const char *name = by_descriptor ? program_invocation_short_name : path;
   for (const char *c = name; c != nullptr && *c != '\0'; ++c)
     if (*c == '/' && c[1] != '\0') name = c + 1;
   size_t at = 0;
@@ -156,6 +160,21 @@ void secmem::shim::open_report() {
 
 namespace {
 
+// Why a report file could not be opened for this user, where it can be
+// told: another user's file (a program started after a change of user:
+// runuser, setpriv, pg_ctlcluster as root), one it may not create, or a
+// path it may not reach. "" otherwise.
+const char *refused_why(const char *target) {
+  struct stat st {};
+  if (stat(target, &st) == 0)
+    return st.st_uid != geteuid() ? " (the file is another user's: make it beforehand, writable by each user the "
+                                    "program runs as)"
+                                  : "";
+  if (errno == ENOENT) return " (this user may not create it there: make it beforehand, writable by this user)";
+  if (errno == EACCES) return " (a directory on its path is closed to this user)";
+  return "";
+}
+
 __attribute__((destructor)) void write_report() {
   const char *target = report_target(); // stderr or a path
   if (target == nullptr) return;
@@ -183,10 +202,7 @@ __attribute__((destructor)) void write_report() {
       .add(fd < 0 ? "open: " : "write: ")
       .err(err)
       .add(err == EFBIG ? " (RLIMIT_FSIZE)" : "")
-      .add(fd < 0 && (err == EACCES || err == EPERM)
-               ? " (a program started after a change of user cannot open another user's file: make it beforehand, "
-                 "writable by each user the program runs as)"
-               : "")
+      .add(fd < 0 && (err == EACCES || err == EPERM) ? refused_why(target) : "")
       .emit();
 }
 

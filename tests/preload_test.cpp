@@ -230,6 +230,17 @@ TEST_F(Preload, ReportLinesNameTheExecutableNotArgv0) {
   EXPECT_NE(lines[0].find(" (openssl): backend "), std::string::npos) << lines[0];
 }
 
+// A program started through a descriptor (fexecve: AT_EXECFN is /dev/fd/N)
+// is named by its argv[0], not by the descriptor's number (it was "3").
+TEST_F(Preload, ReportLinesOfProgramsStartedByDescriptorNameTheProgram) {
+  Result result =
+      run({kProbe, "fexecve", "openssl", "genpkey", "-algorithm", "ED25519", "-out", "/dev/null"}, shim_env());
+  EXPECT_EQ(result.status, 0) << result.err;
+  std::vector<std::string> lines = reports();
+  ASSERT_EQ(lines.size(), 1u) << read_file(report_);
+  EXPECT_NE(lines[0].find(" (openssl): backend "), std::string::npos) << lines[0];
+}
+
 // A process that changed its user and then started a program (runuser,
 // setpriv, pg_ctlcluster) cannot open a report file root made: its line is
 // said to be lost, with what to do; made beforehand, writable by that user,
@@ -237,14 +248,18 @@ TEST_F(Preload, ReportLinesNameTheExecutableNotArgv0) {
 TEST_F(Preload, ReportAfterAChangeOfUserAndExec) {
   std::vector<std::string> argv = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",       "openssl",
                                    "genpkey", "-algorithm",    "ED25519",       "-out",           "/dev/null"};
-  Result lost = run(argv, shim_env());
+  Result closed = run(argv, shim_env()); // the directory is root's, 0700: said so
+  EXPECT_NE(closed.err.find("open: EACCES (a directory on its path is closed to this user)"), std::string::npos)
+      << closed.err;
+  ASSERT_EQ(chmod(dir_.c_str(), 0711), 0);
+  ASSERT_EQ(unlink(report_.c_str()), 0);
+  Result lost = run(argv, shim_env()); // root's file, 0600: said so, with what to do
   EXPECT_EQ(lost.status, 0) << lost.err;
-  EXPECT_NE(lost.err.find("open: EACCES (a program started after a change of user cannot open another user's file: "
-                          "make it beforehand, writable by each user the program runs as)"),
+  EXPECT_NE(lost.err.find("open: EACCES (the file is another user's: make it beforehand, writable by each user the "
+                          "program runs as)"),
             std::string::npos)
       << lost.err;
   EXPECT_TRUE(reports().empty()) << read_file(report_);
-  ASSERT_EQ(chmod(dir_.c_str(), 0711), 0);
   ASSERT_EQ(unlink(report_.c_str()), 0);
   int fd = open(report_.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
   ASSERT_GE(fd, 0);

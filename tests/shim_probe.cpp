@@ -11,6 +11,7 @@
 //                                  never touched, one across three mappings
 //   shim_probe leaderless         a secret and a pattern (printed in hex); the
 //                                  main thread exits, another holds until stdin ends
+//   shim_probe fexecve PROG ARGS   runs /usr/bin/PROG with fexecve (by descriptor)
 //   shim_probe dropchild           forks a worker that retitles itself, drops
 //                                  to nobody, allocates a secret and exits
 //   shim_probe use KEY.pem [legacy|der]  loads the key, signs and verifies with it
@@ -891,6 +892,12 @@ int main(int argc, char **argv) {
   if (mode == "hold") return hold(argc, argv);
   if (mode == "use") return use(argc, argv);
   if (mode == "dropchild") return dropchild(argv);
+  if (mode == "fexecve" && argc > 2) { // runs /usr/bin/ARGV[2] through a descriptor, as a launcher might
+    int program = open(("/usr/bin/" + std::string(argv[2])).c_str(), O_RDONLY | O_CLOEXEC);
+    if (program < 0) return 2;
+    fexecve(program, argv + 2, environ);
+    return 3;
+  }
   if (mode == "hole") return hole();
   if (mode == "closed") return closed();
   if (mode == "leaderless") return leaderless();
