@@ -1,4 +1,5 @@
 #include "keys.h"
+#include <algorithm>
 
 #include <cctype>
 #include <cerrno>
@@ -274,16 +275,26 @@ Pkey read_openssl_key(const std::string &data, PassphraseAsk *ask, std::string *
   return key;
 }
 
-// An OpenSSH public key line ("ssh-ed25519 AAAA... comment", as in a .pub
-// file or authorized_keys): a key type, a space, then the base64 of a blob
-// that begins with the type's length (AAAA).
+// An OpenSSH public key: a line of a .pub file, authorized_keys (options
+// first) or known_hosts (host names first): a key type, then the base64 of a
+// blob that names the same type (its length, then the type); or an RFC 4716
+// one ("---- BEGIN SSH2 PUBLIC KEY ----"). Only the first line is read.
 bool holds_openssh_public_key(const std::string &data) {
-  size_t start = data.find_first_not_of(" \t\r\n");
-  if (start == std::string::npos) return false;
-  size_t space = data.find(' ', start);
-  if (space == std::string::npos || space == start || data.compare(space + 1, 4, "AAAA") != 0) return false;
-  for (const char *type : {"ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-"})
-    if (data.compare(start, strlen(type), type) == 0) return true;
+  if (data.rfind("---- BEGIN SSH2 PUBLIC KEY ----", 0) == 0) return true;
+  std::istringstream line(data.substr(0, data.find('\n')));
+  std::vector<std::string> words;
+  for (std::string word; line >> word && words.size() < 64;) words.push_back(word);
+  for (size_t i = 0; i + 1 < words.size(); ++i) {
+    const std::string &type = words[i], &blob = words[i + 1];
+    if (type.size() < 4 || type.size() > 64 || blob.size() < 8) continue;
+    size_t prefix = std::min(blob.size(), size_t{96}) / 4 * 4; // up to 72 bytes: the length and the type
+    unsigned char head[96] = {};
+    int n = EVP_DecodeBlock(head, reinterpret_cast<const unsigned char *>(blob.data()), static_cast<int>(prefix));
+    if (n < 4) continue;
+    uint32_t length = uint32_t{head[0]} << 24 | uint32_t{head[1]} << 16 | uint32_t{head[2]} << 8 | head[3];
+    if (length == type.size() && static_cast<size_t>(n) >= 4 + length && memcmp(head + 4, type.data(), length) == 0)
+      return true;
+  }
   return false;
 }
 

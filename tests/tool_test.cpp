@@ -594,6 +594,11 @@ TEST_F(Tool, BadArgumentsGetClearErrors) {
   ASSERT_NE(pub, nullptr);
   fputs("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x@y\n", pub);
   ASSERT_EQ(fclose(pub), 0);
+  // A line that only looks like one (its blob does not name its type) is not.
+  FILE *lookalike = fopen((dir_ + "/hello.pub").c_str(), "w");
+  ASSERT_NE(lookalike, nullptr);
+  fputs("ssh-hello AAAAAAAA\n", lookalike);
+  ASSERT_EQ(fclose(lookalike), 0);
   struct Case {
     std::vector<std::string> args;
     std::string message;
@@ -609,6 +614,8 @@ TEST_F(Tool, BadArgumentsGetClearErrors) {
        "secmem: " + dir_ + "/public.pem holds a public key: scan needs the private key to know what to look for"},
       {{"scan", holder.pid(), "--key-file", dir_ + "/id.pub"},
        "secmem: " + dir_ + "/id.pub holds a public key: scan needs the private key to know what to look for"},
+      {{"scan", holder.pid(), "--key-file", dir_ + "/hello.pub"},
+       "secmem: " + dir_ + "/hello.pub is not a PEM, DER or OpenSSH private key"},
       {{"scan", holder.pid(), "--key-file", dir_ + "/missing.pem"},
        "secmem: cannot open key file " + dir_ + "/missing.pem: No such file or directory"},
       {{"scan", holder.pid(), "--hex", "00112233", "--passphrase-file", key()},
