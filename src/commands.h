@@ -88,7 +88,11 @@ int cmd_run(const RunOptions &options);
 // a program the shim cannot reach (setuid, static, its own OpenSSL); and an
 // LD_PRELOAD list with the shim in it: sanitizer runtimes first, then the
 // shim, then what existing held (an earlier shim left out).
-void warn_unreachable(const std::string &where, const std::string &command, const std::string &library_path);
+// The variables of the program's environment that decide what it loads.
+struct ProgramEnvironment {
+  std::string path, library_path, preload; // PATH, LD_LIBRARY_PATH, LD_PRELOAD
+};
+void warn_unreachable(const std::string &where, const std::string &command, const ProgramEnvironment &env);
 std::string preload_list(const std::string &existing, const std::string &shim, const std::string &command);
 // Where a command lives, as execvp would find it ("" when nowhere).
 std::string find_command(const std::string &command);

@@ -4,8 +4,10 @@
 #include <elf.h>
 #include <glob.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -23,7 +25,9 @@ constexpr uint16_t kMachine = EM_X86_64;
 constexpr const char *kTriplet = "x86_64-linux-gnu";
 #endif
 constexpr size_t kMaxLibraries = 512;
-constexpr size_t kMaxTable = 1 << 20; // a dynamic section read, at most
+constexpr size_t kMaxNeeded = 1024;    // DT_NEEDED entries taken from one object
+constexpr size_t kMaxLookups = 100000; // files looked at in all (each a stat and perhaps a read)
+constexpr size_t kMaxTable = 1 << 20;  // a dynamic section read, at most
 
 // What the loader reads of an ELF file: its interpreter, the libraries it
 // needs and where to look for them.
@@ -116,47 +120,79 @@ ElfFile read_elf(const std::string &path) {
   return elf;
 }
 
-std::string directory_of(const std::string &path) {
+// The directory part of a path as given ("lib/x.so" -> "lib"): glibc's
+// $ORIGIN for a library is the directory it was found in, not where a
+// symlink there points (a library reached through one was looked for in the
+// wrong place); the program's own is resolved (/proc/self/exe).
+std::string directory_part(const std::string &path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+std::string resolved_directory(const std::string &path) {
   char *real = realpath(path.c_str(), nullptr);
   std::string resolved = real != nullptr ? real : path;
   free(real);
-  size_t slash = resolved.rfind('/');
-  return slash == std::string::npos ? "." : slash == 0 ? "/" : resolved.substr(0, slash);
+  return directory_part(resolved);
 }
 
+#if defined(__aarch64__)
+constexpr const char *kPlatform = "aarch64";
+#else
+constexpr const char *kPlatform = "x86_64";
+#endif
+constexpr size_t kMaxDirectories = 64; // of one search list
+
 // A search path's directories, $ORIGIN (the object's directory), $LIB and
-// $PLATFORM expanded as glibc expands them on Debian.
+// $PLATFORM expanded as glibc expands them on Debian, in one pass (a
+// directory whose own name holds "$ORIGIN" was expanded again and again).
 std::vector<std::string> directories(const std::string &list, const std::string &origin) {
   std::vector<std::string> out;
   std::string entries = list;
   for (char &c : entries)
     if (c == ';') c = ':';
   std::istringstream split(entries);
-  for (std::string dir; std::getline(split, dir, ':');) {
-    for (const auto &[token, value] : {std::pair<std::string, std::string>{"${ORIGIN}", origin},
-                                       {"$ORIGIN", origin},
-                                       {"${LIB}", std::string("lib/") + kTriplet},
-                                       {"$LIB", std::string("lib/") + kTriplet},
-                                       {"${PLATFORM}", "x86_64"},
-                                       {"$PLATFORM", "x86_64"}})
-      for (size_t at; (at = dir.find(token)) != std::string::npos;) dir.replace(at, token.size(), value);
-    out.push_back(dir.empty() ? "." : dir);
+  const std::pair<std::string, std::string> tokens[] = {{"${ORIGIN}", origin},
+                                                        {"$ORIGIN", origin},
+                                                        {"${LIB}", std::string("lib/") + kTriplet},
+                                                        {"$LIB", std::string("lib/") + kTriplet},
+                                                        {"${PLATFORM}", kPlatform},
+                                                        {"$PLATFORM", kPlatform}};
+  for (std::string dir; out.size() < kMaxDirectories && std::getline(split, dir, ':');) {
+    std::string expanded;
+    for (size_t at = 0; at < dir.size();) {
+      bool replaced = false;
+      for (const auto &[token, value] : tokens)
+        if (dir.compare(at, token.size(), token) == 0) {
+          expanded += value;
+          at += token.size();
+          replaced = true;
+          break;
+        }
+      if (!replaced) expanded += dir[at++];
+    }
+    out.push_back(expanded.empty() ? "." : expanded);
   }
   return out;
 }
 
+bool is_regular(const std::string &path) {
+  struct stat info {};
+  return stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
+}
+
 // The directories of /etc/ld.so.conf and the files it includes (what
-// ldconfig puts in ld.so.cache), then the system's own.
+// ldconfig puts in ld.so.cache): regular files only, 8 includes deep.
 void add_conf(const std::string &path, std::vector<std::string> &out, int depth) {
+  if (depth >= 8 || out.size() >= 256 || !is_regular(path)) return;
   std::ifstream conf(path);
-  for (std::string line; depth < 8 && std::getline(conf, line);) {
+  for (std::string line; std::getline(conf, line) && out.size() < 256;) {
     line = line.substr(0, line.find('#'));
     size_t start = line.find_first_not_of(" \t\r");
     if (start == std::string::npos) continue;
     line = line.substr(start, line.find_last_not_of(" \t\r") + 1 - start);
     if (line.rfind("include", 0) == 0 && line.size() > 7 && (line[7] == ' ' || line[7] == '\t')) {
       std::string pattern = line.substr(line.find_first_not_of(" \t", 7));
-      if (pattern[0] != '/') pattern = directory_of(path) + "/" + pattern;
+      if (pattern[0] != '/') pattern = directory_part(path) + "/" + pattern;
       glob_t found{};
       if (glob(pattern.c_str(), 0, nullptr, &found) == 0)
         for (size_t i = 0; i < found.gl_pathc; ++i) add_conf(found.gl_pathv[i], out, depth + 1);
@@ -180,6 +216,36 @@ const std::vector<std::string> &system_directories() {
   return dirs;
 }
 
+// The subdirectories glibc 2.36 tries in each directory before the
+// directory itself: glibc-hwcaps for the levels this processor has, then the
+// legacy ones (tls, the platform, x86_64).
+const std::vector<std::string> &capability_subdirectories() {
+  static const std::vector<std::string> subdirs = [] {
+    std::vector<std::string> out;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("x86-64-v4")) out.push_back("glibc-hwcaps/x86-64-v4/");
+    if (__builtin_cpu_supports("x86-64-v3")) out.push_back("glibc-hwcaps/x86-64-v3/");
+    if (__builtin_cpu_supports("x86-64-v2")) out.push_back("glibc-hwcaps/x86-64-v2/");
+    for (const char *legacy :
+         {"tls/haswell/x86_64/", "tls/haswell/", "tls/x86_64/", "tls/", "haswell/x86_64/", "haswell/", "x86_64/"})
+      out.push_back(legacy);
+#else
+    out.push_back("tls/");
+#endif
+    out.push_back("");
+    return out;
+  }();
+  return subdirs;
+}
+
+// One object found: where, and what it asks for.
+struct Found {
+  std::string path;
+  size_t loader; // the object that needed it (itself for the program and preloads)
+  std::vector<std::string> rpath, runpath;
+  bool has_runpath = false;
+};
+
 } // namespace
 
 std::optional<std::string> elf_interpreter(const std::string &path) {
@@ -188,68 +254,111 @@ std::optional<std::string> elf_interpreter(const std::string &path) {
   return elf.has_interpreter ? elf.interpreter : std::string();
 }
 
-std::string script_interpreter(const std::string &path) {
+std::string script_interpreter(const std::string &path, const std::string &path_variable) {
+  if (!is_regular(path)) return "";
   std::ifstream file(path, std::ios::binary);
-  std::string line;
-  if (!std::getline(file, line) || line.size() < 3 || line.compare(0, 2, "#!") != 0) return "";
-  size_t start = line.find_first_not_of(" \t", 2);
-  if (start == std::string::npos) return "";
-  return line.substr(start, line.find_first_of(" \t\r", start) - start);
+  char head[256] = {};
+  file.read(head, sizeof head); // as much as the kernel reads (BINPRM_BUF_SIZE)
+  std::string line(head, static_cast<size_t>(file.gcount()));
+  if (line.size() < 3 || line.compare(0, 2, "#!") != 0) return "";
+  line = line.substr(2, line.find('\n') == std::string::npos ? std::string::npos : line.find('\n') - 2);
+  std::istringstream words(line);
+  std::string interpreter, argument;
+  words >> interpreter;
+  // env: the command it runs, found on the path (a script's usual first line).
+  if (interpreter.size() >= 4 && interpreter.compare(interpreter.size() - 4, 4, "/env") == 0) {
+    while (words >> argument)
+      if (argument[0] != '-' && argument.find('=') == std::string::npos) break;
+    if (argument.empty() || argument[0] == '-' || argument.find('=') != std::string::npos) return interpreter;
+    if (argument.find('/') != std::string::npos) return argument;
+    std::istringstream dirs(path_variable.empty() ? "/usr/local/bin:/usr/bin:/bin" : path_variable);
+    for (std::string dir; std::getline(dirs, dir, ':');) {
+      std::string candidate = (dir.empty() ? "." : dir) + "/" + argument;
+      if (is_regular(candidate) && access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+    return interpreter;
+  }
+  return interpreter;
 }
 
-std::vector<std::string> startup_libraries(const std::string &program, const std::string &library_path) {
-  std::vector<std::string> found;
-  std::set<std::string> seen_names, seen_paths;
-  struct Pending {
-    std::string name;
-    std::vector<std::string> rpaths; // DT_RPATH of the objects that led here, when theirs apply
-    std::vector<std::string> runpath;
-  };
-  std::vector<Pending> queue;
-  auto enqueue_needs = [&](const std::string &path, const ElfFile &elf, const std::vector<std::string> &parent_rpaths) {
-    std::string origin = directory_of(path);
-    // Its own DT_RPATH first, then those of the objects that loaded it; none
-    // at all for an object with DT_RUNPATH, which is searched after
-    // LD_LIBRARY_PATH instead.
-    std::vector<std::string> rpaths, runpath;
-    if (elf.has_runpath) {
-      runpath = directories(elf.runpath, origin);
-    } else {
-      if (!elf.rpath.empty()) rpaths = directories(elf.rpath, origin);
-      rpaths.insert(rpaths.end(), parent_rpaths.begin(), parent_rpaths.end());
-    }
-    for (const std::string &name : elf.needed) queue.push_back({name, rpaths, runpath});
-  };
+std::vector<std::string> startup_libraries(const std::string &program, const std::string &library_path,
+                                           const std::string &preload) {
+  std::vector<std::string> result;
   ElfFile main = read_elf(program);
-  if (!main.ok) return found;
+  if (!main.ok) return result;
+  std::vector<Found> objects;
+  std::set<std::string> seen_names, seen_paths;
+  size_t lookups = 0;
+  auto add_object = [&](const std::string &path, const std::string &origin, size_t loader, const ElfFile &elf) {
+    Found object{path, loader, {}, {}, elf.has_runpath};
+    if (elf.has_runpath)
+      object.runpath = directories(elf.runpath, origin);
+    else if (!elf.rpath.empty())
+      object.rpath = directories(elf.rpath, origin);
+    objects.push_back(std::move(object));
+  };
+  add_object(program, resolved_directory(program), 0, main);
   // The dynamic loader is the program's interpreter, not a library it loads
   // (libc names it among its needs).
   if (size_t slash = main.interpreter.rfind('/'); slash != std::string::npos)
     seen_names.insert(main.interpreter.substr(slash + 1));
-  enqueue_needs(program, main, {});
   std::vector<std::string> env_dirs =
-      library_path.empty() ? std::vector<std::string>{} : directories(library_path, directory_of(program));
-  for (size_t next = 0; next < queue.size() && found.size() < kMaxLibraries; ++next) {
-    Pending want = queue[next];
-    if (want.name.empty() || !seen_names.insert(want.name).second) continue;
+      library_path.empty() ? std::vector<std::string>{} : directories(library_path, resolved_directory(program));
+  // Names to find, each with the object that needs it: breadth first, as the loader goes.
+  std::vector<std::pair<std::string, size_t>> queue;
+  auto want = [&](const ElfFile &elf, size_t object) {
+    for (size_t i = 0; i < elf.needed.size() && i < kMaxNeeded; ++i) queue.emplace_back(elf.needed[i], object);
+  };
+  // LD_PRELOAD's and /etc/ld.so.preload's libraries come first, needed by the program.
+  std::string preloads = preload;
+  if (is_regular("/etc/ld.so.preload")) {
+    std::ifstream file("/etc/ld.so.preload");
+    for (std::string word; preloads.size() < 65536 && file >> word;) preloads += " " + word;
+  }
+  for (char &c : preloads)
+    if (c == ':') c = ' ';
+  std::istringstream preload_words(preloads);
+  for (std::string word; queue.size() < kMaxNeeded && preload_words >> word;) queue.emplace_back(word, 0);
+  want(main, 0);
+  for (size_t next = 0; next < queue.size() && result.size() < kMaxLibraries && lookups < kMaxLookups; ++next) {
+    auto [name, needer] = queue[next];
+    if (name.empty() || !seen_names.insert(name).second) continue;
     std::vector<std::string> candidates;
-    if (want.name.find('/') != std::string::npos) {
-      candidates.push_back(want.name);
+    if (name.find('/') != std::string::npos) {
+      candidates.push_back(name);
     } else {
-      const std::vector<std::string> *order[] = {&want.rpaths, &env_dirs, &want.runpath, &system_directories()};
+      // DT_RPATH: none where the needing object has DT_RUNPATH; else its own,
+      // its loaders' up to the program, and the program's.
+      std::vector<const std::vector<std::string> *> order;
+      if (!objects[needer].has_runpath) {
+        bool program_seen = false;
+        for (size_t at = needer;; at = objects[at].loader) {
+          order.push_back(&objects[at].rpath);
+          program_seen = program_seen || at == 0;
+          if (at == objects[at].loader || order.size() > 64) break;
+        }
+        if (!program_seen) order.push_back(&objects[0].rpath);
+      }
+      order.push_back(&env_dirs);
+      order.push_back(&objects[needer].runpath);
+      order.push_back(&system_directories());
       for (const std::vector<std::string> *dirs : order)
         for (const std::string &dir : *dirs)
-          candidates.push_back(dir.size() > 1 && dir.back() == '/' ? dir + want.name : dir + "/" + want.name);
+          for (const std::string &sub : capability_subdirectories())
+            candidates.push_back((dir.size() > 1 && dir.back() == '/' ? dir : dir + "/") + sub + name);
     }
     for (const std::string &candidate : candidates) {
+      if (++lookups > kMaxLookups) break;
       ElfFile elf = read_elf(candidate); // the loader skips a file of another machine or class
       if (!elf.ok) continue;
-      if (seen_paths.insert(candidate).second) found.push_back(candidate);
-      enqueue_needs(candidate, elf, want.rpaths);
+      if (seen_paths.insert(candidate).second) result.push_back(candidate);
+      size_t index = objects.size();
+      add_object(candidate, directory_part(candidate), needer, elf);
+      want(elf, index);
       break;
     }
   }
-  return found;
+  return result;
 }
 
 } // namespace secmem::tool

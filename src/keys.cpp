@@ -716,7 +716,9 @@ KeyMaterial parse_key_material(std::string data, const std::string &path, const 
   wipe(pass);
   ERR_clear_error();
   if (!pkey) {
-    bool is_public = !ask.asked && holds_public_key(data);
+    // A file with a private key block anywhere is not called a public key
+    // (a .pub line before a key block that could not be read was).
+    bool is_public = !ask.asked && data.find("PRIVATE KEY-----") == std::string::npos && holds_public_key(data);
     wipe(data);
     if (ask.asked && passphrase_file.empty())
       throw ToolError{2, path + " is encrypted: give its passphrase with --passphrase-file FILE"};

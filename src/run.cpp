@@ -48,7 +48,7 @@ std::string find_command(const std::string &command) {
   return "";
 }
 
-void warn_unreachable(const std::string &where, const std::string &command, const std::string &library_path) {
+void warn_unreachable(const std::string &where, const std::string &command, const ProgramEnvironment &env) {
   struct stat info {};
   if (stat(where.c_str(), &info) == 0 && (info.st_mode & (S_ISUID | S_ISGID)) != 0)
     std::cerr << "secmem: " << command << ": " << where
@@ -58,7 +58,7 @@ void warn_unreachable(const std::string &where, const std::string &command, cons
   // wrapper), followed as the kernel does (a few levels).
   std::string program = where, through;
   for (int depth = 0; depth < 4; ++depth) {
-    std::string interpreter = script_interpreter(program);
+    std::string interpreter = script_interpreter(program, env.path);
     if (interpreter.empty()) break;
     through += " (through " + interpreter + ")";
     program = interpreter;
@@ -78,7 +78,8 @@ void warn_unreachable(const std::string &where, const std::string &command, cons
   // its own OpenSSL was not named: only the executable was read).
   if (!loader) return;
   std::vector<ObjectFile> libraries;
-  for (const std::string &library : startup_libraries(program, library_path)) libraries.push_back({library, library});
+  for (const std::string &library : startup_libraries(program, env.library_path, env.preload))
+    libraries.push_back({library, library});
   for (const OwnOpenssl &own : own_openssl_in(libraries))
     std::cerr << "secmem: " << command << ": " << where << through << " loads " << own.path
               << " at start, which carries its own OpenSSL" << (own.version.empty() ? "" : " (" + own.version + ")")
@@ -116,8 +117,11 @@ int cmd_run(const RunOptions &options) {
     std::cerr << "secmem: run: " << options.command[0] << ": command not found\n";
     return 127;
   }
-  const char *library_path = getenv("LD_LIBRARY_PATH");
-  warn_unreachable(where, "run", library_path != nullptr ? library_path : "");
+  auto variable = [](const char *name) {
+    const char *value = getenv(name);
+    return std::string(value != nullptr ? value : "");
+  };
+  warn_unreachable(where, "run", {variable("PATH"), variable("LD_LIBRARY_PATH"), variable("LD_PRELOAD")});
   const char *existing = getenv("LD_PRELOAD");
   setenv("LD_PRELOAD", preload_list(existing != nullptr ? existing : "", shim, "run").c_str(), 1);
   if (!options.backend.empty()) setenv("SECMEM_BACKEND", options.backend.c_str(), 1);

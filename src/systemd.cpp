@@ -439,15 +439,19 @@ int cmd_systemd(const SystemdOptions &options) {
                 << ": it removes the shim again; take that out\n";
   std::map<std::string, std::string> file_env;
   for (const std::string &file : unit.env_files) read_environment_file(file, unit, file_env);
-  // The program the unit runs, with the unit's LD_LIBRARY_PATH (an
-  // EnvironmentFile='s over Environment='s), not this shell's: a service gets
-  // only what its unit gives it.
+  // The program the unit runs, with the unit's PATH, LD_LIBRARY_PATH and
+  // LD_PRELOAD (an EnvironmentFile='s over Environment='s), not this
+  // shell's: a service gets only what its unit gives it.
   if (!unit.exec_start.empty()) {
     std::string program = unit.exec_start[0] == '/' ? unit.exec_start : find_command(unit.exec_start);
-    std::string library_path = file_env.count("LD_LIBRARY_PATH") != 0   ? file_env["LD_LIBRARY_PATH"]
-                               : unit.env.count("LD_LIBRARY_PATH") != 0 ? unit.env["LD_LIBRARY_PATH"]
-                                                                        : "";
-    if (!program.empty()) warn_unreachable(program, "systemd", library_path);
+    auto variable = [&](const std::string &key, const std::string &otherwise) {
+      return file_env.count(key) != 0 ? file_env[key] : unit.env.count(key) != 0 ? unit.env[key] : otherwise;
+    };
+    // systemd's own PATH for services, unless the unit sets one.
+    if (!program.empty())
+      warn_unreachable(program, "systemd",
+                       {variable("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+                        variable("LD_LIBRARY_PATH", ""), variable("LD_PRELOAD", "")});
   }
   for (const std::string &problem : unit.problems)
     std::cerr << "secmem: systemd: cannot read " << problem << ": what it says is not taken into account\n";

@@ -287,6 +287,50 @@ TEST_F(Tool, RunNamesALibraryWithItsOwnOpensslLoadedAtStart) {
   (void)!system(("rm -rf " + dir).c_str());
 }
 
+// The libraries are looked for where glibc's loader looks (third review):
+// $ORIGIN of a library reached through a symlink is the symlink's directory;
+// a script through `#!/usr/bin/env NAME` runs NAME found on PATH; and
+// inputs that hung or exhausted the tool end at once: a directory named
+// "$ORIGIN" (expanded again and again), a script whose interpreter is a FIFO
+// or /dev/zero (read without end).
+TEST_F(Tool, RunFindsLibrariesWhereTheLoaderDoes) {
+  char pattern[] = "/tmp/secmem-loader-XXXXXX";
+  std::string dir = mkdtemp(pattern);
+  std::string lib = kOwnOpensslLib.substr(kOwnOpensslLib.rfind('/') + 1); // libown_openssl_lib.so
+  std::string build = "set -e; cd " + dir + "; mkdir -p bin lib real '$ORIGIN'; cp " + kOwnOpensslLib +
+                      " lib/; echo 'int own_openssl_lib_ready(void); int wrap(void) { return "
+                      "own_openssl_lib_ready(); }' > wrap.c; echo 'int wrap(void); int main(void) { return !wrap(); }' "
+                      "> app.c; cc -shared -fPIC -o real/libwrap.so wrap.c -Llib -l:" +
+                      lib +
+                      " -Wl,-rpath,'$ORIGIN'; ln -s ../real/libwrap.so lib/libwrap.so; cc -o bin/app app.c -Lreal "
+                      "-lwrap -Wl,-rpath,'$ORIGIN/../lib'; cp bin/app '$ORIGIN/app'";
+  ASSERT_EQ(run({"sh", "-c", build}).status, 0) << build;
+  Result linked = run({"timeout", "20", kTool, "run", "--", dir + "/bin/app"});
+  EXPECT_EQ(linked.status, 0) << linked.err;
+  // (Only lib/ holds it: found there through the symlink's own directory.)
+  EXPECT_TRUE(contains(linked.err, "/lib/" + lib + " at start, which carries its own OpenSSL")) << linked.err;
+  // Through env, on PATH.
+  ASSERT_EQ(run({"sh", "-c", "printf '#!/usr/bin/env app\\n' > " + dir + "/tool && chmod 755 " + dir + "/tool"}).status,
+            0);
+  Result env = run({"env", "PATH=" + dir + "/bin:/usr/bin:/bin", "timeout", "20", kTool, "run", "--", dir + "/tool"});
+  EXPECT_TRUE(contains(env.err, dir + "/tool (through " + dir + "/bin/app) loads ")) << env.err;
+  // A directory named $ORIGIN: found, and no end less expansion.
+  Result origin = run({"timeout", "20", kTool, "run", "--", dir + "/$ORIGIN/app"});
+  EXPECT_NE(origin.status, 124) << "secmem run did not end";
+  // Interpreters that are not files: said by the kernel at once, read by nothing.
+  ASSERT_EQ(run({"sh", "-c",
+                 "cd " + dir + " && mkfifo fifo && printf '#!" + dir +
+                     "/fifo\\n' > by-fifo && printf '#!/dev/zero\\n' > by-zero && chmod 755 by-fifo by-zero"})
+                .status,
+            0);
+  for (const char *script : {"/by-fifo", "/by-zero"}) {
+    Result refused = run({"timeout", "20", kTool, "run", "--", dir + script});
+    EXPECT_NE(refused.status, 124) << script << ": secmem run did not end";
+    EXPECT_NE(refused.status, 0) << script;
+  }
+  (void)!system(("rm -rf " + dir).c_str());
+}
+
 // Nothing the program names is run to list its libraries: they are read from
 // its files. (They were listed by running its PT_INTERP with --list, as ldd
 // does, and a program whose interpreter was a script had the script run, as
