@@ -194,6 +194,37 @@ g++ -std=c++20 -fvisibility=hidden -fPIC -shared -o "$tmp/libresource.so" "$tmp/
 out=$(LD_LIBRARY_PATH=$lib:$tmp "$tmp/resource") && [ "$out" = "1 1" ] ||
   fail "the library's and the program's pmr resources differ (is_equal, buffer moved): $out"
 
+# Compared with a resource from code built with -fno-rtti (a program's own
+# arena): unequal, and no crash (dynamic_cast read the type information that
+# code does not have: SIGSEGV).
+cat > "$tmp/project/arena.cpp" <<'CXX'
+#include <cstdlib>
+#include <memory_resource>
+struct Arena final : std::pmr::memory_resource {
+  void *do_allocate(std::size_t b, std::size_t) override { return std::malloc(b); }
+  void do_deallocate(void *p, std::size_t, std::size_t) override { std::free(p); }
+  bool do_is_equal(const std::pmr::memory_resource &o) const noexcept override { return this == &o; }
+};
+std::pmr::memory_resource *arena() { static Arena a; return &a; }
+CXX
+cat > "$tmp/project/arena_main.cpp" <<'CXX'
+#include <secmem/secure_alloc.hpp>
+#include <cstdio>
+std::pmr::memory_resource *arena();
+int main() {
+  std::pmr::vector<int> secret({1, 2, 3}, secmem::memory_resource()), scratch({4, 5}, arena());
+  secret = std::move(scratch);
+  std::printf("%d %d %zu\n", secmem::memory_resource()->is_equal(*arena()), arena()->is_equal(*secmem::memory_resource()),
+              secret.size());
+}
+CXX
+# shellcheck disable=SC2086
+g++ -std=c++20 -O2 -fno-rtti -c -o "$tmp/arena.o" "$tmp/project/arena.cpp" &&
+  g++ -std=c++20 -O2 -o "$tmp/arena" "$tmp/project/arena_main.cpp" "$tmp/arena.o" $flags ||
+  fail "the program with a -fno-rtti arena did not build"
+out=$(LD_LIBRARY_PATH=$lib "$tmp/arena" 2>&1) && [ "$out" = "0 0 2" ] ||
+  fail "the secret resource compared with a -fno-rtti one: $out"
+
 # A libdir outside the prefix (meson keeps it absolute): the CMake package
 # uses it as it is (it was pasted after the prefix). Here the package's
 # files alone, in another prefix, their libdir rewritten to the absolute one.
@@ -211,4 +242,4 @@ out=$(LD_LIBRARY_PATH=$lib "$tmp/cmake-elsewhere/use_cxx") && [ "$out" = "c++: 2
   fail "use_cxx (absolute libdir) printed: $out"
 echo "install_test: installed files, CMake (secmem::secmem, version check, an absolute libdir), pkg-config builds," \
   "the C++ header without exceptions (also beside a library with them) and with libc++, pmr resources equal across" \
-  "objects: ok"
+  "objects and unequal to a -fno-rtti one: ok"

@@ -951,15 +951,23 @@ namespace detail {
 // RTLD_LOCAL has), and compared by address they were unequal: a pmr vector
 // moved between a library and its program was copied, a list spliced between
 // them aborted under _GLIBCXX_ASSERTIONS. Known by its type (RTTI compares
-// the type's name across objects); without RTTI, by address only.
+// the type's name across objects); without RTTI, by address only. A
+// resource from code built with -fno-rtti has no type information to read
+// (dynamic_cast crashed on it): its vtable's type slot, which the Itanium C++
+// ABI (GCC and Clang on Linux) puts just before the virtual functions, is
+// looked at first, and such a resource is not one of these.
 class secret_memory_resource final : public std::pmr::memory_resource {
   void *do_allocate(std::size_t bytes, std::size_t alignment) override { return allocate_bytes(1, bytes, alignment); }
   void do_deallocate(void *p, std::size_t, std::size_t) override { secmem_free(p); }
   bool do_is_equal(const std::pmr::memory_resource &other) const noexcept override {
+    if (this == &other) return true;
 #if defined(__cpp_rtti) || defined(__GXX_RTTI)
-    return this == &other || dynamic_cast<const secret_memory_resource *>(&other) != nullptr;
+    const void *const *vtable = nullptr;
+    std::memcpy(&vtable, static_cast<const void *>(&other), sizeof vtable);
+    if (vtable == nullptr || vtable[-1] == nullptr) return false; // built without RTTI
+    return dynamic_cast<const secret_memory_resource *>(&other) != nullptr;
 #else
-    return this == &other;
+    return false;
 #endif
   }
 };
