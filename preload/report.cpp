@@ -119,16 +119,44 @@ const char *secmem::shim::report_target() {
   return is_secure_exec() ? nullptr : target;
 }
 
+namespace {
+
+// Whether an exec path is a descriptor's: /dev/fd/N, or /proc/.../fd/N (by
+// fexecve or execveat with AT_EMPTY_PATH: the line said "3"), whose last part
+// names nothing; not /dev/fd/N/prog (execveat of a name in a directory).
+bool names_a_descriptor(const char *path) {
+  const char *digits = nullptr;
+  if (strncmp(path, "/dev/fd/", 8) == 0) {
+    digits = path + 8;
+  } else if (strncmp(path, "/proc/", 6) == 0) {
+    const char *fd = strstr(path + 6, "/fd/");
+    digits = fd != nullptr ? fd + 4 : nullptr;
+  }
+  if (digits == nullptr || *digits == '\0') return false;
+  for (const char *c = digits; *c != '\0'; ++c)
+    if (*c < '0' || *c > '9') return false;
+  return true;
+}
+
+// The report file, for appending: opened without O_CREAT first, so that a
+// file made beforehand in a sticky directory such as /tmp opens for other
+// users too (fs.protected_regular refuses them an O_CREAT open of another
+// user's file there), and made (0600) only where there is none.
+int open_report_file(const char *target) {
+  int fd = open(target, O_WRONLY | O_APPEND | O_CLOEXEC | O_NONBLOCK); // O_NONBLOCK: no wait on a FIFO
+  if (fd < 0 && errno == ENOENT) fd = open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0600);
+  return fd;
+}
+
+} // namespace
+
 void secmem::shim::open_report() {
   // Copied by hand: snprintf here took a process's start-up into two more
   // pages of libc's code (a page fault each, in every program started
   // under the shim).
-  // Not a descriptor's name: fexecve and execveat give /dev/fd/N (the line
-  // said "3"); argv[0] then.
   const char *path = reinterpret_cast<const char *>(getauxval(AT_EXECFN));
-  bool by_descriptor =
-      path == nullptr || *path == '\0' || strncmp(path, "/dev/fd/", 8) == 0 || strncmp(path, "/proc/self/fd/", 14) == 0;
-  const char *name = by_descriptor ? program_invocation_short_name : path;
+  const char *name =
+      path == nullptr || *path == '\0' || names_a_descriptor(path) ? program_invocation_short_name : path;
   for (const char *c = name; c != nullptr && *c != '\0'; ++c)
     if (*c == '/' && c[1] != '\0') name = c + 1;
   size_t at = 0;
@@ -137,7 +165,7 @@ void secmem::shim::open_report() {
   const char *target = report_target();
   if (target == nullptr || strcmp(target, "stderr") == 0) return;
   // O_NONBLOCK: a FIFO there must not stop the program before main.
-  int fd = open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0600);
+  int fd = open_report_file(target);
   if (fd < 0) return; // tried again at exit, and said then
   int high = fcntl(fd, F_DUPFD_CLOEXEC, 100);
   if (high >= 0) {
@@ -184,8 +212,7 @@ __attribute__((destructor)) void write_report() {
     return;
   }
   bool kept = !to_stderr && report_fd_intact();
-  int fd = kept ? g_report_fd
-                : open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0600); // no wait on a FIFO
+  int fd = kept ? g_report_fd : open_report_file(target); // no wait on a FIFO
   int err = fd < 0 ? errno : 0;
   // O_APPEND: one write per process keeps lines whole.
   if (fd >= 0 && !report_line().emit_to(fd, &err) && err == 0) err = EIO;

@@ -236,9 +236,14 @@ TEST_F(Preload, ReportLinesOfProgramsStartedByDescriptorNameTheProgram) {
   Result result =
       run({kProbe, "fexecve", "openssl", "genpkey", "-algorithm", "ED25519", "-out", "/dev/null"}, shim_env());
   EXPECT_EQ(result.status, 0) << result.err;
+  // By its name in a directory's descriptor (execveat: /dev/fd/N/openssl),
+  // by that name, not argv[0].
+  Result named =
+      run({kProbe, "execveat", "openssl", "genpkey", "-algorithm", "ED25519", "-out", "/dev/null"}, shim_env());
+  EXPECT_EQ(named.status, 0) << named.err;
   std::vector<std::string> lines = reports();
-  ASSERT_EQ(lines.size(), 1u) << read_file(report_);
-  EXPECT_NE(lines[0].find(" (openssl): backend "), std::string::npos) << lines[0];
+  ASSERT_EQ(lines.size(), 2u) << read_file(report_);
+  for (const std::string &line : lines) EXPECT_NE(line.find(" (openssl): backend "), std::string::npos) << line;
 }
 
 // A process that changed its user and then started a program (runuser,

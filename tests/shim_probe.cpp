@@ -12,6 +12,7 @@
 //   shim_probe leaderless         a secret and a pattern (printed in hex); the
 //                                  main thread exits, another holds until stdin ends
 //   shim_probe fexecve PROG ARGS   runs /usr/bin/PROG with fexecve (by descriptor)
+//   shim_probe execveat PROG ARGS  runs PROG by name in /usr/bin's descriptor (execveat)
 //   shim_probe dropchild           forks a worker that retitles itself, drops
 //                                  to nobody, allocates a secret and exits
 //   shim_probe use KEY.pem [legacy|der]  loads the key, signs and verifies with it
@@ -896,6 +897,12 @@ int main(int argc, char **argv) {
     int program = open(("/usr/bin/" + std::string(argv[2])).c_str(), O_RDONLY | O_CLOEXEC);
     if (program < 0) return 2;
     fexecve(program, argv + 2, environ);
+    return 3;
+  }
+  if (mode == "execveat" && argc > 2) { // runs PROG by its name in the descriptor of /usr/bin
+    int bin = open("/usr/bin", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (bin < 0) return 2;
+    syscall(SYS_execveat, bin, argv[2], argv + 2, environ, 0);
     return 3;
   }
   if (mode == "hole") return hole();
