@@ -28,6 +28,7 @@ constexpr size_t kMaxLibraries = 512;
 constexpr size_t kMaxNeeded = 1024;    // DT_NEEDED entries taken from one object
 constexpr size_t kMaxLookups = 100000; // files looked at in all (each a stat and perhaps a read)
 constexpr size_t kMaxTable = 1 << 20;  // a dynamic section read, at most
+constexpr size_t kMaxQueued = 65536;   // names to look for, in all
 
 // What the loader reads of an ELF file: its interpreter, the libraries it
 // needs and where to look for them.
@@ -307,7 +308,8 @@ std::vector<std::string> startup_libraries(const std::string &program, const std
   // Names to find, each with the object that needs it: breadth first, as the loader goes.
   std::vector<std::pair<std::string, size_t>> queue;
   auto want = [&](const ElfFile &elf, size_t object) {
-    for (size_t i = 0; i < elf.needed.size() && i < kMaxNeeded; ++i) queue.emplace_back(elf.needed[i], object);
+    for (size_t i = 0; i < elf.needed.size() && i < kMaxNeeded && queue.size() < kMaxQueued; ++i)
+      queue.emplace_back(elf.needed[i], object);
   };
   // LD_PRELOAD's and /etc/ld.so.preload's libraries come first, needed by the program.
   std::string preloads = preload;
