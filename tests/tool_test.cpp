@@ -294,6 +294,7 @@ TEST_F(Tool, RunNamesALibraryWithItsOwnOpensslLoadedAtStart) {
 // "$ORIGIN" (expanded again and again), a script whose interpreter is a FIFO
 // or /dev/zero (read without end).
 TEST_F(Tool, RunFindsLibrariesWhereTheLoaderDoes) {
+  // (Without meson's LD_LIBRARY_PATH, which names the build's copy of the library.)
   char pattern[] = "/tmp/secmem-loader-XXXXXX";
   std::string dir = mkdtemp(pattern);
   std::string lib = kOwnOpensslLib.substr(kOwnOpensslLib.rfind('/') + 1); // libown_openssl_lib.so
@@ -305,14 +306,15 @@ TEST_F(Tool, RunFindsLibrariesWhereTheLoaderDoes) {
                       " -Wl,-rpath,'$ORIGIN'; ln -s ../real/libwrap.so lib/libwrap.so; cc -o bin/app app.c -Lreal "
                       "-lwrap -Wl,-rpath,'$ORIGIN/../lib'; cp bin/app '$ORIGIN/app'";
   ASSERT_EQ(run({"sh", "-c", build}).status, 0) << build;
-  Result linked = run({"timeout", "20", kTool, "run", "--", dir + "/bin/app"});
+  Result linked = run({"env", "-u", "LD_LIBRARY_PATH", "timeout", "20", kTool, "run", "--", dir + "/bin/app"});
   EXPECT_EQ(linked.status, 0) << linked.err;
   // (Only lib/ holds it: found there through the symlink's own directory.)
   EXPECT_TRUE(contains(linked.err, "/lib/" + lib + " at start, which carries its own OpenSSL")) << linked.err;
   // Through env, on PATH.
   ASSERT_EQ(run({"sh", "-c", "printf '#!/usr/bin/env app\\n' > " + dir + "/tool && chmod 755 " + dir + "/tool"}).status,
             0);
-  Result env = run({"env", "PATH=" + dir + "/bin:/usr/bin:/bin", "timeout", "20", kTool, "run", "--", dir + "/tool"});
+  Result env = run({"env", "-u", "LD_LIBRARY_PATH", "PATH=" + dir + "/bin:/usr/bin:/bin", "timeout", "20", kTool, "run",
+                    "--", dir + "/tool"});
   EXPECT_TRUE(contains(env.err, dir + "/tool (through " + dir + "/bin/app) loads ")) << env.err;
   // A directory named $ORIGIN: found, and no end less expansion.
   Result origin = run({"timeout", "20", kTool, "run", "--", dir + "/$ORIGIN/app"});
