@@ -2,14 +2,15 @@
 #include "elf_deps.h"
 
 #include <elf.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -25,10 +26,12 @@ constexpr uint16_t kMachine = EM_X86_64;
 constexpr const char *kTriplet = "x86_64-linux-gnu";
 #endif
 constexpr size_t kMaxLibraries = 512;
-constexpr size_t kMaxNeeded = 1024;    // DT_NEEDED entries taken from one object
-constexpr size_t kMaxLookups = 100000; // files looked at in all (each a stat and perhaps a read)
-constexpr size_t kMaxTable = 1 << 20;  // a dynamic section read, at most
-constexpr size_t kMaxQueued = 65536;   // names to look for, in all
+constexpr size_t kMaxNeeded = 1024;                  // DT_NEEDED entries taken from one object
+constexpr size_t kMaxLookups = 100000;               // files looked at in all (each a stat and perhaps a read)
+constexpr size_t kMaxTable = 1 << 20;                // a dynamic section read, at most
+constexpr size_t kMaxQueued = 65536;                 // names to look for, in all
+constexpr size_t kMaxQueuedBytes = size_t{16} << 20; // and their bytes
+constexpr size_t kMaxHeaders = 1024;                 // program headers of one file (ordinary ones have about 15)
 
 // What the loader reads of an ELF file: its interpreter, the libraries it
 // needs and where to look for them.
@@ -41,27 +44,67 @@ struct ElfFile {
   bool has_runpath = false;
 };
 
-template <typename T> bool read_at(std::ifstream &file, uint64_t offset, T *out) {
-  file.seekg(static_cast<std::streamoff>(offset));
-  return static_cast<bool>(file.read(reinterpret_cast<char *>(out), sizeof *out));
-}
+// A file read without waiting and without end: opened O_NONBLOCK (a FIFO
+// put in a checked file's place opens at once, and is then refused), kept
+// only when it is a regular file with something in it (kernel files that
+// call themselves regular, /proc/kmsg or tracefs's trace_pipe, have size 0
+// and block when read: they hung the tool, as root under `secmem systemd`),
+// and read with pread at offsets inside its size.
+class Reader {
+public:
+  explicit Reader(const std::string &path) {
+    fd_ = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    struct stat info {};
+    if (fd_ >= 0 && fstat(fd_, &info) == 0 && S_ISREG(info.st_mode) && info.st_size > 0) {
+      size_ = static_cast<uint64_t>(info.st_size);
+    } else if (fd_ >= 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~Reader() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Reader(const Reader &) = delete;
+  Reader &operator=(const Reader &) = delete;
+  bool ok() const { return fd_ >= 0; }
+  uint64_t size() const { return size_; }
+  // n bytes at offset, all of them inside the file, or false.
+  bool read(uint64_t offset, void *out, size_t n) const {
+    if (fd_ < 0 || offset > size_ || n > size_ - offset) return false;
+    return pread(fd_, out, n, static_cast<off_t>(offset)) == static_cast<ssize_t>(n);
+  }
+  // Up to n bytes from offset (fewer at the end of the file).
+  std::string read_some(uint64_t offset, size_t n) const {
+    if (fd_ < 0 || offset >= size_) return "";
+    std::string text(static_cast<size_t>(std::min<uint64_t>(n, size_ - offset)), '\0');
+    ssize_t got = pread(fd_, text.data(), text.size(), static_cast<off_t>(offset));
+    text.resize(got > 0 ? static_cast<size_t>(got) : 0);
+    return text;
+  }
+
+private:
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
 
 ElfFile read_elf(const std::string &path) {
   ElfFile elf;
-  struct stat info {};
-  if (stat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return elf;
-  std::ifstream file(path, std::ios::binary);
+  Reader file(path);
   Elf64_Ehdr header{};
-  if (!read_at(file, 0, &header) || memcmp(header.e_ident, ELFMAG, SELFMAG) != 0 ||
+  if (!file.read(0, &header, sizeof header) || memcmp(header.e_ident, ELFMAG, SELFMAG) != 0 ||
       header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_machine != kMachine ||
-      header.e_phentsize != sizeof(Elf64_Phdr))
+      header.e_phentsize != sizeof(Elf64_Phdr) || header.e_phnum > kMaxHeaders)
+    return elf;
+  // The program headers in one read (a file declaring 65,535 of them, read
+  // one by one at each of a thousand spellings of its name, took minutes).
+  std::vector<Elf64_Phdr> programs(header.e_phnum);
+  if (!programs.empty() && !file.read(header.e_phoff, programs.data(), programs.size() * sizeof(Elf64_Phdr)))
     return elf;
   std::vector<Elf64_Phdr> loads;
   Elf64_Phdr dynamic{};
   bool has_dynamic = false;
-  for (int i = 0; i < header.e_phnum; ++i) {
-    Elf64_Phdr program{};
-    if (!read_at(file, header.e_phoff + static_cast<uint64_t>(i) * sizeof program, &program)) return elf;
+  for (const Elf64_Phdr &program : programs) {
     if (program.p_type == PT_LOAD) loads.push_back(program);
     if (program.p_type == PT_DYNAMIC) {
       dynamic = program;
@@ -69,8 +112,7 @@ ElfFile read_elf(const std::string &path) {
     }
     if (program.p_type == PT_INTERP && program.p_filesz > 0 && program.p_filesz <= 4096) {
       std::string text(program.p_filesz, '\0');
-      file.seekg(static_cast<std::streamoff>(program.p_offset));
-      if (!file.read(text.data(), static_cast<std::streamsize>(text.size()))) return elf;
+      if (!file.read(program.p_offset, text.data(), text.size())) return elf;
       elf.interpreter = text.substr(0, strnlen(text.c_str(), text.size()));
       elf.has_interpreter = true;
     }
@@ -86,10 +128,7 @@ ElfFile read_elf(const std::string &path) {
     return std::nullopt;
   };
   std::vector<Elf64_Dyn> entries(dynamic.p_filesz / sizeof(Elf64_Dyn));
-  file.seekg(static_cast<std::streamoff>(dynamic.p_offset));
-  if (entries.empty() || !file.read(reinterpret_cast<char *>(entries.data()),
-                                    static_cast<std::streamsize>(entries.size() * sizeof(Elf64_Dyn))))
-    return elf;
+  if (entries.empty() || !file.read(dynamic.p_offset, entries.data(), entries.size() * sizeof(Elf64_Dyn))) return elf;
   uint64_t strtab = 0, strsz = 0;
   for (const Elf64_Dyn &entry : entries) {
     if (entry.d_tag == DT_NULL) break;
@@ -99,19 +138,15 @@ ElfFile read_elf(const std::string &path) {
   std::optional<uint64_t> at = file_offset(strtab);
   if (!at || strsz == 0) return elf;
   // Each name read where it is (a large library's string table is many
-  // megabytes of symbol names).
+  // megabytes of symbol names), 4 KiB at most.
   auto string_at = [&](uint64_t offset) {
-    std::string text;
-    if (offset >= strsz) return text;
-    file.clear();
-    file.seekg(static_cast<std::streamoff>(*at + offset));
-    char c = 0;
-    while (text.size() < 4096 && offset + text.size() < strsz && file.get(c) && c != '\0') text += c;
-    return text;
+    if (offset >= strsz) return std::string();
+    std::string text = file.read_some(*at + offset, static_cast<size_t>(std::min<uint64_t>(4096, strsz - offset)));
+    return text.substr(0, strnlen(text.c_str(), text.size()));
   };
   for (const Elf64_Dyn &entry : entries) {
     if (entry.d_tag == DT_NULL) break;
-    if (entry.d_tag == DT_NEEDED) elf.needed.push_back(string_at(entry.d_un.d_val));
+    if (entry.d_tag == DT_NEEDED && elf.needed.size() < kMaxNeeded) elf.needed.push_back(string_at(entry.d_un.d_val));
     if (entry.d_tag == DT_RPATH) elf.rpath = string_at(entry.d_un.d_val);
     if (entry.d_tag == DT_RUNPATH) {
       elf.runpath = string_at(entry.d_un.d_val);
@@ -184,8 +219,9 @@ bool is_regular(const std::string &path) {
 // The directories of /etc/ld.so.conf and the files it includes (what
 // ldconfig puts in ld.so.cache): regular files only, 8 includes deep.
 void add_conf(const std::string &path, std::vector<std::string> &out, int depth) {
-  if (depth >= 8 || out.size() >= 256 || !is_regular(path)) return;
-  std::ifstream conf(path);
+  if (depth >= 8 || out.size() >= 256) return;
+  Reader file(path);
+  std::istringstream conf(file.read_some(0, 1 << 20));
   for (std::string line; std::getline(conf, line) && out.size() < 256;) {
     line = line.substr(0, line.find('#'));
     size_t start = line.find_first_not_of(" \t\r");
@@ -256,11 +292,7 @@ std::optional<std::string> elf_interpreter(const std::string &path) {
 }
 
 std::string script_interpreter(const std::string &path, const std::string &path_variable) {
-  if (!is_regular(path)) return "";
-  std::ifstream file(path, std::ios::binary);
-  char head[256] = {};
-  file.read(head, sizeof head); // as much as the kernel reads (BINPRM_BUF_SIZE)
-  std::string line(head, static_cast<size_t>(file.gcount()));
+  std::string line = Reader(path).read_some(0, 256); // as much as the kernel reads (BINPRM_BUF_SIZE)
   if (line.size() < 3 || line.compare(0, 2, "#!") != 0) return "";
   line = line.substr(2, line.find('\n') == std::string::npos ? std::string::npos : line.find('\n') - 2);
   std::istringstream words(line);
@@ -307,16 +339,16 @@ std::vector<std::string> startup_libraries(const std::string &program, const std
       library_path.empty() ? std::vector<std::string>{} : directories(library_path, resolved_directory(program));
   // Names to find, each with the object that needs it: breadth first, as the loader goes.
   std::vector<std::pair<std::string, size_t>> queue;
+  size_t queued_bytes = 0;
   auto want = [&](const ElfFile &elf, size_t object) {
-    for (size_t i = 0; i < elf.needed.size() && i < kMaxNeeded && queue.size() < kMaxQueued; ++i)
+    for (size_t i = 0; i < elf.needed.size() && queue.size() < kMaxQueued && queued_bytes < kMaxQueuedBytes; ++i) {
+      queued_bytes += elf.needed[i].size();
       queue.emplace_back(elf.needed[i], object);
+    }
   };
   // LD_PRELOAD's and /etc/ld.so.preload's libraries come first, needed by the program.
   std::string preloads = preload;
-  if (is_regular("/etc/ld.so.preload")) {
-    std::ifstream file("/etc/ld.so.preload");
-    for (std::string word; preloads.size() < 65536 && file >> word;) preloads += " " + word;
-  }
+  preloads += " " + Reader("/etc/ld.so.preload").read_some(0, 65536);
   for (char &c : preloads)
     if (c == ':') c = ' ';
   std::istringstream preload_words(preloads);

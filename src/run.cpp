@@ -70,13 +70,15 @@ void warn_unreachable(const std::string &where, const std::string &command, cons
               << "stay where it puts them\n";
     return;
   }
+  // Only an ELF program is read for OpenSSL (a kernel file that calls itself
+  // regular, /proc/kmsg, blocks when read); then the libraries it loads at
+  // start (a bundled Python's libpython with its own OpenSSL was not named:
+  // only the executable was read).
+  if (!loader) return;
   for (const OwnOpenssl &own : own_openssl_in({{program, program}}))
     std::cerr << "secmem: " << command << ": " << where << through << " carries its own OpenSSL"
               << (own.version.empty() ? "" : " (" + own.version + ")")
               << ", linked in: the shim cannot reach it, so the keys it loads stay in ordinary memory\n";
-  // And the libraries it loads at start (a bundled Python's libpython with
-  // its own OpenSSL was not named: only the executable was read).
-  if (!loader) return;
   std::vector<ObjectFile> libraries;
   for (const std::string &library : startup_libraries(program, env.library_path, env.preload))
     libraries.push_back({library, library});

@@ -325,7 +325,12 @@ TEST_F(Tool, RunFindsLibrariesWhereTheLoaderDoes) {
                      "/fifo\\n' > by-fifo && printf '#!/dev/zero\\n' > by-zero && chmod 755 by-fifo by-zero"})
                 .status,
             0);
-  for (const char *script : {"/by-fifo", "/by-zero"}) {
+  // And a kernel file that calls itself regular but blocks when read (its
+  // size is 0): as the command, and as a script's interpreter (both hung).
+  ASSERT_EQ(run({"sh", "-c", "cd " + dir + " && printf '#!/proc/kmsg\\n' > by-kmsg && chmod 755 by-kmsg"}).status, 0);
+  Result kmsg = run({"timeout", "20", kTool, "run", "--", "/proc/kmsg"});
+  EXPECT_NE(kmsg.status, 124) << "secmem run -- /proc/kmsg did not end";
+  for (const char *script : {"/by-fifo", "/by-zero", "/by-kmsg"}) {
     Result refused = run({"timeout", "20", kTool, "run", "--", dir + script});
     EXPECT_NE(refused.status, 124) << script << ": secmem run did not end";
     EXPECT_NE(refused.status, 0) << script;
