@@ -50,12 +50,18 @@ struct ElfFile {
 // call themselves regular, /proc/kmsg or tracefs's trace_pipe, have size 0
 // and block when read: they hung the tool, as root under `secmem systemd`),
 // and read with pread at offsets inside its size.
+// Nothing but a regular file is opened at all: opening a device can act
+// (/dev/watchdog arms the machine's watchdog), so the path is looked at
+// first, and the file opened is then checked to be the one looked at.
 class Reader {
 public:
   explicit Reader(const std::string &path) {
+    struct stat before {
+    }, info{};
+    if (stat(path.c_str(), &before) != 0 || !S_ISREG(before.st_mode) || before.st_size <= 0) return;
     fd_ = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    struct stat info {};
-    if (fd_ >= 0 && fstat(fd_, &info) == 0 && S_ISREG(info.st_mode) && info.st_size > 0) {
+    if (fd_ >= 0 && fstat(fd_, &info) == 0 && S_ISREG(info.st_mode) && info.st_size > 0 &&
+        info.st_dev == before.st_dev && info.st_ino == before.st_ino) {
       size_ = static_cast<uint64_t>(info.st_size);
     } else if (fd_ >= 0) {
       close(fd_);
