@@ -73,8 +73,6 @@ public:
   }
   Reader(const Reader &) = delete;
   Reader &operator=(const Reader &) = delete;
-  bool ok() const { return fd_ >= 0; }
-  uint64_t size() const { return size_; }
   // n bytes at offset, all of them inside the file, or false.
   bool read(uint64_t offset, void *out, size_t n) const {
     if (fd_ < 0 || offset > size_ || n > size_ - offset) return false;

@@ -95,6 +95,14 @@ namespace detail {
 // that aborted instead of throwing, in a library built -fno-exceptions, was
 // taken by the dynamic linker for every caller, and a program's catch never
 // ran). Elsewhere: throw, or without exceptions a line and abort.
+#if defined(__GLIBCXX__)
+[[noreturn]] inline void throw_bad_alloc() { std::__throw_bad_alloc(); }
+[[noreturn]] inline void throw_bad_array_new_length() { std::__throw_bad_array_new_length(); }
+[[noreturn]] inline void throw_length_error(const char *what) { std::__throw_length_error(what); }
+[[noreturn]] inline void throw_out_of_range(const char *what) { std::__throw_out_of_range(what); }
+// std::system_error with the error number (libstdc++'s carries no more text).
+[[noreturn]] inline void throw_system_error(int error, const char *) { std::__throw_system_error(error); }
+#else
 template <typename E, typename... Args> [[noreturn]] void raise_other(Args &&...args) {
 #if defined(__cpp_exceptions)
   throw E(std::forward<Args>(args)...);
@@ -104,43 +112,14 @@ template <typename E, typename... Args> [[noreturn]] void raise_other(Args &&...
   std::abort();
 #endif
 }
-[[noreturn]] inline void throw_bad_alloc() {
-#if defined(__GLIBCXX__)
-  std::__throw_bad_alloc();
-#else
-  raise_other<std::bad_alloc>();
-#endif
-}
-[[noreturn]] inline void throw_bad_array_new_length() {
-#if defined(__GLIBCXX__)
-  std::__throw_bad_array_new_length();
-#else
-  raise_other<std::bad_array_new_length>();
-#endif
-}
-[[noreturn]] inline void throw_length_error(const char *what) {
-#if defined(__GLIBCXX__)
-  std::__throw_length_error(what);
-#else
-  raise_other<std::length_error>(what);
-#endif
-}
-[[noreturn]] inline void throw_out_of_range(const char *what) {
-#if defined(__GLIBCXX__)
-  std::__throw_out_of_range(what);
-#else
-  raise_other<std::out_of_range>(what);
-#endif
-}
-// std::system_error with the error number (libstdc++'s carries no more text).
+[[noreturn]] inline void throw_bad_alloc() { raise_other<std::bad_alloc>(); }
+[[noreturn]] inline void throw_bad_array_new_length() { raise_other<std::bad_array_new_length>(); }
+[[noreturn]] inline void throw_length_error(const char *what) { raise_other<std::length_error>(what); }
+[[noreturn]] inline void throw_out_of_range(const char *what) { raise_other<std::out_of_range>(what); }
 [[noreturn]] inline void throw_system_error(int error, const char *what) {
-#if defined(__GLIBCXX__)
-  (void)what;
-  std::__throw_system_error(error);
-#else
   raise_other<std::system_error>(error, std::generic_category(), what);
-#endif
 }
+#endif
 
 // Raw secret memory for n objects of size and alignment given; throws on failure.
 inline void *allocate_bytes(std::size_t n, std::size_t size, std::size_t alignment) {
