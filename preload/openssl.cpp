@@ -14,6 +14,7 @@
 #include <openssl/evp.h>  // i2d_PrivateKey's declaration
 #include <unistd.h>
 
+#include "platform/cpu.h"
 #include "shim.h"
 
 using namespace secmem::shim;
@@ -261,28 +262,6 @@ namespace {
 
 constexpr uint32_t kPendingAllocations = 8;
 
-// Which registers there are: 2 for AVX-512 (zmm16-31 too), 1 for AVX, 0 for
-// SSE only; -1 until asked. Asked once by whichever thread comes first (the
-// answer is the same for all). Not a function-local static: its guard,
-// __cxa_guard_acquire, made libstdc++ (and libm and libgcc_s) a dependency of
-// the shim, loaded into every C server with 15 more mappings that each fork
-// copied and each exit tore down (tests/lint checks the shim's NEEDED).
-std::atomic<int> g_vector_level{-1};
-
-int vector_level() {
-  int level = g_vector_level.load(std::memory_order_relaxed);
-  if (__builtin_expect(level < 0, 0)) {
-    // libgcc's processor model is filled in by a constructor of the shim's
-    // own copy, which may not have run yet (another library's constructor
-    // called i2d_PrivateKey): asked first, or the answer stayed "no AVX" for
-    // good and zmm16-31 kept the key (found by the adversarial review).
-    __builtin_cpu_init();
-    level = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx") ? 1 : 0;
-    g_vector_level.store(level, std::memory_order_relaxed);
-  }
-  return level;
-}
-
 #define SECMEM_XMM_CLOBBERS                                                                                           \
   "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", \
       "xmm14", "xmm15"
@@ -296,7 +275,7 @@ int vector_level() {
 // AVX-512's 16 to 31 too (glibc's memcpy uses ymm16 and up there).
 __attribute__((noinline)) void clear_vector_registers() {
 #if defined(__x86_64__)
-  if (int level = vector_level(); level == 2) {
+  if (int level = secmem::cpu::vector_registers(); level == 2) {
     asm volatile("vzeroall\n\t"
                  "vpxord %%zmm16, %%zmm16, %%zmm16\n\tvpxord %%zmm17, %%zmm17, %%zmm17\n\t"
                  "vpxord %%zmm18, %%zmm18, %%zmm18\n\tvpxord %%zmm19, %%zmm19, %%zmm19\n\t"

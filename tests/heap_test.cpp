@@ -346,6 +346,21 @@ TEST(Heap, WideZeroingIsOnWhereItIsFasterAndExact) {
   }
 }
 
+// The vector registers the shim clears after a call that leaves key bytes
+// in them (platform/cpu.h, read from glibc's record of CPUID and XCR0): the
+// same answer as GCC's __builtin_cpu_supports, which asks the processor
+// itself, and, on the processor itself, as /proc/cpuinfo lists its flags.
+TEST(Heap, VectorRegistersAreTheProcessorsAsItSaysItself) {
+  __builtin_cpu_init();
+  int expected = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx") ? 1 : 0;
+  EXPECT_EQ(secmem::cpu::vector_registers(), expected);
+  if (!running_on_valgrind()) {
+    std::string flags = cpuinfo_field(read_file("/proc/cpuinfo"), "flags");
+    auto has = [&flags](const char *flag) { return flags.find(std::string(" ") + flag + " ") != std::string::npos; };
+    EXPECT_EQ(secmem::cpu::vector_registers(), has("avx512f") ? 2 : has("avx") ? 1 : 0) << "flags:" << flags;
+  }
+}
+
 // A small block's zeroing, whichever stores it takes (inline, memset, or
 // 64-byte stores from 2 KiB): every byte of the block, none around it, at
 // every class size.

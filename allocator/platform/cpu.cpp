@@ -14,49 +14,19 @@ namespace secmem::cpu {
 
 namespace {
 
-// The register state the kernel saves (XCR0).
-uint64_t saved_state() {
-  uint32_t low = 0;
-  uint32_t high = 0;
-  asm volatile("xgetbv" : "=a"(low), "=d"(high) : "c"(0));
-  return (uint64_t{high} << 32) | low;
-}
+enum class Vendor { kIntel, kAmd, kOther };
 
-bool is_vendor(const char *want) {
+// The one CPUID asked here: glibc does not publish the vendor.
+Vendor vendor() {
   unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid(0, &a, &b, &c, &d) == 0) return false;
-  char vendor[12];
-  memcpy(vendor, &b, 4);
-  memcpy(vendor + 4, &d, 4);
-  memcpy(vendor + 8, &c, 4);
-  return memcmp(vendor, want, sizeof vendor) == 0;
-}
-
-// Whether the kernel saves the registers of every part in mask (XCR0).
-bool saved(uint64_t mask) {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_OSXSAVE) != 0 && (saved_state() & mask) == mask;
-}
-
-constexpr uint64_t kSseAvx = 0x2 | 0x4;                          // XMM, YMM
-constexpr uint64_t kSseAvxAvx512 = kSseAvx | 0x20 | 0x40 | 0x80; // and opmask, ZMM 0-15 upper, ZMM 16-31
-
-bool intel_wide_stores_fast() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!is_vendor("GenuineIntel") || !saved(kSseAvxAvx512)) return false;
-  // Sub-leaf 0 of leaf 7 says how many sub-leaves follow (EAX); AVX-VNNI is in sub-leaf 1.
-  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0 || (b & bit_AVX512F) == 0 || a < 1) return false;
-  if (__get_cpuid_count(7, 1, &a, &b, &c, &d) == 0) return false;
-  constexpr unsigned kAvxVnni = 1u << 4; // CPUID.(EAX=7,ECX=1):EAX
-  return (a & kAvxVnni) != 0;
-}
-
-// AVX as well as AVX2, as glibc asks before it uses AVX2 itself.
-bool amd_avx2() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!is_vendor("AuthenticAMD") || !saved(kSseAvx)) return false;
-  if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & bit_AVX) == 0) return false;
-  return __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && (b & bit_AVX2) != 0;
+  __cpuid(0, a, b, c, d); // leaf 0 always exists on x86-64
+  char name[12];
+  memcpy(name, &b, 4);
+  memcpy(name + 4, &d, 4);
+  memcpy(name + 8, &c, 4);
+  if (memcmp(name, "GenuineIntel", sizeof name) == 0) return Vendor::kIntel;
+  if (memcmp(name, "AuthenticAMD", sizeof name) == 0) return Vendor::kAmd;
+  return Vendor::kOther;
 }
 
 __attribute__((target("avx512f"))) void zero64(void *p, size_t n) {
@@ -92,8 +62,15 @@ __attribute__((target("avx2"))) void zero32(void *p, size_t n) {
 } // namespace
 
 WideZero wide_zero() {
-  if (intel_wide_stores_fast()) return {64, size_t{8} << 10};
-  if (amd_avx2()) return {32, size_t{64} << 10};
+  Features f = features();
+  if (!f.osxsave) return {};
+  uint64_t state = saved_state();
+  bool intel_wide = f.avx512f && f.avx_vnni && (state & kSseAvxAvx512) == kSseAvxAvx512;
+  bool amd_wide = f.avx && f.avx2 && (state & kSseAvx) == kSseAvx; // AVX too, as glibc asks before AVX2
+  if (!intel_wide && !amd_wide) return {};
+  Vendor v = vendor();
+  if (intel_wide && v == Vendor::kIntel) return {64, size_t{8} << 10};
+  if (amd_wide && v == Vendor::kAmd) return {32, size_t{64} << 10};
   return {};
 }
 
