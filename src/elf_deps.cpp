@@ -4,6 +4,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@
 #include <cstring>
 #include <set>
 #include <sstream>
+
+#include "file_reader.h"
 
 namespace secmem::tool {
 
@@ -44,57 +47,9 @@ struct ElfFile {
   bool has_runpath = false;
 };
 
-// A file read without waiting and without end: opened O_NONBLOCK (a FIFO
-// put in a checked file's place opens at once, and is then refused), kept
-// only when it is a regular file with something in it (kernel files that
-// call themselves regular, /proc/kmsg or tracefs's trace_pipe, have size 0
-// and block when read: they hung the tool, as root under `secmem systemd`),
-// and read with pread at offsets inside its size.
-// Nothing but a regular file is opened at all: opening a device can act
-// (/dev/watchdog arms the machine's watchdog), so the path is looked at
-// first, and the file opened is then checked to be the one looked at.
-class Reader {
-public:
-  explicit Reader(const std::string &path) {
-    struct stat before {
-    }, info{};
-    if (stat(path.c_str(), &before) != 0 || !S_ISREG(before.st_mode) || before.st_size <= 0) return;
-    fd_ = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd_ >= 0 && fstat(fd_, &info) == 0 && S_ISREG(info.st_mode) && info.st_size > 0 &&
-        info.st_dev == before.st_dev && info.st_ino == before.st_ino) {
-      size_ = static_cast<uint64_t>(info.st_size);
-    } else if (fd_ >= 0) {
-      close(fd_);
-      fd_ = -1;
-    }
-  }
-  ~Reader() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Reader(const Reader &) = delete;
-  Reader &operator=(const Reader &) = delete;
-  // n bytes at offset, all of them inside the file, or false.
-  bool read(uint64_t offset, void *out, size_t n) const {
-    if (fd_ < 0 || offset > size_ || n > size_ - offset) return false;
-    return pread(fd_, out, n, static_cast<off_t>(offset)) == static_cast<ssize_t>(n);
-  }
-  // Up to n bytes from offset (fewer at the end of the file).
-  std::string read_some(uint64_t offset, size_t n) const {
-    if (fd_ < 0 || offset >= size_) return "";
-    std::string text(static_cast<size_t>(std::min<uint64_t>(n, size_ - offset)), '\0');
-    ssize_t got = pread(fd_, text.data(), text.size(), static_cast<off_t>(offset));
-    text.resize(got > 0 ? static_cast<size_t>(got) : 0);
-    return text;
-  }
-
-private:
-  int fd_ = -1;
-  uint64_t size_ = 0;
-};
-
 ElfFile read_elf(const std::string &path) {
   ElfFile elf;
-  Reader file(path);
+  FileReader file(path);
   Elf64_Ehdr header{};
   if (!file.read(0, &header, sizeof header) || memcmp(header.e_ident, ELFMAG, SELFMAG) != 0 ||
       header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_machine != kMachine ||
@@ -224,7 +179,7 @@ bool is_regular(const std::string &path) {
 // ldconfig puts in ld.so.cache): regular files only, 8 includes deep.
 void add_conf(const std::string &path, std::vector<std::string> &out, int depth) {
   if (depth >= 8 || out.size() >= 256) return;
-  Reader file(path);
+  FileReader file(path);
   std::istringstream conf(file.read_some(0, 1 << 20));
   for (std::string line; std::getline(conf, line) && out.size() < 256;) {
     line = line.substr(0, line.find('#'));
@@ -257,9 +212,56 @@ const std::vector<std::string> &system_directories() {
   return dirs;
 }
 
+#if defined(__x86_64__)
+// glibc 2.36's legacy subdirectories (2.37 dropped them), as its loader
+// builds them: every combination of "tls", the platform and the hardware
+// capabilities it counts (avx512_1, then x86_64), largest first, each one's
+// names in that order. The platform is the kernel's AT_PLATFORM ("x86_64"),
+// which glibc changes on an Intel processor to "xeon_phi" (AVX512ER and PF)
+// or "haswell" (AVX2, FMA, BMI1, BMI2, LZCNT, MOVBE and POPCNT); avx512_1 is
+// an Intel processor's with AVX512F, CD, BW, DQ and VL but not ER and PF.
+// (A fixed list with haswell/ in it took a library from d/haswell/ on an AMD
+// processor, where the loader took d/'s own: found by review.)
+std::vector<std::string> legacy_subdirectories() {
+  const char *at_platform = reinterpret_cast<const char *>(getauxval(AT_PLATFORM));
+  std::string platform = at_platform != nullptr ? at_platform : "";
+  bool avx512_1 = false;
+  __builtin_cpu_init();
+  if (__builtin_cpu_is("intel")) {
+    bool phi = false;
+    if (__builtin_cpu_supports("avx512cd")) {
+      if (__builtin_cpu_supports("avx512er") && __builtin_cpu_supports("avx512pf"))
+        phi = true;
+      else
+        avx512_1 = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                   __builtin_cpu_supports("avx512vl");
+    }
+    if (phi)
+      platform = "xeon_phi";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
+             __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("lzcnt") && __builtin_cpu_supports("movbe") &&
+             __builtin_cpu_supports("popcnt"))
+      platform = "haswell";
+  }
+  std::vector<std::string> names = {"tls"};
+  if (!platform.empty()) names.push_back(platform);
+  if (avx512_1) names.emplace_back("avx512_1");
+  names.emplace_back("x86_64");
+  std::vector<std::string> out;
+  const unsigned count = static_cast<unsigned>(names.size());
+  for (unsigned mask = (1u << count) - 1; mask > 0; --mask) {
+    std::string sub;
+    for (unsigned i = 0; i < count; ++i)
+      if ((mask & (1u << (count - 1 - i))) != 0) sub += names[i] + "/";
+    out.push_back(sub);
+  }
+  return out;
+}
+#endif
+
 // The subdirectories glibc 2.36 tries in each directory before the
 // directory itself: glibc-hwcaps for the levels this processor has, then the
-// legacy ones (tls, the platform, x86_64).
+// legacy ones.
 const std::vector<std::string> &capability_subdirectories() {
   static const std::vector<std::string> subdirs = [] {
     std::vector<std::string> out;
@@ -267,9 +269,7 @@ const std::vector<std::string> &capability_subdirectories() {
     if (__builtin_cpu_supports("x86-64-v4")) out.push_back("glibc-hwcaps/x86-64-v4/");
     if (__builtin_cpu_supports("x86-64-v3")) out.push_back("glibc-hwcaps/x86-64-v3/");
     if (__builtin_cpu_supports("x86-64-v2")) out.push_back("glibc-hwcaps/x86-64-v2/");
-    for (const char *legacy :
-         {"tls/haswell/x86_64/", "tls/haswell/", "tls/x86_64/", "tls/", "haswell/x86_64/", "haswell/", "x86_64/"})
-      out.push_back(legacy);
+    for (std::string &legacy : legacy_subdirectories()) out.push_back(std::move(legacy));
 #else
     out.push_back("tls/");
 #endif
@@ -296,7 +296,7 @@ std::optional<std::string> elf_interpreter(const std::string &path) {
 }
 
 std::string script_interpreter(const std::string &path, const std::string &path_variable) {
-  std::string line = Reader(path).read_some(0, 256); // as much as the kernel reads (BINPRM_BUF_SIZE)
+  std::string line = FileReader(path).read_some(0, 256); // as much as the kernel reads (BINPRM_BUF_SIZE)
   if (line.size() < 3 || line.compare(0, 2, "#!") != 0) return "";
   line = line.substr(2, line.find('\n') == std::string::npos ? std::string::npos : line.find('\n') - 2);
   std::istringstream words(line);
@@ -352,7 +352,7 @@ std::vector<std::string> startup_libraries(const std::string &program, const std
   };
   // LD_PRELOAD's and /etc/ld.so.preload's libraries come first, needed by the program.
   std::string preloads = preload;
-  preloads += " " + Reader("/etc/ld.so.preload").read_some(0, 65536);
+  preloads += " " + FileReader("/etc/ld.so.preload").read_some(0, 65536);
   for (char &c : preloads)
     if (c == ':') c = ' ';
   std::istringstream preload_words(preloads);

@@ -74,17 +74,22 @@ void warn_unreachable(const std::string &where, const std::string &command, cons
   // start (a bundled Python's libpython with its own OpenSSL was not named:
   // only the executable was read).
   if (!loader) return;
-  for (const OwnOpenssl &own : own_openssl_in({{program, program}}))
+  std::vector<std::string> cut_short;
+  for (const OwnOpenssl &own : own_openssl_in({{program, program}}, &cut_short))
     std::cerr << "secmem: " << command << ": " << where << through << " carries its own OpenSSL"
               << (own.version.empty() ? "" : " (" + own.version + ")")
               << ", linked in: the shim cannot reach it, so the keys it loads stay in ordinary memory\n";
   std::vector<ObjectFile> libraries;
   for (const std::string &library : startup_libraries(program, env.library_path, env.preload))
     libraries.push_back({library, library});
-  for (const OwnOpenssl &own : own_openssl_in(libraries))
+  for (const OwnOpenssl &own : own_openssl_in(libraries, &cut_short))
     std::cerr << "secmem: " << command << ": " << where << through << " loads " << own.path
               << " at start, which carries its own OpenSSL" << (own.version.empty() ? "" : " (" + own.version + ")")
               << ", linked in: the shim cannot reach it, so the keys it loads stay in ordinary memory\n";
+  for (const std::string &path : cut_short)
+    std::cerr << "secmem: " << command << ": " << path << " is larger than secmem reads ("
+              << (kOwnOpensslFileBytes >> 20) << " MiB of a file, " << (kOwnOpensslReadBudget >> 20)
+              << " MiB in all): only its start was searched for a copy of OpenSSL of its own\n";
 }
 
 std::string preload_list(const std::string &existing, const std::string &shim, const std::string &command) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <dirent.h>
@@ -11,9 +12,11 @@
 #include <functional>
 #include <iterator>
 #include <openssl/evp.h>
+#include <sstream>
 #include <string>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -1265,6 +1268,96 @@ TEST_F(SystemdDropIn, ALibraryWithItsOwnOpensslIsFoundThroughTheUnitsLibraryPath
   Result shell =
       run({"env", "LD_LIBRARY_PATH=" + dir_ + "/lib", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd", "plain"});
   EXPECT_FALSE(contains(shell.err, "own OpenSSL")) << shell.err;
+}
+
+// A library's file is read for OpenSSL up to a bound (256 MiB of a file, 1
+// GiB in all), and one cut short is named: a sparse file of 20 GB whose first
+// bytes were a library took the tool 46 s to read through (found by review).
+TEST_F(SystemdDropIn, AHugeLibraryIsReadOnlyInPartAndSaidSo) {
+  std::string build = "set -e; cd " + dir_ +
+                      "; echo 'int huge(void) { return 0; }' > huge.c; echo 'int huge(void); int main(void) "
+                      "{ return huge(); }' > app.c; cc -shared -fPIC -o libhuge.so huge.c; cc -o app app.c " +
+                      dir_ + "/libhuge.so; truncate -s 20G libhuge.so";
+  ASSERT_EQ(run({"sh", "-c", build}).status, 0) << build;
+  ASSERT_NO_FATAL_FAILURE(write("huge.service", "[Service]\nExecStart=" + dir_ + "/app\n"));
+  Result r = run({"timeout", "20", "env", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd", "huge"});
+  EXPECT_EQ(r.status, 0) << "124: it read for 20 s\n" << r.err;
+  EXPECT_TRUE(contains(r.err, dir_ + "/libhuge.so is larger than secmem reads (256 MiB of a file, 1024 MiB in all)"))
+      << r.err;
+}
+
+// Only a regular file is ever opened, whatever the path names by the time
+// of the open: a symlink swapped between a library and a FIFO while the tool
+// looked released a writer waiting on the FIFO within a few runs (the path
+// was looked at, then opened; found by review: with /dev/watchdog in the
+// FIFO's place, an open that arms the watchdog, as root).
+TEST_F(SystemdDropIn, ALibrarySwappedForAFifoIsNeverOpened) {
+  std::string build = "set -e; cd " + dir_ +
+                      "; echo 'int swapped(void) { return 0; }' > lib.c; echo 'int swapped(void); int main(void) "
+                      "{ return swapped(); }' > app.c; cc -shared -fPIC -o real.so lib.c; ln -s real.so lnk; "
+                      "cc -o app app.c " +
+                      dir_ + "/lnk; mkfifo fifo; ln -s real.so to-real; ln -s fifo to-fifo";
+  ASSERT_EQ(run({"sh", "-c", build}).status, 0) << build;
+  ASSERT_NO_FATAL_FAILURE(write("swap.service", "[Service]\nExecStart=" + dir_ + "/app\n"));
+  Child writer = start({"sh", "-c", "echo x > " + dir_ + "/fifo"});
+  std::atomic<bool> stop{false};
+  std::thread swapper([&] {
+    std::string lnk = dir_ + "/lnk", spare = dir_ + "/spare";
+    while (!stop.load()) {
+      for (const char *target : {"/to-real", "/to-fifo"}) {
+        (void)!link((dir_ + target).c_str(), spare.c_str()); // a hard link to the symlink, renamed over lnk
+        (void)!rename(spare.c_str(), lnk.c_str());
+      }
+    }
+  });
+  for (int i = 0; i < 40; ++i) {
+    Result r = run({"timeout", "20", "env", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd", "swap"});
+    EXPECT_NE(r.status, 124) << r.err;
+  }
+  stop = true;
+  swapper.join();
+  usleep(200000);
+  EXPECT_EQ(waitpid(writer.pid, nullptr, WNOHANG), 0) << "the FIFO was opened for reading";
+  kill(writer.pid, SIGKILL);
+  waitpid(writer.pid, nullptr, 0);
+  for (int fd : {writer.in, writer.out, writer.err}) close(fd);
+}
+
+// The capability subdirectories are the ones this machine's loader tries,
+// in its order (glibc 2.36's legacy ones depend on the processor: haswell/
+// only on Intel's, tls/x86_64/x86_64/ on this AMD one): a library in the
+// first legacy subdirectory the loader names is found, and one in a
+// subdirectory it does not try is not (d/haswell/'s copy was taken on an AMD
+// processor: found by review).
+TEST_F(SystemdDropIn, LibrariesAreFoundInTheSubdirectoriesTheLoaderTries) {
+  Result debug = run({"env", "-i", "LD_DEBUG=libs", "LD_LIBRARY_PATH=/nonexistent-secmem",
+                      "/lib64/ld-linux-x86-64.so.2", "--list", "/bin/true"});
+  std::string prefix = "/nonexistent-secmem/";
+  std::vector<std::string> tried;
+  size_t at = debug.err.find("search path=" + prefix);
+  ASSERT_NE(at, std::string::npos) << debug.err;
+  std::istringstream path(debug.err.substr(at + 12, debug.err.find_first_of("\t\n", at) - at - 12));
+  for (std::string dir; std::getline(path, dir, ':');)
+    if (dir.rfind(prefix, 0) == 0) tried.push_back(dir.substr(prefix.size()) + "/");
+  std::string first_legacy, untried;
+  for (const std::string &sub : tried)
+    if (first_legacy.empty() && sub.rfind("glibc-hwcaps/", 0) != 0) first_legacy = sub;
+  for (const char *candidate : {"haswell/", "xeon_phi/", "avx512_1/", "i686/"})
+    if (untried.empty() && std::find(tried.begin(), tried.end(), candidate) == tried.end()) untried = candidate;
+  ASSERT_FALSE(first_legacy.empty()) << debug.err;
+  std::string lib = std::string(SECMEM_OWN_OPENSSL_LIB_PATH);
+  std::string name = lib.substr(lib.rfind('/') + 1);
+  ASSERT_EQ(system(("set -e; mkdir -p " + dir_ + "/bin " + dir_ + "/lib/" + first_legacy + " " + dir_ + "/lib/" +
+                    untried + "; cp " SECMEM_OWN_OPENSSL_USER_PATH " " + dir_ + "/bin/user; cp " + lib + " " + dir_ +
+                    "/lib/" + first_legacy + "; cp " + lib + " " + dir_ + "/lib/" + untried)
+                       .c_str()),
+            0);
+  ASSERT_NO_FATAL_FAILURE(write("sub.service", "[Service]\nEnvironment=LD_LIBRARY_PATH=" + dir_ +
+                                                   "/lib\nExecStart=" + dir_ + "/bin/user\n"));
+  Result r = systemd({"sub"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "loads " + dir_ + "/lib/" + first_legacy + name + " at start")) << r.err;
+  EXPECT_FALSE(contains(r.err, dir_ + "/lib/" + untried)) << r.err;
 }
 
 TEST_F(SystemdDropIn, BadInputIsSaid) {
