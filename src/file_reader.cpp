@@ -5,23 +5,35 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 
 namespace secmem::tool {
 
 FileReader::FileReader(const std::string &path) {
   int where = open(path.c_str(), O_PATH | O_CLOEXEC);
-  if (where < 0) return;
+  if (where < 0) {
+    error_ = errno;
+    return;
+  }
   struct stat looked {
   }, opened{};
-  if (fstat(where, &looked) == 0 && S_ISREG(looked.st_mode) && looked.st_size > 0) {
+  if (fstat(where, &looked) != 0) {
+    error_ = errno;
+  } else if (!S_ISREG(looked.st_mode)) {
+    error_ = S_ISDIR(looked.st_mode) ? EISDIR : 0;
+  } else if (looked.st_size <= 0) {
+    empty_ = true;
+  } else {
     char through[48];
     snprintf(through, sizeof through, "/proc/self/fd/%d", where);
     fd_ = open(through, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd_ >= 0 && fstat(fd_, &opened) == 0 && S_ISREG(opened.st_mode) && opened.st_size > 0 &&
-        opened.st_dev == looked.st_dev && opened.st_ino == looked.st_ino) {
+    if (fd_ < 0) {
+      error_ = errno;
+    } else if (fstat(fd_, &opened) == 0 && S_ISREG(opened.st_mode) && opened.st_size > 0 &&
+               opened.st_dev == looked.st_dev && opened.st_ino == looked.st_ino) {
       size_ = static_cast<uint64_t>(opened.st_size);
-    } else if (fd_ >= 0) {
+    } else {
       close(fd_);
       fd_ = -1;
     }

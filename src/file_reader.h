@@ -27,6 +27,12 @@ public:
 
   bool ok() const { return fd_ >= 0; }
   uint64_t size() const { return size_; }
+  // Not opened: a regular file with nothing in it (read as empty, never
+  // read: a kernel file may block)...
+  bool empty() const { return empty_; }
+  // ... or why not: an open's errno, EISDIR for a directory, 0 for a file
+  // that is not regular (a FIFO, a device, a socket).
+  int error() const { return error_; }
   // n bytes at offset, all of them inside the file, or false.
   bool read(uint64_t offset, void *out, size_t n) const;
   // Up to n bytes from offset (fewer at the end of the file).
@@ -35,6 +41,8 @@ public:
 private:
   int fd_ = -1;
   uint64_t size_ = 0;
+  bool empty_ = false;
+  int error_ = 0;
 };
 
 } // namespace secmem::tool

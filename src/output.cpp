@@ -68,6 +68,12 @@ std::string shown_path(const std::string &path, const std::string &root) {
   return path.rfind(root, 0) == 0 ? path.substr(root.size()) : path;
 }
 
+json shown_paths(const std::vector<std::string> &paths, const std::string &root) {
+  json list = json::array();
+  for (const std::string &path : paths) list.push_back(shown_path(path, root));
+  return list;
+}
+
 json own_openssl_json(const std::vector<OwnOpenssl> &found, const std::string &root) {
   json list = json::array();
   for (const OwnOpenssl &own : found) list.push_back({{"path", shown_path(own.path, root)}, {"version", own.version}});
@@ -121,7 +127,9 @@ void print_stat(const StatReport &stat, bool json_output) {
                 {"outside_secret_mappings", stat.outside.size()},
                 {"outside_secret_bytes", stat.outside_locked_bytes + stat.outside_unlocked_bytes},
                 {"outside_locked_bytes", stat.outside_locked_bytes},
-                {"own_openssl", own_openssl_json(stat.own_openssl, root)}});
+                {"own_openssl", own_openssl_json(stat.own_openssl, root)},
+                {"own_openssl_read_in_part", shown_paths(stat.own_openssl_read_in_part, root)},
+                {"own_openssl_not_read", shown_paths(stat.own_openssl_not_read, root)}});
     return;
   }
   field("process", std::to_string(stat.pid) + " (" + stat.name + ")");
@@ -131,12 +139,21 @@ void print_stat(const StatReport &stat, bool json_output) {
   field("locked (VmLck)", stat.locked);
   field("secmem preload", stat.preload_loaded ? "loaded" : "not loaded");
   field("libsecmem", stat.libsecmem_loaded ? "loaded" : "not loaded");
-  if (stat.own_openssl.empty()) field("own OpenSSL", "none (every OpenSSL in it is the shared libcrypto)");
+  bool searched_all = stat.own_openssl_read_in_part.empty() && stat.own_openssl_not_read.empty();
+  if (stat.own_openssl.empty())
+    field("own OpenSSL", searched_all ? "none (every OpenSSL in it is the shared libcrypto)"
+                                      : "none found in what was searched (below)");
   for (size_t i = 0; i < stat.own_openssl.size(); ++i)
     field(i == 0 ? "own OpenSSL" : "",
           shown_path(stat.own_openssl[i].path, root) +
               (stat.own_openssl[i].version.empty() ? "" : " (" + stat.own_openssl[i].version + ")") +
               ": linked in, out of the shim's reach");
+  for (const std::string &path : stat.own_openssl_read_in_part)
+    field("searched in part", shown_path(path, root) + ": larger than secmem reads of a file (" +
+                                  std::to_string(kOwnOpensslFileBytes >> 20) + " MiB), only its start searched");
+  for (const std::string &path : stat.own_openssl_not_read)
+    field("not searched", shown_path(path, root) + ": secmem reads " + std::to_string(kOwnOpensslReadBudget >> 20) +
+                              " MiB in all, and the objects before it took that");
   if (!stat.outside.empty())
     field("not memfd_secret", std::to_string(stat.outside.size()) + " anonymous mappings kept out of core dumps (" +
                                   kib(stat.outside_locked_bytes + stat.outside_unlocked_bytes) + ", " +

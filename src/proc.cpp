@@ -384,8 +384,8 @@ ScanResult scan(int pid, const std::vector<Pattern> &patterns) {
   return result;
 }
 
-std::vector<OwnOpenssl> own_openssl_in(const std::vector<ObjectFile> &files, std::vector<std::string> *cut_short) {
-  std::vector<OwnOpenssl> found;
+OwnOpensslSearch own_openssl_in(const std::vector<ObjectFile> &files) {
+  OwnOpensslSearch search;
   constexpr size_t kChunk = 1 << 20, kOverlap = 64;
   std::vector<char> buf(kChunk + kOverlap);
   uint64_t budget = kOwnOpensslReadBudget;
@@ -393,11 +393,15 @@ std::vector<OwnOpenssl> own_openssl_in(const std::vector<ObjectFile> &files, std
     if (own_openssl::is_shared_libcrypto(file.path.c_str())) continue;
     FileReader reader(file.read_path); // regular files only: a FIFO or /dev/zero mapped executable never ends
     if (!reader.ok()) continue;
-    // Read up to kOwnOpensslFileBytes of it, and of all files up to the
-    // budget: a sparse file of 20 GB whose first bytes were an ELF header
-    // took the tool 46 s (found by review).
+    // Up to kOwnOpensslFileBytes of each, up to the budget in all: a sparse
+    // file of 20 GB whose first bytes were an ELF header took the tool 46 s
+    // to read through (found by review).
+    if (budget == 0) {
+      search.not_read.push_back(file.path);
+      continue;
+    }
     uint64_t limit = std::min<uint64_t>({reader.size(), kOwnOpensslFileBytes, budget});
-    if (limit < reader.size() && cut_short != nullptr) cut_short->push_back(file.path);
+    if (limit < reader.size()) search.read_in_part.push_back(file.path);
     budget -= limit;
     bool marker = false;
     char version[32] = "";
@@ -413,9 +417,9 @@ std::vector<OwnOpenssl> own_openssl_in(const std::vector<ObjectFile> &files, std
       kept = std::min(kOverlap, n); // a string across the boundary is seen whole in the next round
       memmove(buf.data(), buf.data() + n - kept, kept);
     }
-    if (marker) found.push_back({file.path, version});
+    if (marker) search.found.push_back({file.path, version});
   }
-  return found;
+  return search;
 }
 
 std::vector<ObjectFile> mapped_objects(int pid) {

@@ -81,12 +81,16 @@ struct ObjectFile {
 // Those among files that carry their own OpenSSL (regular files only; those
 // that cannot be read are left out). Shared libcrypto itself is not one: the
 // shim reaches it. Each file is read up to kOwnOpensslFileBytes, and all of
-// them up to kOwnOpensslReadBudget; cut_short, if given, gets the paths of
-// those not read to their end.
+// them up to kOwnOpensslReadBudget, in their order: those larger are read in
+// part, those after the budget is spent not at all (both named).
 inline constexpr uint64_t kOwnOpensslFileBytes = uint64_t{256} << 20;
 inline constexpr uint64_t kOwnOpensslReadBudget = uint64_t{1} << 30;
-std::vector<OwnOpenssl> own_openssl_in(const std::vector<ObjectFile> &files,
-                                       std::vector<std::string> *cut_short = nullptr);
+struct OwnOpensslSearch {
+  std::vector<OwnOpenssl> found;
+  std::vector<std::string> read_in_part; // paths larger than kOwnOpensslFileBytes
+  std::vector<std::string> not_read;     // paths after the budget was spent
+};
+OwnOpensslSearch own_openssl_in(const std::vector<ObjectFile> &files);
 // The files pid has mapped executable, read through /proc/PID/map_files (a
 // deleted or replaced binary, a chroot), else /proc/PID/root/PATH.
 std::vector<ObjectFile> mapped_objects(int pid);

@@ -74,22 +74,27 @@ void warn_unreachable(const std::string &where, const std::string &command, cons
   // start (a bundled Python's libpython with its own OpenSSL was not named:
   // only the executable was read).
   if (!loader) return;
-  std::vector<std::string> cut_short;
-  for (const OwnOpenssl &own : own_openssl_in({{program, program}}, &cut_short))
-    std::cerr << "secmem: " << command << ": " << where << through << " carries its own OpenSSL"
-              << (own.version.empty() ? "" : " (" + own.version + ")")
-              << ", linked in: the shim cannot reach it, so the keys it loads stay in ordinary memory\n";
-  std::vector<ObjectFile> libraries;
+  // The program and the libraries it loads at start in one search: one budget for all of them.
+  std::vector<ObjectFile> files = {{program, program}};
   for (const std::string &library : startup_libraries(program, env.library_path, env.preload))
-    libraries.push_back({library, library});
-  for (const OwnOpenssl &own : own_openssl_in(libraries, &cut_short))
-    std::cerr << "secmem: " << command << ": " << where << through << " loads " << own.path
-              << " at start, which carries its own OpenSSL" << (own.version.empty() ? "" : " (" + own.version + ")")
+    files.push_back({library, library});
+  OwnOpensslSearch search = own_openssl_in(files);
+  for (const OwnOpenssl &own : search.found) {
+    std::cerr << "secmem: " << command << ": " << where << through;
+    if (own.path == program)
+      std::cerr << " carries its own OpenSSL";
+    else
+      std::cerr << " loads " << own.path << " at start, which carries its own OpenSSL";
+    std::cerr << (own.version.empty() ? "" : " (" + own.version + ")")
               << ", linked in: the shim cannot reach it, so the keys it loads stay in ordinary memory\n";
-  for (const std::string &path : cut_short)
-    std::cerr << "secmem: " << command << ": " << path << " is larger than secmem reads ("
-              << (kOwnOpensslFileBytes >> 20) << " MiB of a file, " << (kOwnOpensslReadBudget >> 20)
-              << " MiB in all): only its start was searched for a copy of OpenSSL of its own\n";
+  }
+  for (const std::string &path : search.read_in_part)
+    std::cerr << "secmem: " << command << ": " << path << " is larger than secmem reads of a file ("
+              << (kOwnOpensslFileBytes >> 20)
+              << " MiB): only its start was searched for a copy of OpenSSL of its own\n";
+  for (const std::string &path : search.not_read)
+    std::cerr << "secmem: " << command << ": " << path << " was not searched for a copy of OpenSSL of its own: "
+              << "secmem reads " << (kOwnOpensslReadBudget >> 20) << " MiB in all, and the files before it took that\n";
 }
 
 std::string preload_list(const std::string &existing, const std::string &shim, const std::string &command) {

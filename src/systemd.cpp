@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "file_reader.h"
 
 namespace secmem::tool {
 
@@ -49,30 +50,24 @@ std::vector<std::string> unit_search_path() {
 }
 
 // A regular file's contents (no FIFO, device or directory: systemd reads
-// none of those as unit or environment files), up to 1 MiB. false with
-// errno when it cannot be read.
+// none of those as unit or environment files), up to 1 MiB, read through
+// FileReader (nothing else is even opened: a drop-in or an EnvironmentFile=
+// that was a FIFO or /dev/zero was opened, as root; found by review). false
+// with errno when it cannot be read: ENOTSUP for a file that is not regular.
 bool read_regular(const std::string &path, std::string *text) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return false;
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-    return false;
-  }
+  FileReader file(path);
   text->clear();
-  char buf[8192];
-  ssize_t n = 0;
-  while (text->size() <= kMaxFileBytes && ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)))
-    if (n > 0) text->append(buf, static_cast<size_t>(n));
-  int err = errno;
-  close(fd);
-  if (n < 0) {
-    errno = err;
+  if (file.empty()) return true;
+  if (!file.ok()) {
+    errno = file.error() != 0 ? file.error() : ENOTSUP;
     return false;
   }
+  *text = file.read_some(0, kMaxFileBytes + 1);
   return true;
 }
+
+// Why a file cannot be read, for a message.
+std::string read_error(int err) { return err == ENOTSUP ? "not a regular file" : strerror(err); }
 
 // The words of a setting's value, as systemd splits them: whitespace between
 // them, "..." and '...' quoting, C escapes (\n, \t, \\, \", \', \xHH, \NNN).
@@ -223,7 +218,7 @@ std::vector<std::string> logical_lines(const std::string &text) {
 // One unit file's [Service] section, into unit.
 void read_unit_file(const std::string &path, UnitSettings &unit) {
   std::string text;
-  if (!read_regular(path, &text)) throw ToolError{2, "cannot read " + path + ": " + strerror(errno)};
+  if (!read_regular(path, &text)) throw ToolError{2, "cannot read " + path + ": " + read_error(errno)};
   bool in_service = false;
   for (std::string line : logical_lines(text)) {
     line = trim(line);
@@ -251,7 +246,7 @@ void read_environment_file(const std::string &pattern, UnitSettings &unit, std::
   for (const std::string &file : files) {
     std::string text;
     if (!read_regular(file, &text)) {
-      if (!optional || errno != ENOENT) unit.problems.push_back(file + ": " + strerror(errno));
+      if (!optional || errno != ENOENT) unit.problems.push_back(file + ": " + read_error(errno));
       continue;
     }
     for (std::string line : logical_lines(text)) {

@@ -1271,19 +1271,59 @@ TEST_F(SystemdDropIn, ALibraryWithItsOwnOpensslIsFoundThroughTheUnitsLibraryPath
 }
 
 // A library's file is read for OpenSSL up to a bound (256 MiB of a file, 1
-// GiB in all), and one cut short is named: a sparse file of 20 GB whose first
-// bytes were a library took the tool 46 s to read through (found by review).
-TEST_F(SystemdDropIn, AHugeLibraryIsReadOnlyInPartAndSaidSo) {
+// GiB in all, the program's and its libraries' together), and what was cut
+// short or not read is named: a sparse file of 20 GB whose first bytes were a
+// library took the tool 46 s to read through (found by review); libraries
+// past the budget were then said to be "larger" (the second review).
+TEST_F(SystemdDropIn, HugeLibrariesAreReadInPartAndSaidSo) {
   std::string build = "set -e; cd " + dir_ +
-                      "; echo 'int huge(void) { return 0; }' > huge.c; echo 'int huge(void); int main(void) "
-                      "{ return huge(); }' > app.c; cc -shared -fPIC -o libhuge.so huge.c; cc -o app app.c " +
-                      dir_ + "/libhuge.so; truncate -s 20G libhuge.so";
+                      "; echo 'int main(void) { return 0; }' > app.c; libs=; for i in 1 2 3 4 5; do "
+                      "echo \"int huge$i(void) { return 0; }\" > h$i.c; cc -shared -fPIC -o libh$i.so h$i.c; "
+                      "libs=\"$libs " +
+                      dir_ +
+                      "/libh$i.so\"; done; cc -o app app.c -Wl,--no-as-needed $libs; "
+                      "for i in 1 2 3 4; do truncate -s 300M libh$i.so; done; truncate -s 20G libh5.so";
   ASSERT_EQ(run({"sh", "-c", build}).status, 0) << build;
   ASSERT_NO_FATAL_FAILURE(write("huge.service", "[Service]\nExecStart=" + dir_ + "/app\n"));
   Result r = run({"timeout", "20", "env", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd", "huge"});
   EXPECT_EQ(r.status, 0) << "124: it read for 20 s\n" << r.err;
-  EXPECT_TRUE(contains(r.err, dir_ + "/libhuge.so is larger than secmem reads (256 MiB of a file, 1024 MiB in all)"))
+  for (const char *part : {"/libh1.so", "/libh2.so", "/libh3.so", "/libh4.so"})
+    EXPECT_TRUE(contains(r.err, dir_ + part +
+                                    " is larger than secmem reads of a file (256 MiB): only its start was searched for "
+                                    "a copy of OpenSSL of its own"))
+        << part << "\n"
+        << r.err;
+  EXPECT_TRUE(contains(r.err, dir_ + "/libh5.so was not searched for a copy of OpenSSL of its own: secmem reads "
+                                     "1024 MiB in all, and the files before it took that"))
       << r.err;
+}
+
+// secmem stat, likewise: an object it maps that is larger than a file's
+// bound is named as searched in part (it said "none", and an OpenSSL past
+// 256 MiB went unseen: the second review).
+TEST_F(Tool, StatNamesAnObjectItSearchedInPart) {
+  char pattern[] = "/tmp/secmem-huge-XXXXXX";
+  int fd = mkstemp(pattern);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, off_t{300} << 20), 0);
+  close(fd);
+  std::string huge = pattern;
+  Child mapper = start({"python3", "-c",
+                        "import mmap, os, sys; f = os.open(sys.argv[1], os.O_RDONLY); m = mmap.mmap(f, 0, "
+                        "prot=mmap.PROT_READ | mmap.PROT_EXEC); print('ready', flush=True); sys.stdin.read()",
+                        huge});
+  std::string line;
+  char c;
+  while (read(mapper.out, &c, 1) == 1 && c != '\n') line += c;
+  ASSERT_EQ(line, "ready");
+  Result stat = run({kTool, "stat", std::to_string(mapper.pid)});
+  EXPECT_TRUE(contains(stat.out, "none found in what was searched (below)")) << stat.out;
+  EXPECT_TRUE(contains(stat.out, huge + ": larger than secmem reads of a file (256 MiB), only its start searched"))
+      << stat.out;
+  Result json = run({kTool, "stat", std::to_string(mapper.pid), "--json"});
+  EXPECT_TRUE(contains(json.out, "\"own_openssl_read_in_part\": [\"" + huge + "\"]")) << json.out;
+  finish(mapper, "");
+  unlink(huge.c_str());
 }
 
 // Only a regular file is ever opened, whatever the path names by the time
@@ -1358,6 +1398,32 @@ TEST_F(SystemdDropIn, LibrariesAreFoundInTheSubdirectoriesTheLoaderTries) {
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "loads " + dir_ + "/lib/" + first_legacy + name + " at start")) << r.err;
   EXPECT_FALSE(contains(r.err, dir_ + "/lib/" + untried)) << r.err;
+}
+
+// A drop-in or an EnvironmentFile= that is not a regular file is not even
+// opened (they were opened, then refused: a FIFO's waiting writer was let go,
+// /dev/zero opened, as root; the second review), and said so.
+TEST_F(SystemdDropIn, UnitFilesThatAreNotRegularAreNeverOpened) {
+  ASSERT_EQ(mkfifo((dir_ + "/env-fifo").c_str(), 0600), 0);
+  ASSERT_NO_FATAL_FAILURE(
+      write("envf.service", "[Service]\nExecStart=/bin/true\nEnvironmentFile=" + dir_ + "/env-fifo\n"));
+  Child writer = start({"sh", "-c", "echo A=1 > " + dir_ + "/env-fifo"});
+  Result env = run({"timeout", "20", "env", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd", "envf"});
+  EXPECT_NE(env.status, 124);
+  EXPECT_TRUE(contains(env.err, dir_ + "/env-fifo: not a regular file")) << env.err;
+  ASSERT_NO_FATAL_FAILURE(write("dropf.service", "[Service]\nExecStart=/bin/true\n"));
+  ASSERT_EQ(system(("mkdir -p " + dir_ + "/dropf.service.d && ln -s " + dir_ + "/env-fifo " + dir_ +
+                    "/dropf.service.d/x.conf")
+                       .c_str()),
+            0);
+  Result drop = run({"timeout", "20", "env", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd", "dropf"});
+  EXPECT_EQ(drop.status, 2) << drop.err;
+  EXPECT_TRUE(contains(drop.err, "cannot read " + dir_ + "/dropf.service.d/x.conf: not a regular file")) << drop.err;
+  usleep(200000);
+  EXPECT_EQ(waitpid(writer.pid, nullptr, WNOHANG), 0) << "the FIFO was opened for reading";
+  kill(writer.pid, SIGKILL);
+  waitpid(writer.pid, nullptr, 0);
+  for (int fd : {writer.in, writer.out, writer.err}) close(fd);
 }
 
 TEST_F(SystemdDropIn, BadInputIsSaid) {
@@ -1484,7 +1550,7 @@ TEST_F(SystemdDropIn, TheUnitIsReadAsSystemdReadsIt) {
       write("fifo.service", "[Service]\nExecStart=/bin/true\nEnvironmentFile=-" + dir_ + "/fifo\n"));
   Result fifo = run({"timeout", "10", "env", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd", "fifo"});
   EXPECT_EQ(fifo.status, 0) << "124: it waited on the FIFO";
-  EXPECT_TRUE(contains(fifo.err, "fifo: Invalid argument: what it says is not taken into account")) << fifo.err;
+  EXPECT_TRUE(contains(fifo.err, "fifo: not a regular file: what it says is not taken into account")) << fifo.err;
 
   ASSERT_NO_FATAL_FAILURE(write("foo.bar.service", "[Service]\nExecStart=/bin/true\n"));
   EXPECT_EQ(systemd({"foo.bar"}).status, 0);
