@@ -758,7 +758,7 @@ TEST(ForkEdges, ForksInsideTheHeapsMprotectLeaveParentAndChildrenWorking) {
 // A filter that refuses fstat (EPERM), after forks with staging files and
 // before any: secmem cannot tell its descriptors from others then, and goes
 // without them (the parent stages each copy). Each fork used to wait for its
-// child to exit (the child left its copy pipe unanswered: 400 ms a fork
+// child to exit (the child left its copy pipe unanswered: as long as the child lived,
 // here) and to leave two descriptors more open in the parent. With mprotect
 // refused (too, or alone: the child copies for itself), a copy goes by the
 // record, guards left out: the parent, or the child, faulted on them. A
