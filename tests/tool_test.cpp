@@ -39,6 +39,17 @@ const std::string kOwnOpenssl = SECMEM_OWN_OPENSSL_PATH;
 const std::string kOwnOpensslUser = SECMEM_OWN_OPENSSL_USER_PATH;
 const std::string kOwnOpensslLib = SECMEM_OWN_OPENSSL_LIB_PATH;
 
+// A writer started on a FIFO (`echo x > fifo`) is still waiting for a
+// reader 200 ms after the command under test looked at the FIFO: nothing
+// opened it. The writer is killed and reaped, its descriptors closed.
+void expect_fifo_unopened(Child &writer) {
+  usleep(200000);
+  EXPECT_EQ(waitpid(writer.pid, nullptr, WNOHANG), 0) << "the FIFO was opened for reading";
+  kill(writer.pid, SIGKILL);
+  waitpid(writer.pid, nullptr, 0);
+  for (int fd : {writer.in, writer.out, writer.err}) close(fd);
+}
+
 // A shim_probe holding a key until destroyed, with or without the shim.
 class Holder {
 public:
@@ -344,11 +355,7 @@ TEST_F(Tool, RunFindsLibrariesWhereTheLoaderDoes) {
   Child writer = start({"sh", "-c", "echo x > " + dir + "/fifo"});
   Result looked = run({"timeout", "20", kTool, "run", "--", dir + "/by-fifo"});
   EXPECT_NE(looked.status, 124);
-  usleep(200000);
-  EXPECT_EQ(waitpid(writer.pid, nullptr, WNOHANG), 0) << "the FIFO was opened for reading";
-  kill(writer.pid, SIGKILL);
-  waitpid(writer.pid, nullptr, 0);
-  for (int fd : {writer.in, writer.out, writer.err}) close(fd);
+  expect_fifo_unopened(writer);
   (void)!system(("rm -rf " + dir).c_str());
 }
 
@@ -1356,11 +1363,7 @@ TEST_F(SystemdDropIn, ALibrarySwappedForAFifoIsNeverOpened) {
   }
   stop = true;
   swapper.join();
-  usleep(200000);
-  EXPECT_EQ(waitpid(writer.pid, nullptr, WNOHANG), 0) << "the FIFO was opened for reading";
-  kill(writer.pid, SIGKILL);
-  waitpid(writer.pid, nullptr, 0);
-  for (int fd : {writer.in, writer.out, writer.err}) close(fd);
+  expect_fifo_unopened(writer);
 }
 
 // The capability subdirectories are the ones this machine's loader tries,
@@ -1419,11 +1422,7 @@ TEST_F(SystemdDropIn, UnitFilesThatAreNotRegularAreNeverOpened) {
   Result drop = run({"timeout", "20", "env", "SYSTEMD_UNIT_PATH=" + dir_, kTool, "systemd", "dropf"});
   EXPECT_EQ(drop.status, 2) << drop.err;
   EXPECT_TRUE(contains(drop.err, "cannot read " + dir_ + "/dropf.service.d/x.conf: not a regular file")) << drop.err;
-  usleep(200000);
-  EXPECT_EQ(waitpid(writer.pid, nullptr, WNOHANG), 0) << "the FIFO was opened for reading";
-  kill(writer.pid, SIGKILL);
-  waitpid(writer.pid, nullptr, 0);
-  for (int fd : {writer.in, writer.out, writer.err}) close(fd);
+  expect_fifo_unopened(writer);
 }
 
 TEST_F(SystemdDropIn, BadInputIsSaid) {
