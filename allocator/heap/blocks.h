@@ -24,8 +24,8 @@ void thread_exit(void *cache); // the cache key's destructor
 void wait_for_exiting_threads();
 // In a fork child: only the forking thread can be inside thread_exit.
 void reset_exiting_threads_in_child();
-// In a fork child, where only the forking thread exists: every other cache's blocks are free.
-void retire_other_caches() REQUIRES(g_heap.lock);
+// (retire_dead_threads_caches, heap/lock.h: in a fork child, every cache
+// but the forking thread's, at the first acquisition of the lock.)
 // In the child of a fork from a signal handler that interrupted an operation
 // holding the lock (the caches stay listed): a dead thread caught entering
 // the gate (in_op 1, about to see it closed and leave) would hold up the

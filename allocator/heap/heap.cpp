@@ -268,7 +268,7 @@ void settle_dead_threads_caches() NO_THREAD_SAFETY_ANALYSIS {
   reset_shared_gate_in_child();
   reset_exiting_threads_in_child();
   if (!g_lock_was_mine)
-    retire_other_caches();
+    g_heap.lock.settle_at_next_lock(this_thread());
   else
     clear_dead_threads_gates();
 }

@@ -24,6 +24,12 @@ namespace secmem::heap {
 // not run yet.
 void finish_fork_in_child_now();
 
+// thread_cache.cpp: in a fork child, the caches of the threads the child
+// does not have (every cache but the one of the thread numbered survivor)
+// go back to the central lists: at the child's first acquisition of the
+// lock (HeapLock::settle_at_next_lock), not in its fork handler.
+void retire_dead_threads_caches(uint32_t survivor);
+
 // This thread's identity for the lock: a number taken once per thread from a
 // counter, no system call (a strict seccomp filter may not allow gettid). It
 // wraps at 2^31, skipping 0: two live threads share a number only if 2^31
@@ -110,6 +116,7 @@ public:
     uint32_t expected = 0;
     if (!word_.compare_exchange_strong(expected, me, std::memory_order_acquire, std::memory_order_relaxed))
       lock_contended(me);
+    if (__builtin_expect(settle_pending_.load(std::memory_order_relaxed), 0)) settle();
   }
   void unlock() RELEASE() {
     if (depth_ != 0) {
@@ -141,17 +148,38 @@ public:
     depth_ = 0;
     word_.store(0, std::memory_order_relaxed);
   }
+  // In a fork child's handler: the dead threads' caches go back at the
+  // lock's next acquisition, on whichever thread it is, before anything
+  // else it guards is read or changed (every cache is made, and every walk
+  // of the caches made, under the lock: until then none but the survivor's
+  // is used). A child that execs or exits without taking the lock never
+  // writes their pages: each one written was a copy-on-write fault, and the
+  // walk itself took 10-35 us, in every child of a fork made beside other
+  // threads (stunnel forks from a connection's thread).
+  void settle_at_next_lock(uint32_t survivor) {
+    survivor_ = survivor;
+    settle_pending_.store(true, std::memory_order_relaxed);
+  }
 
 private:
   static constexpr uint32_t kWaiters = 1u << 31;
   uint32_t owner() const { return word_.load(std::memory_order_relaxed) & ~kWaiters; }
   void lock_contended(uint32_t me);
   void wake_one();
+  [[gnu::noinline, gnu::cold]] void settle() {
+    settle_pending_.store(false, std::memory_order_relaxed);
+    retire_dead_threads_caches(survivor_);
+  }
 
+  // Sized to fit the padding of the lock's 16 bytes, on g_heap's page: its
+  // fork fields fill the page (state.h).
   std::atomic<uint32_t> word_{0}; // 0, or the owner's number | kWaiters
   std::atomic<bool> reentry_allowed_{false};
-  unsigned depth_ = 0; // re-entries by the owner (fork handlers only)
+  std::atomic<bool> settle_pending_{false}; // settle_at_next_lock
+  unsigned depth_ = 0;                      // re-entries by the owner (fork handlers only)
+  uint32_t survivor_ = 0;                   // the forking thread's number, in a child that settles
 };
+static_assert(sizeof(HeapLock) == 16);
 
 class SCOPED_CAPABILITY ScopedLock {
 public:

@@ -30,6 +30,7 @@ ThreadCache *make_cache() {
     cache = g_heap.cache_meta.take();
     if (cache == nullptr) return nullptr;
     for (int cls = 0; cls < kNumClasses; ++cls) cache->cap[cls] = g_ro.cache_cap[cls];
+    cache->thread_number = this_thread();
     g_heap.caches.push_front(cache);
   }
   pthread_setspecific(g_heap.cache_key, cache);
@@ -177,13 +178,18 @@ ThreadCache *my_cache() { return t_cache; }
 // are free, except in a cache whose thread was in an operation (or entering
 // one) at the fork: its blocks stay out of use, and the cache leaves the list
 // all the same (a later fork in this child would wait for its operation to
-// end, for ever: seen under TSan, a child hung in its own fork).
-SECMEM_FORK_CHILD_TEXT void retire_other_caches() {
+// end, for ever: seen under TSan, a child hung in its own fork). Run at the
+// child's first acquisition of the lock (HeapLock::settle_at_next_lock),
+// which holds it: no cache has been made in the child before (each is made
+// under the lock), so every cache but the forking thread's is a dead
+// thread's, and the caller may be a thread the child made since.
+void retire_dead_threads_caches(uint32_t survivor) NO_THREAD_SAFETY_ANALYSIS {
   for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr;) {
     ThreadCache *next = CacheList::next(cache);
-    if (cache != t_cache && cache->in_op.load(std::memory_order_relaxed) == 0)
+    bool dead = cache->thread_number != survivor;
+    if (dead && cache->in_op.load(std::memory_order_relaxed) == 0)
       retire_cache(cache);
-    else if (cache != t_cache) {
+    else if (dead) {
       give_back_growth(cache);
       release_claims(cache);
       forget_large_credit(cache);

@@ -62,6 +62,9 @@ struct alignas(128) ThreadCache { // aligned: no false sharing between threads
   // the fast paths take neither while the thread is inside a locked
   // operation (a signal handler's call), which may be changing this cache.
   uint32_t lock_entries = 0;
+  // Its thread's number (heap/lock.h, this_thread), which a fork child's
+  // forking thread keeps: the cache that survives there.
+  uint32_t thread_number = 0;
   uint32_t count[kNumClasses] = {};
   uint32_t cap[kNumClasses] = {}; // read by the owning thread; changed by it under the heap lock
   bool overflowed[kNumClasses] = {};
