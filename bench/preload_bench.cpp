@@ -7,13 +7,17 @@
 //    RSA and ECDSA keys of the signing runs (which come first) and KiB more
 //    of secure-heap memory (0, 1024), and after a peak of 512 KiB given back
 //    (Shrunk); ForkWithKeyExec: the child execs /bin/true instead, which
-//    under the shim loads it and the library (stunnel's exec=, CGI, a shell)
+//    under the shim loads it and the library (stunnel's exec=, CGI, a shell);
+//    ForkWithKeyBesideThreads: the keys only, four threads that signed with
+//    the EC key idle beside the forking one (a threaded server: stunnel
+//    forks from a connection's thread)
 //  - SecurePairs: CRYPTO_secure_malloc/free pairs of 64 to 176 B, in 1 and 2
 //    threads: the shim's secret path, which OpenSSL's secure heap and tagged
 //    allocations take (bench/run runs it in a process of its own: after
 //    ForkWithKey/1024, OpenSSL's own secure heap is full)
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <openssl/crypto.h>
@@ -21,7 +25,9 @@
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
+#include <vector>
 
 extern char **environ;
 
@@ -127,6 +133,32 @@ void ForkWithKeyExec(benchmark::State &state) {
   fork_exec_wait(state);
 }
 
+// Four threads that signed with the EC key (their caches hold what the
+// secure heap gave them) idle while this one forks; they end with the run.
+void ForkWithKeyBesideThreads(benchmark::State &state) {
+  EVP_PKEY *key = ec_key();
+  std::atomic<bool> stop{false};
+  std::atomic<int> ready{0};
+  std::vector<std::thread> idlers;
+  for (int i = 0; i < 4; ++i)
+    idlers.emplace_back([&] {
+      const unsigned char digest_input[32] = {1, 2, 3};
+      unsigned char signature[256];
+      size_t length = sizeof signature;
+      EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+      if (EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key) != 1 ||
+          EVP_DigestSign(ctx, signature, &length, digest_input, sizeof digest_input) != 1)
+        abort();
+      EVP_MD_CTX_free(ctx);
+      ready++;
+      while (!stop.load()) usleep(1000);
+    });
+  while (ready.load() < 4) usleep(1000);
+  fork_exit_wait(state);
+  stop = true;
+  for (std::thread &idler : idlers) idler.join();
+}
+
 // A heap that once held 512 KiB and now holds the key only.
 void ForkWithKeyShrunk(benchmark::State &state) {
   static const bool shrunk = [] {
@@ -155,6 +187,7 @@ BENCHMARK(EcdsaSign)->UseRealTime()->Unit(benchmark::kMicrosecond);
 // a heap that had peaked: its guards and pages.)
 BENCHMARK(ForkWithKey)->Arg(0)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ForkWithKeyExec)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(ForkWithKeyBesideThreads)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ForkWithKeyShrunk)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(ForkWithKey)->Arg(1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
