@@ -61,6 +61,13 @@
 //                   and parent handlers find every staging mapping PROT_NONE
 //   atfork-parent   the same with the parent handler only (it uses the heap
 //                   after the fork, before secmem's parent handler)
+//   dead-caches-in-handler
+//                   threads keep blocks in their caches (small and large)
+//                   while the main thread forks; a child handler (under
+//                   fork_edges_late registered before secmem's, so running
+//                   before secmem's child handler) allocates: the dead
+//                   threads' blocks serve it (the child has no more chunks
+//                   than the parent)
 //   atfork-parent-frees [sealed|nested|stray]
 //                   a parent handler frees the block each child checks and
 //                   writes a new one; sealed: a sealed block in the heap
@@ -3196,6 +3203,59 @@ static int other_stderr(int to_null) {
   return 0;
 }
 
+// dead-caches-in-handler: see the list at the top.
+static struct secmem_stats g_handler_stats;
+static void *g_handler_small, *g_handler_large;
+static void dead_caches_child(void) {
+  g_handler_small = secmem_malloc(100);
+  g_handler_large = secmem_malloc(70000);
+  secmem_get_stats(&g_handler_stats);
+  secmem_free(g_handler_large);
+  secmem_free(g_handler_small);
+}
+
+static volatile int g_idlers_ready, g_idlers_stop;
+static void *cache_keeper(void *unused) {
+  (void)unused;
+  void *held[106];
+  for (int i = 0; i < 100; ++i) held[i] = secmem_malloc((size_t)16 << (i % 8));
+  for (int i = 100; i < 106; ++i) held[i] = secmem_malloc(65536);
+  for (int i = 0; i < 106; ++i) secmem_free(held[i]); // kept in this thread's cache
+  __atomic_add_fetch(&g_idlers_ready, 1, __ATOMIC_SEQ_CST);
+  while (!__atomic_load_n(&g_idlers_stop, __ATOMIC_SEQ_CST)) usleep(1000);
+  return NULL;
+}
+
+static int dead_caches_in_handler(void) {
+  if (pthread_atfork(NULL, NULL, dead_caches_child) != 0) return fail("pthread_atfork");
+  secmem_free(secmem_malloc(32)); // the heap started (under fork_edges_late, after the handler was registered)
+  pthread_t idlers[4];
+  for (int t = 0; t < 4; ++t)
+    if (pthread_create(&idlers[t], NULL, cache_keeper, NULL) != 0) return fail("pthread_create");
+  while (__atomic_load_n(&g_idlers_ready, __ATOMIC_SEQ_CST) < 4) usleep(1000);
+  struct secmem_stats parent;
+  secmem_get_stats(&parent);
+  int bad = 0;
+  for (int round = 0; round < 5; ++round) {
+    pid_t pid = fork();
+    if (pid < 0) return fail("fork");
+    if (pid == 0) {
+      if (g_handler_small == NULL || g_handler_large == NULL) _exit(2);
+      _exit(g_handler_stats.chunks > parent.chunks ? 3 : 0);
+    }
+    int status = wait_status(pid);
+    if (status != 0)
+      printf("round %d: child %s\n", round,
+             status == 2   ? "handler's allocation refused"
+             : status == 3 ? "handler's allocations made a chunk"
+                           : "failed");
+    bad |= status != 0;
+  }
+  __atomic_store_n(&g_idlers_stop, 1, __ATOMIC_SEQ_CST);
+  for (int t = 0; t < 4; ++t) pthread_join(idlers[t], NULL);
+  return bad;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return fail("usage: fork_edges MODE [ARG]");
   long arg = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
@@ -3230,6 +3290,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "atfork-order") == 0) return atfork_order(0);
   if (strcmp(argv[1], "atfork-parent") == 0) return atfork_order(1);
   if (strcmp(argv[1], "atfork-parent-frees") == 0) return atfork_parent_frees(argc, argv);
+  if (strcmp(argv[1], "dead-caches-in-handler") == 0) return dead_caches_in_handler();
   if (strcmp(argv[1], "map-limit") == 0) return map_limit(arg);
   if (strcmp(argv[1], "two-forkers") == 0) return two_forkers((int)arg);
   if (strcmp(argv[1], "signal-and-thread-fork") == 0) return signal_and_thread_fork((int)arg);

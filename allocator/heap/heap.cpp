@@ -267,10 +267,12 @@ void after_fork_parent() NO_THREAD_SAFETY_ANALYSIS {
 void settle_dead_threads_caches() NO_THREAD_SAFETY_ANALYSIS {
   reset_shared_gate_in_child();
   reset_exiting_threads_in_child();
-  if (!g_lock_was_mine)
+  if (!g_lock_was_mine) {
     g_heap.lock.settle_at_next_lock(this_thread());
-  else
+  } else {
+    g_heap.lock.settle_for_survivor(this_thread());
     clear_dead_threads_gates();
+  }
 }
 
 // The child's copies and its dead threads' caches, once. The child of a

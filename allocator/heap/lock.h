@@ -109,6 +109,11 @@ public:
     if (reentry_allowed_.load(std::memory_order_relaxed) && owner() == me) {
       ++depth_;
       finish_fork_in_child_now();
+      // A fork handler registered before secmem's, using the heap in the
+      // child: the dead threads' blocks are its to use, as they were when
+      // the child handler gave them back (without, its allocations made a
+      // chunk, or were refused under a tight memlock budget).
+      if (__builtin_expect(settle_pending_.load(std::memory_order_relaxed), 0)) settle();
       return;
     }
     raise_lock_entries();
@@ -160,15 +165,38 @@ public:
     survivor_ = survivor;
     settle_pending_.store(true, std::memory_order_relaxed);
   }
+  // In the child of a fork from a signal handler that interrupted this
+  // thread's settle (or its acquisition just before it): only this thread
+  // is left there, and the settle goes on for it when the handler returns.
+  void settle_for_survivor(uint32_t survivor) {
+    if (settle_pending_.load(std::memory_order_relaxed)) survivor_ = survivor;
+  }
+  // A cache of a thread that a fork child does not have, not yet given back
+  // (close_gate waits for none: its thread may have been caught entering
+  // the gate at the fork, in_op 1 for ever).
+  bool dead_in_child(uint32_t thread_number) const {
+    return settle_pending_.load(std::memory_order_relaxed) && thread_number != survivor_;
+  }
 
 private:
   static constexpr uint32_t kWaiters = 1u << 31;
   uint32_t owner() const { return word_.load(std::memory_order_relaxed) & ~kWaiters; }
   void lock_contended(uint32_t me);
   void wake_one();
+  // Pending until every dead cache is gone (dead_in_child). Once per
+  // survivor: a fork from a signal handler meanwhile names this thread the
+  // survivor of its child (settle_for_survivor), whose settle then goes on
+  // in the child with a second round. Not inside itself: that fork's
+  // handlers, or a handler's heap call in the child, find it under way.
   [[gnu::noinline, gnu::cold]] void settle() {
+    if (settling_) return;
+    settling_ = true;
+    for (uint32_t survivor = survivor_;; survivor = survivor_) {
+      retire_dead_threads_caches(survivor);
+      if (survivor_ == survivor) break;
+    }
+    settling_ = false;
     settle_pending_.store(false, std::memory_order_relaxed);
-    retire_dead_threads_caches(survivor_);
   }
 
   // Sized to fit the padding of the lock's 16 bytes, on g_heap's page: its
@@ -176,6 +204,7 @@ private:
   std::atomic<uint32_t> word_{0}; // 0, or the owner's number | kWaiters
   std::atomic<bool> reentry_allowed_{false};
   std::atomic<bool> settle_pending_{false}; // settle_at_next_lock
+  bool settling_ = false;                   // settle under way (on the lock's owner)
   unsigned depth_ = 0;                      // re-entries by the owner (fork handlers only)
   uint32_t survivor_ = 0;                   // the forking thread's number, in a child that settles
 };

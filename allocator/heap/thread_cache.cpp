@@ -457,7 +457,7 @@ bool raise_gate(uint32_t why) REQUIRES(g_heap.lock) {
 void close_gate(uint32_t why) {
   if (raise_gate(why)) {
     for (ThreadCache *cache = g_heap.caches.front(); cache != nullptr; cache = CacheList::next(cache)) {
-      if (cache == t_cache) continue;
+      if (cache == t_cache || g_heap.lock.dead_in_child(cache->thread_number)) continue;
       for (unsigned round = 0; cache->in_op.load(kSeeLeave) == kInOp; ++round) pause_for(round);
     }
   }
