@@ -1270,3 +1270,45 @@ TEST(Fork, AChildWritesNoneOfTheOtherThreadsCachesAtTheFork) {
       &err);
   EXPECT_EQ(outcome, 0) << err;
 }
+
+// A fork child's first free of a large block is kept in its cache even when
+// the dead threads' caches held the whole credit for kept blocks: taking the
+// lock gives their credit back, and the keep is tried again (it went to the
+// pool, and the next free gave back spare credit for nothing).
+TEST(Fork, AChildKeepsItsFirstLargeFreeWhereDeadThreadsHeldTheCredit) {
+  std::string err;
+  int outcome = run_in_child(
+      [&] {
+        // Nine threads keep 64 blocks of 60 KiB each, as far as the process's
+        // credit for kept blocks goes (32 MiB): they hold all of it.
+        std::atomic<int> ready{0};
+        std::atomic<bool> stop{false};
+        std::vector<std::thread> keepers;
+        for (int t = 0; t < 9; ++t)
+          keepers.emplace_back([&] {
+            std::vector<void *> held;
+            for (int i = 0; i < 64; ++i) held.push_back(secmem_malloc(60 << 10));
+            for (void *p : held) secmem_free(p);
+            ready++;
+            while (!stop) usleep(1000);
+          });
+        while (ready < 9) usleep(1000);
+        void *block = secmem_malloc(64 << 10);
+        size_t held = secmem::heap::g_heap.large_cached.load();
+        pid_t pid = fork();
+        if (pid == 0) {
+          secmem_free(block); // the child's first call that takes the lock
+          secmem::heap::ThreadCache *mine = secmem::heap::my_cache();
+          _exit(mine != nullptr && mine->large_count >= 1 && !secmem::heap::g_heap.large_credit_wanted.load() ? 0 : 1);
+        }
+        int status = wait_child(pid);
+        stop = true;
+        for (std::thread &t : keepers) t.join();
+        secmem_free(block);
+        fprintf(stderr, "credit held at the fork: %zu of %zu; the child kept its block, no credit wanted: %s\n", held,
+                secmem::heap::g_heap.large_cache_budget.load(), status == 0 ? "yes" : "no");
+        return status == 0;
+      },
+      &err);
+  EXPECT_EQ(outcome, 0) << err;
+}

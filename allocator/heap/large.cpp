@@ -389,6 +389,16 @@ void release_large(void *p, const BlockRef &ref) {
   } // without a cache, a fork now leaves the run, not live and zero, out of use in the child
   if (kept) return;
   ScopedLock lock(g_heap.lock);
+  // Taking the lock may have given credit back: in a fork child, the dead
+  // threads' caches' (HeapLock::settle_at_next_lock), which refused the
+  // survivor's first keep there. Then no cache wants credit (the refusal
+  // above said one did): one that is refused again says so again.
+  if (cache != nullptr && keep_large(cache, span)) {
+    if (g_heap.large_credit_wanted.load(std::memory_order_relaxed))
+      g_heap.large_credit_wanted.store(false, std::memory_order_relaxed);
+    cache->returning = nullptr;
+    return;
+  }
   if (cache == nullptr || !keep_by_giving_back(cache, span)) {
     g_heap.uncached_frees++;
     return_large(span);
