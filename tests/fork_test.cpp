@@ -1008,6 +1008,50 @@ TEST(ForkEdges, ChildrenHiddenInProc) {
 // The tests below run their forks in a process of their own: the staging
 // files the tests above rely on stay as those tests left them.
 
+namespace {
+// Threads that each allocate `count` blocks of every size in `sizes` and
+// free them (kept in their caches, as far as the caches and the credit for
+// kept large blocks go), then idle until this is destroyed. With fill_now
+// false they only start; fill() makes them allocate.
+class CacheKeepers {
+public:
+  CacheKeepers(int threads, std::vector<size_t> sizes, int count, bool fill_now = true)
+      : sizes_(std::move(sizes)), count_(count) {
+    for (int t = 0; t < threads; ++t)
+      threads_.emplace_back([this] {
+        // Its list made before it starts: a thread's first malloc makes it an
+        // arena of glibc's, whose lock each fork child writes (a page fault).
+        std::vector<void *> held;
+        held.reserve(sizes_.size() * static_cast<size_t>(count_));
+        started_++;
+        while (!fill_) usleep(1000);
+        for (size_t size : sizes_)
+          for (int i = 0; i < count_; ++i) held.push_back(secmem_malloc(size));
+        for (void *p : held) secmem_free(p);
+        filled_++;
+        while (!stop_) usleep(1000);
+      });
+    while (started_ < threads) usleep(1000);
+    if (fill_now) fill();
+  }
+  void fill() {
+    fill_ = true;
+    while (filled_ < static_cast<int>(threads_.size())) usleep(1000);
+  }
+  ~CacheKeepers() {
+    stop_ = true;
+    for (std::thread &t : threads_) t.join();
+  }
+
+private:
+  const std::vector<size_t> sizes_;
+  const int count_;
+  std::atomic<int> started_{0}, filled_{0};
+  std::atomic<bool> fill_{false}, stop_{false};
+  std::vector<std::thread> threads_;
+};
+} // namespace
+
 // A fork child gives the dead threads' caches back at its first use of the
 // heap lock, on whichever thread that is (HeapLock::settle_at_next_lock),
 // not in its fork handler. A thread the child makes first settles there: the
@@ -1025,24 +1069,12 @@ TEST(Fork, AThreadTheChildMakesFirstLeavesTheForkingThreadsCacheToIt) {
       [&] {
         constexpr size_t kSize = 96;
         constexpr int kBlocks = 40;
-        std::atomic<bool> stop{false};
-        std::atomic<int> ready{0};
-        auto fill_cache = [] {
+        CacheKeepers idlers(3, {kSize}, kBlocks);
+        int status = -1;
+        std::thread forker([&] {
           void *held[kBlocks];
           for (void *&p : held) p = secmem_malloc(kSize);
           for (void *p : held) secmem_free(p); // kept in this thread's cache
-        };
-        std::vector<std::thread> idlers;
-        for (int t = 0; t < 3; ++t)
-          idlers.emplace_back([&] {
-            fill_cache();
-            ready++;
-            while (!stop) usleep(1000);
-          });
-        while (ready < 3) usleep(1000);
-        int status = -1;
-        std::thread forker([&] {
-          fill_cache();
           secmem::heap::ThreadCache *own = secmem::heap::my_cache();
           pid_t pid = fork();
           if (pid == 0) {
@@ -1086,8 +1118,6 @@ TEST(Fork, AThreadTheChildMakesFirstLeavesTheForkingThreadsCacheToIt) {
           status = wait_child(pid);
         });
         forker.join();
-        stop = true;
-        for (std::thread &t : idlers) t.join();
         if (status != 0) fprintf(stderr, "the fork's child ended with %d\n", status);
         return status == 0;
       },
@@ -1132,19 +1162,7 @@ TEST(Fork, AForkFromASignalHandlerDuringTheChildsSettleWaitsForNoDeadThread) {
   std::string err;
   int outcome = run_in_child(
       [&] {
-        std::atomic<int> ready{0};
-        std::atomic<bool> stop{false};
-        std::vector<std::thread> idlers;
-        for (int t = 0; t < 16; ++t)
-          idlers.emplace_back([&] {
-            std::vector<void *> held;
-            for (size_t size : {16, 64, 256, 1024, 4096})
-              for (int i = 0; i < 64; ++i) held.push_back(secmem_malloc(size));
-            for (void *p : held) secmem_free(p);
-            ready++;
-            while (!stop) usleep(1000);
-          });
-        while (ready < 16) usleep(1000);
+        CacheKeepers idlers(16, {16, 64, 256, 1024, 4096}, 64);
         secmem_free(secmem_malloc(32));
         secmem::heap::ThreadCache *own = secmem::heap::my_cache();
         int hung = 0, in_settle = 0;
@@ -1189,8 +1207,6 @@ TEST(Fork, AForkFromASignalHandlerDuringTheChildsSettleWaitsForNoDeadThread) {
           close(fds[0]);
           if (hung != 0) break;
         }
-        stop = true;
-        for (std::thread &t : idlers) t.join();
         fprintf(stderr, "children hung: %d; forks from the handler inside the settle: %d\n", hung, in_settle);
         return hung == 0 && in_settle > 0;
       },
@@ -1236,30 +1252,12 @@ TEST(Fork, AChildWritesNoneOfTheOtherThreadsCachesAtTheFork) {
   int outcome = run_in_child(
       [&] {
         void *kept = secmem_malloc(64); // the heap started, this thread's cache made
-        std::atomic<bool> fill{false}, stop{false};
-        std::atomic<int> ready{0};
-        std::vector<std::thread> idlers;
-        for (int t = 0; t < 4; ++t)
-          idlers.emplace_back([&] {
-            ready++;
-            while (!fill) usleep(1000);
-            for (size_t size : {32, 96, 200, 500, 1000, 3000}) {
-              void *held[16];
-              for (void *&p : held) p = secmem_malloc(size);
-              for (void *p : held) secmem_free(p); // kept in this thread's cache
-            }
-            ready++;
-            while (!stop) usleep(1000);
-          });
-        while (ready < 4) usleep(1000);
+        CacheKeepers idlers(4, {32, 96, 200, 500, 1000, 3000}, 16, /*fill_now=*/false);
         // The same threads before and after they have caches: glibc's own work in
         // the child (their stacks) is in both.
         long without_caches = child_faults_at_start();
-        fill = true;
-        while (ready < 8) usleep(1000);
+        idlers.fill();
         long with_caches = child_faults_at_start();
-        stop = true;
-        for (std::thread &t : idlers) t.join();
         secmem_free(kept);
         fprintf(stderr,
                 "a child of a fork beside four threads took %ld page faults before its first instruction once they "
@@ -1284,18 +1282,7 @@ TEST(Fork, AChildKeepsItsFirstLargeFreeWhereDeadThreadsHeldTheCredit) {
       [&] {
         // Nine threads keep 64 blocks of 60 KiB each, as far as the process's
         // credit for kept blocks goes (32 MiB): they hold all of it.
-        std::atomic<int> ready{0};
-        std::atomic<bool> stop{false};
-        std::vector<std::thread> keepers;
-        for (int t = 0; t < 9; ++t)
-          keepers.emplace_back([&] {
-            std::vector<void *> held;
-            for (int i = 0; i < 64; ++i) held.push_back(secmem_malloc(60 << 10));
-            for (void *p : held) secmem_free(p);
-            ready++;
-            while (!stop) usleep(1000);
-          });
-        while (ready < 9) usleep(1000);
+        CacheKeepers keepers(9, {60 << 10}, 64);
         void *block = secmem_malloc(64 << 10);
         size_t held = secmem::heap::g_heap.large_cached.load();
         pid_t pid = fork();
@@ -1305,8 +1292,6 @@ TEST(Fork, AChildKeepsItsFirstLargeFreeWhereDeadThreadsHeldTheCredit) {
           _exit(mine != nullptr && mine->large_count >= 1 && !secmem::heap::g_heap.large_credit_wanted.load() ? 0 : 1);
         }
         int status = wait_child(pid);
-        stop = true;
-        for (std::thread &t : keepers) t.join();
         secmem_free(block);
         fprintf(stderr, "credit held at the fork: %zu of %zu; the child kept its block, no credit wanted: %s\n", held,
                 secmem::heap::g_heap.large_cache_budget.load(), status == 0 ? "yes" : "no");
