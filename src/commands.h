@@ -43,9 +43,9 @@ struct StatReport {
   std::string locked; // VmLck as /proc/PID/status says it ("0 kB")
   bool preload_loaded = false;
   bool libsecmem_loaded = false;
-  size_t unreadable = 0;               // secret ranges that /proc/PID/mem refused
-  std::vector<OwnOpenssl> own_openssl; // objects with their own OpenSSL, out of the shim's reach
-  std::vector<std::string> own_openssl_read_in_part, own_openssl_not_read; // the search's bounds (proc.h)
+  size_t unreadable = 0; // secret ranges that /proc/PID/mem refused
+  // Objects with their own OpenSSL, out of the shim's reach, and the bounds of that search (proc.h).
+  OwnOpensslSearch own_openssl;
   // Secrets outside memfd_secret: anonymous read-write mappings kept out of
   // core dumps (MADV_DONTDUMP), as secmem's mlock and unlocked tiers (and
   // OpenSSL's own secure heap) are; readable through /proc/PID/mem.

@@ -127,9 +127,9 @@ void print_stat(const StatReport &stat, bool json_output) {
                 {"outside_secret_mappings", stat.outside.size()},
                 {"outside_secret_bytes", stat.outside_locked_bytes + stat.outside_unlocked_bytes},
                 {"outside_locked_bytes", stat.outside_locked_bytes},
-                {"own_openssl", own_openssl_json(stat.own_openssl, root)},
-                {"own_openssl_read_in_part", shown_paths(stat.own_openssl_read_in_part, root)},
-                {"own_openssl_not_read", shown_paths(stat.own_openssl_not_read, root)}});
+                {"own_openssl", own_openssl_json(stat.own_openssl.found, root)},
+                {"own_openssl_read_in_part", shown_paths(stat.own_openssl.read_in_part, root)},
+                {"own_openssl_not_read", shown_paths(stat.own_openssl.not_read, root)}});
     return;
   }
   field("process", std::to_string(stat.pid) + " (" + stat.name + ")");
@@ -139,19 +139,19 @@ void print_stat(const StatReport &stat, bool json_output) {
   field("locked (VmLck)", stat.locked);
   field("secmem preload", stat.preload_loaded ? "loaded" : "not loaded");
   field("libsecmem", stat.libsecmem_loaded ? "loaded" : "not loaded");
-  bool searched_all = stat.own_openssl_read_in_part.empty() && stat.own_openssl_not_read.empty();
-  if (stat.own_openssl.empty())
+  bool searched_all = stat.own_openssl.read_in_part.empty() && stat.own_openssl.not_read.empty();
+  if (stat.own_openssl.found.empty())
     field("own OpenSSL", searched_all ? "none (every OpenSSL in it is the shared libcrypto)"
                                       : "none found in what was searched (below)");
-  for (size_t i = 0; i < stat.own_openssl.size(); ++i)
+  for (size_t i = 0; i < stat.own_openssl.found.size(); ++i)
     field(i == 0 ? "own OpenSSL" : "",
-          shown_path(stat.own_openssl[i].path, root) +
-              (stat.own_openssl[i].version.empty() ? "" : " (" + stat.own_openssl[i].version + ")") +
+          shown_path(stat.own_openssl.found[i].path, root) +
+              (stat.own_openssl.found[i].version.empty() ? "" : " (" + stat.own_openssl.found[i].version + ")") +
               ": linked in, out of the shim's reach");
-  for (const std::string &path : stat.own_openssl_read_in_part)
+  for (const std::string &path : stat.own_openssl.read_in_part)
     field("searched in part", shown_path(path, root) + ": larger than secmem reads of a file (" +
                                   std::to_string(kOwnOpensslFileBytes >> 20) + " MiB), only its start searched");
-  for (const std::string &path : stat.own_openssl_not_read)
+  for (const std::string &path : stat.own_openssl.not_read)
     field("not searched", shown_path(path, root) + ": secmem reads " + std::to_string(kOwnOpensslReadBudget >> 20) +
                               " MiB in all, and the objects before it took that");
   if (!stat.outside.empty())

@@ -67,10 +67,7 @@ int cmd_stat(int pid, bool json) {
     if (!readable(pid, region.start, region.end - region.start, &err)) ++stat.unreadable;
   }
   stat.outside = dontdump_regions(pid, &stat.outside_locked_bytes, &stat.outside_unlocked_bytes);
-  OwnOpensslSearch search = own_openssl_in(mapped_objects(pid));
-  stat.own_openssl = search.found;
-  stat.own_openssl_read_in_part = search.read_in_part;
-  stat.own_openssl_not_read = search.not_read;
+  stat.own_openssl = own_openssl_in(mapped_objects(pid));
   stat.locked = status["VmLck"];
   stat.name = process_name(pid);
   require_memory(pid, "exited while secmem read it"); // what was read may be partial
